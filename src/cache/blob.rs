@@ -1,0 +1,150 @@
+//! Content-addressed blob store: `blobs/<first 2 hex>/<blake3 hex>`, read-only files.
+//! Identical outputs are stored once.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{io_err, CacheError};
+
+/// Directory of blobs named by their blake3 hash.
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+/// Streams a file through blake3; returns (hex hash, size).
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hasher.finalize().to_hex().to_string(), size))
+}
+
+impl BlobStore {
+    pub fn new(dir: PathBuf) -> Result<Self, CacheError> {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(BlobStore { dir })
+    }
+
+    /// Where the blob `hash` lives (it may not exist).
+    pub fn path(&self, hash: &str) -> PathBuf {
+        let prefix = hash.get(..2).unwrap_or("00");
+        self.dir.join(prefix).join(hash)
+    }
+
+    /// Stores a copy of `src`; returns (hash, size). Already-present content is not rewritten.
+    pub fn put_file(&self, src: &Path) -> Result<(String, u64), CacheError> {
+        let (hash, size) = hash_file(src).map_err(io_err(src))?;
+        let dest = self.path(&hash);
+        if !dest.exists() {
+            self.install(&dest, |tmp| {
+                fs::copy(src, tmp).map(|_| ()).map_err(io_err(src))
+            })?;
+        }
+        Ok((hash, size))
+    }
+
+    /// Stores `bytes`; returns (hash, size).
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), CacheError> {
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        let dest = self.path(&hash);
+        if !dest.exists() {
+            self.install(&dest, |tmp| {
+                let mut f = File::create(tmp).map_err(io_err(tmp))?;
+                f.write_all(bytes).map_err(io_err(tmp))
+            })?;
+        }
+        Ok((hash, bytes.len() as u64))
+    }
+
+    /// Writes through a temp file, fsyncs it, makes it read-only, renames it into place.
+    fn install(
+        &self,
+        dest: &Path,
+        write: impl FnOnce(&Path) -> Result<(), CacheError>,
+    ) -> Result<(), CacheError> {
+        let parent = dest.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        write(&tmp)?;
+        let f = File::open(&tmp).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        let mut perms = f.metadata().map_err(io_err(&tmp))?.permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(&tmp, perms).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, dest).map_err(io_err(dest))?;
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Reads a blob and checks its hash.
+    pub fn read_verified(&self, hash: &str) -> Result<Vec<u8>, String> {
+        let path = self.path(hash);
+        let bytes = fs::read(&path).map_err(|e| format!("blob {hash} unreadable: {e}"))?;
+        let actual = blake3::hash(&bytes).to_hex().to_string();
+        if actual != hash {
+            return Err(format!(
+                "blob {hash} is corrupt (content hashes to {actual})"
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Rehashes a blob: `Err(description)` when missing or corrupt.
+    pub fn check(&self, hash: &str) -> Result<(), String> {
+        let path = self.path(hash);
+        match hash_file(&path) {
+            Ok((actual, _)) if actual == hash => Ok(()),
+            Ok((actual, _)) => Err(format!("content hashes to {actual}, expected {hash}")),
+            Err(e) => Err(format!("unreadable: {e}")),
+        }
+    }
+
+    pub fn delete(&self, hash: &str) -> Result<(), CacheError> {
+        let path = self.path(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::Io { path, source: e }),
+        }
+    }
+
+    /// Every blob (and leftover temp file) with its size.
+    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+        let mut out = Vec::new();
+        for sub in fs::read_dir(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .flatten()
+        {
+            if !sub.path().is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(sub.path())
+                .map_err(io_err(&sub.path()))?
+                .flatten()
+            {
+                let name = f.file_name().to_string_lossy().to_string();
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((name, size));
+            }
+        }
+        Ok(out)
+    }
+}

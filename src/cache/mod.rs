@@ -1,0 +1,430 @@
+//! The cache: a content-addressed blob store plus a sled index from stage keys to
+//! manifests. One `pipe` process holds it at a time (an exclusive lock file).
+//!
+//! Commit protocol (crash-safe at any instant): every output file is written to a temp
+//! file, fsynced and renamed into `blobs/<aa>/<blake3>`; then the manifest (itself a
+//! blob) is stored; then ONE sled insert maps the key to the manifest, and sled is
+//! flushed. A run killed before that insert leaves only unreferenced blobs (removed by
+//! `pipe cache gc`), never a half entry.
+
+mod blob;
+mod index;
+
+pub use blob::{hash_file, BlobStore};
+pub use index::{Entry, LastRun, Manifest, ManifestFile};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fs4::fs_std::FileExt;
+
+use crate::hash::StageKey;
+
+/// Errors of the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(
+        "the cache {dir} is in use by another pipe process{holder}; wait for it to finish \
+         or choose another cache with --cache / PIPE_CACHE"
+    )]
+    Busy { dir: PathBuf, holder: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache index {path}: {source}")]
+    Index { path: PathBuf, source: sled::Error },
+    #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
+    Corrupt { key: String, message: String },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An open, locked cache directory.
+pub struct Cache {
+    root: PathBuf,
+    blobs: BlobStore,
+    index: index::Index,
+    _lock: File,
+}
+
+/// One problem found by [`Cache::verify`].
+#[derive(Debug, Clone)]
+pub struct Corruption {
+    pub key: String,
+    pub stage: String,
+    pub file: String,
+    pub message: String,
+}
+
+/// What [`Cache::gc`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub entries_removed: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache at `root` and takes its lock; a second
+    /// process gets [`CacheError::Busy`] at once.
+    pub fn open(root: &Path) -> Result<Self, CacheError> {
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let lock_path = root.join("LOCK");
+        let mut lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock_exclusive() {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                let holder = fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(CacheError::Busy {
+                    dir: root.to_path_buf(),
+                    holder,
+                });
+            }
+        }
+        lock.set_len(0).map_err(io_err(&lock_path))?;
+        write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        let blobs = BlobStore::new(root.join("blobs"))?;
+        let index = index::Index::open(&root.join("index"))?;
+        for dir in ["tmp", "views", "checkpoints"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        // Leftovers of killed runs of this (now locked) cache are garbage.
+        let tmp = root.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+            blobs,
+            index,
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Whether `key` has a committed entry.
+    pub fn contains(&self, key: &StageKey) -> Result<bool, CacheError> {
+        self.index.contains(key)
+    }
+
+    pub fn entry(&self, key: &StageKey) -> Result<Option<Entry>, CacheError> {
+        self.index.entry(key)
+    }
+
+    /// All entries, by key.
+    pub fn entries(&self) -> Result<Vec<(StageKey, Entry)>, CacheError> {
+        self.index.entries()
+    }
+
+    /// A fresh private directory for one run of `key` (removed on drop of the cache
+    /// or at the next open).
+    pub fn tmp_dir(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{}", key.short(), std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// The resumable-state directory of `key` (kept across crashes).
+    pub fn checkpoint_dir(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
+        let dir = self.root.join("checkpoints").join(key.hex());
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// Stores every file under `out_dir` and records `key` -> manifest atomically.
+    pub fn commit(
+        &self,
+        key: &StageKey,
+        out_dir: &Path,
+        mut entry: Entry,
+    ) -> Result<Entry, CacheError> {
+        let mut files = Vec::new();
+        collect_files(out_dir, out_dir, &mut files)?;
+        files.sort();
+        let mut manifest = Manifest { files: Vec::new() };
+        for rel in files {
+            let path = out_dir.join(&rel);
+            let (hash, size) = self.blobs.put_file(&path)?;
+            manifest.files.push(ManifestFile {
+                path: rel_string(&rel),
+                hash,
+                size,
+            });
+        }
+        let text = serde_json::to_vec(&manifest).unwrap_or_default();
+        let (manifest_hash, _) = self.blobs.put_bytes(&text)?;
+        entry.manifest = manifest_hash;
+        entry.bytes = manifest.files.iter().map(|f| f.size).sum();
+        self.index.insert_entry(key, &entry)?;
+        let ck = self.root.join("checkpoints").join(key.hex());
+        if ck.exists() {
+            let _ = fs::remove_dir_all(ck);
+        }
+        Ok(entry)
+    }
+
+    /// The manifest of a committed entry (verified against its hash).
+    pub fn manifest(&self, key: &StageKey) -> Result<Manifest, CacheError> {
+        let entry = self.index.entry(key)?.ok_or_else(|| CacheError::Corrupt {
+            key: key.hex(),
+            message: "no such entry".into(),
+        })?;
+        let bytes = self
+            .blobs
+            .read_verified(&entry.manifest)
+            .map_err(|m| CacheError::Corrupt {
+                key: key.hex(),
+                message: m,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+            key: key.hex(),
+            message: format!("manifest unreadable: {e}"),
+        })
+    }
+
+    /// A read-only directory holding the outputs of `key` (hard links into the blob
+    /// store), built once and reused.
+    pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
+        let view = self.root.join("views").join(key.hex());
+        let complete = self
+            .root
+            .join("views")
+            .join(format!("{}.complete", key.hex()));
+        if complete.exists() && view.is_dir() {
+            return Ok(view);
+        }
+        let manifest = self.manifest(key)?;
+        let staging =
+            self.root
+                .join("tmp")
+                .join(format!("view-{}-{}", key.short(), std::process::id()));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        for f in &manifest.files {
+            let dest = staging.join(&f.path);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let src = self.blobs.path(&f.hash);
+            if fs::hard_link(&src, &dest).is_err() {
+                fs::copy(&src, &dest).map_err(io_err(&src))?;
+            }
+        }
+        if view.exists() {
+            fs::remove_dir_all(&view).map_err(io_err(&view))?;
+        }
+        fs::rename(&staging, &view).map_err(io_err(&view))?;
+        fs::write(&complete, b"").map_err(io_err(&complete))?;
+        Ok(view)
+    }
+
+    /// What the last run of a stage (by pipeline and instance name) was made from.
+    pub fn last_run(&self, pipeline: &str, stage: &str) -> Result<Option<LastRun>, CacheError> {
+        self.index.last_run(pipeline, stage)
+    }
+
+    pub fn record_last_run(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        run: &LastRun,
+    ) -> Result<(), CacheError> {
+        self.index.set_last_run(pipeline, stage, run)
+    }
+
+    /// Makes recorded last runs durable (entries are flushed at each commit).
+    pub fn flush(&self) -> Result<(), CacheError> {
+        self.index.flush()
+    }
+
+    /// Drops an entry (and its view); its blobs stay until gc.
+    pub fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
+        self.index.remove(key)?;
+        let view = self.root.join("views").join(key.hex());
+        let _ = fs::remove_file(
+            self.root
+                .join("views")
+                .join(format!("{}.complete", key.hex())),
+        );
+        if view.exists() {
+            fs::remove_dir_all(&view).map_err(io_err(&view))?;
+        }
+        Ok(())
+    }
+
+    /// Rehashes every blob that an entry references; corrupt blobs are deleted and the
+    /// entries that use them dropped, so those stages rerun.
+    pub fn verify(&self) -> Result<Vec<Corruption>, CacheError> {
+        let mut problems = Vec::new();
+        let mut bad_blobs: BTreeSet<String> = BTreeSet::new();
+        let mut good_blobs: BTreeSet<String> = BTreeSet::new();
+        for (key, entry) in self.entries()? {
+            let mut broken = Vec::new();
+            match self.manifest(&key) {
+                Ok(m) => {
+                    for f in &m.files {
+                        if good_blobs.contains(&f.hash) {
+                            continue;
+                        }
+                        if bad_blobs.contains(&f.hash) {
+                            broken.push((f.path.clone(), "blob is corrupt".to_string()));
+                            continue;
+                        }
+                        match self.blobs.check(&f.hash) {
+                            Ok(()) => {
+                                good_blobs.insert(f.hash.clone());
+                            }
+                            Err(msg) => {
+                                bad_blobs.insert(f.hash.clone());
+                                broken.push((f.path.clone(), msg));
+                            }
+                        }
+                    }
+                }
+                Err(e) => broken.push(("(manifest)".into(), e.to_string())),
+            }
+            if !broken.is_empty() {
+                for (file, message) in broken {
+                    problems.push(Corruption {
+                        key: key.hex(),
+                        stage: entry.stage.clone(),
+                        file,
+                        message,
+                    });
+                }
+                self.remove(&key)?;
+            }
+        }
+        for hash in &bad_blobs {
+            self.blobs.delete(hash)?;
+        }
+        self.index.flush()?;
+        Ok(problems)
+    }
+
+    /// Removes every entry not in `keep`, then every blob no remaining entry uses.
+    pub fn gc(&self, keep: &BTreeSet<StageKey>) -> Result<GcReport, CacheError> {
+        let mut report = GcReport::default();
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        for (key, entry) in self.entries()? {
+            if keep.contains(&key) {
+                referenced.insert(entry.manifest.clone());
+                if let Ok(m) = self.manifest(&key) {
+                    referenced.extend(m.files.into_iter().map(|f| f.hash));
+                }
+            } else {
+                self.remove(&key)?;
+                report.entries_removed += 1;
+            }
+        }
+        for (hash, size) in self.blobs.list()? {
+            if !referenced.contains(&hash) {
+                self.blobs.delete(&hash)?;
+                report.blobs_removed += 1;
+                report.bytes_freed += size;
+            }
+        }
+        let ck_root = self.root.join("checkpoints");
+        if let Ok(rd) = fs::read_dir(&ck_root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if StageKey::from_hex(&name).is_none_or(|k| !keep.contains(&k)) {
+                    report.bytes_freed += dir_size(&e.path());
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        self.index.flush()?;
+        Ok(report)
+    }
+
+    /// Total bytes per entry key, from manifests.
+    pub fn sizes(&self) -> Result<BTreeMap<StageKey, u64>, CacheError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|(k, e)| (k, e.bytes))
+            .collect())
+    }
+}
+
+fn rel_string(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CacheError> {
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let path = e.path();
+        let ft = e.file_type().map_err(io_err(&path))?;
+        if ft.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if ft.is_file() {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+        } else if ft.is_symlink() {
+            // Follow links to files (e.g. a stage linking an input); skip dangling ones.
+            if path.is_file() {
+                out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            } else if path.is_dir() {
+                collect_files(root, &path, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                total += dir_size(&path);
+            } else if let Ok(m) = e.metadata() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,159 @@
+//! Command-line arguments (clap). `main.rs` parses these and calls [`super::main`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// pipe — cached, incremental pipelines for transformer experiments on biomedical text.
+///
+/// A YAML file describes a DAG of stages (fetch a corpus, parse it, fine-tune BERT,
+/// evaluate, render a report). Every stage's output is stored under a key computed from
+/// its kind, params and inputs, so a rerun recomputes only what changed.
+#[derive(Debug, Parser)]
+#[command(name = "pipe", version, about, long_about)]
+pub struct Cli {
+    /// Cache directory (sled index + blob store).
+    #[arg(long, global = true, env = "PIPE_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which pipeline, which profile.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// Pipeline YAML file.
+    pub pipeline: PathBuf,
+    /// Profile whose param overrides apply (e.g. smoke, cpu, paper).
+    #[arg(long, short)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stage whose result is not cached (independent stages in parallel).
+    Run {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// Stages run at once [default: number of cores].
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Run only these stages (and what they need). Base or expanded names.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Rerun these stages (and their descendants) even if cached.
+        #[arg(long)]
+        force: Vec<String>,
+        /// Compute device: cpu, cuda:0, wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what `run` would do and why, without running anything.
+    Plan {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// Print a JSON array of {stage, key, status, reason}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        only: Vec<String>,
+        #[arg(long)]
+        force: Vec<String>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Draw the expanded DAG.
+    Dag {
+        #[command(flatten)]
+        target: PipelineArgs,
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: DagFormatArg,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// List the stage kinds this build can run.
+    Kinds,
+    /// Corpus statistics of a corpus or split stage (runs it if needed).
+    Stats {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// Stage name (a corpus or split stage).
+        stage: String,
+        /// Print {split: {label: count}} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render the pipeline's report stages from the cache, without running anything.
+    Report {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// Write the markdown here (default: the report's `output` under reports/).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Compare the metrics of two profiles of a pipeline.
+    Diff {
+        pipeline: PathBuf,
+        /// Profile A.
+        a: String,
+        /// Profile B.
+        b: String,
+    },
+    /// Encode a text with a BERT checkpoint and print its states.
+    Encode {
+        /// Checkpoint source (path:DIR, pip:NAME==VER#path, hf:ORG/NAME).
+        #[arg(long)]
+        model: String,
+        /// Print JSON (tokens, last_hidden_state, layers).
+        #[arg(long)]
+        json: bool,
+        text: String,
+    },
+    /// Benchmarks that print figures (not timed tests).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// List cached results.
+    Ls,
+    /// Rehash every blob; drop entries with corrupt blobs so they rerun.
+    Verify,
+    /// Remove what none of the given pipelines (with their profiles) reaches.
+    Gc {
+        pipelines: Vec<PathBuf>,
+        /// Profiles to keep (repeatable); default: no profile plus every defined profile.
+        #[arg(long)]
+        profile: Vec<String>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Engine overhead on a generated pipeline of N cheap stages.
+    Engine {
+        #[arg(long, default_value_t = 1000)]
+        stages: usize,
+        /// Also time `dvc repro` on the equivalent dvc.yaml if dvc is installed.
+        #[arg(long)]
+        dvc: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DagFormatArg {
+    Mermaid,
+    Dot,
+}

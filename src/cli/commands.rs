@@ -1,0 +1,337 @@
+//! One function per subcommand.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
+use crate::cache::Cache;
+use crate::exec::{self, Plan, PlanOptions, RunOptions, Status};
+use crate::graph::{self, DagFormat, StageGraph};
+use crate::spec::{load_pipeline, Pipeline};
+use crate::stages::StageRegistry;
+
+/// A loaded pipeline with its graph.
+pub(super) struct Loaded {
+    pub pipeline: Pipeline,
+    pub graph: StageGraph,
+}
+
+pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry) -> Result<Loaded> {
+    let pipeline = load_pipeline(path, profile, registry)?;
+    let graph = StageGraph::build(&pipeline)?;
+    Ok(Loaded { pipeline, graph })
+}
+
+/// Backend name that enters keys of backend-dependent stages.
+pub(super) fn backend_for(device: &str) -> Result<String> {
+    Ok(crate::model::device::DeviceSpec::parse(device)?
+        .backend_name()
+        .to_string())
+}
+
+pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let registry = StageRegistry::builtin();
+    match cli.command {
+        Command::Run {
+            target,
+            jobs,
+            only,
+            force,
+            device,
+            quiet,
+        } => {
+            let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
+            let cache = Cache::open(&cli.cache)?;
+            let plan = exec::plan(
+                &loaded.pipeline,
+                &loaded.graph,
+                &cache,
+                &PlanOptions {
+                    only,
+                    force,
+                    backend: backend_for(&device)?,
+                },
+            )?;
+            let opts = RunOptions {
+                jobs: jobs.unwrap_or_else(num_cpus::get),
+                device,
+                quiet,
+            };
+            let summary = exec::run_plan(
+                &loaded.pipeline,
+                &loaded.graph,
+                &plan,
+                &cache,
+                &registry,
+                &opts,
+            )?;
+            println!("{}", summary.line());
+            for (name, outcome) in &summary.outcomes {
+                if let exec::StageOutcome::Failed { error } = outcome {
+                    println!("failed: {name}: {error}");
+                }
+            }
+            Ok(if summary.failed() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Plan {
+            target,
+            json,
+            only,
+            force,
+            device,
+        } => {
+            let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
+            let cache = Cache::open(&cli.cache)?;
+            let plan = exec::plan(
+                &loaded.pipeline,
+                &loaded.graph,
+                &cache,
+                &PlanOptions {
+                    only,
+                    force,
+                    backend: backend_for(&device)?,
+                },
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan.to_json(&loaded.pipeline))?
+                );
+            } else {
+                print!("{}", render_plan(&loaded.pipeline, &plan));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dag { target, format } => {
+            let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
+            let format = match format {
+                DagFormatArg::Mermaid => DagFormat::Mermaid,
+                DagFormatArg::Dot => DagFormat::Dot,
+            };
+            print!("{}", graph::draw(&loaded.pipeline, &loaded.graph, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { action } => cache_command(&cli.cache, action, &registry),
+        Command::Kinds => {
+            for k in registry.kinds() {
+                println!("{k}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats {
+            target,
+            stage,
+            json,
+        } => stats_command(&cli.cache, &target, &stage, json, &registry),
+        Command::Report { target, output } => {
+            super::report::report_command(&cli.cache, &target, output.as_deref(), &registry)
+        }
+        Command::Diff { pipeline, a, b } => {
+            super::report::diff_command(&cli.cache, &pipeline, &a, &b, &registry)
+        }
+        Command::Encode { model, json, text } => {
+            if !json {
+                bail!("only --json output is supported: pass --json");
+            }
+            super::encode::encode_command(&cli.cache, &model, &text)
+        }
+        Command::Bench { what } => match what {
+            BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
+        },
+    }
+}
+
+/// The human form of `pipe plan`.
+pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
+    let width = p
+        .instances
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let (mut run, mut cached) = (0, 0);
+    for it in &plan.items {
+        let inst = &p.instances[it.instance];
+        let (status, reason) = match it.status {
+            Status::Cached => {
+                cached += 1;
+                ("cached", String::new())
+            }
+            Status::Run => {
+                run += 1;
+                ("run", exec::reasons_text(&it.reasons))
+            }
+            Status::NotSelected => ("-", "not selected".to_string()),
+        };
+        out.push_str(&format!(
+            "{status:<7} {:<width$}  {:<12} {}  {reason}\n",
+            inst.name,
+            inst.kind,
+            it.key.short(),
+        ));
+    }
+    out.push_str(&format!("{run} to run, {cached} cached\n"));
+    out
+}
+
+fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> Result<ExitCode> {
+    let cache = Cache::open(root)?;
+    match action {
+        CacheAction::Ls => {
+            let mut entries = cache.entries()?;
+            entries.sort_by(|a, b| a.1.stage.cmp(&b.1.stage));
+            let mut total = 0u64;
+            for (key, e) in &entries {
+                total += e.bytes;
+                println!(
+                    "{}  {:<40} {:<12} {:>10}  {:>7.1}s",
+                    key.short(),
+                    e.stage,
+                    e.kind,
+                    human_bytes(e.bytes),
+                    e.seconds
+                );
+            }
+            println!("{} entries, {}", entries.len(), human_bytes(total));
+        }
+        CacheAction::Verify => {
+            let problems = cache.verify()?;
+            if problems.is_empty() {
+                println!("cache OK: every blob matches its hash");
+            } else {
+                for p in &problems {
+                    println!(
+                        "corrupt: {} ({}) file {}: {}; entry dropped, it will rerun",
+                        p.stage,
+                        &p.key[..12],
+                        p.file,
+                        p.message
+                    );
+                }
+                println!("{} corrupt file(s) found", problems.len());
+                return Ok(ExitCode::from(1));
+            }
+        }
+        CacheAction::Gc {
+            pipelines,
+            profile,
+            device,
+        } => {
+            if pipelines.is_empty() {
+                bail!("name the pipelines whose results to keep: pipe cache gc PIPELINE.yaml...");
+            }
+            let mut keep = BTreeSet::new();
+            let backend = backend_for(&device)?;
+            for path in &pipelines {
+                let base = load(path, None, registry)?;
+                let profiles: Vec<Option<String>> = if profile.is_empty() {
+                    std::iter::once(None)
+                        .chain(base.pipeline.profiles.iter().cloned().map(Some))
+                        .collect()
+                } else {
+                    profile.iter().cloned().map(Some).collect()
+                };
+                for prof in profiles {
+                    let loaded = load(path, prof.as_deref(), registry)
+                        .with_context(|| format!("loading {}", path.display()))?;
+                    let plan = exec::plan(
+                        &loaded.pipeline,
+                        &loaded.graph,
+                        &cache,
+                        &PlanOptions {
+                            backend: backend.clone(),
+                            ..Default::default()
+                        },
+                    )?;
+                    keep.extend(plan.items.iter().map(|it| it.key));
+                }
+            }
+            let report = cache.gc(&keep)?;
+            println!(
+                "removed {} entries and {} blobs, freed {}",
+                report.entries_removed,
+                report.blobs_removed,
+                human_bytes(report.bytes_freed)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs (if needed) the stage `stage` and prints the statistics its output carries.
+fn stats_command(
+    root: &Path,
+    target: &PipelineArgs,
+    stage: &str,
+    json: bool,
+    registry: &StageRegistry,
+) -> Result<ExitCode> {
+    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
+    let instances = loaded.pipeline.select(stage);
+    let &[i] = instances.as_slice() else {
+        if instances.is_empty() {
+            bail!("no stage named `{stage}` in {}", target.pipeline.display());
+        }
+        bail!(
+            "`{stage}` is a matrix of {} stages: name one, e.g. `{}`",
+            instances.len(),
+            loaded.pipeline.instances[instances[0]].name
+        );
+    };
+    let cache = Cache::open(root)?;
+    let plan = exec::plan(
+        &loaded.pipeline,
+        &loaded.graph,
+        &cache,
+        &PlanOptions {
+            only: vec![loaded.pipeline.instances[i].name.clone()],
+            backend: backend_for("cpu")?,
+            ..Default::default()
+        },
+    )?;
+    if plan.item(i).status == Status::Run {
+        let summary = exec::run_plan(
+            &loaded.pipeline,
+            &loaded.graph,
+            &plan,
+            &cache,
+            registry,
+            &RunOptions {
+                jobs: num_cpus::get(),
+                device: "cpu".into(),
+                quiet: true,
+            },
+        )?;
+        if summary.failed() > 0 {
+            bail!("stage `{stage}` failed: {}", summary.line());
+        }
+    }
+    let dir = cache.materialize(&plan.item(i).key)?;
+    let _ = (dir, json);
+    bail!("`pipe stats` is not implemented yet (stage `{stage}`)")
+}
+
+/// `1.2 MiB`
+pub(super) fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}

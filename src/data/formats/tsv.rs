@@ -1,0 +1,188 @@
+//! Tab-separated relation corpora: BLURB (`sentence<TAB>label_id`), the rebuilt DDI train
+//! file, AIMed's tagged TSV, and any user TSV described by a [`Layout`].
+
+use std::path::Path;
+
+use super::{line_error, parse_fold, parse_split, RawRecord, ReadConfig, ReadOutput};
+use crate::data::corpus_spec::{Column, EntityStyle};
+use crate::data::entity;
+use crate::data::DataError;
+
+/// Resolved column indices.
+struct Columns {
+    text: usize,
+    label: usize,
+    id: Option<usize>,
+    doc_id: Option<usize>,
+    split: Option<usize>,
+    fold: Option<usize>,
+    /// Number of fields every line must have (`Some` with a header), else the minimum.
+    exact: Option<usize>,
+    min: usize,
+}
+
+fn resolve(
+    col: &Option<Column>,
+    header: Option<&[&str]>,
+    name: &str,
+    file: &str,
+) -> Result<Option<usize>, DataError> {
+    match (col, header) {
+        (None, _) => Ok(None),
+        (Some(Column::Index(i)), _) => Ok(Some(*i)),
+        (Some(Column::Name(n)), Some(h)) => {
+            h.iter().position(|c| c == n).map(Some).ok_or_else(|| {
+                line_error(
+                    file,
+                    1,
+                    format!("layout.{name}: no column `{n}` in the header {h:?}"),
+                )
+            })
+        }
+        (Some(Column::Name(n)), None) => Err(DataError::Param {
+            param: format!("layout.{name}"),
+            message: format!(
+                "column `{n}` is a name but the file has no header; use a 0-based index"
+            ),
+        }),
+    }
+}
+
+/// Reads a TSV file. `display` is the name used in messages.
+pub fn read(path: &Path, display: &str, config: &ReadConfig) -> Result<ReadOutput, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let layout = &config.layout;
+    let has_header = layout.header.unwrap_or(true);
+    let mut lines = bytes.split(|b| *b == b'\n').enumerate().peekable();
+    let header_fields: Option<Vec<String>> = if has_header {
+        match lines.next() {
+            Some((_, raw)) => {
+                let text = std::str::from_utf8(raw)
+                    .map_err(|_| line_error(display, 1, "header is not valid UTF-8"))?;
+                Some(
+                    text.trim_end_matches('\r')
+                        .split('\t')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            None => return Err(line_error(display, 1, "empty file: expected a header line")),
+        }
+    } else {
+        None
+    };
+    let header_refs: Option<Vec<&str>> = header_fields
+        .as_ref()
+        .map(|h| h.iter().map(String::as_str).collect());
+    let h = header_refs.as_deref();
+    let need = |col: &Option<Column>, name: &str| -> Result<usize, DataError> {
+        resolve(col, h, name, display)?.ok_or_else(|| DataError::Param {
+            param: format!("layout.{name}"),
+            message: "required".into(),
+        })
+    };
+    let mut cols = Columns {
+        text: need(&layout.text, "text")?,
+        label: need(&layout.label, "label")?,
+        id: resolve(&layout.id, h, "id", display)?,
+        doc_id: resolve(&layout.doc_id, h, "doc_id", display)?,
+        split: resolve(&layout.split, h, "split", display)?,
+        fold: resolve(&layout.fold, h, "fold", display)?,
+        exact: h.map(<[&str]>::len),
+        min: 0,
+    };
+    cols.min = [
+        Some(cols.text),
+        Some(cols.label),
+        cols.id,
+        cols.doc_id,
+        cols.split,
+        cols.fold,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .map_or(0, |m| m + 1);
+    if let EntityStyle::Spans { .. } = config.tagging.style {
+        return Err(DataError::Param {
+            param: "entities".into(),
+            message:
+                "style `spans` needs a JSON format (jsonl/json); TSV text is `tagged` or `markers`"
+                    .into(),
+        });
+    }
+    let mut out = ReadOutput::default();
+    let last = bytes.split(|b| *b == b'\n').count();
+    for (i, raw) in lines {
+        let line_no = i + 1;
+        if raw.is_empty() && line_no == last {
+            break; // the newline that ends the file
+        }
+        out.records
+            .push(parse_line(raw, line_no, display, &cols, config));
+    }
+    Ok(out)
+}
+
+fn parse_line(
+    raw: &[u8],
+    line_no: usize,
+    file: &str,
+    cols: &Columns,
+    config: &ReadConfig,
+) -> Result<RawRecord, DataError> {
+    let err = |m: String| line_error(file, line_no, m);
+    let text = std::str::from_utf8(raw).map_err(|_| err("not valid UTF-8".into()))?;
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(err("empty line".into()));
+    }
+    let fields: Vec<&str> = text.split('\t').collect();
+    match cols.exact {
+        Some(n) if fields.len() != n => {
+            return Err(err(format!(
+                "expected {n} tab-separated columns (as in the header), found {}",
+                fields.len()
+            )))
+        }
+        None if fields.len() < cols.min => {
+            return Err(err(format!(
+                "expected {} tab-separated columns, found {}",
+                cols.min,
+                fields.len()
+            )))
+        }
+        _ => {}
+    }
+    let sentence = fields[cols.text];
+    if sentence.trim().is_empty() {
+        return Err(err("empty sentence".into()));
+    }
+    let label = fields[cols.label].trim();
+    if label.is_empty() {
+        return Err(err("empty label".into()));
+    }
+    let sentence = match &config.tagging.style {
+        EntityStyle::Markers { markers } => {
+            entity::replace_markers(sentence, markers, config.tagging.overlap_tag.as_deref())
+                .map_err(err)?
+        }
+        _ => sentence.to_string(),
+    };
+    let opt = |c: Option<usize>| c.map(|c| fields[c].to_string()).filter(|s| !s.is_empty());
+    Ok(RawRecord {
+        line: line_no,
+        id: opt(cols.id),
+        doc_id: opt(cols.doc_id),
+        text: sentence,
+        label: label.to_string(),
+        split: opt(cols.split)
+            .map(|s| parse_split(&s))
+            .transpose()
+            .map_err(err)?,
+        fold: opt(cols.fold)
+            .map(|s| parse_fold(&s))
+            .transpose()
+            .map_err(err)?,
+    })
+}

@@ -1,0 +1,139 @@
+//! The instance schema every corpus is parsed into, and `labels.json`.
+//!
+//! Relation extraction: one [`Instance`] per candidate pair, written as JSON lines to
+//! `instances.jsonl`. NER: one [`Sentence`] per sentence, written to `sentences.jsonl`.
+
+use serde::{Deserialize, Serialize};
+
+/// File names a corpus (and a split) directory holds.
+pub const INSTANCES_FILE: &str = "instances.jsonl";
+pub const SENTENCES_FILE: &str = "sentences.jsonl";
+pub const LABELS_FILE: &str = "labels.json";
+pub const STATS_FILE: &str = "stats.json";
+
+/// One relation candidate: a sentence whose two entity mentions are replaced by the
+/// task's tags (`@PROTEIN$`, `@DRUG$`, `@CHEMICAL$`/`@GENE$`, overlapping → `@A-B$`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub doc_id: Option<String>,
+    pub text: String,
+    /// Label name (as in `labels.json`).
+    pub label: String,
+    /// `train` / `dev` / `test`, or `None` when the corpus ships folds or nothing.
+    pub split: Option<String>,
+    /// Shipped or assigned cross-validation fold, if any.
+    pub fold: Option<u32>,
+}
+
+/// One NER sentence: tokens with IOB2 tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sentence {
+    pub id: String,
+    pub doc_id: Option<String>,
+    pub tokens: Vec<String>,
+    pub tags: Vec<String>,
+    pub split: Option<String>,
+    pub fold: Option<u32>,
+}
+
+/// Which task a corpus is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Relation,
+    Ner,
+}
+
+impl Task {
+    /// The JSON-lines file holding this task's units in a corpus directory.
+    pub fn units_file(self) -> &'static str {
+        match self {
+            Task::Relation => INSTANCES_FILE,
+            Task::Ner => SENTENCES_FILE,
+        }
+    }
+}
+
+/// `labels.json`: the ordered label names (relation) or IOB2 tag set (NER), and the
+/// negative label that micro-averaged metrics exclude.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSet {
+    pub task: Task,
+    pub labels: Vec<String>,
+    pub negative: Option<String>,
+}
+
+/// What splitting needs to know of a unit (an [`Instance`] or a [`Sentence`]).
+pub trait Unit: Serialize + serde::de::DeserializeOwned + Clone {
+    fn id(&self) -> &str;
+    fn doc_id(&self) -> Option<&str>;
+    fn split(&self) -> Option<&str>;
+    fn fold(&self) -> Option<u32>;
+    fn set_split(&mut self, split: Option<String>);
+    fn set_fold(&mut self, fold: Option<u32>);
+    /// Counted keys for statistics: the label (relation) or one entry per mention type
+    /// (NER, one per `B-` tag).
+    fn stat_keys(&self) -> Vec<&str>;
+}
+
+impl Unit for Instance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn doc_id(&self) -> Option<&str> {
+        self.doc_id.as_deref()
+    }
+    fn split(&self) -> Option<&str> {
+        self.split.as_deref()
+    }
+    fn fold(&self) -> Option<u32> {
+        self.fold
+    }
+    fn set_split(&mut self, split: Option<String>) {
+        self.split = split;
+    }
+    fn set_fold(&mut self, fold: Option<u32>) {
+        self.fold = fold;
+    }
+    fn stat_keys(&self) -> Vec<&str> {
+        vec![self.label.as_str()]
+    }
+}
+
+impl Unit for Sentence {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn doc_id(&self) -> Option<&str> {
+        self.doc_id.as_deref()
+    }
+    fn split(&self) -> Option<&str> {
+        self.split.as_deref()
+    }
+    fn fold(&self) -> Option<u32> {
+        self.fold
+    }
+    fn set_split(&mut self, split: Option<String>) {
+        self.split = split;
+    }
+    fn set_fold(&mut self, fold: Option<u32>) {
+        self.fold = fold;
+    }
+    fn stat_keys(&self) -> Vec<&str> {
+        self.tags
+            .iter()
+            .filter_map(|t| t.strip_prefix("B-"))
+            .collect()
+    }
+}
+
+/// The statistics group of a unit: its split, else `fold-K`, else `all`.
+pub fn group_of<U: Unit>(unit: &U) -> String {
+    match (unit.split(), unit.fold()) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(k)) => format!("fold-{k}"),
+        (None, None) => "all".to_string(),
+    }
+}

@@ -1,0 +1,262 @@
+//! The plan: every instance's key, and whether it is cached or must run (and why).
+//! Computed before anything runs, from content only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::reason::{reasons_text, RunReason};
+use crate::cache::{Cache, CacheError, LastRun};
+use crate::graph::StageGraph;
+use crate::hash::{KeyMaterial, StageKey};
+use crate::spec::Pipeline;
+
+/// Status of one instance in a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Cached,
+    Run,
+    /// Outside `--only`'s selection.
+    NotSelected,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone)]
+pub struct PlanItem {
+    pub instance: usize,
+    pub key: StageKey,
+    pub material: KeyMaterial,
+    pub status: Status,
+    pub reasons: Vec<RunReason>,
+    /// Upstream instance names per input (for reasons and provenance).
+    pub input_stages: BTreeMap<String, Vec<String>>,
+}
+
+/// Keys and statuses for a whole pipeline, in topological order.
+pub struct Plan {
+    pub items: Vec<PlanItem>,
+    /// instance index -> position in `items`.
+    pub by_instance: Vec<usize>,
+    /// Canonical pipeline path used to record last runs.
+    pub pipeline_id: String,
+}
+
+/// Selection and forcing.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Stage names (base or expanded); empty = everything.
+    pub only: Vec<String>,
+    pub force: Vec<String>,
+    /// Backend name for stages whose results depend on it.
+    pub backend: String,
+}
+
+/// An error making the plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no stage named `{0}` in this pipeline")]
+    UnknownStage(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl Plan {
+    pub fn item(&self, instance: usize) -> &PlanItem {
+        &self.items[self.by_instance[instance]]
+    }
+
+    /// `(stage, key, status, reason)` rows for `pipe plan --json`.
+    pub fn to_json(&self, p: &Pipeline) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .items
+            .iter()
+            .map(|it| {
+                let inst = &p.instances[it.instance];
+                serde_json::json!({
+                    "stage": inst.name,
+                    "kind": inst.kind,
+                    "key": it.key.hex(),
+                    "status": it.status,
+                    "reason": if it.status == Status::Run { reasons_text(&it.reasons) } else { String::new() },
+                    "reasons": it.reasons,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+}
+
+fn resolve(p: &Pipeline, names: &[String]) -> Result<Vec<usize>, PlanError> {
+    let mut out = Vec::new();
+    for n in names {
+        let sel = p.select(n);
+        if sel.is_empty() {
+            return Err(PlanError::UnknownStage(n.clone()));
+        }
+        out.extend(sel);
+    }
+    Ok(out)
+}
+
+/// Computes keys and statuses. `cache` is read only.
+pub fn plan(
+    p: &Pipeline,
+    g: &StageGraph,
+    cache: &Cache,
+    opts: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let pipeline_id = std::fs::canonicalize(&p.file)
+        .unwrap_or_else(|_| p.file.clone())
+        .to_string_lossy()
+        .to_string();
+    let selected: BTreeSet<usize> = if opts.only.is_empty() {
+        (0..p.instances.len()).collect()
+    } else {
+        g.with_ancestors(&resolve(p, &opts.only)?)
+    };
+    let forced: BTreeSet<usize> = g.with_descendants(&resolve(p, &opts.force)?);
+
+    let mut keys: Vec<Option<StageKey>> = vec![None; p.instances.len()];
+    let mut items: Vec<PlanItem> = Vec::with_capacity(p.instances.len());
+    let mut by_instance = vec![0usize; p.instances.len()];
+    for &i in g.topo_order() {
+        let inst = &p.instances[i];
+        let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut input_stages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, refs) in &inst.inputs {
+            let mut ks = Vec::new();
+            let mut names = Vec::new();
+            for r in refs {
+                let up = keys[r.instance].map(|k| k.hex()).unwrap_or_default();
+                ks.push(match &r.sub {
+                    Some(sub) => format!("{up}/{sub}"),
+                    None => up,
+                });
+                names.push(p.instances[r.instance].name.clone());
+            }
+            inputs.insert(name.clone(), ks);
+            input_stages.insert(name.clone(), names);
+        }
+        let material = KeyMaterial {
+            kind: inst.kind.clone(),
+            version: inst.version,
+            params: inst.params.clone(),
+            inputs,
+            fingerprint: inst.fingerprint.clone(),
+            backend: inst.uses_backend.then(|| opts.backend.clone()),
+        };
+        let key = material.key();
+        keys[i] = Some(key);
+        let (status, reasons) = if !selected.contains(&i) {
+            (Status::NotSelected, Vec::new())
+        } else if forced.contains(&i) {
+            (Status::Run, vec![RunReason::Forced])
+        } else if cache.contains(&key)? {
+            (Status::Cached, Vec::new())
+        } else {
+            let last = cache.last_run(&pipeline_id, &inst.name)?;
+            (
+                Status::Run,
+                why(&key, &material, &input_stages, last.as_ref()),
+            )
+        };
+        by_instance[i] = items.len();
+        items.push(PlanItem {
+            instance: i,
+            key,
+            material,
+            status,
+            reasons,
+            input_stages,
+        });
+    }
+    Ok(Plan {
+        items,
+        by_instance,
+        pipeline_id,
+    })
+}
+
+/// Compares what a stage is made from now with its last run.
+fn why(
+    key: &StageKey,
+    now: &KeyMaterial,
+    now_stages: &BTreeMap<String, Vec<String>>,
+    last: Option<&LastRun>,
+) -> Vec<RunReason> {
+    let Some(last) = last else {
+        return vec![RunReason::New];
+    };
+    if last.key == key.hex() {
+        return vec![RunReason::OutputMissing];
+    }
+    let before = &last.material;
+    let mut reasons = Vec::new();
+    if before.kind != now.kind {
+        reasons.push(RunReason::KindChanged {
+            from: before.kind.clone(),
+            to: now.kind.clone(),
+        });
+    } else if before.version != now.version {
+        reasons.push(RunReason::VersionBumped {
+            kind: now.kind.clone(),
+            from: before.version,
+            to: now.version,
+        });
+    }
+    let empty = serde_json::Map::new();
+    let old = before.params.as_object().unwrap_or(&empty);
+    let new = now.params.as_object().unwrap_or(&empty);
+    for (k, v) in new {
+        match old.get(k) {
+            Some(o) if o != v => reasons.push(RunReason::ParamChanged {
+                param: k.clone(),
+                from: o.clone(),
+                to: v.clone(),
+            }),
+            None => reasons.push(RunReason::ParamAdded {
+                param: k.clone(),
+                value: v.clone(),
+            }),
+            _ => {}
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        reasons.push(RunReason::ParamRemoved { param: k.clone() });
+    }
+    for (name, ks) in &now.inputs {
+        match before.inputs.get(name) {
+            None => reasons.push(RunReason::InputAdded {
+                input: name.clone(),
+            }),
+            Some(old) if old != ks => reasons.push(RunReason::InputChanged {
+                input: name.clone(),
+                upstream: now_stages.get(name).cloned().unwrap_or_default(),
+            }),
+            _ => {}
+        }
+    }
+    for name in before
+        .inputs
+        .keys()
+        .filter(|n| !now.inputs.contains_key(*n))
+    {
+        reasons.push(RunReason::InputRemoved {
+            input: name.clone(),
+        });
+    }
+    if before.fingerprint != now.fingerprint {
+        reasons.push(RunReason::SourceChanged);
+    }
+    if before.backend != now.backend {
+        reasons.push(RunReason::BackendChanged {
+            from: before.backend.clone().unwrap_or_else(|| "-".into()),
+            to: now.backend.clone().unwrap_or_else(|| "-".into()),
+        });
+    }
+    if reasons.is_empty() {
+        reasons.push(RunReason::New);
+    }
+    reasons
+}

@@ -1,0 +1,155 @@
+//! Stage keys: blake3 over the kind, its version, canonical params, the keys of the
+//! inputs, an optional content fingerprint and (for training kinds) the backend.
+//!
+//! Keys depend on content only — never on stage names or YAML order — so renaming a
+//! stage or reordering the file invalidates nothing, and they are stable across machines.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Domain separator: bump it only to invalidate every key ever made.
+const KEY_DOMAIN: &str = "pipe.stage-key.v1";
+
+/// The content-derived identity of a stage's output.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StageKey(pub [u8; 32]);
+
+impl StageKey {
+    /// Full lowercase hex (64 chars).
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// First 12 hex chars, for display.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+    /// Parses 64 hex chars.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let text = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(text, 16).ok()?;
+        }
+        Some(StageKey(out))
+    }
+}
+
+impl fmt::Display for StageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for StageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StageKey({})", self.short())
+    }
+}
+
+/// Everything that determines a stage's output. Serialized canonically for hashing, and
+/// stored with each run so that `pipe plan` can say what changed.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct KeyMaterial {
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    /// Input name -> upstream keys (hex), with `/sub/path` appended for `stage.sub/path`.
+    pub inputs: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
+/// Canonical JSON text: object keys sorted (serde_json's map is a BTreeMap), no spaces,
+/// numbers as serde_json prints them after typed normalization (so `2e-5` and `0.00002`
+/// agree).
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn sort(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: BTreeMap<&String, serde_json::Value> =
+                    m.iter().map(|(k, v)| (k, sort(v))).collect();
+                serde_json::to_value(sorted).unwrap_or(serde_json::Value::Null)
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    sort(value).to_string()
+}
+
+impl KeyMaterial {
+    /// The key of this material.
+    pub fn key(&self) -> StageKey {
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(KEY_DOMAIN.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(canonical_json(&value).as_bytes());
+        StageKey(*hasher.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn material() -> KeyMaterial {
+        KeyMaterial {
+            kind: "finetune".into(),
+            version: 1,
+            params: json!({"lr": 2e-5, "head": "cls", "epochs": 10}),
+            inputs: BTreeMap::from([("data".to_string(), vec!["ab".repeat(32)])]),
+            fingerprint: None,
+            backend: Some("flex".into()),
+        }
+    }
+
+    #[test]
+    fn golden_key_is_stable_across_machines_and_releases() {
+        // If this changes, every user's cache is invalidated: bump KEY_DOMAIN on purpose only.
+        assert_eq!(material().key().hex(), "4c0c426bf476b5fb594c1cf848adc15cfa01ff9d4443805aadce2a8785c881c0");
+    }
+
+    #[test]
+    fn param_order_and_number_spelling_do_not_matter() {
+        let a = material();
+        let mut b = material();
+        b.params = serde_json::from_str(r#"{"epochs":10,"head":"cls","lr":0.00002}"#).unwrap();
+        assert_eq!(a.key(), b.key());
+    }
+
+    #[test]
+    fn every_component_changes_the_key() {
+        let base = material().key();
+        let mut m = material();
+        m.params["lr"] = json!(3e-5);
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.version = 2;
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.backend = Some("ndarray".into());
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.inputs.insert("data".into(), vec!["cd".repeat(32)]);
+        assert_ne!(m.key(), base);
+        let mut m = material();
+        m.fingerprint = Some("x".into());
+        assert_ne!(m.key(), base);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let k = material().key();
+        assert_eq!(StageKey::from_hex(&k.hex()), Some(k));
+        assert_eq!(k.short().len(), 12);
+    }
+}

@@ -1,0 +1,18 @@
+//! `pipe`: declarative, content-hashed, cached pipelines for transformer experiments
+//! on biomedical text. A YAML file describes a DAG of stages; each stage's output is
+//! stored under a key derived from everything that determines it, so reruns only
+//! recompute what changed. See `DESIGN.md` for the architecture.
+
+pub mod cache;
+pub mod cli;
+pub mod data;
+pub mod exec;
+pub mod graph;
+pub mod hash;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod sources;
+pub mod spec;
+pub mod stages;
+pub mod train;

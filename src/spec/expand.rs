@@ -1,0 +1,533 @@
+//! From a pipeline file to the expanded list of stage instances: includes and templates
+//! merged, the profile applied, matrices expanded, params normalized by their kind,
+//! inputs bound to upstream instances.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
+use super::error::SpecError;
+use super::locate::SourceMap;
+use crate::stages::{StageRegistry, PLANNED_KINDS};
+
+/// A reference from an input to one upstream instance (optionally a path inside its output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRef {
+    /// Index into [`Pipeline::instances`].
+    pub instance: usize,
+    /// `sub/path` of `stage.sub/path`.
+    pub sub: Option<String>,
+}
+
+/// One runnable stage: a YAML stage, or one cell of its matrix.
+#[derive(Debug, Clone)]
+pub struct StageInstance {
+    /// `train` or, for a matrix cell, `train[fold=3,head=cls]`.
+    pub name: String,
+    /// The stage name in the YAML.
+    pub base: String,
+    pub kind: String,
+    pub version: u32,
+    pub uses_backend: bool,
+    /// Params normalized by the kind (defaults filled in, canonical JSON).
+    pub params: serde_json::Value,
+    /// Matrix coordinates of this cell.
+    pub coords: BTreeMap<String, serde_json::Value>,
+    /// Input name -> bound upstream instances.
+    pub inputs: BTreeMap<String, Vec<InputRef>>,
+    /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
+    pub fingerprint: Option<String>,
+    /// Where the stage is defined (for messages).
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// An expanded pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub profile: Option<String>,
+    pub description: Option<String>,
+    pub instances: Vec<StageInstance>,
+    /// Names of the profiles the file defines.
+    pub profiles: Vec<String>,
+}
+
+impl Pipeline {
+    /// Indices of the instances of YAML stage `base`, or the instance named exactly `name`.
+    pub fn select(&self, name: &str) -> Vec<usize> {
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.base == name || s.name == name)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// A parsed file with its source map.
+struct Loaded {
+    doc: PipelineDoc,
+    map: SourceMap,
+}
+
+fn read_doc(path: &Path) -> Result<Loaded, SpecError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::new(path, 0, 0, format!("cannot read pipeline file: {e}")))?;
+    let doc: PipelineDoc = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        SpecError::new(path, line, col, describe_yaml_error(&e))
+    })?;
+    Ok(Loaded {
+        doc,
+        map: SourceMap::scan(path, &text),
+    })
+}
+
+/// serde_yaml's message without its trailing " at line X column Y" (we print our own).
+fn describe_yaml_error(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+fn yaml_to_json(v: &serde_yaml::Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn key_str(k: &serde_yaml::Value) -> String {
+    match k {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Compact text of a coordinate value for instance names: strings bare, others as JSON.
+fn coord_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Sets param `path` (`a` or nested `a.b`) to `value`.
+fn set_param(
+    params: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    value: serde_json::Value,
+) {
+    match path.split_once('.') {
+        None => {
+            params.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let slot = params
+                .entry(head.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !slot.is_object() {
+                *slot = serde_json::Value::Object(Default::default());
+            }
+            if let Some(inner) = slot.as_object_mut() {
+                set_param(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Template + stage, merged; where each piece was written.
+struct MergedStage {
+    doc: StageDoc,
+    map_of_template: Option<SourceMap>,
+}
+
+/// Loads `path`, applies `profile`, expands and validates everything.
+pub fn load_pipeline(
+    path: &Path,
+    profile: Option<&str>,
+    registry: &StageRegistry,
+) -> Result<Pipeline, SpecError> {
+    let root = read_doc(path)?;
+    let map = root.map.clone();
+    let mut doc = root.doc;
+
+    // Includes: their templates and profiles join ours (a name defined twice is an error).
+    let mut template_maps: BTreeMap<String, SourceMap> = doc
+        .templates
+        .keys()
+        .map(|k| (k.clone(), map.clone()))
+        .collect();
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    for (i, inc) in doc.include.clone().iter().enumerate() {
+        let inc_path = base_dir.join(inc);
+        let idx = i.to_string();
+        if !inc_path.is_file() {
+            return Err(map.error(
+                &["include", &idx],
+                format!("included file `{}` does not exist", inc_path.display()),
+            ));
+        }
+        let loaded = read_doc(&inc_path)?;
+        if !loaded.doc.stages.is_empty() {
+            return Err(loaded.map.error(
+                &["stages"],
+                "an included file may define `templates:` and `profiles:` only, not `stages:`",
+            ));
+        }
+        for (name, t) in loaded.doc.templates {
+            if doc.templates.contains_key(&name) {
+                return Err(loaded.map.error(
+                    &["templates", &name],
+                    format!("template `{name}` is defined twice"),
+                ));
+            }
+            template_maps.insert(name.clone(), loaded.map.clone());
+            doc.templates.insert(name, t);
+        }
+        for (name, p) in loaded.doc.profiles {
+            let entry = doc.profiles.entry(name).or_default();
+            for (stage, overrides) in p {
+                entry.entry(stage).or_insert(overrides);
+            }
+        }
+    }
+
+    // Stage definitions with templates merged.
+    let mut merged: BTreeMap<String, MergedStage> = BTreeMap::new();
+    for (name, stage) in &doc.stages {
+        if !valid_stage_name(name) {
+            return Err(map.error(
+                &["stages", name],
+                format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
+            ));
+        }
+        let mut out = stage.clone();
+        let mut map_of_template = None;
+        if let Some(t) = &stage.template {
+            let Some(tpl) = doc.templates.get(t) else {
+                let known: Vec<&String> = doc.templates.keys().collect();
+                return Err(map.error(
+                    &["stages", name, "template"],
+                    format!("unknown template `{t}` (defined: {known:?})"),
+                ));
+            };
+            out.kind = stage.kind.clone().or_else(|| tpl.kind.clone());
+            let mut params = tpl.params.clone();
+            for (k, v) in &stage.params {
+                params.insert(k.clone(), v.clone());
+            }
+            out.params = params;
+            let mut inputs = tpl.inputs.clone();
+            inputs.extend(stage.inputs.clone());
+            out.inputs = inputs;
+            let mut matrix = tpl.matrix.clone();
+            matrix.extend(stage.matrix.clone());
+            out.matrix = matrix;
+            map_of_template = template_maps.get(t).cloned();
+        }
+        merged.insert(
+            name.clone(),
+            MergedStage {
+                doc: out,
+                map_of_template,
+            },
+        );
+    }
+
+    // Kinds.
+    let mut kinds: BTreeMap<String, String> = BTreeMap::new();
+    for (name, m) in &merged {
+        let Some(kind) = m.doc.kind.clone() else {
+            return Err(map.error(
+                &["stages", name],
+                format!("stage `{name}` has no `kind:` (nor a template that gives one)"),
+            ));
+        };
+        if registry.get(&kind).is_none() {
+            let at = ["stages", name.as_str(), "kind"];
+            if PLANNED_KINDS.contains(&kind.as_str()) {
+                return Err(map.error(
+                    &at,
+                    format!("stage kind `{kind}` is not implemented in this version of pipe"),
+                ));
+            }
+            let known: Vec<&str> = registry.kinds().collect();
+            return Err(map.error(
+                &at,
+                format!(
+                    "unknown stage kind `{kind}`; known kinds: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        kinds.insert(name.clone(), kind);
+    }
+
+    // Profile.
+    if let Some(p) = profile {
+        let Some(overrides) = doc.profiles.get(p) else {
+            let known: Vec<&String> = doc.profiles.keys().collect();
+            return Err(SpecError::new(
+                path,
+                map.locate(&["profiles"]).0,
+                1,
+                format!("profile `{p}` is not defined in this pipeline (defined: {known:?})"),
+            ));
+        };
+        for (selector, values) in overrides {
+            let targets: Vec<String> = match selector.strip_prefix("kind:") {
+                Some(kind) => kinds
+                    .iter()
+                    .filter(|(_, k)| k.as_str() == kind)
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                None if merged.contains_key(selector) => vec![selector.clone()],
+                None => {
+                    return Err(map.error(
+                        &["profiles", p, selector],
+                        format!(
+                            "profile `{p}` overrides stage `{selector}`, which is not defined \
+                             (use a stage name or `kind:KIND`)"
+                        ),
+                    ))
+                }
+            };
+            for target in targets {
+                let Some(m) = merged.get_mut(&target) else {
+                    continue;
+                };
+                for (k, v) in values {
+                    let key = key_str(k);
+                    if key == "matrix" {
+                        let axes: BTreeMap<String, MatrixAxisDoc> =
+                            serde_yaml::from_value(v.clone()).map_err(|e| {
+                                map.error(
+                                    &["profiles", p, selector, "matrix"],
+                                    format!("bad matrix override: {}", describe_yaml_error(&e)),
+                                )
+                            })?;
+                        m.doc.matrix.extend(axes);
+                    } else {
+                        if m.doc.matrix.contains_key(&key) {
+                            return Err(map.error(
+                                &["profiles", p, selector, &key],
+                                format!(
+                                    "param `{key}` is a matrix axis of stage `{target}`; \
+                                     override it under `matrix:`"
+                                ),
+                            ));
+                        }
+                        m.doc.params.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    // Matrix expansion and param normalization.
+    let mut instances: Vec<StageInstance> = Vec::new();
+    let mut by_base: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (name, m) in &merged {
+        let kind = &kinds[name];
+        let Some(erased) = registry.get(kind) else {
+            continue;
+        };
+        let mut base_params = serde_json::Map::new();
+        for (k, v) in &m.doc.params {
+            base_params.insert(key_str(k), yaml_to_json(v));
+        }
+        // Cartesian product over axes (sorted by axis name).
+        let mut cells: Vec<BTreeMap<String, serde_json::Value>> = vec![BTreeMap::new()];
+        for (axis, values) in &m.doc.matrix {
+            let values = values.values();
+            if values.is_empty() {
+                return Err(map.error(
+                    &["stages", name, "matrix", axis],
+                    format!("matrix axis `{axis}` has no values"),
+                ));
+            }
+            if base_params.contains_key(axis.as_str()) {
+                return Err(map.error(
+                    &["stages", name, "matrix", axis],
+                    format!("`{axis}` is both a param and a matrix axis of stage `{name}`"),
+                ));
+            }
+            cells = cells
+                .into_iter()
+                .flat_map(|cell| {
+                    values.iter().map(move |v| {
+                        let mut c = cell.clone();
+                        c.insert(axis.clone(), yaml_to_json(v));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let (line, _) = map.locate(&["stages", name]);
+        for coords in cells {
+            let mut params = base_params.clone();
+            for (k, v) in &coords {
+                set_param(&mut params, k, v.clone());
+            }
+            let params = serde_json::Value::Object(params);
+            let normalized = erased.normalize(&params).map_err(|e| {
+                let axis_of = |param: &str| {
+                    m.doc
+                        .matrix
+                        .keys()
+                        .find(|a| a.as_str() == param || a.split('.').next() == Some(param))
+                        .cloned()
+                };
+                if let Some(axis) = axis_of(&e.param).filter(|_| !m.doc.params.contains_key(e.param.as_str())) {
+                    return map.error(
+                        &["stages", name, "matrix", &axis],
+                        format!(
+                            "matrix over param `{axis}`, which stage kind `{kind}` does not have ({})",
+                            e.message
+                        ),
+                    );
+                }
+                if m.doc.matrix.contains_key(&e.param) {
+                    return map.error(
+                        &["stages", name, "matrix", &e.param],
+                        format!(
+                            "matrix over param `{}`, which stage kind `{kind}` does not have ({})",
+                            e.param, e.message
+                        ),
+                    );
+                }
+                let on_template = !m.doc.params.contains_key(e.param.as_str())
+                    && m.map_of_template.is_some();
+                match (&m.map_of_template, on_template) {
+                    (Some(tmap), true) => tmap.error(
+                        &["templates", m.doc.template.as_deref().unwrap_or(""), "params", &e.param],
+                        format!("stage `{name}` (kind `{kind}`): {e}"),
+                    ),
+                    _ => map.error(
+                        &["stages", name, "params", &e.param],
+                        format!("stage `{name}` (kind `{kind}`): {e}"),
+                    ),
+                }
+            })?;
+            let fingerprint = erased.fingerprint(&normalized).map_err(|e| {
+                map.error(
+                    &["stages", name, "params", &e.param],
+                    format!("stage `{name}` (kind `{kind}`): {e}"),
+                )
+            })?;
+            let inst_name = if coords.is_empty() {
+                name.clone()
+            } else {
+                let parts: Vec<String> = coords
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", coord_text(v)))
+                    .collect();
+                format!("{name}[{}]", parts.join(","))
+            };
+            by_base
+                .entry(name.clone())
+                .or_default()
+                .push(instances.len());
+            instances.push(StageInstance {
+                name: inst_name,
+                base: name.clone(),
+                kind: kind.clone(),
+                version: erased.version(),
+                uses_backend: erased.uses_backend(),
+                params: normalized,
+                coords,
+                inputs: BTreeMap::new(),
+                fingerprint,
+                file: path.to_path_buf(),
+                line,
+            });
+        }
+    }
+
+    // Inputs: bind each reference to the upstream instances whose shared coordinates agree.
+    for i in 0..instances.len() {
+        let base = instances[i].base.clone();
+        let m = &merged[&base];
+        let mut bound: BTreeMap<String, Vec<InputRef>> = BTreeMap::new();
+        for (input, refs) in &m.doc.inputs {
+            let refs: Vec<String> = match refs {
+                InputDoc::One(r) => vec![r.clone()],
+                InputDoc::Many(v) => v.clone(),
+            };
+            let mut out = Vec::new();
+            for r in refs {
+                let (up, sub) = match r.split_once('.') {
+                    Some((u, s)) => (u.to_string(), Some(s.to_string())),
+                    None => (r.clone(), None),
+                };
+                let Some(candidates) = by_base.get(&up) else {
+                    let known: BTreeSet<&String> = merged.keys().collect();
+                    return Err(map.error(
+                        &["stages", &base, "inputs", input],
+                        format!(
+                            "input `{input}` of stage `{base}` refers to stage `{up}`, which is \
+                             not defined (stages: {known:?})"
+                        ),
+                    ));
+                };
+                if sub.as_deref().is_some_and(|s| {
+                    s.is_empty() || s.starts_with('/') || s.split('/').any(|p| p == "..")
+                }) {
+                    return Err(map.error(
+                        &["stages", &base, "inputs", input],
+                        format!("input `{input}`: `{r}` must name a relative path inside `{up}`'s output"),
+                    ));
+                }
+                let me = &instances[i].coords;
+                let matching: Vec<usize> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|&c| {
+                        instances[c]
+                            .coords
+                            .iter()
+                            .all(|(k, v)| me.get(k).is_none_or(|mine| mine == v))
+                    })
+                    .collect();
+                if matching.is_empty() {
+                    return Err(map.error(
+                        &["stages", &base, "inputs", input],
+                        format!(
+                            "input `{input}` of `{}`: no instance of `{up}` has matching matrix \
+                             coordinates",
+                            instances[i].name
+                        ),
+                    ));
+                }
+                out.extend(matching.into_iter().map(|instance| InputRef {
+                    instance,
+                    sub: sub.clone(),
+                }));
+            }
+            bound.insert(input.clone(), out);
+        }
+        instances[i].inputs = bound;
+    }
+
+    Ok(Pipeline {
+        file: path.to_path_buf(),
+        profile: profile.map(str::to_string),
+        description: doc.description,
+        instances,
+        profiles: doc.profiles.keys().cloned().collect(),
+    })
+}

@@ -1,0 +1,12 @@
+//! Pipeline files: the YAML schema, includes and templates, profiles, matrix expansion,
+//! and validation errors that name file:line:col.
+
+mod doc;
+mod error;
+mod expand;
+mod locate;
+
+pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
+pub use error::SpecError;
+pub use expand::{load_pipeline, InputRef, Pipeline, StageInstance};
+pub use locate::{Located, SourceMap};

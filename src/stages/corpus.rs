@@ -1,0 +1,42 @@
+//! `corpus`: parses a fetched corpus (input `source`) into the instance schema
+//! (`instances.jsonl` or `sentences.jsonl`), `labels.json` and `stats.json`.
+//! Params: [`crate::data::CorpusSpec`].
+
+use super::{ParamError, Stage, StageCtx, StageError};
+use crate::data::{corpus, CorpusSpec, DataError};
+
+/// Parses a corpus by `format:`.
+pub struct CorpusStage;
+
+/// A plan-time `DataError::Param` as a [`ParamError`].
+pub(crate) fn param_error(e: DataError) -> ParamError {
+    match e {
+        DataError::Param { param, message } => ParamError::new(param, message),
+        other => ParamError::new("", other.to_string()),
+    }
+}
+
+impl Stage for CorpusStage {
+    const KIND: &'static str = "corpus";
+    const VERSION: u32 = 1;
+    type Params = CorpusSpec;
+
+    fn check(p: &CorpusSpec) -> Result<(), ParamError> {
+        p.check().map_err(param_error)
+    }
+
+    fn run(ctx: &mut StageCtx, p: &CorpusSpec) -> Result<(), StageError> {
+        let input = ctx.inputs.path("source")?.to_path_buf();
+        ctx.progress
+            .set_message(format!("parsing {:?} corpus", p.format));
+        let parsed = corpus::build(p, &input)?;
+        for note in &parsed.notes {
+            ctx.progress
+                .println(format!("{}: warning: {note}", ctx.name));
+        }
+        ctx.check_cancelled()?;
+        parsed.write(&ctx.out_dir)?;
+        ctx.write_json("metrics.json", &parsed.stats().to_json())?;
+        Ok(())
+    }
+}

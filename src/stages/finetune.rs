@@ -1,0 +1,631 @@
+//! `finetune`: fine-tunes a BERT checkpoint with one of the papers' heads on a relation
+//! classification split, and predicts its test set.
+//!
+//! Inputs: `data`, a `split` output (`train.jsonl`, `dev.jsonl`, `test.jsonl`, or
+//! `fold-K/…` with param `fold: K`, and `labels.json`); `model`, a Hugging Face BERT
+//! directory (`config.json`, weights, `tokenizer.json` or `vocab.txt`).
+//!
+//! Outputs: `predictions.jsonl` (test set, `{"id","gold","pred"}`), `labels.json`,
+//! `history.json` (per epoch: loss, dev P/R/F1, time, throughput), `metrics.json` (last
+//! dev scores and throughput), `attention.jsonl` for `sll_att*` heads (test α per token),
+//! and `model/` when `save_model: true`. The model tested is the one after the last epoch.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+use super::{ParamError, Stage, StageCtx, StageError};
+use crate::data::jsonl;
+use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::model::checkpoint::copy_tokenizer_files;
+use crate::model::device::{train_device, DeviceSpec};
+use crate::model::heads::{HeadConfig, HeadKind};
+use crate::model::tokenizer::Encoding;
+use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
+use crate::train::classifier::initialize_params;
+use crate::train::rng::with_backend_seed;
+use crate::train::{
+    fit, micro_prf, predict, EncodedInstance, EpochRecord, FitEnv, SequenceClassifier, TrainError,
+    TrainSettings,
+};
+
+/// How the encoder's weights start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// The checkpoint's weights.
+    #[default]
+    Pretrained,
+    /// Random weights (BERT's initializer) in the checkpoint's shape, or in
+    /// [`BertConfig::tiny`] with `tiny: true`.
+    Random,
+}
+
+/// Params of `finetune`; defaults are the papers' (su2020 III.D, su2022 "Experiment setup").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneParams {
+    #[serde(default)]
+    pub head: HeadKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Word pieces per instance, [CLS] and [SEP] included.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Fraction of the updates spent in linear warm-up.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Dropout on the classifier input `h` (the encoder keeps its config's dropout).
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    /// Max global gradient norm; 0 turns clipping off.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Use `fold-K/` of the split.
+    #[serde(default)]
+    pub fold: Option<u32>,
+    /// Hidden size of the LSTM heads (768 in su2022).
+    #[serde(default = "default_lstm_hidden")]
+    pub lstm_hidden: usize,
+    /// Use at most this many training instances (a fixed, seed-independent subset).
+    #[serde(default)]
+    pub max_train: Option<usize>,
+    /// Use at most this many dev and test instances each.
+    #[serde(default)]
+    pub max_eval: Option<usize>,
+    #[serde(default)]
+    pub init: Init,
+    /// With `init: random`: the tiny smoke-test encoder, with the tokenizer's vocabulary.
+    #[serde(default)]
+    pub tiny: bool,
+    /// Score the dev set after every epoch (else only after the last).
+    #[serde(default = "yes")]
+    pub eval_dev_each_epoch: bool,
+    /// Write the fine-tuned model to `model/` (large).
+    #[serde(default)]
+    pub save_model: bool,
+}
+
+fn default_lr() -> f64 {
+    2e-5
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_max_len() -> usize {
+    128
+}
+fn default_epochs() -> usize {
+    10
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_lstm_hidden() -> usize {
+    768
+}
+fn yes() -> bool {
+    true
+}
+
+impl FinetuneParams {
+    fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The `finetune` stage kind.
+pub struct FinetuneStage;
+
+impl Stage for FinetuneStage {
+    const KIND: &'static str = "finetune";
+    const VERSION: u32 = 1;
+    const USES_BACKEND: bool = true;
+    type Params = FinetuneParams;
+
+    fn check(p: &FinetuneParams) -> Result<(), ParamError> {
+        let positive = [
+            ("batch_size", p.batch_size),
+            ("epochs", p.epochs),
+            ("lstm_hidden", p.lstm_hidden),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ParamError::new(*name, "must be positive"));
+        }
+        if !(p.lr > 0.0 && p.lr.is_finite()) {
+            return Err(ParamError::new(
+                "lr",
+                format!("{} is not a positive number", p.lr),
+            ));
+        }
+        if !(3..=512).contains(&p.max_len) {
+            return Err(ParamError::new(
+                "max_len",
+                format!("{} is outside 3..=512", p.max_len),
+            ));
+        }
+        for (name, v) in [("warmup", p.warmup)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ParamError::new(name, format!("{v} is outside [0, 1]")));
+            }
+        }
+        if !(0.0..1.0).contains(&p.dropout) {
+            return Err(ParamError::new(
+                "dropout",
+                format!("{} is outside [0, 1)", p.dropout),
+            ));
+        }
+        for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
+            }
+        }
+        if p.tiny && p.init != Init::Random {
+            return Err(ParamError::new("tiny", "needs `init: random`"));
+        }
+        if p.max_train == Some(0) || p.max_eval == Some(0) {
+            return Err(ParamError::new(
+                "max_train/max_eval",
+                "a cap of 0 leaves nothing to train or evaluate",
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
+        run(ctx, p)
+    }
+}
+
+impl From<TrainError> for StageError {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Interrupted => StageError::Interrupted,
+            TrainError::Model(e) => StageError::Model(e),
+            TrainError::Io { path, source } => StageError::Io { path, source },
+            other => StageError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// One line of a split file (other fields are ignored).
+#[derive(Debug, Clone, Deserialize)]
+struct SplitInstance {
+    id: String,
+    text: String,
+    label: String,
+}
+
+/// `predictions.jsonl` line.
+#[derive(Debug, Serialize)]
+struct PredictionLine<'a> {
+    id: &'a str,
+    gold: &'a str,
+    pred: &'a str,
+}
+
+/// `attention.jsonl` line: the head's α over the instance's word pieces.
+#[derive(Debug, Serialize)]
+struct AttentionLine<'a> {
+    id: &'a str,
+    gold: &'a str,
+    pred: &'a str,
+    tokens: &'a [String],
+    alpha: &'a [f32],
+}
+
+#[derive(Debug, Serialize)]
+struct History<'a> {
+    epochs: &'a [EpochRecord],
+}
+
+/// A split file read and tokenized.
+struct SplitSet {
+    instances: Vec<SplitInstance>,
+    encodings: Vec<Encoding>,
+    encoded: Vec<EncodedInstance>,
+}
+
+impl SplitSet {
+    fn gold(&self) -> Vec<usize> {
+        self.encoded.iter().map(|x| x.label).collect()
+    }
+}
+
+fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
+    let data_root = ctx.inputs.path("data")?.to_path_buf();
+    let model_dir = ctx.inputs.path("model")?.to_path_buf();
+    let data_dir = match p.fold {
+        Some(k) => data_root.join(format!("fold-{k}")),
+        None => data_root.clone(),
+    };
+    if !data_dir.is_dir() {
+        return Err(StageError::Input {
+            name: "data".into(),
+            message: format!("{} is not a directory", data_dir.display()),
+        });
+    }
+    let labels_path = [data_dir.join(LABELS_FILE), data_root.join(LABELS_FILE)]
+        .into_iter()
+        .find(|path| path.is_file())
+        .ok_or_else(|| StageError::Input {
+            name: "data".into(),
+            message: format!("no {LABELS_FILE} in {}", data_dir.display()),
+        })?;
+    let label_set: LabelSet = jsonl::read_json(&labels_path)?;
+    if label_set.labels.len() < 2 {
+        return Err(StageError::Input {
+            name: "data".into(),
+            message: format!("{}: fewer than 2 labels", labels_path.display()),
+        });
+    }
+
+    let tokenizer = BertTokenizer::from_dir(&model_dir)?;
+    let read = |name: &str, cap: Option<usize>| -> Result<Option<SplitSet>, StageError> {
+        let path = data_dir.join(format!("{name}.jsonl"));
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
+        encode_split(&path, instances, &label_set.labels, &tokenizer, p.max_len).map(Some)
+    };
+    let required = |name: &str, set: Option<SplitSet>| {
+        set.ok_or_else(|| StageError::Input {
+            name: "data".into(),
+            message: format!("no {name}.jsonl in {}", data_dir.display()),
+        })
+    };
+    let train = required("train", read("train", p.max_train)?)?;
+    let dev = read("dev", p.max_eval)?;
+    let test = required("test", read("test", p.max_eval)?)?;
+    ctx.progress.println(format!(
+        "{}: {} train, {} dev, {} test instances; head {}",
+        ctx.name,
+        train.encoded.len(),
+        dev.as_ref().map_or(0, |d| d.encoded.len()),
+        test.encoded.len(),
+        p.head
+    ));
+
+    let device = DeviceSpec::parse(&ctx.device)?.device()?;
+    let train_dev = train_device(&device);
+    // parameter initialization (random encoder, head) draws from the backend's generator
+    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
+        let (encoder, config) = match (p.init, p.tiny) {
+            (Init::Pretrained, _) => BertModel::load(&model_dir, &train_dev)?,
+            (Init::Random, tiny) => {
+                let config = if tiny {
+                    BertConfig::tiny(tokenizer.vocab_size())
+                } else {
+                    BertConfig::from_file(&model_dir.join("config.json"))?
+                };
+                (BertModel::new(&config, &train_dev), config)
+            }
+        };
+        let head_config = head_config(p, &config, label_set.labels.len());
+        let model = SequenceClassifier {
+            encoder,
+            head: head_config.init(&train_dev)?,
+        };
+        initialize_params(&model);
+        Ok::<_, ModelError>((model, config, head_config))
+    })?;
+    if p.max_len > config.max_position_embeddings {
+        return Err(ParamError::new(
+            "max_len",
+            format!(
+                "{} exceeds the model's max_position_embeddings {}",
+                p.max_len, config.max_position_embeddings
+            ),
+        )
+        .into());
+    }
+    let pad_id = tokenizer.pad_id();
+    let negative = label_set.negative.as_deref();
+    let cancel = ctx.cancel.clone();
+    let env = FitEnv {
+        device: &train_dev,
+        checkpoint_dir: &ctx.checkpoint_dir,
+        progress: &ctx.progress,
+        cancel: &cancel,
+    };
+    let fitted = fit(
+        model,
+        &train.encoded,
+        pad_id,
+        &p.settings(),
+        &env,
+        |model, record| {
+            let last = record.epoch == p.epochs;
+            let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+                return Ok(());
+            };
+            let valid = model.valid();
+            let pred = predict(
+                &valid,
+                &dev.encoded,
+                pad_id,
+                p.batch_size,
+                &device,
+                false,
+                &cancel,
+            )?;
+            let pred: Vec<usize> = pred.iter().map(|x| x.label).collect();
+            let prf = micro_prf(&label_set.labels, negative, &dev.gold(), &pred)?;
+            record.dev_p = Some(prf.precision);
+            record.dev_r = Some(prf.recall);
+            record.dev_f1 = Some(prf.f1);
+            Ok(())
+        },
+    )?;
+
+    let valid = fitted.model.valid();
+    let with_alpha = p.head.has_token_alpha();
+    let predictions = predict(
+        &valid,
+        &test.encoded,
+        pad_id,
+        p.batch_size,
+        &device,
+        with_alpha,
+        &cancel,
+    )?;
+
+    let out = &ctx.out_dir;
+    let name_of = |i: usize| label_set.labels[i].as_str();
+    let lines: Vec<PredictionLine> = test
+        .instances
+        .iter()
+        .zip(&test.encoded)
+        .zip(&predictions)
+        .map(|((instance, encoded), pred)| PredictionLine {
+            id: &instance.id,
+            gold: name_of(encoded.label),
+            pred: name_of(pred.label),
+        })
+        .collect();
+    jsonl::write(&out.join("predictions.jsonl"), &lines)?;
+    if with_alpha {
+        let attention: Vec<AttentionLine> = lines
+            .iter()
+            .zip(&test.encodings)
+            .zip(&predictions)
+            .map(|((line, encoding), pred)| AttentionLine {
+                id: line.id,
+                gold: line.gold,
+                pred: line.pred,
+                tokens: &encoding.tokens,
+                alpha: pred.alpha.as_deref().unwrap_or(&[]),
+            })
+            .collect();
+        jsonl::write(&out.join("attention.jsonl"), &attention)?;
+    }
+    std::fs::copy(&labels_path, out.join(LABELS_FILE))
+        .map_err(|e| StageError::io(&labels_path, e))?;
+    ctx.write_json(
+        "history.json",
+        &History {
+            epochs: &fitted.history,
+        },
+    )?;
+    let last = fitted.history.last();
+    let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
+    ctx.write_json(
+        "metrics.json",
+        &serde_json::json!({
+            "head": p.head.name(),
+            "dev_p": last.and_then(|r| r.dev_p),
+            "dev_r": last.and_then(|r| r.dev_r),
+            "dev_f1": last.and_then(|r| r.dev_f1),
+            "train_seconds": train_seconds,
+            "train_seq_per_s": (train.encoded.len() * fitted.history.len()) as f64 / train_seconds.max(1e-9),
+            "train_instances": train.encoded.len(),
+            "test_instances": test.encoded.len(),
+        }),
+    )?;
+    if p.save_model {
+        save_model(
+            &fitted.model,
+            &config,
+            &head_config,
+            &label_set,
+            &model_dir,
+            &out.join("model"),
+        )?;
+    }
+    Ok(())
+}
+
+fn head_config(p: &FinetuneParams, config: &BertConfig, num_labels: usize) -> HeadConfig {
+    HeadConfig {
+        kind: p.head,
+        hidden_size: config.hidden_size,
+        num_layers: config.num_hidden_layers,
+        num_attention_heads: config.num_attention_heads,
+        num_labels,
+        lstm_hidden: p.lstm_hidden,
+        dropout: p.dropout,
+    }
+}
+
+/// Keeps at most `cap` instances: those whose ids hash lowest (blake3), in file order. The
+/// subset depends only on the ids, never on the seed or the file order.
+fn capped(instances: Vec<SplitInstance>, cap: Option<usize>) -> Vec<SplitInstance> {
+    let Some(cap) = cap.filter(|&c| c < instances.len()) else {
+        return instances;
+    };
+    let mut ranked: Vec<(blake3::Hash, usize)> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (blake3::hash(x.id.as_bytes()), i))
+        .collect();
+    ranked.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
+    let mut keep: Vec<usize> = ranked.into_iter().take(cap).map(|(_, i)| i).collect();
+    keep.sort_unstable();
+    let mut instances: Vec<Option<SplitInstance>> = instances.into_iter().map(Some).collect();
+    keep.into_iter()
+        .filter_map(|i| instances[i].take())
+        .collect()
+}
+
+fn encode_split(
+    path: &Path,
+    instances: Vec<SplitInstance>,
+    labels: &[String],
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<SplitSet, StageError> {
+    let mut encodings = Vec::with_capacity(instances.len());
+    let mut encoded = Vec::with_capacity(instances.len());
+    for x in &instances {
+        let label = labels
+            .iter()
+            .position(|l| *l == x.label)
+            .ok_or_else(|| StageError::Input {
+                name: "data".into(),
+                message: format!(
+                    "{}: instance `{}` has label `{}`, which labels.json does not declare",
+                    path.display(),
+                    x.id,
+                    x.label
+                ),
+            })?;
+        let encoding = tokenizer.encode(&x.text, max_len)?;
+        encoded.push(EncodedInstance::new(&x.text, &encoding, label));
+        encodings.push(encoding);
+    }
+    Ok(SplitSet {
+        instances,
+        encodings,
+        encoded,
+    })
+}
+
+/// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the head
+/// (`head.bpk`, described by `head.json`).
+fn save_model(
+    model: &SequenceClassifier,
+    config: &BertConfig,
+    head: &HeadConfig,
+    labels: &LabelSet,
+    from: &Path,
+    dir: &PathBuf,
+) -> Result<(), StageError> {
+    model.encoder.save(config, dir)?;
+    copy_tokenizer_files(from, dir)?;
+    let head_path = dir.join("head.bpk");
+    model
+        .head
+        .clone()
+        .save_file(&head_path)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
+    let description = serde_json::json!({
+        "head": head.kind.name(),
+        "hidden_size": head.hidden_size,
+        "num_layers": head.num_layers,
+        "num_attention_heads": head.num_attention_heads,
+        "num_labels": head.num_labels,
+        "lstm_hidden": head.lstm_hidden,
+        "labels": labels.labels,
+        "negative": labels.negative,
+    });
+    let path = dir.join("head.json");
+    let text = serde_json::to_string_pretty(&description)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> SplitInstance {
+        SplitInstance {
+            id: id.into(),
+            text: String::new(),
+            label: "x".into(),
+        }
+    }
+
+    #[test]
+    fn params_default_to_the_papers() {
+        let p: FinetuneParams = serde_json::from_value(serde_json::json!({})).expect("defaults");
+        assert_eq!(p.head, HeadKind::Cls);
+        assert_eq!(
+            (p.lr, p.batch_size, p.max_len, p.epochs),
+            (2e-5, 32, 128, 10)
+        );
+        assert_eq!(p.lstm_hidden, 768);
+        assert!(FinetuneStage::check(&p).is_ok());
+        let bad: Result<FinetuneParams, _> =
+            serde_json::from_value(serde_json::json!({"head": "sll_gru"}));
+        assert!(bad.is_err());
+        let unknown: Result<FinetuneParams, _> =
+            serde_json::from_value(serde_json::json!({"learning_rate": 1e-3}));
+        assert!(unknown.is_err());
+        let tiny_pretrained: FinetuneParams =
+            serde_json::from_value(serde_json::json!({"tiny": true})).expect("parse");
+        assert_eq!(
+            FinetuneStage::check(&tiny_pretrained).map_err(|e| e.param),
+            Err("tiny".to_string())
+        );
+    }
+
+    #[test]
+    fn caps_keep_a_fixed_subset_in_file_order() {
+        let all: Vec<SplitInstance> = (0..50).map(|i| instance(&format!("i{i}"))).collect();
+        let a: Vec<String> = capped(all.clone(), Some(10))
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        let mut reversed = all.clone();
+        reversed.reverse();
+        let mut b: Vec<String> = capped(reversed, Some(10))
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(a.len(), 10);
+        b.reverse();
+        assert_eq!(a, b, "same ids whatever the file order");
+        let positions: Vec<usize> = a
+            .iter()
+            .map(|id| all.iter().position(|x| &x.id == id).expect("kept id"))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        assert_ne!(
+            positions,
+            (0..10).collect::<Vec<_>>(),
+            "not simply the first 10"
+        );
+        assert_eq!(capped(all, None).len(), 50);
+    }
+}

@@ -1,0 +1,107 @@
+//! Stage kinds: one module per kind, each implementing [`Stage`]. The executor knows
+//! stages only through the object-safe [`ErasedStage`] view kept in the [`StageRegistry`].
+
+pub mod corpus;
+mod ctx;
+pub mod cv_aggregate;
+pub mod evaluate;
+pub mod fetch;
+pub mod finetune;
+mod registry;
+pub mod report;
+pub mod shell;
+pub mod split;
+
+pub use ctx::{InputArtifact, Inputs, Progress, StageCtx};
+pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A stage kind: typed params in, files written to [`StageCtx::out_dir`] out.
+///
+/// `KIND` is the YAML `kind:` value; bump `VERSION` whenever the kind's semantics change,
+/// so that every key (and thus every cached result) of that kind is invalidated.
+pub trait Stage: Send + Sync + 'static {
+    /// The YAML value of `kind:`.
+    const KIND: &'static str;
+    /// Semantic version; part of every key of this kind.
+    const VERSION: u32;
+    /// Whether numeric results depend on the compute backend (then the backend name is
+    /// part of the key so results from different backends are never mixed silently).
+    const USES_BACKEND: bool = false;
+    /// Typed params; use `#[serde(deny_unknown_fields)]` and serde defaults.
+    type Params: DeserializeOwned + Serialize;
+
+    /// Range and consistency checks done at plan time (before anything runs).
+    fn check(_params: &Self::Params) -> Result<(), ParamError> {
+        Ok(())
+    }
+
+    /// Fingerprint of what determines the output beyond params and inputs (e.g. the bytes
+    /// of a local `path:` source), computed at plan time; it becomes part of the key.
+    fn fingerprint(_params: &Self::Params) -> Result<Option<String>, ParamError> {
+        Ok(None)
+    }
+
+    /// Runs the stage. Outputs are whatever it writes under `ctx.out_dir`; a `metrics.json`
+    /// there is read by reports. It must not write anywhere else but `ctx.scratch` and
+    /// `ctx.checkpoint_dir`.
+    fn run(ctx: &mut StageCtx, params: &Self::Params) -> Result<(), StageError>;
+}
+
+/// A bad param value found at plan time.
+#[derive(Debug, thiserror::Error)]
+#[error("param `{param}`: {message}")]
+pub struct ParamError {
+    pub param: String,
+    pub message: String,
+}
+
+impl ParamError {
+    pub fn new(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ParamError {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a stage run failed. Module errors convert into it with `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("input `{name}`: {message}")]
+    Input { name: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("command failed ({status}); stderr tail:\n{stderr_tail}")]
+    Command { status: String, stderr_tail: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Source(#[from] crate::sources::SourceError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl StageError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

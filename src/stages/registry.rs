@@ -1,0 +1,115 @@
+//! Registry of stage kinds: maps the YAML `kind:` to an object-safe view of a [`Stage`].
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use super::{ParamError, Stage, StageCtx, StageError};
+
+/// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
+/// at plan time with "stage kind X is not implemented" — never with placeholder output.
+pub const PLANNED_KINDS: &[&str] = &[
+    "tokenize",
+    "finetune",
+    "subdomain_corpus",
+    "pretrain",
+    "probe",
+    "attention_analysis",
+    "multitask_finetune",
+    "ner_finetune",
+];
+
+/// Object-safe view of a stage kind, used by planner and executor.
+pub trait ErasedStage: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn uses_backend(&self) -> bool;
+    /// Parses `params` into the kind's typed params (defaults filled in, unknown params
+    /// rejected), runs its checks, and returns the canonical JSON that enters the key.
+    fn normalize(&self, params: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
+    /// Plan-time content fingerprint (see [`Stage::fingerprint`]).
+    fn fingerprint(&self, params: &serde_json::Value) -> Result<Option<String>, ParamError>;
+    /// Runs the stage with params previously returned by [`ErasedStage::normalize`].
+    fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError>;
+}
+
+struct Erased<S: Stage>(PhantomData<fn() -> S>);
+
+/// Turns a serde error on params into a [`ParamError`] naming the offending param.
+fn param_error(err: serde_json::Error) -> ParamError {
+    let message = err.to_string();
+    // serde's messages name the field in backticks: "unknown field `lr2`, expected ..."
+    let param = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+        .unwrap_or("")
+        .to_string();
+    ParamError { param, message }
+}
+
+impl<S: Stage> ErasedStage for Erased<S> {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn uses_backend(&self) -> bool {
+        S::USES_BACKEND
+    }
+    fn normalize(&self, params: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
+        let typed: S::Params = serde_json::from_value(params.clone()).map_err(param_error)?;
+        S::check(&typed)?;
+        serde_json::to_value(&typed).map_err(|e| ParamError::new("", e.to_string()))
+    }
+    fn fingerprint(&self, params: &serde_json::Value) -> Result<Option<String>, ParamError> {
+        let typed: S::Params = serde_json::from_value(params.clone()).map_err(param_error)?;
+        S::fingerprint(&typed)
+    }
+    fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError> {
+        let typed: S::Params = serde_json::from_value(params.clone())
+            .map_err(|e| StageError::Param(param_error(e)))?;
+        S::run(ctx, &typed)
+    }
+}
+
+/// All stage kinds this build of `pipe` can run.
+pub struct StageRegistry {
+    kinds: BTreeMap<&'static str, Box<dyn ErasedStage>>,
+}
+
+impl StageRegistry {
+    /// An empty registry (tests); see [`StageRegistry::builtin`].
+    pub fn empty() -> Self {
+        StageRegistry {
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    /// Every kind shipped with `pipe`.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        r.register::<super::shell::ShellStage>();
+        r.register::<super::evaluate::EvaluateStage>();
+        r.register::<super::cv_aggregate::CvAggregateStage>();
+        r.register::<super::report::ReportStage>();
+        r.register::<super::fetch::FetchStage>();
+        r.register::<super::corpus::CorpusStage>();
+        r.register::<super::split::SplitStage>();
+        r
+    }
+
+    pub fn register<S: Stage>(&mut self) {
+        self.kinds
+            .insert(S::KIND, Box::new(Erased::<S>(PhantomData)));
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn ErasedStage> {
+        self.kinds.get(kind).map(|b| b.as_ref())
+    }
+
+    /// Names of the registered kinds, sorted.
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

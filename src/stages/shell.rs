@@ -1,0 +1,197 @@
+//! `shell`: runs a command with declared outputs — glue for users, like DVC's `cmd`.
+//!
+//! The command runs with `sh -c` in a fresh scratch directory. It finds its inputs in
+//! environment variables `PIPE_IN_<NAME>` (name upper-cased, other characters `_`; a
+//! family of several artifacts is `:`-separated, and also `PIPE_IN_<NAME>_<i>`), may
+//! write directly into `$PIPE_OUT`, and files it lists under `outs:` (relative to the
+//! scratch dir) are collected into the output. `$PIPE_PROJECT` is the directory `pipe`
+//! was started in. Files under `deps:` (relative to that directory) are hashed at plan
+//! time, so editing them reruns the stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ParamError, Stage, StageCtx, StageError};
+
+/// Params of `shell`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellParams {
+    /// The command line, run by `sh -c`.
+    pub cmd: String,
+    /// Files or folders the command creates (relative to its working dir).
+    #[serde(default)]
+    pub outs: Vec<String>,
+    /// Local files or folders whose content the command depends on.
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// Extra environment variables (scalars; a matrix can sweep them as `env.NAME`).
+    #[serde(default)]
+    pub env: BTreeMap<String, serde_json::Value>,
+}
+
+/// Runs a shell command.
+pub struct ShellStage;
+
+fn env_name(input: &str) -> String {
+    input
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Hashes a file or a folder tree (relative paths + contents) for the plan.
+fn tree_hash(path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for e in entries {
+            hasher.update(e.file_name().unwrap_or_default().as_encoded_bytes());
+            hasher.update(&[0]);
+            tree_hash(&e, hasher)?;
+        }
+    } else {
+        let (h, _) = crate::cache::hash_file(path)?;
+        hasher.update(h.as_bytes());
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    if src.is_dir() {
+        std::fs::create_dir_all(dest)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(src, dest).map(|_| ())
+    }
+}
+
+/// Last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Stage for ShellStage {
+    const KIND: &'static str = "shell";
+    const VERSION: u32 = 1;
+    type Params = ShellParams;
+
+    fn check(p: &ShellParams) -> Result<(), ParamError> {
+        if p.cmd.trim().is_empty() {
+            return Err(ParamError::new("cmd", "must not be empty"));
+        }
+        for o in &p.outs {
+            if o.starts_with('/') || o.split('/').any(|c| c == "..") {
+                return Err(ParamError::new(
+                    "outs",
+                    format!("`{o}` must be a relative path inside the working dir"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn fingerprint(p: &ShellParams) -> Result<Option<String>, ParamError> {
+        if p.deps.is_empty() {
+            return Ok(None);
+        }
+        let mut hasher = blake3::Hasher::new();
+        for d in &p.deps {
+            let path = Path::new(d);
+            hasher.update(d.as_bytes());
+            hasher.update(&[0]);
+            tree_hash(path, &mut hasher)
+                .map_err(|e| ParamError::new("deps", format!("`{d}`: {e}")))?;
+        }
+        Ok(Some(hasher.finalize().to_hex().to_string()))
+    }
+
+    fn run(ctx: &mut StageCtx, p: &ShellParams) -> Result<(), StageError> {
+        let workdir = ctx.scratch.join("work");
+        std::fs::create_dir_all(&workdir).map_err(|e| StageError::io(&workdir, e))?;
+        let project = std::env::current_dir().map_err(|e| StageError::io(".", e))?;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&p.cmd)
+            .current_dir(&workdir)
+            .env("PIPE_OUT", &ctx.out_dir)
+            .env("PIPE_STAGE", &ctx.name)
+            .env("PIPE_PROJECT", &project)
+            .stdin(Stdio::null());
+        for (name, arts) in &ctx.inputs.by_name {
+            let var = format!("PIPE_IN_{}", env_name(name));
+            let joined: Vec<String> = arts
+                .iter()
+                .map(|a| a.path.to_string_lossy().to_string())
+                .collect();
+            cmd.env(&var, joined.join(":"));
+            for (i, a) in arts.iter().enumerate() {
+                cmd.env(format!("{var}_{i}"), &a.path);
+            }
+        }
+        for (k, v) in &p.env {
+            match v {
+                serde_json::Value::String(text) => cmd.env(k, text),
+                other => cmd.env(k, other.to_string()),
+            };
+        }
+        let output = cmd
+            .output()
+            .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
+        let stdout_log = ctx.scratch.join("stdout.log");
+        let _ = std::fs::write(&stdout_log, &output.stdout);
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(StageError::Command {
+                status: output.status.to_string(),
+                stderr_tail: tail(&stderr, 20),
+            });
+        }
+        for o in &p.outs {
+            let src = workdir.join(o);
+            if !src.exists() {
+                return Err(StageError::Failed(format!(
+                    "declared output `{o}` was not produced by the command"
+                )));
+            }
+            copy_tree(&src, &ctx.out_dir.join(o)).map_err(|e| StageError::io(&src, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_shell_safe() {
+        assert_eq!(env_name("corpus"), "CORPUS");
+        assert_eq!(env_name("my-model.v2"), "MY_MODEL_V2");
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail("a\nb\nc\nd", 2), "c\nd");
+        assert_eq!(tail("a", 5), "a");
+    }
+}

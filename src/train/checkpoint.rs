@@ -1,0 +1,139 @@
+//! Resumable training state. After each epoch, `epoch-K/` in the stage's checkpoint
+//! directory holds the model (`model.bpk`), the optimizer state (`optimizer.bpk`, AdamW
+//! moments keyed by parameter id) and `state.json` (epoch, update count, shuffling RNG,
+//! history, settings). The directory is written under a temporary name and renamed, so a
+//! run killed mid-write leaves the previous epoch's checkpoint intact.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use super::fit::{EpochRecord, TrainSettings};
+use super::rng::SplitMix64;
+use super::TrainError;
+
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub const STATE_FILE: &str = "state.json";
+const EPOCH_PREFIX: &str = "epoch-";
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The settings of the run; a checkpoint only resumes a run with the same settings.
+    pub settings: TrainSettings,
+    pub epochs_done: usize,
+    /// Updates done so far (the learning rate and the dropout seed are functions of it).
+    pub step: usize,
+    /// The shuffling generator after `epochs_done` epochs.
+    pub shuffle_rng: SplitMix64,
+    pub history: Vec<EpochRecord>,
+}
+
+/// Writes `epoch-K/` for `state.epochs_done = K` and removes older epochs.
+pub fn save<M: Module + Clone>(
+    dir: &Path,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    let name = format!("{EPOCH_PREFIX}{}", state.epochs_done);
+    let target = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    remove_dir_if_present(&tmp)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let model_path = tmp.join(MODEL_FILE);
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|e| TrainError::checkpoint(&model_path, e))?;
+    let optimizer_path = tmp.join(OPTIMIZER_FILE);
+    optimizer
+        .save(&optimizer_path)
+        .map_err(|e| TrainError::checkpoint(&optimizer_path, e))?;
+    let state_path = tmp.join(STATE_FILE);
+    let text =
+        serde_json::to_string_pretty(state).map_err(|e| TrainError::checkpoint(&state_path, e))?;
+    std::fs::write(&state_path, text).map_err(|e| TrainError::io(&state_path, e))?;
+    for file in [&model_path, &optimizer_path, &state_path] {
+        sync_file(file)?;
+    }
+    remove_dir_if_present(&target)?;
+    std::fs::rename(&tmp, &target).map_err(|e| TrainError::io(&target, e))?;
+    for (epoch, path) in epoch_dirs(dir)? {
+        if epoch != state.epochs_done {
+            remove_dir_if_present(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint in `dir`, if any.
+pub fn latest(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
+    let Some((_, path)) = epoch_dirs(dir)?.into_iter().max_by_key(|(epoch, _)| *epoch) else {
+        return Ok(None);
+    };
+    let state_path = path.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&state_path, e))?;
+    Ok(Some((path, state)))
+}
+
+/// Loads the model weights saved in `path`, with their parameter ids (which the optimizer
+/// state is keyed by).
+pub fn restore_model<M: Module>(path: &Path, model: M) -> Result<M, TrainError> {
+    let model_path = path.join(MODEL_FILE);
+    model
+        .try_load_file(&model_path)
+        .map_err(|e| TrainError::checkpoint(&model_path, e))
+}
+
+/// Loads the optimizer state saved in `path` into `optimizer` (built for the restored model).
+pub fn restore_optimizer(
+    path: &Path,
+    optimizer: ModuleOptimizer,
+) -> Result<ModuleOptimizer, TrainError> {
+    let optimizer_path = path.join(OPTIMIZER_FILE);
+    optimizer
+        .load(&optimizer_path)
+        .map_err(|e| TrainError::checkpoint(&optimizer_path, e))
+}
+
+/// `(K, path)` of every complete `epoch-K/` (one with its `state.json`).
+fn epoch_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io(dir, e))?;
+        let name = entry.file_name();
+        let epoch = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(EPOCH_PREFIX))
+            .and_then(|k| k.parse::<usize>().ok());
+        if let Some(epoch) = epoch {
+            if entry.path().join(STATE_FILE).is_file() {
+                found.push((epoch, entry.path()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), TrainError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_file(path: &Path) -> Result<(), TrainError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,270 @@
+//! The fine-tuning loop: AdamW with linear warm-up and decay, global-norm gradient
+//! clipping, length-bucketed batches, a checkpoint after every epoch and resumption from
+//! the newest one.
+//!
+//! Determinism: the shuffling generator is checkpointed, the learning rate is a function
+//! of the update index, and the backend's generator (dropout) is re-seeded before every
+//! update from `(seed, update index)`. A run resumed from epoch K therefore computes the
+//! same updates as one that never stopped.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::ParamGroup;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::batching::train_batches;
+use super::checkpoint::{self, TrainState};
+use super::classifier::{cross_entropy, Batch, EncodedInstance, SequenceClassifier};
+use super::clipping::{clip_global_norm, no_decay_params};
+use super::rng::{with_backend_seed, SplitMix64};
+use super::schedule::LinearWarmupDecay;
+use super::TrainError;
+use crate::stages::Progress;
+
+/// AdamW's ε, as BERT's optimizer.
+const ADAM_EPSILON: f32 = 1e-6;
+/// Stream of the shuffling generator; dropout streams are `DROPOUT_STREAM + update index`.
+const SHUFFLE_STREAM: u64 = 0;
+const DROPOUT_STREAM: u64 = 1 << 32;
+/// Updates between reads of the running loss (each read waits for the device).
+const LOSS_READ_EVERY: usize = 10;
+
+/// Optimization settings (the `finetune` params of the same names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Fraction of all updates spent warming up.
+    pub warmup: f64,
+    pub weight_decay: f64,
+    /// Max global gradient norm; 0 disables clipping.
+    pub grad_clip: f64,
+    pub seed: u64,
+}
+
+/// One epoch in `history.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    pub dev_p: Option<f64>,
+    pub dev_r: Option<f64>,
+    pub dev_f1: Option<f64>,
+    /// Training time of the epoch (evaluation excluded).
+    pub seconds: f64,
+    /// Training throughput, sequences per second.
+    pub seq_per_s: f64,
+}
+
+/// Where a fit runs and reports.
+pub struct FitEnv<'a> {
+    /// Training device (autodiff); the model must live on it.
+    pub device: &'a Device,
+    pub checkpoint_dir: &'a Path,
+    pub progress: &'a Progress,
+    pub cancel: &'a AtomicBool,
+}
+
+/// The trained model and its per-epoch history.
+pub struct Fitted {
+    pub model: SequenceClassifier,
+    pub history: Vec<EpochRecord>,
+    /// The epoch a checkpoint let this run start after, if any.
+    pub resumed_after_epoch: Option<usize>,
+}
+
+/// Trains `model` on `train`. After each epoch, `after_epoch` may evaluate the model and
+/// fill the record's dev fields; then the checkpoint is written. Returns
+/// [`TrainError::Interrupted`] as soon as `env.cancel` is set (the last checkpoint stays).
+pub fn fit(
+    model: SequenceClassifier,
+    train: &[EncodedInstance],
+    pad_id: u32,
+    settings: &TrainSettings,
+    env: &FitEnv,
+    mut after_epoch: impl FnMut(&SequenceClassifier, &mut EpochRecord) -> Result<(), TrainError>,
+) -> Result<Fitted, TrainError> {
+    check_settings(settings, train.len())?;
+    let lengths: Vec<usize> = train.iter().map(|x| x.ids.len()).collect();
+    let steps_per_epoch = train.len().div_ceil(settings.batch_size);
+    let total_steps = steps_per_epoch * settings.epochs;
+    let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, total_steps);
+
+    let mut model = model;
+    let mut optimizer = adamw(&model, settings.weight_decay);
+    let mut state = TrainState {
+        settings: settings.clone(),
+        epochs_done: 0,
+        step: 0,
+        shuffle_rng: SplitMix64::stream(settings.seed, SHUFFLE_STREAM),
+        history: Vec::new(),
+    };
+    let mut resumed_after_epoch = None;
+    if let Some((path, saved)) = checkpoint::latest(env.checkpoint_dir)? {
+        if saved.settings != *settings {
+            return Err(TrainError::Invalid(format!(
+                "{}: checkpoint of a run with other settings ({:?}); remove it to start over",
+                path.display(),
+                saved.settings
+            )));
+        }
+        model = checkpoint::restore_model(&path, model)?;
+        // the no-decay group matches parameters by id, and the ids come from the checkpoint
+        optimizer = checkpoint::restore_optimizer(&path, adamw(&model, settings.weight_decay))?;
+        resumed_after_epoch = Some(saved.epochs_done);
+        env.progress.println(format!(
+            "resuming after epoch {}/{} from {}",
+            saved.epochs_done,
+            settings.epochs,
+            path.display()
+        ));
+        state = saved;
+    }
+
+    env.progress.set_length(total_steps as u64);
+    env.progress.set_position(state.step as u64);
+    let run_start = Instant::now();
+    let steps_at_start = state.step;
+    while state.epochs_done < settings.epochs {
+        let epoch = state.epochs_done + 1;
+        let mut rng = state.shuffle_rng;
+        let batches = train_batches(&lengths, settings.batch_size, &mut rng);
+        let epoch_start = Instant::now();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        let mut shown_loss = f64::NAN;
+        for (b, indices) in batches.iter().enumerate() {
+            if env.cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Interrupted);
+            }
+            let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &train[i]).collect();
+            let batch = Batch::new(&refs, pad_id, env.device);
+            // dropout masks are drawn during the forward pass
+            let dropout_seed =
+                SplitMix64::stream(settings.seed, DROPOUT_STREAM + state.step as u64).next_u64();
+            let out = with_backend_seed(env.device, dropout_seed, || model.forward(&batch))?;
+            let loss = cross_entropy(out.logits, batch.labels);
+            let detached = loss.clone().inner();
+            loss_sum = Some(match loss_sum.take() {
+                Some(sum) => sum + detached,
+                None => detached,
+            });
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (grads, _) = clip_global_norm(&model, grads, settings.grad_clip);
+            model = optimizer.step(schedule.lr(state.step), model, grads);
+            state.step += 1;
+            env.progress.set_position(state.step as u64);
+            if (b + 1) % LOSS_READ_EVERY == 0 || b + 1 == batches.len() {
+                if let Some(sum) = &loss_sum {
+                    shown_loss = f64::from(sum.clone().into_scalar::<f32>()) / (b + 1) as f64;
+                }
+                let done = state.step - steps_at_start;
+                let per_step = run_start.elapsed().as_secs_f64() / done.max(1) as f64;
+                let seq_per_s =
+                    refs_seen(&batches[..=b]) as f64 / epoch_start.elapsed().as_secs_f64();
+                env.progress.set_message(format!(
+                    "epoch {epoch}/{}  loss {shown_loss:.4}  {seq_per_s:.1} seq/s  ETA {}",
+                    settings.epochs,
+                    format_duration(per_step * (total_steps - state.step) as f64)
+                ));
+            }
+        }
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let mut record = EpochRecord {
+            epoch,
+            train_loss: shown_loss,
+            dev_p: None,
+            dev_r: None,
+            dev_f1: None,
+            seconds,
+            seq_per_s: train.len() as f64 / seconds,
+        };
+        after_epoch(&model, &mut record)?;
+        env.progress.println(epoch_line(&record, settings.epochs));
+        state.history.push(record);
+        state.epochs_done = epoch;
+        state.shuffle_rng = rng;
+        checkpoint::save(env.checkpoint_dir, &model, &optimizer, &state)?;
+    }
+    Ok(Fitted {
+        model,
+        history: state.history,
+        resumed_after_epoch,
+    })
+}
+
+/// AdamW with decoupled weight decay on every parameter except the 1-D ones (biases,
+/// LayerNorm), as BERT's optimizer.
+fn adamw(model: &SequenceClassifier, weight_decay: f64) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .with_epsilon(ADAM_EPSILON)
+        .init()
+        .with_group(
+            ParamGroup::from_ids(no_decay_params(model)),
+            AdamWConfig::new()
+                .with_weight_decay(0.0)
+                .with_epsilon(ADAM_EPSILON)
+                .build(),
+            None,
+        )
+}
+
+fn check_settings(s: &TrainSettings, n_train: usize) -> Result<(), TrainError> {
+    let bad = |m: String| Err(TrainError::Invalid(m));
+    if n_train == 0 {
+        return bad("no training instances".into());
+    }
+    if s.batch_size == 0 || s.epochs == 0 {
+        return bad(format!(
+            "batch_size ({}) and epochs ({}) must be positive",
+            s.batch_size, s.epochs
+        ));
+    }
+    if !(s.lr > 0.0 && s.lr.is_finite()) || !(0.0..=1.0).contains(&s.warmup) {
+        return bad(format!(
+            "lr {} must be > 0 and warmup {} in [0, 1]",
+            s.lr, s.warmup
+        ));
+    }
+    if s.weight_decay < 0.0 || s.grad_clip < 0.0 {
+        return bad("weight_decay and grad_clip must be ≥ 0".into());
+    }
+    Ok(())
+}
+
+fn refs_seen(batches: &[Vec<usize>]) -> usize {
+    batches.iter().map(Vec::len).sum()
+}
+
+fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
+    let dev = match (r.dev_p, r.dev_r, r.dev_f1) {
+        (Some(p), Some(rc), Some(f)) => format!(
+            "  dev P {:.2} R {:.2} F1 {:.2}",
+            100.0 * p,
+            100.0 * rc,
+            100.0 * f
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {}/{epochs}  loss {:.4}{dev}  {:.0}s  {:.1} seq/s",
+        r.epoch, r.train_loss, r.seconds, r.seq_per_s
+    )
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}

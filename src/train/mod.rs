@@ -1,0 +1,54 @@
+//! Fine-tuning: the encoder+head model, batching, the optimization loop with checkpoints,
+//! and inference. The `finetune` stage (and later multi-task stages) drive it.
+
+pub mod batching;
+pub mod checkpoint;
+pub mod classifier;
+pub mod clipping;
+pub mod fit;
+pub mod predict;
+pub mod rng;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+
+pub use classifier::{Batch, EncodedInstance, SequenceClassifier};
+pub use fit::{fit, EpochRecord, FitEnv, Fitted, TrainSettings};
+pub use predict::{micro_prf, predict, Prediction};
+
+/// Why training or inference failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A checkpoint that cannot be written or read back.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl TrainError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn checkpoint(path: &Path, message: impl std::fmt::Display) -> Self {
+        TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}

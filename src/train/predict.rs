@@ -1,0 +1,99 @@
+//! Inference: predicted labels (and the head's α) for a set of instances.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::prelude::*;
+
+use super::batching::eval_batches;
+use super::classifier::{Batch, EncodedInstance, SequenceClassifier};
+use super::TrainError;
+use crate::metrics::{Confusion, Prf};
+
+/// One instance's prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index of the arg-max class.
+    pub label: usize,
+    /// The head's attention weights over this instance's tokens ([CLS] … [SEP]), for heads
+    /// that have them and when asked for.
+    pub alpha: Option<Vec<f32>>,
+}
+
+/// Predicts every instance, in input order. `model` should be in inference mode
+/// (`model.valid()`) on `device`; batches are sorted by length to minimise padding.
+pub fn predict(
+    model: &SequenceClassifier,
+    instances: &[EncodedInstance],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+    with_alpha: bool,
+    cancel: &AtomicBool,
+) -> Result<Vec<Prediction>, TrainError> {
+    let lengths: Vec<usize> = instances.iter().map(|x| x.ids.len()).collect();
+    let mut out: Vec<Option<Prediction>> = vec![None; instances.len()];
+    for indices in eval_batches(&lengths, batch_size) {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TrainError::Interrupted);
+        }
+        let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &instances[i]).collect();
+        let batch = Batch::new(&refs, pad_id, device);
+        let result = model.forward(&batch)?;
+        let labels = read_ints(result.logits.argmax(1))?;
+        let alphas = match result.alpha.filter(|_| with_alpha) {
+            Some(alpha) => {
+                let [_, tokens] = alpha.dims();
+                let values = read_floats(alpha)?;
+                Some((values, tokens))
+            }
+            None => None,
+        };
+        for (row, &i) in indices.iter().enumerate() {
+            let alpha = alphas.as_ref().map(|(values, tokens)| {
+                let start = row * tokens;
+                let width = lengths[i].min(*tokens);
+                values[start..start + width].to_vec()
+            });
+            out[i] = Some(Prediction {
+                label: labels[row] as usize,
+                alpha,
+            });
+        }
+    }
+    out.into_iter()
+        .map(|p| p.ok_or_else(|| TrainError::Invalid("an instance was not predicted".into())))
+        .collect()
+}
+
+/// Micro P/R/F1 over the labels other than `negative` (see [`Confusion::micro`]).
+pub fn micro_prf(
+    labels: &[String],
+    negative: Option<&str>,
+    gold: &[usize],
+    pred: &[usize],
+) -> Result<Prf, TrainError> {
+    let name = |i: usize| {
+        labels
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| TrainError::Invalid(format!("label index {i} out of range")))
+    };
+    let pairs = gold
+        .iter()
+        .zip(pred)
+        .map(|(&g, &p)| Ok((name(g)?, name(p)?)))
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    Ok(Confusion::from_pairs(labels.to_vec(), pairs)?.micro(negative)?)
+}
+
+fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>, TrainError> {
+    t.into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| TrainError::Invalid(format!("reading predictions: {e:?}")))
+}
+
+fn read_floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, TrainError> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| TrainError::Invalid(format!("reading attention weights: {e:?}")))
+}

@@ -1,0 +1,552 @@
+//! The engine as a user meets it: `pipe run` / `plan` / `dag` / `cache` on small
+//! pipelines of `shell` stages, asserting on what a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch project: a dir with pipeline files and its own cache.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("PIPE_CACHE", self.path().join("cache"))
+            .env_remove("PIPE_MIRROR");
+        c
+    }
+    fn pipe(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run pipe")
+    }
+    /// Runs and asserts success; returns stdout + stderr.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.pipe(args);
+        let text = both(&out);
+        assert!(out.status.success(), "pipe {args:?} failed:\n{text}");
+        text
+    }
+    /// `pipe plan --json` rows as (stage, status, reason).
+    fn plan(&self, file: &str) -> Vec<(String, String, String)> {
+        let out = self.ok(&["plan", file, "--json"]);
+        let json_start = out.find('[').expect("json array");
+        let rows: serde_json::Value =
+            serde_json::from_str(&out[json_start..]).expect("plan --json parses");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["stage"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_str().unwrap_or_default().to_string(),
+                    r["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+    fn status_of(&self, file: &str, stage: &str) -> (String, String) {
+        self.plan(file)
+            .into_iter()
+            .find(|(s, _, _)| s == stage)
+            .map(|(_, st, r)| (st, r))
+            .unwrap_or_else(|| panic!("stage {stage} not in plan"))
+    }
+}
+
+fn both(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// a -> b -> c, and an independent d.
+const CHAIN: &str = r#"
+stages:
+  a:
+    kind: shell
+    params:
+      cmd: echo alpha > a.txt
+      outs: [a.txt]
+  b:
+    kind: shell
+    inputs:
+      src: a.a.txt
+    params:
+      cmd: tr a-z A-Z < "$PIPE_IN_SRC" > "$PIPE_OUT/b.txt"
+  c:
+    kind: shell
+    inputs:
+      up: b
+    params:
+      cmd: cat "$PIPE_IN_UP/b.txt" "$PIPE_IN_UP/b.txt" > "$PIPE_OUT/c.txt"
+  d:
+    kind: shell
+    params:
+      cmd: echo delta > "$PIPE_OUT/d.txt"
+"#;
+
+#[test]
+fn rerun_after_param_edit_runs_only_that_stage_and_descendants() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    let first = p.ok(&["run", "p.yaml"]);
+    assert!(
+        first.contains("ran 4, cached 0, failed 0, skipped 0"),
+        "{first}"
+    );
+    let second = p.ok(&["run", "p.yaml"]);
+    assert!(second.contains("ran 0, cached 4"), "{second}");
+
+    p.write("p.yaml", &CHAIN.replace("tr a-z A-Z", "tr a-z B-Z"));
+    let plan = p.plan("p.yaml");
+    let status: Vec<(&str, &str)> = plan
+        .iter()
+        .map(|(s, st, _)| (s.as_str(), st.as_str()))
+        .collect();
+    assert!(status.contains(&("a", "cached")));
+    assert!(status.contains(&("b", "run")));
+    assert!(status.contains(&("c", "run")));
+    assert!(status.contains(&("d", "cached")));
+    let (_, why_b) = p.status_of("p.yaml", "b");
+    assert!(
+        why_b.contains("param `cmd` changed")
+            && why_b.contains("tr a-z A-Z")
+            && why_b.contains("tr a-z B-Z"),
+        "{why_b}"
+    );
+    let (_, why_c) = p.status_of("p.yaml", "c");
+    assert_eq!(why_c, "input `up` changed (b)");
+
+    let third = p.ok(&["run", "p.yaml"]);
+    assert!(third.contains("ran 2, cached 2"), "{third}");
+    assert!(third.contains("✓ b") && third.contains("✓ c"), "{third}");
+    assert!(!third.contains("✓ a") && !third.contains("✓ d"), "{third}");
+}
+
+#[test]
+fn renaming_and_reordering_stages_invalidates_nothing() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    // d renamed to zeta and moved to the top; keys come from content.
+    let renamed = CHAIN
+        .replace("  d:\n    kind: shell\n    params:\n      cmd: echo delta > \"$PIPE_OUT/d.txt\"\n", "")
+        .replace(
+            "stages:\n",
+            "stages:\n  zeta:\n    kind: shell\n    params:\n      cmd: echo delta > \"$PIPE_OUT/d.txt\"\n",
+        );
+    p.write("p2.yaml", &renamed);
+    let plan = p.plan("p2.yaml");
+    assert_eq!(plan.len(), 4);
+    assert!(plan.iter().all(|(_, st, _)| st == "cached"), "{plan:?}");
+}
+
+#[test]
+fn plan_says_new_and_profile_changes_params() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &format!("{CHAIN}profiles:\n  loud:\n    a:\n      cmd: echo ALPHA > a.txt\n"),
+    );
+    let (st, why) = p.status_of("p.yaml", "a");
+    assert_eq!((st.as_str(), why.as_str()), ("run", "new"));
+    p.ok(&["run", "p.yaml"]);
+    let out = p.ok(&["plan", "p.yaml", "--profile", "loud"]);
+    assert!(
+        out.contains("param `cmd` changed echo alpha > a.txt → echo ALPHA > a.txt"),
+        "{out}"
+    );
+    assert!(out.contains("3 to run, 1 cached"), "{out}");
+    let err = p.pipe(&["plan", "p.yaml", "--profile", "nope"]);
+    assert!(!err.status.success());
+    assert!(
+        both(&err).contains("profile `nope` is not defined"),
+        "{}",
+        both(&err)
+    );
+}
+
+#[test]
+fn matrix_expands_and_family_input_collects_all_cells() {
+    let p = Project::new();
+    p.write(
+        "m.yaml",
+        r#"
+stages:
+  train:
+    kind: shell
+    params:
+      cmd: echo "$HEAD-$SEED" > "$PIPE_OUT/score.txt"
+    matrix:
+      env.HEAD: [cls, att]
+      env.SEED: {range: [1, 4]}
+  summary:
+    kind: shell
+    inputs:
+      runs: train
+    params:
+      cmd: for d in $(echo "$PIPE_IN_RUNS" | tr ':' ' '); do cat "$d/score.txt"; done | sort > "$PIPE_OUT/all.txt"
+  per_head:
+    kind: shell
+    inputs:
+      runs: train
+    params:
+      cmd: echo "$PIPE_IN_RUNS" | tr ':' '\n' | wc -l > "$PIPE_OUT/n.txt"
+    matrix:
+      env.HEAD: [cls, att]
+"#,
+    );
+    let plan = p.plan("m.yaml");
+    let names: Vec<&str> = plan.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(plan.len(), 6 + 1 + 2, "{names:?}");
+    assert!(
+        names.contains(&"train[env.HEAD=att,env.SEED=3]"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"per_head[env.HEAD=cls]"), "{names:?}");
+    p.ok(&["run", "m.yaml", "--jobs", "3"]);
+    let dag = p.ok(&["dag", "m.yaml", "--format", "dot"]);
+    assert_eq!(dag.matches(" -> ").count(), 6 + 3 + 3, "{dag}");
+    // Read the summary's output through the cache: rerun with a stage that copies it out.
+    p.write(
+        "m2.yaml",
+        &(std::fs::read_to_string(p.path().join("m.yaml")).unwrap()
+            + "  export:\n    kind: shell\n    inputs:\n      s: summary.all.txt\n      n: per_head\n    params:\n      cmd: cp \"$PIPE_IN_S\" \"$PIPE_PROJECT/all.txt\"; for d in $(echo \"$PIPE_IN_N\" | tr ':' ' '); do cat \"$d/n.txt\"; done > \"$PIPE_PROJECT/n.txt\"\n"),
+    );
+    let out = p.ok(&["run", "m2.yaml"]);
+    assert!(out.contains("ran 1, cached 9"), "{out}");
+    let all = std::fs::read_to_string(p.path().join("all.txt")).unwrap();
+    assert_eq!(
+        all.lines().collect::<Vec<_>>(),
+        ["att-1", "att-2", "att-3", "cls-1", "cls-2", "cls-3"]
+    );
+    let n: Vec<String> = std::fs::read_to_string(p.path().join("n.txt"))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(n, ["3", "3"], "each head binds to its 3 seeds");
+}
+
+#[test]
+fn a_failing_stage_skips_descendants_but_not_independent_branches() {
+    let p = Project::new();
+    p.write(
+        "f.yaml",
+        r#"
+stages:
+  bad:
+    kind: shell
+    params:
+      cmd: 'echo "first line"; echo "boom: the model diverged" >&2; exit 3'
+  after_bad:
+    kind: shell
+    inputs:
+      x: bad
+    params:
+      cmd: "true"
+  good:
+    kind: shell
+    params:
+      cmd: echo ok > "$PIPE_OUT/ok.txt"
+"#,
+    );
+    let out = p.pipe(&["run", "f.yaml", "--jobs", "1"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("ran 1, cached 0, failed 1, skipped 1"),
+        "{text}"
+    );
+    assert!(text.contains("boom: the model diverged"), "{text}");
+    assert!(
+        text.contains("after_bad skipped (upstream bad failed)"),
+        "{text}"
+    );
+    // Nothing of the failed stage was cached; the good one was.
+    let (st, _) = p.status_of("f.yaml", "bad");
+    assert_eq!(st, "run");
+    let (st, _) = p.status_of("f.yaml", "good");
+    assert_eq!(st, "cached");
+}
+
+#[test]
+fn undeclared_output_is_a_clear_failure() {
+    let p = Project::new();
+    p.write(
+        "o.yaml",
+        "stages:\n  s:\n    kind: shell\n    params:\n      cmd: \"true\"\n      outs: [model.bin]\n",
+    );
+    let out = p.pipe(&["run", "o.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        both(&out).contains("declared output `model.bin` was not produced"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[test]
+fn killed_run_leaves_cache_consistent_and_rerun_redoes_only_that_stage() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let p = Project::new();
+    p.write(
+        "k.yaml",
+        r#"
+stages:
+  quick:
+    kind: shell
+    params:
+      cmd: echo fast > "$PIPE_OUT/q.txt"
+  slow:
+    kind: shell
+    inputs:
+      q: quick
+    params:
+      cmd: echo partial > "$PIPE_OUT/part.txt"; sleep ${TEST_SLEEP:-0}; echo done > "$PIPE_OUT/done.txt"
+"#,
+    );
+    let mut child = p
+        .cmd(&["run", "k.yaml", "--jobs", "1"])
+        .env("TEST_SLEEP", "30")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read");
+        assert!(n > 0, "pipe exited before starting `slow`");
+        if line.contains("▶ slow") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SIGKILL the whole process group (pipe and its shell) mid-stage.
+    let pgid = child.id() as i32;
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+
+    let (st, _) = p.status_of("k.yaml", "quick");
+    assert_eq!(st, "cached");
+    let (st, why) = p.status_of("k.yaml", "slow");
+    assert_eq!((st.as_str(), why.as_str()), ("run", "new"));
+    let out = p.ok(&["run", "k.yaml"]);
+    assert!(out.contains("ran 1, cached 1"), "{out}");
+    let verify = p.ok(&["cache", "verify"]);
+    assert!(verify.contains("cache OK"), "{verify}");
+}
+
+#[test]
+fn corrupt_blob_is_found_by_verify_and_its_stage_reruns() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    // Find the blob holding d's output ("delta\n") and flip its content.
+    let target = blake3::hash(b"delta\n").to_hex().to_string();
+    let blob = p
+        .path()
+        .join("cache/blobs")
+        .join(&target[..2])
+        .join(&target);
+    assert!(blob.exists(), "blob of d.txt stored by content hash");
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, b"tampered\n").unwrap();
+
+    let out = p.pipe(&["cache", "verify"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("corrupt: d") && text.contains("d.txt"),
+        "{text}"
+    );
+    let (st, why) = p.status_of("p.yaml", "d");
+    assert_eq!(st, "run");
+    assert!(why.contains("cached output was removed"), "{why}");
+    let again = p.ok(&["run", "p.yaml"]);
+    assert!(again.contains("ran 1, cached 3"), "{again}");
+    assert!(p.ok(&["cache", "verify"]).contains("cache OK"));
+}
+
+#[test]
+fn identical_outputs_are_stored_once_and_gc_frees_unreachable_results() {
+    let p = Project::new();
+    p.write(
+        "g.yaml",
+        r#"
+stages:
+  one:
+    kind: shell
+    params:
+      cmd: echo same > "$PIPE_OUT/x.txt"
+  two:
+    kind: shell
+    params:
+      cmd: echo same > "$PIPE_OUT/x.txt"; true
+"#,
+    );
+    p.ok(&["run", "g.yaml"]);
+    let h = blake3::hash(b"same\n").to_hex().to_string();
+    let dir = p.path().join("cache/blobs").join(&h[..2]);
+    let copies = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy() == h)
+        .count();
+    assert_eq!(copies, 1);
+    let ls = p.ok(&["cache", "ls"]);
+    assert!(ls.contains("2 entries"), "{ls}");
+    // Drop stage two from the pipeline; gc removes its entry.
+    p.write(
+        "g2.yaml",
+        "stages:\n  one:\n    kind: shell\n    params:\n      cmd: echo same > \"$PIPE_OUT/x.txt\"\n",
+    );
+    let gc = p.ok(&["cache", "gc", "g2.yaml"]);
+    assert!(gc.contains("removed 1 entries"), "{gc}");
+    assert!(gc.contains("freed"), "{gc}");
+    assert!(p.ok(&["cache", "ls"]).contains("1 entries"));
+    let (st, _) = p.status_of("g2.yaml", "one");
+    assert_eq!(st, "cached");
+}
+
+#[test]
+fn a_second_run_on_the_same_cache_fails_clearly() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "stages:\n  s:\n    kind: shell\n    params:\n      cmd: sleep 3\n",
+    );
+    let mut first = p
+        .cmd(&["run", "s.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let second = p.pipe(&["run", "s.yaml"]);
+    let text = both(&second);
+    assert!(!second.status.success());
+    assert!(text.contains("is in use by another pipe process"), "{text}");
+    assert!(first.wait().unwrap().success());
+    assert!(p.ok(&["run", "s.yaml"]).contains("cached 1"));
+}
+
+#[test]
+fn only_and_force_select_what_runs() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    let out = p.ok(&["run", "p.yaml", "--only", "b"]);
+    assert!(out.contains("ran 2, cached 0"), "{out}");
+    let out = p.ok(&["run", "p.yaml", "--force", "b"]);
+    assert!(
+        out.contains("ran 4, cached 0") || out.contains("ran 4"),
+        "{out}"
+    );
+    let (st, why) = {
+        let o = p.ok(&["plan", "p.yaml", "--force", "a", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o[o.find('[').unwrap()..]).unwrap();
+        let row = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == "c")
+            .unwrap()
+            .clone();
+        (
+            row["status"].as_str().unwrap().to_string(),
+            row["reason"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!((st.as_str(), why.as_str()), ("run", "forced"));
+}
+
+#[test]
+fn golden_key_is_stable_across_machines() {
+    let p = Project::new();
+    p.write(
+        "k.yaml",
+        "stages:\n  hello:\n    kind: shell\n    params:\n      cmd: echo hello > \"$PIPE_OUT/h.txt\"\n",
+    );
+    let out = p.ok(&["plan", "k.yaml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out[out.find('[').unwrap()..]).unwrap();
+    assert_eq!(v[0]["key"], "570663fa6921273ec5809ca9b3149beea780afc8bc82670f884595e80ef12b73");
+}
+
+/// Each user mistake: message names file:line:col and says what was expected.
+#[test]
+fn pipeline_errors_name_file_line_and_column() {
+    let p = Project::new();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "bad_yaml.yaml",
+            "stages:\n  a:\n    kind: shell\n   params: [\n",
+            "bad_yaml.yaml:4:",
+        ),
+        (
+            "unknown_kind.yaml",
+            "stages:\n  a:\n    kind: shel\n    params:\n      cmd: x\n",
+            "unknown_kind.yaml:3:5: unknown stage kind `shel`",
+        ),
+        (
+            "unknown_param.yaml",
+            "stages:\n  a:\n    kind: shell\n    params:\n      cmd: x\n      cmdd: y\n",
+            "unknown_param.yaml:6:7: stage `a` (kind `shell`): param `cmdd`: unknown field `cmdd`",
+        ),
+        (
+            "unknown_key.yaml",
+            "stages:\n  a:\n    kind: shell\n    parms:\n      cmd: x\n",
+            "unknown_key.yaml:4:5: stages.a: unknown field `parms`",
+        ),
+        (
+            "cycle.yaml",
+            "stages:\n  a:\n    kind: shell\n    inputs: {x: b}\n    params: {cmd: x}\n  b:\n    kind: shell\n    inputs: {x: a}\n    params: {cmd: x}\n",
+            "cycle: a -> b -> a",
+        ),
+        (
+            "missing_input.yaml",
+            "stages:\n  a:\n    kind: shell\n    inputs:\n      corpus: nope\n    params: {cmd: x}\n",
+            "missing_input.yaml:5:7: input `corpus` of stage `a` refers to stage `nope`, which is not defined",
+        ),
+        (
+            "bad_matrix.yaml",
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\n    matrix:\n      lr: [1, 2]\n",
+            "bad_matrix.yaml:6:7: matrix over param `lr`, which stage kind `shell` does not have",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        p.write(file, text);
+        let out = p.pipe(&["plan", file]);
+        let msg = both(&out);
+        assert!(!out.status.success(), "{file} should fail");
+        assert!(
+            msg.contains(expected),
+            "{file}: expected `{expected}` in:\n{msg}"
+        );
+    }
+}
