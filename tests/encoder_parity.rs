@@ -319,14 +319,32 @@ fn safetensors_header(path: &Path) -> Value {
 }
 
 /// A `BertForPreTraining` `pytorch_model.bin` with a `bert.` prefix, pre-training heads and
-/// legacy `gamma`/`beta` names loads with no code change and matches PyTorch.
+/// legacy `gamma`/`beta` names loads with no code change and matches PyTorch, both in
+/// PyTorch's zip format and in its pre-1.6 format.
 #[test]
 fn legacy_pytorch_checkpoint_matches_pytorch() {
+    let fixture = fixtures().join("tiny_bert_pt");
+    let worst = tiny_checkpoint_max_diff(&fixture, &fixture);
+    assert!(worst < TOLERANCE, "zip format: max abs diff {worst:e}");
+
+    let legacy = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (from, to) in [
+        ("config.json", "config.json"),
+        ("pytorch_model.legacy.bin", "pytorch_model.bin"),
+    ] {
+        std::fs::copy(fixture.join(from), legacy.path().join(to))
+            .unwrap_or_else(|e| panic!("{from}: {e}"));
+    }
+    let worst = tiny_checkpoint_max_diff(legacy.path(), &fixture);
+    assert!(worst < TOLERANCE, "legacy format: max abs diff {worst:e}");
+}
+
+/// Max abs difference over real tokens between the model in `dir` and `expected.json`.
+fn tiny_checkpoint_max_diff(dir: &Path, fixture: &Path) -> f32 {
     let device = Device::flex();
-    let dir = fixtures().join("tiny_bert_pt");
-    let (model, config) = BertModel::load(&dir, &device).unwrap_or_else(|e| panic!("{e}"));
+    let (model, config) = BertModel::load(dir, &device).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.num_hidden_layers, 2);
-    let expected_path = dir.join("expected.json");
+    let expected_path = fixture.join("expected.json");
     let text = std::fs::read_to_string(&expected_path)
         .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
     let expected: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -353,6 +371,7 @@ fn legacy_pytorch_checkpoint_matches_pytorch() {
     let reference = floats(&expected["last_hidden_state"]);
     // Compare real tokens only: what PyTorch computes at padded query positions is unused.
     let mut worst = 0.0f32;
+    let mut compared = 0;
     for (row, mask) in mask_rows.iter().enumerate() {
         for (pos, m) in mask.as_array().into_iter().flatten().enumerate() {
             if m.as_i64() != Some(1) {
@@ -363,9 +382,11 @@ fn legacy_pytorch_checkpoint_matches_pytorch() {
                 &ours[at..at + hidden],
                 &reference[at..at + hidden],
             ));
+            compared += 1;
         }
     }
-    assert!(worst < TOLERANCE, "max abs diff {worst:e}");
+    assert!(compared > 0, "no real tokens in expected.json");
+    worst
 }
 
 /// Without `tokenizer.json`, `vocab.txt` + `tokenizer_config.json` tokenize the same way.

@@ -410,7 +410,10 @@ fn resumed_run_ends_with_the_weights_of_an_uninterrupted_run() {
     let losses = |f: &Fitted| f.history.iter().map(|r| r.train_loss).collect::<Vec<_>>();
     let (la, lb) = (losses(&straight), losses(&resumed));
     assert_eq!(la.len(), lb.len());
-    assert!(la.iter().zip(&lb).all(|(x, y)| (x - y).abs() < 1e-12), "{la:?} vs {lb:?}");
+    assert!(
+        la.iter().zip(&lb).all(|(x, y)| (x - y).abs() < 1e-12),
+        "{la:?} vs {lb:?}"
+    );
 
     // and training moved the weights at all (the comparison is not vacuous)
     assert_ne!(weights(&case.model(1)), a);

@@ -316,8 +316,14 @@ fn stats_command(
         }
     }
     let dir = cache.materialize(&plan.item(i).key)?;
-    let _ = (dir, json);
-    bail!("`pipe stats` is not implemented yet (stage `{stage}`)")
+    let stats = crate::data::stats_of(&dir)
+        .with_context(|| format!("stage `{stage}` has no corpus statistics"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats.counts_json())?);
+    } else {
+        print!("{stats}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `1.2 MiB`

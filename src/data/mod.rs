@@ -14,6 +14,8 @@ pub mod schema;
 pub mod shuffle;
 pub mod split;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use corpus::{Corpus, Units};
 pub use corpus_spec::CorpusSpec;

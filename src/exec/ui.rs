@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct RunUi {
     multi: MultiProgress,
     live: bool,
+    quiet: bool,
 }
 
 impl RunUi {
@@ -20,7 +21,7 @@ impl RunUi {
         } else {
             MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         };
-        RunUi { multi, live }
+        RunUi { multi, live, quiet }
     }
 
     /// A bar for a stage that starts running (a spinner until the stage sets a length).
@@ -44,7 +45,7 @@ impl RunUi {
     pub fn line(&self, text: &str) {
         if self.live {
             let _ = self.multi.println(text);
-        } else {
+        } else if !self.quiet {
             eprintln!("{text}");
         }
     }

@@ -15,7 +15,9 @@
 //!   footnote when not printed / not recoverable;
 //! - `delta(ours, theirs)` → ours − paper in percentage points ("+1.2"), "—" if either is missing;
 //! - filters `pct` (fraction → "81.2") and `thousands` (5834 → "5,834");
-//! - `history_plot(rows, file=..., metric="train_loss", percent=false, title=..., **coords)`,
+//! - `counts_table(stats)` → a markdown table of a `split → label → count` map;
+//! - `history_plot(rows, file=..., metric="train_loss", percent=false, over=..., title=...,
+//!   **coords)` (one line per varying coordinate combination, averaged per epoch over `over`),
 //!   `line_plot(file, series, ...)`, `bar_chart(file, bars, ...)` → write an SVG next to the
 //!   report and return its markdown image link;
 //! - `footnotes()` → the footnote definitions so far (the rest are appended at the end).
@@ -127,7 +129,7 @@ pub fn render(
         plots: Mutex::new(Vec::new()),
     });
     let mut env = environment(&state);
-    env.add_global("rows", Value::from_object(RowSet(rows.to_vec())));
+    env.add_global("rows", Value::from_object(RowSet(rows.to_vec(), Vec::new())));
     env.add_global("refs", Value::from_serialize(references));
     env.add_global("provenance", Value::from_serialize(provenance));
 
@@ -220,9 +222,10 @@ fn invalid(message: impl Into<String>) -> Error {
 }
 
 /// A set of result rows, iterable in templates (each item a map with `input`, `stage`,
-/// `key`, `coords`, `metrics`, `history`, `stats`).
+/// `key`, `coords`, `metrics`, `history`, `stats`), and the filters that selected it (so
+/// footnotes can say which cell is missing).
 #[derive(Debug)]
-struct RowSet(Vec<ResultRow>);
+struct RowSet(Vec<ResultRow>, Vec<(String, serde_json::Value)>);
 
 impl Object for RowSet {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
@@ -246,7 +249,7 @@ fn rows_arg(value: &Value) -> Result<Arc<RowSet>, Error> {
     }
     serde_json::to_value(value)
         .and_then(serde_json::from_value::<Vec<ResultRow>>)
-        .map(|rows| Arc::new(RowSet(rows)))
+        .map(|rows| Arc::new(RowSet(rows, Vec::new())))
         .map_err(|e| {
             invalid(format!(
                 "expected result rows (`rows` or `select(rows, ...)`), got {}: {e}",
@@ -341,7 +344,10 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
     kwargs.assert_all_used()?;
 
     let matched: Vec<&ResultRow> = set.0.iter().filter(|r| r.matches(&filters)).collect();
-    let what = format!("`{}` ({metric})", describe(&filters));
+    let mut described = set.1.clone();
+    described.extend(filters.iter().cloned());
+    let what = format!("`{}` ({metric})", describe(&described));
+    let where_ = format!("`{}`", describe(&described));
     if let Some((name, values)) = varying(&matched)
         .into_iter()
         .find(|(name, _)| !over.contains(name))
@@ -365,7 +371,7 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
     } else {
         match expect {
             Some(want) if values.len() < want => Some(format!(
-                "Mean over {} of {want} expected results for {what}: the others have not run.",
+                "Mean over {} of {want} expected results for {where_}: the others have not run.",
                 values.len()
             )),
             _ => None,
@@ -463,36 +469,77 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
         .unwrap_or_else(|| "train_loss".to_string());
     let percent: bool = kwargs.get::<Option<bool>>("percent")?.unwrap_or(false);
     let title: Option<String> = kwargs.get("title")?;
-    let filters = coord_filters(&kwargs, &["file", "metric", "percent", "title"])?;
+    let over: Vec<String> = match kwargs.get::<Option<Value>>("over")? {
+        None => Vec::new(),
+        Some(_) => over_arg(&kwargs)?,
+    };
+    let filters = coord_filters(&kwargs, &["file", "metric", "percent", "title", "over"])?;
     kwargs.assert_all_used()?;
+    let mut described = set.1.clone();
+    described.extend(filters.iter().cloned());
 
     let matched: Vec<&ResultRow> = set
         .0
         .iter()
         .filter(|r| r.matches(&filters) && r.history.is_some())
         .collect();
-    let differing: Vec<String> = varying(&matched).into_iter().map(|(n, _)| n).collect();
-    let scale = if percent { 100.0 } else { 1.0 };
-    let series: Vec<Series> = matched
-        .iter()
-        .map(|r| Series {
-            name: if differing.is_empty() {
+    // One series per combination of the coordinates that vary (except `over`, which is
+    // averaged per epoch).
+    let naming: Vec<String> = varying(&matched)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !over.contains(n))
+        .collect();
+    let mut groups: Vec<(String, Vec<&ResultRow>)> = Vec::new();
+    for r in &matched {
+        let name = if naming.is_empty() {
+            if over.is_empty() {
                 r.stage.clone()
             } else {
-                differing
-                    .iter()
-                    .map(|n| format!("{n}={}", coord_text(&r.field(n))))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-            points: epochs(r, &metric)
-                .into_iter()
-                .map(|(x, y)| (x, y * scale))
-                .collect(),
+                describe(&described)
+            }
+        } else {
+            naming
+                .iter()
+                .map(|n| format!("{n}={}", coord_text(&r.field(n))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match groups.iter_mut().find(|(g, _)| *g == name) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((name, vec![r])),
+        }
+    }
+    let scale = if percent { 100.0 } else { 1.0 };
+    let series: Vec<Series> = groups
+        .into_iter()
+        .map(|(name, members)| {
+            let mut by_epoch: Vec<(f64, Vec<f64>)> = Vec::new();
+            for r in members {
+                for (x, y) in epochs(r, &metric) {
+                    match by_epoch.iter_mut().find(|(e, _)| *e == x) {
+                        Some((_, ys)) => ys.push(y),
+                        None => by_epoch.push((x, vec![y])),
+                    }
+                }
+            }
+            by_epoch.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let name = if over.is_empty() {
+                name
+            } else {
+                format!("{name} (mean over {})", over.join(", "))
+            };
+            Series {
+                name,
+                points: by_epoch
+                    .into_iter()
+                    .map(|(x, ys)| (x, scale * ys.iter().sum::<f64>() / ys.len() as f64))
+                    .collect(),
+            }
         })
         .filter(|s| !s.points.is_empty())
         .collect();
-    let title = title.unwrap_or_else(|| format!("{metric}: {}", describe(&filters)));
+    let title = title.unwrap_or_else(|| format!("{metric}: {}", describe(&described)));
     if series.is_empty() {
         return Ok(cells::missing(
             &state.notes,
@@ -500,7 +547,7 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
             &format!(
                 "No training history with `{metric}` for `{}`: its stages have not run \
                  (or are not in this cache).",
-                describe(&filters)
+                describe(&described)
             ),
         ));
     }
@@ -516,6 +563,41 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
     };
     state.write_plot(&file, |path| plot::line_plot(path, &plot))?;
     Ok(format!("![{title}]({file})"))
+}
+
+/// A markdown table of a `split → label → count` map (e.g. a corpus `stats.json`):
+/// one row per label, one column per split, with totals.
+fn counts_table(stats: Value) -> Result<String, Error> {
+    let map: BTreeMap<String, BTreeMap<String, u64>> = from_template("counts_table", &stats)?;
+    let splits: Vec<&String> = map.keys().collect();
+    let mut labels: Vec<&String> = map.values().flat_map(|m| m.keys()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut s = format!(
+        "| label | {} | total |\n|---|{}---|\n",
+        splits.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(splits.len())
+    );
+    let fmt = |n: u64| thousands(&Value::from(n)).unwrap_or_else(|_| n.to_string());
+    for label in &labels {
+        let counts: Vec<u64> = splits
+            .iter()
+            .map(|sp| map[*sp].get(*label).copied().unwrap_or(0))
+            .collect();
+        let cells: Vec<String> = counts.iter().map(|&n| fmt(n)).collect();
+        s.push_str(&format!(
+            "| {label} | {} | {} |\n",
+            cells.join(" | "),
+            fmt(counts.iter().sum())
+        ));
+    }
+    let totals: Vec<u64> = splits.iter().map(|sp| map[*sp].values().sum()).collect();
+    s.push_str(&format!(
+        "| **total** | {} | **{}** |\n",
+        totals.iter().map(|&n| fmt(n)).collect::<Vec<_>>().join(" | "),
+        fmt(totals.iter().sum())
+    ));
+    Ok(s)
 }
 
 /// `(epoch, value)` of `metric` in a row's history.json.
@@ -629,7 +711,9 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
             .filter(|r| r.matches(&filters))
             .cloned()
             .collect();
-        Ok::<_, Error>(Value::from_object(RowSet(picked)))
+        let mut selected_by = set.1.clone();
+        selected_by.extend(filters);
+        Ok::<_, Error>(Value::from_object(RowSet(picked, selected_by)))
     });
     env.add_function("coord_values", coord_values);
     let s = state.clone();
@@ -646,6 +730,7 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
         pct(&s, &v, decimals)
     });
     env.add_filter("thousands", |v: Value| thousands(&v));
+    env.add_function("counts_table", counts_table);
     let s = state.clone();
     env.add_function("history_plot", move |rows: Value, kwargs: Kwargs| {
         history_plot(&s, rows, kwargs)

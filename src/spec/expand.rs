@@ -531,3 +531,48 @@ pub fn load_pipeline(
         profiles: doc.profiles.keys().cloned().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::StageRegistry;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn a_planned_kind_that_is_not_built_fails_at_plan_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(dir.path(), "p.yaml", "stages:\n  t:\n    kind: finetune\n");
+        let err = load_pipeline(&p, None, &StageRegistry::empty()).unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(
+            err.message.contains("stage kind `finetune` is not implemented"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn templates_from_includes_and_kind_profiles_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "t.yaml",
+            "templates:\n  echo:\n    kind: shell\n    params:\n      cmd: echo base\n      outs: [a]\nprofiles:\n  smoke:\n    \"kind:shell\":\n      cmd: echo smoke\n",
+        );
+        let p = write(
+            dir.path(),
+            "p.yaml",
+            "include: [t.yaml]\nstages:\n  one:\n    template: echo\n  two:\n    template: echo\n    params:\n      outs: [b]\n",
+        );
+        let reg = StageRegistry::builtin();
+        let plain = load_pipeline(&p, None, &reg).expect("loads");
+        assert_eq!(plain.instances[0].params["cmd"], "echo base");
+        assert_eq!(plain.instances[1].params["outs"][0], "b");
+        let smoke = load_pipeline(&p, Some("smoke"), &reg).expect("loads");
+        assert!(smoke.instances.iter().all(|s| s.params["cmd"] == "echo smoke"));
+    }
+}

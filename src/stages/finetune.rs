@@ -10,7 +10,7 @@
 //! dev scores and throughput), `attention.jsonl` for `sll_att*` heads (test α per token),
 //! and `model/` when `save_model: true`. The model tested is the one after the last epoch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
@@ -538,7 +538,7 @@ fn save_model(
     head: &HeadConfig,
     labels: &LabelSet,
     from: &Path,
-    dir: &PathBuf,
+    dir: &Path,
 ) -> Result<(), StageError> {
     model.encoder.save(config, dir)?;
     copy_tokenizer_files(from, dir)?;

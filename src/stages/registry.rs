@@ -9,7 +9,6 @@ use super::{ParamError, Stage, StageCtx, StageError};
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
 pub const PLANNED_KINDS: &[&str] = &[
     "tokenize",
-    "finetune",
     "subdomain_corpus",
     "pretrain",
     "probe",
@@ -96,6 +95,7 @@ impl StageRegistry {
         r.register::<super::fetch::FetchStage>();
         r.register::<super::corpus::CorpusStage>();
         r.register::<super::split::SplitStage>();
+        r.register::<super::finetune::FinetuneStage>();
         r
     }
 

@@ -5,7 +5,7 @@
 //!
 //! Params: `template` (a path relative to the working directory, or a file name under
 //! `reports/templates/`, or `{inline: "..."}`), `references` (a references YAML path),
-//! `title`, `output` (default `report.md`). The bytes of the template folder and of the
+//! `title`, `vars` (more template variables), `output` (default `report.md`). The bytes of the template folder and of the
 //! references file are part of the key, so editing either re-renders the report.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,9 @@ pub struct ReportParams {
     /// Available to the template as `title`.
     #[serde(default)]
     pub title: Option<String>,
+    /// More variables for the template (e.g. `seeds: 3` for the expected seeds per cell).
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
     /// File name of the markdown in the output.
     #[serde(default = "default_output")]
     pub output: String,
@@ -161,6 +164,9 @@ impl Stage for ReportStage {
                 TemplateSource::inline(format!("{} (inline template)", ctx.name), inline.clone())
             }
         };
+        for (name, value) in &p.vars {
+            source = source.with_var(name.clone(), value.clone());
+        }
         if let Some(title) = &p.title {
             source = source.with_var("title", serde_json::json!(title));
         }

@@ -227,7 +227,8 @@ fn check_settings(s: &TrainSettings, n_train: usize) -> Result<(), TrainError> {
             s.batch_size, s.epochs
         ));
     }
-    if !(s.lr > 0.0 && s.lr.is_finite()) || !(0.0..=1.0).contains(&s.warmup) {
+    let lr_ok = s.lr > 0.0 && s.lr.is_finite();
+    if !lr_ok || !(0.0..=1.0).contains(&s.warmup) {
         return bad(format!(
             "lr {} must be > 0 and warmup {} in [0, 1]",
             s.lr, s.warmup

@@ -43,6 +43,28 @@ impl SplitMix64 {
     }
 }
 
+/// Serializes every use of the backend's generator by training code in this process.
+///
+/// burn's CPU backend keeps one process-wide generator: `Device::seed` replaces it and every
+/// random op (parameter initialization, dropout masks) advances it. Two training stages in
+/// one process (`--jobs`), or two tests in one test binary, would interleave their draws and
+/// lose reproducibility; holding this lock from the `seed` call to the last draw prevents it.
+static BACKEND_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds the backend's generator for `device` with `seed` and runs `draw` while no other
+/// [`with_backend_seed`] caller can draw from it.
+pub fn with_backend_seed<R>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    draw: impl FnOnce() -> R,
+) -> R {
+    let _guard = BACKEND_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(seed);
+    draw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,26 +105,4 @@ mod tests {
             assert!((9_000..11_000).contains(&c), "{counts:?}");
         }
     }
-}
-
-/// Serializes every use of the backend's generator by training code in this process.
-///
-/// burn's CPU backend keeps one process-wide generator: `Device::seed` replaces it and every
-/// random op (parameter initialization, dropout masks) advances it. Two training stages in
-/// one process (`--jobs`), or two tests in one test binary, would interleave their draws and
-/// lose reproducibility; holding this lock from the `seed` call to the last draw prevents it.
-static BACKEND_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Seeds the backend's generator for `device` with `seed` and runs `draw` while no other
-/// [`with_backend_seed`] caller can draw from it.
-pub fn with_backend_seed<R>(
-    device: &burn::tensor::Device,
-    seed: u64,
-    draw: impl FnOnce() -> R,
-) -> R {
-    let _guard = BACKEND_GENERATOR
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    device.seed(seed);
-    draw()
 }

@@ -1,0 +1,310 @@
+//! Golden-file tests of report rendering. Result rows come from hand-written fixture
+//! `metrics.json` / `history.json` / `stats.json` files under `tests/fixtures/report/results/`
+//! (indexed by `rows.json`), rendered with the committed templates (`reports/templates/`)
+//! and paper numbers (`reports/references.yaml`); the markdown must equal the committed
+//! golden file. `UPDATE_GOLDEN=1 cargo test --release --test report_golden` rewrites them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use pipe::report::{
+    diff_metrics, render, render_diff_markdown, NoteKind, Provenance, References, ResultRow,
+    TemplateSource,
+};
+use pipe::stages::report::{ReportParams, ReportStage, TemplateParam};
+use pipe::stages::{InputArtifact, Inputs, Progress, Stage, StageCtx};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report")
+}
+
+/// `(input, stage, key, coords, dir)` of each fixture result, as in `rows.json`.
+fn fixture_index() -> Vec<(String, InputArtifact)> {
+    let text = std::fs::read_to_string(fixtures().join("rows.json")).unwrap();
+    let index: Vec<Value> = serde_json::from_str(&text).unwrap();
+    index
+        .iter()
+        .map(|r| {
+            let coords: BTreeMap<String, Value> =
+                serde_json::from_value(r["coords"].clone()).unwrap();
+            let artifact = InputArtifact {
+                stage: r["stage"].as_str().unwrap().to_string(),
+                key: r["key"].as_str().unwrap().to_string(),
+                coords,
+                path: fixtures().join(r["dir"].as_str().unwrap()),
+            };
+            (r["input"].as_str().unwrap().to_string(), artifact)
+        })
+        .collect()
+}
+
+fn fixture_rows() -> Vec<ResultRow> {
+    fixture_index()
+        .into_iter()
+        .map(|(input, a)| ResultRow::load(&input, &a.stage, &a.key, a.coords, &a.path).unwrap())
+        .collect()
+}
+
+fn provenance() -> Provenance {
+    Provenance {
+        pipeline: "pipelines/su2020.yaml".into(),
+        profile: Some("cpu".into()),
+        pipe_commit: "0123456789ab (fixture)".into(),
+        backend: "flex / cpu".into(),
+    }
+}
+
+fn references() -> References {
+    References::load(Path::new("reports/references.yaml")).unwrap()
+}
+
+/// Compares `actual` with the golden file `name` (or rewrites it with UPDATE_GOLDEN=1).
+fn check_golden(name: &str, actual: &str) {
+    let path = fixtures().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        println!("rewrote {}", path.display());
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 once)", path.display()));
+    if expected != actual {
+        let first_diff = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the rendered report at line {}:\n  golden: {:?}\n  actual: {:?}",
+            path.display(),
+            first_diff + 1,
+            expected.lines().nth(first_diff),
+            actual.lines().nth(first_diff)
+        );
+    }
+}
+
+fn su2020_template() -> TemplateSource {
+    TemplateSource::file("reports/templates/su2020.md.j2").with_var("seeds", 2.into())
+}
+
+#[test]
+fn su2020_report_matches_golden() {
+    let out = tempfile::tempdir().unwrap();
+    let rendered = render(
+        &su2020_template(),
+        &fixture_rows(),
+        &references(),
+        &provenance(),
+        out.path(),
+    )
+    .unwrap();
+    check_golden("su2020.golden.md", &rendered.markdown);
+
+    // Plots: training loss and dev F1 per task, one line per head, as SVG files linked
+    // from the markdown.
+    let names: Vec<String> = rendered
+        .plots
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "su2020_ppi_train_loss.svg",
+            "su2020_ppi_dev_f1.svg",
+            "su2020_ddi_train_loss.svg",
+            "su2020_ddi_dev_f1.svg",
+            "su2020_chemprot_train_loss.svg",
+            "su2020_chemprot_dev_f1.svg",
+        ]
+    );
+    for (name, path) in names.iter().zip(&rendered.plots) {
+        assert!(rendered.markdown.contains(&format!("]({name})")), "{name} not linked");
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{name}");
+    }
+    let ddi = std::fs::read_to_string(out.path().join("su2020_ddi_dev_f1.svg")).unwrap();
+    assert!(ddi.contains("head=cls (mean over seed)") && ddi.contains("head=sll_att (mean over seed)"));
+}
+
+#[test]
+fn missing_cells_render_as_a_dash_with_a_footnote_never_zero() {
+    let out = tempfile::tempdir().unwrap();
+    let rendered = render(
+        &su2020_template(),
+        &fixture_rows(),
+        &references(),
+        &provenance(),
+        out.path(),
+    )
+    .unwrap();
+    let md = &rendered.markdown;
+    // No sll_lstm result exists for DDI: its row shows "—" with a footnote saying so.
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| `sll_lstm`"))
+        .expect("the sll_lstm row of Table III");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    // cells: "", head, PPI ours, paper, Δ, DDI ours, paper, Δ, ...
+    let ddi_ours = cells[5];
+    assert!(ddi_ours.starts_with("—[^"), "{row}");
+    let number = &ddi_ours["—[^".len()..ddi_ours.len() - 1];
+    let definition = format!("[^{number}]: No result for `task=ddi, head=sll_lstm` (f1)");
+    assert!(md.contains(&definition), "no footnote `{definition}`");
+    assert!(!row.contains(" 0.0 "), "{row}");
+    // Its Δ points at the same footnote; the paper's value is still shown.
+    assert_eq!(cells[7], ddi_ours);
+    assert_eq!(cells[6], "79.4 / 78.0 / 78.7");
+    // ChemProt cls has one of the two expected seeds: a number with a footnote.
+    let cls = md.lines().find(|l| l.starts_with("| `cls`")).unwrap();
+    let chemprot = cls.split('|').map(str::trim).nth(8).unwrap();
+    assert!(chemprot.contains("[^") && chemprot.starts_with("75."), "{chemprot}");
+    assert!(md.contains("Mean over 1 of 2 expected results for `task=chemprot, head=cls`"));
+    // The report lists which cells have no result.
+    let missing = rendered.missing_results();
+    assert!(missing.iter().any(|m| m.contains("task=ddi, head=sll_lstm")));
+    assert!(rendered
+        .footnotes
+        .iter()
+        .all(|n| n.kind != NoteKind::MissingResult || n.text.starts_with("No ")));
+}
+
+#[test]
+fn template_errors_name_the_template_file_and_line() {
+    let out = tempfile::tempdir().unwrap();
+    let rows = fixture_rows();
+    let refs = references();
+    let dir = fixtures().join("templates");
+    let error = |name: &str| {
+        render(
+            &TemplateSource::file(dir.join(name)),
+            &rows,
+            &refs,
+            &provenance(),
+            out.path(),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+
+    let syntax = error("broken_syntax.md.j2");
+    let at = format!("{}:5:", dir.join("broken_syntax.md.j2").display());
+    assert!(syntax.starts_with(&at), "{syntax}");
+    assert!(syntax.contains("endfo"), "{syntax}");
+
+    let runtime = error("broken_cell.md.j2");
+    let at = format!("{}:4:", dir.join("broken_cell.md.j2").display());
+    assert!(runtime.starts_with(&at), "{runtime}");
+    assert!(runtime.contains("differ in `head`"), "{runtime}");
+    assert!(runtime.contains("All heads:"), "the offending line is quoted: {runtime}");
+
+    let included = error("includes_broken.md.j2");
+    let at = format!("{}:2:", dir.join("broken_partial.md.j2").display());
+    assert!(included.starts_with(&at), "{included}");
+    assert!(included.contains("no_such_function"), "{included}");
+
+    let inline = render(
+        &TemplateSource::inline("report (inline template)", "ok\n{{ cell(rows, metric=) }}"),
+        &rows,
+        &refs,
+        &provenance(),
+        out.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(inline.starts_with("report (inline template):2:"), "{inline}");
+}
+
+#[test]
+fn quickstart_report_matches_golden() {
+    let out = tempfile::tempdir().unwrap();
+    let rows: Vec<ResultRow> = fixture_rows()
+        .into_iter()
+        .filter(|r| r.input == "corpus" || r.coords["task"] == "ddi")
+        .collect();
+    let rendered = render(
+        &TemplateSource::file("reports/templates/quickstart.md.j2"),
+        &rows,
+        &References::empty(),
+        &provenance(),
+        out.path(),
+    )
+    .unwrap();
+    check_golden("quickstart.golden.md", &rendered.markdown);
+    assert_eq!(rendered.plots.len(), 8);
+}
+
+#[test]
+fn report_stage_renders_its_bound_inputs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut by_name: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+    for (input, artifact) in fixture_index() {
+        by_name.entry(input).or_default().push(artifact);
+    }
+    let mut ctx = StageCtx {
+        name: "report".into(),
+        key: "k".into(),
+        coords: BTreeMap::new(),
+        inputs: Inputs { by_name },
+        out_dir: out.path().to_path_buf(),
+        scratch: out.path().join("scratch"),
+        checkpoint_dir: out.path().join("checkpoint"),
+        progress: Progress::hidden(),
+        device: "cpu".into(),
+        cancel: Arc::new(AtomicBool::new(false)),
+    };
+    let params: ReportParams = serde_json::from_value(serde_json::json!({
+        "template": "su2020.md.j2",
+        "references": "reports/references.yaml",
+        "title": "Fixture run",
+        "vars": {"seeds": 2},
+        "output": "su2020.md",
+    }))
+    .unwrap();
+    assert_eq!(params.template, TemplateParam::Path("su2020.md.j2".into()));
+    ReportStage::check(&params).unwrap();
+    let fingerprint = ReportStage::fingerprint(&params).unwrap();
+    assert!(fingerprint.is_some());
+    ReportStage::run(&mut ctx, &params).unwrap();
+    let md = std::fs::read_to_string(out.path().join("su2020.md")).unwrap();
+    assert!(md.starts_with("# Fixture run\n"), "{}", &md[..60]);
+    // Same tables as the golden report (the provenance differs: the stage knows less).
+    let golden = std::fs::read_to_string(fixtures().join("su2020.golden.md")).unwrap();
+    let body = |s: &str| s.split("## Provenance").next().unwrap().lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&md), body(&golden));
+    assert!(out.path().join("su2020_ddi_dev_f1.svg").is_file());
+
+    let bad: ReportParams = serde_json::from_value(serde_json::json!({
+        "template": "no_such.md.j2",
+    }))
+    .unwrap();
+    let err = ReportStage::check(&bad).unwrap_err().to_string();
+    assert!(err.contains("no template file `no_such.md.j2`"), "{err}");
+    let unknown = serde_json::from_value::<ReportParams>(serde_json::json!({
+        "template": "su2020.md.j2", "tempalte": "x"
+    }));
+    assert!(unknown.is_err());
+}
+
+#[test]
+fn diff_lists_the_changed_cells() {
+    let a = fixture_rows();
+    let mut b = fixture_rows();
+    // Run B: DDI cls seed 1 rescored (another key), ChemProt cls absent.
+    let i = b
+        .iter()
+        .position(|r| r.stage == "evaluate[head=cls,seed=1,task=ddi]")
+        .unwrap();
+    b[i].key = "another-key".into();
+    b[i].metrics["f1"] = 0.5.into();
+    b.retain(|r| r.stage != "evaluate[head=cls,seed=1,task=chemprot]");
+    let changes = diff_metrics(&a, &b);
+    let md = render_diff_markdown(&changes, "cpu", "paper");
+    check_golden("diff.golden.md", &md);
+    assert!(changes.iter().any(|c| c.metric == "f1" && c.b == Some(0.5)));
+    assert!(changes.iter().all(|c| c.metric != "tp"));
+}
