@@ -11,7 +11,9 @@ use super::split::{self, SplitSpec};
 use super::{stats_of, CorpusSpec, DataError};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpora").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/corpora")
+        .join(sub)
 }
 
 fn spec(yaml: &str) -> CorpusSpec {
@@ -31,7 +33,12 @@ fn rel(c: &Corpus) -> &[Instance] {
 
 fn counts(rows: &[(&str, &[(&str, u64)])]) -> BTreeMap<String, BTreeMap<String, u64>> {
     rows.iter()
-        .map(|(g, r)| (g.to_string(), r.iter().map(|(l, c)| (l.to_string(), *c)).collect()))
+        .map(|(g, r)| {
+            (
+                g.to_string(),
+                r.iter().map(|(l, c)| (l.to_string(), *c)).collect(),
+            )
+        })
         .collect()
 }
 
@@ -43,15 +50,48 @@ negative: '0'";
 #[test]
 fn chemprot_blurb_slice() {
     let c = build(CHEMPROT, &fixtures("chemprot")).unwrap();
-    assert_eq!(c.labels.labels, ["0", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]);
+    assert_eq!(
+        c.labels.labels,
+        ["0", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]
+    );
     assert_eq!(c.labels.negative.as_deref(), Some("0"));
     let z = |n| n;
     assert_eq!(
         c.stats().counts,
         counts(&[
-            ("train", &[("0", 23), ("CPR:3", 1), ("CPR:4", 17), ("CPR:5", 1), ("CPR:6", 1), ("CPR:9", 1)]),
-            ("dev", &[("0", 20), ("CPR:3", z(0)), ("CPR:4", 0), ("CPR:5", 0), ("CPR:6", 0), ("CPR:9", 0)]),
-            ("test", &[("0", 17), ("CPR:3", 0), ("CPR:4", 0), ("CPR:5", 0), ("CPR:6", 3), ("CPR:9", 0)]),
+            (
+                "train",
+                &[
+                    ("0", 23),
+                    ("CPR:3", 1),
+                    ("CPR:4", 17),
+                    ("CPR:5", 1),
+                    ("CPR:6", 1),
+                    ("CPR:9", 1)
+                ]
+            ),
+            (
+                "dev",
+                &[
+                    ("0", 20),
+                    ("CPR:3", z(0)),
+                    ("CPR:4", 0),
+                    ("CPR:5", 0),
+                    ("CPR:6", 0),
+                    ("CPR:9", 0)
+                ]
+            ),
+            (
+                "test",
+                &[
+                    ("0", 17),
+                    ("CPR:3", 0),
+                    ("CPR:4", 0),
+                    ("CPR:5", 0),
+                    ("CPR:6", 3),
+                    ("CPR:9", 0)
+                ]
+            ),
         ])
     );
     let first = &rel(&c)[0];
@@ -75,10 +115,23 @@ negative: DDI-false",
     )
     .unwrap();
     let row = |f, m, i, a, e| -> Vec<(&str, u64)> {
-        vec![("DDI-false", f), ("DDI-mechanism", m), ("DDI-int", i), ("DDI-advise", a), ("DDI-effect", e)]
+        vec![
+            ("DDI-false", f),
+            ("DDI-mechanism", m),
+            ("DDI-int", i),
+            ("DDI-advise", a),
+            ("DDI-effect", e),
+        ]
     };
-    let (tr, de, te) = (row(13, 4, 0, 2, 12), row(23, 1, 0, 0, 1), row(22, 2, 0, 1, 0));
-    assert_eq!(c.stats().counts, counts(&[("train", &tr), ("dev", &de), ("test", &te)]));
+    let (tr, de, te) = (
+        row(13, 4, 0, 2, 12),
+        row(23, 1, 0, 0, 1),
+        row(22, 2, 0, 1, 0),
+    );
+    assert_eq!(
+        c.stats().counts,
+        counts(&[("train", &tr), ("dev", &de), ("test", &te)])
+    );
 }
 
 const DDI_XML: &str = "format: ddi_xml
@@ -91,22 +144,52 @@ fn ddi_xml_slice_matches_the_rebuilt_train_rows() {
     let dir = fixtures("ddi");
     let all = build(DDI_XML, &dir).unwrap();
     let row = |f, m, i, a, e| -> Vec<(&str, u64)> {
-        vec![("DDI-false", f), ("DDI-mechanism", m), ("DDI-int", i), ("DDI-advise", a), ("DDI-effect", e)]
+        vec![
+            ("DDI-false", f),
+            ("DDI-mechanism", m),
+            ("DDI-int", i),
+            ("DDI-advise", a),
+            ("DDI-effect", e),
+        ]
     };
     let (tr, te) = (row(19, 5, 1, 2, 14), row(6, 2, 0, 2, 2));
     assert_eq!(all.stats().counts, counts(&[("train", &tr), ("test", &te)]));
     assert_eq!(all.labels.negative.as_deref(), Some("DDI-false"));
 
-    let moved = build(&format!("{DDI_XML}\nmove_ids: {{file: blurb/dev_ids.txt, strip_prefix: dev_}}"), &dir).unwrap();
+    let moved = build(
+        &format!("{DDI_XML}\nmove_ids: {{file: blurb/dev_ids.txt, strip_prefix: dev_}}"),
+        &dir,
+    )
+    .unwrap();
     let s = moved.stats();
-    assert_eq!((s.total("train"), s.total("dev"), s.total("test")), (31, 10, 12));
-    let rebuilt = build("format: ddi_reconstructed_tsv\nfiles: {train: blurb/train_reconstructed.tsv}", &dir).unwrap();
-    let key = |i: &Instance| (i.id.clone(), i.doc_id.clone(), i.text.clone(), i.label.clone());
-    let xml: BTreeSet<_> = rel(&moved).iter().filter(|i| i.split.as_deref() == Some("train")).map(key).collect();
+    assert_eq!(
+        (s.total("train"), s.total("dev"), s.total("test")),
+        (31, 10, 12)
+    );
+    let rebuilt = build(
+        "format: ddi_reconstructed_tsv\nfiles: {train: blurb/train_reconstructed.tsv}",
+        &dir,
+    )
+    .unwrap();
+    let key = |i: &Instance| {
+        (
+            i.id.clone(),
+            i.doc_id.clone(),
+            i.text.clone(),
+            i.label.clone(),
+        )
+    };
+    let xml: BTreeSet<_> = rel(&moved)
+        .iter()
+        .filter(|i| i.split.as_deref() == Some("train"))
+        .map(key)
+        .collect();
     let tsv: BTreeSet<_> = rel(&rebuilt).iter().map(key).collect();
     assert_eq!(xml, tsv);
     // The discontinuous mention of DDI-DrugBank.d356 spans first start to last end.
-    assert!(rel(&all).iter().any(|i| i.doc_id.as_deref() == Some("DDI-DrugBank.d356")));
+    assert!(rel(&all)
+        .iter()
+        .any(|i| i.doc_id.as_deref() == Some("DDI-DrugBank.d356")));
 }
 
 #[test]
@@ -133,8 +216,18 @@ fn aimed_json() -> String {
 }
 
 /// (positive, negative, documents) per fold of the slice.
-const AIMED_SLICE: [(u64, u64, usize); 10] =
-    [(2, 4, 2), (0, 6, 2), (1, 5, 2), (1, 5, 1), (3, 3, 2), (2, 4, 2), (0, 6, 2), (2, 4, 2), (0, 6, 2), (1, 5, 1)];
+const AIMED_SLICE: [(u64, u64, usize); 10] = [
+    (2, 4, 2),
+    (0, 6, 2),
+    (1, 5, 2),
+    (1, 5, 1),
+    (3, 3, 2),
+    (2, 4, 2),
+    (0, 6, 2),
+    (2, 4, 2),
+    (0, 6, 2),
+    (1, 5, 1),
+];
 
 #[test]
 fn aimed_json_slice_equals_the_tagged_tsv() {
@@ -146,11 +239,25 @@ fn aimed_json_slice_equals_the_tagged_tsv() {
     let s = json.stats();
     for (k, (p, n, docs)) in AIMED_SLICE.iter().enumerate() {
         let g = format!("fold-{k}");
-        assert_eq!((s.counts[&g]["positive"], s.counts[&g]["negative"]), (*p, *n), "{g}");
-        let d: BTreeSet<_> = rel(&json).iter().filter(|i| i.fold == Some(k as u32)).map(|i| i.doc_id.clone()).collect();
+        assert_eq!(
+            (s.counts[&g]["positive"], s.counts[&g]["negative"]),
+            (*p, *n),
+            "{g}"
+        );
+        let d: BTreeSet<_> = rel(&json)
+            .iter()
+            .filter(|i| i.fold == Some(k as u32))
+            .map(|i| i.doc_id.clone())
+            .collect();
         assert_eq!(d.len(), *docs, "{g}");
     }
-    assert_eq!(rel(&json).iter().filter(|i| i.text.contains("@PROTEIN-PROTEIN$")).count(), 11);
+    assert_eq!(
+        rel(&json)
+            .iter()
+            .filter(|i| i.text.contains("@PROTEIN-PROTEIN$"))
+            .count(),
+        11
+    );
     let first = &rel(&json)[0];
     assert_eq!(first.id, "AIMed.d193.s1641.p0");
     assert_eq!(first.doc_id.as_deref(), Some("AIMed.d193"));
@@ -165,7 +272,11 @@ fn aimed_json_slice_equals_the_tagged_tsv() {
 fn shipped_folds_and_own_kfold_keep_documents_together() {
     let c = build(&aimed_json(), &fixtures("aimed")).unwrap();
     let units = rel(&c).to_vec();
-    let shipped = split::split(units.clone(), &serde_yaml::from_str("method: shipped_folds").unwrap()).unwrap();
+    let shipped = split::split(
+        units.clone(),
+        &serde_yaml::from_str("method: shipped_folds").unwrap(),
+    )
+    .unwrap();
     let names: Vec<&str> = shipped.files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.len(), 20);
     assert_eq!(&names[..2], ["fold-0/train", "fold-0/test"]);
@@ -175,17 +286,26 @@ fn shipped_folds_and_own_kfold_keep_documents_together() {
         assert_eq!(pair[0].1.len() + pair[1].1.len(), units.len());
     }
 
-    let kfold = |seed| -> SplitSpec { serde_yaml::from_str(&format!("{{method: kfold, k: 4, seed: {seed}}}")).unwrap() };
+    let kfold = |seed| -> SplitSpec {
+        serde_yaml::from_str(&format!("{{method: kfold, k: 4, seed: {seed}}}")).unwrap()
+    };
     let a = split::split(units.clone(), &kfold(5)).unwrap();
     let b = split::split(units.clone(), &kfold(5)).unwrap();
     let tests = |o: &split::SplitOutput<Instance>| -> Vec<Vec<String>> {
-        o.files.iter().filter(|(n, _)| n.ends_with("/test")).map(|(_, u)| u.iter().map(|i| i.id.clone()).collect()).collect()
+        o.files
+            .iter()
+            .filter(|(n, _)| n.ends_with("/test"))
+            .map(|(_, u)| u.iter().map(|i| i.id.clone()).collect())
+            .collect()
     };
     assert_eq!(tests(&a), tests(&b));
     let mut fold_of_doc: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     for (_, u) in a.files.iter().filter(|(n, _)| n.ends_with("/test")) {
         for i in u {
-            fold_of_doc.entry(i.doc_id.clone().unwrap()).or_default().insert(i.fold.unwrap());
+            fold_of_doc
+                .entry(i.doc_id.clone().unwrap())
+                .or_default()
+                .insert(i.fold.unwrap());
         }
     }
     assert!(fold_of_doc.values().all(|f| f.len() == 1));
@@ -199,9 +319,20 @@ fn standard_split_writes_files_stats_and_labels() {
     let c = build(CHEMPROT, &fixtures("chemprot")).unwrap();
     c.write(corpus_dir.path()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (stats, notes) = split::split_dir(corpus_dir.path(), &serde_yaml::from_str("method: standard").unwrap(), out.path()).unwrap();
+    let (stats, notes) = split::split_dir(
+        corpus_dir.path(),
+        &serde_yaml::from_str("method: standard").unwrap(),
+        out.path(),
+    )
+    .unwrap();
     assert!(notes.is_empty());
-    for f in ["train.jsonl", "dev.jsonl", "test.jsonl", LABELS_FILE, STATS_FILE] {
+    for f in [
+        "train.jsonl",
+        "dev.jsonl",
+        "test.jsonl",
+        LABELS_FILE,
+        STATS_FILE,
+    ] {
         assert!(out.path().join(f).is_file(), "{f}");
     }
     let train: Vec<Instance> = super::jsonl::read(&out.path().join("train.jsonl")).unwrap();
@@ -209,49 +340,131 @@ fn standard_split_writes_files_stats_and_labels() {
     assert_eq!(stats.total("test"), 20);
     let read_back = stats_of(out.path()).unwrap();
     assert_eq!(read_back.counts, stats.counts);
-    assert_eq!(read_back.label_order, ["0", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]);
+    assert_eq!(
+        read_back.label_order,
+        ["0", "CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9"]
+    );
     let table = read_back.to_string();
     assert!(table.lines().next().unwrap().starts_with("split"));
-    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["total", "84", "60", "1", "17", "1", "4", "1"]), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["total", "84", "60", "1", "17", "1", "4", "1"]),
+        "{table}"
+    );
     assert_eq!(read_back.counts_json()["test"]["CPR:6"], 3);
 
     // The corpus ships a dev split, so carving one is refused; ChemProt has no document
     // ids, so carving from a corpus without dev needs consent.
     let carve: SplitSpec = serde_yaml::from_str("{method: standard, dev_fraction: 0.2}").unwrap();
-    assert!(split::split(rel(&c).to_vec(), &carve).unwrap_err().to_string().contains("already ships a dev split"));
-    let no_dev: Vec<Instance> = rel(&c).iter().filter(|i| i.split.as_deref() != Some("dev")).cloned().collect();
-    assert!(split::split(no_dev.clone(), &carve).unwrap_err().to_string().contains("allow_instance_level"));
-    let carve_ok: SplitSpec = serde_yaml::from_str("{method: standard, dev_fraction: 0.25, allow_instance_level: true, seed: 9}").unwrap();
+    assert!(split::split(rel(&c).to_vec(), &carve)
+        .unwrap_err()
+        .to_string()
+        .contains("already ships a dev split"));
+    let no_dev: Vec<Instance> = rel(&c)
+        .iter()
+        .filter(|i| i.split.as_deref() != Some("dev"))
+        .cloned()
+        .collect();
+    assert!(split::split(no_dev.clone(), &carve)
+        .unwrap_err()
+        .to_string()
+        .contains("allow_instance_level"));
+    let carve_ok: SplitSpec = serde_yaml::from_str(
+        "{method: standard, dev_fraction: 0.25, allow_instance_level: true, seed: 9}",
+    )
+    .unwrap();
     let o = split::split(no_dev, &carve_ok).unwrap();
     let sizes: Vec<(String, usize)> = o.files.iter().map(|(n, u)| (n.clone(), u.len())).collect();
-    assert_eq!(sizes, [("train".to_string(), 33), ("dev".to_string(), 11), ("test".to_string(), 20)]);
+    assert_eq!(
+        sizes,
+        [
+            ("train".to_string(), 33),
+            ("dev".to_string(), 11),
+            ("test".to_string(), 20)
+        ]
+    );
 }
 
 #[test]
 fn ner_slices_count_sentences_tokens_and_mentions() {
     for (name, rows) in [
-        ("NCBI-disease-IOB", [(12, 256, ("Disease", 9)), (12, 285, ("Disease", 8)), (12, 346, ("Disease", 29))]),
-        ("BC5CDR-chem-IOB", [(10, 274, ("Chemical", 12)), (10, 258, ("Chemical", 12)), (10, 308, ("Chemical", 9))]),
-        ("BC5CDR-disease-IOB", [(10, 274, ("Disease", 13)), (10, 258, ("Disease", 9)), (10, 308, ("Disease", 18))]),
+        (
+            "NCBI-disease-IOB",
+            [
+                (12, 256, ("Disease", 9)),
+                (12, 285, ("Disease", 8)),
+                (12, 346, ("Disease", 29)),
+            ],
+        ),
+        (
+            "BC5CDR-chem-IOB",
+            [
+                (10, 274, ("Chemical", 12)),
+                (10, 258, ("Chemical", 12)),
+                (10, 308, ("Chemical", 9)),
+            ],
+        ),
+        (
+            "BC5CDR-disease-IOB",
+            [
+                (10, 274, ("Disease", 13)),
+                (10, 258, ("Disease", 9)),
+                (10, 308, ("Disease", 18)),
+            ],
+        ),
     ] {
-        let c = build("format: conll\nfiles: {train: train.tsv, dev: devel.tsv, test: test.tsv}", &fixtures(&format!("ner/{name}"))).unwrap();
+        let c = build(
+            "format: conll\nfiles: {train: train.tsv, dev: devel.tsv, test: test.tsv}",
+            &fixtures(&format!("ner/{name}")),
+        )
+        .unwrap();
         let s = c.stats();
-        for (split, (sentences, tokens, (ty, mentions))) in ["train", "dev", "test"].into_iter().zip(rows) {
-            assert_eq!((s.sentences[split], s.tokens[split], s.counts[split][ty]), (sentences, tokens, mentions), "{name} {split}");
+        for (split, (sentences, tokens, (ty, mentions))) in
+            ["train", "dev", "test"].into_iter().zip(rows)
+        {
+            assert_eq!(
+                (s.sentences[split], s.tokens[split], s.counts[split][ty]),
+                (sentences, tokens, mentions),
+                "{name} {split}"
+            );
         }
         let ty = rows[0].2 .0;
-        assert_eq!(c.labels.labels, ["O".to_string(), format!("B-{ty}"), format!("I-{ty}")]);
+        assert_eq!(
+            c.labels.labels,
+            ["O".to_string(), format!("B-{ty}"), format!("I-{ty}")]
+        );
     }
-    let j = build("format: conll\nfiles: {dev: devel.tsv}", &fixtures("ner/JNLPBA")).unwrap();
+    let j = build(
+        "format: conll\nfiles: {dev: devel.tsv}",
+        &fixtures("ner/JNLPBA"),
+    )
+    .unwrap();
     let s = j.stats();
     assert_eq!((s.sentences["dev"], s.tokens["dev"]), (29, 821));
-    let expected: BTreeMap<String, u64> =
-        [("DNA", 30), ("RNA", 5), ("cell_line", 18), ("cell_type", 4), ("protein", 44)].iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    let expected: BTreeMap<String, u64> = [
+        ("DNA", 30),
+        ("RNA", 5),
+        ("cell_line", 18),
+        ("cell_type", 4),
+        ("protein", 44),
+    ]
+    .iter()
+    .map(|(t, n)| (t.to_string(), *n))
+    .collect();
     assert_eq!(s.counts["dev"], expected);
-    let Units::Ner(sentences) = &j.units else { panic!() };
-    let docs: BTreeSet<_> = sentences.iter().map(|s| s.doc_id.clone().unwrap()).collect();
+    let Units::Ner(sentences) = &j.units else {
+        panic!()
+    };
+    let docs: BTreeSet<_> = sentences
+        .iter()
+        .map(|s| s.doc_id.clone().unwrap())
+        .collect();
     assert_eq!(docs.len(), 3);
-    assert!(sentences.iter().all(|s| !s.tokens.iter().any(|t| t.starts_with("-DOCSTART-"))));
+    assert!(sentences
+        .iter()
+        .all(|s| !s.tokens.iter().any(|t| t.starts_with("-DOCSTART-"))));
 }
 
 #[test]
@@ -259,8 +472,17 @@ fn ner_types_can_be_renamed_and_declared() {
     let dir = fixtures("ner/BC5CDR-chem-IOB");
     let c = build("format: conll\nfiles: {train: train.tsv}\nrename_labels: {Chemical: chemical}\nlabels: [chemical]", &dir).unwrap();
     assert_eq!(c.labels.labels, ["O", "B-chemical", "I-chemical"]);
-    let err = build("format: conll\nfiles: {train: train.tsv}\nlabels: [Disease]", &dir).unwrap_err().to_string();
-    assert!(err.starts_with("train.tsv:") && err.contains("entity type `Chemical` is not one of the declared types"), "{err}");
+    let err = build(
+        "format: conll\nfiles: {train: train.tsv}\nlabels: [Disease]",
+        &dir,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("train.tsv:")
+            && err.contains("entity type `Chemical` is not one of the declared types"),
+        "{err}"
+    );
 }
 
 /// Copies a fixture file into a temp dir with `line` (1-based) replaced.
@@ -275,11 +497,23 @@ fn with_broken_line(src: &Path, name: &str, line: usize, replacement: &str) -> t
 
 #[test]
 fn malformed_lines_name_file_and_line_or_are_skipped_and_counted() {
-    let dir = with_broken_line(&fixtures("chemprot/blurb/train_blurb.tsv"), "train.tsv", 3, "a sentence without its label column");
-    std::fs::copy(fixtures("chemprot/blurb/label2id.tsv"), dir.path().join("label2id.tsv")).unwrap();
+    let dir = with_broken_line(
+        &fixtures("chemprot/blurb/train_blurb.tsv"),
+        "train.tsv",
+        3,
+        "a sentence without its label column",
+    );
+    std::fs::copy(
+        fixtures("chemprot/blurb/label2id.tsv"),
+        dir.path().join("label2id.tsv"),
+    )
+    .unwrap();
     let yaml = "format: blurb_tsv\nfiles: {train: train.tsv}\nlabel2id: label2id.tsv";
     let err = build(yaml, dir.path()).unwrap_err();
-    assert_eq!(err.to_string(), "train.tsv:3: expected 2 tab-separated columns, found 1");
+    assert_eq!(
+        err.to_string(),
+        "train.tsv:3: expected 2 tab-separated columns, found 1"
+    );
 
     let skipped = build(&format!("{yaml}\non_error: skip"), dir.path()).unwrap();
     assert_eq!(rel(&skipped).len(), 43);
@@ -290,15 +524,38 @@ fn malformed_lines_name_file_and_line_or_are_skipped_and_counted() {
     let stats = stats_of(out.path()).unwrap();
     assert_eq!(stats.warnings.get("skipped"), Some(&1));
 
-    let bad_label = with_broken_line(&fixtures("chemprot/blurb/train_blurb.tsv"), "train.tsv", 7, "@GENE$ binds @CHEMICAL$.\t9");
-    std::fs::copy(fixtures("chemprot/blurb/label2id.tsv"), bad_label.path().join("label2id.tsv")).unwrap();
+    let bad_label = with_broken_line(
+        &fixtures("chemprot/blurb/train_blurb.tsv"),
+        "train.tsv",
+        7,
+        "@GENE$ binds @CHEMICAL$.\t9",
+    );
+    std::fs::copy(
+        fixtures("chemprot/blurb/label2id.tsv"),
+        bad_label.path().join("label2id.tsv"),
+    )
+    .unwrap();
     let err = build(yaml, bad_label.path()).unwrap_err().to_string();
     assert_eq!(err, "train.tsv:7: label id `9` is not in label2id");
 
-    let conll = with_broken_line(&fixtures("ner/NCBI-disease-IOB/train.tsv"), "train.tsv", 2, "of\tI-Disease");
-    let err = build("format: conll\nfiles: {train: train.tsv}", conll.path()).unwrap_err().to_string();
-    assert_eq!(err, "train.tsv:2: `I-Disease` follows `O`, not B-Disease/I-Disease (not IOB2)");
-    let skipped = build("format: conll\nfiles: {train: train.tsv}\non_error: skip", conll.path()).unwrap();
+    let conll = with_broken_line(
+        &fixtures("ner/NCBI-disease-IOB/train.tsv"),
+        "train.tsv",
+        2,
+        "of\tI-Disease",
+    );
+    let err = build("format: conll\nfiles: {train: train.tsv}", conll.path())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "train.tsv:2: `I-Disease` follows `O`, not B-Disease/I-Disease (not IOB2)"
+    );
+    let skipped = build(
+        "format: conll\nfiles: {train: train.tsv}\non_error: skip",
+        conll.path(),
+    )
+    .unwrap();
     assert_eq!(skipped.stats().sentences["train"], 11);
     assert_eq!(skipped.warnings.get("skipped"), Some(&1));
 }
@@ -326,8 +583,12 @@ overlap_tag: '@CHEM-GENE$'"
     assert!(err.starts_with("train.txt:15: "), "{err}");
     let c = build(&markers("[[ ", " ]]"), &dir).unwrap();
     assert_eq!(rel(&c).len(), 15);
-    assert!(rel(&c).iter().all(|i| i.text.matches("@CHEMICAL$").count() == 1 && i.text.matches("@GENE$").count() == 1));
-    assert!(rel(&c).iter().all(|i| !i.text.contains("[[ ") && !i.text.contains("<< ")));
+    assert!(rel(&c).iter().all(
+        |i| i.text.matches("@CHEMICAL$").count() == 1 && i.text.matches("@GENE$").count() == 1
+    ));
+    assert!(rel(&c)
+        .iter()
+        .all(|i| !i.text.contains("[[ ") && !i.text.contains("<< ")));
     assert_eq!(c.stats().counts["train"]["AGONIST"], 3);
     assert_eq!(c.labels.labels.len(), 9);
 }
@@ -350,8 +611,22 @@ negative: no",
     )
     .unwrap();
     let i = &rel(&c)[0];
-    assert_eq!((i.id.as_str(), i.doc_id.as_deref(), i.split.as_deref(), i.label.as_str()), ("D1.s1.p1", Some("D1"), Some("train"), "yes"));
-    assert_eq!(c.stats().counts, counts(&[("train", &[("no", 1), ("yes", 1)]), ("test", &[("no", 1), ("yes", 0)])]));
+    assert_eq!(
+        (
+            i.id.as_str(),
+            i.doc_id.as_deref(),
+            i.split.as_deref(),
+            i.label.as_str()
+        ),
+        ("D1.s1.p1", Some("D1"), Some("train"), "yes")
+    );
+    assert_eq!(
+        c.stats().counts,
+        counts(&[
+            ("train", &[("no", 1), ("yes", 1)]),
+            ("test", &[("no", 1), ("yes", 0)])
+        ])
+    );
 
     std::fs::write(
         dir.path().join("data.json"),
@@ -371,7 +646,10 @@ negative: neg",
     )
     .unwrap();
     let texts: Vec<&str> = rel(&j).iter().map(|i| i.text.as_str()).collect();
-    assert_eq!(texts, ["@PROTEIN$ activates @PROTEIN$.", "@PROTEIN-PROTEIN$"]);
+    assert_eq!(
+        texts,
+        ["@PROTEIN$ activates @PROTEIN$.", "@PROTEIN-PROTEIN$"]
+    );
     let labels: Vec<&str> = rel(&j).iter().map(|i| i.label.as_str()).collect();
     assert_eq!(labels, ["pos", "neg"]);
     assert_eq!(rel(&j)[1].id, "all-2");
@@ -379,11 +657,22 @@ negative: neg",
 
 #[test]
 fn max_instances_keeps_the_first_n_of_each_split() {
-    let c = build(&format!("{CHEMPROT}\nmax_instances: 5"), &fixtures("chemprot")).unwrap();
+    let c = build(
+        &format!("{CHEMPROT}\nmax_instances: 5"),
+        &fixtures("chemprot"),
+    )
+    .unwrap();
     let full = build(CHEMPROT, &fixtures("chemprot")).unwrap();
     for split in ["train", "dev", "test"] {
-        let a: Vec<&Instance> = rel(&c).iter().filter(|i| i.split.as_deref() == Some(split)).collect();
-        let b: Vec<&Instance> = rel(&full).iter().filter(|i| i.split.as_deref() == Some(split)).take(5).collect();
+        let a: Vec<&Instance> = rel(&c)
+            .iter()
+            .filter(|i| i.split.as_deref() == Some(split))
+            .collect();
+        let b: Vec<&Instance> = rel(&full)
+            .iter()
+            .filter(|i| i.split.as_deref() == Some(split))
+            .take(5)
+            .collect();
         assert_eq!(a, b);
     }
 }
@@ -392,12 +681,27 @@ fn max_instances_keeps_the_first_n_of_each_split() {
 fn plan_time_checks_name_the_param() {
     let bad = |yaml: &str| spec(yaml).check().unwrap_err().to_string();
     assert!(bad("format: blurb_tsv\nfiles: {train: a.tsv}").contains("param `label2id`"));
-    assert!(bad("format: tsv\nfiles: {train: ../a.tsv}\nlayout: {text: 0, label: 1}").contains("inside the input directory"));
+    assert!(
+        bad("format: tsv\nfiles: {train: ../a.tsv}\nlayout: {text: 0, label: 1}")
+            .contains("inside the input directory")
+    );
     assert!(bad("format: conll\nfiles: {validation: a.tsv}").contains("unknown split `validation`"));
     assert!(bad("format: tsv\nfiles: {train: a.tsv}").contains("layout.text"));
-    assert!(bad("format: aimed_tsv\nfile: a.tsv\nlabels: [a, b]\nnegative: c").contains("param `negative`"));
-    assert!(serde_yaml::from_str::<CorpusSpec>("format: conll\nfiles: {train: a}\nlabelz: [x]").is_err());
-    let split_bad = |yaml: &str| serde_yaml::from_str::<SplitSpec>(yaml).unwrap().check().unwrap_err().to_string();
+    assert!(
+        bad("format: aimed_tsv\nfile: a.tsv\nlabels: [a, b]\nnegative: c")
+            .contains("param `negative`")
+    );
+    assert!(
+        serde_yaml::from_str::<CorpusSpec>("format: conll\nfiles: {train: a}\nlabelz: [x]")
+            .is_err()
+    );
+    let split_bad = |yaml: &str| {
+        serde_yaml::from_str::<SplitSpec>(yaml)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string()
+    };
     assert!(split_bad("method: kfold").contains("param `k`"));
     assert!(split_bad("{method: standard, dev_fraction: 1.5}").contains("dev_fraction"));
 }

@@ -384,8 +384,9 @@ impl BertSelfAttention {
 
         let (context, probs) = if output_attentions || self.dropout_active(&x) {
             // A = softmax(Q Kᵀ / √d_k + M), dropout on A, then A V.
+            // Scaling Q ([B, h, T, d_k]) is cheaper than scaling the T×T scores.
             let scale = 1.0 / (self.d_head as f64).sqrt();
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias;
+            let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + bias;
             let probs = softmax(scores, 3);
             let context = self.dropout.forward(probs.clone()).matmul(v);
             (context, output_attentions.then_some(probs))

@@ -7,12 +7,14 @@ pub mod bert;
 pub mod checkpoint;
 pub mod device;
 pub mod heads;
+pub mod throughput;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
 pub use bert::{BertConfig, BertInput, BertModel, BertOutput, HiddenAct};
 pub use device::{backend_name, parse_device, DeviceSpec};
+pub use throughput::{bench_throughput, Throughput, ThroughputSettings};
 pub use tokenizer::{BertTokenizer, Encoding};
 
 /// Errors loading or running a model.

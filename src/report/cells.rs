@@ -119,8 +119,12 @@ pub struct OurCell {
     /// `None`: no row had the metric.
     pub spread: Option<MeanStd>,
     pub values: Vec<f64>,
-    /// What was asked for, e.g. `task=ddi, head=cls: f1` (for footnotes).
+    /// Which cell, e.g. `` `task=ddi, head=cls` `` (for footnotes).
     pub what: String,
+    /// The metric asked for (a dotted path into metrics.json).
+    pub metric: String,
+    /// Rows that matched the cell's filters (with or without the metric).
+    pub matched: usize,
     /// Why the aggregate is incomplete (fewer results than expected), if it is.
     pub partial: Option<String>,
     pub notes: Arc<Footnotes>,
@@ -130,6 +134,13 @@ impl OurCell {
     /// The cell text: "81.2 ± 0.4", "81.2" (one value), or "—[^n]".
     pub fn text(&self) -> String {
         let Some(s) = self.spread else {
+            if self.matched > 0 {
+                return missing(
+                    &self.notes,
+                    NoteKind::Other,
+                    &format!("The results for {} have no `{}`.", self.what, self.metric),
+                );
+            }
             return missing(
                 &self.notes,
                 NoteKind::MissingResult,
@@ -282,6 +293,8 @@ mod tests {
             spread: MeanStd::of(&[0.80, 0.82]),
             values: vec![0.80, 0.82],
             what: "x".into(),
+            metric: "f1".into(),
+            matched: 2,
             partial: None,
             notes: notes.clone(),
         };
@@ -298,7 +311,9 @@ mod tests {
         let none = OurCell {
             spread: None,
             values: vec![],
-            what: "task=ddi, head=cls: f1".into(),
+            what: "task=ddi, head=cls".into(),
+            metric: "f1".into(),
+            matched: 0,
             partial: None,
             notes: notes.clone(),
         };
@@ -320,8 +335,19 @@ mod tests {
         assert_eq!(fraction.text(), "0.800");
         assert_eq!(delta(&ours, &fraction), "+1.0");
         let all = notes.all();
-        assert!(all[0].text.contains("task=ddi, head=cls: f1"));
+        assert!(all[0].text.contains("task=ddi, head=cls"));
         assert_eq!(all[0].kind, NoteKind::MissingResult);
         assert_eq!(all[1].kind, NoteKind::Reference);
+        let no_metric = OurCell {
+            spread: None,
+            values: vec![],
+            what: "`task=ddi`".into(),
+            metric: "pooled.f1".into(),
+            matched: 3,
+            partial: None,
+            notes: notes.clone(),
+        };
+        assert_eq!(no_metric.text(), "—[^3]");
+        assert_eq!(notes.all()[2].text, "The results for `task=ddi` have no `pooled.f1`.");
     }
 }

@@ -151,6 +151,9 @@ pub fn render_diff_markdown(changes: &[MetricChange], label_a: &str, label_b: &s
             delta
         );
     }
+    if changes.iter().any(|c| c.a.is_none() || c.b.is_none()) {
+        let _ = writeln!(s, "\n— = no such result in that run.");
+    }
     s
 }
 

@@ -346,8 +346,7 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
     let matched: Vec<&ResultRow> = set.0.iter().filter(|r| r.matches(&filters)).collect();
     let mut described = set.1.clone();
     described.extend(filters.iter().cloned());
-    let what = format!("`{}` ({metric})", describe(&described));
-    let where_ = format!("`{}`", describe(&described));
+    let what = format!("`{}`", describe(&described));
     if let Some((name, values)) = varying(&matched)
         .into_iter()
         .find(|(name, _)| !over.contains(name))
@@ -364,14 +363,14 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
         None
     } else if values.len() < matched.len() {
         Some(format!(
-            "Mean over {} of {} results for {what}: the others have no `{metric}`.",
+            "Mean over {} of {} results for {what} ({metric}): the others have no `{metric}`.",
             values.len(),
             matched.len()
         ))
     } else {
         match expect {
             Some(want) if values.len() < want => Some(format!(
-                "Mean over {} of {want} expected results for {where_}: the others have not run.",
+                "Mean over {} of {want} expected results for {what}: the others have not run.",
                 values.len()
             )),
             _ => None,
@@ -381,6 +380,8 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
         spread: MeanStd::of(&values),
         values,
         what,
+        metric,
+        matched: matched.len(),
         partial,
         notes: state.notes.clone(),
     }))
@@ -569,7 +570,15 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
 /// one row per label, one column per split, with totals.
 fn counts_table(stats: Value) -> Result<String, Error> {
     let map: BTreeMap<String, BTreeMap<String, u64>> = from_template("counts_table", &stats)?;
-    let splits: Vec<&String> = map.keys().collect();
+    // train, dev, test first (as papers print them), then any other split by name.
+    let rank = |split: &str| match split {
+        "train" => 0,
+        "dev" | "devel" | "validation" => 1,
+        "test" => 2,
+        _ => 3,
+    };
+    let mut splits: Vec<&String> = map.keys().collect();
+    splits.sort_by_key(|s| (rank(s), s.as_str()));
     let mut labels: Vec<&String> = map.values().flat_map(|m| m.keys()).collect();
     labels.sort();
     labels.dedup();
@@ -695,6 +704,9 @@ fn bar_chart_fn(
 /// The environment with every report function and filter.
 fn environment(state: &Arc<RenderState>) -> Environment<'static> {
     let mut env = Environment::new();
+    // Keeps the template source in errors (release builds turn it off by default), so an
+    // error can quote the offending line.
+    env.set_debug(true);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);

@@ -15,6 +15,8 @@ pub mod hf;
 pub mod mirror;
 pub mod pip;
 pub mod source;
+#[cfg(test)]
+mod tests;
 pub mod tree_hash;
 pub mod unpack;
 
