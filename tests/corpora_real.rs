@@ -154,16 +154,16 @@ fn ddi_blurb_expected() -> BTreeMap<String, BTreeMap<String, u64>> {
 fn ddi_blurb_and_reconstructed_train_counts_match_source_md() {
     let Some(dir) = shared("ddi") else { return };
     let c = corpus::build(
-        &spec(&format!(
+        &spec(
             "format: blurb_tsv
 files:
-  train: {{path: blurb/train_reconstructed.tsv, format: ddi_reconstructed_tsv}}
+  train: {path: blurb/train_reconstructed.tsv, format: ddi_reconstructed_tsv}
   dev: blurb/dev_blurb.tsv
   test: blurb/test_blurb.tsv
 label2id: blurb/label2id.tsv
-rename_labels: {{'0': DDI-false}}
-negative: DDI-false"
-        )),
+rename_labels: {'0': DDI-false}
+negative: DDI-false",
+        ),
         &dir,
     )
     .unwrap();
@@ -376,7 +376,7 @@ fn aimed_shipped_folds_hold_out_each_fold_with_disjoint_documents() {
     )
     .unwrap();
     assert_eq!(out.files.len(), 20);
-    for k in 0..10usize {
+    for (k, (p, n)) in AIMED_FOLDS.iter().enumerate() {
         let train = &out.files[2 * k];
         let test = &out.files[2 * k + 1];
         assert_eq!(
@@ -386,7 +386,6 @@ fn aimed_shipped_folds_hold_out_each_fold_with_disjoint_documents() {
                 format!("fold-{k}/test").as_str()
             )
         );
-        let (p, n) = AIMED_FOLDS[k];
         assert_eq!(test.1.len() as u64, p + n);
         assert_eq!(train.1.len() as u64, 5_834 - p - n);
         assert!(test

@@ -93,13 +93,15 @@ fn su2020_template() -> TemplateSource {
 
 #[test]
 fn su2020_report_matches_golden() {
-    let out = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // REPORT_GOLDEN_OUT=DIR keeps the rendered plots there, to look at them.
+    let out = std::env::var_os("REPORT_GOLDEN_OUT").map_or(tmp.path().to_path_buf(), PathBuf::from);
     let rendered = render(
         &su2020_template(),
         &fixture_rows(),
         &references(),
         &provenance(),
-        out.path(),
+        &out,
     )
     .unwrap();
     check_golden("su2020.golden.md", &rendered.markdown);
@@ -127,7 +129,7 @@ fn su2020_report_matches_golden() {
         let svg = std::fs::read_to_string(path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{name}");
     }
-    let ddi = std::fs::read_to_string(out.path().join("su2020_ddi_dev_f1.svg")).unwrap();
+    let ddi = std::fs::read_to_string(out.join("su2020_ddi_dev_f1.svg")).unwrap();
     assert!(ddi.contains("head=cls (mean over seed)") && ddi.contains("head=sll_att (mean over seed)"));
 }
 
@@ -207,6 +209,7 @@ fn template_errors_name_the_template_file_and_line() {
     assert!(included.starts_with(&at), "{included}");
     assert!(included.contains("no_such_function"), "{included}");
 
+    println!("{syntax}\n{runtime}\n{included}");
     let inline = render(
         &TemplateSource::inline("report (inline template)", "ok\n{{ cell(rows, metric=) }}"),
         &rows,

@@ -68,6 +68,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &registry,
                 &opts,
             )?;
+            publish(&loaded.pipeline, &plan, &cache, &summary)?;
             println!("{}", summary.line());
             for (name, outcome) in &summary.outcomes {
                 if let exec::StageOutcome::Failed { error } = outcome {
@@ -146,6 +147,52 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
         },
     }
+}
+
+/// Copies the outputs of stages with `publish:` into the workspace (after they ran or
+/// were found cached), replacing what an earlier run published there.
+fn publish(
+    p: &Pipeline,
+    plan: &Plan,
+    cache: &Cache,
+    summary: &exec::RunSummary,
+) -> Result<()> {
+    for (i, inst) in p.instances.iter().enumerate() {
+        let Some(dest) = &inst.publish else { continue };
+        let done = matches!(
+            summary.outcomes.get(&inst.name),
+            Some(exec::StageOutcome::Ran { .. } | exec::StageOutcome::Cached)
+        );
+        if !done {
+            continue;
+        }
+        let view = cache.materialize(&plan.item(i).key)?;
+        copy_dir(&view, dest).with_context(|| format!("publishing `{}` to {}", inst.name, dest.display()))?;
+        println!("published {} → {}", inst.name, dest.display());
+    }
+    Ok(())
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else {
+            if to.exists() {
+                std::fs::remove_file(&to)?;
+            }
+            std::fs::copy(e.path(), &to)?;
+            // Blobs are read-only; the published copy belongs to the user.
+            let mut perms = std::fs::metadata(&to)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&to, perms)?;
+        }
+    }
+    Ok(())
 }
 
 /// The human form of `pipe plan`.

@@ -380,6 +380,7 @@ fn build_relation(
             let Some(rec) = policy.take(rec)? else {
                 continue;
             };
+            let line = rec.line;
             let made = make_instance(
                 rec,
                 &job,
@@ -394,7 +395,7 @@ fn build_relation(
             let Some(inst) = policy.take(made)? else {
                 continue;
             };
-            let at = format!("{rel}");
+            let at = format!("{rel}:{line}");
             if let Some(first) = seen_ids.insert(inst.id.clone(), at.clone()) {
                 return Err(DataError::Invalid(format!(
                     "duplicate id `{}` (in {first} and {at})",

@@ -302,6 +302,11 @@ impl BertEmbeddings {
         token_type_ids: Option<Tensor<2, Int>>,
     ) -> Tensor<3> {
         let [_, t] = input_ids.dims();
+        let [max_positions, _] = self.position_embeddings.weight.dims();
+        assert!(
+            t <= max_positions,
+            "input of {t} tokens exceeds max_position_embeddings {max_positions}; truncate it"
+        );
         let words = self.word_embeddings.forward(input_ids);
         // Positions 0..T broadcast over the batch: [1, T, d].
         let positions = self

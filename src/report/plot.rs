@@ -85,6 +85,22 @@ pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<(), ReportError> {
     }
     let (x_lo, x_hi) = min_max(points.iter().map(|p| p.0));
     let (y_lo, y_hi) = min_max(points.iter().map(|p| p.1));
+    // Integer x (epochs, layers): integer ticks only.
+    let integer_x = points.iter().all(|p| p.0.fract() == 0.0) && x_hi - x_lo <= 40.0;
+    let x_ticks = if integer_x {
+        (x_hi - x_lo) as usize + 1
+    } else {
+        10
+    };
+    // The legend goes to whichever right-hand corner has fewer points.
+    let (x_mid, y_mid) = ((x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0);
+    let upper_right = points.iter().filter(|p| p.0 >= x_mid && p.1 >= y_mid).count();
+    let lower_right = points.iter().filter(|p| p.0 >= x_mid && p.1 < y_mid).count();
+    let legend_at = if upper_right <= lower_right {
+        SeriesLabelPosition::UpperRight
+    } else {
+        SeriesLabelPosition::LowerRight
+    };
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(path, e))?;
@@ -95,8 +111,18 @@ pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<(), ReportError> {
         .y_label_area_size(60)
         .build_cartesian_2d(padded(x_lo, x_hi), padded(y_lo, y_hi))
         .map_err(|e| fail(path, e))?;
+    let x_format = |x: &f64| {
+        if integer_x {
+            format!("{x:.0}")
+        } else {
+            format!("{x}")
+        }
+    };
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
+        .x_labels(x_ticks)
+        .x_label_formatter(&x_format)
         .x_desc(plot.x_label.as_str())
         .y_desc(plot.y_label.as_str())
         .draw()
@@ -123,7 +149,7 @@ pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<(), ReportError> {
     if plot.series.len() > 1 || plot.series.iter().any(|s| !s.name.is_empty()) {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend_at)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FONT, 13))
@@ -163,6 +189,7 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> Result<(), ReportError> {
     };
     ctx.configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_labels(n)
         .x_label_formatter(&label_of)
         .y_desc(chart.y_label.as_str())

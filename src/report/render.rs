@@ -762,24 +762,53 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
     env
 }
 
-/// A minijinja error as a [`ReportError::Template`] naming the template file and line.
+/// A minijinja error as a [`ReportError::Template`] naming the template file and line. An
+/// error inside an included template names the included file (where the mistake is) and
+/// says where it was included from.
 fn template_error(e: &Error, source: &TemplateSource) -> ReportError {
-    let mut message = e.kind().to_string();
-    if let Some(detail) = e.detail() {
-        message = format!("{message}: {detail}");
-    }
+    // The chain of template errors, outermost first (an include wraps the inner error).
+    let mut chain: Vec<&Error> = vec![e];
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        message = format!("{message}: {c}");
+        match c.downcast_ref::<Error>() {
+            Some(inner) => chain.push(inner),
+            None => break,
+        }
         cause = c.source();
     }
-    let line = e.line();
-    let snippet = match (line, e.template_source()) {
+    let innermost = chain
+        .iter()
+        .rev()
+        .find(|err| err.line().is_some())
+        .copied()
+        .unwrap_or(e);
+    let mut message = innermost.kind().to_string();
+    if let Some(detail) = innermost.detail() {
+        message = format!("{message}: {detail}");
+    }
+    // Non-template causes (e.g. an I/O error) after the template errors.
+    let mut cause = std::error::Error::source(innermost);
+    while let Some(c) = cause {
+        if c.downcast_ref::<Error>().is_none() {
+            message = format!("{message}: {c}");
+        }
+        cause = c.source();
+    }
+    for outer in chain.iter().take_while(|err| !std::ptr::eq(**err, innermost)) {
+        if let (Some(name), Some(line)) = (outer.name(), outer.line()) {
+            message = format!(
+                "{message} (included from {}:{line})",
+                source.display_name(Some(name))
+            );
+        }
+    }
+    let line = innermost.line();
+    let snippet = match (line, innermost.template_source()) {
         (Some(n), Some(text)) => text.lines().nth(n.saturating_sub(1)).map(str::to_string),
         _ => None,
     };
     ReportError::Template {
-        file: source.display_name(e.name()),
+        file: source.display_name(innermost.name()),
         line,
         message,
         snippet,

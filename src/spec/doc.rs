@@ -44,6 +44,15 @@ pub struct StageDoc {
     /// Param -> values; the stage is expanded into the cartesian product.
     #[serde(default)]
     pub matrix: BTreeMap<String, MatrixAxisDoc>,
+    /// Coordinates to follow from the inputs: the stage is expanded once per distinct
+    /// combination of these coordinates among its inputs' matrix cells (e.g. an
+    /// `evaluate` per `[head, seed]` of a fine-tuning matrix). They are not params.
+    #[serde(default)]
+    pub foreach: Vec<String>,
+    /// Workspace folder (relative to the current directory) that receives a copy of the
+    /// stage's output after each run, e.g. `reports/quickstart` for a report.
+    #[serde(default)]
+    pub publish: Option<String>,
 }
 
 /// An input binding: one reference or several.

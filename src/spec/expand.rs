@@ -37,6 +37,8 @@ pub struct StageInstance {
     pub inputs: BTreeMap<String, Vec<InputRef>>,
     /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
     pub fingerprint: Option<String>,
+    /// Workspace folder that receives a copy of the output (`publish:`).
+    pub publish: Option<PathBuf>,
     /// Where the stage is defined (for messages).
     pub file: PathBuf,
     pub line: usize,
@@ -149,6 +151,93 @@ fn set_param(
     }
 }
 
+/// Stage names ordered so that every stage comes after the stages its inputs name
+/// (needed to expand `foreach`); stages in a cycle come last, in name order (the graph
+/// reports the cycle).
+fn expansion_order(merged: &BTreeMap<String, MergedStage>) -> Vec<String> {
+    let ups = |m: &MergedStage| -> BTreeSet<String> {
+        m.doc
+            .inputs
+            .values()
+            .flat_map(|i| match i {
+                InputDoc::One(r) => vec![r.clone()],
+                InputDoc::Many(v) => v.clone(),
+            })
+            .map(|r| r.split('.').next().unwrap_or_default().to_string())
+            .filter(|u| merged.contains_key(u))
+            .collect()
+    };
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut order = Vec::new();
+    loop {
+        let ready: Vec<String> = merged
+            .iter()
+            .filter(|(n, m)| !done.contains(*n) && ups(m).iter().all(|u| done.contains(u)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for n in ready {
+            done.insert(n.clone());
+            order.push(n);
+        }
+    }
+    order.extend(merged.keys().filter(|n| !done.contains(*n)).cloned());
+    order
+}
+
+type Coords = BTreeMap<String, serde_json::Value>;
+
+/// The distinct `foreach` coordinate combinations among a stage's input cells (one empty
+/// combination when the stage has no `foreach`).
+fn follow_coords(
+    name: &str,
+    m: &MergedStage,
+    instances: &[StageInstance],
+    by_base: &BTreeMap<String, Vec<usize>>,
+    map: &SourceMap,
+) -> Result<Vec<Coords>, SpecError> {
+    if m.doc.foreach.is_empty() {
+        return Ok(vec![Coords::new()]);
+    }
+    let mut combos: Vec<Coords> = Vec::new();
+    for refs in m.doc.inputs.values() {
+        let refs = match refs {
+            InputDoc::One(r) => vec![r.clone()],
+            InputDoc::Many(v) => v.clone(),
+        };
+        for r in refs {
+            let up = r.split('.').next().unwrap_or_default();
+            for &i in by_base.get(up).map(Vec::as_slice).unwrap_or_default() {
+                let c = &instances[i].coords;
+                if m.doc.foreach.iter().all(|a| c.contains_key(a)) {
+                    let combo: Coords = m
+                        .doc
+                        .foreach
+                        .iter()
+                        .map(|a| (a.clone(), c[a].clone()))
+                        .collect();
+                    if !combos.contains(&combo) {
+                        combos.push(combo);
+                    }
+                }
+            }
+        }
+    }
+    if combos.is_empty() {
+        return Err(map.error(
+            &["stages", name, "foreach"],
+            format!(
+                "stage `{name}` has `foreach: {:?}`, but none of its inputs is a matrix with \
+                 those coordinates",
+                m.doc.foreach
+            ),
+        ));
+    }
+    Ok(combos)
+}
+
 /// Template + stage, merged; where each piece was written.
 struct MergedStage {
     doc: StageDoc,
@@ -237,6 +326,10 @@ pub fn load_pipeline(
             let mut matrix = tpl.matrix.clone();
             matrix.extend(stage.matrix.clone());
             out.matrix = matrix;
+            out.publish = stage.publish.clone().or_else(|| tpl.publish.clone());
+            if out.foreach.is_empty() {
+                out.foreach = tpl.foreach.clone();
+            }
             map_of_template = template_maps.get(t).cloned();
         }
         merged.insert(
@@ -341,7 +434,9 @@ pub fn load_pipeline(
     // Matrix expansion and param normalization.
     let mut instances: Vec<StageInstance> = Vec::new();
     let mut by_base: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (name, m) in &merged {
+    for name in expansion_order(&merged) {
+        let name = &name;
+        let m = &merged[name];
         let kind = &kinds[name];
         let Some(erased) = registry.get(kind) else {
             continue;
@@ -377,12 +472,30 @@ pub fn load_pipeline(
                 })
                 .collect();
         }
+        // `foreach`: one cell per distinct combination of those coordinates upstream.
+        let follow = follow_coords(name, m, &instances, &by_base, &map)?;
+        let cells: Vec<(BTreeMap<String, serde_json::Value>, BTreeMap<String, serde_json::Value>)> =
+            cells
+                .into_iter()
+                .flat_map(|c| follow.iter().map(move |f| (c.clone(), f.clone())))
+                .collect();
         let (line, _) = map.locate(&["stages", name]);
-        for coords in cells {
+        if let Some(dir) = &m.doc.publish {
+            if dir.is_empty() || dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
+                return Err(map.error(
+                    &["stages", name, "publish"],
+                    format!("publish folder `{dir}` must be relative, without `..`"),
+                ));
+            }
+        }
+        let cells_len = cells.len();
+        for (axes, followed) in cells {
             let mut params = base_params.clone();
-            for (k, v) in &coords {
+            for (k, v) in &axes {
                 set_param(&mut params, k, v.clone());
             }
+            let mut coords = axes;
+            coords.extend(followed);
             let params = serde_json::Value::Object(params);
             let normalized = erased.normalize(&params).map_err(|e| {
                 let axis_of = |param: &str| {
@@ -438,6 +551,13 @@ pub fn load_pipeline(
                     .collect();
                 format!("{name}[{}]", parts.join(","))
             };
+            let publish = m.doc.publish.as_ref().map(|dir| {
+                if cells_len > 1 {
+                    PathBuf::from(dir).join(&inst_name)
+                } else {
+                    PathBuf::from(dir)
+                }
+            });
             by_base
                 .entry(name.clone())
                 .or_default()
@@ -452,6 +572,7 @@ pub fn load_pipeline(
                 coords,
                 inputs: BTreeMap::new(),
                 fingerprint,
+                publish,
                 file: path.to_path_buf(),
                 line,
             });
