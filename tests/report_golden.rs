@@ -116,6 +116,9 @@ fn su2020_report_matches_golden() {
     assert_eq!(
         names,
         [
+            "su2020_ppi_f1_by_head.svg",
+            "su2020_ddi_f1_by_head.svg",
+            "su2020_chemprot_f1_by_head.svg",
             "su2020_ppi_train_loss.svg",
             "su2020_ppi_dev_f1.svg",
             "su2020_ddi_train_loss.svg",
@@ -127,7 +130,9 @@ fn su2020_report_matches_golden() {
     for (name, path) in names.iter().zip(&rendered.plots) {
         assert!(rendered.markdown.contains(&format!("]({name})")), "{name} not linked");
         let svg = std::fs::read_to_string(path).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{name}");
+        assert!(svg.starts_with("<svg"), "{name}");
+        let drawn = if name.contains("by_head") { "<rect" } else { "<polyline" };
+        assert!(svg.contains(drawn), "{name}");
     }
     let ddi = std::fs::read_to_string(out.join("su2020_ddi_dev_f1.svg")).unwrap();
     assert!(ddi.contains("head=cls (mean over seed)") && ddi.contains("head=sll_att (mean over seed)"));

@@ -425,10 +425,7 @@ impl Lstm {
             let end = (start + block).min(steps);
             let x_block = x_proj.clone().slice(s![.., start..end, ..]);
             for t in 0..end - start {
-                let x_t: Tensor<2> = x_block
-                    .clone()
-                    .slice(s![.., t, ..])
-                    .reshape([batch, 4 * d]);
+                let x_t: Tensor<2> = x_block.clone().slice(s![.., t, ..]).reshape([batch, 4 * d]);
                 let gates = x_t + self.w_hh.forward(h);
                 let mut gate = gates.chunk(4, 1).into_iter();
                 let (Some(i), Some(f), Some(g), Some(o)) =

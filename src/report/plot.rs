@@ -176,45 +176,42 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> Result<(), ReportError> {
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    // Bar i is centred on x = i; the axis spans -0.5..n-0.5.
     let mut ctx = ChartBuilder::on(&root)
         .caption(&chart.title, (FONT, 20))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), padded(y_lo, y_hi))
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), padded(y_lo, y_hi))
         .map_err(|e| fail(path, e))?;
-    let label_of = |v: &SegmentValue<usize>| match v {
-        SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-        _ => String::new(),
+    let label_of = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            labels.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
     };
     ctx.configure_mesh()
         .disable_x_mesh()
         .light_line_style(WHITE)
-        .x_labels(n)
+        .x_labels(n + 1)
         .x_label_formatter(&label_of)
         .y_desc(chart.y_label.as_str())
         .draw()
         .map_err(|e| fail(path, e))?;
     let color = Palette99::pick(0).to_rgba();
+    let half = 0.35;
     ctx.draw_series(chart.bars.iter().enumerate().map(|(i, b)| {
-        let mut bar = Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), b.value),
-            ],
-            color.filled(),
-        );
-        bar.set_margin(0, 0, 8, 8);
-        bar
+        let x = i as f64;
+        Rectangle::new([(x - half, 0.0), (x + half, b.value)], color.filled())
     }))
     .map_err(|e| fail(path, e))?;
     ctx.draw_series(chart.bars.iter().enumerate().filter_map(|(i, b)| {
         let e = b.err.filter(|e| e.is_finite())?;
+        let x = i as f64;
         Some(PathElement::new(
-            vec![
-                (SegmentValue::CenterOf(i), b.value - e),
-                (SegmentValue::CenterOf(i), b.value + e),
-            ],
+            vec![(x, b.value - e), (x, b.value + e)],
             BLACK.stroke_width(2),
         ))
     }))
@@ -338,6 +335,11 @@ mod tests {
             ],
         };
         bar_chart(&dir.path().join("bars.svg"), &bars).unwrap();
+        let one = BarChart {
+            bars: bars.bars[..1].to_vec(),
+            ..bars.clone()
+        };
+        bar_chart(&dir.path().join("one.svg"), &one).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("bars.svg")).unwrap();
         assert!(svg.contains("sll_att") && svg.contains("<rect"));
 
@@ -347,7 +349,9 @@ mod tests {
             col_labels: vec!["x".into(), "y".into(), "z".into()],
             values: vec![vec![0.1, 0.2, 0.7], vec![0.3, 0.3, 0.4]],
         };
-        heat_map(&dir.path().join("att.svg"), &map).unwrap();
+        // PLOT_OUT=DIR keeps the heat map there, to look at it.
+        let out = std::env::var_os("PLOT_OUT").map_or(dir.path().to_path_buf(), Into::into);
+        heat_map(&out.join("att.svg"), &map).unwrap();
         let bad = HeatMap {
             values: vec![vec![0.1], vec![0.3, 0.3]],
             ..map
