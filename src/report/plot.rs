@@ -240,24 +240,35 @@ pub fn heat_map(path: &Path, map: &HeatMap) -> Result<(), ReportError> {
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    // Cell (r, c) is centred on x = c, y = rows − 1 − r (row 0 at the top).
     let mut ctx = ChartBuilder::on(&root)
         .caption(&map.title, (FONT, 20))
         .margin(12)
         .x_label_area_size(60)
         .y_label_area_size(90)
-        .build_cartesian_2d(0..cols, 0..rows)
+        .build_cartesian_2d(-0.5..(cols as f64 - 0.5), -0.5..(rows as f64 - 0.5))
         .map_err(|e| fail(path, e))?;
-    let col_label = |c: &usize| map.col_labels.get(*c).cloned().unwrap_or_default();
-    let row_label = |r: &usize| {
-        rows.checked_sub(r + 1)
-            .and_then(|i| map.row_labels.get(i))
+    let at_integer = |v: f64| {
+        let i = v.round();
+        ((v - i).abs() < 1e-6 && i >= 0.0).then_some(i as usize)
+    };
+    let col_label = |x: &f64| {
+        at_integer(*x)
+            .and_then(|c| map.col_labels.get(c))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let row_label = |y: &f64| {
+        at_integer(*y)
+            .and_then(|i| rows.checked_sub(i + 1))
+            .and_then(|r| map.row_labels.get(r))
             .cloned()
             .unwrap_or_default()
     };
     ctx.configure_mesh()
         .disable_mesh()
-        .x_labels(cols)
-        .y_labels(rows)
+        .x_labels(cols + 1)
+        .y_labels(rows + 1)
         .x_label_formatter(&col_label)
         .y_label_formatter(&row_label)
         .draw()
@@ -266,9 +277,9 @@ pub fn heat_map(path: &Path, map: &HeatMap) -> Result<(), ReportError> {
         row.iter().enumerate().map(move |(c, &v)| {
             let t = if v.is_finite() { (v - lo) / span } else { 0.0 };
             let shade = |full: f64| (255.0 - t * (255.0 - full)).round() as u8;
-            let y = rows - 1 - r;
+            let (x, y) = (c as f64, (rows - 1 - r) as f64);
             Rectangle::new(
-                [(c, y), (c + 1, y + 1)],
+                [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
                 RGBColor(shade(8.0), shade(48.0), shade(107.0)).filled(),
             )
         })
