@@ -128,14 +128,23 @@ fn su2020_report_matches_golden() {
         ]
     );
     for (name, path) in names.iter().zip(&rendered.plots) {
-        assert!(rendered.markdown.contains(&format!("]({name})")), "{name} not linked");
+        assert!(
+            rendered.markdown.contains(&format!("]({name})")),
+            "{name} not linked"
+        );
         let svg = std::fs::read_to_string(path).unwrap();
         assert!(svg.starts_with("<svg"), "{name}");
-        let drawn = if name.contains("by_head") { "<rect" } else { "<polyline" };
+        let drawn = if name.contains("by_head") {
+            "<rect"
+        } else {
+            "<polyline"
+        };
         assert!(svg.contains(drawn), "{name}");
     }
     let ddi = std::fs::read_to_string(out.join("su2020_ddi_dev_f1.svg")).unwrap();
-    assert!(ddi.contains("head=cls (mean over seed)") && ddi.contains("head=sll_att (mean over seed)"));
+    assert!(
+        ddi.contains("head=cls (mean over seed)") && ddi.contains("head=sll_att (mean over seed)")
+    );
 }
 
 #[test]
@@ -169,11 +178,16 @@ fn missing_cells_render_as_a_dash_with_a_footnote_never_zero() {
     // ChemProt cls has one of the two expected seeds: a number with a footnote.
     let cls = md.lines().find(|l| l.starts_with("| `cls`")).unwrap();
     let chemprot = cls.split('|').map(str::trim).nth(8).unwrap();
-    assert!(chemprot.contains("[^") && chemprot.starts_with("75."), "{chemprot}");
+    assert!(
+        chemprot.contains("[^") && chemprot.starts_with("75."),
+        "{chemprot}"
+    );
     assert!(md.contains("Mean over 1 of 2 expected results for `task=chemprot, head=cls`"));
     // The report lists which cells have no result.
     let missing = rendered.missing_results();
-    assert!(missing.iter().any(|m| m.contains("task=ddi, head=sll_lstm")));
+    assert!(missing
+        .iter()
+        .any(|m| m.contains("task=ddi, head=sll_lstm")));
     assert!(rendered
         .footnotes
         .iter()
@@ -207,7 +221,10 @@ fn template_errors_name_the_template_file_and_line() {
     let at = format!("{}:4:", dir.join("broken_cell.md.j2").display());
     assert!(runtime.starts_with(&at), "{runtime}");
     assert!(runtime.contains("differ in `head`"), "{runtime}");
-    assert!(runtime.contains("All heads:"), "the offending line is quoted: {runtime}");
+    assert!(
+        runtime.contains("All heads:"),
+        "the offending line is quoted: {runtime}"
+    );
 
     let included = error("includes_broken.md.j2");
     let at = format!("{}:2:", dir.join("broken_partial.md.j2").display());
@@ -224,7 +241,10 @@ fn template_errors_name_the_template_file_and_line() {
     )
     .unwrap_err()
     .to_string();
-    assert!(inline.starts_with("report (inline template):2:"), "{inline}");
+    assert!(
+        inline.starts_with("report (inline template):2:"),
+        "{inline}"
+    );
 }
 
 #[test]
@@ -290,7 +310,12 @@ fn report_stage_renders_its_bound_inputs() {
         &out.path().join("direct"),
     )
     .unwrap();
-    let body = |s: &str| s.split("## Provenance").next().unwrap_or_default().to_string();
+    let body = |s: &str| {
+        s.split("## Provenance")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_eq!(body(&md), body(&direct.markdown));
     assert!(md.contains("| backend / device | flex / cpu |"), "{md}");
     assert!(out.path().join("su2020_ddi_dev_f1.svg").is_file());

@@ -1,28 +1,172 @@
-//! `pipe report` and `pipe diff`.
+//! `pipe report` (render report stages from whatever is cached, running nothing) and
+//! `pipe diff` (compare the metrics of two profiles).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::args::PipelineArgs;
-use crate::stages::StageRegistry;
+use super::commands::{backend_for, load, Loaded};
+use crate::cache::Cache;
+use crate::exec::{self, Plan, PlanOptions, Status};
+use crate::report::{diff_metrics, render_diff_markdown, ResultRow};
+use crate::stages::{InputArtifact, Inputs, Progress, StageCtx, StageRegistry};
+
+/// Inputs of instance `i` restricted to upstream results present in the cache, and the
+/// names of those that are not.
+fn cached_inputs(
+    loaded: &Loaded,
+    plan: &Plan,
+    cache: &Cache,
+    i: usize,
+) -> Result<(Inputs, Vec<String>)> {
+    let p = &loaded.pipeline;
+    let mut by_name: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (name, refs) in &p.instances[i].inputs {
+        let mut arts = Vec::new();
+        for r in refs {
+            let up = &p.instances[r.instance];
+            let item = plan.item(r.instance);
+            if item.status != Status::Cached {
+                missing.push(up.name.clone());
+                continue;
+            }
+            let view = cache.materialize(&item.key)?;
+            let path = match &r.sub {
+                Some(sub) => view.join(sub),
+                None => view,
+            };
+            arts.push(InputArtifact {
+                stage: up.name.clone(),
+                key: item.key.hex(),
+                coords: up.coords.clone(),
+                path,
+            });
+        }
+        by_name.insert(name.clone(), arts);
+    }
+    Ok((Inputs { by_name }, missing))
+}
 
 pub(super) fn report_command(
-    _cache: &Path,
-    _target: &PipelineArgs,
-    _output: Option<&Path>,
-    _registry: &StageRegistry,
+    cache_root: &Path,
+    target: &PipelineArgs,
+    output: Option<&Path>,
+    registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    bail!("`pipe report` is not implemented yet")
+    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
+    let cache = Cache::open(cache_root)?;
+    let plan = exec::plan(
+        &loaded.pipeline,
+        &loaded.graph,
+        &cache,
+        &PlanOptions {
+            backend: backend_for("cpu")?,
+            ..Default::default()
+        },
+    )?;
+    let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
+        .filter(|&i| loaded.pipeline.instances[i].kind == "report")
+        .collect();
+    if reports.is_empty() {
+        bail!("{} has no stage of kind `report`", target.pipeline.display());
+    }
+    let Some(stage) = registry.get("report") else {
+        bail!("stage kind `report` is not implemented in this build");
+    };
+    for i in reports {
+        let inst = &loaded.pipeline.instances[i];
+        let (inputs, missing) = cached_inputs(&loaded, &plan, &cache, i)?;
+        let dest: PathBuf = match (output, &inst.publish) {
+            (Some(o), _) => o.to_path_buf(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => PathBuf::from("reports").join(&inst.name),
+        };
+        std::fs::create_dir_all(&dest)
+            .with_context(|| format!("creating {}", dest.display()))?;
+        let scratch = cache.tmp_dir(&plan.item(i).key)?;
+        let mut ctx = StageCtx {
+            name: inst.name.clone(),
+            key: plan.item(i).key.hex(),
+            coords: inst.coords.clone(),
+            inputs,
+            out_dir: dest.clone(),
+            scratch: scratch.clone(),
+            checkpoint_dir: scratch.join("checkpoint"),
+            progress: Progress::hidden(),
+            device: "cpu".into(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        let result = stage.run(&mut ctx, &inst.params);
+        let _ = std::fs::remove_dir_all(&scratch);
+        result.with_context(|| format!("rendering `{}`", inst.name))?;
+        println!("rendered {} → {}", inst.name, dest.display());
+        if !missing.is_empty() {
+            println!(
+                "{} result(s) not in the cache yet (their cells show \"—\"): {}",
+                missing.len(),
+                missing.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Result rows of every cached `evaluate` / `cv_aggregate` instance of a profile.
+fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>> {
+    let mut rows = Vec::new();
+    for it in &plan.items {
+        let inst = &loaded.pipeline.instances[it.instance];
+        if it.status != Status::Cached || !matches!(inst.kind.as_str(), "evaluate" | "cv_aggregate") {
+            continue;
+        }
+        let dir = cache.materialize(&it.key)?;
+        let metrics: serde_json::Value = match std::fs::read(dir.join("metrics.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: metrics.json", inst.name))?,
+            Err(_) => continue,
+        };
+        rows.push(ResultRow {
+            input: inst.base.clone(),
+            stage: inst.name.clone(),
+            key: it.key.hex(),
+            coords: inst.coords.clone(),
+            metrics,
+            history: None,
+            stats: None,
+        });
+    }
+    Ok(rows)
 }
 
 pub(super) fn diff_command(
-    _cache: &Path,
-    _pipeline: &Path,
-    _a: &str,
-    _b: &str,
-    _registry: &StageRegistry,
+    cache_root: &Path,
+    pipeline: &Path,
+    a: &str,
+    b: &str,
+    registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    bail!("`pipe diff` is not implemented yet")
+    let cache = Cache::open(cache_root)?;
+    let mut sides = Vec::new();
+    for profile in [a, b] {
+        let loaded = load(pipeline, Some(profile), registry)?;
+        let plan = exec::plan(
+            &loaded.pipeline,
+            &loaded.graph,
+            &cache,
+            &PlanOptions {
+                backend: backend_for("cpu")?,
+                ..Default::default()
+            },
+        )?;
+        sides.push(rows_of(&loaded, &plan, &cache)?);
+    }
+    let changes = diff_metrics(&sides[0], &sides[1]);
+    print!("{}", render_diff_markdown(&changes, a, b));
+    Ok(ExitCode::SUCCESS)
 }

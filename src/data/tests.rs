@@ -691,10 +691,18 @@ fn plan_time_checks_name_the_param() {
         bad("format: aimed_tsv\nfile: a.tsv\nlabels: [a, b]\nnegative: c")
             .contains("param `negative`")
     );
+    let unknown = |yaml: &str| {
+        serde_yaml::from_str::<CorpusSpec>(yaml)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(unknown("format: conll\nfiles: {train: a}\nlabelz: [x]").contains("labelz"));
+    assert!(unknown("format: tsv\nfile: a\nlayout: {txt: 0}").contains("txt"));
     assert!(
-        serde_yaml::from_str::<CorpusSpec>("format: conll\nfiles: {train: a}\nlabelz: [x]")
-            .is_err()
+        unknown("format: jsonl\nfile: a\nentities: {style: spans, e1: a, e2: b, tag3: x}")
+            .contains("tag3")
     );
+    assert!(unknown("format: jsonl\nfile: a\nentities: {style: boxes}").contains("boxes"));
     let split_bad = |yaml: &str| {
         serde_yaml::from_str::<SplitSpec>(yaml)
             .unwrap()

@@ -348,6 +348,9 @@ mod tests {
             notes: notes.clone(),
         };
         assert_eq!(no_metric.text(), "—[^3]");
-        assert_eq!(notes.all()[2].text, "The results for `task=ddi` have no `pooled.f1`.");
+        assert_eq!(
+            notes.all()[2].text,
+            "The results for `task=ddi` have no `pooled.f1`."
+        );
     }
 }

@@ -94,8 +94,14 @@ pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<(), ReportError> {
     };
     // The legend goes to whichever right-hand corner has fewer points.
     let (x_mid, y_mid) = ((x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0);
-    let upper_right = points.iter().filter(|p| p.0 >= x_mid && p.1 >= y_mid).count();
-    let lower_right = points.iter().filter(|p| p.0 >= x_mid && p.1 < y_mid).count();
+    let upper_right = points
+        .iter()
+        .filter(|p| p.0 >= x_mid && p.1 >= y_mid)
+        .count();
+    let lower_right = points
+        .iter()
+        .filter(|p| p.0 >= x_mid && p.1 < y_mid)
+        .count();
     let legend_at = if upper_right <= lower_right {
         SeriesLabelPosition::UpperRight
     } else {

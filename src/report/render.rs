@@ -129,7 +129,10 @@ pub fn render(
         plots: Mutex::new(Vec::new()),
     });
     let mut env = environment(&state);
-    env.add_global("rows", Value::from_object(RowSet(rows.to_vec(), Vec::new())));
+    env.add_global(
+        "rows",
+        Value::from_object(RowSet(rows.to_vec(), Vec::new())),
+    );
     env.add_global("refs", Value::from_serialize(references));
     env.add_global("provenance", Value::from_serialize(provenance));
 
@@ -584,7 +587,11 @@ fn counts_table(stats: Value) -> Result<String, Error> {
     labels.dedup();
     let mut s = format!(
         "| label | {} | total |\n|---|{}---|\n",
-        splits.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" | "),
+        splits
+            .iter()
+            .map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
         "---|".repeat(splits.len())
     );
     let fmt = |n: u64| thousands(&Value::from(n)).unwrap_or_else(|_| n.to_string());
@@ -603,7 +610,11 @@ fn counts_table(stats: Value) -> Result<String, Error> {
     let totals: Vec<u64> = splits.iter().map(|sp| map[*sp].values().sum()).collect();
     s.push_str(&format!(
         "| **total** | {} | **{}** |\n",
-        totals.iter().map(|&n| fmt(n)).collect::<Vec<_>>().join(" | "),
+        totals
+            .iter()
+            .map(|&n| fmt(n))
+            .collect::<Vec<_>>()
+            .join(" | "),
         fmt(totals.iter().sum())
     ));
     Ok(s)
@@ -794,7 +805,10 @@ fn template_error(e: &Error, source: &TemplateSource) -> ReportError {
         }
         cause = c.source();
     }
-    for outer in chain.iter().take_while(|err| !std::ptr::eq(**err, innermost)) {
+    for outer in chain
+        .iter()
+        .take_while(|err| !std::ptr::eq(**err, innermost))
+    {
         if let (Some(name), Some(line)) = (outer.name(), outer.line()) {
             message = format!(
                 "{message} (included from {}:{line})",
