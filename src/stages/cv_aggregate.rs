@@ -1,8 +1,8 @@
 //! `cv_aggregate`: cross-validation summary over a family of fold results.
 //!
 //! Input `folds`: every instance of an `evaluate` stage (its `metrics.json` with counts) or
-//! of a `finetune` stage (scored here as `evaluate` would) that differs only in the fold
-//! coordinate. Writes `metrics.json`:
+//! of a `finetune` stage (its `predictions.jsonl`, scored here as `evaluate` would, with
+//! this stage's `average` / `positive`) that differs only in the fold coordinate. Writes `metrics.json`:
 //! - `precision`, `recall`, `f1`: the **mean over folds** (the authors' convention, reported
 //!   first: F1 is the mean of the fold F1s), also under `mean`;
 //! - `std`: sample std over folds;
@@ -53,14 +53,10 @@ impl Default for CvAggregateParams {
     }
 }
 
-/// One fold's metrics: from its metrics.json, or computed from its predictions.
+/// One fold's metrics: scored from its test predictions when it has them (a finetune
+/// output, whose own metrics.json holds dev scores), else its metrics.json (an evaluate
+/// output).
 fn fold_metrics(a: &InputArtifact, p: &CvAggregateParams) -> Result<Value, StageError> {
-    let metrics = a.path.join("metrics.json");
-    if metrics.is_file() {
-        let text = std::fs::read_to_string(&metrics).map_err(|e| StageError::io(&metrics, e))?;
-        return serde_json::from_str(&text)
-            .map_err(|e| StageError::Failed(format!("{}: {e}", metrics.display())));
-    }
     if a.path.join("predictions.jsonl").is_file() {
         let params = EvaluateParams {
             average: p.average,
@@ -68,10 +64,16 @@ fn fold_metrics(a: &InputArtifact, p: &CvAggregateParams) -> Result<Value, Stage
         };
         return Ok(evaluate_dir(&a.path, &params)?.to_json());
     }
+    let metrics = a.path.join("metrics.json");
+    if metrics.is_file() {
+        let text = std::fs::read_to_string(&metrics).map_err(|e| StageError::io(&metrics, e))?;
+        return serde_json::from_str(&text)
+            .map_err(|e| StageError::Failed(format!("{}: {e}", metrics.display())));
+    }
     Err(StageError::Input {
         name: "folds".to_string(),
         message: format!(
-            "{} ({}) has neither metrics.json nor predictions.jsonl",
+            "{} ({}) has neither predictions.jsonl nor metrics.json",
             a.stage,
             a.path.display()
         ),

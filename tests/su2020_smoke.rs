@@ -1,0 +1,89 @@
+//! A user's session with the su2020 pipeline at the `smoke` profile: the real
+//! pipeline file (its corpus sources pointed at the committed fixture slices), a tiny
+//! BERT with the real MiniLM tokenizer, every stage kind from fetch to report.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pipe(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("PIPE_CACHE", dir.join("cache"))
+        .env("PIPE_MIRROR", common::wheel_dir())
+        .output()
+        .expect("run pipe")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = repo.join("tests/fixtures/corpora");
+    let yaml = std::fs::read_to_string(repo.join("pipelines/su2020.yaml"))
+        .expect("pipeline")
+        .replace(
+            "path:../shared/data/",
+            &format!("path:{}/", fixtures.display()),
+        )
+        .replace("../stages/", &format!("{}/stages/", repo.display()))
+        .replace(
+            "reports/templates/",
+            &format!("{}/reports/templates/", repo.display()),
+        )
+        .replace(
+            "reports/references.yaml",
+            &format!("{}/reports/references.yaml", repo.display()),
+        );
+    std::fs::write(dir.path().join("su2020.yaml"), yaml).expect("write");
+
+    let plan = text(&pipe(dir.path(), &["plan", "su2020.yaml", "--profile", "smoke"]));
+    assert!(plan.contains("ft_ppi[fold=1,head=sll_att,seed=1]"), "{plan}");
+    assert!(plan.contains("to run, 0 cached"), "{plan}");
+
+    let out = pipe(dir.path(), &["run", "su2020.yaml", "--profile", "smoke", "--jobs", "2"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("failed 0, skipped 0"), "{log}");
+    assert!(log.contains("published report → reports/su2020"), "{log}");
+
+    // The report has our (smoke) numbers beside the paper's, and "—" for heads not run.
+    let report = std::fs::read_to_string(dir.path().join("reports/su2020/report.md"))
+        .expect("published report");
+    assert!(report.contains("## Table III"), "{report}");
+    assert!(report.contains("79.0 / 83.3 / 81.0"), "paper's BioBERT CLS PPI cell");
+    let cls_row = report
+        .lines()
+        .find(|l| l.starts_with("| `cls`"))
+        .expect("cls row");
+    assert!(!cls_row.contains("—["), "cls was run for every task: {cls_row}");
+    let lstm_row = report
+        .lines()
+        .find(|l| l.starts_with("| `sll_lstm`"))
+        .expect("sll_lstm row");
+    assert!(lstm_row.contains("—["), "sll_lstm was not run at smoke: {lstm_row}");
+
+    // Nothing reruns; the plan says so.
+    let again = text(&pipe(dir.path(), &["run", "su2020.yaml", "--profile", "smoke"]));
+    assert!(again.contains("ran 0,"), "{again}");
+    let stats = pipe(dir.path(), &["stats", "su2020.yaml", "--profile", "smoke", "chemprot", "--json"]);
+    let counts: serde_json::Value =
+        serde_json::from_slice(&stats.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&stats)));
+    let train: u64 = counts["train"]
+        .as_object()
+        .expect("train counts")
+        .values()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(train, 40, "smoke caps each split at 40 instances");
+}
