@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn golden_key_is_stable_across_machines_and_releases() {
         // If this changes, every user's cache is invalidated: bump KEY_DOMAIN on purpose only.
-        assert_eq!(material().key().hex(), "4c0c426bf476b5fb594c1cf848adc15cfa01ff9d4443805aadce2a8785c881c0");
+        assert_eq!(
+            material().key().hex(),
+            "4c0c426bf476b5fb594c1cf848adc15cfa01ff9d4443805aadce2a8785c881c0"
+        );
     }
 
     #[test]

@@ -493,7 +493,10 @@ fn golden_key_is_stable_across_machines() {
     );
     let out = p.ok(&["plan", "k.yaml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out[out.find('[').unwrap()..]).unwrap();
-    assert_eq!(v[0]["key"], "570663fa6921273ec5809ca9b3149beea780afc8bc82670f884595e80ef12b73");
+    assert_eq!(
+        v[0]["key"],
+        "570663fa6921273ec5809ca9b3149beea780afc8bc82670f884595e80ef12b73"
+    );
 }
 
 /// Each user mistake: message names file:line:col and says what was expected.

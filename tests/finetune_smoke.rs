@@ -30,7 +30,6 @@ use pipe::train::{
 };
 use serde_json::Value;
 
-
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/finetune/chemprot-mini")
 }

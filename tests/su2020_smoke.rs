@@ -47,11 +47,20 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
         );
     std::fs::write(dir.path().join("su2020.yaml"), yaml).expect("write");
 
-    let plan = text(&pipe(dir.path(), &["plan", "su2020.yaml", "--profile", "smoke"]));
-    assert!(plan.contains("ft_ppi[fold=1,head=sll_att,seed=1]"), "{plan}");
+    let plan = text(&pipe(
+        dir.path(),
+        &["plan", "su2020.yaml", "--profile", "smoke"],
+    ));
+    assert!(
+        plan.contains("ft_ppi[fold=1,head=sll_att,seed=1]"),
+        "{plan}"
+    );
     assert!(plan.contains("to run, 0 cached"), "{plan}");
 
-    let out = pipe(dir.path(), &["run", "su2020.yaml", "--profile", "smoke", "--jobs", "2"]);
+    let out = pipe(
+        dir.path(),
+        &["run", "su2020.yaml", "--profile", "smoke", "--jobs", "2"],
+    );
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("failed 0, skipped 0"), "{log}");
@@ -61,22 +70,44 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
     let report = std::fs::read_to_string(dir.path().join("reports/su2020/report.md"))
         .expect("published report");
     assert!(report.contains("## Table III"), "{report}");
-    assert!(report.contains("79.0 / 83.3 / 81.0"), "paper's BioBERT CLS PPI cell");
+    assert!(
+        report.contains("79.0 / 83.3 / 81.0"),
+        "paper's BioBERT CLS PPI cell"
+    );
     let cls_row = report
         .lines()
         .find(|l| l.starts_with("| `cls`"))
         .expect("cls row");
-    assert!(!cls_row.contains("—["), "cls was run for every task: {cls_row}");
+    assert!(
+        !cls_row.contains("—["),
+        "cls was run for every task: {cls_row}"
+    );
     let lstm_row = report
         .lines()
         .find(|l| l.starts_with("| `sll_lstm`"))
         .expect("sll_lstm row");
-    assert!(lstm_row.contains("—["), "sll_lstm was not run at smoke: {lstm_row}");
+    assert!(
+        lstm_row.contains("—["),
+        "sll_lstm was not run at smoke: {lstm_row}"
+    );
 
     // Nothing reruns; the plan says so.
-    let again = text(&pipe(dir.path(), &["run", "su2020.yaml", "--profile", "smoke"]));
+    let again = text(&pipe(
+        dir.path(),
+        &["run", "su2020.yaml", "--profile", "smoke"],
+    ));
     assert!(again.contains("ran 0,"), "{again}");
-    let stats = pipe(dir.path(), &["stats", "su2020.yaml", "--profile", "smoke", "chemprot", "--json"]);
+    let stats = pipe(
+        dir.path(),
+        &[
+            "stats",
+            "su2020.yaml",
+            "--profile",
+            "smoke",
+            "chemprot",
+            "--json",
+        ],
+    );
     let counts: serde_json::Value =
         serde_json::from_slice(&stats.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&stats)));
     let train: u64 = counts["train"]

