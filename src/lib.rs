@@ -11,6 +11,7 @@ pub mod graph;
 pub mod hash;
 pub mod metrics;
 pub mod model;
+pub mod pretrain;
 pub mod report;
 pub mod sources;
 pub mod spec;

@@ -253,6 +253,7 @@ impl ResumeCase {
                 weight_decay: 0.01,
                 grad_clip: 1.0,
                 seed: 7,
+                bucketing: true,
             },
         }
     }

@@ -320,6 +320,20 @@ fn report_stage_renders_its_bound_inputs() {
     assert!(md.contains("| backend / device | flex / cpu |"), "{md}");
     assert!(out.path().join("su2020_ddi_dev_f1.svg").is_file());
 
+    // An inline template, on the same inputs.
+    let inline: ReportParams = serde_json::from_value(serde_json::json!({
+        "template": {"inline": "{{ cell(rows, input='ddi', head='cls') }}\n"},
+        "output": "inline.md",
+    }))
+    .unwrap();
+    ReportStage::check(&inline).unwrap();
+    let inline_dir = out.path().join("inline");
+    std::fs::create_dir_all(&inline_dir).unwrap();
+    ctx.out_dir = inline_dir.clone();
+    ReportStage::run(&mut ctx, &inline).unwrap();
+    let text = std::fs::read_to_string(inline_dir.join("inline.md")).unwrap();
+    assert!(text.starts_with("—[^1]\n"), "{text}");
+
     let bad: ReportParams = serde_json::from_value(serde_json::json!({
         "template": "no_such.md.j2",
     }))

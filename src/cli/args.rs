@@ -150,6 +150,38 @@ pub enum BenchWhat {
         #[arg(long)]
         dvc: bool,
     },
+    /// Training and inference speed of the MiniLM classifier (32×128, 32×64), beside
+    /// PyTorch when `python3 -c "import torch, transformers"` works (or PIPE_TORCH_PYTHON).
+    Train {
+        /// A BERT checkpoint directory (default: a random MiniLM-L6; speed does not depend
+        /// on the weights).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Untimed steps per shape.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Timed steps per shape (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Print a JSON array, one object per shape.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One training epoch over real ChemProt sentences, with and without length bucketing.
+    Epoch {
+        /// BERT checkpoint directory (weights and tokenizer).
+        #[arg(long, env = "PIPE_BENCH_MODEL")]
+        model: PathBuf,
+        /// BLURB-style `text<TAB>label` file.
+        #[arg(long, default_value = super::bench_train::DEFAULT_EPOCH_DATA)]
+        data: PathBuf,
+        /// Use the first N examples [default: all].
+        #[arg(long)]
+        examples: Option<usize>,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -145,6 +145,18 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench { what } => match what {
             BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
+            BenchWhat::Train {
+                model,
+                warmup,
+                steps,
+                json,
+            } => super::bench_train::bench_train(model.as_deref(), warmup, steps, json),
+            BenchWhat::Epoch {
+                model,
+                data,
+                examples,
+                json,
+            } => super::bench_train::bench_epoch(&model, &data, examples, json),
         },
     }
 }
@@ -201,7 +213,7 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
         .unwrap_or(5)
         .max(5);
     let mut out = String::new();
-    let (mut run, mut cached) = (0, 0);
+    let (mut run, mut cached, mut not_selected) = (0, 0, 0);
     for it in &plan.items {
         let inst = &p.instances[it.instance];
         let (status, reason) = match it.status {
@@ -213,7 +225,10 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
                 run += 1;
                 ("run", exec::reasons_text(&it.reasons))
             }
-            Status::NotSelected => ("-", "not selected".to_string()),
+            Status::NotSelected => {
+                not_selected += 1;
+                continue;
+            }
         };
         out.push_str(&format!(
             "{status:<7} {:<width$}  {:<12} {}  {reason}\n",
@@ -222,7 +237,11 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
             it.key.short(),
         ));
     }
-    out.push_str(&format!("{run} to run, {cached} cached\n"));
+    out.push_str(&format!("{run} to run, {cached} cached"));
+    if not_selected > 0 {
+        out.push_str(&format!(" ({not_selected} not selected by --only)"));
+    }
+    out.push('\n');
     out
 }
 

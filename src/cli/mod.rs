@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod bench_train;
 mod commands;
 mod encode;
 mod report;

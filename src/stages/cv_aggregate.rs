@@ -365,6 +365,60 @@ mod tests {
     }
 
     #[test]
+    fn evaluate_outputs_aggregate_like_predictions() {
+        use crate::stages::evaluate::EvaluateStage;
+        let root = tempfile::tempdir().unwrap();
+        // Run `evaluate` on each fold, then aggregate its outputs.
+        let mut evaluated = Vec::new();
+        for i in [0, 1] {
+            let out = root.path().join(format!("eval{i}"));
+            std::fs::create_dir_all(&out).unwrap();
+            let mut c = ctx(vec![], &out);
+            c.inputs.by_name = [("predictions".to_string(), vec![fold(i, "cls")])].into();
+            EvaluateStage::run(&mut c, &EvaluateParams::default()).unwrap();
+            assert!(out.join("history.json").is_file() && out.join("per_class.md").is_file());
+            let mut a = fold(i, "cls");
+            a.path = out;
+            evaluated.push(a);
+        }
+        let via_evaluate = root.path().join("cv_eval");
+        let direct = root.path().join("cv_direct");
+        for d in [&via_evaluate, &direct] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        CvAggregateStage::run(
+            &mut ctx(evaluated, &via_evaluate),
+            &CvAggregateParams::default(),
+        )
+        .unwrap();
+        CvAggregateStage::run(
+            &mut ctx(vec![fold(0, "cls"), fold(1, "cls")], &direct),
+            &CvAggregateParams::default(),
+        )
+        .unwrap();
+        let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        let (a, b): (Value, Value) = (
+            serde_json::from_str(&read(&via_evaluate, "metrics.json")).unwrap(),
+            serde_json::from_str(&read(&direct, "metrics.json")).unwrap(),
+        );
+        for k in [
+            "precision",
+            "recall",
+            "f1",
+            "pooled",
+            "std",
+            "per_class",
+            "n",
+        ] {
+            assert_eq!(a[k], b[k], "{k}");
+        }
+        assert_eq!(
+            read(&via_evaluate, "history.json"),
+            read(&direct, "history.json")
+        );
+    }
+
+    #[test]
     fn folds_must_differ_in_the_fold_coordinate_only() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = ctx(vec![fold(0, "cls"), fold(1, "sll_att")], dir.path());

@@ -93,6 +93,18 @@ pub struct FinetuneParams {
     /// Write the fine-tuned model to `model/` (large).
     #[serde(default)]
     pub save_model: bool,
+    /// Length-bucketed training batches, each padded to its own longest instance; `false`
+    /// pads every batch to the longest training instance (`max_len` once any instance was
+    /// truncated). Evaluation always sorts by length and restores the input order.
+    /// (Left out of the key at its default, so results cached before this param existed
+    /// stay valid: the default is the behaviour they were made with.)
+    #[serde(default = "yes", skip_serializing_if = "is_default_bucketing")]
+    pub bucketing: bool,
+}
+
+/// `bucketing: true` is the behaviour every earlier result was made with.
+fn is_default_bucketing(bucketing: &bool) -> bool {
+    *bucketing
 }
 
 fn default_lr() -> f64 {
@@ -139,6 +151,7 @@ impl FinetuneParams {
             weight_decay: self.weight_decay,
             grad_clip: self.grad_clip,
             seed: self.seed,
+            bucketing: self.bucketing,
         }
     }
 }
@@ -585,6 +598,7 @@ mod tests {
             (2e-5, 32, 128, 10)
         );
         assert_eq!(p.lstm_hidden, 768);
+        assert!(p.bucketing);
         assert!(FinetuneStage::check(&p).is_ok());
         let bad: Result<FinetuneParams, _> =
             serde_json::from_value(serde_json::json!({"head": "sll_gru"}));

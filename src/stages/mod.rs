@@ -7,10 +7,12 @@ pub mod cv_aggregate;
 pub mod evaluate;
 pub mod fetch;
 pub mod finetune;
+pub mod pretrain;
 mod registry;
 pub mod report;
 pub mod shell;
 pub mod split;
+pub mod subdomain_corpus;
 
 pub use ctx::{InputArtifact, Inputs, Progress, StageCtx};
 pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};

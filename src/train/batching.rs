@@ -31,6 +31,17 @@ pub fn train_batches(
     batches
 }
 
+/// The batches of one epoch without bucketing: the shuffled order cut into consecutive
+/// batches (every index in `0..n` exactly once). The caller pads each to a fixed length.
+pub fn shuffled_batches(n: usize, batch_size: usize, rng: &mut SplitMix64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
 /// Batches for inference: all instances sorted by length (least padding), no shuffling.
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
@@ -97,6 +108,21 @@ mod tests {
         let e2 = train_batches(&lengths, 16, &mut rng);
         assert_ne!(e1, e2);
         assert_eq!(e1, train_batches(&lengths, 16, &mut SplitMix64::new(5)));
+    }
+
+    #[test]
+    fn shuffled_batches_cover_every_instance_once_and_reproduce() {
+        let mut rng = SplitMix64::new(3);
+        let e1 = shuffled_batches(1000, 32, &mut rng);
+        let e2 = shuffled_batches(1000, 32, &mut rng);
+        for epoch in [&e1, &e2] {
+            let mut seen: Vec<usize> = epoch.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+            assert!(epoch.iter().all(|b| !b.is_empty() && b.len() <= 32));
+        }
+        assert_ne!(e1, e2);
+        assert_eq!(e1, shuffled_batches(1000, 32, &mut SplitMix64::new(3)));
     }
 
     #[test]

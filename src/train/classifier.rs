@@ -93,8 +93,24 @@ pub struct Batch {
 impl Batch {
     /// Pads `instances` on the right with `pad_id` to the longest of them.
     pub fn new(instances: &[&EncodedInstance], pad_id: u32, device: &Device) -> Batch {
+        Batch::padded_to(instances, pad_id, 0, device)
+    }
+
+    /// Pads `instances` on the right with `pad_id` to `length` tokens, or to the longest of
+    /// them where that is longer (fixed padding, as without length bucketing).
+    pub fn padded_to(
+        instances: &[&EncodedInstance],
+        pad_id: u32,
+        length: usize,
+        device: &Device,
+    ) -> Batch {
         let batch = instances.len();
-        let longest = instances.iter().map(|x| x.ids.len()).max().unwrap_or(0);
+        let longest = instances
+            .iter()
+            .map(|x| x.ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(length);
         let mut ids = vec![i64::from(pad_id); batch * longest];
         let mut mask = vec![0i64; batch * longest];
         for (row, instance) in instances.iter().enumerate() {
@@ -251,6 +267,27 @@ mod tests {
             .expect("mask");
         assert_eq!(mask, vec![1, 1, 1, 1, 1, 1, 1, 0]);
         assert_eq!(batch.lengths, vec![4, 3]);
+    }
+
+    #[test]
+    fn fixed_padding_masks_the_extra_positions() {
+        let a = EncodedInstance {
+            ids: vec![101, 7, 102],
+            label: 0,
+            entities: [0, 0],
+        };
+        let batch = Batch::padded_to(&[&a], 0, 5, &Device::default());
+        assert_eq!(batch.input_ids.dims(), [1, 5]);
+        let mask: Vec<i64> = batch
+            .attention_mask
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .expect("mask");
+        assert_eq!(mask, vec![1, 1, 1, 0, 0]);
+        assert_eq!(batch.lengths, vec![3]);
+        // never shorter than the longest instance
+        let short = Batch::padded_to(&[&a], 0, 2, &Device::default());
+        assert_eq!(short.input_ids.dims(), [1, 3]);
     }
 
     #[test]

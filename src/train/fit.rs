@@ -16,7 +16,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::batching::train_batches;
+use super::batching::{shuffled_batches, train_batches};
 use super::checkpoint::{self, TrainState};
 use super::classifier::{cross_entropy, Batch, EncodedInstance, SequenceClassifier};
 use super::clipping::{clip_global_norm, no_decay_params};
@@ -45,6 +45,14 @@ pub struct TrainSettings {
     /// Max global gradient norm; 0 disables clipping.
     pub grad_clip: f64,
     pub seed: u64,
+    /// Length-bucketed batches, each padded to its own longest instance; `false`: shuffled
+    /// batches all padded to the longest training instance (fixed padding).
+    #[serde(default = "bucketing_default")]
+    pub bucketing: bool,
+}
+
+fn bucketing_default() -> bool {
+    true
 }
 
 /// One epoch in `history.json`.
@@ -93,6 +101,13 @@ pub fn fit(
 ) -> Result<Fitted, TrainError> {
     check_settings(settings, train.len())?;
     let lengths: Vec<usize> = train.iter().map(|x| x.ids.len()).collect();
+    // without bucketing every batch is padded to the longest instance (max_len once any
+    // instance was truncated)
+    let fixed_length = if settings.bucketing {
+        0
+    } else {
+        lengths.iter().copied().max().unwrap_or(0)
+    };
     let steps_per_epoch = train.len().div_ceil(settings.batch_size);
     let total_steps = steps_per_epoch * settings.epochs;
     let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, total_steps);
@@ -135,7 +150,11 @@ pub fn fit(
     while state.epochs_done < settings.epochs {
         let epoch = state.epochs_done + 1;
         let mut rng = state.shuffle_rng;
-        let batches = train_batches(&lengths, settings.batch_size, &mut rng);
+        let batches = if settings.bucketing {
+            train_batches(&lengths, settings.batch_size, &mut rng)
+        } else {
+            shuffled_batches(lengths.len(), settings.batch_size, &mut rng)
+        };
         let epoch_start = Instant::now();
         let mut loss_sum: Option<Tensor<1>> = None;
         let mut shown_loss = f64::NAN;
@@ -144,7 +163,7 @@ pub fn fit(
                 return Err(TrainError::Interrupted);
             }
             let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &train[i]).collect();
-            let batch = Batch::new(&refs, pad_id, env.device);
+            let batch = Batch::padded_to(&refs, pad_id, fixed_length, env.device);
             // dropout masks are drawn during the forward pass
             let dropout_seed =
                 SplitMix64::stream(settings.seed, DROPOUT_STREAM + state.step as u64).next_u64();
@@ -201,7 +220,7 @@ pub fn fit(
 
 /// AdamW with decoupled weight decay on every parameter except the 1-D ones (biases,
 /// LayerNorm), as BERT's optimizer.
-fn adamw(model: &SequenceClassifier, weight_decay: f64) -> ModuleOptimizer {
+pub(crate) fn adamw(model: &SequenceClassifier, weight_decay: f64) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_weight_decay(weight_decay as f32)
         .with_epsilon(ADAM_EPSILON)

@@ -97,3 +97,79 @@ fn read_floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, TrainError> {
         .try_into_vec_as::<f32>()
         .map_err(|e| TrainError::Invalid(format!("reading attention weights: {e:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::heads::{HeadConfig, HeadKind};
+    use crate::model::{BertConfig, BertModel};
+    use crate::train::classifier::initialize_params;
+    use crate::train::rng::{with_backend_seed, SplitMix64};
+
+    /// A tiny random encoder with the `sll_att` head (α over each instance's tokens).
+    fn model(device: &Device) -> SequenceClassifier {
+        let config = BertConfig::tiny(50);
+        with_backend_seed(device, 3, || {
+            let head = HeadConfig {
+                kind: HeadKind::SllAtt,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_hidden_layers,
+                num_attention_heads: config.num_attention_heads,
+                num_labels: 5,
+                lstm_hidden: 8,
+                dropout: 0.1,
+            }
+            .init(device)
+            .unwrap_or_else(|e| panic!("{e}"));
+            let model = SequenceClassifier {
+                encoder: BertModel::new(&config, device),
+                head,
+            };
+            initialize_params(&model);
+            model
+        })
+    }
+
+    #[test]
+    fn predictions_come_back_in_input_order() {
+        let device = Device::flex();
+        let model = model(&device);
+        let mut rng = SplitMix64::new(9);
+        // lengths deliberately unsorted, so sorted batches reorder the instances
+        let instances: Vec<EncodedInstance> = [9, 3, 14, 5, 11, 3, 7, 16, 4, 12]
+            .iter()
+            .map(|&len| EncodedInstance {
+                ids: (0..len).map(|_| 1 + rng.below(49) as u32).collect(),
+                label: 0,
+                entities: [0, 0],
+            })
+            .collect();
+        let cancel = AtomicBool::new(false);
+        let batched = predict(&model, &instances, 0, 4, &device, true, &cancel)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(batched.len(), instances.len());
+        for (instance, got) in instances.iter().zip(&batched) {
+            // each instance alone: no padding, no reordering
+            let alone = predict(
+                &model,
+                std::slice::from_ref(instance),
+                0,
+                1,
+                &device,
+                true,
+                &cancel,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let (want, have) = (
+                alone[0].alpha.as_deref().unwrap_or_default(),
+                got.alpha.as_deref().unwrap_or_default(),
+            );
+            assert_eq!(have.len(), instance.ids.len());
+            assert_eq!(want.len(), have.len());
+            for (a, b) in want.iter().zip(have) {
+                assert!((a - b).abs() < 1e-5, "α {a} alone vs {b} in a batch");
+            }
+            assert_eq!(alone[0].label, got.label);
+        }
+    }
+}

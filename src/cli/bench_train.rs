@@ -1,0 +1,503 @@
+//! `pipe bench train` and `pipe bench epoch`: training and inference speed of the project's
+//! MiniLM classifier (BERT encoder + the `cls` head) on the default CPU backend, beside
+//! PyTorch on the same machine when `torch` and `transformers` import. Benchmarks that
+//! print figures, not timed tests.
+//!
+//! `train` times the fine-tuning step of `train::fit` (forward, cross-entropy, backward,
+//! global-norm clipping, AdamW) on full synthetic batches of fixed shapes; `epoch` runs
+//! `train::fit` for one epoch over real ChemProt sentences with and without length
+//! bucketing.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::model::device::train_device;
+use crate::model::heads::{HeadConfig, HeadKind};
+use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
+use crate::stages::Progress;
+use crate::train::classifier::{cross_entropy, initialize_params};
+use crate::train::clipping::clip_global_norm;
+use crate::train::fit::adamw;
+use crate::train::rng::{with_backend_seed, SplitMix64};
+use crate::train::{fit, Batch, EncodedInstance, FitEnv, SequenceClassifier, TrainSettings};
+
+/// The PyTorch side of `bench train` (run with `python -c`).
+const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_train_torch.py");
+/// Shapes of `bench train`: batch × tokens.
+const SHAPES: [(usize, usize); 2] = [(32, 128), (32, 64)];
+/// Classes of the benchmark head (ChemProt's six).
+const NUM_LABELS: usize = 6;
+/// The finetune defaults the step runs with.
+const LR: f64 = 2e-5;
+const WEIGHT_DECAY: f64 = 0.01;
+const GRAD_CLIP: f64 = 1.0;
+const BATCH_SIZE: usize = 32;
+const MAX_LEN: usize = 128;
+/// Where `bench epoch` reads ChemProt (BLURB's `text<TAB>label`), relative to the cwd.
+pub(super) const DEFAULT_EPOCH_DATA: &str = "../shared/data/chemprot/blurb/train_blurb.tsv";
+
+/// all-MiniLM-L6-v2's encoder shape (the weights do not change the speed).
+fn minilm_l6_config() -> BertConfig {
+    BertConfig {
+        vocab_size: 30522,
+        hidden_size: 384,
+        num_hidden_layers: 6,
+        num_attention_heads: 12,
+        intermediate_size: 1536,
+        hidden_act: HiddenAct::Gelu,
+        ..BertConfig::tiny(30522)
+    }
+}
+
+/// The classifier: the checkpoint in `model_dir` (or a random MiniLM-L6) + a `cls` head.
+fn classifier(
+    model_dir: Option<&Path>,
+    num_labels: usize,
+    device: &Device,
+) -> Result<(SequenceClassifier, BertConfig), ModelError> {
+    with_backend_seed(device, 1, || {
+        let (encoder, config) = match model_dir {
+            Some(dir) => BertModel::load(dir, device)?,
+            None => {
+                let config = minilm_l6_config();
+                (BertModel::new(&config, device), config)
+            }
+        };
+        let head = HeadConfig {
+            kind: HeadKind::Cls,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_hidden_layers,
+            num_attention_heads: config.num_attention_heads,
+            num_labels,
+            lstm_hidden: 768,
+            dropout: 0.1,
+        }
+        .init(device)?;
+        let model = SequenceClassifier { encoder, head };
+        initialize_params(&model);
+        Ok((model, config))
+    })
+}
+
+/// `batch` full-length instances of pseudo-random word pieces (no padding).
+fn synthetic_instances(batch: usize, seq_len: usize, vocab: usize) -> Vec<EncodedInstance> {
+    let mut rng = SplitMix64::new(17);
+    let low = if vocab > 2000 { 1000 } else { 1 };
+    (0..batch)
+        .map(|b| EncodedInstance {
+            ids: (0..seq_len)
+                .map(|_| (low + rng.below(vocab - low)) as u32)
+                .collect(),
+            label: b % NUM_LABELS,
+            entities: [0, 0],
+        })
+        .collect()
+}
+
+/// Peak resident set of this process (`VmHWM`), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets `VmHWM` to the current resident set (Linux `clear_refs` 5), so each shape
+/// reports its own peak; where that is refused the figure is the process's peak so far.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Median seconds per training step and per inference pass of one shape on the flex CPU
+/// backend.
+struct RustTiming {
+    train_s: f64,
+    infer_s: f64,
+    peak_rss_mib: Option<f64>,
+    peak_is_per_shape: bool,
+}
+
+fn time_pipe(
+    model_dir: Option<&Path>,
+    (batch_size, seq_len): (usize, usize),
+    warmup: usize,
+    steps: usize,
+) -> Result<RustTiming> {
+    let peak_is_per_shape = reset_peak_rss();
+    let device = Device::flex();
+    let train_dev = train_device(&device);
+    let (mut model, config) = classifier(model_dir, NUM_LABELS, &train_dev)?;
+    if seq_len > config.max_position_embeddings {
+        bail!(
+            "{seq_len} tokens exceed the model's {}",
+            config.max_position_embeddings
+        );
+    }
+    let instances = synthetic_instances(batch_size, seq_len, config.vocab_size);
+    let refs: Vec<&EncodedInstance> = instances.iter().collect();
+    let mut optimizer = adamw(&model, WEIGHT_DECAY);
+    let batch = Batch::new(&refs, config.pad_token_id, &train_dev);
+    let mut train_times = Vec::with_capacity(steps);
+    for step in 0..warmup + steps {
+        let start = Instant::now();
+        let out = with_backend_seed(&train_dev, step as u64, || model.forward(&batch))?;
+        let loss = cross_entropy(out.logits, batch.labels.clone());
+        let value = loss.clone().inner();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (grads, _) = clip_global_norm(&model, grads, GRAD_CLIP);
+        model = optimizer.step(LR, model, grads);
+        // the backend runs ops eagerly; reading the loss makes sure the step is done
+        let _: f32 = value.into_scalar();
+        if step >= warmup {
+            train_times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let valid = model.valid();
+    let batch = Batch::new(&refs, config.pad_token_id, &device);
+    let mut infer_times = Vec::with_capacity(steps);
+    for step in 0..warmup + steps {
+        let start = Instant::now();
+        let out = valid.forward(&batch)?;
+        out.logits
+            .argmax(1)
+            .into_data()
+            .try_into_vec_as::<i64>()
+            .map_err(|e| anyhow::anyhow!("reading predictions: {e:?}"))?;
+        if step >= warmup {
+            infer_times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(RustTiming {
+        train_s: median(train_times),
+        infer_s: median(infer_times),
+        peak_rss_mib: peak_rss_mib(),
+        peak_is_per_shape,
+    })
+}
+
+/// The interpreter that imports `torch` and `transformers`: `PIPE_TORCH_PYTHON`, else
+/// `python3`; `None` when the import fails.
+fn torch_python() -> Option<String> {
+    let python = std::env::var("PIPE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-c", "import torch, transformers"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    status.success().then_some(python)
+}
+
+/// What the PyTorch script prints for one shape.
+#[derive(Debug, serde::Deserialize)]
+struct TorchTiming {
+    train_s_per_step: f64,
+    infer_s_per_step: f64,
+    torch_version: String,
+    threads: usize,
+}
+
+fn time_torch(
+    python: &str,
+    model_source: &str,
+    (batch, seq_len): (usize, usize),
+    warmup: usize,
+    steps: usize,
+) -> Result<TorchTiming> {
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(TORCH_SCRIPT)
+        .arg(model_source)
+        .arg(format!("{batch}x{seq_len}"))
+        .arg(warmup.to_string())
+        .arg(steps.to_string())
+        .arg(NUM_LABELS.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {python}"))?;
+    if !output.status.success() {
+        bail!("the PyTorch benchmark failed ({})", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("the PyTorch benchmark printed no result")?;
+    serde_json::from_str(line).context("reading the PyTorch benchmark's result")
+}
+
+/// One shape of `bench train --json`.
+#[derive(Debug, Serialize)]
+struct TrainFigures {
+    backend: &'static str,
+    batch: usize,
+    seq_len: usize,
+    train_s_per_step: f64,
+    train_seq_per_s: f64,
+    infer_s_per_step: f64,
+    infer_seq_per_s: f64,
+    peak_rss_mib: Option<f64>,
+    torch_train_s_per_step: Option<f64>,
+    torch_train_seq_per_s: Option<f64>,
+    torch_infer_s_per_step: Option<f64>,
+    torch_infer_seq_per_s: Option<f64>,
+    /// pipe's throughput over PyTorch's (> 1: pipe is faster).
+    train_vs_torch: Option<f64>,
+    infer_vs_torch: Option<f64>,
+    torch_version: Option<String>,
+    warmup_steps: usize,
+    timed_steps: usize,
+}
+
+/// `pipe bench train`.
+pub(super) fn bench_train(
+    model_dir: Option<&Path>,
+    warmup: usize,
+    steps: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    if steps == 0 {
+        bail!("--steps must be positive");
+    }
+    let python = torch_python();
+    let model_source = match model_dir {
+        Some(dir) => dir.display().to_string(),
+        None => serde_json::to_string(&minilm_l6_config())?,
+    };
+    if !json {
+        println!(
+            "train benchmark: {} + cls head ({NUM_LABELS} labels), backend flex, {} cores; \
+             step = forward + backward + clip + AdamW; median of {steps} steps after {warmup} \
+             warm-up; pipe and PyTorch alternate shape by shape",
+            model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
+                .display()
+                .to_string()),
+            num_cpus::get(),
+        );
+        if python.is_none() {
+            println!(
+                "PyTorch: not available (`python3 -c \"import torch, transformers\"` failed; \
+                 set PIPE_TORCH_PYTHON to another interpreter)"
+            );
+        }
+    }
+    let mut figures = Vec::new();
+    for shape in SHAPES {
+        let pipe = time_pipe(model_dir, shape, warmup, steps)?;
+        let torch = match &python {
+            Some(python) => Some(time_torch(python, &model_source, shape, warmup, steps)?),
+            None => None,
+        };
+        let (batch, seq_len) = shape;
+        let per_s = |s: f64| batch as f64 / s;
+        let f = TrainFigures {
+            backend: "flex",
+            batch,
+            seq_len,
+            train_s_per_step: pipe.train_s,
+            train_seq_per_s: per_s(pipe.train_s),
+            infer_s_per_step: pipe.infer_s,
+            infer_seq_per_s: per_s(pipe.infer_s),
+            peak_rss_mib: pipe.peak_rss_mib,
+            torch_train_s_per_step: torch.as_ref().map(|t| t.train_s_per_step),
+            torch_train_seq_per_s: torch.as_ref().map(|t| per_s(t.train_s_per_step)),
+            torch_infer_s_per_step: torch.as_ref().map(|t| t.infer_s_per_step),
+            torch_infer_seq_per_s: torch.as_ref().map(|t| per_s(t.infer_s_per_step)),
+            train_vs_torch: torch.as_ref().map(|t| t.train_s_per_step / pipe.train_s),
+            infer_vs_torch: torch.as_ref().map(|t| t.infer_s_per_step / pipe.infer_s),
+            torch_version: torch.as_ref().map(|t| t.torch_version.clone()),
+            warmup_steps: warmup,
+            timed_steps: steps,
+        };
+        if !json {
+            let rss = match (f.peak_rss_mib, pipe.peak_is_per_shape) {
+                (Some(mib), true) => format!("{mib:.0} MiB"),
+                (Some(mib), false) => format!("{mib:.0} MiB (process peak so far)"),
+                (None, _) => "n/a".to_string(),
+            };
+            println!(
+                "{batch}x{seq_len:<4} pipe   train {:.3} s/step {:>6.1} seq/s   infer {:.3} s {:>6.1} \
+                 seq/s   peak RSS {rss}",
+                f.train_s_per_step, f.train_seq_per_s, f.infer_s_per_step, f.infer_seq_per_s
+            );
+            if let Some(t) = &torch {
+                println!(
+                    "{batch}x{seq_len:<4} torch  train {:.3} s/step {:>6.1} seq/s   infer {:.3} s {:>6.1} \
+                     seq/s   (torch {}, {} threads)",
+                    t.train_s_per_step,
+                    per_s(t.train_s_per_step),
+                    t.infer_s_per_step,
+                    per_s(t.infer_s_per_step),
+                    t.torch_version,
+                    t.threads
+                );
+                println!(
+                    "{batch}x{seq_len:<4} pipe/torch  train {:.2}x   infer {:.2}x",
+                    f.train_vs_torch.unwrap_or(f64::NAN),
+                    f.infer_vs_torch.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        figures.push(f);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// ChemProt sentences and label indices (labels sorted as strings) from BLURB's TSV.
+fn read_tsv(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, Vec<usize>, usize)> {
+    let file = std::fs::File::open(path).with_context(|| {
+        format!(
+            "{} (pass --data FILE: a `text<TAB>label` file)",
+            path.display()
+        )
+    })?;
+    let mut rows = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        if limit.is_some_and(|l| rows.len() >= l) {
+            break;
+        }
+        let line = line.with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((text, label)) = line.rsplit_once('\t') else {
+            bail!("{}:{}: expected `text<TAB>label`", path.display(), n + 1);
+        };
+        rows.push((text.to_string(), label.trim().to_string()));
+    }
+    if rows.is_empty() {
+        bail!("{}: no examples", path.display());
+    }
+    let mut labels: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let index = |l: &str| labels.iter().position(|x| x == l).unwrap_or(0);
+    let gold = rows.iter().map(|(_, l)| index(l)).collect();
+    let num_labels = labels.len().max(2);
+    Ok((rows.into_iter().map(|(t, _)| t).collect(), gold, num_labels))
+}
+
+/// One arm of `bench epoch`.
+#[derive(Debug, Serialize)]
+struct EpochFigures {
+    seconds: f64,
+    seq_per_s: f64,
+    train_loss: f64,
+}
+
+/// `pipe bench epoch`.
+pub(super) fn bench_epoch(
+    model_dir: &Path,
+    data: &Path,
+    examples: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let (texts, gold, num_labels) = read_tsv(data, examples)?;
+    let tokenizer = BertTokenizer::from_dir(model_dir)?;
+    let mut train = Vec::with_capacity(texts.len());
+    for (text, &label) in texts.iter().zip(&gold) {
+        let encoding = tokenizer.encode(text, MAX_LEN)?;
+        train.push(EncodedInstance::new(text, &encoding, label));
+    }
+    let lengths: Vec<usize> = train.iter().map(|x| x.ids.len()).collect();
+    let real_tokens: usize = lengths.iter().sum();
+    let mean_len = real_tokens as f64 / lengths.len() as f64;
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    if !json {
+        println!(
+            "epoch benchmark: {} examples of {} (mean {mean_len:.1} word pieces, longest {longest}, \
+             max_len {MAX_LEN}), {} + cls head, batch {BATCH_SIZE}, backend flex, {} cores",
+            train.len(),
+            data.display(),
+            model_dir.display(),
+            num_cpus::get()
+        );
+    }
+    let cancel = AtomicBool::new(false);
+    let progress = Progress::hidden();
+    let scratch = std::env::temp_dir().join(format!("pipe-bench-epoch-{}", std::process::id()));
+    let mut arms = Vec::new();
+    for (name, bucketing) in [("bucketed", true), ("padded", false)] {
+        let device = train_device(&Device::flex());
+        let (model, _) = classifier(Some(model_dir), num_labels, &device)?;
+        let checkpoint_dir: PathBuf = scratch.join(name);
+        std::fs::create_dir_all(&checkpoint_dir)
+            .with_context(|| format!("creating {}", checkpoint_dir.display()))?;
+        let settings = TrainSettings {
+            lr: LR,
+            epochs: 1,
+            batch_size: BATCH_SIZE,
+            warmup: 0.1,
+            weight_decay: WEIGHT_DECAY,
+            grad_clip: GRAD_CLIP,
+            seed: 1,
+            bucketing,
+        };
+        let env = FitEnv {
+            device: &device,
+            checkpoint_dir: &checkpoint_dir,
+            progress: &progress,
+            cancel: &cancel,
+        };
+        let result = fit(
+            model,
+            &train,
+            tokenizer.pad_id(),
+            &settings,
+            &env,
+            |_, _| Ok(()),
+        );
+        let _ = std::fs::remove_dir_all(&checkpoint_dir);
+        let fitted = result?;
+        let record = fitted.history.last().context("the epoch left no record")?;
+        let arm = EpochFigures {
+            seconds: record.seconds,
+            seq_per_s: record.seq_per_s,
+            train_loss: record.train_loss,
+        };
+        if !json {
+            println!(
+                "{name:<9} {:>8.1} s  {:>6.1} seq/s  (loss {:.4})",
+                arm.seconds, arm.seq_per_s, arm.train_loss
+            );
+        }
+        arms.push(arm);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let speedup = arms[1].seconds / arms[0].seconds;
+    if json {
+        let figures = serde_json::json!({
+            "backend": "flex",
+            "examples": train.len(),
+            "batch": BATCH_SIZE,
+            "max_len": MAX_LEN,
+            "mean_len": mean_len,
+            "bucketed_seconds": arms[0].seconds,
+            "bucketed_seq_per_s": arms[0].seq_per_s,
+            "padded_seconds": arms[1].seconds,
+            "padded_seq_per_s": arms[1].seq_per_s,
+            "speedup": speedup,
+        });
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!("bucketing is {speedup:.2}x faster than fixed padding to {longest}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

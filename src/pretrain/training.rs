@@ -1,0 +1,528 @@
+//! Continued MLM training: AdamW (no decay on 1-D parameters) with linear warm-up and
+//! decay, gradient accumulation to an effective batch of `batch_size · grad_accum`,
+//! global-norm clipping, and a checkpoint every `checkpoint_every` updates that a rerun
+//! resumes from.
+//!
+//! Determinism: which sequences update `u` sees, how they are masked and the dropout masks
+//! are all functions of `(seed, u)`, so a resumed run computes the updates of one that never
+//! stopped; held-out masks depend on nothing but the sequence, so "before" and "after"
+//! scores (and runs with other seeds) are measured on the same predictions.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::{Module, ParamGroup};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::masking::{mask, MaskVocab, Masked, Masking};
+use super::mlm_head::MaskedLm;
+use crate::model::Encoding;
+use crate::stages::Progress;
+use crate::train::checkpoint::{restore_model, restore_optimizer, MODEL_FILE, OPTIMIZER_FILE};
+use crate::train::classifier::cross_entropy;
+use crate::train::clipping::{clip_global_norm, no_decay_params};
+use crate::train::fit::format_duration;
+use crate::train::rng::{with_backend_seed, SplitMix64};
+use crate::train::schedule::LinearWarmupDecay;
+use crate::train::TrainError;
+
+/// AdamW's ε, as BERT's optimizer.
+const ADAM_EPSILON: f32 = 1e-6;
+/// Generator streams: epoch shuffles, training masks (per sequence drawn), dropout (per
+/// micro-batch); held-out masks use their own fixed seed.
+const SHUFFLE_STREAM: u64 = 0;
+const MASK_STREAM: u64 = 1 << 40;
+const DROPOUT_STREAM: u64 = 2 << 40;
+const HELD_OUT_MASK_SEED: u64 = 0x5EED_0F4E_1D00_0077;
+const STATE_FILE: &str = "state.json";
+const STEP_PREFIX: &str = "step-";
+
+/// One training or held-out sequence: `[CLS] pieces… [SEP]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    pub ids: Vec<u32>,
+    /// `None` for special tokens; equal ids for the pieces of one word.
+    pub word_ids: Vec<Option<u32>>,
+}
+
+/// Cuts the encoding of a whole document (`[CLS] … [SEP]`, untruncated) into sequences of
+/// at most `max_len` pieces, each wrapped in `[CLS]` … `[SEP]`, cutting between words
+/// (a word longer than a whole sequence is cut).
+pub fn chunk(encoding: &Encoding, max_len: usize, cls: u32, sep: u32) -> Vec<Sequence> {
+    let n = encoding.ids.len();
+    let body = if n >= 2 { 1..n - 1 } else { 0..0 };
+    let capacity = max_len.saturating_sub(2).max(1);
+    let mut sequences = Vec::new();
+    let mut start = body.start;
+    while start < body.end {
+        let mut stop = (start + capacity).min(body.end);
+        if stop < body.end {
+            let word = encoding.word_ids[stop];
+            let mut cut = stop;
+            while cut > start && word.is_some() && encoding.word_ids[cut - 1] == word {
+                cut -= 1;
+            }
+            if cut > start {
+                stop = cut;
+            }
+        }
+        let mut ids = vec![cls];
+        ids.extend_from_slice(&encoding.ids[start..stop]);
+        ids.push(sep);
+        let mut word_ids = vec![None];
+        word_ids.extend_from_slice(&encoding.word_ids[start..stop]);
+        word_ids.push(None);
+        sequences.push(Sequence { ids, word_ids });
+        start = stop;
+    }
+    sequences
+}
+
+/// Optimisation settings (the `pretrain` params of the same names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlmSettings {
+    /// Optimizer updates.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    /// Fraction of the updates spent warming up.
+    pub warmup: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub seed: u64,
+    pub masking: Masking,
+    pub checkpoint_every: usize,
+}
+
+/// One update in `history.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// 1-based update index.
+    pub step: usize,
+    /// Mean MLM loss over the update's micro-batches.
+    pub loss: f64,
+    pub lr: f64,
+}
+
+/// MLM scores on held-out sequences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlmScores {
+    /// Mean cross-entropy over the predicted pieces (nats).
+    pub loss: f64,
+    /// Share of predicted pieces whose argmax is the original piece.
+    pub accuracy: f64,
+    pub predicted_tokens: usize,
+    pub sequences: usize,
+}
+
+/// Resumable state besides tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlmState {
+    pub settings: MlmSettings,
+    pub step: usize,
+    pub history: Vec<StepRecord>,
+    /// Held-out scores of the model before training.
+    pub before: Option<MlmScores>,
+}
+
+/// Where training runs and reports.
+pub struct MlmEnv<'a> {
+    /// Autodiff device the model lives on.
+    pub device: &'a Device,
+    pub checkpoint_dir: &'a Path,
+    pub progress: &'a Progress,
+    pub cancel: &'a AtomicBool,
+    pub vocab: MaskVocab,
+    pub pad_id: u32,
+}
+
+/// A padded, masked batch.
+struct MlmBatch {
+    input_ids: Tensor<2, Int>,
+    attention_mask: Tensor<2, Int>,
+    /// Flat indices `b·T + t` of the predicted pieces.
+    positions: Tensor<1, Int>,
+    labels: Tensor<1, Int>,
+    predicted: usize,
+}
+
+fn make_batch(masked: &[Masked], pad_id: u32, device: &Device) -> Option<MlmBatch> {
+    let batch = masked.len();
+    let longest = masked.iter().map(|m| m.input_ids.len()).max().unwrap_or(0);
+    let mut ids = vec![i64::from(pad_id); batch * longest];
+    let mut attention = vec![0i64; batch * longest];
+    let mut positions = Vec::new();
+    let mut labels = Vec::new();
+    for (row, m) in masked.iter().enumerate() {
+        for (i, &id) in m.input_ids.iter().enumerate() {
+            ids[row * longest + i] = i64::from(id);
+            attention[row * longest + i] = 1;
+        }
+        for (i, label) in m.positions() {
+            positions.push((row * longest + i) as i64);
+            labels.push(i64::from(label));
+        }
+    }
+    let predicted = labels.len();
+    if predicted == 0 {
+        return None;
+    }
+    Some(MlmBatch {
+        input_ids: Tensor::from_data(TensorData::new(ids, [batch, longest]), device),
+        attention_mask: Tensor::from_data(TensorData::new(attention, [batch, longest]), device),
+        positions: Tensor::from_data(TensorData::new(positions, [predicted]), device),
+        labels: Tensor::from_data(TensorData::new(labels, [predicted]), device),
+        predicted,
+    })
+}
+
+/// How held-out sequences are masked and batched.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOutSettings {
+    pub masking: Masking,
+    pub batch_size: usize,
+    pub vocab: MaskVocab,
+    pub pad_id: u32,
+}
+
+/// Masked-token loss and accuracy of `model` (an inference model on `device`) on `held_out`,
+/// with masks fixed by the sequence index alone.
+pub fn evaluate(
+    model: &MaskedLm,
+    held_out: &[Sequence],
+    settings: HeldOutSettings,
+    device: &Device,
+    cancel: &AtomicBool,
+) -> Result<MlmScores, TrainError> {
+    let HeldOutSettings {
+        masking,
+        batch_size,
+        vocab: env_vocab,
+        pad_id,
+    } = settings;
+    let (mut loss_sum, mut correct, mut predicted) = (0.0f64, 0i64, 0usize);
+    for (b, group) in held_out.chunks(batch_size.max(1)).enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TrainError::Interrupted);
+        }
+        let masked: Vec<Masked> = group
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let index = (b * batch_size.max(1) + i) as u64;
+                let mut rng = SplitMix64::stream(HELD_OUT_MASK_SEED, index);
+                mask(&s.ids, &s.word_ids, masking, env_vocab, &mut rng)
+            })
+            .collect();
+        let Some(batch) = make_batch(&masked, pad_id, device) else {
+            continue;
+        };
+        let logits = model.forward(batch.input_ids, batch.attention_mask, batch.positions);
+        let n = batch.predicted;
+        let log_p = log_softmax(logits.clone(), 1);
+        let picked: Tensor<2> = log_p.gather(1, batch.labels.clone().reshape([n, 1]));
+        loss_sum -= f64::from(picked.sum().into_scalar::<f32>());
+        let hits = logits
+            .argmax(1)
+            .reshape([n])
+            .equal(batch.labels)
+            .int()
+            .sum()
+            .into_scalar::<i64>();
+        correct += hits;
+        predicted += n;
+    }
+    if predicted == 0 {
+        return Err(TrainError::Invalid(
+            "no held-out pieces to predict".to_string(),
+        ));
+    }
+    Ok(MlmScores {
+        loss: loss_sum / predicted as f64,
+        accuracy: correct as f64 / predicted as f64,
+        predicted_tokens: predicted,
+        sequences: held_out.len(),
+    })
+}
+
+/// AdamW with decoupled weight decay on every parameter except the 1-D ones.
+fn adamw(model: &MaskedLm, weight_decay: f64) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .with_epsilon(ADAM_EPSILON)
+        .init()
+        .with_group(
+            ParamGroup::from_ids(no_decay_params(model)),
+            AdamWConfig::new()
+                .with_weight_decay(0.0)
+                .with_epsilon(ADAM_EPSILON)
+                .build(),
+            None,
+        )
+}
+
+/// Which training sequence is the `k`-th drawn: passes over the data, each in its own
+/// shuffled order.
+struct Order {
+    n: usize,
+    seed: u64,
+    pass: usize,
+    permutation: Vec<usize>,
+}
+
+impl Order {
+    fn new(n: usize, seed: u64) -> Self {
+        Order {
+            n,
+            seed,
+            pass: usize::MAX,
+            permutation: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, k: usize) -> usize {
+        let pass = k / self.n;
+        if pass != self.pass {
+            self.permutation = (0..self.n).collect();
+            SplitMix64::stream(self.seed, SHUFFLE_STREAM + pass as u64)
+                .shuffle(&mut self.permutation);
+            self.pass = pass;
+        }
+        self.permutation[k % self.n]
+    }
+}
+
+/// Trains `model` for `settings.steps` updates on `train`, resuming from the newest
+/// checkpoint in `env.checkpoint_dir`. `before` scores the untrained model (called only when
+/// starting afresh; its result is kept in the checkpoints).
+pub fn train_mlm(
+    model: MaskedLm,
+    train: &[Sequence],
+    settings: &MlmSettings,
+    env: &MlmEnv,
+    before: impl FnOnce(&MaskedLm) -> Result<MlmScores, TrainError>,
+) -> Result<(MaskedLm, MlmState), TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::Invalid("no training sequences".into()));
+    }
+    let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, settings.steps);
+    let mut model = model;
+    let mut optimizer = adamw(&model, settings.weight_decay);
+    let mut state = MlmState {
+        settings: settings.clone(),
+        step: 0,
+        history: Vec::new(),
+        before: None,
+    };
+    if let Some((path, saved)) = latest(env.checkpoint_dir)? {
+        if saved.settings != *settings {
+            return Err(TrainError::Invalid(format!(
+                "{}: checkpoint of a run with other settings ({:?}); remove it to start over",
+                path.display(),
+                saved.settings
+            )));
+        }
+        model = restore_model(&path, model)?;
+        optimizer = restore_optimizer(&path, adamw(&model, settings.weight_decay))?;
+        env.progress.println(format!(
+            "resuming after update {}/{} from {}",
+            saved.step,
+            settings.steps,
+            path.display()
+        ));
+        state = saved;
+    }
+    if state.before.is_none() {
+        state.before = Some(before(&model)?);
+    }
+
+    let mut order = Order::new(train.len(), settings.seed);
+    env.progress.set_length(settings.steps as u64);
+    env.progress.set_position(state.step as u64);
+    let start = Instant::now();
+    let steps_at_start = state.step;
+    while state.step < settings.steps {
+        let mut accumulator = GradientsAccumulator::<MaskedLm>::new();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        for micro in 0..settings.grad_accum {
+            if env.cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Interrupted);
+            }
+            let first = (state.step * settings.grad_accum + micro) * settings.batch_size;
+            let masked: Vec<Masked> = (first..first + settings.batch_size)
+                .map(|k| {
+                    let s = &train[order.at(k)];
+                    let mut rng = SplitMix64::stream(settings.seed, MASK_STREAM + k as u64);
+                    mask(&s.ids, &s.word_ids, settings.masking, env.vocab, &mut rng)
+                })
+                .collect();
+            let Some(batch) = make_batch(&masked, env.pad_id, env.device) else {
+                continue;
+            };
+            let micro_index = (state.step * settings.grad_accum + micro) as u64;
+            let dropout_seed =
+                SplitMix64::stream(settings.seed, DROPOUT_STREAM + micro_index).next_u64();
+            let logits = with_backend_seed(env.device, dropout_seed, || {
+                model.forward(batch.input_ids, batch.attention_mask, batch.positions)
+            });
+            // L = −(1/M) Σ log p(x_i | x̃), averaged over the micro-batches of the update
+            let loss = cross_entropy(logits, batch.labels).div_scalar(settings.grad_accum as f64);
+            let detached = loss.clone().inner();
+            loss_sum = Some(match loss_sum.take() {
+                Some(sum) => sum + detached,
+                None => detached,
+            });
+            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        let lr = schedule.lr(state.step);
+        let (grads, _) = clip_global_norm(&model, accumulator.grads(), settings.grad_clip);
+        model = optimizer.step(lr, model, grads);
+        state.step += 1;
+        let loss = loss_sum.map_or(f64::NAN, |s| f64::from(s.into_scalar::<f32>()));
+        state.history.push(StepRecord {
+            step: state.step,
+            loss,
+            lr,
+        });
+        env.progress.set_position(state.step as u64);
+        let per_step = start.elapsed().as_secs_f64() / (state.step - steps_at_start) as f64;
+        env.progress.set_message(format!(
+            "update {}/{}  MLM loss {loss:.4}  ETA {}",
+            state.step,
+            settings.steps,
+            format_duration(per_step * (settings.steps - state.step) as f64)
+        ));
+        if state.step.is_multiple_of(settings.checkpoint_every) || state.step == settings.steps {
+            save(env.checkpoint_dir, &model, &optimizer, &state)?;
+        }
+    }
+    Ok((model, state))
+}
+
+/// Writes `step-K/` and removes older checkpoints.
+fn save(
+    dir: &Path,
+    model: &MaskedLm,
+    optimizer: &ModuleOptimizer,
+    state: &MlmState,
+) -> Result<(), TrainError> {
+    let name = format!("{STEP_PREFIX}{}", state.step);
+    let target = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    remove_dir_if_present(&tmp)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let model_path = tmp.join(MODEL_FILE);
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|e| TrainError::checkpoint(&model_path, e))?;
+    let optimizer_path = tmp.join(OPTIMIZER_FILE);
+    optimizer
+        .save(&optimizer_path)
+        .map_err(|e| TrainError::checkpoint(&optimizer_path, e))?;
+    let state_path = tmp.join(STATE_FILE);
+    let text =
+        serde_json::to_string_pretty(state).map_err(|e| TrainError::checkpoint(&state_path, e))?;
+    std::fs::write(&state_path, text).map_err(|e| TrainError::io(&state_path, e))?;
+    remove_dir_if_present(&target)?;
+    std::fs::rename(&tmp, &target).map_err(|e| TrainError::io(&target, e))?;
+    for (step, path) in step_dirs(dir)? {
+        if step != state.step {
+            remove_dir_if_present(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint in `dir`.
+fn latest(dir: &Path) -> Result<Option<(PathBuf, MlmState)>, TrainError> {
+    let Some((_, path)) = step_dirs(dir)?.into_iter().max_by_key(|(step, _)| *step) else {
+        return Ok(None);
+    };
+    let state_path = path.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state: MlmState =
+        serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&state_path, e))?;
+    Ok(Some((path, state)))
+}
+
+fn step_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let entry = entry.map_err(|e| TrainError::io(dir, e))?;
+        let step = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(STEP_PREFIX))
+            .and_then(|k| k.parse::<usize>().ok());
+        if let Some(step) = step.filter(|_| entry.path().join(STATE_FILE).is_file()) {
+            found.push((step, entry.path()));
+        }
+    }
+    Ok(found)
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), TrainError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoding(words: &[usize]) -> Encoding {
+        // words[k] = number of pieces of word k
+        let mut ids = vec![101];
+        let mut word_ids = vec![None];
+        for (w, &pieces) in words.iter().enumerate() {
+            for p in 0..pieces {
+                ids.push((1000 + 10 * w + p) as u32);
+                word_ids.push(Some(w as u32));
+            }
+        }
+        ids.push(102);
+        word_ids.push(None);
+        let n = ids.len();
+        Encoding {
+            ids,
+            tokens: vec![String::new(); n],
+            word_ids,
+            offsets: vec![(0, 0); n],
+        }
+    }
+
+    #[test]
+    fn chunks_cut_between_words_and_keep_every_piece() {
+        let e = encoding(&[1, 2, 3, 1, 2, 1, 1, 3]);
+        let chunks = chunk(&e, 6, 101, 102);
+        let mut pieces = Vec::new();
+        for c in &chunks {
+            assert!(c.ids.len() <= 6);
+            assert_eq!((c.ids[0], c.ids[c.ids.len() - 1]), (101, 102));
+            assert_eq!((c.word_ids[0], c.word_ids[c.ids.len() - 1]), (None, None));
+            pieces.extend_from_slice(&c.ids[1..c.ids.len() - 1]);
+        }
+        assert_eq!(pieces, e.ids[1..e.ids.len() - 1]);
+        // no word is split: the first piece of each chunk starts a word
+        for c in &chunks[1..] {
+            let w = c.word_ids[1];
+            let first = e.word_ids.iter().position(|x| *x == w);
+            let at = e.ids.iter().position(|&id| id == c.ids[1]);
+            assert_eq!(first, at);
+        }
+        // a word longer than a sequence is cut rather than lost
+        let long = chunk(&encoding(&[7]), 5, 101, 102);
+        assert_eq!(long.iter().map(|c| c.ids.len() - 2).sum::<usize>(), 7);
+    }
+}
