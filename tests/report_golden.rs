@@ -322,7 +322,7 @@ fn report_stage_renders_its_bound_inputs() {
 
     // An inline template, on the same inputs.
     let inline: ReportParams = serde_json::from_value(serde_json::json!({
-        "template": {"inline": "{{ cell(rows, input='ddi', head='cls') }}\n"},
+        "template": {"inline": "{{ cell(rows, input='results', task='ddi', head='cls') }}\n"},
         "output": "inline.md",
     }))
     .unwrap();
@@ -332,7 +332,7 @@ fn report_stage_renders_its_bound_inputs() {
     ctx.out_dir = inline_dir.clone();
     ReportStage::run(&mut ctx, &inline).unwrap();
     let text = std::fs::read_to_string(inline_dir.join("inline.md")).unwrap();
-    assert!(text.starts_with("—[^1]\n"), "{text}");
+    assert!(text.starts_with("76.6 ± 0.2\n"), "{text}");
 
     let bad: ReportParams = serde_json::from_value(serde_json::json!({
         "template": "no_such.md.j2",

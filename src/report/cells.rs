@@ -125,8 +125,9 @@ pub struct OurCell {
     pub metric: String,
     /// Rows that matched the cell's filters (with or without the metric).
     pub matched: usize,
-    /// Why the aggregate is incomplete (fewer results than expected), if it is.
-    pub partial: Option<String>,
+    /// Footnotes the number carries (fewer results than expected, nothing predicted
+    /// positive, ...).
+    pub remarks: Vec<(NoteKind, String)>,
     pub notes: Arc<Footnotes>,
 }
 
@@ -154,11 +155,8 @@ impl OurCell {
         if let Some(std) = s.std {
             text.push_str(&format!(" ± {}", percent(std, 1)));
         }
-        if let Some(why) = &self.partial {
-            text.push_str(&format!(
-                "[^{}]",
-                self.notes.mark(NoteKind::Incomplete, why)
-            ));
+        for (kind, why) in &self.remarks {
+            text.push_str(&format!("[^{}]", self.notes.mark(*kind, why)));
         }
         text
     }
@@ -295,7 +293,7 @@ mod tests {
             what: "x".into(),
             metric: "f1".into(),
             matched: 2,
-            partial: None,
+            remarks: Vec::new(),
             notes: notes.clone(),
         };
         assert_eq!(ours.text(), "81.0 ± 1.4");
@@ -314,7 +312,7 @@ mod tests {
             what: "task=ddi, head=cls".into(),
             metric: "f1".into(),
             matched: 0,
-            partial: None,
+            remarks: Vec::new(),
             notes: notes.clone(),
         };
         assert_eq!(none.text(), "—[^1]");
@@ -344,7 +342,7 @@ mod tests {
             what: "`task=ddi`".into(),
             metric: "pooled.f1".into(),
             matched: 3,
-            partial: None,
+            remarks: Vec::new(),
             notes: notes.clone(),
         };
         assert_eq!(no_metric.text(), "—[^3]");

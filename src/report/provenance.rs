@@ -21,6 +21,17 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// Provenance of a run of `pipeline` with `profile` on `device` (e.g. `cpu`, `cuda:0`),
+    /// rendered by this build of `pipe`.
+    pub fn for_run(pipeline: &str, profile: Option<&str>, device: &str) -> Provenance {
+        Provenance {
+            pipeline: pipeline.to_string(),
+            profile: profile.map(str::to_string),
+            pipe_commit: Self::pipe_commit_of_this_build(),
+            backend: format!("{} / {device}", crate::model::backend_name(device)),
+        }
+    }
+
     /// The git commit of this build of `pipe`: `PIPE_GIT_COMMIT` at compile time if the
     /// build set it, else `git describe --always --dirty` in the source tree it was built
     /// from, else `unknown`.

@@ -362,32 +362,78 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
         )));
     }
     let values: Vec<f64> = matched.iter().filter_map(|r| r.metric(&metric)).collect();
-    let partial = if values.is_empty() {
-        None
-    } else if values.len() < matched.len() {
-        Some(format!(
-            "Mean over {} of {} results for {what} ({metric}): the others have no `{metric}`.",
-            values.len(),
-            matched.len()
-        ))
-    } else {
-        match expect {
-            Some(want) if values.len() < want => Some(format!(
+    let mut remarks = Vec::new();
+    if !values.is_empty() && values.len() < matched.len() {
+        remarks.push((
+            NoteKind::Incomplete,
+            format!(
+                "Mean over {} of {} results for {what} ({metric}): the others have no `{metric}`.",
+                values.len(),
+                matched.len()
+            ),
+        ));
+    } else if let Some(want) = expect.filter(|&want| !values.is_empty() && values.len() < want) {
+        remarks.push((
+            NoteKind::Incomplete,
+            format!(
                 "Mean over {} of {want} expected results for {what}: the others have not run.",
                 values.len()
-            )),
-            _ => None,
-        }
-    };
+            ),
+        ));
+    }
+    if let Some(text) = no_positive_predictions(&matched, &metric, &what) {
+        remarks.push((NoteKind::Other, text));
+    }
     Ok(Value::from_object(OurCell {
         spread: MeanStd::of(&values),
         values,
         what,
         metric,
         matched: matched.len(),
-        partial,
+        remarks,
         notes: state.notes.clone(),
     }))
+}
+
+/// A note when a precision or F1 of 0 comes from nothing predicted positive (P is then 0
+/// by definition): counted from the `tp`/`fp` next to the metric, or from `per_fold`.
+fn no_positive_predictions(rows: &[&ResultRow], metric: &str, what: &str) -> Option<String> {
+    let (prefix, last) = match metric.rsplit_once('.') {
+        Some((prefix, last)) => (format!("{prefix}."), last),
+        None => (String::new(), metric),
+    };
+    if !matches!(last, "precision" | "f1") {
+        return None;
+    }
+    let none_predicted = |v: &serde_json::Value| {
+        let count = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+        matches!((count("tp"), count("fp")), (Some(0), Some(0)))
+    };
+    let (mut results, mut folds) = (0, 0);
+    for r in rows {
+        let at = |p: &str| r.metric(&format!("{prefix}{p}"));
+        if at("tp") == Some(0.0) && at("fp") == Some(0.0) {
+            results += 1;
+        } else if prefix.is_empty() {
+            if let Some(list) = r.metrics.get("per_fold").and_then(|f| f.as_array()) {
+                folds += list.iter().filter(|f| none_predicted(f)).count();
+            }
+        }
+    }
+    if results > 0 {
+        Some(format!(
+            "Nothing was predicted positive in {results} of {} results for {what}: \
+             precision (and so F1) is 0 there by definition.",
+            rows.len()
+        ))
+    } else if folds > 0 {
+        Some(format!(
+            "Nothing was predicted positive in {folds} fold(s) of the results for {what}: \
+             precision (and so F1) is 0 there by definition."
+        ))
+    } else {
+        None
+    }
 }
 
 fn reference(state: &RenderState, args: &[Value]) -> Result<Value, Error> {
@@ -545,15 +591,25 @@ fn history_plot(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Stri
         .collect();
     let title = title.unwrap_or_else(|| format!("{metric}: {}", describe(&described)));
     if series.is_empty() {
-        return Ok(cells::missing(
-            &state.notes,
-            NoteKind::MissingResult,
-            &format!(
-                "No training history with `{metric}` for `{}`: its stages have not run \
-                 (or are not in this cache).",
-                describe(&described)
-            ),
-        ));
+        let (kind, why) = if matched.is_empty() {
+            (
+                NoteKind::MissingResult,
+                format!(
+                    "No training history for `{}`: its stages have not run \
+                     (or are not in this cache).",
+                    describe(&described)
+                ),
+            )
+        } else {
+            (
+                NoteKind::Other,
+                format!(
+                    "The training histories of `{}` record no `{metric}` (e.g. no dev set).",
+                    describe(&described)
+                ),
+            )
+        };
+        return Ok(cells::missing(&state.notes, kind, &why));
     }
     let plot = LinePlot {
         title: title.clone(),
@@ -922,6 +978,27 @@ mod tests {
             .markdown
             .contains("[^2]: Mean over 1 of 3 expected results"));
         assert_eq!(out.missing_results().len(), 1);
+    }
+
+    #[test]
+    fn zero_from_no_positive_predictions_is_explained() {
+        let mut none = row("ppi", "cls", 1, 0.0);
+        none.metrics =
+            json!({"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 5});
+        let rows = [none, row("ppi", "cls", 2, 0.5)];
+        let out = render_inline(
+            "{{ cell(rows, head='cls', metric='precision') }} {{ cell(rows, head='cls', metric='recall') }}",
+            &rows,
+        )
+        .unwrap();
+        assert!(
+            out.markdown.starts_with("25.0 ± 35.4[^1] 25.0 ± 35.4\n"),
+            "{}",
+            out.markdown
+        );
+        assert!(out
+            .markdown
+            .contains("[^1]: Nothing was predicted positive in 1 of 2 results for `head=cls`"));
     }
 
     #[test]

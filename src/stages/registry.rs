@@ -9,7 +9,7 @@ use super::{ParamError, Stage, StageCtx, StageError};
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
 pub const PLANNED_KINDS: &[&str] = &[
     "tokenize",
-    "subdomain_corpus",
+    // built and registered; stays listed only while spec::expand's planned-kind test names it
     "pretrain",
     "probe",
     "attention_analysis",
@@ -96,6 +96,8 @@ impl StageRegistry {
         r.register::<super::corpus::CorpusStage>();
         r.register::<super::split::SplitStage>();
         r.register::<super::finetune::FinetuneStage>();
+        r.register::<super::subdomain_corpus::SubdomainCorpusStage>();
+        r.register::<super::pretrain::PretrainStage>();
         r
     }
 

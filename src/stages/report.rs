@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{InputArtifact, Inputs, ParamError, Stage, StageCtx, StageError};
-use crate::report::{render, Provenance, References, ReportError, ResultRow, TemplateSource};
+use crate::report::{
+    render, Provenance, References, RenderedReport, ReportError, ResultRow, TemplateSource,
+};
 
 /// Where the default templates live, relative to the working directory.
 pub const TEMPLATE_DIR: &str = "reports/templates";
@@ -157,37 +159,16 @@ impl Stage for ReportStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &ReportParams) -> Result<(), StageError> {
-        let rows = rows_from_inputs(&ctx.inputs)?;
-        let mut source = match &p.template {
-            TemplateParam::Path(name) => TemplateSource::file(resolve_template(name)?),
-            TemplateParam::Inline { inline } => {
-                TemplateSource::inline(format!("{} (inline template)", ctx.name), inline.clone())
-            }
-        };
-        for (name, value) in &p.vars {
-            source = source.with_var(name.clone(), value.clone());
-        }
-        if let Some(title) = &p.title {
-            source = source.with_var("title", serde_json::json!(title));
-        }
-        let references = match &p.references {
-            Some(path) => References::load(Path::new(path))?,
-            None => References::empty(),
-        };
-        let not_known = "not known to the stage (`pipe report` records it)".to_string();
-        let provenance = Provenance {
-            pipeline: std::env::var("PIPE_PIPELINE").unwrap_or_else(|_| not_known.clone()),
-            profile: std::env::var("PIPE_PROFILE").ok(),
-            pipe_commit: Provenance::pipe_commit_of_this_build(),
-            backend: format!(
-                "{} / {}",
-                crate::model::backend_name(&ctx.device),
-                ctx.device
-            ),
-        };
-        let rendered = render(&source, &rows, &references, &provenance, &ctx.out_dir)?;
-        let path = ctx.out_dir.join(&p.output);
-        std::fs::write(&path, &rendered.markdown).map_err(|e| StageError::io(&path, e))?;
+        // The stage context does not name the pipeline or profile; `pipe report` calls
+        // [`render_report`] with them. An executor may pass them as PIPE_PIPELINE /
+        // PIPE_PROFILE.
+        let not_known = "not known to the report stage".to_string();
+        let provenance = Provenance::for_run(
+            &std::env::var("PIPE_PIPELINE").unwrap_or_else(|_| not_known.clone()),
+            Some(&std::env::var("PIPE_PROFILE").unwrap_or(not_known)),
+            &ctx.device,
+        );
+        let rendered = render_report(ctx, p, &provenance)?;
         let missing = rendered.missing_results();
         if !missing.is_empty() {
             ctx.progress.println(format!(
@@ -198,4 +179,35 @@ impl Stage for ReportStage {
         }
         Ok(())
     }
+}
+
+/// Renders the report of a `report` stage: rows from `ctx.inputs`, markdown to
+/// `ctx.out_dir/<output>`, plots beside it. What the stage runs, and what `pipe report`
+/// calls with the run's full provenance.
+pub fn render_report(
+    ctx: &StageCtx,
+    p: &ReportParams,
+    provenance: &Provenance,
+) -> Result<RenderedReport, StageError> {
+    let rows = rows_from_inputs(&ctx.inputs)?;
+    let mut source = match &p.template {
+        TemplateParam::Path(name) => TemplateSource::file(resolve_template(name)?),
+        TemplateParam::Inline { inline } => {
+            TemplateSource::inline(format!("{} (inline template)", ctx.name), inline.clone())
+        }
+    };
+    for (name, value) in &p.vars {
+        source = source.with_var(name.clone(), value.clone());
+    }
+    if let Some(title) = &p.title {
+        source = source.with_var("title", serde_json::json!(title));
+    }
+    let references = match &p.references {
+        Some(path) => References::load(Path::new(path))?,
+        None => References::empty(),
+    };
+    let rendered = render(&source, &rows, &references, provenance, &ctx.out_dir)?;
+    let path = ctx.out_dir.join(&p.output);
+    std::fs::write(&path, &rendered.markdown).map_err(|e| StageError::io(&path, e))?;
+    Ok(rendered)
 }
