@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ParamError, Stage, StageCtx, StageError};
+use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::metrics::{ClassScore, Confusion, NerCounts, Prf};
 use crate::report::cells::percent;
 
@@ -43,23 +44,6 @@ pub struct EvaluateParams {
     /// Positive label for `binary` (default: the label that is not the negative).
     #[serde(default)]
     pub positive: Option<String>,
-}
-
-/// `labels.json` of a fine-tuning output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelSet {
-    pub task: TaskKind,
-    pub labels: Vec<String>,
-    #[serde(default)]
-    pub negative: Option<String>,
-}
-
-/// What a fine-tuning stage predicted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskKind {
-    Relation,
-    Ner,
 }
 
 /// The scores of one predictions file.
@@ -190,11 +174,11 @@ fn read_text(path: &Path) -> Result<String, StageError> {
 
 /// Reads `labels.json` of a fine-tuning output directory.
 pub fn read_labels(dir: &Path) -> Result<LabelSet, StageError> {
-    let path = dir.join("labels.json");
+    let path = dir.join(LABELS_FILE);
     let labels: LabelSet = serde_json::from_str(&read_text(&path)?)
         .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
     if let Some(neg) = &labels.negative {
-        if labels.task == TaskKind::Relation && !labels.labels.contains(neg) {
+        if labels.task == Task::Relation && !labels.labels.contains(neg) {
             return Err(StageError::Failed(format!(
                 "{}: negative label `{neg}` is not among the labels",
                 path.display()
@@ -207,13 +191,13 @@ pub fn read_labels(dir: &Path) -> Result<LabelSet, StageError> {
 /// The averaging that applies: the param if given, else the default for the label set.
 fn choose_average(labels: &LabelSet, p: &EvaluateParams) -> Result<Average, StageError> {
     let default = match (labels.task, labels.labels.len(), &labels.negative) {
-        (TaskKind::Ner, _, _) => Average::Ner,
-        (TaskKind::Relation, 2, Some(_)) => Average::Binary,
+        (Task::Ner, _, _) => Average::Ner,
+        (Task::Relation, 2, Some(_)) => Average::Binary,
         _ => Average::Micro,
     };
     let average = p.average.unwrap_or(default);
     match (labels.task, average) {
-        (TaskKind::Ner, Average::Ner) | (TaskKind::Relation, Average::Micro | Average::Binary) => {
+        (Task::Ner, Average::Ner) | (Task::Relation, Average::Micro | Average::Binary) => {
             Ok(average)
         }
         (task, avg) => Err(ParamError::new(
@@ -394,7 +378,7 @@ impl Stage for EvaluateStage {
         std::fs::write(&md_path, eval.to_markdown(&ctx.name))
             .map_err(|e| StageError::io(&md_path, e))?;
         copy_if_present(&dir, &ctx.out_dir, "history.json")?;
-        copy_if_present(&dir, &ctx.out_dir, "labels.json")?;
+        copy_if_present(&dir, &ctx.out_dir, LABELS_FILE)?;
         Ok(())
     }
 }

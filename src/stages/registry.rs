@@ -8,9 +8,6 @@ use super::{ParamError, Stage, StageCtx, StageError};
 /// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
 pub const PLANNED_KINDS: &[&str] = &[
-    "tokenize",
-    // built and registered; stays listed only while spec::expand's planned-kind test names it
-    "pretrain",
     "probe",
     "attention_analysis",
     "multitask_finetune",
