@@ -13,7 +13,8 @@ use super::args::PipelineArgs;
 use super::commands::{backend_for, load, Loaded};
 use crate::cache::Cache;
 use crate::exec::{self, Plan, PlanOptions, Status};
-use crate::report::{diff_metrics, render_diff_markdown, ResultRow};
+use crate::report::{diff_metrics, render_diff_markdown, Provenance, ResultRow};
+use crate::stages::report::render_report;
 use crate::stages::{InputArtifact, Inputs, Progress, StageCtx, StageRegistry};
 
 /// Inputs of instance `i` restricted to upstream results present in the cache, and the
@@ -79,9 +80,6 @@ pub(super) fn report_command(
             target.pipeline.display()
         );
     }
-    let Some(stage) = registry.get("report") else {
-        bail!("stage kind `report` is not implemented in this build");
-    };
     for i in reports {
         let inst = &loaded.pipeline.instances[i];
         let (inputs, missing) = cached_inputs(&loaded, &plan, &cache, i)?;
@@ -92,7 +90,7 @@ pub(super) fn report_command(
         };
         std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
         let scratch = cache.tmp_dir(&plan.item(i).key)?;
-        let mut ctx = StageCtx {
+        let ctx = StageCtx {
             name: inst.name.clone(),
             key: plan.item(i).key.hex(),
             coords: inst.coords.clone(),
@@ -104,7 +102,15 @@ pub(super) fn report_command(
             device: "cpu".into(),
             cancel: Arc::new(AtomicBool::new(false)),
         };
-        let result = stage.run(&mut ctx, &inst.params);
+        let params: crate::stages::report::ReportParams =
+            serde_json::from_value(inst.params.clone())
+                .with_context(|| format!("params of `{}`", inst.name))?;
+        let provenance = Provenance::for_run(
+            &target.pipeline.display().to_string(),
+            target.profile.as_deref(),
+            "cpu",
+        );
+        let result = render_report(&ctx, &params, &provenance);
         let _ = std::fs::remove_dir_all(&scratch);
         result.with_context(|| format!("rendering `{}`", inst.name))?;
         println!("rendered {} → {}", inst.name, dest.display());
