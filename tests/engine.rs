@@ -551,3 +551,19 @@ fn pipeline_errors_name_file_line_and_column() {
         );
     }
 }
+
+#[test]
+fn forced_rerun_publishes_the_new_output_not_a_stale_view() {
+    let p = Project::new();
+    p.write(
+        "f.yaml",
+        "stages:\n  s:\n    kind: shell\n    params:\n      cmd: date +%s%N > \"$PIPE_OUT/t.txt\"\n    publish: out\n",
+    );
+    p.ok(&["run", "f.yaml"]);
+    let first = std::fs::read_to_string(p.path().join("out/t.txt")).expect("published");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = p.ok(&["run", "f.yaml", "--force", "s"]);
+    assert!(out.contains("published s → out"), "{out}");
+    let second = std::fs::read_to_string(p.path().join("out/t.txt")).expect("published");
+    assert_ne!(first, second, "the forced run's output is published");
+}

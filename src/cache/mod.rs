@@ -192,6 +192,16 @@ impl Cache {
         entry.manifest = manifest_hash;
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
         self.index.insert_entry(key, &entry)?;
+        // A recommit of a key (`--force`) may change its files: drop the stale view.
+        let _ = fs::remove_file(
+            self.root
+                .join("views")
+                .join(format!("{}.complete", key.hex())),
+        );
+        let view = self.root.join("views").join(key.hex());
+        if view.exists() {
+            fs::remove_dir_all(&view).map_err(io_err(&view))?;
+        }
         let ck = self.root.join("checkpoints").join(key.hex());
         if ck.exists() {
             let _ = fs::remove_dir_all(ck);
