@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::commands::load;
+use super::commands::{load, run_quietly};
 use crate::cache::Cache;
-use crate::exec::{self, PlanOptions, RunOptions};
+use crate::exec::{self, PlanOptions};
 use crate::stages::StageRegistry;
 
 /// Level sizes for `n` stages: 1 root, fan-out to 1% and 9%, the bulk, then a 10% fan-in.
@@ -83,18 +83,7 @@ fn run_once(
             cached: plan.items.len() - ran,
         });
     }
-    let summary = exec::run_plan(
-        &loaded.pipeline,
-        &loaded.graph,
-        &plan,
-        &cache,
-        registry,
-        &RunOptions {
-            jobs: num_cpus::get(),
-            device: "cpu".into(),
-            quiet: true,
-        },
-    )?;
+    let summary = run_quietly(&loaded, &plan, &cache, registry)?;
     Ok(Timing {
         seconds: t0.elapsed().as_secs_f64(),
         ran: summary.ran(),

@@ -25,6 +25,28 @@ pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry)
     Ok(Loaded { pipeline, graph })
 }
 
+/// Runs `plan` on the CPU without progress output (for commands that need a result
+/// before they can show it: `stats`, `encode`, `bench`).
+pub(super) fn run_quietly(
+    loaded: &Loaded,
+    plan: &Plan,
+    cache: &Cache,
+    registry: &StageRegistry,
+) -> Result<exec::RunSummary> {
+    Ok(exec::run_plan(
+        &loaded.pipeline,
+        &loaded.graph,
+        plan,
+        cache,
+        registry,
+        &RunOptions {
+            jobs: num_cpus::get(),
+            device: "cpu".into(),
+            quiet: true,
+        },
+    )?)
+}
+
 /// Backend name that enters keys of backend-dependent stages.
 pub(super) fn backend_for(device: &str) -> Result<String> {
     Ok(crate::model::device::DeviceSpec::parse(device)?
@@ -361,18 +383,7 @@ fn stats_command(
         },
     )?;
     if plan.item(i).status == Status::Run {
-        let summary = exec::run_plan(
-            &loaded.pipeline,
-            &loaded.graph,
-            &plan,
-            &cache,
-            registry,
-            &RunOptions {
-                jobs: num_cpus::get(),
-                device: "cpu".into(),
-                quiet: true,
-            },
-        )?;
+        let summary = run_quietly(&loaded, &plan, &cache, registry)?;
         if summary.failed() > 0 {
             bail!("stage `{stage}` failed: {}", summary.line());
         }

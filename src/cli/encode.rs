@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::commands::load;
+use super::commands::{load, run_quietly};
 use crate::cache::Cache;
-use crate::exec::{self, PlanOptions, RunOptions, Status};
+use crate::exec::{self, PlanOptions, Status};
 use crate::stages::StageRegistry;
 
 /// The checkpoint directory for `source` (local dirs as they are; others via the cache).
@@ -35,18 +35,7 @@ fn checkpoint_dir(cache_root: &Path, source: &str) -> Result<PathBuf> {
         &PlanOptions::default(),
     )?;
     if plan.items[0].status == Status::Run {
-        let summary = exec::run_plan(
-            &loaded.pipeline,
-            &loaded.graph,
-            &plan,
-            &cache,
-            &registry,
-            &RunOptions {
-                jobs: 1,
-                device: "cpu".into(),
-                quiet: true,
-            },
-        )?;
+        let summary = run_quietly(&loaded, &plan, &cache, &registry)?;
         if summary.failed() > 0 {
             let why = summary
                 .outcomes
