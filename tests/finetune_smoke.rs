@@ -94,6 +94,7 @@ fn run_stage(params: &FinetuneParams, root: &Path) -> Result<PathBuf, StageError
         progress: Progress::hidden(),
         device: "cpu".into(),
         cancel: Arc::new(AtomicBool::new(false)),
+        run: Default::default(),
     };
     FinetuneStage::run(&mut ctx, params)?;
     Ok(out_dir)

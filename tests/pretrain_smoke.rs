@@ -54,6 +54,7 @@ fn ctx(root: &Path, inputs: &[(&str, &Path)]) -> StageCtx {
         progress: Progress::hidden(),
         device: "cpu".into(),
         cancel: Arc::new(AtomicBool::new(false)),
+        run: Default::default(),
     }
 }
 

@@ -284,6 +284,7 @@ fn report_stage_renders_its_bound_inputs() {
         progress: Progress::hidden(),
         device: "cpu".into(),
         cancel: Arc::new(AtomicBool::new(false)),
+        run: Default::default(),
     };
     let params: ReportParams = serde_json::from_value(serde_json::json!({
         "template": "su2020.md.j2",

@@ -101,6 +101,10 @@ pub(super) fn report_command(
             progress: Progress::hidden(),
             device: "cpu".into(),
             cancel: Arc::new(AtomicBool::new(false)),
+            run: crate::stages::RunInfo {
+                pipeline: target.pipeline.display().to_string(),
+                profile: target.profile.clone(),
+            },
         };
         let params: crate::stages::report::ReportParams =
             serde_json::from_value(inst.params.clone())

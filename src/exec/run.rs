@@ -210,6 +210,10 @@ pub fn run_plan(
                             progress: Progress::new(bar.clone()),
                             device,
                             cancel,
+                            run: crate::stages::RunInfo {
+                                pipeline: p.file.display().to_string(),
+                                profile: p.profile.clone(),
+                            },
                         };
                         result = match catch_unwind(AssertUnwindSafe(|| {
                             stage.run(&mut ctx, &inst.params)

@@ -120,6 +120,14 @@ impl Progress {
     }
 }
 
+/// Which run a stage belongs to, for provenance in its outputs (not part of the key).
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    /// The pipeline file as given on the command line.
+    pub pipeline: String,
+    pub profile: Option<String>,
+}
+
 /// Everything a running stage may use. Created by the executor.
 pub struct StageCtx {
     /// Expanded stage name (for messages).
@@ -140,6 +148,8 @@ pub struct StageCtx {
     pub device: String,
     /// Set when the user interrupts the run; long loops should poll [`StageCtx::check_cancelled`].
     pub cancel: Arc<AtomicBool>,
+    /// Pipeline and profile of this run (provenance only).
+    pub run: RunInfo,
 }
 
 impl StageCtx {

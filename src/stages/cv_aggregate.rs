@@ -330,6 +330,7 @@ mod tests {
             progress: Progress::hidden(),
             device: "cpu".into(),
             cancel: Arc::new(AtomicBool::new(false)),
+            run: Default::default(),
         }
     }
 

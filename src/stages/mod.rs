@@ -14,7 +14,7 @@ pub mod shell;
 pub mod split;
 pub mod subdomain_corpus;
 
-pub use ctx::{InputArtifact, Inputs, Progress, StageCtx};
+pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
 pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};
 
 use serde::{de::DeserializeOwned, Serialize};

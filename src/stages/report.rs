@@ -159,15 +159,8 @@ impl Stage for ReportStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &ReportParams) -> Result<(), StageError> {
-        // The stage context does not name the pipeline or profile; `pipe report` calls
-        // [`render_report`] with them. An executor may pass them as PIPE_PIPELINE /
-        // PIPE_PROFILE.
-        let not_known = "not known to the report stage".to_string();
-        let provenance = Provenance::for_run(
-            &std::env::var("PIPE_PIPELINE").unwrap_or_else(|_| not_known.clone()),
-            Some(&std::env::var("PIPE_PROFILE").unwrap_or(not_known)),
-            &ctx.device,
-        );
+        let provenance =
+            Provenance::for_run(&ctx.run.pipeline, ctx.run.profile.as_deref(), &ctx.device);
         let rendered = render_report(ctx, p, &provenance)?;
         let missing = rendered.missing_results();
         if !missing.is_empty() {

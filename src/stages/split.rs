@@ -70,6 +70,7 @@ mod tests {
             progress: Progress::hidden(),
             device: "cpu".into(),
             cancel: Arc::new(AtomicBool::new(false)),
+            run: Default::default(),
         }
     }
 
