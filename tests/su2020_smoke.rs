@@ -90,6 +90,14 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
         lstm_row.contains("—["),
         "sll_lstm was not run at smoke: {lstm_row}"
     );
+    assert!(
+        report.contains("| pipeline | `su2020.yaml` |"),
+        "provenance names the run"
+    );
+    assert!(
+        report.contains("| profile | `smoke` |"),
+        "provenance names the profile"
+    );
 
     // Nothing reruns; the plan says so.
     let again = text(&pipe(
