@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::commands::{load, run_quietly};
+use super::commands::{load, plan_everything, run_quietly};
 use crate::cache::Cache;
-use crate::exec::{self, PlanOptions};
+use crate::exec;
 use crate::stages::StageRegistry;
 
 /// Level sizes for `n` stages: 1 root, fan-out to 1% and 9%, the bulk, then a 10% fan-in.
@@ -65,12 +65,7 @@ fn run_once(
     let t0 = Instant::now();
     let loaded = load(file, None, registry)?;
     let cache = Cache::open(cache_dir)?;
-    let plan = exec::plan(
-        &loaded.pipeline,
-        &loaded.graph,
-        &cache,
-        &PlanOptions::default(),
-    )?;
+    let plan = plan_everything(&loaded, &cache)?;
     if plan_only {
         let ran = plan
             .items

@@ -25,6 +25,20 @@ pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry)
     Ok(Loaded { pipeline, graph })
 }
 
+/// The plan of every stage for the CPU backend, nothing forced or deselected (what
+/// `report`, `diff`, `encode` and `bench` read the cache with).
+pub(super) fn plan_everything(loaded: &Loaded, cache: &Cache) -> Result<Plan> {
+    Ok(exec::plan(
+        &loaded.pipeline,
+        &loaded.graph,
+        cache,
+        &PlanOptions {
+            backend: backend_for("cpu")?,
+            ..Default::default()
+        },
+    )?)
+}
+
 /// Runs `plan` on the CPU without progress output (for commands that need a result
 /// before they can show it: `stats`, `encode`, `bench`).
 pub(super) fn run_quietly(

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::commands::{load, run_quietly};
+use super::commands::{load, plan_everything, run_quietly};
 use crate::cache::Cache;
-use crate::exec::{self, PlanOptions, Status};
+use crate::exec::{self, Status};
 use crate::stages::StageRegistry;
 
 /// The checkpoint directory for `source` (local dirs as they are; others via the cache).
@@ -28,12 +28,7 @@ fn checkpoint_dir(cache_root: &Path, source: &str) -> Result<PathBuf> {
     )?;
     let loaded = load(&file, None, &registry)?;
     let cache = Cache::open(cache_root)?;
-    let plan = exec::plan(
-        &loaded.pipeline,
-        &loaded.graph,
-        &cache,
-        &PlanOptions::default(),
-    )?;
+    let plan = plan_everything(&loaded, &cache)?;
     if plan.items[0].status == Status::Run {
         let summary = run_quietly(&loaded, &plan, &cache, &registry)?;
         if summary.failed() > 0 {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::args::PipelineArgs;
-use super::commands::{backend_for, load, Loaded};
+use super::commands::{load, plan_everything, Loaded};
 use crate::cache::Cache;
-use crate::exec::{self, Plan, PlanOptions, Status};
+use crate::exec::{Plan, Status};
 use crate::report::{diff_metrics, render_diff_markdown, Provenance, ResultRow};
 use crate::stages::report::render_report;
 use crate::stages::{InputArtifact, Inputs, Progress, StageCtx, StageRegistry};
@@ -62,15 +62,7 @@ pub(super) fn report_command(
 ) -> Result<ExitCode> {
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
     let cache = Cache::open(cache_root)?;
-    let plan = exec::plan(
-        &loaded.pipeline,
-        &loaded.graph,
-        &cache,
-        &PlanOptions {
-            backend: backend_for("cpu")?,
-            ..Default::default()
-        },
-    )?;
+    let plan = plan_everything(&loaded, &cache)?;
     let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
         .filter(|&i| loaded.pipeline.instances[i].kind == "report")
         .collect();
@@ -168,15 +160,7 @@ pub(super) fn diff_command(
     let mut sides = Vec::new();
     for profile in [a, b] {
         let loaded = load(pipeline, Some(profile), registry)?;
-        let plan = exec::plan(
-            &loaded.pipeline,
-            &loaded.graph,
-            &cache,
-            &PlanOptions {
-                backend: backend_for("cpu")?,
-                ..Default::default()
-            },
-        )?;
+        let plan = plan_everything(&loaded, &cache)?;
         sides.push(rows_of(&loaded, &plan, &cache)?);
     }
     let changes = diff_metrics(&sides[0], &sides[1]);
