@@ -144,6 +144,7 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
             metrics,
             history: None,
             stats: None,
+            dir: None,
         });
     }
     Ok(rows)

@@ -106,7 +106,7 @@ pub fn signed_points(points: f64) -> String {
     }
 }
 
-fn no_negative_zero(text: String) -> String {
+pub(crate) fn no_negative_zero(text: String) -> String {
     match text.strip_prefix('-') {
         Some(abs) if abs.chars().all(|c| c == '0' || c == '.') => abs.to_string(),
         _ => text,

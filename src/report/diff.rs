@@ -171,6 +171,7 @@ mod tests {
             metrics,
             history: None,
             stats: None,
+            dir: None,
         }
     }
 

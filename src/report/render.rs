@@ -395,6 +395,86 @@ fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error
     }))
 }
 
+/// `embed(rows, "heatmap.svg", alt="...")`: copies file `file` of the one matched result's
+/// artifact (e.g. an `attention_analysis` heat map) next to the report and returns a
+/// markdown image (`.svg`, `.png`) or link to it; "—" with a footnote when no result has
+/// run. The copy is named after the stage instance, so several results can embed one file
+/// name.
+fn embed(state: &RenderState, rows: Value, file: String, kwargs: Kwargs) -> Result<Value, Error> {
+    let set = rows_arg(&rows)?;
+    let alt: Option<String> = kwargs.get("alt")?;
+    let filters = coord_filters(&kwargs, &["alt"])?;
+    kwargs.assert_all_used()?;
+    let matched: Vec<&ResultRow> = set.0.iter().filter(|r| r.matches(&filters)).collect();
+    let mut described = set.1.clone();
+    described.extend(filters.iter().cloned());
+    let what = format!("`{}`", describe(&described));
+    if file.is_empty() || file.starts_with('/') || file.split('/').any(|p| p == "..") {
+        return Err(invalid(format!(
+            "embed: `{file}` must be a relative path inside the result"
+        )));
+    }
+    let row = match matched.as_slice() {
+        [] => {
+            let why = format!("No result for {what}: not run yet.");
+            return Ok(Value::from(cells::missing(
+                &state.notes,
+                NoteKind::MissingResult,
+                &why,
+            )));
+        }
+        [row] => *row,
+        more => {
+            return Err(invalid(format!(
+                "embed {what} matches {} results; add coordinates to pick one",
+                more.len()
+            )))
+        }
+    };
+    let Some(source) = row
+        .dir
+        .as_ref()
+        .map(|d| d.join(&file))
+        .filter(|p| p.is_file())
+    else {
+        let why = format!("{what} ({}) has no file `{file}`.", row.stage);
+        return Ok(Value::from(cells::missing(
+            &state.notes,
+            NoteKind::Other,
+            &why,
+        )));
+    };
+    let stem: String = row
+        .stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let flat: String = file.replace('/', "_");
+    let name = format!("{}-{flat}", stem.trim_matches('_'));
+    let target = state.out_dir.join(&name);
+    std::fs::copy(&source, &target)
+        .map_err(|e| invalid(format!("embed: copying {}: {e}", source.display())))?;
+    {
+        let mut plots = state.plots.lock().unwrap_or_else(|p| p.into_inner());
+        if !plots.contains(&target) {
+            plots.push(target);
+        }
+    }
+    let alt = alt.unwrap_or_else(|| format!("{file} of {}", row.stage));
+    let image = [".svg", ".png", ".jpg"].iter().any(|x| name.ends_with(x));
+    Ok(Value::from(if image {
+        format!("![{alt}]({name})")
+    } else {
+        format!("[{alt}]({name})")
+    }))
+}
+
 /// A note when a precision or F1 of 0 comes from nothing predicted positive (P is then 0
 /// by definition): counted from the `tp`/`fp` next to the metric, or from `per_fold`.
 fn no_positive_predictions(rows: &[&ResultRow], metric: &str, what: &str) -> Option<String> {
@@ -483,6 +563,21 @@ fn pct(state: &RenderState, value: &Value, decimals: Option<usize>) -> Result<St
     let n = f64::try_from(value.clone())
         .map_err(|_| invalid(format!("pct: expected a number, got {}", value.kind())))?;
     Ok(cells::percent(n, decimals.unwrap_or(1)))
+}
+
+/// `{{ x | fixed(3) }}`: a number with that many decimals; `signed=true` prints the sign
+/// of positive numbers too (for differences).
+fn fixed(value: Value, decimals: usize, kwargs: Kwargs) -> Result<String, Error> {
+    let signed: Option<bool> = kwargs.get("signed")?;
+    kwargs.assert_all_used()?;
+    let n = f64::try_from(value.clone())
+        .map_err(|_| invalid(format!("fixed: expected a number, got {}", value.kind())))?;
+    let text = cells::no_negative_zero(format!("{n:.decimals$}"));
+    Ok(if signed == Some(true) && !text.starts_with('-') {
+        format!("+{text}")
+    } else {
+        text
+    })
 }
 
 fn thousands(value: &Value) -> Result<String, Error> {
@@ -822,6 +917,7 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
         pct(&s, &v, decimals)
     });
     env.add_filter("thousands", |v: Value| thousands(&v));
+    env.add_filter("fixed", fixed);
     env.add_function("counts_table", counts_table);
     let s = state.clone();
     env.add_function("history_plot", move |rows: Value, kwargs: Kwargs| {
@@ -839,6 +935,10 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
     );
     let s = state.clone();
     env.add_function("footnotes", move || s.notes.take_definitions());
+    let s = state.clone();
+    env.add_function("embed", move |rows: Value, file: String, kwargs: Kwargs| {
+        embed(&s, rows, file, kwargs)
+    });
     env
 }
 
@@ -917,6 +1017,7 @@ mod tests {
             metrics: json!({"f1": f1, "precision": f1, "recall": f1}),
             history: None,
             stats: None,
+            dir: None,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct ResultRow {
     /// Contents of `stats.json` (corpus statistics: split → label → count).
     #[serde(default)]
     pub stats: Option<Value>,
+    /// The artifact's directory (not serialized), for `embed` to copy files from.
+    #[serde(skip)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl ResultRow {
@@ -58,6 +61,7 @@ impl ResultRow {
             metrics,
             history,
             stats,
+            dir: path.is_dir().then(|| path.to_path_buf()),
         })
     }
 
@@ -134,6 +138,7 @@ mod tests {
             metrics: json!({"f1": 0.5, "pooled": {"f1": 0.25}, "n": 3}),
             history: None,
             stats: None,
+            dir: None,
         }
     }
 

@@ -63,12 +63,15 @@ pub enum InputDoc {
     Many(Vec<String>),
 }
 
-/// Values of one matrix axis: a list, or `{range: N}` / `{range: [A, B]}`.
+/// Values of one matrix axis: a list, `{range: N}` / `{range: [A, B]}`, or named variants
+/// (`{pg: {query: "Protein OR Gene"}, d: {query: Drug}}`): the coordinate is the variant's
+/// name and its params are set on the cell, as DVC's `foreach` over a dict.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum MatrixAxisDoc {
     Values(Vec<serde_yaml::Value>),
     Range { range: RangeDoc },
+    Variants(BTreeMap<String, serde_yaml::Mapping>),
 }
 
 /// `range: N` (0..N) or `range: [A, B]` (A..B, B exclusive).
@@ -93,6 +96,18 @@ impl MatrixAxisDoc {
                     .map(|i| serde_yaml::Value::Number(i.into()))
                     .collect()
             }
+            MatrixAxisDoc::Variants(v) => v
+                .keys()
+                .map(|k| serde_yaml::Value::String(k.clone()))
+                .collect(),
+        }
+    }
+
+    /// The params of variant `name` of a named-variants axis (`None` for other axes).
+    pub fn variant_params(&self, name: &serde_yaml::Value) -> Option<&serde_yaml::Mapping> {
+        match (self, name) {
+            (MatrixAxisDoc::Variants(v), serde_yaml::Value::String(n)) => v.get(n),
+            _ => None,
         }
     }
 }

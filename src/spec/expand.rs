@@ -67,6 +67,60 @@ impl Pipeline {
     }
 }
 
+/// An input reference as written: `stage`, `stage.sub/path`, or with coordinate filters
+/// `stage[head=sll_att,seed=1]` (optionally followed by `.sub/path`): only the upstream
+/// cells whose coordinates print as those values are bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InputTarget {
+    up: String,
+    filters: Vec<(String, String)>,
+    sub: Option<String>,
+}
+
+impl InputTarget {
+    fn parse(r: &str) -> Result<InputTarget, String> {
+        let bad = |why: &str| format!("input reference `{r}`: {why}");
+        let (up, filters, rest) = match r.find(['[', '.']) {
+            Some(i) if r.as_bytes()[i] == b'[' => {
+                let close = r[i..]
+                    .find(']')
+                    .map(|j| i + j)
+                    .ok_or_else(|| bad("`[` without `]`"))?;
+                let mut filters = Vec::new();
+                for part in r[i + 1..close].split(',') {
+                    let (k, v) = part
+                        .split_once('=')
+                        .ok_or_else(|| bad("write coordinate filters as `[name=value,...]`"))?;
+                    filters.push((k.trim().to_string(), v.trim().to_string()));
+                }
+                (&r[..i], filters, &r[close + 1..])
+            }
+            Some(i) => (&r[..i], Vec::new(), &r[i..]),
+            None => (r, Vec::new(), ""),
+        };
+        let sub = match rest {
+            "" => None,
+            _ => Some(
+                rest.strip_prefix('.')
+                    .ok_or_else(|| bad("expected `.sub/path` after `]`"))?
+                    .to_string(),
+            ),
+        };
+        Ok(InputTarget {
+            up: up.to_string(),
+            filters,
+            sub,
+        })
+    }
+
+    /// Whether an upstream cell's coordinates pass the filters.
+    fn admits(&self, coords: &Coords) -> bool {
+        self.filters
+            .iter()
+            .all(|(k, v)| coords.get(k).is_some_and(|c| coord_text(c) == *v))
+    }
+}
+
 /// A parsed file with its source map.
 struct Loaded {
     doc: PipelineDoc,
@@ -163,7 +217,7 @@ fn expansion_order(merged: &BTreeMap<String, MergedStage>) -> Vec<String> {
                 InputDoc::One(r) => vec![r.clone()],
                 InputDoc::Many(v) => v.clone(),
             })
-            .map(|r| r.split('.').next().unwrap_or_default().to_string())
+            .filter_map(|r| InputTarget::parse(&r).ok().map(|t| t.up))
             .filter(|u| merged.contains_key(u))
             .collect()
     };
@@ -189,6 +243,36 @@ fn expansion_order(merged: &BTreeMap<String, MergedStage>) -> Vec<String> {
 
 type Coords = BTreeMap<String, serde_json::Value>;
 
+/// A profile's override of one matrix axis. Over a named-variants axis, a list of names
+/// keeps those variants (`matrix: {domain: [cp]}`); anything else replaces the axis.
+fn select_variants(
+    current: Option<&MatrixAxisDoc>,
+    override_doc: MatrixAxisDoc,
+) -> Result<MatrixAxisDoc, String> {
+    let (Some(MatrixAxisDoc::Variants(all)), MatrixAxisDoc::Values(names)) =
+        (current, &override_doc)
+    else {
+        return Ok(override_doc);
+    };
+    let mut kept = BTreeMap::new();
+    for name in names {
+        let Some(text) = name.as_str() else {
+            return Err(format!(
+                "this axis has named variants ({}); list variant names to keep",
+                all.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        let Some(params) = all.get(text) else {
+            return Err(format!(
+                "no variant `{text}` (variants: {})",
+                all.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        kept.insert(text.to_string(), params.clone());
+    }
+    Ok(MatrixAxisDoc::Variants(kept))
+}
+
 /// The distinct `foreach` coordinate combinations among a stage's input cells (one empty
 /// combination when the stage has no `foreach`).
 fn follow_coords(
@@ -208,10 +292,16 @@ fn follow_coords(
             InputDoc::Many(v) => v.clone(),
         };
         for r in refs {
-            let up = r.split('.').next().unwrap_or_default();
-            for &i in by_base.get(up).map(Vec::as_slice).unwrap_or_default() {
+            let Ok(target) = InputTarget::parse(&r) else {
+                continue;
+            };
+            for &i in by_base
+                .get(&target.up)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 let c = &instances[i].coords;
-                if m.doc.foreach.iter().all(|a| c.contains_key(a)) {
+                if target.admits(c) && m.doc.foreach.iter().all(|a| c.contains_key(a)) {
                     let combo: Coords = m
                         .doc
                         .foreach
@@ -381,7 +471,12 @@ pub fn load_pipeline(
                 format!("profile `{p}` is not defined in this pipeline (defined: {known:?})"),
             ));
         };
-        for (selector, values) in overrides {
+        // `kind:KIND` overrides first, so that one naming a stage wins over its kind's.
+        let ordered = overrides
+            .iter()
+            .filter(|(s, _)| s.starts_with("kind:"))
+            .chain(overrides.iter().filter(|(s, _)| !s.starts_with("kind:")));
+        for (selector, values) in ordered {
             let targets: Vec<String> = match selector.strip_prefix("kind:") {
                 Some(kind) => kinds
                     .iter()
@@ -413,7 +508,14 @@ pub fn load_pipeline(
                                     format!("bad matrix override: {}", describe_yaml_error(&e)),
                                 )
                             })?;
-                        m.doc.matrix.extend(axes);
+                        for (axis, values) in axes {
+                            let chosen = select_variants(m.doc.matrix.get(&axis), values).map_err(
+                                |message| {
+                                    map.error(&["profiles", p, selector, "matrix", &axis], message)
+                                },
+                            )?;
+                            m.doc.matrix.insert(axis, chosen);
+                        }
                     } else {
                         if m.doc.matrix.contains_key(&key) {
                             return Err(map.error(
@@ -447,15 +549,16 @@ pub fn load_pipeline(
         }
         // Cartesian product over axes (sorted by axis name).
         let mut cells: Vec<BTreeMap<String, serde_json::Value>> = vec![BTreeMap::new()];
-        for (axis, values) in &m.doc.matrix {
-            let values = values.values();
+        for (axis, values_doc) in &m.doc.matrix {
+            let values = values_doc.values();
             if values.is_empty() {
                 return Err(map.error(
                     &["stages", name, "matrix", axis],
                     format!("matrix axis `{axis}` has no values"),
                 ));
             }
-            if base_params.contains_key(axis.as_str()) {
+            let named = matches!(values_doc, MatrixAxisDoc::Variants(_));
+            if !named && base_params.contains_key(axis.as_str()) {
                 return Err(map.error(
                     &["stages", name, "matrix", axis],
                     format!("`{axis}` is both a param and a matrix axis of stage `{name}`"),
@@ -494,7 +597,18 @@ pub fn load_pipeline(
         for (axes, followed) in cells {
             let mut params = base_params.clone();
             for (k, v) in &axes {
-                set_param(&mut params, k, v.clone());
+                let variant = m.doc.matrix.get(k).and_then(|axis| {
+                    let name = serde_yaml::to_value(v).ok()?;
+                    axis.variant_params(&name)
+                });
+                match variant {
+                    Some(variant) => {
+                        for (pk, pv) in variant {
+                            set_param(&mut params, &key_str(pk), yaml_to_json(pv));
+                        }
+                    }
+                    None => set_param(&mut params, k, v.clone()),
+                }
             }
             let mut coords = axes;
             coords.extend(followed);
@@ -593,10 +707,10 @@ pub fn load_pipeline(
             };
             let mut out = Vec::new();
             for r in refs {
-                let (up, sub) = match r.split_once('.') {
-                    Some((u, s)) => (u.to_string(), Some(s.to_string())),
-                    None => (r.clone(), None),
-                };
+                let target = InputTarget::parse(&r)
+                    .map_err(|message| map.error(&["stages", &base, "inputs", input], message))?;
+                let up = target.up.clone();
+                let sub = target.sub.clone();
                 let Some(candidates) = by_base.get(&up) else {
                     let known: BTreeSet<&String> = merged.keys().collect();
                     return Err(map.error(
@@ -620,10 +734,11 @@ pub fn load_pipeline(
                     .iter()
                     .copied()
                     .filter(|&c| {
-                        instances[c]
-                            .coords
-                            .iter()
-                            .all(|(k, v)| me.get(k).is_none_or(|mine| mine == v))
+                        let theirs = &instances[c].coords;
+                        target.admits(theirs)
+                            && theirs
+                                .iter()
+                                .all(|(k, v)| me.get(k).is_none_or(|mine| mine == v))
                     })
                     .collect();
                 if matching.is_empty() {
@@ -701,5 +816,64 @@ mod tests {
             .instances
             .iter()
             .all(|s| s.params["cmd"] == "echo smoke"));
+    }
+
+    #[test]
+    fn named_variants_set_their_params_and_profiles_pick_some() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  sub:\n    kind: shell\n    params: {cmd: echo base, outs: [a]}\n    matrix:\n      domain:\n        pg: {cmd: echo pg}\n        d: {cmd: echo d}\n  use:\n    kind: shell\n    params: {cmd: echo use, outs: [b]}\n    inputs: {up: sub}\n    foreach: [domain]\nprofiles:\n  small:\n    sub: {matrix: {domain: [d]}}\n  bad:\n    sub: {matrix: {domain: [x]}}\n",
+        );
+        let reg = StageRegistry::builtin();
+        let all = load_pipeline(&p, None, &reg).expect("loads");
+        let names: Vec<&str> = all.instances.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sub[domain=d]",
+                "sub[domain=pg]",
+                "use[domain=d]",
+                "use[domain=pg]"
+            ]
+        );
+        assert_eq!(all.instances[1].params["cmd"], "echo pg");
+        assert!(all.instances[1].params.get("domain").is_none());
+        assert_eq!(all.instances[3].inputs["up"][0].instance, 1);
+        let small = load_pipeline(&p, Some("small"), &reg).expect("loads");
+        let names: Vec<&str> = small.instances.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["sub[domain=d]", "use[domain=d]"]);
+        let err = load_pipeline(&p, Some("bad"), &reg).expect_err("unknown variant");
+        assert!(
+            err.to_string().contains("no variant `x` (variants: d, pg)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_input_can_pick_upstream_cells_by_coordinates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  ft:\n    kind: shell\n    params: {cmd: echo, outs: [a]}\n    matrix: {env.HEAD: [cls, att], env.SEED: [1, 2]}\n  pick:\n    kind: shell\n    params: {cmd: echo, outs: [b]}\n    inputs: {up: \"ft[env.HEAD=att,env.SEED=2].a\"}\n  typo:\n    kind: shell\n    params: {cmd: echo, outs: [c]}\n    inputs: {up: \"ft[env.HEAD=att\"}\n",
+        );
+        let reg = StageRegistry::builtin();
+        let err = load_pipeline(&p, None, &reg).expect_err("unclosed bracket");
+        assert!(err.to_string().contains("`[` without `]`"), "{err}");
+        let text = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, text.replace("ft[env.HEAD=att\"", "ft[env.HEAD=cls]\"")).expect("write");
+        let pl = load_pipeline(&p, None, &reg).expect("loads");
+        let pick = pl.select("pick")[0];
+        let bound = &pl.instances[pick].inputs["up"];
+        assert_eq!(bound.len(), 1);
+        assert_eq!(
+            pl.instances[bound[0].instance].name,
+            "ft[env.HEAD=att,env.SEED=2]"
+        );
+        assert_eq!(bound[0].sub.as_deref(), Some("a"));
+        let typo = pl.select("typo")[0];
+        assert_eq!(pl.instances[typo].inputs["up"].len(), 2);
     }
 }
