@@ -3,6 +3,8 @@
 //! stored under a key derived from everything that determines it, so reruns only
 //! recompute what changed. See `DESIGN.md` for the architecture.
 
+pub mod allocator;
+pub mod analysis;
 pub mod cache;
 pub mod cli;
 pub mod data;
@@ -12,6 +14,7 @@ pub mod hash;
 pub mod metrics;
 pub mod model;
 pub mod pretrain;
+pub mod probe;
 pub mod report;
 pub mod sources;
 pub mod spec;

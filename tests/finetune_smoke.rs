@@ -351,3 +351,57 @@ fn resumed_run_ends_with_the_weights_of_an_uninterrupted_run() {
     // and training moved the weights at all (the comparison is not vacuous)
     assert_ne!(weights(&case.model(1)), a);
 }
+
+/// `entity_tokens: add` on the pretrained MiniLM encoder: the fixture's three tags become
+/// one token each (new ids after the vocabulary), W_word grows by three rows, and the
+/// saved `model/` reloads with the grown vocabulary on both sides.
+#[test]
+fn added_entity_tokens_are_one_piece_and_saved_models_reload() {
+    let base = BertTokenizer::from_dir(model_dir()).expect("tokenizer");
+    let v = base.id_bound();
+    assert!(
+        base.encode("@GENE$", 16).expect("encode").len() > 3,
+        "by default the vocabulary splits a tag"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let params: FinetuneParams = serde_json::from_value(serde_json::json!({
+        "head": "pairwise_att",
+        "epochs": 1,
+        "batch_size": 16,
+        "max_len": 96,
+        "max_train": 16,
+        "max_eval": 8,
+        "save_model": true,
+        "entity_tokens": "add",
+    }))
+    .expect("params");
+    let out = run_stage(&params, tmp.path()).expect("finetune runs");
+    assert_eq!(read_jsonl(&out.join("predictions.jsonl")).len(), 8);
+
+    let saved = out.join("model");
+    let config = read_json(&saved.join("config.json"));
+    assert_eq!(config["vocab_size"], v + 3, "three tags in the fixture");
+    let tokenizer = BertTokenizer::from_dir(&saved).expect("saved tokenizer");
+    // sorted: @CHEM-GENE$ < @CHEMICAL$ < @GENE$
+    for (k, tag) in ["@CHEM-GENE$", "@CHEMICAL$", "@GENE$"].iter().enumerate() {
+        let encoding = tokenizer.encode(tag, 16).expect("encode");
+        assert_eq!(
+            encoding.ids,
+            [base.cls_id(), (v + k) as u32, base.sep_id()],
+            "{tag}"
+        );
+    }
+    let text = "the gene binds the chemical.";
+    assert_eq!(
+        tokenizer.encode(text, 32).expect("encode"),
+        base.encode(text, 32).expect("encode"),
+        "text without tags tokenizes as before"
+    );
+    let (model, reloaded) =
+        BertModel::load(&saved, &burn::tensor::Device::flex()).expect("saved model reloads");
+    assert_eq!(reloaded.vocab_size, v + 3);
+    assert_eq!(
+        model.embeddings.word_embeddings.weight.dims(),
+        [v + 3, reloaded.hidden_size]
+    );
+}

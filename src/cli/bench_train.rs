@@ -501,3 +501,140 @@ pub(super) fn bench_epoch(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A/B timings of the fused kernels against their reference forms, interleaved in one
+/// process so that load from other processes falls on both arms alike. Figures, not
+/// assertions: run with
+/// `cargo test --release --lib cli::bench_train -- --ignored --nocapture --test-threads 1`.
+#[cfg(test)]
+mod ab {
+    use super::*;
+    use crate::model::fused;
+    use burn::tensor::Distribution;
+
+    /// Repetitions of each arm (`PIPE_AB_REPS`, default 5).
+    fn reps() -> usize {
+        std::env::var("PIPE_AB_REPS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(5)
+    }
+
+    fn load() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+
+    /// Times `run` alternately with fused kernels and with reference forms; prints medians.
+    fn ab(name: &str, reps: usize, mut run: impl FnMut()) {
+        run();
+        fused::with_reference_kernels(&mut run);
+        let (mut fused_s, mut reference_s) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let start = Instant::now();
+            run();
+            fused_s.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            fused::with_reference_kernels(&mut run);
+            reference_s.push(start.elapsed().as_secs_f64());
+        }
+        let (f, r) = (median(fused_s), median(reference_s));
+        println!(
+            "{name:<34} reference {:>9.2} ms  fused {:>9.2} ms  speed-up {:.2}x  (load {})",
+            r * 1e3,
+            f * 1e3,
+            r / f,
+            load()
+        );
+    }
+
+    #[test]
+    #[ignore = "benchmark: prints timings"]
+    fn fused_ops_at_minilm_shapes() {
+        let device = Device::flex();
+        let ad = train_device(&device);
+        let reps = reps() * 4;
+        let (b, h, t, d, ff) = (32, 12, 128, 384, 1536);
+        let lengths: Vec<usize> = (0..b).map(|i| 40 + (i * 11) % 89).collect();
+        let bias: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&len| (0..t).map(move |i| if i < len { 0.0 } else { -1.0e4 }))
+            .collect();
+        let mask = |dev: &Device| {
+            Tensor::<4>::from_data(TensorData::new(bias.clone(), [b, 1, 1, t]), dev)
+                .repeat_dim(2, t)
+        };
+        let normal = |shape: [usize; 3], dev: &Device| {
+            Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), dev)
+        };
+        let scores = Tensor::<4>::random([b, h, t, t], Distribution::Normal(0.0, 2.0), &device);
+        let ln = burn::nn::LayerNormConfig::new(d)
+            .with_epsilon(1e-12)
+            .init(&device);
+        let ln_ad = burn::nn::LayerNormConfig::new(d)
+            .with_epsilon(1e-12)
+            .init(&ad);
+
+        let x = normal([b, t, ff], &device);
+        ab("gelu forward [32,128,1536]", reps, || {
+            let _ = fused::gelu(x.clone()).into_data();
+        });
+        let x_ad = normal([b, t, ff], &ad).require_grad();
+        ab("gelu fwd+bwd (autodiff)", reps, || {
+            let _ = fused::gelu(x_ad.clone()).sum().backward();
+        });
+        let m = mask(&device);
+        ab("masked softmax forward [32,12,128²]", reps, || {
+            let _ = fused::masked_softmax(scores.clone(), m.clone()).into_data();
+        });
+        let s_ad = Tensor::<4>::from_data(scores.to_data(), &ad).require_grad();
+        let m_ad = mask(&ad);
+        let w_ad = Tensor::<4>::random([b, h, t, t], Distribution::Default, &ad);
+        ab("masked softmax fwd+bwd (autodiff)", reps, || {
+            let p = fused::masked_softmax(s_ad.clone(), m_ad.clone());
+            let _ = (p * w_ad.clone()).sum().backward();
+        });
+        let hidden = normal([b, t, d], &device);
+        ab("layer norm forward [32,128,384]", reps, || {
+            let _ = fused::layer_norm(&ln, 1e-12, hidden.clone()).into_data();
+        });
+        let hidden_ad = normal([b, t, d], &ad).require_grad();
+        let w3 = normal([b, t, d], &ad);
+        ab("layer norm fwd+bwd (autodiff)", reps, || {
+            let y = fused::layer_norm(&ln_ad, 1e-12, hidden_ad.clone());
+            let _ = (y * w3.clone()).sum().backward();
+        });
+    }
+
+    #[test]
+    #[ignore = "benchmark: prints timings"]
+    fn training_step_and_inference() {
+        let device = Device::flex();
+        let train_dev = train_device(&device);
+        let reps = reps();
+        for (batch_size, seq_len) in SHAPES {
+            let (mut model, config) = classifier(None, NUM_LABELS, &train_dev).unwrap();
+            let instances = synthetic_instances(batch_size, seq_len, config.vocab_size);
+            let refs: Vec<&EncodedInstance> = instances.iter().collect();
+            let mut optimizer = adamw(&model, WEIGHT_DECAY);
+            let batch = Batch::new(&refs, config.pad_token_id, &train_dev);
+            let mut step = 0u64;
+            ab(&format!("train step {batch_size}x{seq_len}"), reps, || {
+                let taken = model.clone();
+                let out = with_backend_seed(&train_dev, step, || taken.forward(&batch)).unwrap();
+                let loss = cross_entropy(out.logits, batch.labels.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &taken);
+                let (grads, _) = clip_global_norm(&taken, grads, GRAD_CLIP);
+                model = optimizer.step(LR, taken, grads);
+                step += 1;
+            });
+            let valid = model.valid();
+            let batch = Batch::new(&refs, config.pad_token_id, &device);
+            ab(&format!("inference {batch_size}x{seq_len}"), reps, || {
+                let out = valid.forward(&batch).unwrap();
+                let _ = out.logits.into_data();
+            });
+        }
+    }
+}

@@ -20,14 +20,14 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::tokenizer::Encoding;
-use super::{checkpoint, ModelError};
+use super::{checkpoint, fused, ModelError};
 
 /// The additive attention bias on padded key positions. exp(-10⁴ + s) underflows to exactly
 /// 0 in f32 for any realistic score s, and the value is still representable in f16.
@@ -118,7 +118,7 @@ pub enum HiddenAct {
 impl HiddenAct {
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            HiddenAct::Gelu => gelu(x),
+            HiddenAct::Gelu => fused::gelu(x),
             HiddenAct::GeluTanh => gelu_approximate(x),
             HiddenAct::Relu => relu(x),
         }
@@ -275,6 +275,9 @@ pub struct BertEmbeddings {
     pub layer_norm: LayerNorm,
     /// Dropout on the result.
     pub dropout: Dropout,
+    /// ε of the LayerNorm.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 impl BertEmbeddings {
@@ -291,6 +294,7 @@ impl BertEmbeddings {
             token_type_embeddings: table(config.type_vocab_size),
             layer_norm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -328,7 +332,8 @@ impl BertEmbeddings {
                 words + (positions + segment)
             }
         };
-        self.dropout.forward(self.layer_norm.forward(summed))
+        let normalized = fused::layer_norm(&self.layer_norm, self.layer_norm_eps, summed);
+        self.dropout.forward(normalized)
     }
 }
 
@@ -391,8 +396,8 @@ impl BertSelfAttention {
             // A = softmax(Q Kᵀ / √d_k + M), dropout on A, then A V.
             // Scaling Q ([B, h, T, d_k]) is cheaper than scaling the T×T scores.
             let scale = 1.0 / (self.d_head as f64).sqrt();
-            let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)) + bias;
-            let probs = softmax(scores, 3);
+            let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+            let probs = fused::masked_softmax(scores, bias);
             let context = self.dropout.forward(probs.clone()).matmul(v);
             (context, output_attentions.then_some(probs))
         } else {
@@ -413,6 +418,9 @@ pub struct BertResidualOutput {
     pub layer_norm: LayerNorm,
     /// Dropout on the projection.
     pub dropout: Dropout,
+    /// ε of the LayerNorm.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 impl BertResidualOutput {
@@ -421,12 +429,13 @@ impl BertResidualOutput {
             dense: linear(config, d_in, config.hidden_size, device),
             layer_norm: layer_norm(config, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
     fn forward(&self, y: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         let projected = self.dropout.forward(self.dense.forward(y));
-        self.layer_norm.forward(projected + residual)
+        fused::layer_norm(&self.layer_norm, self.layer_norm_eps, projected + residual)
     }
 }
 
@@ -652,7 +661,7 @@ mod tests {
     #[test]
     fn tiny_model_shapes_and_masked_attention() {
         let device = Device::flex();
-        device.seed(7);
+        let _seeded = crate::train::rng::hold_backend_seed(&device, 7);
         let config = BertConfig::tiny(50);
         let model = BertModel::new(&config, &device);
         let (input_ids, mask) = ids(&[LONG, SHORT], &device);
@@ -687,7 +696,7 @@ mod tests {
     #[test]
     fn padding_does_not_change_real_tokens() {
         let device = Device::flex();
-        device.seed(11);
+        let _seeded = crate::train::rng::hold_backend_seed(&device, 11);
         let model = BertModel::new(&BertConfig::tiny(50), &device);
         let (batch_ids, batch_mask) = ids(&[LONG, SHORT], &device);
         let (alone_ids, alone_mask) = ids(&[SHORT], &device);
@@ -704,7 +713,7 @@ mod tests {
     #[test]
     fn fused_and_explicit_attention_agree() {
         let device = Device::flex();
-        device.seed(3);
+        let _seeded = crate::train::rng::hold_backend_seed(&device, 3);
         let model = BertModel::new(&BertConfig::tiny(50), &device);
         let (input_ids, mask) = ids(&[LONG, SHORT], &device);
         let fused = model.forward(input_ids.clone(), mask.clone(), false);
@@ -720,7 +729,7 @@ mod tests {
     #[test]
     fn trains_with_dropout_on_autodiff_and_is_deterministic_in_valid_mode() {
         let device = Device::flex().autodiff();
-        device.seed(5);
+        let _seeded = crate::train::rng::hold_backend_seed(&device, 5);
         let model = BertModel::new(&BertConfig::tiny(50), &device);
         let (input_ids, mask) = ids(&[LONG, SHORT], &device);
         let a = model.forward(input_ids.clone(), mask.clone(), false);

@@ -744,7 +744,9 @@ mod tests {
     }
 
     fn random3(dims: [usize; 3]) -> Tensor<3> {
-        Tensor::random(dims, Distribution::Normal(0.0, 1.0), &device())
+        crate::train::rng::unseeded_draw(|| {
+            Tensor::random(dims, Distribution::Normal(0.0, 1.0), &device())
+        })
     }
 
     fn values2(t: Tensor<2>) -> Vec<Vec<f32>> {
@@ -773,11 +775,13 @@ mod tests {
         let attentions = (0..cfg.num_layers)
             .map(|_| {
                 softmax(
-                    Tensor::<4>::random(
-                        [batch, cfg.num_attention_heads, tokens, tokens],
-                        Distribution::Normal(0.0, 1.0),
-                        &device(),
-                    ),
+                    crate::train::rng::unseeded_draw(|| {
+                        Tensor::<4>::random(
+                            [batch, cfg.num_attention_heads, tokens, tokens],
+                            Distribution::Normal(0.0, 1.0),
+                            &device(),
+                        )
+                    }),
                     3,
                 )
             })

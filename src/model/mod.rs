@@ -1,14 +1,17 @@
 //! burn modules: BERT encoder, fine-tuning heads, CRF, MLM head, probing classifier.
 //!
 //! The encoder side lives in [`bert`] (the network), [`checkpoint`] (Hugging Face
-//! directory layout on disk), [`tokenizer`] (WordPiece) and [`device`] (backend choice).
+//! directory layout on disk), [`tokenizer`] (WordPiece), [`vocab`] (added tokens' embedding
+//! rows) and [`device`] (backend choice).
 
 pub mod bert;
 pub mod checkpoint;
 pub mod device;
+pub mod fused;
 pub mod heads;
 pub mod throughput;
 pub mod tokenizer;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 

@@ -159,6 +159,52 @@ impl BertTokenizer {
             .collect()
     }
 
+    /// Adds each of `tokens` as one unsplittable token, matched in the raw text before
+    /// normalization (so lower-casing cannot touch it) and kept as a word of its own; a
+    /// token the vocabulary lacks gets the next free id after it. Returns the tokens' ids,
+    /// in order.
+    pub fn add_tokens(&mut self, tokens: &[String]) -> Result<Vec<u32>, ModelError> {
+        if let Some(bad) = tokens
+            .iter()
+            .find(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+        {
+            return Err(ModelError::Tokenizer(format!(
+                "cannot add `{bad}`: a token must be non-empty and without whitespace"
+            )));
+        }
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .map(|t| AddedToken::from(t.as_str(), false).normalized(false))
+            .collect();
+        self.inner.add_tokens(&added);
+        tokens
+            .iter()
+            .map(|t| {
+                self.inner
+                    .token_to_id(t)
+                    .ok_or_else(|| ModelError::Tokenizer(format!("`{t}` was not added")))
+            })
+            .collect()
+    }
+
+    /// Writes the whole tokenizer, added tokens included, as `dir/tokenizer.json` (which
+    /// [`from_dir`](Self::from_dir) and `transformers` read before `vocab.txt`).
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join("tokenizer.json");
+        self.inner
+            .save(&path, true)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// One more than the largest id (the rows a word-embedding matrix needs).
+    pub fn id_bound(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&id| id as usize + 1)
+    }
+
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -784,12 +784,16 @@ mod tests {
     #[test]
     fn a_planned_kind_that_is_not_built_fails_at_plan_time() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = write(dir.path(), "p.yaml", "stages:\n  t:\n    kind: probe\n");
+        let p = write(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  t:\n    kind: ner_finetune\n",
+        );
         let err = load_pipeline(&p, None, &StageRegistry::empty()).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(
             err.message
-                .contains("stage kind `probe` is not implemented"),
+                .contains("stage kind `ner_finetune` is not implemented"),
             "{err}"
         );
     }

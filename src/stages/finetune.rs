@@ -10,7 +10,7 @@
 //! dev scores and throughput), `attention.jsonl` for `sll_att*` heads (test α per token),
 //! and `model/` when `save_model: true`. The model tested is the one after the last epoch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,9 @@ use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
 use crate::model::tokenizer::Encoding;
+use crate::model::vocab::grow_word_embeddings;
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
-use crate::train::classifier::initialize_params;
+use crate::train::classifier::{entity_tags, initialize_params};
 use crate::train::rng::with_backend_seed;
 use crate::train::{
     fit, micro_prf, predict, EncodedInstance, EpochRecord, FitEnv, SequenceClassifier, TrainError,
@@ -100,6 +101,33 @@ pub struct FinetuneParams {
     /// stay valid: the default is the behaviour they were made with.)
     #[serde(default = "yes", skip_serializing_if = "is_default_bucketing")]
     pub bucketing: bool,
+    /// Entity tags (`@GENE$`, `@CHEMICAL$`, …): `split` into word pieces by the vocabulary,
+    /// as in the papers, or `add`ed to it as one new token each (see [`crate::model::vocab`]).
+    /// (Left out of the key at its default, like `bucketing`.)
+    #[serde(default, skip_serializing_if = "EntityTokens::is_split")]
+    pub entity_tokens: EntityTokens,
+    /// With `entity_tokens: add`: the tags to add; empty adds every `@…$` tag found in the
+    /// split's train, dev and test texts (in sorted order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entity_tags: Vec<String>,
+}
+
+/// How entity tags reach the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityTokens {
+    /// Word pieces of the vocabulary (`@`, `gene`, `$`), as the papers do.
+    #[default]
+    Split,
+    /// One added token per tag, with a new row of W_word (N(0, σ²), BERT's initialisation).
+    Add,
+}
+
+impl EntityTokens {
+    /// `split` is the behaviour every earlier result was made with.
+    fn is_split(&self) -> bool {
+        *self == EntityTokens::Split
+    }
 }
 
 /// `bucketing: true` is the behaviour every earlier result was made with.
@@ -205,6 +233,19 @@ impl Stage for FinetuneStage {
         if p.tiny && p.init != Init::Random {
             return Err(ParamError::new("tiny", "needs `init: random`"));
         }
+        if !p.entity_tags.is_empty() && p.entity_tokens != EntityTokens::Add {
+            return Err(ParamError::new("entity_tags", "needs `entity_tokens: add`"));
+        }
+        if let Some(bad) = p
+            .entity_tags
+            .iter()
+            .find(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+        {
+            return Err(ParamError::new(
+                "entity_tags",
+                format!("`{bad}` is empty or contains whitespace"),
+            ));
+        }
         if p.max_train == Some(0) || p.max_eval == Some(0) {
             return Err(ParamError::new(
                 "max_train/max_eval",
@@ -232,10 +273,10 @@ impl From<TrainError> for StageError {
 
 /// One line of a split file (other fields are ignored).
 #[derive(Debug, Clone, Deserialize)]
-struct SplitInstance {
-    id: String,
-    text: String,
-    label: String,
+pub(crate) struct SplitInstance {
+    pub id: String,
+    pub text: String,
+    pub label: String,
 }
 
 /// `predictions.jsonl` line.
@@ -262,14 +303,14 @@ struct History<'a> {
 }
 
 /// A split file read and tokenized.
-struct SplitSet {
-    instances: Vec<SplitInstance>,
-    encodings: Vec<Encoding>,
-    encoded: Vec<EncodedInstance>,
+pub(crate) struct SplitSet {
+    pub instances: Vec<SplitInstance>,
+    pub encodings: Vec<Encoding>,
+    pub encoded: Vec<EncodedInstance>,
 }
 
 impl SplitSet {
-    fn gold(&self) -> Vec<usize> {
+    pub fn gold(&self) -> Vec<usize> {
         self.encoded.iter().map(|x| x.label).collect()
     }
 }
@@ -277,39 +318,35 @@ impl SplitSet {
 fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
-    let data_dir = match p.fold {
-        Some(k) => data_root.join(format!("fold-{k}")),
-        None => data_root.clone(),
-    };
-    if !data_dir.is_dir() {
-        return Err(StageError::Input {
-            name: "data".into(),
-            message: format!("{} is not a directory", data_dir.display()),
-        });
-    }
-    let labels_path = [data_dir.join(LABELS_FILE), data_root.join(LABELS_FILE)]
-        .into_iter()
-        .find(|path| path.is_file())
-        .ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {LABELS_FILE} in {}", data_dir.display()),
-        })?;
-    let label_set: LabelSet = jsonl::read_json(&labels_path)?;
-    if label_set.labels.len() < 2 {
-        return Err(StageError::Input {
-            name: "data".into(),
-            message: format!("{}: fewer than 2 labels", labels_path.display()),
-        });
-    }
+    let SplitSource {
+        dir: data_dir,
+        labels_path,
+        label_set,
+    } = split_source(&data_root, p.fold)?;
 
-    let tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    let read = |name: &str, cap: Option<usize>| -> Result<Option<SplitSet>, StageError> {
-        let path = data_dir.join(format!("{name}.jsonl"));
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
-        encode_split(&path, instances, &label_set.labels, &tokenizer, p.max_len).map(Some)
+    let mut tokenizer = BertTokenizer::from_dir(&model_dir)?;
+    if p.entity_tokens == EntityTokens::Add {
+        let tags = match p.entity_tags.as_slice() {
+            [] => split_entity_tags(&data_dir)?,
+            declared => declared.to_vec(),
+        };
+        tokenizer.add_tokens(&tags)?;
+        ctx.progress.println(format!(
+            "{}: entity tags added as tokens: {}",
+            ctx.name,
+            tags.join(" ")
+        ));
+    }
+    let tokenizer = tokenizer;
+    let read = |name: &str, cap: Option<usize>| {
+        read_split(
+            &data_dir,
+            name,
+            cap,
+            &label_set.labels,
+            &tokenizer,
+            p.max_len,
+        )
     };
     let required = |name: &str, set: Option<SplitSet>| {
         set.ok_or_else(|| StageError::Input {
@@ -333,16 +370,10 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     let train_dev = train_device(&device);
     // parameter initialization (random encoder, head) draws from the backend's generator
     let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
-        let (encoder, config) = match (p.init, p.tiny) {
-            (Init::Pretrained, _) => BertModel::load(&model_dir, &train_dev)?,
-            (Init::Random, tiny) => {
-                let config = if tiny {
-                    BertConfig::tiny(tokenizer.vocab_size())
-                } else {
-                    BertConfig::from_file(&model_dir.join("config.json"))?
-                };
-                (BertModel::new(&config, &train_dev), config)
-            }
+        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
+        let (encoder, config) = match p.entity_tokens {
+            EntityTokens::Split => (encoder, config),
+            EntityTokens::Add => grow_word_embeddings(encoder, &config, tokenizer.id_bound()),
         };
         let head_config = head_config(p, &config, label_set.labels.len());
         let model = SequenceClassifier {
@@ -472,10 +503,123 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
             &head_config,
             &label_set,
             &model_dir,
+            (p.entity_tokens == EntityTokens::Add).then_some(&tokenizer),
             &out.join("model"),
         )?;
     }
     Ok(())
+}
+
+/// A split directory resolved for one run: `data` itself or its `fold-K/`, and the
+/// `labels.json` that applies (the fold's own, else the split's).
+pub(crate) struct SplitSource {
+    pub dir: PathBuf,
+    pub labels_path: PathBuf,
+    pub label_set: LabelSet,
+}
+
+/// Resolves the `data` input (a `split` output) for `fold`; at least 2 labels.
+pub(crate) fn split_source(data_root: &Path, fold: Option<u32>) -> Result<SplitSource, StageError> {
+    let dir = match fold {
+        Some(k) => data_root.join(format!("fold-{k}")),
+        None => data_root.to_path_buf(),
+    };
+    if !dir.is_dir() {
+        return Err(StageError::Input {
+            name: "data".into(),
+            message: format!("{} is not a directory", dir.display()),
+        });
+    }
+    let labels_path = [dir.join(LABELS_FILE), data_root.join(LABELS_FILE)]
+        .into_iter()
+        .find(|path| path.is_file())
+        .ok_or_else(|| StageError::Input {
+            name: "data".into(),
+            message: format!("no {LABELS_FILE} in {}", dir.display()),
+        })?;
+    let label_set: LabelSet = jsonl::read_json(&labels_path)?;
+    if label_set.labels.len() < 2 {
+        return Err(StageError::Input {
+            name: "data".into(),
+            message: format!("{}: fewer than 2 labels", labels_path.display()),
+        });
+    }
+    Ok(SplitSource {
+        dir,
+        labels_path,
+        label_set,
+    })
+}
+
+/// Reads and tokenizes `dir/name.jsonl`, keeping at most `cap` instances (see [`capped`]);
+/// `None` when the file does not exist.
+pub(crate) fn read_split(
+    dir: &Path,
+    name: &str,
+    cap: Option<usize>,
+    labels: &[String],
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<Option<SplitSet>, StageError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
+    encode_split(&path, instances, labels, tokenizer, max_len).map(Some)
+}
+
+/// The encoder as `init` says: the checkpoint in `model_dir`, or random weights in its
+/// shape (in [`BertConfig::tiny`] with the tokenizer's vocabulary when `tiny`). Random
+/// draws come from the backend's generator: call it under
+/// [`with_backend_seed`](crate::train::rng::with_backend_seed).
+pub(crate) fn load_encoder(
+    init: Init,
+    tiny: bool,
+    model_dir: &Path,
+    tokenizer: &BertTokenizer,
+    device: &burn::tensor::Device,
+) -> Result<(BertModel, BertConfig), ModelError> {
+    match init {
+        Init::Pretrained => BertModel::load(model_dir, device),
+        Init::Random => {
+            let config = if tiny {
+                BertConfig::tiny(tokenizer.vocab_size())
+            } else {
+                BertConfig::from_file(&model_dir.join("config.json"))?
+            };
+            Ok((BertModel::new(&config, device), config))
+        }
+    }
+}
+
+/// The distinct entity tags (`@…$`) in the texts of `dir`'s train, dev and test files,
+/// sorted (so the added ids do not depend on file order).
+fn split_entity_tags(dir: &Path) -> Result<Vec<String>, StageError> {
+    let mut tags = std::collections::BTreeSet::new();
+    for name in ["train", "dev", "test"] {
+        let path = dir.join(format!("{name}.jsonl"));
+        if !path.is_file() {
+            continue;
+        }
+        for x in jsonl::read::<SplitInstance>(&path)? {
+            tags.extend(
+                entity_tags(&x.text)
+                    .into_iter()
+                    .map(|(s, e)| x.text[s..e].to_string()),
+            );
+        }
+    }
+    if tags.is_empty() {
+        return Err(StageError::Input {
+            name: "data".into(),
+            message: format!(
+                "{}: `entity_tokens: add` found no `@…$` entity tag in the texts",
+                dir.display()
+            ),
+        });
+    }
+    Ok(tags.into_iter().collect())
 }
 
 fn head_config(p: &FinetuneParams, config: &BertConfig, num_labels: usize) -> HeadConfig {
@@ -544,17 +688,22 @@ fn encode_split(
 }
 
 /// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the head
-/// (`head.bpk`, described by `head.json`).
+/// (`head.bpk`, described by `head.json`). A `grown` tokenizer (added entity tokens) is
+/// written as `tokenizer.json` over the checkpoint's, so it matches the grown W_word.
 fn save_model(
     model: &SequenceClassifier,
     config: &BertConfig,
     head: &HeadConfig,
     labels: &LabelSet,
     from: &Path,
+    grown: Option<&BertTokenizer>,
     dir: &Path,
 ) -> Result<(), StageError> {
     model.encoder.save(config, dir)?;
     copy_tokenizer_files(from, dir)?;
+    if let Some(tokenizer) = grown {
+        tokenizer.save(dir)?;
+    }
     let head_path = dir.join("head.bpk");
     model
         .head
@@ -611,6 +760,28 @@ mod tests {
         assert_eq!(
             FinetuneStage::check(&tiny_pretrained).map_err(|e| e.param),
             Err("tiny".to_string())
+        );
+    }
+
+    #[test]
+    fn entity_tokens_default_to_split_and_stay_out_of_the_key() {
+        let p: FinetuneParams = serde_json::from_value(serde_json::json!({})).expect("defaults");
+        assert_eq!(p.entity_tokens, EntityTokens::Split);
+        let key = serde_json::to_value(&p).expect("serialize");
+        assert!(key.get("entity_tokens").is_none() && key.get("entity_tags").is_none());
+        let add: FinetuneParams = serde_json::from_value(serde_json::json!({
+            "entity_tokens": "add", "entity_tags": ["@GENE$", "@CHEMICAL$"]
+        }))
+        .expect("parse");
+        assert!(FinetuneStage::check(&add).is_ok());
+        let key = serde_json::to_value(&add).expect("serialize");
+        assert_eq!(key["entity_tokens"], "add");
+        assert_eq!(key["entity_tags"][1], "@CHEMICAL$");
+        let tags_without_add: FinetuneParams =
+            serde_json::from_value(serde_json::json!({"entity_tags": ["@GENE$"]})).expect("parse");
+        assert_eq!(
+            FinetuneStage::check(&tags_without_add).map_err(|e| e.param),
+            Err("entity_tags".to_string())
         );
     }
 

@@ -1,6 +1,7 @@
 //! Stage kinds: one module per kind, each implementing [`Stage`]. The executor knows
 //! stages only through the object-safe [`ErasedStage`] view kept in the [`StageRegistry`].
 
+pub mod attention_analysis;
 pub mod corpus;
 mod ctx;
 pub mod cv_aggregate;
@@ -8,6 +9,7 @@ pub mod evaluate;
 pub mod fetch;
 pub mod finetune;
 pub mod pretrain;
+pub mod probe;
 mod registry;
 pub mod report;
 pub mod shell;

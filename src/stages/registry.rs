@@ -7,12 +7,7 @@ use super::{ParamError, Stage, StageCtx, StageError};
 
 /// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
-pub const PLANNED_KINDS: &[&str] = &[
-    "probe",
-    "attention_analysis",
-    "multitask_finetune",
-    "ner_finetune",
-];
+pub const PLANNED_KINDS: &[&str] = &["multitask_finetune", "ner_finetune"];
 
 /// Object-safe view of a stage kind, used by planner and executor.
 pub trait ErasedStage: Send + Sync {
@@ -95,6 +90,8 @@ impl StageRegistry {
         r.register::<super::finetune::FinetuneStage>();
         r.register::<super::subdomain_corpus::SubdomainCorpusStage>();
         r.register::<super::pretrain::PretrainStage>();
+        r.register::<super::attention_analysis::AttentionAnalysisStage>();
+        r.register::<super::probe::ProbeStage>();
         r
     }
 

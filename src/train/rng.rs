@@ -51,6 +51,29 @@ impl SplitMix64 {
 /// lose reproducibility; holding this lock from the `seed` call to the last draw prevents it.
 static BACKEND_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs `draw` (random ops that need no particular seed, e.g. test inputs) while no seeded
+/// user is between its `seed` call and its last draw, so it cannot shift their draws.
+pub fn unseeded_draw<R>(draw: impl FnOnce() -> R) -> R {
+    let _guard = BACKEND_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    draw()
+}
+
+/// Seeds the backend's generator for `device` with `seed` and keeps every other user of it
+/// waiting until the returned guard is dropped (for code that draws in several places, such
+/// as tests building a model; must not call [`with_backend_seed`] while holding it).
+pub fn hold_backend_seed(
+    device: &burn::tensor::Device,
+    seed: u64,
+) -> std::sync::MutexGuard<'static, ()> {
+    let guard = BACKEND_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(seed);
+    guard
+}
+
 /// Seeds the backend's generator for `device` with `seed` and runs `draw` while no other
 /// [`with_backend_seed`] caller can draw from it.
 pub fn with_backend_seed<R>(

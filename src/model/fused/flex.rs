@@ -1,0 +1,329 @@
+//! The fused kernels as burn operations on the `flex` CPU backend, with and without
+//! autodiff, through burn's backend-extension API (`Tensor::try_into_primitive` /
+//! `from_primitive`, and `burn-autodiff`'s `Backward` for the hand-written gradients).
+//!
+//! Each function returns `Err(inputs)` unchanged when the tensors are not f32 on `flex`
+//! (another backend, another dtype, a checkpointing autodiff), and the caller then runs the
+//! reference form.
+
+// Each `Err` hands the (large) tensors back, unchanged, for the reference form.
+#![allow(clippy::result_large_err)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::TensorMetadata;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+
+use super::kernels::{self, MaskLayout};
+
+/// `flex` under autodiff (no gradient checkpointing, the training device's default).
+type Tracked = Autodiff<Flex>;
+type TrackedTensor = FloatTensor<Tracked>;
+
+/// Where a float tensor lives, as far as the fused kernels care.
+enum Placed<const D: usize> {
+    /// A plain `flex` f32 tensor (inference).
+    Flex(FlexTensor),
+    /// A `flex` f32 tensor under autodiff (training).
+    Tracked(TrackedTensor),
+    /// Anything else: the reference form handles it.
+    Other(Tensor<D>),
+}
+
+fn place<const D: usize>(x: Tensor<D>) -> Placed<D> {
+    if x.dtype() != DType::F32 {
+        return Placed::Other(x);
+    }
+    if x.device().is_autodiff() {
+        match x.clone().try_into_primitive::<Tracked>() {
+            Ok(t) => Placed::Tracked(t),
+            Err(_) => Placed::Other(x),
+        }
+    } else {
+        match x.clone().try_into_primitive::<Flex>() {
+            Ok(t) => Placed::Flex(t),
+            Err(_) => Placed::Other(x),
+        }
+    }
+}
+
+/// The `flex` tensor under `x` without its autodiff graph (a constant input such as a mask).
+fn constant<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    if x.device().is_autodiff() {
+        x.clone()
+            .try_into_primitive::<Tracked>()
+            .ok()
+            .map(|t| t.into_primitive())
+    } else {
+        x.clone().try_into_primitive::<Flex>().ok()
+    }
+}
+
+/// The values of `t` as a contiguous f32 slice (copying only when `t` is a strided view).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused kernels read contiguous f32 tensors")
+}
+
+fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// An elementwise kernel `out = f(a)` into a fresh tensor of `a`'s shape.
+fn map(a: &FlexTensor, f: impl FnOnce(&[f32], &mut [f32])) -> FlexTensor {
+    let mut out = vec![0.0f32; a.layout().num_elements()];
+    f(values(a), &mut out);
+    from_vec(out, a.shape())
+}
+
+// ---------------------------------------------------------------- GELU
+
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    match place(x) {
+        Placed::Flex(x) => Ok(Tensor::from_primitive::<Flex>(gelu_forward(&contiguous(x)))),
+        Placed::Tracked(x) => Ok(Tensor::from_primitive::<Tracked>(gelu_tracked(x))),
+        Placed::Other(x) => Err(x),
+    }
+}
+
+fn gelu_forward(x: &FlexTensor) -> FlexTensor {
+    map(x, kernels::gelu)
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    /// The input x.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+            let dy = contiguous(dy);
+            map(&x, |x, dx| kernels::gelu_backward(x, values(&dy), dx))
+        });
+    }
+}
+
+fn gelu_tracked(x: TrackedTensor) -> TrackedTensor {
+    let input = contiguous(x.primitive().clone());
+    let y = gelu_forward(&input);
+    match GeluBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(input, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+// ---------------------------------------------------------------- masked softmax
+
+pub fn masked_softmax(
+    scores: Tensor<4>,
+    mask: Tensor<4>,
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>)> {
+    let [b, h, tq, tk] = scores.dims();
+    let [mb, mh, mq, mk] = mask.dims();
+    let fits = mb == b && mh == 1 && (mq == tq || mq == 1) && mk == tk;
+    let Some(m) = constant(&mask).filter(|_| fits) else {
+        return Err((scores, mask));
+    };
+    let layout = MaskLayout {
+        heads: h,
+        queries: tq,
+        mask_queries: mq,
+        keys: tk,
+    };
+    let m = contiguous(m);
+    match place(scores) {
+        Placed::Flex(s) => Ok(Tensor::from_primitive::<Flex>(softmax_forward(
+            &contiguous(s),
+            &m,
+            layout,
+        ))),
+        Placed::Tracked(s) => Ok(Tensor::from_primitive::<Tracked>(softmax_tracked(
+            s, &m, layout,
+        ))),
+        Placed::Other(s) => Err((s, mask)),
+    }
+}
+
+fn softmax_forward(s: &FlexTensor, m: &FlexTensor, layout: MaskLayout) -> FlexTensor {
+    map(s, |s, p| kernels::masked_softmax(s, values(m), layout, p))
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    /// The output p and the row length.
+    type State = (FlexTensor, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, keys) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dp| {
+            let dp = contiguous(dp);
+            map(&p, |p, ds| {
+                kernels::softmax_backward(p, values(&dp), keys, ds)
+            })
+        });
+    }
+}
+
+fn softmax_tracked(s: TrackedTensor, m: &FlexTensor, layout: MaskLayout) -> TrackedTensor {
+    let p = softmax_forward(&contiguous(s.primitive().clone()), m, layout);
+    match SoftmaxBackward
+        .prepare::<NoCheckpointing>([s.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((p.clone(), layout.keys), p),
+        OpsKind::UnTracked(prep) => prep.finish(p),
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+/// The inputs of [`layer_norm`], handed back when the fused path does not apply.
+pub type LayerNormInputs<const D: usize> = (Tensor<D>, Tensor<1>, Option<Tensor<1>>);
+
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Result<Tensor<D>, LayerNormInputs<D>> {
+    let all_tracked = x.device().is_autodiff()
+        && gamma.device().is_autodiff()
+        && beta.as_ref().is_none_or(|b| b.device().is_autodiff());
+    // without autodiff, flex's own fused LayerNorm is faster (it saves no x̂ for a backward
+    // pass); a beta-less LayerNorm is rare: the reference form serves both
+    let Some(beta_tensor) = beta.clone().filter(|_| all_tracked) else {
+        return Err((x, gamma, beta));
+    };
+    match (place(x), place(gamma), place(beta_tensor)) {
+        (Placed::Tracked(x), Placed::Tracked(g), Placed::Tracked(b)) => Ok(
+            Tensor::from_primitive::<Tracked>(layer_norm_tracked(x, g, b, epsilon)),
+        ),
+        (x, g, _) => Err((unplace(x), unplace(g), beta)),
+    }
+}
+
+fn unplace<const D: usize>(p: Placed<D>) -> Tensor<D> {
+    match p {
+        Placed::Flex(t) => Tensor::from_primitive::<Flex>(t),
+        Placed::Tracked(t) => Tensor::from_primitive::<Tracked>(t),
+        Placed::Other(t) => t,
+    }
+}
+
+/// y, x̂ and 1/σ per row.
+fn layer_norm_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, Vec<f32>) {
+    let n = x.layout().num_elements();
+    let d = gamma.layout().num_elements();
+    let mut y = vec![0.0f32; n];
+    let mut x_hat = vec![0.0f32; n];
+    let mut inv_std = vec![0.0f32; n / d.max(1)];
+    kernels::layer_norm(
+        values(x),
+        values(gamma),
+        Some(values(beta)),
+        epsilon as f32,
+        &mut y,
+        &mut x_hat,
+        &mut inv_std,
+    );
+    (from_vec(y, x.shape()), from_vec(x_hat, x.shape()), inv_std)
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormState {
+    x_hat: FlexTensor,
+    inv_std: std::sync::Arc<Vec<f32>>,
+    gamma: FlexTensor,
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = LayerNormState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let state = ops.state;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let mut dx = vec![0.0f32; state.x_hat.layout().num_elements()];
+        let (d_gamma, d_beta) = kernels::layer_norm_backward(
+            values(&state.x_hat),
+            &state.inv_std,
+            values(&state.gamma),
+            values(&dy),
+            &mut dx,
+        );
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        let d = d_gamma.len();
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, from_vec(dx, state.x_hat.shape()));
+        }
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, from_vec(d_gamma, Shape::new([d])));
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, from_vec(d_beta, Shape::new([d])));
+        }
+    }
+}
+
+fn layer_norm_tracked(
+    x: TrackedTensor,
+    gamma: TrackedTensor,
+    beta: TrackedTensor,
+    epsilon: f64,
+) -> TrackedTensor {
+    let g = contiguous(gamma.primitive().clone());
+    let (y, x_hat, inv_std) = layer_norm_forward(
+        &contiguous(x.primitive().clone()),
+        &g,
+        &contiguous(beta.primitive().clone()),
+        epsilon,
+    );
+    match LayerNormBackward
+        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            LayerNormState {
+                x_hat,
+                inv_std: std::sync::Arc::new(inv_std),
+                gamma: g,
+            },
+            y,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}

@@ -1,0 +1,75 @@
+//! Fused CPU kernels for the encoder's memory-bound steps: GELU, the masked softmax of
+//! attention and LayerNorm, each one pass forward and one pass backward instead of burn's
+//! chain of elementwise ops (and, under autodiff, a graph node per op).
+//!
+//! Dropout stays burn's: its cost is drawing the mask (one generator call per element, on
+//! one thread), and a fused apply-and-rescale measured no faster.
+//!
+//! Every function here has a reference form in [`reference`] built from burn's own ops; the
+//! fused kernel runs for f32 tensors on the `flex` CPU backend (with or without autodiff) and
+//! the reference form everywhere else, or on this thread inside [`with_reference_kernels`].
+//! Tests hold each kernel to its reference form.
+
+mod flex;
+mod kernels;
+pub mod reference;
+
+use std::cell::Cell;
+
+use burn::nn::LayerNorm;
+use burn::tensor::Tensor;
+
+thread_local! {
+    static REFERENCE_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the reference forms instead of the fused kernels on this thread (for A/B
+/// benchmarks and parity tests); a gradient is computed by the form its forward pass used.
+pub fn with_reference_kernels<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REFERENCE_ONLY.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(REFERENCE_ONLY.with(|r| r.replace(true)));
+    f()
+}
+
+fn fused_enabled() -> bool {
+    !REFERENCE_ONLY.with(Cell::get)
+}
+
+/// GELU(x) = x Φ(x) with the exact (erf) Φ.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fused_enabled() {
+        return reference::gelu(x);
+    }
+    flex::gelu(x).unwrap_or_else(reference::gelu)
+}
+
+/// softmax(S + M) over the last axis: attention scores S `[B, h, T, T]` and the additive
+/// padding mask M `[B, 1, T, T]` or `[B, 1, 1, T]`, a constant (no gradient reaches it).
+pub fn masked_softmax(scores: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
+    if !fused_enabled() {
+        return reference::masked_softmax(scores, mask);
+    }
+    flex::masked_softmax(scores, mask)
+        .unwrap_or_else(|(scores, mask)| reference::masked_softmax(scores, mask))
+}
+
+/// `layer_norm.forward(x)` = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis, with the module's
+/// ε passed as `epsilon` (burn keeps it private).
+pub fn layer_norm<const D: usize>(layer_norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    if !fused_enabled() {
+        return reference::layer_norm(layer_norm, x);
+    }
+    let gamma = layer_norm.gamma.val();
+    let beta = layer_norm.beta.as_ref().map(|b| b.val());
+    flex::layer_norm(x, gamma, beta, epsilon).unwrap_or_else(|(x, gamma, beta)| {
+        burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
+    })
+}
+
+#[cfg(test)]
+mod tests;

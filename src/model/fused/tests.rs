@@ -1,0 +1,161 @@
+//! Each fused kernel against its reference form, forward and gradient, on random inputs
+//! with padded positions, on plain `flex` and under autodiff.
+
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use super::*;
+use crate::model::bert::MASK_BIAS;
+
+const TOLERANCE: f32 = 1e-5;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn assert_close<const D: usize>(what: &str, fused: Tensor<D>, reference: Tensor<D>) {
+    assert_eq!(fused.dims(), reference.dims(), "{what}: shapes");
+    let (a, b) = (values(fused), values(reference));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= TOLERANCE, "{what}: max difference {worst}");
+}
+
+fn random<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
+    crate::train::rng::unseeded_draw(|| {
+        Tensor::random(shape, Distribution::Normal(0.0, std), device)
+    })
+}
+
+/// The additive padding mask `[B, 1, 1, T]` for sequences of `lengths` padded to `t`.
+fn padding_mask(lengths: &[usize], t: usize, device: &Device) -> Tensor<4> {
+    let bias: Vec<f32> = lengths
+        .iter()
+        .flat_map(|&len| (0..t).map(move |i| if i < len { 0.0 } else { MASK_BIAS }))
+        .collect();
+    Tensor::from_data(TensorData::new(bias, [lengths.len(), 1, 1, t]), device)
+}
+
+/// A tracked copy of `x` and the gradient of Σ f(x) ⊙ w with respect to it.
+fn gradient<const D: usize>(
+    x: &Tensor<D>,
+    w: &Tensor<D>,
+    f: impl Fn(Tensor<D>) -> Tensor<D>,
+) -> (Tensor<D>, Tensor<D>) {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<D>::from_data(x.to_data(), &device).require_grad();
+    let w = Tensor::<D>::from_data(w.to_data(), &device);
+    let y = f(x.clone());
+    let grads = (y.clone() * w).sum().backward();
+    (y.inner(), x.grad(&grads).expect("a gradient reaches x"))
+}
+
+#[test]
+fn gelu_matches_reference_forward_and_backward() {
+    let device = Device::flex();
+    let x = random([4, 9, 37], 3.0, &device);
+    assert_close("gelu", gelu(x.clone()), reference::gelu(x.clone()));
+    let w = random([4, 9, 37], 1.0, &device);
+    let (y, dx) = gradient(&x, &w, gelu);
+    let (y_ref, dx_ref) = gradient(&x, &w, reference::gelu);
+    assert_close("gelu (autodiff)", y, y_ref);
+    assert_close("gelu backward", dx, dx_ref);
+}
+
+#[test]
+fn masked_softmax_matches_reference_with_padding() {
+    let device = Device::flex();
+    let (b, h, t) = (3, 4, 11);
+    let lengths = [11, 6, 1];
+    let scores = random([b, h, t, t], 4.0, &device);
+    let row_mask = padding_mask(&lengths, t, &device);
+    let full_mask = row_mask.clone().repeat_dim(2, t);
+    for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+        let fused = masked_softmax(scores.clone(), mask.clone());
+        let p = values(fused.clone());
+        // padded keys get exactly zero
+        for (row, chunk) in p.chunks(t).enumerate() {
+            let len = lengths[row / (h * t)];
+            assert!(chunk[len..].iter().all(|&v| v == 0.0), "{name}: {chunk:?}");
+        }
+        assert_close(
+            name,
+            fused,
+            reference::masked_softmax(scores.clone(), mask.clone()),
+        );
+        let w = random([b, h, t, t], 1.0, &device);
+        let ad_mask = Tensor::<4>::from_data(mask.to_data(), &Device::flex().autodiff());
+        let (y, ds) = gradient(&scores, &w, |s| masked_softmax(s, ad_mask.clone()));
+        let (y_ref, ds_ref) = gradient(&scores, &w, |s| {
+            reference::masked_softmax(s, ad_mask.clone())
+        });
+        assert_close(name, y, y_ref);
+        assert_close(name, ds, ds_ref);
+    }
+}
+
+#[test]
+fn layer_norm_matches_reference_forward_and_backward() {
+    let (rows, d) = ([3, 7], 48);
+    let plain = Device::flex();
+    let x = random([rows[0], rows[1], d], 2.0, &plain).add_scalar(0.5);
+    let w = random([rows[0], rows[1], d], 1.0, &plain);
+    let gamma = random([d], 1.0, &plain).add_scalar(1.0);
+    let beta = random([d], 1.0, &plain);
+    let epsilon = 1e-12;
+    let module = |device: &Device| {
+        let mut ln = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
+        ln.gamma = Param::from_tensor(Tensor::from_data(gamma.to_data(), device));
+        ln.beta = Some(Param::from_tensor(Tensor::from_data(
+            beta.to_data(),
+            device,
+        )));
+        ln
+    };
+    let ln = module(&plain);
+    assert_close(
+        "layer norm",
+        layer_norm(&ln, epsilon, x.clone()),
+        reference::layer_norm(&ln, x.clone()),
+    );
+
+    let device = plain.autodiff();
+    let run = |fused: bool| {
+        let ln = module(&device);
+        let x = Tensor::<3>::from_data(x.to_data(), &device).require_grad();
+        let w = Tensor::<3>::from_data(w.to_data(), &device);
+        let y = if fused {
+            layer_norm(&ln, epsilon, x.clone())
+        } else {
+            reference::layer_norm(&ln, x.clone())
+        };
+        let grads = (y.clone() * w).sum().backward();
+        let beta = ln.beta.as_ref().expect("beta");
+        (
+            y.inner(),
+            x.grad(&grads).expect("dx"),
+            ln.gamma.grad(&grads).expect("dgamma"),
+            beta.grad(&grads).expect("dbeta"),
+        )
+    };
+    let (y, dx, dg, db) = run(true);
+    let (y_ref, dx_ref, dg_ref, db_ref) = run(false);
+    assert_close("layer norm (autodiff)", y, y_ref);
+    assert_close("layer norm dx", dx, dx_ref);
+    assert_close("layer norm dgamma", dg, dg_ref);
+    assert_close("layer norm dbeta", db, db_ref);
+}
+
+#[test]
+fn reference_switch_is_per_thread_and_restored() {
+    let device = Device::flex();
+    let x = random([2, 3], 1.0, &device);
+    let inside = with_reference_kernels(|| !fused_enabled());
+    assert!(inside);
+    assert!(fused_enabled());
+    assert_close("gelu", gelu(x.clone()), reference::gelu(x));
+}

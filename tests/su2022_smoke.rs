@@ -1,0 +1,154 @@
+//! A user's session with the main study, pipelines/su2022.yaml, at the `smoke` profile:
+//! the real pipeline file (corpus and PubMed sources pointed at the committed fixture
+//! slices), a tiny BERT with the real MiniLM tokenizer, every stage kind of the study from
+//! fetch through sub-domain pre-training, fine-tuning, probing and attention analysis to
+//! the report; then a change to one sub-domain's pre-training reruns only what descends
+//! from it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pipe(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("PIPE_CACHE", dir.join("cache"))
+        .env("PIPE_MIRROR", common::wheel_dir())
+        .output()
+        .expect("run pipe")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The pipeline file with its shared-data paths pointed at the committed fixtures.
+fn pipeline_for_fixtures(repo: &Path) -> String {
+    let fixtures = repo.join("tests/fixtures");
+    std::fs::read_to_string(repo.join("pipelines/su2022.yaml"))
+        .expect("pipeline")
+        .replace(
+            "path:../shared/data/pubmed",
+            &format!("path:{}/pubmed", fixtures.display()),
+        )
+        .replace(
+            "path:../shared/data/",
+            &format!("path:{}/corpora/", fixtures.display()),
+        )
+        .replace("../stages/", &format!("{}/stages/", repo.display()))
+        .replace(
+            "reports/templates/",
+            &format!("{}/reports/templates/", repo.display()),
+        )
+        .replace(
+            "reports/references.yaml",
+            &format!("{}/reports/references.yaml", repo.display()),
+        )
+}
+
+#[test]
+fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = pipeline_for_fixtures(repo);
+    std::fs::write(dir.path().join("su2022.yaml"), &yaml).expect("write");
+
+    let out = pipe(
+        dir.path(),
+        &["run", "su2022.yaml", "--profile", "smoke", "--jobs", "2"],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("failed 0, skipped 0"), "{log}");
+    assert!(log.contains("published report → reports/su2022"), "{log}");
+
+    let report = std::fs::read_to_string(dir.path().join("reports/su2022/report.md"))
+        .expect("published report");
+    for heading in [
+        "## Table 1",
+        "## Sub-domain corpora and continued pre-training",
+        "## Table 4",
+        "## Table 5",
+        "## Table 6",
+        "## Table 7",
+        "## Figure 1",
+        "## Table 8",
+        "## Figure 2",
+    ] {
+        assert!(report.contains(heading), "{heading} missing:\n{report}");
+    }
+    // Table 6: the paper's BioBERT SLL-Att (+CP) PPI cell beside our +CP row.
+    let cp_row = report
+        .lines()
+        .find(|l| l.starts_with("| +CP SLL-Att"))
+        .expect("+CP SLL-Att row");
+    assert!(cp_row.contains("82.5 / 84.2 / 83.3"), "{cp_row}");
+    assert!(
+        !cp_row.starts_with("| +CP SLL-Att | —["),
+        "+CP ran: {cp_row}"
+    );
+    // +P/G is not in the smoke profile: its cells say so.
+    let pg_row = report
+        .lines()
+        .find(|l| l.starts_with("| +P/G SLL-Att"))
+        .expect("+P/G row");
+    assert!(pg_row.contains("—["), "{pg_row}");
+    // Figure 1 has a Δ^L per task, Table 8 our stems beside the paper's.
+    let probe_row = report
+        .lines()
+        .find(|l| l.starts_with("| ChemProt |") && l.contains(" · "))
+        .expect("ChemProt probe row with α profile");
+    assert!(!probe_row.contains("—["), "{probe_row}");
+    assert!(
+        report.contains("phosphoryl, attenu, stimul"),
+        "paper's stems"
+    );
+    assert!(dir
+        .path()
+        .join("reports/su2022/su2022_fig1_delta_last.svg")
+        .is_file());
+
+    // Nothing reruns.
+    let plan = text(&pipe(
+        dir.path(),
+        &["plan", "su2022.yaml", "--profile", "smoke"],
+    ));
+    assert!(plan.contains("0 to run"), "{plan}");
+
+    // More pre-training for +D only: +D's pre-training and what descends from it rerun.
+    std::fs::write(
+        dir.path().join("su2022.yaml"),
+        yaml.replace(
+            "domain: {pg: {}, d: {}, cp: {}}",
+            "domain: {pg: {}, d: {steps: 4}, cp: {}}",
+        ),
+    )
+    .expect("write");
+    let plan = text(&pipe(
+        dir.path(),
+        &["plan", "su2022.yaml", "--profile", "smoke"],
+    ));
+    let to_run: Vec<&str> = plan.lines().filter(|l| l.starts_with("run ")).collect();
+    assert!(
+        to_run.iter().any(
+            |l| l.contains("pretrained[domain=d]") && l.contains("param `steps` changed 3 → 4")
+        ),
+        "{plan}"
+    );
+    assert!(
+        to_run
+            .iter()
+            .all(|l| l.contains("domain=d") || l.contains("report")),
+        "only +D's descendants rerun:\n{plan}"
+    );
+    assert!(
+        to_run.iter().any(|l| l.contains("ft_ppi_sub[domain=d,")),
+        "{plan}"
+    );
+}
