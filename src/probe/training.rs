@@ -9,8 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::classifier::{ProbeClassifier, ProbeConfig};
@@ -18,13 +17,12 @@ use super::features::LayerStates;
 use super::ProbeEnv;
 use crate::train::batching::shuffled_batches;
 use crate::train::classifier::{cross_entropy, initialize_params};
-use crate::train::clipping::{clip_global_norm, no_decay_params};
+use crate::train::clipping::clip_global_norm;
+use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::schedule::LinearWarmupDecay;
 use crate::train::{TrainError, TrainSettings};
 
-/// AdamW's ε, as BERT's optimizer.
-const ADAM_EPSILON: f32 = 1e-6;
 /// Generator streams of a probe run.
 const INIT_STREAM: u64 = 0;
 const SHUFFLE_STREAM: u64 = 1;
@@ -167,26 +165,10 @@ fn label_tensor(
     Tensor::from_data(TensorData::new(gold, [indices.len()]), device)
 }
 
-/// AdamW with decoupled weight decay on the weight matrices only (not on biases, `α`
-/// or `γ`), as BERT's optimizer.
-fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
-        .with_group(
-            ParamGroup::from_ids(no_decay_params(model)),
-            AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(ADAM_EPSILON)
-                .build(),
-            None,
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Module;
     use std::sync::atomic::AtomicBool;
 
     use burn::tensor::Device;

@@ -219,8 +219,8 @@ pub fn fit(
 }
 
 /// AdamW with decoupled weight decay on every parameter except the 1-D ones (biases,
-/// LayerNorm), as BERT's optimizer.
-pub(crate) fn adamw(model: &SequenceClassifier, weight_decay: f64) -> ModuleOptimizer {
+/// LayerNorm, a probe's `α` and `γ`), as BERT's optimizer.
+pub(crate) fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_weight_decay(weight_decay as f32)
         .with_epsilon(ADAM_EPSILON)
