@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -24,14 +24,12 @@ use crate::model::Encoding;
 use crate::stages::Progress;
 use crate::train::checkpoint::{restore_model, restore_optimizer, MODEL_FILE, OPTIMIZER_FILE};
 use crate::train::classifier::cross_entropy;
-use crate::train::clipping::{clip_global_norm, no_decay_params};
-use crate::train::fit::format_duration;
+use crate::train::clipping::clip_global_norm;
+use crate::train::fit::{adamw, format_duration};
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::schedule::LinearWarmupDecay;
 use crate::train::TrainError;
 
-/// AdamW's ε, as BERT's optimizer.
-const ADAM_EPSILON: f32 = 1e-6;
 /// Generator streams: epoch shuffles, training masks (per sequence drawn), dropout (per
 /// micro-batch); held-out masks use their own fixed seed.
 const SHUFFLE_STREAM: u64 = 0;
@@ -248,22 +246,6 @@ pub fn evaluate(
         predicted_tokens: predicted,
         sequences: held_out.len(),
     })
-}
-
-/// AdamW with decoupled weight decay on every parameter except the 1-D ones.
-fn adamw(model: &MaskedLm, weight_decay: f64) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
-        .with_group(
-            ParamGroup::from_ids(no_decay_params(model)),
-            AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(ADAM_EPSILON)
-                .build(),
-            None,
-        )
 }
 
 /// Which training sequence is the `k`-th drawn: passes over the data, each in its own
