@@ -39,7 +39,8 @@ pub enum Command {
         /// Stages run at once [default: number of cores].
         #[arg(long, short)]
         jobs: Option<usize>,
-        /// Run only these stages (and what they need). Base or expanded names.
+        /// Run only these stages (and what they need): a stage name, a cell
+        /// (`ft[head=cls,seed=1]`) or cells by some coordinates (`ft[seed=2]`).
         #[arg(long)]
         only: Vec<String>,
         /// Rerun these stages (and their descendants) even if cached.

@@ -56,12 +56,20 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Indices of the instances of YAML stage `base`, or the instance named exactly `name`.
+    /// Indices of the instances of YAML stage `base`, the instance named exactly `name`,
+    /// or the cells of `base[k=v,...]` whose coordinates match the (partial) filters.
     pub fn select(&self, name: &str) -> Vec<usize> {
+        let target = InputTarget::parse(name).ok().filter(|t| t.sub.is_none());
         self.instances
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.base == name || s.name == name)
+            .filter(|(_, s)| {
+                s.base == name
+                    || s.name == name
+                    || target.as_ref().is_some_and(|t| {
+                        !t.filters.is_empty() && t.up == s.base && t.admits(&s.coords)
+                    })
+            })
             .map(|(i, _)| i)
             .collect()
     }
@@ -879,5 +887,16 @@ mod tests {
         assert_eq!(bound[0].sub.as_deref(), Some("a"));
         let typo = pl.select("typo")[0];
         assert_eq!(pl.instances[typo].inputs["up"].len(), 2);
+        // `--only` takes the same partial filters.
+        let seed2: Vec<&str> = pl
+            .select("ft[env.SEED=2]")
+            .into_iter()
+            .map(|i| pl.instances[i].name.as_str())
+            .collect();
+        assert_eq!(
+            seed2,
+            ["ft[env.HEAD=cls,env.SEED=2]", "ft[env.HEAD=att,env.SEED=2]"]
+        );
+        assert!(pl.select("ft[env.SEED=9]").is_empty());
     }
 }
