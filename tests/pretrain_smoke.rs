@@ -58,11 +58,20 @@ fn ctx(root: &Path, inputs: &[(&str, &Path)]) -> StageCtx {
     }
 }
 
-fn corpus(params: Value, root: &Path) -> Result<PathBuf, StageError> {
+/// The fixture's two PubTator files alone, in a folder of their own.
+fn pubtator_fixture(root: &Path) -> PathBuf {
+    let dir = root.join("pubtator");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for name in ["biored-train-head.PubTator", "cdr-train-head.PubTator.txt"] {
+        std::fs::copy(fixture().join(name), dir.join(name)).expect("copy fixture");
+    }
+    dir
+}
+
+fn corpus(params: Value, root: &Path, source: &Path) -> Result<PathBuf, StageError> {
     let params: SubdomainCorpusParams = serde_json::from_value(params).expect("params");
     SubdomainCorpusStage::check(&params)?;
-    let fixture = fixture();
-    let mut ctx = ctx(root, &[("source", &fixture)]);
+    let mut ctx = ctx(root, &[("source", source)]);
     SubdomainCorpusStage::run(&mut ctx, &params)?;
     Ok(ctx.out_dir)
 }
@@ -88,9 +97,11 @@ fn raw_types() -> Vec<BTreeSet<String>> {
 #[test]
 fn subdomain_corpus_selects_by_types_and_query() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let source = pubtator_fixture(tmp.path());
     let out = corpus(
         serde_json::json!({"entity_types": ["Chemical", "Gene"]}),
         &tmp.path().join("cp"),
+        &source,
     )
     .expect("runs");
     let stats = read_json(&out.join("stats.json"));
@@ -113,6 +124,7 @@ fn subdomain_corpus_selects_by_types_and_query() {
     let out = corpus(
         serde_json::json!({"query": "(protein* OR gene*) NOT mice"}),
         &tmp.path().join("pg"),
+        &source,
     )
     .expect("runs");
     let text = std::fs::read_to_string(out.join("corpus.txt")).expect("corpus");
@@ -136,9 +148,51 @@ fn subdomain_corpus_selects_by_types_and_query() {
 }
 
 #[test]
+fn subdomain_corpus_reads_the_merged_tsv_with_its_entity_types_column() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tsv = fixture().join("abstracts.tsv.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&tsv).expect("fixture"))
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let expected = rows
+        .iter()
+        .filter(|r| {
+            r[4].split(',').any(|t| t == "Chemical") && r[4].split(',').any(|t| t == "Gene")
+        })
+        .count();
+    assert!(expected >= 40 && expected < rows.len(), "{expected}");
+
+    let out = corpus(
+        serde_json::json!({"entity_types": ["Chemical", "Gene"]}),
+        &tmp.path().join("cp"),
+        &tsv,
+    )
+    .expect("runs");
+    let stats = read_json(&out.join("stats.json"));
+    assert_eq!(stats["documents_read"], rows.len());
+    assert_eq!(stats["without_annotations"], 0);
+    assert_eq!(stats["documents_selected"], expected);
+    let first = rows
+        .iter()
+        .find(|r| r[4].contains("Chemical") && r[4].contains("Gene"))
+        .expect("a CP row");
+    let corpus = std::fs::read_to_string(out.join("corpus.txt")).expect("corpus");
+    assert!(corpus.starts_with(first[2]), "{}", &corpus[..80]);
+}
+
+#[test]
 fn pretrain_records_loss_saves_a_loadable_checkpoint_and_resumes() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let corpus_dir = corpus(serde_json::json!({}), &tmp.path().join("corpus")).expect("corpus");
+    let source = pubtator_fixture(tmp.path());
+    let corpus_dir =
+        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
     let params: PretrainParams = serde_json::from_value(serde_json::json!({
         "init": "random",
         "tiny": true,

@@ -1,6 +1,7 @@
-//! Reading abstracts (title + abstract, with an id and, from PubTator files, the entity
-//! types annotated in them) from the formats PubMed text comes in: PubMed baseline XML
-//! (`.xml`, `.xml.gz`), JSON lines, plain text with one abstract per line, and PubTator.
+//! Reading abstracts (title + abstract, with an id and, where the format carries them, the
+//! entity types annotated in them) from the formats PubMed text comes in: PubMed baseline XML
+//! (`.xml`, `.xml.gz`), JSON lines, tab-separated values with a header line, plain text with
+//! one abstract per line, and PubTator.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -34,27 +35,34 @@ impl Document {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
-    /// By file name: `.xml(.gz)` PubMed XML, `.jsonl(.gz)` JSON lines, `.pubtator` PubTator,
-    /// `.txt(.gz)` PubTator when its first line is `PMID|t|…`, else plain text; other
-    /// files are skipped.
+    /// By file name: `.xml(.gz)` PubMed XML, `.jsonl(.gz)` JSON lines, `.tsv(.gz)` TSV when
+    /// its header names the title or abstract column, `.pubtator` PubTator, `.txt(.gz)`
+    /// PubTator when its first line is `PMID|t|…`, else plain text; other files (and
+    /// `README*`, `LICENSE*`, `SOURCE*` documentation files) are skipped.
     #[default]
     Auto,
     PubmedXml,
     Jsonl,
+    /// Tab-separated values, first line a header naming the columns of [`RecordFields`].
+    Tsv,
     Text,
     Pubtator,
 }
 
-/// Field names of JSON-lines records.
+/// Field names of JSON-lines records and column names of TSV files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JsonlFields {
+pub struct RecordFields {
     #[serde(default = "default_id_field")]
     pub id: String,
     #[serde(default = "default_title_field")]
     pub title: String,
     #[serde(default = "default_abstract_field")]
     pub abstract_text: String,
+    /// Annotated entity types: a list of names, or one comma-separated string; read when
+    /// the field or column exists.
+    #[serde(default = "default_entity_types_field")]
+    pub entity_types: String,
 }
 
 fn default_id_field() -> String {
@@ -66,13 +74,17 @@ fn default_title_field() -> String {
 fn default_abstract_field() -> String {
     "abstract".into()
 }
+fn default_entity_types_field() -> String {
+    "entity_types".into()
+}
 
-impl Default for JsonlFields {
+impl Default for RecordFields {
     fn default() -> Self {
-        JsonlFields {
+        RecordFields {
             id: default_id_field(),
             title: default_title_field(),
             abstract_text: default_abstract_field(),
+            entity_types: default_entity_types_field(),
         }
     }
 }
@@ -117,7 +129,11 @@ fn read_text(path: &Path) -> Result<String, DocumentError> {
 }
 
 /// The format of `path` under `format` (`None`: not a file of abstracts, skipped).
-pub fn format_of(path: &Path, format: Format) -> Result<Option<Format>, DocumentError> {
+pub fn format_of(
+    path: &Path,
+    format: Format,
+    fields: &RecordFields,
+) -> Result<Option<Format>, DocumentError> {
     if format != Format::Auto {
         return Ok(Some(format));
     }
@@ -127,10 +143,22 @@ pub fn format_of(path: &Path, format: Format) -> Result<Option<Format>, Document
         .unwrap_or("")
         .to_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
-    let found = if name.ends_with(".xml") {
+    let documentation = ["readme", "license", "licence", "source"]
+        .iter()
+        .any(|d| name.starts_with(d));
+    let found = if documentation {
+        None
+    } else if name.ends_with(".xml") {
         Some(Format::PubmedXml)
     } else if name.ends_with(".jsonl") {
         Some(Format::Jsonl)
+    } else if name.ends_with(".tsv") {
+        let text = read_text(path)?;
+        let header = text.lines().next().unwrap_or("");
+        let names_text_column = header
+            .split('\t')
+            .any(|c| c == fields.title || c == fields.abstract_text);
+        names_text_column.then_some(Format::Tsv)
     } else if name.ends_with(".pubtator") {
         Some(Format::Pubtator)
     } else if name.ends_with(".txt") {
@@ -151,12 +179,13 @@ pub fn format_of(path: &Path, format: Format) -> Result<Option<Format>, Document
 pub fn read(
     path: &Path,
     format: Format,
-    fields: &JsonlFields,
+    fields: &RecordFields,
 ) -> Result<Vec<Document>, DocumentError> {
     let text = read_text(path)?;
     match format {
         Format::PubmedXml => pubmed_xml(path, &text),
         Format::Jsonl => jsonl(path, &text, fields),
+        Format::Tsv => tsv(path, &text, fields),
         Format::Pubtator => Ok(pubtator(&text)),
         Format::Text | Format::Auto => Ok(plain_text(path, &text)),
     }
@@ -213,7 +242,17 @@ fn pubmed_xml(path: &Path, text: &str) -> Result<Vec<Document>, DocumentError> {
     Ok(documents)
 }
 
-fn jsonl(path: &Path, text: &str, fields: &JsonlFields) -> Result<Vec<Document>, DocumentError> {
+/// Normalised types of a comma-separated list (see [`normalise_entity_type`]).
+fn entity_type_set<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    names
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(normalise_entity_type)
+        .collect()
+}
+
+fn jsonl(path: &Path, text: &str, fields: &RecordFields) -> Result<Vec<Document>, DocumentError> {
     let mut documents = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -238,18 +277,102 @@ fn jsonl(path: &Path, text: &str, fields: &JsonlFields) -> Result<Vec<Document>,
         let abstract_text = field(&fields.abstract_text)?;
         if record.get(&fields.title).is_none() && record.get(&fields.abstract_text).is_none() {
             return Err(fail(format!(
-                "neither `{}` nor `{}` is a field (set `jsonl_fields`)",
+                "neither `{}` nor `{}` is a field (set `fields`)",
                 fields.title, fields.abstract_text
             )));
         }
         let id = Some(field(&fields.id)?)
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("{}:{}", path.display(), i + 1));
+        let entity_types = match record.get(&fields.entity_types) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => {
+                Some(entity_type_set(std::iter::once(s.as_str())))
+            }
+            Some(serde_json::Value::Array(items)) => {
+                let names: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
+                let names = names.ok_or_else(|| {
+                    fail(format!(
+                        "field `{}` is not a list of names",
+                        fields.entity_types
+                    ))
+                })?;
+                Some(entity_type_set(names.into_iter()))
+            }
+            Some(other) => {
+                return Err(fail(format!(
+                    "field `{}` is not a list of names: {other}",
+                    fields.entity_types
+                )))
+            }
+        };
         documents.push(Document {
             id,
             title,
             abstract_text,
-            entity_types: None,
+            entity_types,
+        });
+    }
+    Ok(documents)
+}
+
+/// Tab-separated values: a header line naming the columns, then one document per line.
+/// The id column is optional (`file:line` then), as is the entity-types column; the title
+/// or the abstract column must exist. Fields hold no tabs or newlines (no quoting).
+fn tsv(path: &Path, text: &str, fields: &RecordFields) -> Result<Vec<Document>, DocumentError> {
+    let fail = |line: usize, message: String| DocumentError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut lines = text.lines().enumerate();
+    let header: Vec<&str> = lines
+        .next()
+        .map(|(_, h)| h.split('\t').map(str::trim).collect())
+        .unwrap_or_default();
+    let column = |name: &str| header.iter().position(|c| *c == name);
+    let (id, title, abstract_text, entity_types) = (
+        column(&fields.id),
+        column(&fields.title),
+        column(&fields.abstract_text),
+        column(&fields.entity_types),
+    );
+    if title.is_none() && abstract_text.is_none() {
+        return Err(fail(
+            1,
+            format!(
+                "the header names neither `{}` nor `{}` (columns: {}; set `fields`)",
+                fields.title,
+                fields.abstract_text,
+                header.join(", ")
+            ),
+        ));
+    }
+    let mut documents = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split('\t').collect();
+        if cells.len() != header.len() {
+            return Err(fail(
+                i + 1,
+                format!(
+                    "{} columns, the header has {} (a tab inside a field?)",
+                    cells.len(),
+                    header.len()
+                ),
+            ));
+        }
+        let cell = |c: Option<usize>| c.map(|c| cells[c].trim().to_string()).unwrap_or_default();
+        let id = Some(cell(id))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("{}:{}", path.display(), i + 1));
+        documents.push(Document {
+            id,
+            title: cell(title),
+            abstract_text: cell(abstract_text),
+            entity_types: entity_types.map(|c| entity_type_set(std::iter::once(cells[c]))),
         });
     }
     Ok(documents)
@@ -315,9 +438,7 @@ fn pubtator(text: &str) -> Vec<Document> {
         }
         if let Some(document) = documents.last_mut().filter(|d| d.id == columns[0]) {
             if let Some(types) = document.entity_types.as_mut() {
-                for raw in columns[4].split(',') {
-                    types.insert(normalise_entity_type(raw.trim()));
-                }
+                types.extend(entity_type_set(std::iter::once(columns[4])));
             }
         }
     }
@@ -394,17 +515,68 @@ mod tests {
     }
 
     #[test]
+    fn reads_tsv_with_a_header_and_entity_types() {
+        let fields = RecordFields::default();
+        let text = "pmid\tsources\ttitle\tabstract\tentity_types\n\
+                    1\tcdr\tA title.\tThe abstract.\tChemical,Gene\n\
+                    \n\
+                    2\tcdr\tOnly a title.\t\t\n";
+        let docs = tsv(Path::new("a.tsv"), text, &fields).expect("reads");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(
+            (docs[0].id.as_str(), docs[0].text()),
+            ("1", "A title. The abstract.".into())
+        );
+        let types: Vec<&str> = docs[0]
+            .entity_types
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(types, ["Chemical", "Gene"]);
+        assert_eq!(docs[1].entity_types, Some(BTreeSet::new()));
+        let err =
+            tsv(Path::new("a.tsv"), "pmid\ttitle\n1\tx\ty\n", &fields).expect_err("ragged row");
+        assert!(
+            err.to_string().contains("a.tsv, line 2: 3 columns"),
+            "{err}"
+        );
+        let err = tsv(Path::new("a.tsv"), "a\tb\n", &fields).expect_err("no text column");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn auto_format_skips_documentation_and_headerless_tsv() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fields = RecordFields::default();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            format_of(&path, Format::Auto, &fields).expect("format")
+        };
+        assert_eq!(file("README.txt", "Some notes."), None);
+        assert_eq!(file("x.tsv", "1\tA title\tAbstract\n"), None);
+        assert_eq!(file("y.tsv", "pmid\ttitle\n1\tA\n"), Some(Format::Tsv));
+        assert_eq!(file("z.txt", "One abstract.\n"), Some(Format::Text));
+    }
+
+    #[test]
     fn reads_jsonl_with_named_fields() {
-        let fields = JsonlFields {
+        let fields = RecordFields {
             id: "id".into(),
             title: "t".into(),
             abstract_text: "body".into(),
+            entity_types: "types".into(),
         };
-        let text = "{\"id\": 7, \"t\": \"Title\", \"body\": \"Body.\"}\n\n";
+        let text = "{\"id\": 7, \"t\": \"Title\", \"body\": \"Body.\", \"types\": [\"GENE\"]}\n\n";
         let docs = jsonl(Path::new("a.jsonl"), text, &fields).expect("reads");
         assert_eq!(
             (docs[0].id.as_str(), docs[0].text()),
             ("7", "Title Body.".into())
+        );
+        assert_eq!(
+            docs[0].entity_types,
+            Some(BTreeSet::from(["Gene".to_string()]))
         );
         let err = jsonl(Path::new("a.jsonl"), "{\"x\": 1}\n", &fields).expect_err("no fields");
         assert!(err.to_string().contains("line 1"), "{err}");

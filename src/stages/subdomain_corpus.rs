@@ -1,7 +1,8 @@
 //! `subdomain_corpus`: an unlabeled sub-domain corpus for continued pre-training (su2022,
 //! "Improving pre-training using sub-domain data"): the abstracts of a source selected by a
 //! PubMed-style boolean query over title + abstract (`Protein OR Gene` → +P/G, `Drug` → +D)
-//! and/or by the entity types annotated in them (`[Chemical, Gene]` → +CP, PubTator files).
+//! and/or by the entity types annotated in them (`[Chemical, Gene]` → +CP; from PubTator
+//! mentions or an entity-types field of TSV / JSONL records).
 //!
 //! Input: `source`, a directory (usually a `fetch` output) or one file of abstracts; every
 //! file under it is read in path order (see [`Format`]). Documents repeating an id already
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ParamError, Stage, StageCtx, StageError};
-use crate::pretrain::documents::{self, normalise_entity_type, Document, Format, JsonlFields};
+use crate::pretrain::documents::{self, normalise_entity_type, Document, Format, RecordFields};
 use crate::pretrain::query::{words, Query};
 
 /// Params of `subdomain_corpus`.
@@ -30,9 +31,9 @@ pub struct SubdomainCorpusParams {
     pub entity_types: Vec<String>,
     #[serde(default)]
     pub format: Format,
-    /// Field names of JSON-lines records.
-    #[serde(default)]
-    pub jsonl_fields: JsonlFields,
+    /// Field names of JSON-lines records / column names of TSV files.
+    #[serde(default, alias = "jsonl_fields")]
+    pub fields: RecordFields,
     /// Stop after this many selected documents (in file order).
     #[serde(default)]
     pub max_documents: Option<usize>,
@@ -67,7 +68,7 @@ struct FileStats {
 
 impl Stage for SubdomainCorpusStage {
     const KIND: &'static str = "subdomain_corpus";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Params = SubdomainCorpusParams;
 
     fn check(p: &SubdomainCorpusParams) -> Result<(), ParamError> {
@@ -171,7 +172,7 @@ fn run(ctx: &mut StageCtx, p: &SubdomainCorpusParams) -> Result<(), StageError> 
     'files: for path in &files {
         ctx.check_cancelled()?;
         ctx.progress.inc(1);
-        let Some(format) = documents::format_of(path, p.format)? else {
+        let Some(format) = documents::format_of(path, p.format, &p.fields)? else {
             stats.files_skipped += 1;
             continue;
         };
@@ -186,7 +187,7 @@ fn run(ctx: &mut StageCtx, p: &SubdomainCorpusParams) -> Result<(), StageError> 
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        for document in documents::read(path, format, &p.jsonl_fields)? {
+        for document in documents::read(path, format, &p.fields)? {
             stats.documents_read += 1;
             file_stats.read += 1;
             if !seen.insert(document.id.clone()) {
