@@ -36,12 +36,15 @@ pub struct FittedProbe {
 }
 
 /// Trains `P^l` (`config.layers = l + 1`) on `states` with gold `labels`; `env.device`
-/// must have autodiff. The progress bar advances by one per update.
+/// must have autodiff. The progress bar advances by one per update. The scalar mix (`α`,
+/// `γ`) learns at `mix_lr` (through the same warm-up and decay, without weight decay), the
+/// MLP at `settings.lr`: with few updates a mix at the MLP's small rate stays uniform.
 pub fn fit_probe(
     config: &ProbeConfig,
     states: &LayerStates,
     labels: &[usize],
     settings: &TrainSettings,
+    mix_lr: f64,
     env: &ProbeEnv,
 ) -> Result<FittedProbe, TrainError> {
     if states.is_empty() || states.len() != labels.len() {
@@ -71,6 +74,8 @@ pub fn fit_probe(
         model
     });
     let mut optimizer = adamw(&model, settings.weight_decay);
+    let mut mix_optimizer = adamw(&model.mix, 0.0);
+    let mix_ids = [model.mix.alpha.id, model.mix.gamma.id];
     let steps_per_epoch = states.len().div_ceil(settings.batch_size);
     let schedule = LinearWarmupDecay::new(
         settings.lr,
@@ -97,8 +102,16 @@ pub fn fit_probe(
                 None => detached,
             });
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let (grads, _) = clip_global_norm(&model, grads, settings.grad_clip);
-            model = optimizer.step(schedule.lr(step), model, grads);
+            let (mut grads, _) = clip_global_norm(&model, grads, settings.grad_clip);
+            let mut mix_grads = GradientsParams::new();
+            for id in mix_ids {
+                if let Some(g) = grads.remove::<1>(id) {
+                    mix_grads.register(id, g);
+                }
+            }
+            let lr = schedule.lr(step);
+            model = optimizer.step(lr, model, grads);
+            model.mix = mix_optimizer.step(lr * mix_lr / settings.lr, model.mix, mix_grads);
             step += 1;
             env.progress.inc(1);
         }
@@ -229,7 +242,7 @@ mod tests {
             seed: 3,
             bucketing: false,
         };
-        let fitted = fit_probe(&config, &states, &labels, &settings, &train_env)
+        let fitted = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fitted.epoch_losses.len(), 30);
         let (first, last) = (fitted.epoch_losses[0], fitted.epoch_losses[29]);
@@ -247,8 +260,21 @@ mod tests {
         assert!(gamma.is_finite());
 
         // the same seed gives the same probe
-        let again = fit_probe(&config, &states, &labels, &settings, &train_env)
+        let again = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.epoch_losses, fitted.epoch_losses);
+
+        // the mix has its own rate: at 0 it stays the plain mean while the MLP learns
+        let frozen_mix = fit_probe(&config, &states, &labels, &settings, 0.0, &train_env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (alpha, gamma) =
+            mix_weights(&frozen_mix.model.valid()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            alpha.iter().all(|a| (a - 1.0 / 3.0).abs() < 1e-6),
+            "{alpha:?}"
+        );
+        assert!((gamma - 1.0).abs() < 1e-6, "γ {gamma}");
+        let losses = &frozen_mix.epoch_losses;
+        assert!(losses[29] < losses[0], "{losses:?}");
     }
 }

@@ -53,6 +53,10 @@ pub struct ProbeParams {
     pub hidden: usize,
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// Learning rate of the scalar mix (`α`, `γ`); default `lr`. The paper gives one rate;
+    /// with few updates a mix at a fine-tuning rate barely leaves uniform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix_lr: Option<f64>,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     #[serde(default = "default_batch_size")]
@@ -169,6 +173,9 @@ impl Stage for ProbeStage {
                 "lr",
                 format!("{} is not a positive number", p.lr),
             ));
+        }
+        if let Some(mix_lr) = p.mix_lr.filter(|v| !(*v >= 0.0 && v.is_finite())) {
+            return Err(ParamError::new("mix_lr", format!("{mix_lr} must be ≥ 0")));
         }
         if !(3..=512).contains(&p.max_len) {
             return Err(ParamError::new(
@@ -355,7 +362,14 @@ fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
                     mlp_hidden: p.hidden,
                     num_labels: label_set.labels.len(),
                 };
-                let fitted = fit_probe(&probe_config, &train_states, &gold, &settings, &train_env)?;
+                let fitted = fit_probe(
+                    &probe_config,
+                    &train_states,
+                    &gold,
+                    &settings,
+                    p.mix_lr.unwrap_or(p.lr),
+                    &train_env,
+                )?;
                 let valid = fitted.model.valid();
                 let pred = predict_probe(&valid, &test_states, p.batch_size, &env)?;
                 let (alpha, gamma) = mix_weights(&valid)?;
