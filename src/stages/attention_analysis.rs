@@ -4,7 +4,8 @@
 //! Input `finetune`: a `finetune` output directory of an `sll_att`/`sll_att_nocls` head
 //! (its `attention.jsonl`: test instances with word pieces and α; and `labels.json`, whose
 //! `negative` label tells positive instances from negative ones), or that `attention.jsonl`
-//! itself with `labels.json` beside it.
+//! itself with `labels.json` beside it. Several outputs (the folds of a cross-validation,
+//! `ft_ppi[head=sll_att,seed=1]`) are pooled; an instance id may occur only once.
 //!
 //! Word pieces are merged into words, a word's weight being the sum of its pieces' α, and
 //! entity tags (`@GENE$`, split by the tokenizer into `@`, `gene`, `$`) into one entity
@@ -240,17 +241,53 @@ fn heatmap_choice(
         .collect())
 }
 
-fn run(ctx: &mut StageCtx, p: &AttentionAnalysisParams) -> Result<(), StageError> {
-    let (attention_path, labels_path) = input_files(ctx.inputs.path(INPUT)?)?;
-    let labels: LabelSet = jsonl::read_json(&labels_path)?;
-    let negative = labels.negative.as_deref();
-    let records = read_attention(&attention_path)?;
-    if records.is_empty() {
-        return Err(StageError::Input {
-            name: INPUT.into(),
-            message: format!("{} has no instances", attention_path.display()),
-        });
+/// The instances of every bound `finetune` output, pooled in binding order (the test
+/// folds of a cross-validation together cover the corpus once), with their label set.
+fn pooled_records(ctx: &StageCtx) -> Result<(Vec<AttentionRecord>, LabelSet), StageError> {
+    let bad = |message: String| StageError::Input {
+        name: INPUT.into(),
+        message,
+    };
+    let mut pooled: Vec<AttentionRecord> = Vec::new();
+    let mut label_set: Option<LabelSet> = None;
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for artifact in ctx.inputs.all(INPUT)? {
+        let (attention_path, labels_path) = input_files(&artifact.path)?;
+        let labels: LabelSet = jsonl::read_json(&labels_path)?;
+        if let Some(first) = &label_set {
+            if first.labels != labels.labels || first.negative != labels.negative {
+                return Err(bad(format!(
+                    "{} has other labels than the first input's; pool the folds of one task",
+                    artifact.stage
+                )));
+            }
+        }
+        label_set.get_or_insert(labels);
+        let records = read_attention(&attention_path)?;
+        if records.is_empty() {
+            return Err(bad(format!(
+                "{} has no instances",
+                attention_path.display()
+            )));
+        }
+        for record in records {
+            if let Some(other) = seen.insert(record.id.clone(), artifact.stage.clone()) {
+                return Err(bad(format!(
+                    "instance `{}` is in both {other} and {}: bind the test folds of one \
+                     model (each instance once), not several seeds or heads",
+                    record.id, artifact.stage
+                )));
+            }
+            pooled.push(record);
+        }
     }
+    let label_set = label_set.ok_or_else(|| bad("no `finetune` output bound".into()))?;
+    Ok((pooled, label_set))
+}
+
+fn run(ctx: &mut StageCtx, p: &AttentionAnalysisParams) -> Result<(), StageError> {
+    let (records, labels) = pooled_records(ctx)?;
+    let negative = labels.negative.as_deref();
     let t = tally(ctx, &records, negative, p.window)?;
     let top = t.positive.top(p.top_k, p.min_count);
     let triggers = trigger_weights(&t.positive, &t.negative, &p.triggers);
@@ -400,15 +437,23 @@ mod tests {
     }
 
     fn stage_ctx(root: &Path, input: &Path) -> StageCtx {
+        pooling_ctx(root, &[input])
+    }
+
+    fn pooling_ctx(root: &Path, inputs: &[&Path]) -> StageCtx {
         let mut by_name = BTreeMap::new();
         by_name.insert(
             INPUT.to_string(),
-            vec![InputArtifact {
-                stage: "ft".into(),
-                key: "k".into(),
-                coords: BTreeMap::new(),
-                path: input.to_path_buf(),
-            }],
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(fold, input)| InputArtifact {
+                    stage: format!("ft[fold={fold}]"),
+                    key: "k".into(),
+                    coords: BTreeMap::new(),
+                    path: input.to_path_buf(),
+                })
+                .collect(),
         );
         for sub in ["out", "scratch", "checkpoint"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -494,6 +539,43 @@ mod tests {
         let html = std::fs::read_to_string(out.join("heatmap.html")).unwrap();
         assert_eq!(html.matches("class=\"caption\"").count(), 2);
         assert!(out.join("triggers.svg").is_file());
+    }
+
+    #[test]
+    fn pools_the_folds_of_a_cross_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(fixture().join("attention.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let folds: Vec<PathBuf> = [&lines[..3], &lines[3..]]
+            .iter()
+            .enumerate()
+            .map(|(k, part)| {
+                let fold = dir.path().join(format!("fold-{k}"));
+                std::fs::create_dir_all(&fold).unwrap();
+                std::fs::write(fold.join(ATTENTION_FILE), part.join("\n") + "\n").unwrap();
+                std::fs::copy(fixture().join(LABELS_FILE), fold.join(LABELS_FILE)).unwrap();
+                fold
+            })
+            .collect();
+        let p = params("{min_count: 2, heatmap_instances: 2}").unwrap();
+        let metrics = |root: &Path, inputs: &[&Path]| -> Result<Value, StageError> {
+            let mut ctx = pooling_ctx(root, inputs);
+            AttentionAnalysisStage::run(&mut ctx, &p)?;
+            let text = std::fs::read_to_string(root.join("out/metrics.json")).unwrap();
+            Ok(serde_json::from_str(&text).unwrap())
+        };
+        let whole = metrics(&dir.path().join("whole"), &[&fixture()]).unwrap();
+        let pooled = metrics(&dir.path().join("pooled"), &[&folds[0], &folds[1]]).unwrap();
+        assert_eq!(pooled, whole);
+        assert_eq!(pooled["instances"], 6);
+
+        let twice = metrics(&dir.path().join("twice"), &[&fixture(), &folds[1]]).unwrap_err();
+        assert!(
+            twice
+                .to_string()
+                .contains("is in both ft[fold=0] and ft[fold=1]"),
+            "{twice}"
+        );
     }
 
     #[test]
