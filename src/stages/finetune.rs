@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
+use super::optimizer_params::{check_optimizer_params, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
@@ -202,33 +203,19 @@ impl Stage for FinetuneStage {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ParamError::new(*name, "must be positive"));
         }
-        if !(p.lr > 0.0 && p.lr.is_finite()) {
-            return Err(ParamError::new(
-                "lr",
-                format!("{} is not a positive number", p.lr),
-            ));
-        }
-        if !(3..=512).contains(&p.max_len) {
-            return Err(ParamError::new(
-                "max_len",
-                format!("{} is outside 3..=512", p.max_len),
-            ));
-        }
-        for (name, v) in [("warmup", p.warmup)] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(ParamError::new(name, format!("{v} is outside [0, 1]")));
-            }
-        }
+        check_optimizer_params(&OptimizerParams {
+            lr: p.lr,
+            max_len: p.max_len,
+            min_max_len: 3,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay,
+            grad_clip: p.grad_clip,
+        })?;
         if !(0.0..1.0).contains(&p.dropout) {
             return Err(ParamError::new(
                 "dropout",
                 format!("{} is outside [0, 1)", p.dropout),
             ));
-        }
-        for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
-            }
         }
         if p.tiny && p.init != Init::Random {
             return Err(ParamError::new("tiny", "needs `init: random`"));

@@ -8,6 +8,7 @@ pub mod cv_aggregate;
 pub mod evaluate;
 pub mod fetch;
 pub mod finetune;
+pub mod optimizer_params;
 pub mod pretrain;
 pub mod probe;
 mod registry;

@@ -19,6 +19,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::finetune::Init;
+use super::optimizer_params::{check_optimizer_params, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
@@ -146,31 +147,20 @@ impl Stage for PretrainStage {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ParamError::new(*name, "must be positive"));
         }
-        if !(p.lr > 0.0 && p.lr.is_finite()) {
-            return Err(ParamError::new("lr", format!("{} is not positive", p.lr)));
-        }
-        if !(4..=512).contains(&p.max_len) {
-            return Err(ParamError::new(
-                "max_len",
-                format!("{} is outside 4..=512", p.max_len),
-            ));
-        }
-        if !(0.0..=1.0).contains(&p.warmup) {
-            return Err(ParamError::new(
-                "warmup",
-                format!("{} is outside [0, 1]", p.warmup),
-            ));
-        }
+        // [CLS] + at least two pieces (one to mask) + [SEP]
+        check_optimizer_params(&OptimizerParams {
+            lr: p.lr,
+            max_len: p.max_len,
+            min_max_len: 4,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay,
+            grad_clip: p.grad_clip,
+        })?;
         if !(p.held_out > 0.0 && p.held_out < 1.0) {
             return Err(ParamError::new(
                 "held_out",
                 format!("{} is outside (0, 1)", p.held_out),
             ));
-        }
-        for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
-            }
         }
         if p.tiny && p.init != Init::Random {
             return Err(ParamError::new("tiny", "needs `init: random`"));

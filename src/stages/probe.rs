@@ -26,6 +26,7 @@ use serde_json::json;
 
 use super::evaluate::{evaluate_dir, EvaluateParams, Evaluation};
 use super::finetune::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
+use super::optimizer_params::{check_optimizer_params, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::LABELS_FILE;
@@ -168,31 +169,16 @@ impl Stage for ProbeStage {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ParamError::new(*name, "must be positive"));
         }
-        if !(p.lr > 0.0 && p.lr.is_finite()) {
-            return Err(ParamError::new(
-                "lr",
-                format!("{} is not a positive number", p.lr),
-            ));
-        }
+        check_optimizer_params(&OptimizerParams {
+            lr: p.lr,
+            max_len: p.max_len,
+            min_max_len: 3,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay,
+            grad_clip: p.grad_clip,
+        })?;
         if let Some(mix_lr) = p.mix_lr.filter(|v| !(*v >= 0.0 && v.is_finite())) {
             return Err(ParamError::new("mix_lr", format!("{mix_lr} must be ≥ 0")));
-        }
-        if !(3..=512).contains(&p.max_len) {
-            return Err(ParamError::new(
-                "max_len",
-                format!("{} is outside 3..=512", p.max_len),
-            ));
-        }
-        if !(0.0..=1.0).contains(&p.warmup) {
-            return Err(ParamError::new(
-                "warmup",
-                format!("{} is outside [0, 1]", p.warmup),
-            ));
-        }
-        for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
-            }
         }
         if p.layers.as_ref().is_some_and(Vec::is_empty) {
             return Err(ParamError::new(

@@ -1,0 +1,106 @@
+//! The checks each training stage (`finetune`, `probe`, `pretrain`) makes at plan time on
+//! the optimizer params they share, so a bad value reads the same whichever stage has it.
+
+use super::ParamError;
+
+/// The shared optimizer params of a training stage, as written in its YAML.
+pub struct OptimizerParams {
+    pub lr: f64,
+    pub max_len: usize,
+    /// The shortest `max_len` the stage can use ([CLS], [SEP] and what it needs between).
+    pub min_max_len: usize,
+    pub warmup: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+}
+
+/// BERT's position embeddings end at 512.
+const MAX_POSITIONS: usize = 512;
+
+/// `lr` positive and finite, `max_len` in `min_max_len..=512`, `warmup` in [0, 1],
+/// `weight_decay` and `grad_clip` finite and ≥ 0.
+pub fn check_optimizer_params(p: &OptimizerParams) -> Result<(), ParamError> {
+    if !(p.lr > 0.0 && p.lr.is_finite()) {
+        return Err(ParamError::new(
+            "lr",
+            format!("{} is not a positive number", p.lr),
+        ));
+    }
+    if !(p.min_max_len..=MAX_POSITIONS).contains(&p.max_len) {
+        return Err(ParamError::new(
+            "max_len",
+            format!(
+                "{} is outside {}..={MAX_POSITIONS}",
+                p.max_len, p.min_max_len
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.warmup) {
+        return Err(ParamError::new(
+            "warmup",
+            format!("{} is outside [0, 1]", p.warmup),
+        ));
+    }
+    for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> OptimizerParams {
+        OptimizerParams {
+            lr: 2e-5,
+            max_len: 128,
+            min_max_len: 3,
+            warmup: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+        }
+    }
+
+    #[test]
+    fn names_the_bad_param() {
+        assert!(check_optimizer_params(&good()).is_ok());
+        let bad = |edit: fn(&mut OptimizerParams)| {
+            let mut p = good();
+            edit(&mut p);
+            check_optimizer_params(&p)
+                .expect_err("bad value")
+                .to_string()
+        };
+        assert_eq!(
+            bad(|p| p.lr = 0.0),
+            "param `lr`: 0 is not a positive number"
+        );
+        assert_eq!(
+            bad(|p| p.lr = f64::NAN),
+            "param `lr`: NaN is not a positive number"
+        );
+        assert_eq!(
+            bad(|p| p.max_len = 2),
+            "param `max_len`: 2 is outside 3..=512"
+        );
+        assert_eq!(
+            bad(|p| p.max_len = 513),
+            "param `max_len`: 513 is outside 3..=512"
+        );
+        assert_eq!(
+            bad(|p| p.warmup = 1.5),
+            "param `warmup`: 1.5 is outside [0, 1]"
+        );
+        assert_eq!(
+            bad(|p| p.weight_decay = -1.0),
+            "param `weight_decay`: -1 must be ≥ 0"
+        );
+        assert_eq!(
+            bad(|p| p.grad_clip = f64::INFINITY),
+            "param `grad_clip`: inf must be ≥ 0"
+        );
+    }
+}
