@@ -8,12 +8,11 @@
 //! stopped; held-out masks depend on nothing but the sequence, so "before" and "after"
 //! scores (and runs with other seeds) are measured on the same predictions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -22,7 +21,7 @@ use super::masking::{mask, MaskVocab, Masked, Masking};
 use super::mlm_head::MaskedLm;
 use crate::model::Encoding;
 use crate::stages::Progress;
-use crate::train::checkpoint::{restore_model, restore_optimizer, MODEL_FILE, OPTIMIZER_FILE};
+use crate::train::checkpoint::{latest_numbered, restore_model, restore_optimizer, save_numbered};
 use crate::train::classifier::cross_entropy;
 use crate::train::clipping::clip_global_norm;
 use crate::train::fit::{adamw, format_duration};
@@ -36,7 +35,6 @@ const SHUFFLE_STREAM: u64 = 0;
 const MASK_STREAM: u64 = 1 << 40;
 const DROPOUT_STREAM: u64 = 2 << 40;
 const HELD_OUT_MASK_SEED: u64 = 0x5EED_0F4E_1D00_0077;
-const STATE_FILE: &str = "state.json";
 const STEP_PREFIX: &str = "step-";
 
 /// One training or held-out sequence: `[CLS] pieces… [SEP]`.
@@ -301,7 +299,7 @@ pub fn train_mlm(
         history: Vec::new(),
         before: None,
     };
-    if let Some((path, saved)) = latest(env.checkpoint_dir)? {
+    if let Some((path, saved)) = latest_numbered::<MlmState>(env.checkpoint_dir, STEP_PREFIX)? {
         if saved.settings != *settings {
             return Err(TrainError::Invalid(format!(
                 "{}: checkpoint of a run with other settings ({:?}); remove it to start over",
@@ -380,83 +378,17 @@ pub fn train_mlm(
             format_duration(per_step * (settings.steps - state.step) as f64)
         ));
         if state.step.is_multiple_of(settings.checkpoint_every) || state.step == settings.steps {
-            save(env.checkpoint_dir, &model, &optimizer, &state)?;
+            save_numbered(
+                env.checkpoint_dir,
+                STEP_PREFIX,
+                state.step,
+                &model,
+                &optimizer,
+                &state,
+            )?;
         }
     }
     Ok((model, state))
-}
-
-/// Writes `step-K/` and removes older checkpoints.
-fn save(
-    dir: &Path,
-    model: &MaskedLm,
-    optimizer: &ModuleOptimizer,
-    state: &MlmState,
-) -> Result<(), TrainError> {
-    let name = format!("{STEP_PREFIX}{}", state.step);
-    let target = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    remove_dir_if_present(&tmp)?;
-    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let model_path = tmp.join(MODEL_FILE);
-    model
-        .clone()
-        .save_file(&model_path)
-        .map_err(|e| TrainError::checkpoint(&model_path, e))?;
-    let optimizer_path = tmp.join(OPTIMIZER_FILE);
-    optimizer
-        .save(&optimizer_path)
-        .map_err(|e| TrainError::checkpoint(&optimizer_path, e))?;
-    let state_path = tmp.join(STATE_FILE);
-    let text =
-        serde_json::to_string_pretty(state).map_err(|e| TrainError::checkpoint(&state_path, e))?;
-    std::fs::write(&state_path, text).map_err(|e| TrainError::io(&state_path, e))?;
-    remove_dir_if_present(&target)?;
-    std::fs::rename(&tmp, &target).map_err(|e| TrainError::io(&target, e))?;
-    for (step, path) in step_dirs(dir)? {
-        if step != state.step {
-            remove_dir_if_present(&path)?;
-        }
-    }
-    Ok(())
-}
-
-/// The newest complete checkpoint in `dir`.
-fn latest(dir: &Path) -> Result<Option<(PathBuf, MlmState)>, TrainError> {
-    let Some((_, path)) = step_dirs(dir)?.into_iter().max_by_key(|(step, _)| *step) else {
-        return Ok(None);
-    };
-    let state_path = path.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: MlmState =
-        serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&state_path, e))?;
-    Ok(Some((path, state)))
-}
-
-fn step_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
-        let entry = entry.map_err(|e| TrainError::io(dir, e))?;
-        let step = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_prefix(STEP_PREFIX))
-            .and_then(|k| k.parse::<usize>().ok());
-        if let Some(step) = step.filter(|_| entry.path().join(STATE_FILE).is_file()) {
-            found.push((step, entry.path()));
-        }
-    }
-    Ok(found)
-}
-
-fn remove_dir_if_present(path: &Path) -> Result<(), TrainError> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::fit::{EpochRecord, TrainSettings};
@@ -39,7 +40,33 @@ pub fn save<M: Module + Clone>(
     optimizer: &ModuleOptimizer,
     state: &TrainState,
 ) -> Result<(), TrainError> {
-    let name = format!("{EPOCH_PREFIX}{}", state.epochs_done);
+    save_numbered(
+        dir,
+        EPOCH_PREFIX,
+        state.epochs_done,
+        model,
+        optimizer,
+        state,
+    )
+}
+
+/// The newest complete checkpoint in `dir`, if any.
+pub fn latest(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
+    latest_numbered(dir, EPOCH_PREFIX)
+}
+
+/// Writes `{prefix}{number}/` (model, optimizer state and `state`, each synced to disk,
+/// under a temporary name then renamed) and removes the older `{prefix}K/` folders. Epoch
+/// checkpoints of fine-tuning and step checkpoints of pre-training both use it.
+pub fn save_numbered<M: Module + Clone, S: Serialize>(
+    dir: &Path,
+    prefix: &str,
+    number: usize,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &S,
+) -> Result<(), TrainError> {
+    let name = format!("{prefix}{number}");
     let target = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     remove_dir_if_present(&tmp)?;
@@ -62,22 +89,28 @@ pub fn save<M: Module + Clone>(
     }
     remove_dir_if_present(&target)?;
     std::fs::rename(&tmp, &target).map_err(|e| TrainError::io(&target, e))?;
-    for (epoch, path) in epoch_dirs(dir)? {
-        if epoch != state.epochs_done {
+    for (k, path) in numbered_dirs(dir, prefix)? {
+        if k != number {
             remove_dir_if_present(&path)?;
         }
     }
     Ok(())
 }
 
-/// The newest complete checkpoint in `dir`, if any.
-pub fn latest(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
-    let Some((_, path)) = epoch_dirs(dir)?.into_iter().max_by_key(|(epoch, _)| *epoch) else {
+/// The newest complete `{prefix}K/` checkpoint in `dir` and its state, if any.
+pub fn latest_numbered<S: DeserializeOwned>(
+    dir: &Path,
+    prefix: &str,
+) -> Result<Option<(PathBuf, S)>, TrainError> {
+    let Some((_, path)) = numbered_dirs(dir, prefix)?
+        .into_iter()
+        .max_by_key(|(k, _)| *k)
+    else {
         return Ok(None);
     };
     let state_path = path.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: TrainState =
+    let state: S =
         serde_json::from_str(&text).map_err(|e| TrainError::checkpoint(&state_path, e))?;
     Ok(Some((path, state)))
 }
@@ -102,8 +135,8 @@ pub fn restore_optimizer(
         .map_err(|e| TrainError::checkpoint(&optimizer_path, e))
 }
 
-/// `(K, path)` of every complete `epoch-K/` (one with its `state.json`).
-fn epoch_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
+/// `(K, path)` of every complete `{prefix}K/` (one with its `state.json`).
+fn numbered_dirs(dir: &Path, prefix: &str) -> Result<Vec<(usize, PathBuf)>, TrainError> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
@@ -114,7 +147,7 @@ fn epoch_dirs(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
         let name = entry.file_name();
         let epoch = name
             .to_str()
-            .and_then(|n| n.strip_prefix(EPOCH_PREFIX))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|k| k.parse::<usize>().ok());
         if let Some(epoch) = epoch {
             if entry.path().join(STATE_FILE).is_file() {
