@@ -220,7 +220,7 @@ pub fn fit(
 
 /// AdamW with decoupled weight decay on every parameter except the 1-D ones (biases,
 /// LayerNorm, a probe's `α` and `γ`), as BERT's optimizer.
-pub(crate) fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
+pub fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_weight_decay(weight_decay as f32)
         .with_epsilon(ADAM_EPSILON)

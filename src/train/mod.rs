@@ -6,8 +6,6 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod clipping;
 pub mod fit;
-#[cfg(test)]
-mod fused_parity;
 pub mod predict;
 pub mod rng;
 pub mod schedule;

@@ -1,19 +1,21 @@
 //! The fused encoder kernels leave training where it was: with fixed padding (no length
 //! bucketing), the first 20 losses of a smoke fine-tuning run equal those of the reference
-//! (unfused) forms at the same seed.
+//! (unfused) forms at the same seed. A test binary of its own: the backend's generator is
+//! process-wide, and a library test drawing from it unseeded in parallel would change the
+//! dropout masks of one run and not the other.
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use super::classifier::{cross_entropy, initialize_params, Batch, EncodedInstance};
-use super::clipping::clip_global_norm;
-use super::fit::adamw;
-use super::rng::{with_backend_seed, SplitMix64};
-use super::SequenceClassifier;
-use crate::model::device::train_device;
-use crate::model::fused::with_reference_kernels;
-use crate::model::heads::{HeadConfig, HeadKind};
-use crate::model::{BertConfig, BertModel};
+use pipe::model::device::train_device;
+use pipe::model::fused::with_reference_kernels;
+use pipe::model::heads::{HeadConfig, HeadKind};
+use pipe::model::{BertConfig, BertModel};
+use pipe::train::classifier::{cross_entropy, initialize_params, Batch, EncodedInstance};
+use pipe::train::clipping::clip_global_norm;
+use pipe::train::fit::adamw;
+use pipe::train::rng::{with_backend_seed, SplitMix64};
+use pipe::train::SequenceClassifier;
 
 const STEPS: usize = 20;
 const BATCH: usize = 8;
