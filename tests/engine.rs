@@ -1,8 +1,12 @@
 //! The engine as a user meets it: `pipe run` / `plan` / `dag` / `cache` on small
 //! pipelines of `shell` stages, asserting on what a user sees.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use common::text as both;
 
 /// A scratch project: a dir with pipeline files and its own cache.
 struct Project {
@@ -66,14 +70,6 @@ impl Project {
             .map(|(_, st, r)| (st, r))
             .unwrap_or_else(|| panic!("stage {stage} not in plan"))
     }
-}
-
-fn both(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// a -> b -> c, and an independent d.

@@ -11,10 +11,8 @@
 mod common;
 
 use common::model_dir;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -22,7 +20,7 @@ use pipe::model::device::train_device;
 use pipe::model::heads::{HeadConfig, HeadKind};
 use pipe::model::{BertConfig, BertModel, BertTokenizer};
 use pipe::stages::finetune::{FinetuneParams, FinetuneStage};
-use pipe::stages::{InputArtifact, Inputs, Progress, Stage, StageCtx, StageError};
+use pipe::stages::{Progress, Stage, StageCtx, StageError};
 use pipe::train::classifier::initialize_params;
 use pipe::train::rng::with_backend_seed;
 use pipe::train::{
@@ -47,15 +45,6 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn artifact(path: &Path) -> InputArtifact {
-    InputArtifact {
-        stage: "fixture".into(),
-        key: "0".into(),
-        coords: BTreeMap::new(),
-        path: path.to_path_buf(),
-    }
-}
-
 fn smoke_params(head: &str) -> FinetuneParams {
     serde_json::from_value(serde_json::json!({
         "head": head,
@@ -71,33 +60,12 @@ fn smoke_params(head: &str) -> FinetuneParams {
 }
 
 fn run_stage(params: &FinetuneParams, root: &Path) -> Result<PathBuf, StageError> {
-    let mut inputs = Inputs::default();
-    inputs
-        .by_name
-        .insert("data".into(), vec![artifact(&fixture())]);
-    inputs
-        .by_name
-        .insert("model".into(), vec![artifact(model_dir())]);
-    let out_dir = root.join("out");
-    for dir in ["out", "scratch", "checkpoint"] {
-        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-    }
     FinetuneStage::check(params).expect("params pass the plan-time check");
-    let mut ctx = StageCtx {
-        name: "finetune".into(),
-        key: "test".into(),
-        coords: BTreeMap::new(),
-        inputs,
-        out_dir: out_dir.clone(),
-        scratch: root.join("scratch"),
-        checkpoint_dir: root.join("checkpoint"),
-        progress: Progress::hidden(),
-        device: "cpu".into(),
-        cancel: Arc::new(AtomicBool::new(false)),
-        run: Default::default(),
-    };
+    let inputs = [("data", fixture()), ("model", model_dir().to_path_buf())];
+    let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let mut ctx = StageCtx::standalone("finetune", root, &inputs).expect("stage folders");
     FinetuneStage::run(&mut ctx, params)?;
-    Ok(out_dir)
+    Ok(ctx.out_dir)
 }
 
 #[test]

@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use common::model_dir;
 use pipe::model::{BertModel, BertTokenizer};
 use pipe::stages::pretrain::{PretrainParams, PretrainStage};
 use pipe::stages::subdomain_corpus::{SubdomainCorpusParams, SubdomainCorpusStage};
-use pipe::stages::{InputArtifact, Inputs, Progress, Stage, StageCtx, StageError};
+use pipe::stages::{Stage, StageCtx, StageError};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -28,34 +26,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn ctx(root: &Path, inputs: &[(&str, &Path)]) -> StageCtx {
-    let mut by_name = BTreeMap::new();
-    for (name, path) in inputs {
-        by_name.insert(
-            name.to_string(),
-            vec![InputArtifact {
-                stage: "fixture".into(),
-                key: "0".into(),
-                coords: BTreeMap::new(),
-                path: path.to_path_buf(),
-            }],
-        );
-    }
-    for dir in ["out", "scratch", "checkpoint"] {
-        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-    }
-    StageCtx {
-        name: "test".into(),
-        key: "test".into(),
-        coords: BTreeMap::new(),
-        inputs: Inputs { by_name },
-        out_dir: root.join("out"),
-        scratch: root.join("scratch"),
-        checkpoint_dir: root.join("checkpoint"),
-        progress: Progress::hidden(),
-        device: "cpu".into(),
-        cancel: Arc::new(AtomicBool::new(false)),
-        run: Default::default(),
-    }
+    StageCtx::standalone("test", root, inputs).expect("stage folders")
 }
 
 /// The fixture's two PubTator files alone, in a folder of their own.

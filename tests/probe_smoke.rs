@@ -9,14 +9,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use common::model_dir;
 use pipe::stages::probe::{ProbeParams, ProbeStage};
-use pipe::stages::{InputArtifact, Inputs, Progress, Stage, StageCtx, StageError};
+use pipe::stages::{Stage, StageCtx, StageError};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -28,42 +25,13 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn artifact(path: &Path) -> InputArtifact {
-    InputArtifact {
-        stage: "fixture".into(),
-        key: "0".into(),
-        coords: BTreeMap::new(),
-        path: path.to_path_buf(),
-    }
-}
-
 fn run_stage(params: &ProbeParams, root: &Path) -> Result<PathBuf, StageError> {
-    let mut inputs = Inputs::default();
-    inputs
-        .by_name
-        .insert("data".into(), vec![artifact(&fixture())]);
-    inputs
-        .by_name
-        .insert("model".into(), vec![artifact(model_dir())]);
-    for dir in ["out", "scratch", "checkpoint"] {
-        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-    }
     ProbeStage::check(params).expect("params pass the plan-time check");
-    let mut ctx = StageCtx {
-        name: "probe".into(),
-        key: "test".into(),
-        coords: BTreeMap::new(),
-        inputs,
-        out_dir: root.join("out"),
-        scratch: root.join("scratch"),
-        checkpoint_dir: root.join("checkpoint"),
-        progress: Progress::hidden(),
-        device: "cpu".into(),
-        cancel: Arc::new(AtomicBool::new(false)),
-        run: Default::default(),
-    };
+    let inputs = [("data", fixture()), ("model", model_dir().to_path_buf())];
+    let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let mut ctx = StageCtx::standalone("probe", root, &inputs).expect("stage folders");
     ProbeStage::run(&mut ctx, params)?;
-    Ok(root.join("out"))
+    Ok(ctx.out_dir)
 }
 
 fn f64s(v: &Value) -> Vec<f64> {

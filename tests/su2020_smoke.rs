@@ -4,47 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn pipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(args)
-        .current_dir(dir)
-        .env("PIPE_CACHE", dir.join("cache"))
-        .env("PIPE_MIRROR", common::wheel_dir())
-        .output()
-        .expect("run pipe")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{pipe, pipeline_with_fixtures, text};
 
 #[test]
 fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let fixtures = repo.join("tests/fixtures/corpora");
-    let yaml = std::fs::read_to_string(repo.join("pipelines/su2020.yaml"))
-        .expect("pipeline")
-        .replace(
-            "path:../shared/data/",
-            &format!("path:{}/", fixtures.display()),
-        )
-        .replace("../stages/", &format!("{}/stages/", repo.display()))
-        .replace(
-            "reports/templates/",
-            &format!("{}/reports/templates/", repo.display()),
-        )
-        .replace(
-            "reports/references.yaml",
-            &format!("{}/reports/references.yaml", repo.display()),
-        );
+    let yaml = pipeline_with_fixtures("su2020.yaml");
     std::fs::write(dir.path().join("su2020.yaml"), yaml).expect("write");
 
     let plan = text(&pipe(

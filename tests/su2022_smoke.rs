@@ -7,56 +7,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn pipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(args)
-        .current_dir(dir)
-        .env("PIPE_CACHE", dir.join("cache"))
-        .env("PIPE_MIRROR", common::wheel_dir())
-        .output()
-        .expect("run pipe")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The pipeline file with its shared-data paths pointed at the committed fixtures.
-fn pipeline_for_fixtures(repo: &Path) -> String {
-    let fixtures = repo.join("tests/fixtures");
-    std::fs::read_to_string(repo.join("pipelines/su2022.yaml"))
-        .expect("pipeline")
-        .replace(
-            "path:../shared/data/pubmed",
-            &format!("path:{}/pubmed", fixtures.display()),
-        )
-        .replace(
-            "path:../shared/data/",
-            &format!("path:{}/corpora/", fixtures.display()),
-        )
-        .replace("../stages/", &format!("{}/stages/", repo.display()))
-        .replace(
-            "reports/templates/",
-            &format!("{}/reports/templates/", repo.display()),
-        )
-        .replace(
-            "reports/references.yaml",
-            &format!("{}/reports/references.yaml", repo.display()),
-        )
-}
+use common::{pipe, pipeline_with_fixtures, text};
 
 #[test]
 fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = pipeline_for_fixtures(repo);
+    let yaml = pipeline_with_fixtures("su2022.yaml");
     std::fs::write(dir.path().join("su2022.yaml"), &yaml).expect("write");
 
     let out = pipe(

@@ -422,15 +422,12 @@ fn triggers_markdown(triggers: &[TriggerWeight], p: &AttentionAnalysisParams) ->
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
 
     use serde_json::Value;
 
     use super::*;
-    use crate::stages::{InputArtifact, Inputs, Progress, StageRegistry};
+    use crate::stages::StageRegistry;
 
     fn fixture() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/attention")
@@ -441,36 +438,19 @@ mod tests {
     }
 
     fn pooling_ctx(root: &Path, inputs: &[&Path]) -> StageCtx {
-        let mut by_name = BTreeMap::new();
-        by_name.insert(
-            INPUT.to_string(),
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(fold, input)| InputArtifact {
-                    stage: format!("ft[fold={fold}]"),
-                    key: "k".into(),
-                    coords: BTreeMap::new(),
-                    path: input.to_path_buf(),
-                })
-                .collect(),
-        );
-        for sub in ["out", "scratch", "checkpoint"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
+        let bound: Vec<(&str, &Path)> = inputs.iter().map(|p| (INPUT, *p)).collect();
+        let mut ctx = StageCtx::standalone("attention", root, &bound).unwrap();
+        for (fold, artifact) in ctx
+            .inputs
+            .by_name
+            .get_mut(INPUT)
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            artifact.stage = format!("ft[fold={fold}]");
         }
-        StageCtx {
-            name: "attention".into(),
-            key: "k".into(),
-            coords: BTreeMap::new(),
-            inputs: Inputs { by_name },
-            out_dir: root.join("out"),
-            scratch: root.join("scratch"),
-            checkpoint_dir: root.join("checkpoint"),
-            progress: Progress::hidden(),
-            device: "cpu".into(),
-            cancel: Arc::new(AtomicBool::new(false)),
-            run: Default::default(),
-        }
+        ctx
     }
 
     /// Params through the registry, as the executor makes them (defaults, unknown refused).

@@ -153,6 +153,40 @@ pub struct StageCtx {
 }
 
 impl StageCtx {
+    /// A context for running one stage outside a pipeline (tests, notebooks): each input
+    /// bound to one path, `out/`, `scratch/` and `checkpoint/` created under `root`, no
+    /// progress bar, the CPU device.
+    pub fn standalone(name: &str, root: &Path, inputs: &[(&str, &Path)]) -> std::io::Result<Self> {
+        let mut by_name = BTreeMap::new();
+        for (input, path) in inputs {
+            by_name
+                .entry(input.to_string())
+                .or_insert_with(Vec::new)
+                .push(InputArtifact {
+                    stage: format!("{input}-source"),
+                    key: String::new(),
+                    coords: BTreeMap::new(),
+                    path: path.to_path_buf(),
+                });
+        }
+        for dir in ["out", "scratch", "checkpoint"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(StageCtx {
+            name: name.to_string(),
+            key: String::new(),
+            coords: BTreeMap::new(),
+            inputs: Inputs { by_name },
+            out_dir: root.join("out"),
+            scratch: root.join("scratch"),
+            checkpoint_dir: root.join("checkpoint"),
+            progress: Progress::hidden(),
+            device: "cpu".into(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            run: RunInfo::default(),
+        })
+    }
+
     /// `Err(Interrupted)` once the run has been cancelled.
     pub fn check_cancelled(&self) -> Result<(), StageError> {
         if self.cancel.load(Ordering::Relaxed) {

