@@ -1,6 +1,9 @@
 //! A small, fixed pseudo-random generator for reproducible shuffles: SplitMix64
 //! (Steele, Lea & Flood 2014), seeded from blake3(seed, purpose). It is part of `pipe`,
 //! not a dependency, so a seed gives the same folds in every version and on every platform.
+//! (`train::rng::SplitMix64` has the same step but draws `below` by multiply-shift and is
+//! seeded by stream numbers; keeping the two apart keeps every cached split and training
+//! order what it was.)
 
 /// SplitMix64 state.
 #[derive(Debug, Clone)]
