@@ -46,7 +46,7 @@ pub enum Command {
         /// Rerun these stages (and their descendants) even if cached.
         #[arg(long)]
         force: Vec<String>,
-        /// Compute device: cpu, cuda:0, wgpu.
+        /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// No progress bars.

@@ -2,8 +2,8 @@
 //!
 //! burn 0.22 dispatches on the device at run time, so model code carries no backend type:
 //! a [`Device`] says where tensors live, and [`train_device`] wraps it in autodiff for
-//! training. The CPU backend is burn's pure-Rust `flex`; `cuda` and `wgpu` are compiled in
-//! only with the cargo features of the same names.
+//! training. The CPU backend is burn's pure-Rust `flex`; `cuda`, `wgpu` and `tch`
+//! (libtorch on the CPU) are compiled in only with the cargo features of the same names.
 
 use burn::tensor::Device;
 
@@ -18,10 +18,12 @@ pub enum DeviceSpec {
     Cuda(usize),
     /// The default `wgpu` adapter (cargo feature `wgpu`).
     Wgpu,
+    /// libtorch on the CPU through burn's `tch` backend (cargo feature `tch`).
+    LibTorch,
 }
 
 impl DeviceSpec {
-    /// Parses `cpu` | `cuda` | `cuda:N` | `wgpu`.
+    /// Parses `cpu` | `cuda` | `cuda:N` | `wgpu` | `tch`.
     pub fn parse(spec: &str) -> Result<Self, ModelError> {
         let bad = |message: String| ModelError::Device {
             device: spec.to_string(),
@@ -31,12 +33,13 @@ impl DeviceSpec {
             "cpu" | "flex" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "wgpu" => Ok(DeviceSpec::Wgpu),
+            "tch" | "libtorch" => Ok(DeviceSpec::LibTorch),
             other => match other.strip_prefix("cuda:") {
                 Some(index) => index
                     .parse()
                     .map(DeviceSpec::Cuda)
                     .map_err(|_| bad(format!("`{index}` is not a GPU index"))),
-                None => Err(bad("expected `cpu`, `cuda:N` or `wgpu`".to_string())),
+                None => Err(bad("expected `cpu`, `cuda:N`, `wgpu` or `tch`".to_string())),
             },
         }
     }
@@ -47,6 +50,7 @@ impl DeviceSpec {
             DeviceSpec::Cpu => "flex",
             DeviceSpec::Cuda(_) => "cuda",
             DeviceSpec::Wgpu => "wgpu",
+            DeviceSpec::LibTorch => "tch",
         }
     }
 
@@ -56,6 +60,7 @@ impl DeviceSpec {
             DeviceSpec::Cpu => Ok(Device::flex()),
             DeviceSpec::Cuda(index) => cuda_device(*index),
             DeviceSpec::Wgpu => wgpu_device(),
+            DeviceSpec::LibTorch => libtorch_device(),
         }
     }
 }
@@ -83,6 +88,24 @@ fn wgpu_device() -> Result<Device, ModelError> {
     Err(ModelError::Device {
         device: "wgpu".into(),
         message: "this `pipe` was built without wgpu; rebuild with `--features wgpu`".into(),
+    })
+}
+
+#[cfg(feature = "tch")]
+fn libtorch_device() -> Result<Device, ModelError> {
+    // burn marks its tch backend deprecated in favour of CubeCL's; it is still the way to
+    // PyTorch's own CPU kernels.
+    #[allow(deprecated)]
+    Ok(Device::libtorch())
+}
+
+#[cfg(not(feature = "tch"))]
+fn libtorch_device() -> Result<Device, ModelError> {
+    Err(ModelError::Device {
+        device: "tch".into(),
+        message: "this `pipe` was built without libtorch; rebuild with `--features tch` \
+                  (see the README: LIBTORCH_USE_PYTORCH=1 with torch 2.9 installed by pip)"
+            .into(),
     })
 }
 
@@ -115,6 +138,8 @@ mod tests {
         assert_eq!(DeviceSpec::parse("cuda:3").unwrap(), DeviceSpec::Cuda(3));
         assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
         assert_eq!(DeviceSpec::parse("wgpu").unwrap(), DeviceSpec::Wgpu);
+        assert_eq!(DeviceSpec::parse("tch").unwrap(), DeviceSpec::LibTorch);
+        assert_eq!(backend_name("libtorch"), "tch");
         assert!(DeviceSpec::parse("cuda:x").is_err());
         assert!(DeviceSpec::parse("tpu").is_err());
         assert_eq!(backend_name("cuda:1"), "cuda");
@@ -133,5 +158,12 @@ mod tests {
     fn cuda_without_feature_says_how_to_get_it() {
         let message = parse_device("cuda:0").unwrap_err().to_string();
         assert!(message.contains("--features cuda"), "{message}");
+    }
+
+    #[cfg(not(feature = "tch"))]
+    #[test]
+    fn tch_without_feature_says_how_to_get_it() {
+        let message = parse_device("tch").unwrap_err().to_string();
+        assert!(message.contains("--features tch"), "{message}");
     }
 }
