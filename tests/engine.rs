@@ -454,6 +454,39 @@ fn a_second_run_on_the_same_cache_fails_clearly() {
 }
 
 #[test]
+fn plan_and_report_read_a_cache_that_a_long_run_holds() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "stages:\n  quick:\n    kind: shell\n    params: {cmd: echo hi > \"$PIPE_OUT/q.txt\"}\n  \
+         slow:\n    kind: shell\n    inputs: {up: quick}\n    params: {cmd: sleep 4}\n",
+    );
+    let mut first = p
+        .cmd(&["run", "s.yaml", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // `quick` is committed within a moment; `slow` runs for seconds
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let plan = p.pipe(&["plan", "s.yaml"]);
+    let text = both(&plan);
+    assert!(plan.status.success(), "{text}");
+    assert!(text.contains("is in use by another pipe process"), "{text}");
+    assert!(text.contains("cached  quick"), "{text}");
+    assert!(text.contains("run     slow"), "{text}");
+    let ls = both(&p.pipe(&["cache", "ls"]));
+    assert!(ls.contains("1 entries"), "{ls}");
+    // what would change the cache still waits for the holder
+    let gc = p.pipe(&["cache", "gc", "s.yaml"]);
+    assert!(!gc.status.success());
+    assert!(first.wait().unwrap().success());
+    let plan = p.ok(&["plan", "s.yaml"]);
+    assert!(!plan.contains("in use"), "{plan}");
+    assert!(plan.contains("cached  slow"), "{plan}");
+}
+
+#[test]
 fn only_and_force_select_what_runs() {
     let p = Project::new();
     p.write("p.yaml", CHAIN);

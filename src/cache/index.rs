@@ -1,5 +1,7 @@
 //! The sled index: stage key -> entry, and (pipeline, stage name) -> what its last run
-//! was made from (for `pipe plan`'s reasons).
+//! was made from (for `pipe plan`'s reasons). The process holding the cache also keeps a
+//! JSON copy of both ([`IndexSnapshot`]) beside it, so that `plan`, `report` and `cache ls`
+//! can read the cache while a long run holds it (sled allows one process at a time).
 
 use std::path::{Path, PathBuf};
 
@@ -50,11 +52,30 @@ pub struct LastRun {
     pub input_stages: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// The whole index as JSON: entries by key (hex) and last runs by `pipeline\0stage`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IndexSnapshot {
+    pub entries: std::collections::BTreeMap<String, Entry>,
+    pub last_run: std::collections::BTreeMap<String, LastRun>,
+}
+
+/// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.
+#[derive(Clone)]
 pub(super) struct Index {
     path: PathBuf,
-    db: sled::Db,
-    entries: sled::Tree,
-    last: sled::Tree,
+    store: Store,
+}
+
+#[derive(Clone)]
+enum Store {
+    /// The live index of the process that holds the cache.
+    Sled {
+        db: sled::Db,
+        entries: sled::Tree,
+        last: sled::Tree,
+    },
+    /// Another process holds the cache: its last snapshot, read only.
+    Snapshot(IndexSnapshot),
 }
 
 impl Index {
@@ -72,10 +93,44 @@ impl Index {
         let last = db.open_tree("last_run").map_err(err)?;
         Ok(Index {
             path: path.to_path_buf(),
-            db,
-            entries,
-            last,
+            store: Store::Sled { db, entries, last },
         })
+    }
+
+    /// A read-only index over `snapshot` (read from `path`).
+    pub(super) fn from_snapshot(path: &Path, snapshot: IndexSnapshot) -> Self {
+        Index {
+            path: path.to_path_buf(),
+            store: Store::Snapshot(snapshot),
+        }
+    }
+
+    /// Everything in the index.
+    pub(super) fn snapshot(&self) -> Result<IndexSnapshot, CacheError> {
+        let last = match &self.store {
+            Store::Snapshot(s) => return Ok(s.clone()),
+            Store::Sled { last, .. } => last,
+        };
+        let mut out = IndexSnapshot::default();
+        for (key, entry) in self.entries()? {
+            out.entries.insert(key.hex(), entry);
+        }
+        for kv in last.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if let (Ok(k), Ok(run)) = (
+                String::from_utf8(k.to_vec()),
+                serde_json::from_slice::<LastRun>(&v),
+            ) {
+                out.last_run.insert(k, run);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_only(&self) -> CacheError {
+        CacheError::ReadOnly {
+            path: self.path.clone(),
+        }
     }
 
     fn err(&self, source: sled::Error) -> CacheError {
@@ -86,15 +141,25 @@ impl Index {
     }
 
     pub(super) fn flush(&self) -> Result<(), CacheError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        match &self.store {
+            Store::Sled { db, .. } => db.flush().map(|_| ()).map_err(|e| self.err(e)),
+            Store::Snapshot(_) => Ok(()),
+        }
     }
 
     pub(super) fn contains(&self, key: &StageKey) -> Result<bool, CacheError> {
-        self.entries.contains_key(key.0).map_err(|e| self.err(e))
+        match &self.store {
+            Store::Sled { entries, .. } => entries.contains_key(key.0).map_err(|e| self.err(e)),
+            Store::Snapshot(s) => Ok(s.entries.contains_key(&key.hex())),
+        }
     }
 
     pub(super) fn entry(&self, key: &StageKey) -> Result<Option<Entry>, CacheError> {
-        match self.entries.get(key.0).map_err(|e| self.err(e))? {
+        let entries = match &self.store {
+            Store::Sled { entries, .. } => entries,
+            Store::Snapshot(s) => return Ok(s.entries.get(&key.hex()).cloned()),
+        };
+        match entries.get(key.0).map_err(|e| self.err(e))? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -106,8 +171,18 @@ impl Index {
     }
 
     pub(super) fn entries(&self) -> Result<Vec<(StageKey, Entry)>, CacheError> {
+        let entries = match &self.store {
+            Store::Sled { entries, .. } => entries,
+            Store::Snapshot(s) => {
+                return Ok(s
+                    .entries
+                    .iter()
+                    .filter_map(|(k, e)| StageKey::from_hex(k).map(|k| (k, e.clone())))
+                    .collect())
+            }
+        };
         let mut out = Vec::new();
-        for kv in self.entries.iter() {
+        for kv in entries.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
                 continue;
@@ -121,18 +196,24 @@ impl Index {
 
     /// One atomic insert, then a flush: the commit point of a stage.
     pub(super) fn insert_entry(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
+        let Store::Sled { entries, .. } = &self.store else {
+            return Err(self.read_only());
+        };
         let bytes = serde_json::to_vec(entry).unwrap_or_default();
-        self.entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
+        entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
         self.flush()
     }
 
     pub(super) fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
-        self.entries.remove(key.0).map_err(|e| self.err(e))?;
+        let Store::Sled { entries, .. } = &self.store else {
+            return Err(self.read_only());
+        };
+        entries.remove(key.0).map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    fn last_key(pipeline: &str, stage: &str) -> Vec<u8> {
-        format!("{pipeline}\0{stage}").into_bytes()
+    fn last_key(pipeline: &str, stage: &str) -> String {
+        format!("{pipeline}\0{stage}")
     }
 
     pub(super) fn last_run(
@@ -140,11 +221,14 @@ impl Index {
         pipeline: &str,
         stage: &str,
     ) -> Result<Option<LastRun>, CacheError> {
-        Ok(self
-            .last
-            .get(Self::last_key(pipeline, stage))
-            .map_err(|e| self.err(e))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+        let key = Self::last_key(pipeline, stage);
+        match &self.store {
+            Store::Sled { last, .. } => Ok(last
+                .get(key.as_bytes())
+                .map_err(|e| self.err(e))?
+                .and_then(|v| serde_json::from_slice(&v).ok())),
+            Store::Snapshot(s) => Ok(s.last_run.get(&key).cloned()),
+        }
     }
 
     pub(super) fn set_last_run(
@@ -153,9 +237,11 @@ impl Index {
         stage: &str,
         run: &LastRun,
     ) -> Result<(), CacheError> {
+        let Store::Sled { last, .. } = &self.store else {
+            return Err(self.read_only());
+        };
         let bytes = serde_json::to_vec(run).unwrap_or_default();
-        self.last
-            .insert(Self::last_key(pipeline, stage), bytes)
+        last.insert(Self::last_key(pipeline, stage).as_bytes(), bytes)
             .map_err(|e| self.err(e))?;
         Ok(())
     }

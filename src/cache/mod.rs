@@ -6,12 +6,16 @@
 //! blob) is stored; then ONE sled insert maps the key to the manifest, and sled is
 //! flushed. A run killed before that insert leaves only unreferenced blobs (removed by
 //! `pipe cache gc`), never a half entry.
+//!
+//! While one process holds the cache, others may read it through
+//! [`Cache::open_for_reading`]: the holder rewrites `index-snapshot.json` (tmp + rename)
+//! after every change of the index, and a reader sees the index as of that file.
 
 mod blob;
 mod index;
 
 pub use blob::{hash_file, BlobStore};
-pub use index::{Entry, LastRun, Manifest, ManifestFile};
+pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -37,6 +41,11 @@ pub enum CacheError {
     },
     #[error("cache index {path}: {source}")]
     Index { path: PathBuf, source: sled::Error },
+    #[error(
+        "the cache index {path} is open read-only (another pipe process holds the cache); \
+         this command needs to change it"
+    )]
+    ReadOnly { path: PathBuf },
     #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
     Corrupt { key: String, message: String },
 }
@@ -48,13 +57,93 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError +
     }
 }
 
-/// An open, locked cache directory.
+/// An open cache directory: locked by this process, or (see [`Cache::open_for_reading`])
+/// read from the snapshot of the process that holds it.
 pub struct Cache {
     root: PathBuf,
     blobs: BlobStore,
+    /// The holder's background rewriter of the snapshot (`None` for a reader). Declared
+    /// before `index` and `lock`: fields drop in order, so its thread (which holds an index
+    /// handle) is joined before the index closes and the lock is released.
+    snapshot: Option<SnapshotWriter>,
     index: index::Index,
-    _lock: File,
+    /// `None` when reading another process's snapshot.
+    lock: Option<File>,
+    /// Who holds the cache when this is a snapshot read (e.g. ` (pid 42)`).
+    held_by: Option<String>,
 }
+
+/// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
+/// after the index changed: a cold run of a thousand quick stages does not rewrite it a
+/// thousand times, and a long stage that starts right after a commit does not leave
+/// readers with an index that lacks that commit.
+struct SnapshotWriter {
+    dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(300);
+
+    fn start(index: index::Index, root: PathBuf) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dirty = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, s) = (dirty.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("pipe-index-snapshot".into())
+            .spawn(move || {
+                while !s.load(Ordering::Acquire) {
+                    // woken early on drop
+                    std::thread::park_timeout(Self::PERIOD);
+                    if d.swap(false, Ordering::AcqRel) {
+                        // best effort: a reader without a fresh snapshot sees an older one
+                        let _ = write_snapshot(&index, &root);
+                    }
+                }
+            })
+            .ok();
+        SnapshotWriter {
+            dirty,
+            stop,
+            thread,
+        }
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Writes `index`'s snapshot to `root/index-snapshot.json` (tmp + rename).
+fn write_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
+    let snapshot = index.snapshot()?;
+    let text = serde_json::to_vec(&snapshot).unwrap_or_default();
+    let path = root.join(SNAPSHOT_FILE);
+    let tmp = root.join(format!(
+        ".{SNAPSHOT_FILE}.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+/// The JSON copy of the index that readers use while another process holds the cache.
+const SNAPSHOT_FILE: &str = "index-snapshot.json";
 
 /// One problem found by [`Cache::verify`].
 #[derive(Debug, Clone)]
@@ -116,12 +205,62 @@ impl Cache {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
+        write_snapshot(&index, root)?;
+        let snapshot = SnapshotWriter::start(index.clone(), root.to_path_buf());
         Ok(Cache {
             root: root.to_path_buf(),
             blobs,
             index,
-            _lock: lock,
+            lock: Some(lock),
+            held_by: None,
+            snapshot: Some(snapshot),
         })
+    }
+
+    /// Opens the cache for commands that only read it (`plan`, `report`, `cache ls`):
+    /// as [`Cache::open`] when it is free, else read-only over the snapshot that the
+    /// process holding it keeps up to date (results committed since the snapshot was
+    /// written are not seen; views are still built on demand).
+    pub fn open_for_reading(root: &Path) -> Result<Self, CacheError> {
+        let (dir, holder) = match Cache::open(root) {
+            Err(CacheError::Busy { dir, holder }) => (dir, holder),
+            other => return other,
+        };
+        let path = root.join(SNAPSHOT_FILE);
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Err(CacheError::Busy { dir, holder });
+        };
+        let snapshot: IndexSnapshot =
+            serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
+                key: SNAPSHOT_FILE.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Cache {
+            root: root.to_path_buf(),
+            blobs: BlobStore::new(root.join("blobs"))?,
+            index: index::Index::from_snapshot(&path, snapshot),
+            lock: None,
+            held_by: Some(holder),
+            snapshot: None,
+        })
+    }
+
+    /// For a snapshot read, a line for people saying so (else `None`).
+    pub fn snapshot_note(&self) -> Option<String> {
+        self.held_by.as_ref().map(|holder| {
+            format!(
+                "note: the cache {} is in use by another pipe process{holder}; reading the \
+                 results it had committed when its index was last written",
+                self.root.display()
+            )
+        })
+    }
+
+    /// Tells the snapshot writer that the index changed.
+    fn index_changed(&self) {
+        if let Some(writer) = &self.snapshot {
+            writer.mark_dirty();
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -192,6 +331,7 @@ impl Cache {
         entry.manifest = manifest_hash;
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
         self.index.insert_entry(key, &entry)?;
+        self.index_changed();
         // A recommit of a key (`--force`) may change its files: drop the stale view.
         let _ = fs::remove_file(
             self.root
@@ -229,13 +369,18 @@ impl Cache {
     }
 
     /// A read-only directory holding the outputs of `key` (hard links into the blob
-    /// store), built once and reused.
+    /// store), built once and reused. A snapshot reader builds its own views under `tmp/`
+    /// (the holder's `views/` stay the holder's; its next open clears `tmp/`).
     pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
-        let view = self.root.join("views").join(key.hex());
-        let complete = self
-            .root
-            .join("views")
-            .join(format!("{}.complete", key.hex()));
+        let views = match self.lock {
+            Some(_) => self.root.join("views"),
+            None => self
+                .root
+                .join("tmp")
+                .join(format!("reader-views-{}", std::process::id())),
+        };
+        let view = views.join(key.hex());
+        let complete = views.join(format!("{}.complete", key.hex()));
         if complete.exists() && view.is_dir() {
             return Ok(view);
         }
@@ -282,12 +427,17 @@ impl Cache {
 
     /// Makes recorded last runs durable (entries are flushed at each commit).
     pub fn flush(&self) -> Result<(), CacheError> {
-        self.index.flush()
+        self.index.flush()?;
+        match &self.snapshot {
+            Some(_) => write_snapshot(&self.index, &self.root),
+            None => Ok(()),
+        }
     }
 
     /// Drops an entry (and its view); its blobs stay until gc.
     pub fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
         self.index.remove(key)?;
+        self.index_changed();
         let view = self.root.join("views").join(key.hex());
         let _ = fs::remove_file(
             self.root
@@ -346,7 +496,7 @@ impl Cache {
         for hash in &bad_blobs {
             self.blobs.delete(hash)?;
         }
-        self.index.flush()?;
+        self.flush()?;
         Ok(problems)
     }
 
@@ -382,7 +532,7 @@ impl Cache {
                 }
             }
         }
-        self.index.flush()?;
+        self.flush()?;
         Ok(report)
     }
 

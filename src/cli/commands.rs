@@ -125,7 +125,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
-            let cache = Cache::open(&cli.cache)?;
+            let cache = open_for_reading(&cli.cache)?;
             let plan = exec::plan(
                 &loaded.pipeline,
                 &loaded.graph,
@@ -281,8 +281,21 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
     out
 }
 
+/// Opens the cache for a command that only reads it, saying so when another process
+/// holds it and its snapshot is read instead.
+pub(super) fn open_for_reading(root: &Path) -> Result<Cache> {
+    let cache = Cache::open_for_reading(root)?;
+    if let Some(note) = cache.snapshot_note() {
+        eprintln!("{note}");
+    }
+    Ok(cache)
+}
+
 fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> Result<ExitCode> {
-    let cache = Cache::open(root)?;
+    let cache = match action {
+        CacheAction::Ls => open_for_reading(root)?,
+        _ => Cache::open(root)?,
+    };
     match action {
         CacheAction::Ls => {
             let mut entries = cache.entries()?;

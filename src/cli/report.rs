@@ -61,7 +61,7 @@ pub(super) fn report_command(
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
-    let cache = Cache::open(cache_root)?;
+    let cache = super::commands::open_for_reading(cache_root)?;
     let plan = plan_everything(&loaded, &cache)?;
     let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
         .filter(|&i| loaded.pipeline.instances[i].kind == "report")
@@ -157,7 +157,7 @@ pub(super) fn diff_command(
     b: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let cache = Cache::open(cache_root)?;
+    let cache = super::commands::open_for_reading(cache_root)?;
     let mut sides = Vec::new();
     for profile in [a, b] {
         let loaded = load(pipeline, Some(profile), registry)?;
