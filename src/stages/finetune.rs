@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use super::optimizer_params::{check_optimizer_params, OptimizerParams};
+use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
@@ -195,14 +195,11 @@ impl Stage for FinetuneStage {
     type Params = FinetuneParams;
 
     fn check(p: &FinetuneParams) -> Result<(), ParamError> {
-        let positive = [
+        check_positive(&[
             ("batch_size", p.batch_size),
             ("epochs", p.epochs),
             ("lstm_hidden", p.lstm_hidden),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ParamError::new(*name, "must be positive"));
-        }
+        ])?;
         check_optimizer_params(&OptimizerParams {
             lr: p.lr,
             max_len: p.max_len,

@@ -8,7 +8,6 @@ pub mod cv_aggregate;
 pub mod evaluate;
 pub mod fetch;
 pub mod finetune;
-pub mod optimizer_params;
 pub mod pretrain;
 pub mod probe;
 mod registry;
@@ -16,6 +15,7 @@ pub mod report;
 pub mod shell;
 pub mod split;
 pub mod subdomain_corpus;
+pub mod training_checks;
 
 pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
 pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};

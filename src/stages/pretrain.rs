@@ -19,7 +19,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::finetune::Init;
-use super::optimizer_params::{check_optimizer_params, OptimizerParams};
+use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
@@ -142,15 +142,12 @@ impl Stage for PretrainStage {
     type Params = PretrainParams;
 
     fn check(p: &PretrainParams) -> Result<(), ParamError> {
-        let positive = [
+        check_positive(&[
             ("steps", p.steps),
             ("batch_size", p.batch_size),
             ("grad_accum", p.grad_accum),
             ("checkpoint_every", p.checkpoint_every),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ParamError::new(*name, "must be positive"));
-        }
+        ])?;
         // [CLS] + at least two pieces (one to mask) + [SEP]
         check_optimizer_params(&OptimizerParams {
             lr: p.lr,

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::evaluate::{evaluate_dir, EvaluateParams, Evaluation};
 use super::finetune::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
-use super::optimizer_params::{check_optimizer_params, OptimizerParams};
+use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::LABELS_FILE;
@@ -161,14 +161,11 @@ impl Stage for ProbeStage {
     type Params = ProbeParams;
 
     fn check(p: &ProbeParams) -> Result<(), ParamError> {
-        let positive = [
+        check_positive(&[
             ("hidden", p.hidden),
             ("epochs", p.epochs),
             ("batch_size", p.batch_size),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ParamError::new(*name, "must be positive"));
-        }
+        ])?;
         check_optimizer_params(&OptimizerParams {
             lr: p.lr,
             max_len: p.max_len,

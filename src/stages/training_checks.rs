@@ -1,5 +1,6 @@
 //! The checks each training stage (`finetune`, `probe`, `pretrain`) makes at plan time on
-//! the optimizer params they share, so a bad value reads the same whichever stage has it.
+//! the params they share (counts, optimizer settings), so a bad value reads the same
+//! whichever stage has it.
 
 use super::ParamError;
 
@@ -12,6 +13,14 @@ pub struct OptimizerParams {
     pub warmup: f64,
     pub weight_decay: f64,
     pub grad_clip: f64,
+}
+
+/// The first `(name, value)` whose value is 0 is an error: these counts must be positive.
+pub fn check_positive(counts: &[(&str, usize)]) -> Result<(), ParamError> {
+    match counts.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(ParamError::new(*name, "must be positive")),
+        None => Ok(()),
+    }
 }
 
 /// BERT's position embeddings end at 512.
@@ -62,6 +71,16 @@ mod tests {
             weight_decay: 0.01,
             grad_clip: 1.0,
         }
+    }
+
+    #[test]
+    fn names_the_first_zero_count() {
+        assert!(check_positive(&[("epochs", 3), ("batch_size", 32)]).is_ok());
+        let err = check_positive(&[("epochs", 3), ("batch_size", 0), ("steps", 0)]);
+        assert_eq!(
+            err.expect_err("zero").to_string(),
+            "param `batch_size`: must be positive"
+        );
     }
 
     #[test]
