@@ -565,3 +565,28 @@ fn chemprot_has_no_document_ids_so_kfold_needs_consent() {
         "{test_sizes:?}"
     );
 }
+
+/// su2022's sub-domain selections on the merged PubMed view, as SOURCE.md counts them:
+/// `protein(s)` or `gene(s)` 3,344, `drug(s)` 794 (whole words, any case), Chemical and
+/// Gene both annotated 1,092, of 6,469 abstracts.
+#[test]
+fn subdomain_selections_match_source_md() {
+    use pipe::pretrain::documents::{read, Format, RecordFields};
+    use pipe::stages::subdomain_corpus::Selection;
+    let Some(tsv) = shared("pubmed/abstracts.tsv.gz") else {
+        return;
+    };
+    let documents = read(&tsv, Format::Tsv, &RecordFields::default()).expect("reads");
+    assert_eq!(documents.len(), 6_469);
+    let count = |query: Option<&str>, types: &[&str]| {
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        let selection = Selection::new(query, &types).expect("valid selection");
+        documents.iter().filter(|d| selection.selects(d)).count()
+    };
+    assert_eq!(
+        count(Some("Protein OR Proteins OR Gene OR Genes"), &[]),
+        3_344
+    );
+    assert_eq!(count(Some("Drug OR Drugs"), &[]), 794);
+    assert_eq!(count(None, &["Chemical", "Gene"]), 1_092);
+}
