@@ -459,7 +459,9 @@ fn plan_and_report_read_a_cache_that_a_long_run_holds() {
     p.write(
         "s.yaml",
         "stages:\n  quick:\n    kind: shell\n    params: {cmd: echo hi > \"$PIPE_OUT/q.txt\"}\n  \
-         slow:\n    kind: shell\n    inputs: {up: quick}\n    params: {cmd: sleep 4}\n",
+         slow:\n    kind: shell\n    inputs: {up: quick}\n    params: {cmd: sleep 4}\n  \
+         summary:\n    kind: report\n    inputs: {q: quick, s: slow}\n    \
+         params: {template: {inline: \"{{ rows | length }} results\"}}\n",
     );
     let mut first = p
         .cmd(&["run", "s.yaml", "--jobs", "1"])
@@ -477,6 +479,10 @@ fn plan_and_report_read_a_cache_that_a_long_run_holds() {
     assert!(text.contains("run     slow"), "{text}");
     let ls = both(&p.pipe(&["cache", "ls"]));
     assert!(ls.contains("1 entries"), "{ls}");
+    // a reader builds its own views of what was committed and renders from them
+    let report = p.pipe(&["report", "s.yaml", "-o", "early"]);
+    assert!(report.status.success(), "{}", both(&report));
+    assert!(p.path().join("early/report.md").is_file());
     // what would change the cache still waits for the holder
     let gc = p.pipe(&["cache", "gc", "s.yaml"]);
     assert!(!gc.status.success());

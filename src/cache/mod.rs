@@ -383,6 +383,7 @@ impl Cache {
         if complete.exists() && view.is_dir() {
             return Ok(view);
         }
+        fs::create_dir_all(&views).map_err(io_err(&views))?;
         let manifest = self.manifest(key)?;
         let staging =
             self.root
