@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
+use super::training_checks::{
+    check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
+};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
@@ -214,9 +216,7 @@ impl Stage for FinetuneStage {
                 format!("{} is outside [0, 1)", p.dropout),
             ));
         }
-        if p.tiny && p.init != Init::Random {
-            return Err(ParamError::new("tiny", "needs `init: random`"));
-        }
+        check_tiny(p.tiny, p.init)?;
         if !p.entity_tags.is_empty() && p.entity_tokens != EntityTokens::Add {
             return Err(ParamError::new("entity_tags", "needs `entity_tokens: add`"));
         }
@@ -230,12 +230,7 @@ impl Stage for FinetuneStage {
                 format!("`{bad}` is empty or contains whitespace"),
             ));
         }
-        if p.max_train == Some(0) || p.max_eval == Some(0) {
-            return Err(ParamError::new(
-                "max_train/max_eval",
-                "a cap of 0 leaves nothing to train or evaluate",
-            ));
-        }
+        check_caps(p.max_train, p.max_eval)?;
         Ok(())
     }
 

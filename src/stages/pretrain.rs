@@ -19,7 +19,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::finetune::Init;
-use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
+use super::training_checks::{check_optimizer_params, check_positive, check_tiny, OptimizerParams};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
@@ -163,9 +163,7 @@ impl Stage for PretrainStage {
                 format!("{} is outside (0, 1)", p.held_out),
             ));
         }
-        if p.tiny && p.init != Init::Random {
-            return Err(ParamError::new("tiny", "needs `init: random`"));
-        }
+        check_tiny(p.tiny, p.init)?;
         if p.nsp {
             return Err(ParamError::new(
                 "nsp",

@@ -26,7 +26,10 @@ use serde_json::json;
 
 use super::evaluate::{evaluate_dir, EvaluateParams, Evaluation};
 use super::finetune::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
-use super::training_checks::{check_optimizer_params, check_positive, OptimizerParams};
+use super::training_checks::{
+    check_caps, check_non_negative, check_optimizer_params, check_positive, check_tiny,
+    OptimizerParams,
+};
 use super::{ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::LABELS_FILE;
@@ -174,8 +177,8 @@ impl Stage for ProbeStage {
             weight_decay: p.weight_decay,
             grad_clip: p.grad_clip,
         })?;
-        if let Some(mix_lr) = p.mix_lr.filter(|v| !(*v >= 0.0 && v.is_finite())) {
-            return Err(ParamError::new("mix_lr", format!("{mix_lr} must be ≥ 0")));
+        if let Some(mix_lr) = p.mix_lr {
+            check_non_negative("mix_lr", mix_lr)?;
         }
         if p.layers.as_ref().is_some_and(Vec::is_empty) {
             return Err(ParamError::new(
@@ -183,15 +186,8 @@ impl Stage for ProbeStage {
                 "an empty list probes nothing; leave it out to probe every layer",
             ));
         }
-        if p.tiny && p.init != Init::Random {
-            return Err(ParamError::new("tiny", "needs `init: random`"));
-        }
-        if p.max_train == Some(0) || p.max_eval == Some(0) {
-            return Err(ParamError::new(
-                "max_train/max_eval",
-                "a cap of 0 leaves nothing to train or evaluate",
-            ));
-        }
+        check_tiny(p.tiny, p.init)?;
+        check_caps(p.max_train, p.max_eval)?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! the params they share (counts, optimizer settings), so a bad value reads the same
 //! whichever stage has it.
 
+use super::finetune::Init;
 use super::ParamError;
 
 /// The shared optimizer params of a training stage, as written in its YAML.
@@ -21,6 +22,34 @@ pub fn check_positive(counts: &[(&str, usize)]) -> Result<(), ParamError> {
         Some((name, _)) => Err(ParamError::new(*name, "must be positive")),
         None => Ok(()),
     }
+}
+
+/// `value` finite and ≥ 0 (a rate, a decay, a clipping norm).
+pub fn check_non_negative(name: &str, value: f64) -> Result<(), ParamError> {
+    if value >= 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(ParamError::new(name, format!("{value} must be ≥ 0")))
+    }
+}
+
+/// `tiny` (the smoke-test encoder) only makes sense for a randomly initialised one.
+pub fn check_tiny(tiny: bool, init: Init) -> Result<(), ParamError> {
+    if tiny && init != Init::Random {
+        return Err(ParamError::new("tiny", "needs `init: random`"));
+    }
+    Ok(())
+}
+
+/// Caps on the training and evaluation sets must leave something.
+pub fn check_caps(max_train: Option<usize>, max_eval: Option<usize>) -> Result<(), ParamError> {
+    if max_train == Some(0) || max_eval == Some(0) {
+        return Err(ParamError::new(
+            "max_train/max_eval",
+            "a cap of 0 leaves nothing to train or evaluate",
+        ));
+    }
+    Ok(())
 }
 
 /// BERT's position embeddings end at 512.
@@ -50,12 +79,8 @@ pub fn check_optimizer_params(p: &OptimizerParams) -> Result<(), ParamError> {
             format!("{} is outside [0, 1]", p.warmup),
         ));
     }
-    for (name, v) in [("weight_decay", p.weight_decay), ("grad_clip", p.grad_clip)] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(ParamError::new(name, format!("{v} must be ≥ 0")));
-        }
-    }
-    Ok(())
+    check_non_negative("weight_decay", p.weight_decay)?;
+    check_non_negative("grad_clip", p.grad_clip)
 }
 
 #[cfg(test)]
