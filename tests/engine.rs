@@ -602,3 +602,28 @@ fn forced_rerun_publishes_the_new_output_not_a_stale_view() {
     let second = std::fs::read_to_string(p.path().join("out/t.txt")).expect("published");
     assert_ne!(first, second, "the forced run's output is published");
 }
+
+#[test]
+fn show_prints_a_cached_output_or_says_why_it_would_run() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml", "--only", "c"]);
+    let listing = p.ok(&["show", "p.yaml", "c"]);
+    assert!(listing.contains("c.txt"), "{listing}");
+    let content = p.ok(&["show", "p.yaml", "c", "c.txt"]);
+    assert_eq!(content, "ALPHA\nALPHA\n");
+
+    let missing = p.pipe(&["show", "p.yaml", "c", "nope.txt"]);
+    assert!(!missing.status.success());
+    assert!(both(&missing).contains("has no file nope.txt (its files: c.txt)"));
+
+    let not_run = p.pipe(&["show", "p.yaml", "d"]);
+    assert!(!not_run.status.success());
+    assert!(
+        both(&not_run).contains("`d` is not cached") && both(&not_run).contains("new"),
+        "{}",
+        both(&not_run)
+    );
+    let unknown = p.pipe(&["show", "p.yaml", "zz"]);
+    assert!(both(&unknown).contains("no stage named `zz`"));
+}

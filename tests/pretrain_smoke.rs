@@ -227,3 +227,60 @@ fn pretrain_records_loss_saves_a_loadable_checkpoint_and_resumes() {
         metrics["held_out_accuracy_after"]
     );
 }
+
+#[test]
+fn pretrain_with_nsp_trains_on_sentence_pairs_and_scores_next_sentence_accuracy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = pubtator_fixture(tmp.path());
+    let corpus_dir =
+        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
+    let params: PretrainParams = serde_json::from_value(serde_json::json!({
+        "init": "random",
+        "tiny": true,
+        "nsp": true,
+        "steps": 8,
+        "batch_size": 8,
+        "max_len": 64,
+        "lr": 1e-3,
+        "warmup": 0.2,
+        "held_out": 0.2,
+        "max_eval_sequences": 32,
+    }))
+    .expect("params");
+    PretrainStage::check(&params).expect("check");
+    let mut ctx = ctx(
+        &tmp.path().join("pretrain"),
+        &[("model", model_dir()), ("corpus", &corpus_dir)],
+    );
+    PretrainStage::run(&mut ctx, &params).expect("pretrain with NSP runs");
+    let history = read_json(&ctx.out_dir.join("history.json"));
+    let metrics = read_json(&ctx.out_dir.join("metrics.json"));
+    for s in history["steps"].as_array().expect("steps") {
+        let nsp = s["nsp_loss"].as_f64().expect("an NSP loss per update");
+        assert!(nsp.is_finite() && nsp > 0.0, "{s}");
+    }
+    assert_eq!(metrics["nsp"], true);
+    for key in [
+        "held_out_nsp_accuracy_before",
+        "held_out_nsp_accuracy_after",
+    ] {
+        let accuracy = metrics[key].as_f64().expect(key);
+        assert!((0.0..=1.0).contains(&accuracy), "{metrics}");
+    }
+    // a random tiny encoder has neither the pooler nor the classifier
+    assert_eq!(metrics["nsp_pooler_from_checkpoint"], Value::Null);
+    assert!(metrics["held_out_loss_after"].as_f64() < metrics["held_out_loss_before"].as_f64());
+    assert!(metrics["train_sequences"].as_u64().expect("pairs") > 8);
+}
+
+#[test]
+fn the_nsp_head_takes_minilms_pooler_and_initialises_the_classifier_it_lacks() {
+    use pipe::pretrain::nsp_head::NspHead;
+    let device = burn::tensor::Device::default();
+    let (_, config) = BertModel::load(model_dir(), &device).expect("MiniLM loads");
+    let mut head = NspHead::new(&config, &device);
+    let before = head.pooler.weight.val().into_data();
+    let loaded = head.load_pretrained(model_dir()).expect("loads");
+    assert!(loaded.pooler && !loaded.classifier, "{loaded:?}");
+    assert_ne!(head.pooler.weight.val().into_data(), before);
+}

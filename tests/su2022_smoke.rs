@@ -49,6 +49,13 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         !cp_row.starts_with("| +CP SLL-Att | —["),
         "+CP ran: {cp_row}"
     );
+    // continued pre-training with next-sentence prediction: both accuracies, before → after
+    let pre_row = report
+        .lines()
+        .find(|l| l.starts_with("| +CP |") && l.contains(" × "))
+        .expect("+CP pre-training row");
+    assert_eq!(pre_row.matches(" → ").count(), 3, "{pre_row}");
+    assert!(!pre_row.contains("off"), "NSP is on: {pre_row}");
     // +P/G is not in the smoke profile: its cells say so.
     let pg_row = report
         .lines()

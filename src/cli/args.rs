@@ -99,6 +99,17 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Show a cached stage's outputs: the read-only folder that holds them and its files,
+    /// or the contents of one file (`pipe show su2020.yaml 'eval_ddi[head=cls,seed=1]'
+    /// metrics.json`). Runs nothing; says why a stage that is not cached would run.
+    Show {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// A stage instance: a name, or a matrix cell (`eval_ppi[fold=0,head=cls,seed=1]`).
+        stage: String,
+        /// A file of the output to print.
+        file: Option<PathBuf>,
+    },
     /// Compare the metrics of two profiles of a pipeline.
     Diff {
         pipeline: PathBuf,

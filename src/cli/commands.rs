@@ -167,6 +167,11 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             stage,
             json,
         } => stats_command(&cli.cache, &target, &stage, json, &registry),
+        Command::Show {
+            target,
+            stage,
+            file,
+        } => show_command(&cli.cache, &target, &stage, file.as_deref(), &registry),
         Command::Report { target, output } => {
             super::report::report_command(&cli.cache, &target, output.as_deref(), &registry)
         }
@@ -378,6 +383,70 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The one instance `stage` names (an error naming the choices when it names none or a
+/// whole matrix).
+fn one_instance(loaded: &Loaded, pipeline: &Path, stage: &str) -> Result<usize> {
+    let instances = loaded.pipeline.select(stage);
+    match instances.as_slice() {
+        &[i] => Ok(i),
+        [] => bail!("no stage named `{stage}` in {}", pipeline.display()),
+        [first, ..] => bail!(
+            "`{stage}` is a matrix of {} stages: name one, e.g. `{}`",
+            instances.len(),
+            loaded.pipeline.instances[*first].name
+        ),
+    }
+}
+
+/// Prints where a cached stage's outputs are and what they hold, or one of its files.
+fn show_command(
+    root: &Path,
+    target: &PipelineArgs,
+    stage: &str,
+    file: Option<&Path>,
+    registry: &StageRegistry,
+) -> Result<ExitCode> {
+    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
+    let i = one_instance(&loaded, &target.pipeline, stage)?;
+    let name = &loaded.pipeline.instances[i].name;
+    let cache = open_for_reading(root)?;
+    let plan = plan_everything(&loaded, &cache)?;
+    let item = plan.item(i);
+    if item.status != Status::Cached {
+        bail!(
+            "`{name}` is not cached (key {}); `pipe run` would run it: {}",
+            item.key.short(),
+            exec::reasons_text(&item.reasons)
+        );
+    }
+    let dir = cache.materialize(&item.key)?;
+    match file {
+        Some(file) => {
+            let path = dir.join(file);
+            let bytes = std::fs::read(&path).with_context(|| {
+                let files: Vec<String> = cache
+                    .manifest(&item.key)
+                    .map(|m| m.files.iter().map(|f| f.path.clone()).collect())
+                    .unwrap_or_default();
+                format!(
+                    "`{name}` has no file {} (its files: {})",
+                    file.display(),
+                    files.join(", ")
+                )
+            })?;
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
+        None => {
+            println!("{name}  {}  {}", item.key.short(), dir.display());
+            for f in &cache.manifest(&item.key)?.files {
+                println!("  {:<40} {:>10}", f.path, human_bytes(f.size));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs (if needed) the stage `stage` and prints the statistics its output carries.
 fn stats_command(
     root: &Path,
@@ -387,17 +456,7 @@ fn stats_command(
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
-    let instances = loaded.pipeline.select(stage);
-    let &[i] = instances.as_slice() else {
-        if instances.is_empty() {
-            bail!("no stage named `{stage}` in {}", target.pipeline.display());
-        }
-        bail!(
-            "`{stage}` is a matrix of {} stages: name one, e.g. `{}`",
-            instances.len(),
-            loaded.pipeline.instances[instances[0]].name
-        );
-    };
+    let i = one_instance(&loaded, &target.pipeline, stage)?;
     let cache = Cache::open(root)?;
     let plan = exec::plan(
         &loaded.pipeline,

@@ -20,6 +20,7 @@ use burn::store::{
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{DType, Device, Int, Tensor};
 
+use super::nsp_head::NspHead;
 use crate::model::checkpoint::WEIGHT_FILES;
 use crate::model::{BertConfig, BertModel, HiddenAct, ModelError};
 
@@ -85,70 +86,100 @@ impl MlmHead {
     /// whether the checkpoint had them (`false`: the head is left as it was); a checkpoint
     /// with only some of them is an error.
     pub fn load_pretrained(&mut self, dir: &Path) -> Result<bool, ModelError> {
-        let Some(path) = WEIGHT_FILES
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|path| path.is_file())
-        else {
-            return Ok(false);
-        };
-        let remap = KeyRemapper::from_patterns(HEAD_RENAMES.to_vec()).unwrap_or_default();
-        let fail = |message: String| ModelError::Weights {
-            path: path.clone(),
-            message,
-        };
-        let result = if path.extension().is_some_and(|e| e == "safetensors") {
-            let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
-            let mut store = SafetensorsStore::from_file(&path)
-                .remap(remap)
-                .with_from_adapter(adapter)
-                .allow_partial(true);
-            self.load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
-        } else {
-            let mut store = PytorchStore::from_file(&path)
-                .remap(remap)
-                .map_indices_contiguous(false)
-                .allow_partial(true);
-            self.load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
-        };
-        if !result.errors.is_empty() {
-            return Err(fail(result.to_string()));
-        }
-        match (result.applied.is_empty(), result.missing.is_empty()) {
-            (true, _) => Ok(false),
-            (false, true) => Ok(true),
-            (false, false) => Err(fail(format!("the MLM head is only partly there: {result}"))),
-        }
+        load_head(self, dir, &HEAD_RENAMES, "the MLM head")
     }
 }
 
-/// The encoder with its MLM head.
+/// Fills `head` from the tensors of the weights file in `dir` that `renames` map onto its
+/// module paths. `Ok(false)`: the file has none of them (or there is no file) and the head
+/// is left as it was; a file with only some of them is an error naming `what`.
+pub(super) fn load_head<M: ModuleSnapshot>(
+    head: &mut M,
+    dir: &Path,
+    renames: &[(&str, &str)],
+    what: &str,
+) -> Result<bool, ModelError> {
+    let Some(path) = WEIGHT_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+    else {
+        return Ok(false);
+    };
+    let remap = KeyRemapper::from_patterns(renames.to_vec()).unwrap_or_default();
+    let fail = |message: String| ModelError::Weights {
+        path: path.clone(),
+        message,
+    };
+    let result = if path.extension().is_some_and(|e| e == "safetensors") {
+        let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+        let mut store = SafetensorsStore::from_file(&path)
+            .remap(remap)
+            .with_from_adapter(adapter)
+            .allow_partial(true);
+        head.load_from(&mut store)
+            .map_err(|e| fail(e.to_string()))?
+    } else {
+        let mut store = PytorchStore::from_file(&path)
+            .remap(remap)
+            .map_indices_contiguous(false)
+            .allow_partial(true);
+        head.load_from(&mut store)
+            .map_err(|e| fail(e.to_string()))?
+    };
+    if !result.errors.is_empty() {
+        return Err(fail(result.to_string()));
+    }
+    match (result.applied.is_empty(), result.missing.is_empty()) {
+        (true, _) => Ok(false),
+        (false, true) => Ok(true),
+        (false, false) => Err(fail(format!("{what} is only partly there: {result}"))),
+    }
+}
+
+/// The encoder with its MLM head and, when next-sentence prediction is on, the NSP head.
 #[derive(Module, Debug)]
 pub struct MaskedLm {
     pub encoder: BertModel,
     pub head: MlmHead,
+    pub nsp: Option<NspHead>,
+}
+
+/// What [`MaskedLm::forward`] predicts.
+pub struct PretrainingLogits {
+    /// `[M, vocab]` at the predicted positions.
+    pub mlm: Tensor<2>,
+    /// `[B, 2]` (is next, not next) when the model has an NSP head.
+    pub nsp: Option<Tensor<2>>,
 }
 
 impl MaskedLm {
-    /// Logits `[M, vocab]` at `positions` (flat indices `b·T + t` into the padded batch
-    /// `[B, T]`): only the predicted positions go through the head.
+    /// MLM logits at `positions` (flat indices `b·T + t` into the padded batch `[B, T]`):
+    /// only the predicted positions go through the head; NSP logits from `[CLS]`.
+    /// `token_type_ids` `None` means segment 0 everywhere.
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
         attention_mask: Tensor<2, Int>,
         positions: Tensor<1, Int>,
-    ) -> Tensor<2> {
+    ) -> PretrainingLogits {
         let [b, t] = input_ids.dims();
         let h = self
             .encoder
-            .forward(input_ids, attention_mask, false)
+            .forward_with_token_types(input_ids, token_type_ids, attention_mask, false)
             .last_hidden_state;
         let d = h.dims()[2];
+        let nsp = self.nsp.as_ref().map(|head| {
+            let h_cls = h.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+            head.forward(h_cls)
+        });
         let picked = h.reshape([b * t, d]).select(0, positions);
         let table = self.encoder.embeddings.word_embeddings.weight.val();
-        self.head.forward(picked, table)
+        PretrainingLogits {
+            mlm: self.head.forward(picked, table),
+            nsp,
+        }
     }
 }
 

@@ -5,5 +5,7 @@
 pub mod documents;
 pub mod masking;
 pub mod mlm_head;
+pub mod nsp_head;
+pub mod pairs;
 pub mod query;
 pub mod training;

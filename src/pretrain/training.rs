@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::masking::{mask, MaskVocab, Masked, Masking};
 use super::mlm_head::MaskedLm;
+use super::nsp_head::{IS_NEXT, NOT_NEXT};
 use crate::model::Encoding;
 use crate::stages::Progress;
 use crate::train::checkpoint::{latest_numbered, restore_model, restore_optimizer, save_numbered};
@@ -37,12 +38,18 @@ const DROPOUT_STREAM: u64 = 2 << 40;
 const HELD_OUT_MASK_SEED: u64 = 0x5EED_0F4E_1D00_0077;
 const STEP_PREFIX: &str = "step-";
 
-/// One training or held-out sequence: `[CLS] pieces… [SEP]`.
+/// One training or held-out sequence: `[CLS] pieces… [SEP]`, or a sentence pair
+/// `[CLS] A [SEP] B [SEP]` for next-sentence prediction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequence {
     pub ids: Vec<u32>,
     /// `None` for special tokens; equal ids for the pieces of one word.
     pub word_ids: Vec<Option<u32>>,
+    /// Index of the first piece of segment B (token type 1 from there on); `None`: one
+    /// segment.
+    pub segment_b: Option<usize>,
+    /// For a pair: whether B follows A in the document.
+    pub is_next: Option<bool>,
 }
 
 /// Cuts the encoding of a whole document (`[CLS] … [SEP]`, untruncated) into sequences of
@@ -72,7 +79,12 @@ pub fn chunk(encoding: &Encoding, max_len: usize, cls: u32, sep: u32) -> Vec<Seq
         let mut word_ids = vec![None];
         word_ids.extend_from_slice(&encoding.word_ids[start..stop]);
         word_ids.push(None);
-        sequences.push(Sequence { ids, word_ids });
+        sequences.push(Sequence {
+            ids,
+            word_ids,
+            segment_b: None,
+            is_next: None,
+        });
         start = stop;
     }
     sequences
@@ -93,6 +105,9 @@ pub struct MlmSettings {
     pub seed: u64,
     pub masking: Masking,
     pub checkpoint_every: usize,
+    /// Next-sentence prediction beside the MLM (the sequences are sentence pairs).
+    #[serde(default)]
+    pub nsp: bool,
 }
 
 /// One update in `history.json`.
@@ -102,6 +117,10 @@ pub struct StepRecord {
     pub step: usize,
     /// Mean MLM loss over the update's micro-batches.
     pub loss: f64,
+    /// Mean NSP loss over the update's micro-batches (with `nsp`); the update minimises
+    /// the sum of both, as BERT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_loss: Option<f64>,
     pub lr: f64,
 }
 
@@ -114,6 +133,9 @@ pub struct MlmScores {
     pub accuracy: f64,
     pub predicted_tokens: usize,
     pub sequences: usize,
+    /// Share of sentence pairs whose is-next label is predicted (with `nsp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_accuracy: Option<f64>,
 }
 
 /// Resumable state besides tensors.
@@ -140,14 +162,23 @@ pub struct MlmEnv<'a> {
 /// A padded, masked batch.
 struct MlmBatch {
     input_ids: Tensor<2, Int>,
+    /// Segment ids, when the batch holds sentence pairs.
+    token_type_ids: Option<Tensor<2, Int>>,
     attention_mask: Tensor<2, Int>,
     /// Flat indices `b·T + t` of the predicted pieces.
     positions: Tensor<1, Int>,
     labels: Tensor<1, Int>,
     predicted: usize,
+    /// [`IS_NEXT`] / [`NOT_NEXT`] per row, when the batch holds sentence pairs.
+    nsp_labels: Option<Tensor<1, Int>>,
 }
 
-fn make_batch(masked: &[Masked], pad_id: u32, device: &Device) -> Option<MlmBatch> {
+fn make_batch(
+    masked: &[Masked],
+    sequences: &[&Sequence],
+    pad_id: u32,
+    device: &Device,
+) -> Option<MlmBatch> {
     let batch = masked.len();
     let longest = masked.iter().map(|m| m.input_ids.len()).max().unwrap_or(0);
     let mut ids = vec![i64::from(pad_id); batch * longest];
@@ -168,8 +199,31 @@ fn make_batch(masked: &[Masked], pad_id: u32, device: &Device) -> Option<MlmBatc
     if predicted == 0 {
         return None;
     }
+    let token_type_ids = sequences.iter().any(|s| s.segment_b.is_some()).then(|| {
+        let mut types = vec![0i64; batch * longest];
+        for (row, s) in sequences.iter().enumerate() {
+            if let Some(b) = s.segment_b {
+                for t in types[row * longest + b..row * longest + s.ids.len()].iter_mut() {
+                    *t = 1;
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(types, [batch, longest]), device)
+    });
+    let nsp_labels = sequences.iter().all(|s| s.is_next.is_some()).then(|| {
+        let labels: Vec<i64> = sequences
+            .iter()
+            .map(|s| match s.is_next {
+                Some(false) => NOT_NEXT,
+                _ => IS_NEXT,
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(labels, [batch]), device)
+    });
     Some(MlmBatch {
         input_ids: Tensor::from_data(TensorData::new(ids, [batch, longest]), device),
+        token_type_ids,
+        nsp_labels,
         attention_mask: Tensor::from_data(TensorData::new(attention, [batch, longest]), device),
         positions: Tensor::from_data(TensorData::new(positions, [predicted]), device),
         labels: Tensor::from_data(TensorData::new(labels, [predicted]), device),
@@ -202,6 +256,7 @@ pub fn evaluate(
         pad_id,
     } = settings;
     let (mut loss_sum, mut correct, mut predicted) = (0.0f64, 0i64, 0usize);
+    let (mut nsp_correct, mut nsp_pairs) = (0i64, 0usize);
     for (b, group) in held_out.chunks(batch_size.max(1)).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(TrainError::Interrupted);
@@ -215,10 +270,27 @@ pub fn evaluate(
                 mask(&s.ids, &s.word_ids, masking, env_vocab, &mut rng)
             })
             .collect();
-        let Some(batch) = make_batch(&masked, pad_id, device) else {
+        let sequences: Vec<&Sequence> = group.iter().collect();
+        let Some(batch) = make_batch(&masked, &sequences, pad_id, device) else {
             continue;
         };
-        let logits = model.forward(batch.input_ids, batch.attention_mask, batch.positions);
+        let out = model.forward(
+            batch.input_ids,
+            batch.token_type_ids,
+            batch.attention_mask,
+            batch.positions,
+        );
+        if let (Some(nsp_logits), Some(nsp_labels)) = (out.nsp, batch.nsp_labels) {
+            nsp_pairs += nsp_labels.dims()[0];
+            nsp_correct += nsp_logits
+                .argmax(1)
+                .reshape([nsp_labels.dims()[0]])
+                .equal(nsp_labels)
+                .int()
+                .sum()
+                .into_scalar::<i64>();
+        }
+        let logits = out.mlm;
         let n = batch.predicted;
         let log_p = log_softmax(logits.clone(), 1);
         let picked: Tensor<2> = log_p.gather(1, batch.labels.clone().reshape([n, 1]));
@@ -243,6 +315,7 @@ pub fn evaluate(
         accuracy: correct as f64 / predicted as f64,
         predicted_tokens: predicted,
         sequences: held_out.len(),
+        nsp_accuracy: (nsp_pairs > 0).then(|| nsp_correct as f64 / nsp_pairs as f64),
     })
 }
 
@@ -275,6 +348,15 @@ impl Order {
         }
         self.permutation[k % self.n]
     }
+}
+
+/// Adds a loss's value (detached from the graph) to a running sum.
+fn add_detached(sum: &mut Option<Tensor<1>>, loss: &Tensor<1>) {
+    let value = loss.clone().inner();
+    *sum = Some(match sum.take() {
+        Some(s) => s + value,
+        None => value,
+    });
 }
 
 /// Trains `model` for `settings.steps` updates on `train`, resuming from the newest
@@ -329,34 +411,50 @@ pub fn train_mlm(
     while state.step < settings.steps {
         let mut accumulator = GradientsAccumulator::<MaskedLm>::new();
         let mut loss_sum: Option<Tensor<1>> = None;
+        let mut nsp_loss_sum: Option<Tensor<1>> = None;
         for micro in 0..settings.grad_accum {
             if env.cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Interrupted);
             }
             let first = (state.step * settings.grad_accum + micro) * settings.batch_size;
-            let masked: Vec<Masked> = (first..first + settings.batch_size)
-                .map(|k| {
-                    let s = &train[order.at(k)];
+            let sequences: Vec<&Sequence> = (first..first + settings.batch_size)
+                .map(|k| &train[order.at(k)])
+                .collect();
+            let masked: Vec<Masked> = sequences
+                .iter()
+                .zip(first..)
+                .map(|(s, k)| {
                     let mut rng = SplitMix64::stream(settings.seed, MASK_STREAM + k as u64);
                     mask(&s.ids, &s.word_ids, settings.masking, env.vocab, &mut rng)
                 })
                 .collect();
-            let Some(batch) = make_batch(&masked, env.pad_id, env.device) else {
+            let Some(batch) = make_batch(&masked, &sequences, env.pad_id, env.device) else {
                 continue;
             };
             let micro_index = (state.step * settings.grad_accum + micro) as u64;
             let dropout_seed =
                 SplitMix64::stream(settings.seed, DROPOUT_STREAM + micro_index).next_u64();
-            let logits = with_backend_seed(env.device, dropout_seed, || {
-                model.forward(batch.input_ids, batch.attention_mask, batch.positions)
+            let out = with_backend_seed(env.device, dropout_seed, || {
+                model.forward(
+                    batch.input_ids,
+                    batch.token_type_ids,
+                    batch.attention_mask,
+                    batch.positions,
+                )
             });
+            let micro_batches = settings.grad_accum as f64;
             // L = −(1/M) Σ log p(x_i | x̃), averaged over the micro-batches of the update
-            let loss = cross_entropy(logits, batch.labels).div_scalar(settings.grad_accum as f64);
-            let detached = loss.clone().inner();
-            loss_sum = Some(match loss_sum.take() {
-                Some(sum) => sum + detached,
-                None => detached,
-            });
+            let mlm_loss = cross_entropy(out.mlm, batch.labels).div_scalar(micro_batches);
+            add_detached(&mut loss_sum, &mlm_loss);
+            // BERT's pre-training loss: L_MLM + L_NSP
+            let loss = match (out.nsp, batch.nsp_labels) {
+                (Some(logits), Some(labels)) => {
+                    let nsp_loss = cross_entropy(logits, labels).div_scalar(micro_batches);
+                    add_detached(&mut nsp_loss_sum, &nsp_loss);
+                    mlm_loss + nsp_loss
+                }
+                _ => mlm_loss,
+            };
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         let lr = schedule.lr(state.step);
@@ -364,9 +462,11 @@ pub fn train_mlm(
         model = optimizer.step(lr, model, grads);
         state.step += 1;
         let loss = loss_sum.map_or(f64::NAN, |s| f64::from(s.into_scalar::<f32>()));
+        let nsp_loss = nsp_loss_sum.map(|s| f64::from(s.into_scalar::<f32>()));
         state.history.push(StepRecord {
             step: state.step,
             loss,
+            nsp_loss,
             lr,
         });
         env.progress.set_position(state.step as u64);

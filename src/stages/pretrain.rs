@@ -11,7 +11,12 @@
 //! Outputs: `model/` (`config.json`, `model.safetensors`, tokenizer files: loadable by
 //! `finetune` and by `transformers`), `history.json` (MLM loss per update) and
 //! `metrics.json` (held-out masked-token loss and accuracy before and after).
-//! Next-sentence prediction is not implemented.
+//!
+//! With `nsp: true` the sequences are sentence pairs (`[CLS] A [SEP] B [SEP]`, B the next
+//! sentences of the document half of the time, see [`crate::pretrain::pairs`]) and the
+//! model also learns next-sentence prediction through the pooler (BERT's second
+//! objective); `metrics.json` then adds the held-out NSP accuracy before and after. The
+//! saved model is the encoder: the pooler and the NSP classifier are training aids here.
 
 use std::path::PathBuf;
 
@@ -26,6 +31,8 @@ use crate::model::device::{train_device, DeviceSpec};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::pretrain::masking::{MaskVocab, Masking};
 use crate::pretrain::mlm_head::{MaskedLm, MlmHead};
+use crate::pretrain::nsp_head::{NspHead, NspLoaded};
+use crate::pretrain::pairs::{nsp_pairs, sentences, PairSettings, Sentence};
 use crate::pretrain::training::{
     chunk, evaluate, train_mlm, HeldOutSettings, MlmEnv, MlmSettings, Sequence, StepRecord,
 };
@@ -59,8 +66,8 @@ pub struct PretrainParams {
     pub grad_clip: f64,
     #[serde(default)]
     pub masking: Masking,
-    /// Next-sentence prediction beside the MLM (BERT's second objective). Not implemented:
-    /// the encoder has no segment ids or pooler yet; `true` is refused at plan time.
+    /// Next-sentence prediction beside the MLM (BERT's second objective, which su2022's
+    /// sub-domain pre-training keeps): sequences become sentence pairs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nsp: bool,
     #[serde(default = "one_u64")]
@@ -128,6 +135,7 @@ impl PretrainParams {
             seed: self.seed,
             masking: self.masking,
             checkpoint_every: self.checkpoint_every,
+            nsp: self.nsp,
         }
     }
 }
@@ -164,11 +172,14 @@ impl Stage for PretrainStage {
             ));
         }
         check_tiny(p.tiny, p.init)?;
-        if p.nsp {
+        if p.nsp && p.max_len < 5 {
             return Err(ParamError::new(
-                "nsp",
-                "next-sentence prediction is not implemented (the encoder has no segment ids \
-                 or pooler yet); continued pre-training is MLM-only, as RoBERTa's",
+                "max_len",
+                format!(
+                    "{} leaves no room for a sentence pair ([CLS] A [SEP] B [SEP]); use at \
+                     least 5 with `nsp`",
+                    p.max_len
+                ),
             ));
         }
         if p.max_eval_sequences == Some(0) {
@@ -181,6 +192,9 @@ impl Stage for PretrainStage {
         run(ctx, p)
     }
 }
+
+/// Seed of the held-out sentence pairs (fixed, so every run is scored on the same pairs).
+const HELD_OUT_PAIR_SEED: u64 = 0x5EED_0F4E_1D00_0078;
 
 /// Whether a document is held out: the top `fraction` of documents by a hash of their text.
 fn is_held_out(text: &str, fraction: f64) -> bool {
@@ -209,18 +223,51 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
     })?;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
     let (mut train, mut held_out) = (Vec::<Sequence>::new(), Vec::<Sequence>::new());
+    let (mut train_sentences, mut held_sentences) = (Vec::new(), Vec::new());
     let (mut train_docs, mut held_docs) = (0usize, 0usize);
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         ctx.check_cancelled()?;
-        let encoding = tokenizer.encode(line, usize::MAX)?;
-        let pieces = chunk(&encoding, p.max_len, tokenizer.cls_id(), tokenizer.sep_id());
-        if is_held_out(line, p.held_out) {
+        let held = is_held_out(line, p.held_out);
+        if held {
             held_docs += 1;
-            held_out.extend(pieces);
         } else {
             train_docs += 1;
-            train.extend(pieces);
         }
+        if p.nsp {
+            let document = sentences(line)
+                .into_iter()
+                .map(|s| Ok(Sentence::from_encoding(&tokenizer.encode(s, usize::MAX)?)))
+                .collect::<Result<Vec<_>, ModelError>>()?;
+            if held {
+                held_sentences.push(document);
+            } else {
+                train_sentences.push(document);
+            }
+        } else {
+            let encoding = tokenizer.encode(line, usize::MAX)?;
+            let pieces = chunk(&encoding, p.max_len, tokenizer.cls_id(), tokenizer.sep_id());
+            if held {
+                held_out.extend(pieces);
+            } else {
+                train.extend(pieces);
+            }
+        }
+    }
+    if p.nsp {
+        let pairs = |documents: &[Vec<Sentence>], seed: u64| {
+            nsp_pairs(
+                documents,
+                PairSettings {
+                    max_len: p.max_len,
+                    cls: tokenizer.cls_id(),
+                    sep: tokenizer.sep_id(),
+                    seed,
+                },
+            )
+        };
+        train = pairs(&train_sentences, p.seed);
+        // held-out pairs are the same for every seed, as the held-out masks
+        held_out = pairs(&held_sentences, HELD_OUT_PAIR_SEED);
     }
     if let Some(cap) = p.max_eval_sequences {
         held_out.truncate(cap);
@@ -236,17 +283,18 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
         });
     }
     ctx.progress.println(format!(
-        "{}: {} training sequences ({train_docs} documents), {} held-out ({held_docs}); \
+        "{}: {} training {} ({train_docs} documents), {} held-out ({held_docs}); \
          effective batch {}",
         ctx.name,
         train.len(),
+        if p.nsp { "sentence pairs" } else { "sequences" },
         held_out.len(),
         p.batch_size * p.grad_accum
     ));
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
-    let (model, config, head_loaded) = with_backend_seed(&train_dev, p.seed, || {
+    let (model, config, head_loaded, nsp_loaded) = with_backend_seed(&train_dev, p.seed, || {
         let (encoder, config) = match (p.init, p.tiny) {
             (Init::Pretrained, _) => BertModel::load(&model_dir, &train_dev)?,
             (Init::Random, tiny) => {
@@ -260,9 +308,20 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
         };
         let mut head = MlmHead::new(&config, &train_dev);
         let loaded = p.init == Init::Pretrained && head.load_pretrained(&model_dir)?;
-        let model = MaskedLm { encoder, head };
+        let mut nsp_loaded = None;
+        let nsp = match p.nsp {
+            true => {
+                let mut nsp = NspHead::new(&config, &train_dev);
+                if p.init == Init::Pretrained {
+                    nsp_loaded = Some(nsp.load_pretrained(&model_dir)?);
+                }
+                Some(nsp)
+            }
+            false => None,
+        };
+        let model = MaskedLm { encoder, head, nsp };
         initialize_params(&model);
-        Ok::<_, ModelError>((model, config, loaded))
+        Ok::<_, ModelError>((model, config, loaded, nsp_loaded))
     })?;
     if p.max_len > config.max_position_embeddings {
         return Err(ParamError::new(
@@ -283,6 +342,25 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
             "initialised (the checkpoint has none)"
         }
     ));
+    if p.nsp {
+        let from = |loaded: bool| {
+            if loaded {
+                "from the checkpoint"
+            } else {
+                "initialised"
+            }
+        };
+        let loaded = nsp_loaded.unwrap_or(NspLoaded {
+            pooler: false,
+            classifier: false,
+        });
+        ctx.progress.println(format!(
+            "{}: NSP pooler {}, NSP classifier {}",
+            ctx.name,
+            from(loaded.pooler),
+            from(loaded.classifier)
+        ));
+    }
     let vocab = MaskVocab {
         mask_id: tokenizer.mask_id(),
         vocab_size: tokenizer.vocab_size().min(config.vocab_size),
@@ -323,6 +401,12 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
         "{}: held-out masked-token accuracy {:.4} → {:.4}, loss {:.4} → {:.4}",
         ctx.name, before.accuracy, after.accuracy, before.loss, after.loss
     ));
+    if let (Some(b), Some(a)) = (before.nsp_accuracy, after.nsp_accuracy) {
+        ctx.progress.println(format!(
+            "{}: held-out next-sentence accuracy {b:.4} → {a:.4}",
+            ctx.name
+        ));
+    }
 
     let out_model = ctx.out_dir.join("model");
     model.encoder.valid().save(&config, &out_model)?;
@@ -349,6 +433,11 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
             "effective_batch": p.batch_size * p.grad_accum,
             "masking": p.masking,
             "mlm_head_from_checkpoint": head_loaded,
+            "nsp": p.nsp,
+            "held_out_nsp_accuracy_before": before.nsp_accuracy,
+            "held_out_nsp_accuracy_after": after.nsp_accuracy,
+            "nsp_pooler_from_checkpoint": nsp_loaded.map(|l| l.pooler),
+            "nsp_classifier_from_checkpoint": nsp_loaded.map(|l| l.classifier),
             "final_train_loss": state.history.last().map(|r| r.loss),
             "train_seconds": train_seconds,
         }),
@@ -382,7 +471,11 @@ mod tests {
             Err("grad_accum".into())
         );
         assert_eq!(bad(serde_json::json!({"tiny": true})), Err("tiny".into()));
-        assert_eq!(bad(serde_json::json!({"nsp": true})), Err("nsp".into()));
+        assert_eq!(
+            bad(serde_json::json!({"nsp": true, "max_len": 4})),
+            Err("max_len".into())
+        );
+        assert!(bad(serde_json::json!({"nsp": true})).is_ok());
     }
 
     #[test]
