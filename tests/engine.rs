@@ -627,3 +627,40 @@ fn show_prints_a_cached_output_or_says_why_it_would_run() {
     let unknown = p.pipe(&["show", "p.yaml", "zz"]);
     assert!(both(&unknown).contains("no stage named `zz`"));
 }
+
+#[test]
+fn two_stages_with_one_key_run_once_and_both_feed_their_children() {
+    let p = Project::new();
+    // `a` and `b` are the same computation under two names (as one checkpoint fetched for
+    // two tables); each has a child of its own
+    p.write(
+        "p.yaml",
+        r#"
+stages:
+  a:
+    kind: shell
+    params: {cmd: 'sleep 0.3; echo same > "$PIPE_OUT/x.txt"'}
+  b:
+    kind: shell
+    params: {cmd: 'sleep 0.3; echo same > "$PIPE_OUT/x.txt"'}
+  from_a:
+    kind: shell
+    inputs: {up: a}
+    params: {cmd: 'cat "$PIPE_IN_UP/x.txt" > "$PIPE_OUT/y.txt"'}
+  from_b:
+    kind: shell
+    inputs: {up: b}
+    params: {cmd: 'cat "$PIPE_IN_UP/x.txt" "$PIPE_IN_UP/x.txt" > "$PIPE_OUT/y.txt"'}
+"#,
+    );
+    let out = p.ok(&["run", "p.yaml", "--jobs", "4"]);
+    assert!(out.contains("failed 0, skipped 0"), "{out}");
+    assert!(
+        out.contains("✓ a (same key as b: its result)")
+            || out.contains("✓ b (same key as a: its result)"),
+        "one of the twins runs, the other takes its result: {out}"
+    );
+    assert_eq!(p.ok(&["show", "p.yaml", "from_b", "y.txt"]), "same\nsame\n");
+    let again = p.ok(&["run", "p.yaml"]);
+    assert!(again.contains("ran 0, cached 4"), "{again}");
+}

@@ -28,6 +28,7 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         .expect("published report");
     for heading in [
         "## Table 1",
+        "## Table 2",
         "## Sub-domain corpora and continued pre-training",
         "## Table 4",
         "## Table 5",
@@ -49,6 +50,17 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         !cp_row.starts_with("| +CP SLL-Att | —["),
         "+CP ran: {cp_row}"
     );
+    // Table 2: the checkpoint the profile compares, with numbers
+    let minilm_row = report
+        .lines()
+        .find(|l| l.starts_with("| all-MiniLM-L6-v2 |"))
+        .expect("Table 2 row");
+    assert_eq!(
+        minilm_row.matches(" / ").count(),
+        6,
+        "P / R / F1 per task: {minilm_row}"
+    );
+    assert!(!minilm_row.contains("—["), "{minilm_row}");
     // continued pre-training with next-sentence prediction: both accuracies, before → after
     let pre_row = report
         .lines()

@@ -142,6 +142,24 @@ pub fn run_plan(
             (i, ps)
         })
         .collect();
+    // Instances that compute an earlier instance's key (the same checkpoint fetched under
+    // two names, a cell shared by two tables): only the first runs; each twin waits for it
+    // and then finds the result in the cache.
+    let mut twin_of: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut first_with_key = BTreeMap::new();
+    for it in plan.items.iter().filter(|it| it.status == Status::Run) {
+        match first_with_key.get(&it.key) {
+            Some(&primary) => {
+                twin_of.insert(it.instance, primary);
+                if let Some(ps) = waiting_on.get_mut(&it.instance) {
+                    ps.insert(primary);
+                }
+            }
+            None => {
+                first_with_key.insert(it.key, it.instance);
+            }
+        }
+    }
     let mut ready: VecDeque<usize> = plan
         .items
         .iter()
@@ -161,6 +179,17 @@ pub fn run_plan(
                 let Some(i) = ready.pop_front() else { break };
                 let inst = &p.instances[i];
                 let item = plan.item(i);
+                if let Some(&primary) = twin_of.get(&i) {
+                    if cache.contains(&item.key)? {
+                        ui.line(&format!(
+                            "✓ {} (same key as {}: its result)",
+                            inst.name, p.instances[primary].name
+                        ));
+                        outcomes.insert(i, StageOutcome::Cached);
+                        release_children(&mut waiting_on, &mut ready, i);
+                        continue;
+                    }
+                }
                 // Resolve inputs now (their producers are committed).
                 let inputs = match resolve_inputs(p, plan, cache, i) {
                     Ok(inputs) => inputs,
@@ -281,19 +310,14 @@ pub fn run_plan(
                             input_stages: item.input_stages.clone(),
                         },
                     )?;
-                    let children: Vec<usize> = waiting_on
-                        .iter_mut()
-                        .filter_map(|(c, ps)| (ps.remove(&i) && ps.is_empty()).then_some(*c))
-                        .collect();
-                    for c in children {
-                        waiting_on.remove(&c);
-                        ready.push_back(c);
-                    }
+                    release_children(&mut waiting_on, &mut ready, i);
                 }
                 Err(error) => {
                     ui.line(&format!("✗ {} failed: {}", inst.name, error));
                     outcomes.insert(i, StageOutcome::Failed { error });
-                    for d in g.with_descendants(&[i]) {
+                    let mut failed = vec![i];
+                    failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
+                    for d in g.with_descendants(&failed) {
                         if d != i && waiting_on.remove(&d).is_some() {
                             ui.line(&format!(
                                 "⊘ {} skipped (upstream {} failed)",
@@ -340,6 +364,22 @@ pub fn run_plan(
             .collect(),
         wall_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Moves the stages that waited only on `done` to `ready`.
+fn release_children(
+    waiting_on: &mut BTreeMap<usize, BTreeSet<usize>>,
+    ready: &mut VecDeque<usize>,
+    done: usize,
+) {
+    let children: Vec<usize> = waiting_on
+        .iter_mut()
+        .filter_map(|(c, ps)| (ps.remove(&done) && ps.is_empty()).then_some(*c))
+        .collect();
+    for c in children {
+        waiting_on.remove(&c);
+        ready.push_back(c);
+    }
 }
 
 /// Materializes the inputs of instance `i` from the cache.
