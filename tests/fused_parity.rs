@@ -104,3 +104,28 @@ fn first_twenty_losses_equal_the_reference_forms() {
         "{fused:?}"
     );
 }
+
+#[test]
+fn dropout_masks_are_the_ones_burns_dropout_draws() {
+    use burn::nn::DropoutConfig;
+    let device = train_device(&Device::flex());
+    let dropout = DropoutConfig::new(0.1).init();
+    // more elements than one parallel chunk, and two calls in one scope
+    let x: Tensor<3> = with_backend_seed(&device, 4, || {
+        Tensor::random(
+            [3, 50, 400],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+    });
+    let twice = |x: &Tensor<3>| {
+        let a = pipe::model::fused::dropout(&dropout, x.clone());
+        let b = pipe::model::fused::dropout(&dropout, x.clone());
+        (a.into_data(), b.into_data())
+    };
+    let ours = with_backend_seed(&device, 9, || twice(&x));
+    let burns = with_backend_seed(&device, 9, || with_reference_kernels(|| twice(&x)));
+    assert_eq!(ours.0, burns.0, "first call");
+    assert_eq!(ours.1, burns.1, "second call");
+    assert_ne!(ours.0, ours.1, "the stream moves on between calls");
+}

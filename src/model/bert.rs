@@ -333,7 +333,7 @@ impl BertEmbeddings {
             }
         };
         let normalized = fused::layer_norm(&self.layer_norm, self.layer_norm_eps, summed);
-        self.dropout.forward(normalized)
+        fused::dropout(&self.dropout, normalized)
     }
 }
 
@@ -398,7 +398,7 @@ impl BertSelfAttention {
             let scale = 1.0 / (self.d_head as f64).sqrt();
             let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
             let probs = fused::masked_softmax(scores, bias);
-            let context = self.dropout.forward(probs.clone()).matmul(v);
+            let context = fused::dropout(&self.dropout, probs.clone()).matmul(v);
             (context, output_attentions.then_some(probs))
         } else {
             // The same maths in one fused kernel where the backend has one.
@@ -434,7 +434,7 @@ impl BertResidualOutput {
     }
 
     fn forward(&self, y: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let projected = self.dropout.forward(self.dense.forward(y));
+        let projected = fused::dropout(&self.dropout, self.dense.forward(y));
         fused::layer_norm(&self.layer_norm, self.layer_norm_eps, projected + residual)
     }
 }

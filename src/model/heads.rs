@@ -328,7 +328,8 @@ impl SoftmaxLayer {
     }
 
     fn forward(&self, h: Tensor<2>) -> Tensor<2> {
-        self.w_f.forward(self.dropout.forward(h))
+        self.w_f
+            .forward(crate::model::fused::dropout(&self.dropout, h))
     }
 }
 

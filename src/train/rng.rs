@@ -85,6 +85,8 @@ pub fn with_backend_seed<R>(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(seed);
+    // dropout masks on this thread follow the same stream, drawn in parallel
+    let _stream = crate::model::fused::SeededStream::start(seed);
     draw()
 }
 

@@ -52,6 +52,11 @@ fn place<const D: usize>(x: Tensor<D>) -> Placed<D> {
     }
 }
 
+/// Whether `x` is an f32 tensor on `flex` (with or without autodiff).
+pub(super) fn is_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    !matches!(place(x.clone()), Placed::Other(_))
+}
+
 /// The `flex` tensor under `x` without its autodiff graph (a constant input such as a mask).
 fn constant<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
     if x.dtype() != DType::F32 {
