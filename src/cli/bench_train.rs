@@ -595,6 +595,18 @@ mod ab {
             let p = fused::masked_softmax(s_ad.clone(), m_ad.clone());
             let _ = (p * w_ad.clone()).sum().backward();
         });
+        for t in [t, t / 2] {
+            let [q, k, v] = [0, 1, 2].map(|_| normal([b, t, d], &device));
+            let m = mask(&device).slice([0..b, 0..1, 0..1, 0..t]);
+            ab(
+                &format!("attention forward [32,{t},384] h=12"),
+                reps,
+                || {
+                    let _ =
+                        fused::attention(q.clone(), k.clone(), v.clone(), m.clone(), h).into_data();
+                },
+            );
+        }
         let hidden = normal([b, t, d], &device);
         ab("layer norm forward [32,128,384]", reps, || {
             let _ = fused::layer_norm(&ln, 1e-12, hidden.clone()).into_data();

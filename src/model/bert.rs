@@ -21,8 +21,6 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu_approximate, relu};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -388,24 +386,26 @@ impl BertSelfAttention {
         output_attentions: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [b, t, d] = x.dims();
-        let q = self.split_heads(self.query.forward(x.clone()));
-        let k = self.split_heads(self.key.forward(x.clone()));
-        let v = self.split_heads(self.value.forward(x.clone()));
-
-        let (context, probs) = if output_attentions || self.dropout_active(&x) {
-            // A = softmax(Q Kᵀ / √d_k + M), dropout on A, then A V.
-            // Scaling Q ([B, h, T, d_k]) is cheaper than scaling the T×T scores.
-            let scale = 1.0 / (self.d_head as f64).sqrt();
-            let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
-            let probs = fused::masked_softmax(scores, bias);
-            let context = fused::dropout(&self.dropout, probs.clone()).matmul(v);
-            (context, output_attentions.then_some(probs))
-        } else {
-            // The same maths in one fused kernel where the backend has one.
-            let context = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
-            (context, None)
-        };
-        (context.swap_dims(1, 2).reshape([b, t, d]), probs)
+        let q = self.query.forward(x.clone());
+        let k = self.key.forward(x.clone());
+        let v = self.value.forward(x.clone());
+        if !output_attentions && !self.dropout_active(&x) {
+            // The same maths in one fused kernel, the heads read and written in place.
+            return (fused::attention(q, k, v, bias, self.n_heads), None);
+        }
+        let (q, k, v) = (
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+        );
+        // A = softmax(Q Kᵀ / √d_k + M), dropout on A, then A V.
+        // Scaling Q ([B, h, T, d_k]) is cheaper than scaling the T×T scores.
+        let scale = 1.0 / (self.d_head as f64).sqrt();
+        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        let probs = fused::masked_softmax(scores, bias);
+        let context = fused::dropout(&self.dropout, probs.clone()).matmul(v);
+        let context = context.swap_dims(1, 2).reshape([b, t, d]);
+        (context, output_attentions.then_some(probs))
     }
 }
 

@@ -332,3 +332,63 @@ fn layer_norm_tracked(
         OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
+
+// ---------------------------------------------------------------- attention (inference)
+
+/// The inputs of [`attention`], handed back when the fused path does not apply.
+pub type AttentionInputs = (Tensor<3>, Tensor<3>, Tensor<3>, Tensor<4>);
+
+/// Multi-head attention over `[B, T, d]` projections on plain `flex` (no autodiff: the
+/// kernel keeps no probabilities for a backward pass).
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+) -> Result<Tensor<3>, AttentionInputs> {
+    let [b, t, d] = q.dims();
+    let [mb, mh, mq, mk] = mask.dims();
+    let fits = heads > 0
+        && d % heads == 0
+        && k.dims() == q.dims()
+        && v.dims() == q.dims()
+        && mb == b
+        && mh == 1
+        && (mq == t || mq == 1)
+        && mk == t;
+    let Some(m) = constant(&mask).filter(|_| fits && !q.device().is_autodiff()) else {
+        return Err((q, k, v, mask));
+    };
+    let (Placed::Flex(qf), Placed::Flex(kf), Placed::Flex(vf)) =
+        (place(q.clone()), place(k.clone()), place(v.clone()))
+    else {
+        return Err((q, k, v, mask));
+    };
+    let layout = kernels::AttentionLayout {
+        batch: b,
+        tokens: t,
+        heads,
+        d_head: d / heads,
+        mask_queries: mq,
+    };
+    let (qf, kf, vf, m) = (
+        contiguous(qf),
+        contiguous(kf),
+        contiguous(vf),
+        contiguous(m),
+    );
+    let mut out = vec![0.0f32; b * t * d];
+    kernels::attention(
+        values(&qf),
+        values(&kf),
+        values(&vf),
+        values(&m),
+        layout,
+        &mut out,
+    );
+    Ok(Tensor::from_primitive::<Flex>(from_vec(
+        out,
+        Shape::new([b, t, d]),
+    )))
+}

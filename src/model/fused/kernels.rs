@@ -167,22 +167,160 @@ pub fn masked_softmax(scores: &[f32], mask: &[f32], layout: MaskLayout, probs: &
             with_simd!({
                 for (i, (p, s)) in p_rows.chunks_mut(t).zip(s_rows.chunks(t)).enumerate() {
                     let at = layout.mask_row(task * rows + i) * t;
-                    let m = &mask[at..at + t];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((p, &s), &m) in p.iter_mut().zip(s).zip(m) {
-                        *p = s + m;
-                        max = if *p > max { *p } else { max };
-                    }
-                    let mut sum = 0.0f32;
-                    for p in p.iter_mut() {
-                        *p = exp(*p - max);
-                        sum += *p;
-                    }
-                    let inv = 1.0 / sum;
-                    p.iter_mut().for_each(|p| *p *= inv);
+                    p.copy_from_slice(s);
+                    softmax_row(p, &mask[at..at + t]);
                 }
             })
         });
+}
+
+/// `p ← softmax(p + m)` for one row of scores `p` and its additive mask row `m`.
+#[inline(always)]
+fn softmax_row(p: &mut [f32], m: &[f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for (p, &m) in p.iter_mut().zip(m) {
+        *p += m;
+        max = if *p > max { *p } else { max };
+    }
+    let mut sum = 0.0f32;
+    for p in p.iter_mut() {
+        *p = exp(*p - max);
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    p.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// The shapes of one multi-head attention over `[B, T, d]` projections, d = heads · d_head,
+/// with the additive mask `[B, 1, mask_queries, T]` (`mask_queries` is T or 1).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionLayout {
+    pub batch: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub d_head: usize,
+    pub mask_queries: usize,
+}
+
+/// `out` as a pointer that rayon tasks may share: each task writes its own head's columns.
+#[derive(Clone, Copy)]
+struct HeadColumns(*mut f32);
+// SAFETY: tasks write disjoint (sequence, head) blocks of the buffer behind the pointer.
+unsafe impl Send for HeadColumns {}
+unsafe impl Sync for HeadColumns {}
+
+impl HeadColumns {
+    /// The element `offset` places into the buffer (a method, so closures capture the whole
+    /// `Send` wrapper rather than its raw pointer field).
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Scaled dot-product attention of every head, without gradients (inference):
+/// S = Q_h K_hᵀ / √d_k, P = softmax(S + M), O_h = P V_h (Vaswani et al. 2017, eq. 1).
+///
+/// `q`, `k`, `v` and `out` are `[B, T, d]`, heads side by side in d: each (sequence, head)
+/// is one task that reads its head's columns in place and writes O_h into the same columns
+/// of `out`, so the heads are never split into `[B, h, T, d_k]` nor merged back, and the
+/// T × T scores of one task stay in cache.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    layout: AttentionLayout,
+    out: &mut [f32],
+) {
+    let AttentionLayout {
+        batch,
+        tokens: t,
+        heads,
+        d_head,
+        mask_queries,
+    } = layout;
+    let d = heads * d_head;
+    assert!(
+        q.len() == batch * t * d && k.len() == q.len() && v.len() == q.len(),
+        "attention: q, k, v must be [B, T, d]"
+    );
+    assert_eq!(out.len(), q.len(), "attention: out must be [B, T, d]");
+    assert_eq!(
+        mask.len(),
+        batch * mask_queries * t,
+        "attention: mask shape"
+    );
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let out = HeadColumns(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each_init(
+        || vec![0.0f32; t * t],
+        |scores, task| {
+            let (b, h) = (task / heads, task % heads);
+            let at = b * t * d + h * d_head;
+            // SAFETY: every pointer addresses the [T, d_k] block of sequence b and head
+            // h inside its buffer (row stride d), whose length was checked above; the
+            // scores are T × T; tasks write disjoint blocks of `out`.
+            unsafe {
+                // S = (Q_h K_hᵀ) · 1/√d_k: K_hᵀ read as [d_k, T] with column stride d.
+                gemm::gemm(
+                    t,
+                    t,
+                    d_head,
+                    scores.as_mut_ptr(),
+                    1,
+                    t as isize,
+                    false,
+                    q.as_ptr().add(at),
+                    1,
+                    d as isize,
+                    k.as_ptr().add(at),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            with_simd!({
+                for (i, row) in scores.chunks_mut(t).enumerate() {
+                    let m = b * mask_queries + if mask_queries == 1 { 0 } else { i };
+                    softmax_row(row, &mask[m * t..(m + 1) * t]);
+                }
+            });
+            // SAFETY: as above.
+            unsafe {
+                // O_h = P V_h, written into head h's columns of `out`.
+                gemm::gemm(
+                    t,
+                    d_head,
+                    t,
+                    out.at(at),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    t as isize,
+                    v.as_ptr().add(at),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
 }
 
 /// `ds = p ⊙ (dp − Σ_j p_j dp_j)` per row: the gradient of softmax at its output `p`.

@@ -83,6 +83,27 @@ pub fn masked_softmax(scores: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
         .unwrap_or_else(|(scores, mask)| reference::masked_softmax(scores, mask))
 }
 
+/// Multi-head attention for inference: `[B, T, d]` query, key and value projections, the
+/// additive mask M `[B, 1, T, T]` or `[B, 1, 1, T]` and the number of heads h; returns the
+/// heads' outputs side by side, `[B, T, d]`:
+/// O_h = softmax(Q_h K_hᵀ / √d_k + M) V_h with d_k = d / h.
+///
+/// On plain `flex` f32 one kernel computes each (sequence, head) in cache, reading and
+/// writing the heads in place; elsewhere (autodiff included) it is burn's `attention`.
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+) -> Tensor<3> {
+    if !fused_enabled() {
+        return reference::attention(q, k, v, mask, heads);
+    }
+    flex::attention(q, k, v, mask, heads)
+        .unwrap_or_else(|(q, k, v, mask)| reference::attention(q, k, v, mask, heads))
+}
+
 /// `layer_norm.forward(x)` = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis, with the module's
 /// ε passed as `epsilon` (burn keeps it private).
 pub fn layer_norm<const D: usize>(layer_norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {

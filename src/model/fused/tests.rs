@@ -99,6 +99,34 @@ fn masked_softmax_matches_reference_with_padding() {
 }
 
 #[test]
+fn attention_matches_reference_with_padding() {
+    let device = Device::flex();
+    let (b, t, heads, d_head) = (3, 13, 4, 8);
+    let lengths = [13, 7, 1];
+    let [q, k, v] = [0, 1, 2].map(|_| random([b, t, heads * d_head], 2.0, &device));
+    let row_mask = padding_mask(&lengths, t, &device);
+    let full_mask = row_mask.clone().repeat_dim(2, t);
+    for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+        let fused = attention(q.clone(), k.clone(), v.clone(), mask.clone(), heads);
+        let reference = reference::attention(q.clone(), k.clone(), v.clone(), mask, heads);
+        assert_close(name, fused, reference);
+    }
+    // a padded key changes nothing: the one-token sequence attends to its token only, so
+    // each head's output is that token's value
+    let mask = padding_mask(&lengths, t, &device);
+    let out = values(attention(q.clone(), k.clone(), v.clone(), mask, heads));
+    let d = heads * d_head;
+    let (v, at) = (values(v), 2 * t * d);
+    for i in 0..t {
+        let row = &out[at + i * d..at + (i + 1) * d];
+        assert!(row
+            .iter()
+            .zip(&v[at..at + d])
+            .all(|(o, v)| (o - v).abs() < 1e-6));
+    }
+}
+
+#[test]
 fn layer_norm_matches_reference_forward_and_backward() {
     let (rows, d) = ([3, 7], 48);
     let plain = Device::flex();
