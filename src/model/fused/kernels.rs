@@ -174,20 +174,66 @@ pub fn masked_softmax(scores: &[f32], mask: &[f32], layout: MaskLayout, probs: &
         });
 }
 
-/// `p ← softmax(p + m)` for one row of scores `p` and its additive mask row `m`.
+/// Lanes of the running max and sum in [`softmax_row`]: one AVX2 register.
+const LANES: usize = 8;
+
+/// max(xs) over [`LANES`] independent running maxima, so that the loop vectorises.
+#[inline(always)]
+fn lane_max(xs: &[f32]) -> f32 {
+    let (chunks, rest) = xs.as_chunks::<LANES>();
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for c in chunks {
+        for l in 0..LANES {
+            max[l] = if c[l] > max[l] { c[l] } else { max[l] };
+        }
+    }
+    max.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Σ xs over [`LANES`] independent running sums: a single f32 sum is a serial chain that
+/// LLVM may not reorder, so it would not vectorise.
+#[inline(always)]
+fn lane_sum(xs: &[f32]) -> f32 {
+    let (chunks, rest) = xs.as_chunks::<LANES>();
+    let mut sum = [0.0f32; LANES];
+    for c in chunks {
+        for l in 0..LANES {
+            sum[l] += c[l];
+        }
+    }
+    sum.iter().chain(rest).sum()
+}
+
+/// Σ a_i b_i over [`LANES`] independent running sums (see [`lane_sum`]).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lane_dot: lengths differ");
+    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
+    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
+    let mut sum = [0.0f32; LANES];
+    for (a, b) in a_chunks.iter().zip(b_chunks) {
+        for l in 0..LANES {
+            sum[l] += a[l] * b[l];
+        }
+    }
+    let rest: f32 = a_rest.iter().zip(b_rest).map(|(a, b)| a * b).sum();
+    sum.iter().sum::<f32>() + rest
+}
+
+/// `p ← softmax(p + m)` for one row of scores `p` and its additive mask row `m`: one
+/// vectorised pass per step (the row stays in L1).
 #[inline(always)]
 fn softmax_row(p: &mut [f32], m: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
     for (p, &m) in p.iter_mut().zip(m) {
         *p += m;
-        max = if *p > max { *p } else { max };
     }
-    let mut sum = 0.0f32;
+    let max = lane_max(p);
     for p in p.iter_mut() {
         *p = exp(*p - max);
-        sum += *p;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lane_sum(p);
     p.iter_mut().for_each(|p| *p *= inv);
 }
 
@@ -337,7 +383,7 @@ pub fn softmax_backward(probs: &[f32], dp: &[f32], keys: usize, ds: &mut [f32]) 
                     .zip(p_rows.chunks(t))
                     .zip(g_rows.chunks(t))
                 {
-                    let dot: f32 = p.iter().zip(g).map(|(&p, &g)| p * g).sum();
+                    let dot = lane_dot(p, g);
                     for ((ds, &p), &g) in ds.iter_mut().zip(p).zip(g) {
                         *ds = p * (g - dot);
                     }
@@ -371,13 +417,14 @@ pub fn layer_norm(
                     .zip(r_rows.iter_mut())
                     .zip(x_rows.chunks(d))
                 {
-                    let mean = x.iter().sum::<f32>() / d as f32;
-                    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                    let mean = lane_sum(x) / d as f32;
+                    for (xh, &v) in xh.iter_mut().zip(x) {
+                        *xh = v - mean;
+                    }
+                    let var = lane_dot(xh, xh) / d as f32;
                     let rstd = 1.0 / (var + epsilon).sqrt();
                     *r = rstd;
-                    for (xh, &v) in xh.iter_mut().zip(x) {
-                        *xh = (v - mean) * rstd;
-                    }
+                    xh.iter_mut().for_each(|xh| *xh *= rstd);
                     match beta {
                         Some(beta) => {
                             for (((y, &xh), &g), &b) in
@@ -424,25 +471,20 @@ pub fn layer_norm_backward(
                     .zip(r_rows)
                     .zip(g_rows.chunks(d))
                 {
-                    let mut sum_g = 0.0f32;
-                    let mut sum_gx = 0.0f32;
-                    for ((((&xh, &g), &gamma), dg), db) in xh
-                        .iter()
-                        .zip(g)
-                        .zip(gamma)
-                        .zip(d_gamma.iter_mut())
-                        .zip(d_beta.iter_mut())
+                    // ĝ = γ ⊙ dy, kept in dx until dx is computed from it
+                    for ((g_hat, &g), &gamma) in dx.iter_mut().zip(g).zip(gamma) {
+                        *g_hat = g * gamma;
+                    }
+                    let mean_g = lane_sum(dx) / d as f32;
+                    let mean_gx = lane_dot(dx, xh) / d as f32;
+                    for (((dg, db), &xh), &g) in
+                        d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(xh).zip(g)
                     {
-                        let g_hat = g * gamma;
-                        sum_g += g_hat;
-                        sum_gx += g_hat * xh;
                         *dg += g * xh;
                         *db += g;
                     }
-                    let mean_g = sum_g / d as f32;
-                    let mean_gx = sum_gx / d as f32;
-                    for (((dx, &xh), &g), &gamma) in dx.iter_mut().zip(xh).zip(g).zip(gamma) {
-                        *dx = rstd * (g * gamma - mean_g - xh * mean_gx);
+                    for (dx, &xh) in dx.iter_mut().zip(xh) {
+                        *dx = rstd * (*dx - mean_g - xh * mean_gx);
                     }
                 }
             });
