@@ -386,9 +386,9 @@ impl BertSelfAttention {
         output_attentions: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [b, t, d] = x.dims();
-        let q = self.query.forward(x.clone());
-        let k = self.key.forward(x.clone());
-        let v = self.value.forward(x.clone());
+        let q = token_rows(&self.query, x.clone());
+        let k = token_rows(&self.key, x.clone());
+        let v = token_rows(&self.value, x.clone());
         if !output_attentions && !self.dropout_active(&x) {
             // The same maths in one fused kernel, the heads read and written in place.
             return (fused::attention(q, k, v, bias, self.n_heads), None);
@@ -407,6 +407,16 @@ impl BertSelfAttention {
         let context = context.swap_dims(1, 2).reshape([b, t, d]);
         (context, output_attentions.then_some(probs))
     }
+}
+
+/// `linear.forward(x)` over the B·T token rows of `x` `[B, T, d]` as one `[B·T, d]`
+/// matrix product (burn keeps `[B, T, d]` inputs batched: B products of T rows, each
+/// packing the whole weight again).
+pub(crate) fn token_rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    let y = linear.forward(x.reshape([b * t, d]));
+    let out = y.dims()[1];
+    y.reshape([b, t, out])
 }
 
 /// Dense projection, dropout, residual and LayerNorm: LN(x + dropout(y W + b)).
@@ -434,7 +444,7 @@ impl BertResidualOutput {
     }
 
     fn forward(&self, y: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let projected = fused::dropout(&self.dropout, self.dense.forward(y));
+        let projected = fused::dropout(&self.dropout, token_rows(&self.dense, y));
         fused::layer_norm(&self.layer_norm, self.layer_norm_eps, projected + residual)
     }
 }
@@ -498,7 +508,7 @@ impl BertLayer {
         let expanded = self
             .intermediate
             .act
-            .apply(self.intermediate.dense.forward(h1.clone()));
+            .apply(token_rows(&self.intermediate.dense, h1.clone()));
         (self.output.forward(expanded, h1), probs)
     }
 }

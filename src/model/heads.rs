@@ -27,6 +27,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
+use super::bert::token_rows;
 use super::ModelError;
 
 /// Standard deviation of BERT's truncated-normal initializer, used for `W_f` and `K`.
@@ -359,7 +360,7 @@ impl AdditiveAttention {
     pub fn forward(&self, h: Tensor<3>, attend: Tensor<2, Bool>) -> (Tensor<2>, Tensor<2>) {
         let [batch, tokens, hidden] = h.dims();
         // h K: [B, T, 1] -> [B, T]
-        let scores: Tensor<2> = self.k.forward(h.clone()).reshape([batch, tokens]);
+        let scores: Tensor<2> = token_rows(&self.k, h.clone()).reshape([batch, tokens]);
         let scores = scores.mask_fill(attend.bool_not(), MASKED_SCORE);
         // [α_i] = softmax(h K)
         let alpha = softmax(scores, 1);
@@ -413,7 +414,7 @@ impl Lstm {
         let [batch, steps, _] = x.dims();
         let device = x.device();
         // W_ih x_t + b for every t at once: [B, T, 4d]
-        let x_proj = self.w_ih.forward(x);
+        let x_proj = token_rows(&self.w_ih, x);
         let d = self.d_hidden;
         let mut h = Tensor::<2>::zeros([batch, d], &device);
         let mut c = Tensor::<2>::zeros([batch, d], &device);
