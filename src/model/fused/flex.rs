@@ -357,7 +357,8 @@ pub fn attention(
         && mh == 1
         && (mq == t || mq == 1)
         && mk == t;
-    let Some(m) = constant(&mask).filter(|_| fits && !q.device().is_autodiff()) else {
+    // under autodiff `place` answers `Tracked`, so only plain `flex` passes below
+    let Some(m) = constant(&mask).filter(|_| fits) else {
         return Err((q, k, v, mask));
     };
     let (Placed::Flex(qf), Placed::Flex(kf), Placed::Flex(vf)) =
