@@ -6,7 +6,8 @@
 //! `train` times the fine-tuning step of `train::fit` (forward, cross-entropy, backward,
 //! global-norm clipping, AdamW) on full synthetic batches of fixed shapes; `epoch` runs
 //! `train::fit` for one epoch over real ChemProt sentences with and without length
-//! bucketing.
+//! bucketing. Inference is timed as the evaluate stage runs it: `train::predict` over several
+//! batches.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,9 @@ use crate::train::classifier::{cross_entropy, initialize_params};
 use crate::train::clipping::clip_global_norm;
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
-use crate::train::{fit, Batch, EncodedInstance, FitEnv, SequenceClassifier, TrainSettings};
+use crate::train::{
+    fit, predict, Batch, EncodedInstance, FitEnv, SequenceClassifier, TrainSettings,
+};
 
 /// The PyTorch side of `bench train` (run with `python -c`).
 const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_train_torch.py");
@@ -41,6 +44,9 @@ const WEIGHT_DECAY: f64 = 0.01;
 const GRAD_CLIP: f64 = 1.0;
 const BATCH_SIZE: usize = 32;
 const MAX_LEN: usize = 128;
+/// Batches per timed inference pass of pipe: the evaluate stage's `predict` runs two side
+/// by side on two cores, so one batch alone would not show its speed.
+const INFER_BATCHES: usize = 4;
 /// Where `bench epoch` reads ChemProt (BLURB's `text<TAB>label`), relative to the cwd.
 pub(super) const DEFAULT_EPOCH_DATA: &str = "../shared/data/chemprot/blurb/train_blurb.tsv";
 
@@ -165,19 +171,32 @@ fn time_pipe(
             train_times.push(start.elapsed().as_secs_f64());
         }
     }
+    // Inference as the evaluate stage runs it: `predict` over INFER_BATCHES batches (side
+    // by side on the CPU, see `train::concurrent_batches`), timed per batch.
     let valid = model.valid();
-    let batch = Batch::new(&refs, config.pad_token_id, &device);
+    let eval_set = synthetic_instances(batch_size * INFER_BATCHES, seq_len, config.vocab_size);
+    let cancel = AtomicBool::new(false);
     let mut infer_times = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
         let start = Instant::now();
-        let out = valid.forward(&batch)?;
-        out.logits
-            .argmax(1)
-            .into_data()
-            .try_into_vec_as::<i64>()
-            .map_err(|e| anyhow::anyhow!("reading predictions: {e:?}"))?;
+        let predictions = predict(
+            &valid,
+            &eval_set,
+            config.pad_token_id,
+            batch_size,
+            &device,
+            false,
+            &cancel,
+        )?;
+        if predictions.len() != eval_set.len() {
+            bail!(
+                "{} predictions for {} instances",
+                predictions.len(),
+                eval_set.len()
+            );
+        }
         if step >= warmup {
-            infer_times.push(start.elapsed().as_secs_f64());
+            infer_times.push(start.elapsed().as_secs_f64() / INFER_BATCHES as f64);
         }
     }
     Ok(RustTiming {
@@ -281,8 +300,9 @@ pub(super) fn bench_train(
     if !json {
         println!(
             "train benchmark: {} + cls head ({NUM_LABELS} labels), backend flex, {} cores; \
-             step = forward + backward + clip + AdamW; median of {steps} steps after {warmup} \
-             warm-up; pipe and PyTorch alternate shape by shape",
+             step = forward + backward + clip + AdamW; infer = pipe's evaluation loop over \
+             {INFER_BATCHES} batches (per batch), PyTorch's forward in inference mode; median of \
+             {steps} steps after {warmup} warm-up; pipe and PyTorch alternate shape by shape",
             model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
                 .display()
                 .to_string()),

@@ -8,13 +8,12 @@
 //! the training set (`max_train`) on large corpora. MiniLM-L6 (d = 384) needs ~0.75 MB
 //! per instance.
 
-use std::sync::atomic::Ordering;
-
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::ProbeEnv;
 use crate::model::BertModel;
 use crate::train::batching::eval_batches;
+use crate::train::concurrent_batches::map_batches;
 use crate::train::{Batch, EncodedInstance, TrainError};
 
 /// One instance's states: layer-major `[(L+1), len, d]`, real tokens only.
@@ -135,21 +134,23 @@ pub fn extract(
     let num_states = encoder.num_layers() + 1;
     let mut hidden_size = 0;
     let mut out: Vec<Option<InstanceStates>> = vec![None; instances.len()];
-    for indices in eval_batches(&lengths, batch_size) {
-        if env.cancel.load(Ordering::Relaxed) {
-            return Err(TrainError::Interrupted);
-        }
+    let batches = eval_batches(&lengths, batch_size);
+    // Per batch: the states [B, L+1, T, d] as values, with T and d.
+    let encoded = map_batches(&batches, env.device, env.cancel, |indices| {
         let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &instances[i]).collect();
         let batch = Batch::new(&refs, pad_id, env.device);
         let output = encoder.forward(batch.input_ids, batch.attention_mask, false);
-        // [B, L+1, T, d]
         let stacked = Tensor::stack::<4>(output.hidden_states, 1);
         let [_, _, tokens, d] = stacked.dims();
-        hidden_size = d;
         let values = stacked
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| TrainError::Invalid(format!("reading hidden states: {e:?}")))?;
+        env.progress.inc(1);
+        Ok((values, tokens, d))
+    })?;
+    for (indices, (values, tokens, d)) in batches.iter().zip(encoded) {
+        hidden_size = d;
         for (row, &i) in indices.iter().enumerate() {
             let len = lengths[i];
             let mut kept = Vec::with_capacity(num_states * len * d);
@@ -159,7 +160,6 @@ pub fn extract(
             }
             out[i] = Some(InstanceStates { len, values: kept });
         }
-        env.progress.inc(1);
     }
     let instances = out
         .into_iter()

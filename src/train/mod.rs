@@ -5,6 +5,7 @@ pub mod batching;
 pub mod checkpoint;
 pub mod classifier;
 pub mod clipping;
+pub mod concurrent_batches;
 pub mod fit;
 pub mod predict;
 pub mod rng;

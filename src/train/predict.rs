@@ -1,11 +1,12 @@
 //! Inference: predicted labels (and the head's α) for a set of instances.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use burn::prelude::*;
 
 use super::batching::eval_batches;
 use super::classifier::{Batch, EncodedInstance, SequenceClassifier};
+use super::concurrent_batches::map_batches;
 use super::TrainError;
 use crate::metrics::{Confusion, Prf};
 
@@ -20,7 +21,8 @@ pub struct Prediction {
 }
 
 /// Predicts every instance, in input order. `model` should be in inference mode
-/// (`model.valid()`) on `device`; batches are sorted by length to minimise padding.
+/// (`model.valid()`) on `device`; batches are sorted by length to minimise padding, and on
+/// the CPU several run at once (see [`super::concurrent_batches`]).
 pub fn predict(
     model: &SequenceClassifier,
     instances: &[EncodedInstance],
@@ -31,11 +33,9 @@ pub fn predict(
     cancel: &AtomicBool,
 ) -> Result<Vec<Prediction>, TrainError> {
     let lengths: Vec<usize> = instances.iter().map(|x| x.ids.len()).collect();
-    let mut out: Vec<Option<Prediction>> = vec![None; instances.len()];
-    for indices in eval_batches(&lengths, batch_size) {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TrainError::Interrupted);
-        }
+    let batches = eval_batches(&lengths, batch_size);
+    // Per batch: arg-max labels and, when asked for, the head's α rows and their width.
+    let results = map_batches(&batches, device, cancel, |indices| {
         let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &instances[i]).collect();
         let batch = Batch::new(&refs, pad_id, device);
         let result = model.forward(&batch)?;
@@ -43,11 +43,14 @@ pub fn predict(
         let alphas = match result.alpha.filter(|_| with_alpha) {
             Some(alpha) => {
                 let [_, tokens] = alpha.dims();
-                let values = read_floats(alpha)?;
-                Some((values, tokens))
+                Some((read_floats(alpha)?, tokens))
             }
             None => None,
         };
+        Ok((labels, alphas))
+    })?;
+    let mut out: Vec<Option<Prediction>> = vec![None; instances.len()];
+    for (indices, (labels, alphas)) in batches.iter().zip(results) {
         for (row, &i) in indices.iter().enumerate() {
             let alpha = alphas.as_ref().map(|(values, tokens)| {
                 let start = row * tokens;
