@@ -25,18 +25,31 @@ pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry)
     Ok(Loaded { pipeline, graph })
 }
 
-/// The plan of every stage for the CPU backend, nothing forced or deselected (what
-/// `report`, `diff`, `encode` and `bench` read the cache with).
-pub(super) fn plan_everything(loaded: &Loaded, cache: &Cache) -> Result<Plan> {
+/// The plan of the stages `only` selects (all when empty), `force`d ones rerun, keyed for
+/// the backend of `device` (what `run` and `plan` show and execute).
+fn plan_for(
+    loaded: &Loaded,
+    cache: &Cache,
+    only: Vec<String>,
+    force: Vec<String>,
+    device: &str,
+) -> Result<Plan> {
     Ok(exec::plan(
         &loaded.pipeline,
         &loaded.graph,
         cache,
         &PlanOptions {
-            backend: backend_for("cpu")?,
-            ..Default::default()
+            only,
+            force,
+            backend: backend_for(device)?,
         },
     )?)
+}
+
+/// The plan of every stage for the CPU backend, nothing forced or deselected (what
+/// `report`, `diff`, `encode` and `bench` read the cache with).
+pub(super) fn plan_everything(loaded: &Loaded, cache: &Cache) -> Result<Plan> {
+    plan_for(loaded, cache, Vec::new(), Vec::new(), "cpu")
 }
 
 /// Runs `plan` on the CPU without progress output (for commands that need a result
@@ -81,16 +94,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
             let cache = Cache::open(&cli.cache)?;
-            let plan = exec::plan(
-                &loaded.pipeline,
-                &loaded.graph,
-                &cache,
-                &PlanOptions {
-                    only,
-                    force,
-                    backend: backend_for(&device)?,
-                },
-            )?;
+            let plan = plan_for(&loaded, &cache, only, force, &device)?;
             let opts = RunOptions {
                 jobs: jobs.unwrap_or_else(num_cpus::get),
                 device,
@@ -126,16 +130,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
             let cache = open_for_reading(&cli.cache)?;
-            let plan = exec::plan(
-                &loaded.pipeline,
-                &loaded.graph,
-                &cache,
-                &PlanOptions {
-                    only,
-                    force,
-                    backend: backend_for(&device)?,
-                },
-            )?;
+            let plan = plan_for(&loaded, &cache, only, force, &device)?;
             if json {
                 println!(
                     "{}",
@@ -346,7 +341,6 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
                 bail!("name the pipelines whose results to keep: pipe cache gc PIPELINE.yaml...");
             }
             let mut keep = BTreeSet::new();
-            let backend = backend_for(&device)?;
             for path in &pipelines {
                 let base = load(path, None, registry)?;
                 let profiles: Vec<Option<String>> = if profile.is_empty() {
@@ -359,15 +353,7 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
                 for prof in profiles {
                     let loaded = load(path, prof.as_deref(), registry)
                         .with_context(|| format!("loading {}", path.display()))?;
-                    let plan = exec::plan(
-                        &loaded.pipeline,
-                        &loaded.graph,
-                        &cache,
-                        &PlanOptions {
-                            backend: backend.clone(),
-                            ..Default::default()
-                        },
-                    )?;
+                    let plan = plan_for(&loaded, &cache, Vec::new(), Vec::new(), &device)?;
                     keep.extend(plan.items.iter().map(|it| it.key));
                 }
             }
@@ -458,16 +444,8 @@ fn stats_command(
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
     let i = one_instance(&loaded, &target.pipeline, stage)?;
     let cache = Cache::open(root)?;
-    let plan = exec::plan(
-        &loaded.pipeline,
-        &loaded.graph,
-        &cache,
-        &PlanOptions {
-            only: vec![loaded.pipeline.instances[i].name.clone()],
-            backend: backend_for("cpu")?,
-            ..Default::default()
-        },
-    )?;
+    let only = vec![loaded.pipeline.instances[i].name.clone()];
+    let plan = plan_for(&loaded, &cache, only, Vec::new(), "cpu")?;
     if plan.item(i).status == Status::Run {
         let summary = run_quietly(&loaded, &plan, &cache, registry)?;
         if summary.failed() > 0 {
