@@ -25,6 +25,7 @@ use crate::stages::Progress;
 use crate::train::checkpoint::{latest_numbered, restore_model, restore_optimizer, save_numbered};
 use crate::train::classifier::cross_entropy;
 use crate::train::clipping::clip_global_norm;
+use crate::train::concurrent_batches::map_batches;
 use crate::train::fit::{adamw, format_duration};
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::schedule::LinearWarmupDecay;
@@ -255,24 +256,29 @@ pub fn evaluate(
         vocab: env_vocab,
         pad_id,
     } = settings;
-    let (mut loss_sum, mut correct, mut predicted) = (0.0f64, 0i64, 0usize);
-    let (mut nsp_correct, mut nsp_pairs) = (0i64, 0usize);
-    for (b, group) in held_out.chunks(batch_size.max(1)).enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(TrainError::Interrupted);
-        }
+    let indices: Vec<usize> = (0..held_out.len()).collect();
+    let batches: Vec<Vec<usize>> = indices
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    // Per batch: Σ −log p of the masked pieces, hits, pieces, NSP hits and pairs.
+    let per_batch = map_batches(&batches, device, cancel, |group| {
         let masked: Vec<Masked> = group
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let index = (b * batch_size.max(1) + i) as u64;
-                let mut rng = SplitMix64::stream(HELD_OUT_MASK_SEED, index);
-                mask(&s.ids, &s.word_ids, masking, env_vocab, &mut rng)
+            .map(|&index| {
+                let mut rng = SplitMix64::stream(HELD_OUT_MASK_SEED, index as u64);
+                mask(
+                    &held_out[index].ids,
+                    &held_out[index].word_ids,
+                    masking,
+                    env_vocab,
+                    &mut rng,
+                )
             })
             .collect();
-        let sequences: Vec<&Sequence> = group.iter().collect();
+        let sequences: Vec<&Sequence> = group.iter().map(|&i| &held_out[i]).collect();
         let Some(batch) = make_batch(&masked, &sequences, pad_id, device) else {
-            continue;
+            return Ok(None);
         };
         let out = model.forward(
             batch.input_ids,
@@ -280,21 +286,25 @@ pub fn evaluate(
             batch.attention_mask,
             batch.positions,
         );
-        if let (Some(nsp_logits), Some(nsp_labels)) = (out.nsp, batch.nsp_labels) {
-            nsp_pairs += nsp_labels.dims()[0];
-            nsp_correct += nsp_logits
-                .argmax(1)
-                .reshape([nsp_labels.dims()[0]])
-                .equal(nsp_labels)
-                .int()
-                .sum()
-                .into_scalar::<i64>();
-        }
+        let nsp = match (out.nsp, batch.nsp_labels) {
+            (Some(nsp_logits), Some(nsp_labels)) => {
+                let pairs = nsp_labels.dims()[0];
+                let hits = nsp_logits
+                    .argmax(1)
+                    .reshape([pairs])
+                    .equal(nsp_labels)
+                    .int()
+                    .sum()
+                    .into_scalar::<i64>();
+                (hits, pairs)
+            }
+            _ => (0, 0),
+        };
         let logits = out.mlm;
         let n = batch.predicted;
         let log_p = log_softmax(logits.clone(), 1);
         let picked: Tensor<2> = log_p.gather(1, batch.labels.clone().reshape([n, 1]));
-        loss_sum -= f64::from(picked.sum().into_scalar::<f32>());
+        let neg_log_p = -f64::from(picked.sum().into_scalar::<f32>());
         let hits = logits
             .argmax(1)
             .reshape([n])
@@ -302,8 +312,16 @@ pub fn evaluate(
             .int()
             .sum()
             .into_scalar::<i64>();
+        Ok(Some((neg_log_p, hits, n, nsp)))
+    })?;
+    let (mut loss_sum, mut correct, mut predicted) = (0.0f64, 0i64, 0usize);
+    let (mut nsp_correct, mut nsp_pairs) = (0i64, 0usize);
+    for (neg_log_p, hits, n, (nsp_hits, pairs)) in per_batch.into_iter().flatten() {
+        loss_sum += neg_log_p;
         correct += hits;
         predicted += n;
+        nsp_correct += nsp_hits;
+        nsp_pairs += pairs;
     }
     if predicted == 0 {
         return Err(TrainError::Invalid(
