@@ -627,6 +627,12 @@ mod ab {
                 },
             );
         }
+        // the SLL heads' LSTM (hidden 768, as the finetune default) over [32, 64, 384]
+        let lstm = crate::model::heads::Lstm::new(d, 768, &ad);
+        let x_lstm = normal([b, t / 2, d], &ad).require_grad();
+        ab("lstm fwd+bwd [32,64,384] -> 768", reps, || {
+            let _ = lstm.forward(x_lstm.clone()).sum().backward();
+        });
         let hidden = normal([b, t, d], &device);
         ab("layer norm forward [32,128,384]", reps, || {
             let _ = fused::layer_norm(&ln, 1e-12, hidden.clone()).into_data();

@@ -24,10 +24,11 @@ use std::str::FromStr;
 use burn::module::Initializer;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use super::bert::token_rows;
+use super::fused;
 use super::ModelError;
 
 /// Standard deviation of BERT's truncated-normal initializer, used for `W_f` and `K`.
@@ -411,36 +412,10 @@ impl Lstm {
 
     /// Hidden states `h_1..h_T` for `x: [B, T, d_in]`, from zero initial state: `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, steps, _] = x.dims();
-        let device = x.device();
         // W_ih x_t + b for every t at once: [B, T, 4d]
         let x_proj = token_rows(&self.w_ih, x);
-        let d = self.d_hidden;
-        let mut h = Tensor::<2>::zeros([batch, d], &device);
-        let mut c = Tensor::<2>::zeros([batch, d], &device);
-        let mut states = Vec::with_capacity(steps);
-        // Slicing in two levels (blocks of ~√T steps, then steps): the gradient of a slice is
-        // a zero tensor of the sliced tensor's full size, so T slices of x_proj would cost
-        // O(T²) memory traffic in the backward pass; this costs O(T^1.5).
-        let block = (steps as f64).sqrt().ceil().max(1.0) as usize;
-        for start in (0..steps).step_by(block) {
-            let end = (start + block).min(steps);
-            let x_block = x_proj.clone().slice(s![.., start..end, ..]);
-            for t in 0..end - start {
-                let x_t: Tensor<2> = x_block.clone().slice(s![.., t, ..]).reshape([batch, 4 * d]);
-                let gates = x_t + self.w_hh.forward(h);
-                let mut gate = gates.chunk(4, 1).into_iter();
-                let (Some(i), Some(f), Some(g), Some(o)) =
-                    (gate.next(), gate.next(), gate.next(), gate.next())
-                else {
-                    unreachable!("chunk(4) of a 4d-wide tensor gives 4 parts")
-                };
-                c = sigmoid(f) * c + sigmoid(i) * g.tanh();
-                h = sigmoid(o) * c.clone().tanh();
-                states.push(h.clone());
-            }
-        }
-        Tensor::stack(states, 1)
+        // the recurrence, with W_hh as burn's Linear stores it: [d, 4d], h W_hh
+        fused::lstm(x_proj, self.w_hh.weight.val())
     }
 
     /// The state after each instance's last real step: `h_{n_b}` for `x: [B, T, d_in]`,

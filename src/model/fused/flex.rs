@@ -393,3 +393,131 @@ pub fn attention(
         Shape::new([b, t, d]),
     )))
 }
+
+// ---------------------------------------------------------------- LSTM recurrence
+
+/// The inputs of [`lstm`], handed back when the fused path does not apply.
+pub type LstmInputs = (Tensor<3>, Tensor<2>);
+
+/// The LSTM recurrence over `x_proj [B, T, 4d]` (W_ih x_t + b) with `w_hh [d, 4d]`:
+/// states `[B, T, d]`, on plain `flex` or under autodiff (both inputs alike).
+pub fn lstm(x_proj: Tensor<3>, w_hh: Tensor<2>) -> Result<Tensor<3>, LstmInputs> {
+    let [_, _, g4] = x_proj.dims();
+    let [d, n] = w_hh.dims();
+    if n != g4 || g4 != 4 * d || d == 0 {
+        return Err((x_proj, w_hh));
+    }
+    match (place(x_proj), place(w_hh)) {
+        (Placed::Flex(x), Placed::Flex(w)) => {
+            let w = contiguous(w);
+            let run = lstm_run(&contiguous(x), &w);
+            Ok(Tensor::from_primitive::<Flex>(run.states))
+        }
+        (Placed::Tracked(x), Placed::Tracked(w)) => {
+            Ok(Tensor::from_primitive::<Tracked>(lstm_tracked(x, w)))
+        }
+        (x, w) => Err((unplace(x), unplace(w))),
+    }
+}
+
+/// What the forward pass keeps for the backward pass, time-major.
+#[derive(Debug, Clone)]
+struct LstmState {
+    /// Activated gates (i, f, g̃, o) `[T, B, 4d]`.
+    gates: std::sync::Arc<Vec<f32>>,
+    /// c_t `[T, B, d]`.
+    cells: std::sync::Arc<Vec<f32>>,
+    /// h_t `[T, B, d]`.
+    states: std::sync::Arc<Vec<f32>>,
+    w_hh: FlexTensor,
+    shape: kernels::LstmShape,
+}
+
+struct LstmRun {
+    /// h_1..h_T `[B, T, d]`.
+    states: FlexTensor,
+    saved: LstmState,
+}
+
+fn lstm_run(x_proj: &FlexTensor, w_hh: &FlexTensor) -> LstmRun {
+    let dims = x_proj.shape();
+    let (b, t, g4) = (dims[0], dims[1], dims[2]);
+    let shape = kernels::LstmShape {
+        batch: b,
+        steps: t,
+        hidden: g4 / 4,
+    };
+    let d = shape.hidden;
+    let mut gates = vec![0.0f32; t * b * g4];
+    kernels::swap_leading(values(x_proj), b, t, g4, &mut gates);
+    let mut cells = vec![0.0f32; t * b * d];
+    let mut states = vec![0.0f32; t * b * d];
+    kernels::lstm_forward(&mut gates, values(w_hh), shape, &mut cells, &mut states);
+    let mut out = vec![0.0f32; b * t * d];
+    kernels::swap_leading(&states, t, b, d, &mut out);
+    LstmRun {
+        states: from_vec(out, Shape::new([b, t, d])),
+        saved: LstmState {
+            gates: std::sync::Arc::new(gates),
+            cells: std::sync::Arc::new(cells),
+            states: std::sync::Arc::new(states),
+            w_hh: w_hh.clone(),
+            shape,
+        },
+    }
+}
+
+#[derive(Debug)]
+struct LstmBackward;
+
+impl Backward<Flex, 2> for LstmBackward {
+    type State = LstmState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let kernels::LstmShape {
+            batch: b,
+            steps: t,
+            hidden: d,
+        } = s.shape;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let mut d_states = vec![0.0f32; t * b * d];
+        kernels::swap_leading(values(&dy), b, t, d, &mut d_states);
+        let mut d_gates = vec![0.0f32; t * b * 4 * d];
+        let mut d_w_hh = vec![0.0f32; d * 4 * d];
+        kernels::lstm_backward(
+            &d_states,
+            &s.gates,
+            &s.cells,
+            &s.states,
+            values(&s.w_hh),
+            s.shape,
+            &mut d_gates,
+            &mut d_w_hh,
+        );
+        let [x_node, w_node] = ops.parents;
+        if let Some(node) = x_node {
+            let mut dx = vec![0.0f32; b * t * 4 * d];
+            kernels::swap_leading(&d_gates, t, b, 4 * d, &mut dx);
+            grads.register::<Flex>(node.id, from_vec(dx, Shape::new([b, t, 4 * d])));
+        }
+        if let Some(node) = w_node {
+            grads.register::<Flex>(node.id, from_vec(d_w_hh, Shape::new([d, 4 * d])));
+        }
+    }
+}
+
+fn lstm_tracked(x_proj: TrackedTensor, w_hh: TrackedTensor) -> TrackedTensor {
+    let run = lstm_run(
+        &contiguous(x_proj.primitive().clone()),
+        &contiguous(w_hh.primitive().clone()),
+    );
+    match LstmBackward
+        .prepare::<NoCheckpointing>([x_proj.node(), w_hh.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(run.saved, run.states),
+        OpsKind::UnTracked(prep) => prep.finish(run.states),
+    }
+}

@@ -500,6 +500,307 @@ pub fn layer_norm_backward(
     (d_gamma, d_beta)
 }
 
+/// σ(x) = 1 / (1 + e^{-x}).
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh(x) = 2σ(2x) − 1 (absolute error about 10⁻⁷).
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    2.0 * sigmoid(2.0 * x) - 1.0
+}
+
+/// Sizes of an LSTM recurrence: B sequences, T steps, hidden width d (4d gates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LstmShape {
+    pub batch: usize,
+    pub steps: usize,
+    pub hidden: usize,
+}
+
+/// gemm parallelism for an m × n × k product, as burn-flex chooses it (one thread under
+/// 192³ multiply-adds).
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `dst [b, a, w] = src [a, b, w]`: swaps the two leading axes (batch-major ↔ time-major).
+pub fn swap_leading(src: &[f32], a: usize, b: usize, w: usize, dst: &mut [f32]) {
+    assert!(
+        src.len() == a * b * w && dst.len() == src.len(),
+        "swap_leading: sizes"
+    );
+    dst.par_chunks_mut(w.max(1))
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (j, i) = (row / a.max(1), row % a.max(1));
+            out.copy_from_slice(&src[(i * b + j) * w..(i * b + j + 1) * w]);
+        });
+}
+
+/// The LSTM recurrence forward from zero state (Hochreiter & Schmidhuber 1997), time-major:
+/// `gates [T, B, 4d]` holds `W_ih x_t + b` on entry and the activated gates (i, f, g̃, o)
+/// on return; with `w_hh [d, 4d]` (h W_hh, burn's `Linear` layout), for each t
+///
+/// ```text
+/// [i; f; g; o] = gates_t + h_{t-1} W_hh,   c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g),
+/// h_t = σ(o) ⊙ tanh(c_t)
+/// ```
+///
+/// into `cells [T, B, d]` and `states [T, B, d]`.
+pub fn lstm_forward(
+    gates: &mut [f32],
+    w_hh: &[f32],
+    shape: LstmShape,
+    cells: &mut [f32],
+    states: &mut [f32],
+) {
+    let LstmShape {
+        batch: b,
+        steps,
+        hidden: d,
+    } = shape;
+    let (g4, block, gate_block) = (4 * d, b * d, b * 4 * d);
+    assert!(
+        gates.len() == steps * gate_block
+            && w_hh.len() == d * g4
+            && cells.len() == steps * block
+            && states.len() == steps * block,
+        "lstm_forward: sizes"
+    );
+    let zeros = vec![0.0f32; block];
+    let rows = rows_per_task(g4);
+    for t in 0..steps {
+        let g_t = &mut gates[t * gate_block..(t + 1) * gate_block];
+        let (h_done, h_rest) = states.split_at_mut(t * block);
+        let (c_done, c_rest) = cells.split_at_mut(t * block);
+        let (h_prev, c_prev) = if t == 0 {
+            (&zeros[..], &zeros[..])
+        } else {
+            (&h_done[(t - 1) * block..], &c_done[(t - 1) * block..])
+        };
+        if t > 0 {
+            // SAFETY: g_t is [B, 4d], h_prev [B, d] and w_hh [d, 4d], all row-major with the
+            // lengths asserted above.
+            unsafe {
+                gemm::gemm(
+                    b,
+                    g4,
+                    d,
+                    g_t.as_mut_ptr(),
+                    1,
+                    g4 as isize,
+                    true,
+                    h_prev.as_ptr(),
+                    1,
+                    d as isize,
+                    w_hh.as_ptr(),
+                    1,
+                    g4 as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism(b, g4, d),
+                );
+            }
+        }
+        g_t.par_chunks_mut(rows * g4)
+            .zip(c_rest[..block].par_chunks_mut(rows * d))
+            .zip(h_rest[..block].par_chunks_mut(rows * d))
+            .zip(c_prev[..block].par_chunks(rows * d))
+            .for_each(|(((g_rows, c_rows), h_rows), cp_rows)| {
+                with_simd!({
+                    for (((g, c), h), cp) in g_rows
+                        .chunks_mut(g4)
+                        .zip(c_rows.chunks_mut(d))
+                        .zip(h_rows.chunks_mut(d))
+                        .zip(cp_rows.chunks(d))
+                    {
+                        let (gi, rest) = g.split_at_mut(d);
+                        let (gf, rest) = rest.split_at_mut(d);
+                        let (gg, go) = rest.split_at_mut(d);
+                        for ((((((i, f), g), o), &cp), c), h) in gi
+                            .iter_mut()
+                            .zip(gf.iter_mut())
+                            .zip(gg.iter_mut())
+                            .zip(go.iter_mut())
+                            .zip(cp)
+                            .zip(c.iter_mut())
+                            .zip(h.iter_mut())
+                        {
+                            *i = sigmoid(*i);
+                            *f = sigmoid(*f);
+                            *g = tanh(*g);
+                            *o = sigmoid(*o);
+                            *c = *f * cp + *i * *g;
+                            *h = *o * tanh(*c);
+                        }
+                    }
+                })
+            });
+    }
+}
+
+/// Back-propagation through time of [`lstm_forward`]: from `d_states [T, B, d]` (∂L/∂h_t)
+/// and what the forward pass kept, the gradient of the gate pre-activations
+/// `d_gates [T, B, 4d]` (= ∂L/∂(W_ih x_t + b)) and `d_w_hh [d, 4d]` = Σ_t h_{t-1}ᵀ d_gates_t.
+///
+/// Per step, with dh = ∂L/∂h_t + (d_gates_{t+1} W_hhᵀ) and dc carried from t+1:
+/// do = dh ⊙ tanh(c_t), dc += dh ⊙ o ⊙ (1 − tanh²(c_t)), di = dc ⊙ g̃, dg̃ = dc ⊙ i,
+/// df = dc ⊙ c_{t-1}, then dc ← dc ⊙ f for step t−1, and each gate's derivative through
+/// its σ or tanh.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_backward(
+    d_states: &[f32],
+    gates: &[f32],
+    cells: &[f32],
+    states: &[f32],
+    w_hh: &[f32],
+    shape: LstmShape,
+    d_gates: &mut [f32],
+    d_w_hh: &mut [f32],
+) {
+    let LstmShape {
+        batch: b,
+        steps,
+        hidden: d,
+    } = shape;
+    let (g4, block, gate_block) = (4 * d, b * d, b * 4 * d);
+    assert!(
+        d_states.len() == steps * block
+            && gates.len() == steps * gate_block
+            && cells.len() == steps * block
+            && states.len() == steps * block
+            && w_hh.len() == d * g4
+            && d_gates.len() == steps * gate_block
+            && d_w_hh.len() == d * g4,
+        "lstm_backward: sizes"
+    );
+    let zeros = vec![0.0f32; block];
+    let mut dh_next = vec![0.0f32; block];
+    let mut dc = vec![0.0f32; block];
+    let rows = rows_per_task(g4);
+    for t in (0..steps).rev() {
+        let ds_t = &d_states[t * block..(t + 1) * block];
+        let g_t = &gates[t * gate_block..(t + 1) * gate_block];
+        let c_t = &cells[t * block..(t + 1) * block];
+        let c_prev = if t == 0 {
+            &zeros[..]
+        } else {
+            &cells[(t - 1) * block..t * block]
+        };
+        let dg_t = &mut d_gates[t * gate_block..(t + 1) * gate_block];
+        dg_t.par_chunks_mut(rows * g4)
+            .zip(dc.par_chunks_mut(rows * d))
+            .zip(ds_t.par_chunks(rows * d))
+            .zip(dh_next.par_chunks(rows * d))
+            .zip(g_t.par_chunks(rows * g4))
+            .zip(c_t.par_chunks(rows * d))
+            .zip(c_prev.par_chunks(rows * d))
+            .for_each(
+                |((((((dg_rows, dc_rows), ds_rows), dhn_rows), g_rows), c_rows), cp_rows)| {
+                    with_simd!({
+                        for ((((((dg, dc), ds), dhn), g), c), cp) in dg_rows
+                            .chunks_mut(g4)
+                            .zip(dc_rows.chunks_mut(d))
+                            .zip(ds_rows.chunks(d))
+                            .zip(dhn_rows.chunks(d))
+                            .zip(g_rows.chunks(g4))
+                            .zip(c_rows.chunks(d))
+                            .zip(cp_rows.chunks(d))
+                        {
+                            let (gi, rest) = g.split_at(d);
+                            let (gf, rest) = rest.split_at(d);
+                            let (gg, go) = rest.split_at(d);
+                            let (di, rest) = dg.split_at_mut(d);
+                            let (df, rest) = rest.split_at_mut(d);
+                            let (dgg, d_o) = rest.split_at_mut(d);
+                            for j in 0..d {
+                                let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+                                let dh = ds[j] + dhn[j];
+                                let tc = tanh(c[j]);
+                                let dcj = dc[j] + dh * o * (1.0 - tc * tc);
+                                di[j] = dcj * g * i * (1.0 - i);
+                                df[j] = dcj * cp[j] * f * (1.0 - f);
+                                dgg[j] = dcj * i * (1.0 - g * g);
+                                d_o[j] = dh * tc * o * (1.0 - o);
+                                dc[j] = dcj * f;
+                            }
+                        }
+                    })
+                },
+            );
+        if t > 0 {
+            // dh_{t-1} += d_gates_t W_hhᵀ (from the recurrence; ∂L/∂h_{t-1} is added above).
+            // SAFETY: dh_next is [B, d], dg_t [B, 4d]; W_hhᵀ is read from w_hh [d, 4d] as
+            // [4d, d] with row stride 1 and column stride 4d; lengths asserted above.
+            unsafe {
+                gemm::gemm(
+                    b,
+                    d,
+                    g4,
+                    dh_next.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    false,
+                    dg_t.as_ptr(),
+                    1,
+                    g4 as isize,
+                    w_hh.as_ptr(),
+                    g4 as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism(b, d, g4),
+                );
+            }
+        }
+    }
+    if steps > 1 {
+        // d_w_hh = Σ_{t ≥ 1} h_{t-1}ᵀ d_gates_t: the states of steps 0..T−1 ([(T−1)B, d],
+        // read transposed) times the gate gradients of steps 1..T ([(T−1)B, 4d]).
+        let k = (steps - 1) * b;
+        // SAFETY: d_w_hh is [d, 4d]; states[..k·d] read as [d, k] (row stride 1, column
+        // stride d); d_gates[B·4d..] as [k, 4d]; lengths asserted above.
+        unsafe {
+            gemm::gemm(
+                d,
+                g4,
+                k,
+                d_w_hh.as_mut_ptr(),
+                1,
+                g4 as isize,
+                false,
+                states.as_ptr(),
+                d as isize,
+                1,
+                d_gates[gate_block..].as_ptr(),
+                1,
+                g4 as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(d, g4, k),
+            );
+        }
+    } else {
+        d_w_hh.fill(0.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Fused CPU kernels for the encoder's memory-bound steps: GELU, the masked softmax of
 //! attention and LayerNorm, each one pass forward and one pass backward instead of burn's
-//! chain of elementwise ops (and, under autodiff, a graph node per op).
+//! chain of elementwise ops (and, under autodiff, a graph node per op); and the SLL heads'
+//! LSTM recurrence, one kernel for all steps instead of a dozen graph nodes per step.
 //!
 //! Dropout keeps burn's arithmetic (x ⊙ m · 1/(1 − p)); only its mask is drawn faster, from
 //! the same generator stream, in parallel ([`dropout`], [`SeededStream`]). A fused
@@ -102,6 +103,21 @@ pub fn attention(
     }
     flex::attention(q, k, v, mask, heads)
         .unwrap_or_else(|(q, k, v, mask)| reference::attention(q, k, v, mask, heads))
+}
+
+/// The LSTM recurrence from zero state: `x_proj [B, T, 4d]` holds W_ih x_t + b for every
+/// step, `w_hh [d, 4d]` is the recurrent weight in burn's `Linear` layout (h W_hh); returns
+/// h_1..h_T `[B, T, d]` with gates in the order (i, f, g, o):
+/// c_t = σ(f) ⊙ c_{t−1} + σ(i) ⊙ tanh(g), h_t = σ(o) ⊙ tanh(c_t).
+///
+/// On `flex` f32 (with or without autodiff) one kernel runs the whole recurrence and its
+/// backward pass through time (one gemm per step each way, the W_hh gradient as a single
+/// product); elsewhere burn's ops step by step.
+pub fn lstm(x_proj: Tensor<3>, w_hh: Tensor<2>) -> Tensor<3> {
+    if !fused_enabled() {
+        return reference::lstm(x_proj, w_hh);
+    }
+    flex::lstm(x_proj, w_hh).unwrap_or_else(|(x_proj, w_hh)| reference::lstm(x_proj, w_hh))
 }
 
 /// `layer_norm.forward(x)` = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis, with the module's

@@ -1,10 +1,11 @@
 //! The reference (unfused) forms of [`super`]'s kernels, composed of burn's own ops: what
 //! the encoder computed before the fused kernels, and what other backends still run.
 
+use burn::tensor::activation::sigmoid;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention as scaled_dot_product;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{s, Tensor};
 
 /// GELU with the exact erf: burn's `gelu`.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -41,4 +42,32 @@ pub fn attention(
         AttentionModuleOptions::default(),
     );
     context.swap_dims(1, 2).reshape([b, t, d])
+}
+
+/// The LSTM recurrence from zero state with burn's ops, one step at a time (gates in the
+/// order i, f, g, o; `x_proj [B, T, 4d]` = W_ih x_t + b, `w_hh [d, 4d]`): states `[B, T, d]`.
+pub fn lstm(x_proj: Tensor<3>, w_hh: Tensor<2>) -> Tensor<3> {
+    let [batch, steps, _] = x_proj.dims();
+    let [d, _] = w_hh.dims();
+    let device = x_proj.device();
+    let mut h = Tensor::<2>::zeros([batch, d], &device);
+    let mut c = Tensor::<2>::zeros([batch, d], &device);
+    let mut states = Vec::with_capacity(steps);
+    // Slicing in two levels (blocks of ~√T steps, then steps): the gradient of a slice is
+    // a zero tensor of the sliced tensor's full size, so T slices of x_proj would cost
+    // O(T²) memory traffic in the backward pass; this costs O(T^1.5).
+    let block = (steps as f64).sqrt().ceil().max(1.0) as usize;
+    for start in (0..steps).step_by(block) {
+        let end = (start + block).min(steps);
+        let x_block = x_proj.clone().slice(s![.., start..end, ..]);
+        for t in 0..end - start {
+            let x_t: Tensor<2> = x_block.clone().slice(s![.., t, ..]).reshape([batch, 4 * d]);
+            let gates = x_t + h.matmul(w_hh.clone());
+            let [i, f, g, o] = [0, 1, 2, 3].map(|k| gates.clone().narrow(1, k * d, d));
+            c = sigmoid(f) * c + sigmoid(i) * g.tanh();
+            h = sigmoid(o) * c.clone().tanh();
+            states.push(h.clone());
+        }
+    }
+    Tensor::stack(states, 1)
 }

@@ -179,6 +179,51 @@ fn layer_norm_matches_reference_forward_and_backward() {
 }
 
 #[test]
+fn lstm_matches_reference_forward_and_backward_through_time() {
+    let device = Device::flex();
+    let ad = Device::flex().autodiff();
+    // (B, T, d): a single step, a short odd shape, and one whose step products are large
+    // enough for gemm to split them over threads
+    for (b, t, d) in [(2, 1, 3), (3, 11, 5), (32, 4, 64)] {
+        let x_proj = random([b, t, 4 * d], 1.5, &device);
+        let w_hh = random([d, 4 * d], 0.5, &device);
+        let what = format!("lstm B={b} T={t} d={d}");
+        // the fused kernel, not the fallback, is what gets compared (plain and tracked)
+        assert!(flex::lstm(x_proj.clone(), w_hh.clone()).is_ok(), "{what}");
+        let tracked = |x: &Tensor<3>, u: &Tensor<2>| {
+            (
+                Tensor::<3>::from_data(x.to_data(), &ad).require_grad(),
+                Tensor::<2>::from_data(u.to_data(), &ad).require_grad(),
+            )
+        };
+        let (x_ad, w_ad) = tracked(&x_proj, &w_hh);
+        assert!(flex::lstm(x_ad, w_ad).is_ok(), "{what} (autodiff)");
+        assert_close(
+            &what,
+            lstm(x_proj.clone(), w_hh.clone()),
+            reference::lstm(x_proj.clone(), w_hh.clone()),
+        );
+        // the gradient of Σ h ⊙ w with respect to both inputs, through every step
+        let w = Tensor::<3>::from_data(random([b, t, d], 1.0, &device).to_data(), &ad);
+        let grads_of = |f: &dyn Fn(Tensor<3>, Tensor<2>) -> Tensor<3>| {
+            let (x, u) = tracked(&x_proj, &w_hh);
+            let y = f(x.clone(), u.clone());
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (
+                y.inner(),
+                x.grad(&grads).expect("a gradient reaches x_proj"),
+                u.grad(&grads).expect("a gradient reaches W_hh"),
+            )
+        };
+        let (y, dx, dw) = grads_of(&lstm);
+        let (y_ref, dx_ref, dw_ref) = grads_of(&reference::lstm);
+        assert_close(&format!("{what} (autodiff)"), y, y_ref);
+        assert_close(&format!("{what}: dL/dx_proj"), dx, dx_ref);
+        assert_close(&format!("{what}: dL/dW_hh"), dw, dw_ref);
+    }
+}
+
+#[test]
 fn reference_switch_is_per_thread_and_restored() {
     let device = Device::flex();
     let x = random([2, 3], 1.0, &device);
