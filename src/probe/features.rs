@@ -135,30 +135,39 @@ pub fn extract(
     let mut hidden_size = 0;
     let mut out: Vec<Option<InstanceStates>> = vec![None; instances.len()];
     let batches = eval_batches(&lengths, batch_size);
-    // Per batch: the states [B, L+1, T, d] as values, with T and d.
+    // Per batch: d and each instance's real-token states (the padded batch is dropped
+    // inside, so only what is kept accumulates).
     let encoded = map_batches(&batches, env.device, env.cancel, |indices| {
         let refs: Vec<&EncodedInstance> = indices.iter().map(|&i| &instances[i]).collect();
         let batch = Batch::new(&refs, pad_id, env.device);
         let output = encoder.forward(batch.input_ids, batch.attention_mask, false);
+        // [B, L+1, T, d]
         let stacked = Tensor::stack::<4>(output.hidden_states, 1);
         let [_, _, tokens, d] = stacked.dims();
         let values = stacked
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| TrainError::Invalid(format!("reading hidden states: {e:?}")))?;
+        let kept: Vec<InstanceStates> = indices
+            .iter()
+            .enumerate()
+            .map(|(row, &i)| {
+                let len = lengths[i];
+                let mut kept = Vec::with_capacity(num_states * len * d);
+                for k in 0..num_states {
+                    let from = (row * num_states + k) * tokens * d;
+                    kept.extend_from_slice(&values[from..from + len * d]);
+                }
+                InstanceStates { len, values: kept }
+            })
+            .collect();
         env.progress.inc(1);
-        Ok((values, tokens, d))
+        Ok((d, kept))
     })?;
-    for (indices, (values, tokens, d)) in batches.iter().zip(encoded) {
+    for (indices, (d, kept)) in batches.iter().zip(encoded) {
         hidden_size = d;
-        for (row, &i) in indices.iter().enumerate() {
-            let len = lengths[i];
-            let mut kept = Vec::with_capacity(num_states * len * d);
-            for k in 0..num_states {
-                let from = (row * num_states + k) * tokens * d;
-                kept.extend_from_slice(&values[from..from + len * d]);
-            }
-            out[i] = Some(InstanceStates { len, values: kept });
+        for (&i, states) in indices.iter().zip(kept) {
+            out[i] = Some(states);
         }
     }
     let instances = out
