@@ -184,14 +184,14 @@ mod roundtrip_tests {
         let device = Device::flex();
         let config = BertConfig::tiny(40);
         let dir = tempfile::tempdir().unwrap();
-        BertModel::new(&config, &device)
+        crate::train::rng::unseeded_module(|| BertModel::new(&config, &device))
             .save(&config, dir.path())
             .unwrap();
         let deeper = BertConfig {
             num_hidden_layers: 3,
             ..config
         };
-        let mut model = BertModel::new(&deeper, &device);
+        let mut model = crate::train::rng::unseeded_module(|| BertModel::new(&deeper, &device));
         let message = load_weights(&mut model, dir.path())
             .unwrap_err()
             .to_string();

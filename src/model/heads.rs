@@ -720,6 +720,12 @@ mod tests {
         Device::default()
     }
 
+    /// `head` with its lazily drawn parameters drawn now (call under the generator lock).
+    fn touched(head: Head) -> Head {
+        crate::train::classifier::initialize_params(&head);
+        head
+    }
+
     fn random3(dims: [usize; 3]) -> Tensor<3> {
         crate::train::rng::unseeded_draw(|| {
             Tensor::random(dims, Distribution::Normal(0.0, 1.0), &device())
@@ -775,7 +781,9 @@ mod tests {
     #[test]
     fn every_head_gives_batch_by_labels_logits() {
         for kind in HeadKind::ALL {
-            let head = config(kind).init(&device()).expect("head");
+            let head =
+                crate::train::rng::unseeded_draw(|| config(kind).init(&device()).map(touched))
+                    .expect("head");
             assert_eq!(head.kind(), kind);
             let out = head.forward(input(3, 7, vec![7, 4, 2])).expect("forward");
             assert_eq!(out.logits.dims(), [3, 4], "{kind}");
@@ -799,7 +807,10 @@ mod tests {
 
     #[test]
     fn attention_gives_padding_cls_and_sep_zero_weight() {
-        let head = config(HeadKind::SllAtt).init(&device()).expect("head");
+        let head = crate::train::rng::unseeded_draw(|| {
+            config(HeadKind::SllAtt).init(&device()).map(touched)
+        })
+        .expect("head");
         // n = 6: [CLS] w1 w2 w3 w4 [SEP]; n = 3: [CLS] w1 [SEP] pad pad pad
         let out = head.forward(input(2, 6, vec![6, 3])).expect("forward");
         let alpha = values2(out.alpha.expect("alpha"));
@@ -845,7 +856,7 @@ mod tests {
 
     #[test]
     fn lstm_last_state_ignores_padding() {
-        let lstm = Lstm::new(4, 3, &device());
+        let lstm = crate::train::rng::unseeded_module(|| Lstm::new(4, 3, &device()));
         let full = random3([1, 6, 4]);
         // instance 0: all 6 steps; instance 1: the first 3 steps of the same sequence + junk
         let junk = random3([1, 3, 4]).mul_scalar(50.0);
@@ -870,7 +881,7 @@ mod tests {
 
     #[test]
     fn backward_lstm_starts_at_each_instance_last_real_step() {
-        let lstm = Lstm::new(4, 3, &device());
+        let lstm = crate::train::rng::unseeded_module(|| Lstm::new(4, 3, &device()));
         let x = random3([1, 3, 4]);
         let junk = random3([1, 2, 4]).mul_scalar(50.0);
         let padded = Tensor::cat(vec![x.clone(), junk], 1);
@@ -900,7 +911,8 @@ mod tests {
     fn sll_lstm_logits_ignore_sep_and_padding() {
         let mut cfg = config(HeadKind::SllBilstm);
         cfg.dropout = 0.0;
-        let head = cfg.init(&device()).expect("head");
+        let head =
+            crate::train::rng::unseeded_draw(|| cfg.init(&device()).map(touched)).expect("head");
         let base = input(1, 6, vec![4]);
         let out = values2(head.forward(base.clone()).expect("forward").logits);
         // overwrite [SEP] (position 3) and padding (4, 5)
@@ -939,10 +951,12 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors_not_panics() {
-        let head = config(HeadKind::Cls).init(&device()).expect("head");
+        let head =
+            crate::train::rng::unseeded_draw(|| config(HeadKind::Cls).init(&device()).map(touched))
+                .expect("head");
         assert!(head.forward(input(2, 5, vec![5, 6])).is_err());
         let mut cfg = config(HeadKind::Cls);
         cfg.num_labels = 1;
-        assert!(cfg.init(&device()).is_err());
+        assert!(crate::train::rng::unseeded_draw(|| cfg.init(&device())).is_err());
     }
 }

@@ -95,7 +95,7 @@ mod tests {
             mlp_hidden: 5,
             num_labels: 2,
         };
-        let probe = config.init(&device);
+        let probe = crate::train::rng::unseeded_module(|| config.init(&device));
         let x = probe.concatenated(states.batch(&[0, 1], layers - 1, &device));
         assert_eq!(x.dims(), [2, max_len * d]);
         let x: Vec<f32> = x

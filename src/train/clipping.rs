@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn clips_the_global_norm_and_keeps_small_gradients() {
         let device = Device::default().autodiff();
-        let layer: Linear = LinearConfig::new(3, 4).init(&device);
+        let layer: Linear =
+            crate::train::rng::unseeded_module(|| LinearConfig::new(3, 4).init(&device));
         // d sum / dW = column sums of x (= 2·scale each), d/db = 2: norm = sqrt(12·(2s)² + 4·4)
         let grads = grads_of(&layer, 5.0);
         let before = global_norm(&layer, &grads);
@@ -138,7 +139,8 @@ mod tests {
 
     #[test]
     fn biases_get_no_weight_decay() {
-        let layer: Linear = LinearConfig::new(3, 4).init(&Device::default());
+        let layer: Linear =
+            crate::train::rng::unseeded_module(|| LinearConfig::new(3, 4).init(&Device::default()));
         let ids = no_decay_params(&layer);
         assert_eq!(ids, vec![layer.bias.as_ref().expect("bias").id]);
     }

@@ -91,10 +91,15 @@ mod tests {
         use burn::tensor::{Distribution, Tensor};
         let device = Device::flex();
         // Above burn-flex's threshold (192³ multiply-adds) for products split over threads.
-        let inputs: Vec<Tensor<2>> = (0..4)
-            .map(|_| Tensor::random([640, 256], Distribution::Normal(0.0, 1.0), &device))
-            .collect();
-        let weight = Tensor::<2>::random([256, 320], Distribution::Normal(0.0, 1.0), &device);
+        // drawn under the generator lock, so seeded tests running beside this one keep
+        // their draws
+        let (inputs, weight) = crate::train::rng::unseeded_draw(|| {
+            let normal = |shape: [usize; 2]| {
+                Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+            };
+            let inputs: Vec<Tensor<2>> = (0..4).map(|_| normal([640, 256])).collect();
+            (inputs, normal([256, 320]))
+        });
         let product = |i: usize| -> Vec<f32> {
             inputs[i]
                 .clone()

@@ -60,6 +60,18 @@ pub fn unseeded_draw<R>(draw: impl FnOnce() -> R) -> R {
     draw()
 }
 
+/// Builds a module with [`unseeded_draw`] and draws all its parameters there too (burn
+/// draws a parameter's initial value lazily, on first use: a test module touched later,
+/// outside the lock, would draw into a seeded user's stream).
+#[cfg(test)]
+pub(crate) fn unseeded_module<M: burn::module::Module>(make: impl FnOnce() -> M) -> M {
+    unseeded_draw(|| {
+        let module = make();
+        crate::train::classifier::initialize_params(&module);
+        module
+    })
+}
+
 /// Seeds the backend's generator for `device` with `seed` and keeps every other user of it
 /// waiting until the returned guard is dropped (for code that draws in several places, such
 /// as tests building a model; must not call [`with_backend_seed`] while holding it).
