@@ -4,8 +4,9 @@ BERT encoder + the `cls` head (dropout 0.1, linear on the [CLS] state), cross-en
 backward, global-norm clipping at 1.0 and AdamW (lr 2e-5, weight decay 0.01, eps 1e-6);
 inference is one forward pass in eval mode. Prints one JSON object per shape on stdout.
 
-Usage: python bench_train_torch.py CONFIG_JSON_OR_MODEL_DIR SHAPES WARMUP STEPS LABELS
+Usage: python bench_train_torch.py CONFIG_JSON_OR_MODEL_DIR SHAPES WARMUP STEPS LABELS [DEVICE]
   SHAPES: comma-separated BATCHxSEQ, e.g. 32x128,32x64
+  DEVICE: cpu (default) or cuda:N; on a GPU each timing waits for the device to finish
 """
 import json
 import os
@@ -28,14 +29,20 @@ def median(xs):
     return statistics.median(xs)
 
 
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main():
     source, shapes, warmup, steps, labels = sys.argv[1:6]
     warmup, steps, labels = int(warmup), int(steps), int(labels)
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
     torch.manual_seed(0)
-    encoder = build_encoder(source)
+    encoder = build_encoder(source).to(device)
     hidden = encoder.config.hidden_size
     vocab = encoder.config.vocab_size
-    head = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, labels))
+    head = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, labels)).to(device)
     params = list(encoder.named_parameters()) + list(head.named_parameters())
     decay = [p for n, p in params if p.dim() > 1]
     no_decay = [p for n, p in params if p.dim() <= 1]
@@ -47,9 +54,9 @@ def main():
     for shape in shapes.split(","):
         batch, seq_len = (int(v) for v in shape.split("x"))
         low = 1000 if vocab > 2000 else 1
-        ids = torch.randint(low, vocab, (batch, seq_len))
-        mask = torch.ones(batch, seq_len, dtype=torch.long)
-        gold = torch.randint(0, labels, (batch,))
+        ids = torch.randint(low, vocab, (batch, seq_len)).to(device)
+        mask = torch.ones(batch, seq_len, dtype=torch.long).to(device)
+        gold = torch.randint(0, labels, (batch,)).to(device)
 
         encoder.train()
         head.train()
@@ -63,6 +70,8 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
             optimizer.step()
+            loss.item()
+            synchronize(device)
             if step >= warmup:
                 train_times.append(time.perf_counter() - start)
 
@@ -73,7 +82,8 @@ def main():
             for step in range(warmup + steps):
                 start = time.perf_counter()
                 h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-                head(h[:, 0]).argmax(1)
+                head(h[:, 0]).argmax(1).cpu()
+                synchronize(device)
                 if step >= warmup:
                     infer_times.append(time.perf_counter() - start)
 
@@ -89,6 +99,7 @@ def main():
                     "infer_seq_per_s": batch / infer_s,
                     "torch_version": torch.__version__,
                     "threads": torch.get_num_threads(),
+                    "device": str(device),
                 }
             ),
             flush=True,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use pipe::model::device::DeviceSpec;
 use pipe::model::{encode_json, BertInput, BertModel, BertTokenizer};
 use serde_json::Value;
 
@@ -90,7 +91,8 @@ fn encode_json_matches_pytorch() {
     let mut worst = 0.0f32;
     for sentence in sentences() {
         let text = sentence["text"].as_str().unwrap_or_default();
-        let ours = encode_json(model_dir(), text).unwrap_or_else(|e| panic!("{e}"));
+        let ours =
+            encode_json(model_dir(), text, DeviceSpec::Cpu).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             strings(&ours["tokens"]),
             strings(&sentence["tokens"]),

@@ -90,4 +90,27 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
         .map(|v| v.as_u64().unwrap_or(0))
         .sum();
     assert_eq!(train, 40, "smoke caps each split at 40 instances");
+
+    // Training results are cached per backend: read with the device they ran on, they
+    // show; read for another device, `show` says why they would rerun.
+    let cell = "ft_ddi[head=cls,seed=1]";
+    let cpu = pipe(
+        dir.path(),
+        &["show", "su2020.yaml", cell, "--profile", "smoke"],
+    );
+    assert!(cpu.status.success(), "{}", text(&cpu));
+    let gpu = text(&pipe(
+        dir.path(),
+        &[
+            "show",
+            "su2020.yaml",
+            cell,
+            "--profile",
+            "smoke",
+            "--device",
+            "cuda:0",
+        ],
+    ));
+    assert!(gpu.contains("is not cached"), "{gpu}");
+    assert!(gpu.contains("backend changed flex → cuda"), "{gpu}");
 }

@@ -98,6 +98,10 @@ pub enum Command {
         /// Write the markdown here (default: the report's `output` under reports/).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Device whose results to read: training results are cached per backend (cpu,
+        /// cuda:N, wgpu, tch), so read them with the device they ran on.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Show a cached stage's outputs: the read-only folder that holds them and its files,
     /// or the contents of one file (`pipe show su2020.yaml 'eval_ddi[head=cls,seed=1]'
@@ -109,6 +113,10 @@ pub enum Command {
         stage: String,
         /// A file of the output to print.
         file: Option<PathBuf>,
+        /// Device whose results to read: training results are cached per backend (cpu,
+        /// cuda:N, wgpu, tch), so read them with the device they ran on.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Compare the metrics of two profiles of a pipeline.
     Diff {
@@ -117,6 +125,10 @@ pub enum Command {
         a: String,
         /// Profile B.
         b: String,
+        /// Device whose results to read: training results are cached per backend (cpu,
+        /// cuda:N, wgpu, tch), so read them with the device they ran on.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Encode a text with a BERT checkpoint and print its states.
     Encode {
@@ -126,6 +138,9 @@ pub enum Command {
         /// Print JSON (tokens, last_hidden_state, layers).
         #[arg(long)]
         json: bool,
+        /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
         text: String,
     },
     /// Benchmarks that print figures (not timed tests).
@@ -178,6 +193,10 @@ pub enum BenchWhat {
         /// Print a JSON array, one object per shape.
         #[arg(long)]
         json: bool,
+        /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature);
+        /// PyTorch runs on the same device (`cuda:N`) or on the CPU (any other).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {

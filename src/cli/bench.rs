@@ -65,7 +65,7 @@ fn run_once(
     let t0 = Instant::now();
     let loaded = load(file, None, registry)?;
     let cache = Cache::open(cache_dir)?;
-    let plan = plan_everything(&loaded, &cache)?;
+    let plan = plan_everything(&loaded, &cache, "cpu")?;
     if plan_only {
         let ran = plan
             .items

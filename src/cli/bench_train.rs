@@ -1,7 +1,7 @@
 //! `pipe bench train` and `pipe bench epoch`: training and inference speed of the project's
-//! MiniLM classifier (BERT encoder + the `cls` head) on the default CPU backend, beside
-//! PyTorch on the same machine when `torch` and `transformers` import. Benchmarks that
-//! print figures, not timed tests.
+//! MiniLM classifier (BERT encoder + the `cls` head) on the default CPU backend (or the
+//! `--device` given), beside PyTorch on the same machine and device when `torch` and
+//! `transformers` import. Benchmarks that print figures, not timed tests.
 //!
 //! `train` times the fine-tuning step of `train::fit` (forward, cross-entropy, backward,
 //! global-norm clipping, AdamW) on full synthetic batches of fixed shapes; `epoch` runs
@@ -20,7 +20,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::model::device::train_device;
+use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
 use crate::stages::Progress;
@@ -127,8 +127,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Median seconds per training step and per inference pass of one shape on the flex CPU
-/// backend.
+/// Median seconds per training step and per inference pass of one shape on one device.
 struct RustTiming {
     train_s: f64,
     infer_s: f64,
@@ -138,13 +137,13 @@ struct RustTiming {
 
 fn time_pipe(
     model_dir: Option<&Path>,
+    device: &Device,
     (batch_size, seq_len): (usize, usize),
     warmup: usize,
     steps: usize,
 ) -> Result<RustTiming> {
     let peak_is_per_shape = reset_peak_rss();
-    let device = Device::flex();
-    let train_dev = train_device(&device);
+    let train_dev = train_device(device);
     let (mut model, config) = classifier(model_dir, NUM_LABELS, &train_dev)?;
     if seq_len > config.max_position_embeddings {
         bail!(
@@ -184,7 +183,7 @@ fn time_pipe(
             &eval_set,
             config.pad_token_id,
             batch_size,
-            &device,
+            device,
             false,
             &cancel,
         )?;
@@ -232,6 +231,7 @@ struct TorchTiming {
 fn time_torch(
     python: &str,
     model_source: &str,
+    torch_device: &str,
     (batch, seq_len): (usize, usize),
     warmup: usize,
     steps: usize,
@@ -244,6 +244,7 @@ fn time_torch(
         .arg(warmup.to_string())
         .arg(steps.to_string())
         .arg(NUM_LABELS.to_string())
+        .arg(torch_device)
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {python}"))?;
@@ -263,6 +264,7 @@ fn time_torch(
 #[derive(Debug, Serialize)]
 struct TrainFigures {
     backend: &'static str,
+    device: String,
     batch: usize,
     seq_len: usize,
     train_s_per_step: f64,
@@ -288,10 +290,18 @@ pub(super) fn bench_train(
     warmup: usize,
     steps: usize,
     json: bool,
+    device: &str,
 ) -> Result<ExitCode> {
     if steps == 0 {
         bail!("--steps must be positive");
     }
+    let spec = DeviceSpec::parse(device)?;
+    let burn_device = spec.device()?;
+    // PyTorch on the same GPU; on the CPU for every CPU backend of pipe.
+    let torch_device = match spec {
+        DeviceSpec::Cuda(index) => format!("cuda:{index}"),
+        _ => "cpu".to_string(),
+    };
     let python = torch_python();
     let model_source = match model_dir {
         Some(dir) => dir.display().to_string(),
@@ -299,13 +309,15 @@ pub(super) fn bench_train(
     };
     if !json {
         println!(
-            "train benchmark: {} + cls head ({NUM_LABELS} labels), backend flex, {} cores; \
-             step = forward + backward + clip + AdamW; infer = pipe's evaluation loop over \
-             {INFER_BATCHES} batches (per batch), PyTorch's forward in inference mode; median of \
-             {steps} steps after {warmup} warm-up; pipe and PyTorch alternate shape by shape",
+            "train benchmark: {} + cls head ({NUM_LABELS} labels), backend {} on {device} \
+             ({} cores), PyTorch on {torch_device}; step = forward + backward + clip + AdamW; \
+             infer = pipe's evaluation loop over {INFER_BATCHES} batches (per batch), PyTorch's \
+             forward in inference mode; median of {steps} steps after {warmup} warm-up; pipe \
+             and PyTorch alternate shape by shape",
             model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
                 .display()
                 .to_string()),
+            spec.backend_name(),
             num_cpus::get(),
         );
         if python.is_none() {
@@ -317,15 +329,23 @@ pub(super) fn bench_train(
     }
     let mut figures = Vec::new();
     for shape in SHAPES {
-        let pipe = time_pipe(model_dir, shape, warmup, steps)?;
+        let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps)?;
         let torch = match &python {
-            Some(python) => Some(time_torch(python, &model_source, shape, warmup, steps)?),
+            Some(python) => Some(time_torch(
+                python,
+                &model_source,
+                &torch_device,
+                shape,
+                warmup,
+                steps,
+            )?),
             None => None,
         };
         let (batch, seq_len) = shape;
         let per_s = |s: f64| batch as f64 / s;
         let f = TrainFigures {
-            backend: "flex",
+            backend: spec.backend_name(),
+            device: device.to_string(),
             batch,
             seq_len,
             train_s_per_step: pipe.train_s,

@@ -46,10 +46,10 @@ fn plan_for(
     )?)
 }
 
-/// The plan of every stage for the CPU backend, nothing forced or deselected (what
-/// `report`, `diff`, `encode` and `bench` read the cache with).
-pub(super) fn plan_everything(loaded: &Loaded, cache: &Cache) -> Result<Plan> {
-    plan_for(loaded, cache, Vec::new(), Vec::new(), "cpu")
+/// The plan of every stage for the backend of `device`, nothing forced or deselected
+/// (what `report`, `show`, `diff`, `encode` and `bench` read the cache with).
+pub(super) fn plan_everything(loaded: &Loaded, cache: &Cache, device: &str) -> Result<Plan> {
+    plan_for(loaded, cache, Vec::new(), Vec::new(), device)
 }
 
 /// Runs `plan` on the CPU without progress output (for commands that need a result
@@ -166,18 +166,42 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             target,
             stage,
             file,
-        } => show_command(&cli.cache, &target, &stage, file.as_deref(), &registry),
-        Command::Report { target, output } => {
-            super::report::report_command(&cli.cache, &target, output.as_deref(), &registry)
-        }
-        Command::Diff { pipeline, a, b } => {
-            super::report::diff_command(&cli.cache, &pipeline, &a, &b, &registry)
-        }
-        Command::Encode { model, json, text } => {
+            device,
+        } => show_command(
+            &cli.cache,
+            &target,
+            &stage,
+            file.as_deref(),
+            &device,
+            &registry,
+        ),
+        Command::Report {
+            target,
+            output,
+            device,
+        } => super::report::report_command(
+            &cli.cache,
+            &target,
+            output.as_deref(),
+            &device,
+            &registry,
+        ),
+        Command::Diff {
+            pipeline,
+            a,
+            b,
+            device,
+        } => super::report::diff_command(&cli.cache, &pipeline, &a, &b, &device, &registry),
+        Command::Encode {
+            model,
+            json,
+            device,
+            text,
+        } => {
             if !json {
                 bail!("only --json output is supported: pass --json");
             }
-            super::encode::encode_command(&cli.cache, &model, &text)
+            super::encode::encode_command(&cli.cache, &model, &text, &device)
         }
         Command::Bench { what } => match what {
             BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
@@ -186,7 +210,8 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 steps,
                 json,
-            } => super::bench_train::bench_train(model.as_deref(), warmup, steps, json),
+                device,
+            } => super::bench_train::bench_train(model.as_deref(), warmup, steps, json, &device),
             BenchWhat::Epoch {
                 model,
                 data,
@@ -390,13 +415,14 @@ fn show_command(
     target: &PipelineArgs,
     stage: &str,
     file: Option<&Path>,
+    device: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
     let i = one_instance(&loaded, &target.pipeline, stage)?;
     let name = &loaded.pipeline.instances[i].name;
     let cache = open_for_reading(root)?;
-    let plan = plan_everything(&loaded, &cache)?;
+    let plan = plan_everything(&loaded, &cache, device)?;
     let item = plan.item(i);
     if item.status != Status::Cached {
         bail!(

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::commands::{load, plan_everything, run_quietly};
 use crate::cache::Cache;
 use crate::exec::{self, Status};
+use crate::model::device::DeviceSpec;
 use crate::stages::StageRegistry;
 
 /// The checkpoint directory for `source` (local dirs as they are; others via the cache).
@@ -28,7 +29,7 @@ fn checkpoint_dir(cache_root: &Path, source: &str) -> Result<PathBuf> {
     )?;
     let loaded = load(&file, None, &registry)?;
     let cache = Cache::open(cache_root)?;
-    let plan = plan_everything(&loaded, &cache)?;
+    let plan = plan_everything(&loaded, &cache, "cpu")?;
     if plan.items[0].status == Status::Run {
         let summary = run_quietly(&loaded, &plan, &cache, &registry)?;
         if summary.failed() > 0 {
@@ -48,9 +49,15 @@ fn checkpoint_dir(cache_root: &Path, source: &str) -> Result<PathBuf> {
     Ok(view)
 }
 
-pub(super) fn encode_command(cache: &Path, model: &str, text: &str) -> Result<ExitCode> {
+pub(super) fn encode_command(
+    cache: &Path,
+    model: &str,
+    text: &str,
+    device: &str,
+) -> Result<ExitCode> {
+    let device = DeviceSpec::parse(device)?;
     let dir = checkpoint_dir(cache, model)?;
-    let value = crate::model::encode_json(&dir, text)
+    let value = crate::model::encode_json(&dir, text, device)
         .with_context(|| format!("encoding with the checkpoint in {}", dir.display()))?;
     println!("{}", serde_json::to_string(&value)?);
     Ok(ExitCode::SUCCESS)

@@ -14,11 +14,23 @@ use std::process::ExitCode;
 
 /// Runs one parsed command line; prints errors; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    exit_quietly_on_closed_pipe();
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `pipe show … | head` should end like any Unix tool when the reader goes away, not
+/// panic in `println!`: Rust ignores SIGPIPE by default, so restore the default action.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread is spawned; setting a signal's
+    // disposition to the default has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

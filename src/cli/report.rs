@@ -58,11 +58,12 @@ pub(super) fn report_command(
     cache_root: &Path,
     target: &PipelineArgs,
     output: Option<&Path>,
+    device: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
     let cache = super::commands::open_for_reading(cache_root)?;
-    let plan = plan_everything(&loaded, &cache)?;
+    let plan = plan_everything(&loaded, &cache, device)?;
     let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
         .filter(|&i| loaded.pipeline.instances[i].kind == "report")
         .collect();
@@ -91,7 +92,7 @@ pub(super) fn report_command(
             scratch: scratch.clone(),
             checkpoint_dir: scratch.join("checkpoint"),
             progress: Progress::hidden(),
-            device: "cpu".into(),
+            device: device.into(),
             cancel: Arc::new(AtomicBool::new(false)),
             run: crate::stages::RunInfo {
                 pipeline: target.pipeline.display().to_string(),
@@ -104,7 +105,7 @@ pub(super) fn report_command(
         let provenance = Provenance::for_run(
             &target.pipeline.display().to_string(),
             target.profile.as_deref(),
-            "cpu",
+            device,
         );
         let result = render_report(&ctx, &params, &provenance);
         let _ = std::fs::remove_dir_all(&scratch);
@@ -155,13 +156,14 @@ pub(super) fn diff_command(
     pipeline: &Path,
     a: &str,
     b: &str,
+    device: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let cache = super::commands::open_for_reading(cache_root)?;
     let mut sides = Vec::new();
     for profile in [a, b] {
         let loaded = load(pipeline, Some(profile), registry)?;
-        let plan = plan_everything(&loaded, &cache)?;
+        let plan = plan_everything(&loaded, &cache, device)?;
         sides.push(rows_of(&loaded, &plan, &cache)?);
     }
     let changes = diff_metrics(&sides[0], &sides[1]);

@@ -60,8 +60,12 @@ impl ModelError {
 /// What `pipe encode --model SOURCE --json TEXT` prints: the word pieces of `text`
 /// (with `[CLS]` and `[SEP]`), the last layer's hidden states (tokens × hidden) and the
 /// number of layers, computed on the CPU backend from the checkpoint in `model_dir`.
-pub fn encode_json(model_dir: &Path, text: &str) -> Result<serde_json::Value, ModelError> {
-    let device = DeviceSpec::Cpu.device()?;
+pub fn encode_json(
+    model_dir: &Path,
+    text: &str,
+    device: DeviceSpec,
+) -> Result<serde_json::Value, ModelError> {
+    let device = device.device()?;
     let tokenizer = BertTokenizer::from_dir(model_dir)?;
     let (model, config) = BertModel::load(model_dir, &device)?;
     let encoding = tokenizer.encode(text, config.max_position_embeddings)?;
