@@ -67,7 +67,32 @@ impl DeviceSpec {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> Result<Device, ModelError> {
+    cuda_driver_loads().map_err(|message| ModelError::Device {
+        device: format!("cuda:{index}"),
+        message,
+    })?;
     Ok(Device::cuda(index))
+}
+
+/// Whether the CUDA driver library loads: cubecl loads it lazily and panics on the first
+/// tensor when it is missing, so say so up front, as an error.
+#[cfg(feature = "cuda")]
+fn cuda_driver_loads() -> Result<(), String> {
+    const DRIVER: &std::ffi::CStr = c"libcuda.so.1";
+    // SAFETY: dlopen/dlclose on a constant library name; the handle is closed at once (the
+    // library stays mapped only if something else holds it).
+    unsafe {
+        let handle = libc::dlopen(DRIVER.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            return Err(
+                "the NVIDIA driver library (libcuda.so.1) could not be loaded: no \
+                        GPU driver on this machine, or it is not on LD_LIBRARY_PATH"
+                    .to_string(),
+            );
+        }
+        libc::dlclose(handle);
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]
