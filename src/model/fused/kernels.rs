@@ -248,6 +248,79 @@ pub struct AttentionLayout {
     pub mask_queries: usize,
 }
 
+/// A strided f32 matrix as the `gemm` crate addresses it: element (i, j) at
+/// `ptr + i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+struct MatRef {
+    ptr: *const f32,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl MatRef {
+    /// A row-major matrix whose rows are `ld` elements apart.
+    fn rows(ptr: *const f32, ld: usize) -> Self {
+        MatRef {
+            ptr,
+            row_stride: ld as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `ld` elements apart.
+    fn transposed(ptr: *const f32, ld: usize) -> Self {
+        MatRef {
+            ptr,
+            row_stride: 1,
+            col_stride: ld as isize,
+        }
+    }
+}
+
+/// `dst = scale · lhs · rhs`, or `dst += scale · lhs · rhs` when `accumulate`: `dst` is
+/// m × n, row-major with rows `ld_dst` apart; `lhs` is m × k and `rhs` k × n.
+///
+/// # Safety
+/// Every element the shapes and strides address must lie inside its buffer, and `dst`
+/// must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    ld_dst: usize,
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+    scale: f32,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's bounds; gemm computes dst = α·dst + β·lhs·rhs (α read only when
+    // `read_dst`), with no conjugation for real numbers.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ld_dst as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// `out` as a pointer that rayon tasks may share: each task writes its own head's columns.
 #[derive(Clone, Copy)]
 struct HeadColumns(*mut f32);
@@ -312,25 +385,14 @@ pub fn attention(
             // scores are T × T; tasks write disjoint blocks of `out`.
             unsafe {
                 // S = (Q_h K_hᵀ) · 1/√d_k: K_hᵀ read as [d_k, T] with column stride d.
-                gemm::gemm(
-                    t,
-                    t,
-                    d_head,
+                matmul(
+                    (t, t, d_head),
                     scores.as_mut_ptr(),
-                    1,
-                    t as isize,
+                    t,
                     false,
-                    q.as_ptr().add(at),
-                    1,
-                    d as isize,
-                    k.as_ptr().add(at),
-                    d as isize,
-                    1,
-                    0.0,
+                    MatRef::rows(q.as_ptr().add(at), d),
+                    MatRef::transposed(k.as_ptr().add(at), d),
                     scale,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::None,
                 );
             }
@@ -343,25 +405,14 @@ pub fn attention(
             // SAFETY: as above.
             unsafe {
                 // O_h = P V_h, written into head h's columns of `out`.
-                gemm::gemm(
-                    t,
-                    d_head,
-                    t,
+                matmul(
+                    (t, d_head, t),
                     out.at(at),
-                    1,
-                    d as isize,
+                    d,
                     false,
-                    scores.as_ptr(),
-                    1,
-                    t as isize,
-                    v.as_ptr().add(at),
-                    1,
-                    d as isize,
-                    0.0,
+                    MatRef::rows(scores.as_ptr(), t),
+                    MatRef::rows(v.as_ptr().add(at), d),
                     1.0,
-                    false,
-                    false,
-                    false,
                     gemm::Parallelism::None,
                 );
             }
@@ -589,25 +640,14 @@ pub fn lstm_forward(
             // SAFETY: g_t is [B, 4d], h_prev [B, d] and w_hh [d, 4d], all row-major with the
             // lengths asserted above.
             unsafe {
-                gemm::gemm(
-                    b,
-                    g4,
-                    d,
+                matmul(
+                    (b, g4, d),
                     g_t.as_mut_ptr(),
-                    1,
-                    g4 as isize,
+                    g4,
                     true,
-                    h_prev.as_ptr(),
-                    1,
-                    d as isize,
-                    w_hh.as_ptr(),
-                    1,
-                    g4 as isize,
+                    MatRef::rows(h_prev.as_ptr(), d),
+                    MatRef::rows(w_hh.as_ptr(), g4),
                     1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
                     parallelism(b, g4, d),
                 );
             }
@@ -743,25 +783,14 @@ pub fn lstm_backward(
             // SAFETY: dh_next is [B, d], dg_t [B, 4d]; W_hhᵀ is read from w_hh [d, 4d] as
             // [4d, d] with row stride 1 and column stride 4d; lengths asserted above.
             unsafe {
-                gemm::gemm(
-                    b,
-                    d,
-                    g4,
+                matmul(
+                    (b, d, g4),
                     dh_next.as_mut_ptr(),
-                    1,
-                    d as isize,
+                    d,
                     false,
-                    dg_t.as_ptr(),
-                    1,
-                    g4 as isize,
-                    w_hh.as_ptr(),
-                    g4 as isize,
-                    1,
-                    0.0,
+                    MatRef::rows(dg_t.as_ptr(), g4),
+                    MatRef::transposed(w_hh.as_ptr(), g4),
                     1.0,
-                    false,
-                    false,
-                    false,
                     parallelism(b, d, g4),
                 );
             }
@@ -774,25 +803,14 @@ pub fn lstm_backward(
         // SAFETY: d_w_hh is [d, 4d]; states[..k·d] read as [d, k] (row stride 1, column
         // stride d); d_gates[B·4d..] as [k, 4d]; lengths asserted above.
         unsafe {
-            gemm::gemm(
-                d,
-                g4,
-                k,
+            matmul(
+                (d, g4, k),
                 d_w_hh.as_mut_ptr(),
-                1,
-                g4 as isize,
+                g4,
                 false,
-                states.as_ptr(),
-                d as isize,
-                1,
-                d_gates[gate_block..].as_ptr(),
-                1,
-                g4 as isize,
-                0.0,
+                MatRef::transposed(states.as_ptr(), d),
+                MatRef::rows(d_gates[gate_block..].as_ptr(), g4),
                 1.0,
-                false,
-                false,
-                false,
                 parallelism(d, g4, k),
             );
         }
