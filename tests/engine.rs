@@ -664,3 +664,29 @@ stages:
     let again = p.ok(&["run", "p.yaml"]);
     assert!(again.contains("ran 0, cached 4"), "{again}");
 }
+
+/// A device this build lacks is an error that says how to get it, before any work starts.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_device_this_build_lacks_is_refused_with_the_feature_to_build() {
+    let p = Project::new();
+    for args in [
+        &["bench", "train", "--device", "cuda:0"][..],
+        &[
+            "encode", "--model", "path:.", "--json", "--device", "cuda:1", "text",
+        ][..],
+    ] {
+        let out = p.pipe(args);
+        let text = both(&out);
+        assert_eq!(out.status.code(), Some(2), "pipe {args:?}: {text}");
+        assert!(
+            text.contains("this `pipe` was built without CUDA; rebuild with `--features cuda`"),
+            "pipe {args:?}: {text}"
+        );
+    }
+    let bad = both(&p.pipe(&["bench", "train", "--device", "gpu"]));
+    assert!(
+        bad.contains("expected `cpu`, `cuda:N`, `wgpu` or `tch`"),
+        "{bad}"
+    );
+}
