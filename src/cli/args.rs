@@ -30,6 +30,15 @@ pub struct PipelineArgs {
     pub profile: Option<String>,
 }
 
+/// Which device's results a reading command (`show`, `report`, `diff`) looks up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResultsDevice {
+    /// Device whose results to read: training results are cached per backend (cpu,
+    /// cuda:N, wgpu, tch), so read them with the device they ran on.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every stage whose result is not cached (independent stages in parallel).
@@ -98,10 +107,8 @@ pub enum Command {
         /// Write the markdown here (default: the report's `output` under reports/).
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Device whose results to read: training results are cached per backend (cpu,
-        /// cuda:N, wgpu, tch), so read them with the device they ran on.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        results: ResultsDevice,
     },
     /// Show a cached stage's outputs: the read-only folder that holds them and its files,
     /// or the contents of one file (`pipe show su2020.yaml 'eval_ddi[head=cls,seed=1]'
@@ -113,10 +120,8 @@ pub enum Command {
         stage: String,
         /// A file of the output to print.
         file: Option<PathBuf>,
-        /// Device whose results to read: training results are cached per backend (cpu,
-        /// cuda:N, wgpu, tch), so read them with the device they ran on.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        results: ResultsDevice,
     },
     /// Compare the metrics of two profiles of a pipeline.
     Diff {
@@ -125,10 +130,8 @@ pub enum Command {
         a: String,
         /// Profile B.
         b: String,
-        /// Device whose results to read: training results are cached per backend (cpu,
-        /// cuda:N, wgpu, tch), so read them with the device they ran on.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        results: ResultsDevice,
     },
     /// Encode a text with a BERT checkpoint and print its states.
     Encode {

@@ -8,7 +8,7 @@ mod commands;
 mod encode;
 mod report;
 
-pub use args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
+pub use args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs, ResultsDevice};
 
 use std::process::ExitCode;
 
