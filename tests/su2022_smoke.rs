@@ -34,6 +34,7 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         "## Table 5",
         "## Table 6",
         "## Table 7",
+        "## What the seeds say: paired differences",
         "## Figure 1",
         "## Table 8",
         "## Figure 2",
@@ -50,6 +51,20 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         !cp_row.starts_with("| +CP SLL-Att | —["),
         "+CP ran: {cp_row}"
     );
+    // Paired differences: the smoke grid has seed 1 of CLS, SLL-Att and +CP SLL-Att, so
+    // those rows have one pair per task; +P/G did not run.
+    for row in ["| SLL-Att − CLS |", "| +CP SLL-Att − base SLL-Att |"] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("{row} missing:\n{report}"));
+        assert_eq!(line.matches("(1 run)").count(), 3, "{line}");
+    }
+    let pg_pairs = report
+        .lines()
+        .find(|l| l.starts_with("| +P/G SLL-Att − base SLL-Att |"))
+        .expect("+P/G paired row");
+    assert!(!pg_pairs.contains("(1 run)"), "{pg_pairs}");
     // Table 2: the checkpoint the profile compares, with numbers
     let minilm_row = report
         .lines()

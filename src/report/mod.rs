@@ -6,6 +6,7 @@
 
 pub mod cells;
 pub mod diff;
+pub mod paired;
 pub mod plot;
 pub mod provenance;
 pub mod references;

@@ -14,7 +14,11 @@
 //! - `reference(paper, table, row, task, metric)` → the paper's value as printed, or "—" +
 //!   footnote when not printed / not recoverable;
 //! - `delta(ours, theirs)` → ours − paper in percentage points ("+1.2"), "—" if either is missing;
-//! - filters `pct` (fraction → "81.2") and `thousands` (5834 → "5,834");
+//! - `paired(a, b, metric="f1", by="seed")` → `a − b` over the runs both selections have
+//!   (paired by `by`): "+2.7 ± 0.8 (higher in 3 of 3)", or "—" + footnote; attributes
+//!   `.mean .std .n .higher .missing`;
+//! - filters `pct` (fraction → "81.2"), `signed` (points → "+1.5") and `thousands`
+//!   (5834 → "5,834");
 //! - `counts_table(stats)` → a markdown table of a `split → label → count` map;
 //! - `history_plot(rows, file=..., metric="train_loss", percent=false, over=..., title=...,
 //!   **coords)` (one line per varying coordinate combination, averaged per epoch over `over`),
@@ -33,6 +37,7 @@ use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 use super::cells::{self, Footnote, Footnotes, NoteKind, OurCell, RefCell};
+use super::paired::{PairedCell, PairedDifference};
 use super::plot::{self, Bar, BarChart, LinePlot, Series};
 use super::rows::{coord_text, same_value};
 use super::{Provenance, References, ReportError, ResultRow};
@@ -549,6 +554,32 @@ fn delta(ours: &Value, theirs: &Value) -> Result<String, Error> {
     Ok(cells::delta(ours, theirs))
 }
 
+/// `paired(a, b, metric="f1", by="seed")`: see [`super::paired`].
+fn paired(state: &RenderState, a: Value, b: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let (a, b) = (rows_arg(&a)?, rows_arg(&b)?);
+    let metric: String = kwargs
+        .get::<Option<String>>("metric")?
+        .unwrap_or_else(|| "f1".to_string());
+    let by: String = kwargs
+        .get::<Option<String>>("by")?
+        .unwrap_or_else(|| "seed".to_string());
+    kwargs.assert_all_used()?;
+    let (a, b): (Vec<&ResultRow>, Vec<&ResultRow>) = (a.0.iter().collect(), b.0.iter().collect());
+    let difference =
+        PairedDifference::of(&a, &b, &by, &metric).map_err(|e| invalid(e.to_string()))?;
+    Ok(Value::from_object(PairedCell {
+        difference,
+        notes: state.notes.clone(),
+    }))
+}
+
+/// `signed`: a number of percentage points with its sign, one decimal ("+1.5", "−0.3").
+fn signed(value: &Value) -> Result<String, Error> {
+    f64::try_from(value.clone())
+        .map(cells::signed_points)
+        .map_err(|_| invalid(format!("signed: expected a number, got {}", value.kind())))
+}
+
 fn pct(state: &RenderState, value: &Value, decimals: Option<usize>) -> Result<String, Error> {
     if let Some(cell) = value.downcast_object_ref::<OurCell>() {
         return Ok(cell.text());
@@ -912,6 +943,11 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
         reference(&s, &args)
     });
     env.add_function("delta", |ours: Value, theirs: Value| delta(&ours, &theirs));
+    let s = state.clone();
+    env.add_function("paired", move |a: Value, b: Value, kwargs: Kwargs| {
+        paired(&s, a, b, kwargs)
+    });
+    env.add_filter("signed", |v: Value| signed(&v));
     let s = state.clone();
     env.add_filter("pct", move |v: Value, decimals: Option<usize>| {
         pct(&s, &v, decimals)

@@ -1,0 +1,218 @@
+//! Paired differences: model A against model B on the runs they share (the same seed), so
+//! a table can say whether A beats B beyond the seed-to-seed scatter both columns carry.
+//!
+//! Two cells `32.1 ± 3.0` and `34.8 ± 2.9` overlap; the differences seed by seed may
+//! still all point one way (same seed: the same data order, dropout masks and head
+//! initialisation up to the encoder weights). `paired(a, b)` in a report template pairs
+//! the rows of two selections by a coordinate (default `seed`) and renders
+//! "+2.7 ± 0.8 (higher in 3 of 3)".
+
+use std::fmt;
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+
+use super::cells::{missing, signed_points, Footnotes, NoteKind};
+use super::rows::{coord_text, same_value, ResultRow};
+use crate::metrics::MeanStd;
+
+/// Why two selections cannot be paired.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PairingError {
+    /// One side has two rows with the same value of the pairing coordinate (e.g. two heads
+    /// for seed 1): the selection is not narrow enough.
+    #[error(
+        "paired: the {side} selection has {count} results with {by}={value}; narrow it \
+         (e.g. head=...) so that each {by} has one result"
+    )]
+    Ambiguous {
+        side: &'static str,
+        by: String,
+        value: String,
+        count: usize,
+    },
+}
+
+/// The differences `a − b` of one metric over the runs both sides have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairedDifference {
+    /// `(value of the pairing coordinate, a − b)` in the order of `a`'s rows.
+    pub pairs: Vec<(serde_json::Value, f64)>,
+}
+
+impl PairedDifference {
+    /// Pairs `a` and `b` by coordinate `by`, skipping runs that lack `metric` on either side.
+    pub fn of(
+        a: &[&ResultRow],
+        b: &[&ResultRow],
+        by: &str,
+        metric: &str,
+    ) -> Result<PairedDifference, PairingError> {
+        unique_by(a, by, "first")?;
+        unique_by(b, by, "second")?;
+        let pairs = a
+            .iter()
+            .filter_map(|ra| {
+                let at = ra.field(by);
+                let rb = b.iter().find(|rb| same_value(&rb.field(by), &at))?;
+                Some((at, ra.metric(metric)? - rb.metric(metric)?))
+            })
+            .collect();
+        Ok(PairedDifference { pairs })
+    }
+
+    /// Mean and sample std of the differences (fractions); `None` without pairs.
+    pub fn spread(&self) -> Option<MeanStd> {
+        let diffs: Vec<f64> = self.pairs.iter().map(|(_, d)| *d).collect();
+        MeanStd::of(&diffs)
+    }
+
+    /// Pairs in which `a` is higher.
+    pub fn higher(&self) -> usize {
+        self.pairs.iter().filter(|(_, d)| *d > 0.0).count()
+    }
+
+    /// "+2.7 ± 0.8 (higher in 3 of 3)", "−1.0 (1 run)" in percentage points; `None`
+    /// without pairs.
+    pub fn text(&self) -> Option<String> {
+        let s = self.spread()?;
+        let mean = signed_points(s.mean * 100.0);
+        Some(match s.std {
+            Some(std) => format!(
+                "{mean} ± {:.1} (higher in {} of {})",
+                std * 100.0,
+                self.higher(),
+                s.n
+            ),
+            None => format!("{mean} (1 run)"),
+        })
+    }
+}
+
+fn unique_by(rows: &[&ResultRow], by: &str, side: &'static str) -> Result<(), PairingError> {
+    for (i, r) in rows.iter().enumerate() {
+        let v = r.field(by);
+        let count = rows.iter().filter(|o| same_value(&o.field(by), &v)).count();
+        let first = rows[..i].iter().all(|o| !same_value(&o.field(by), &v));
+        if count > 1 && first {
+            return Err(PairingError::Ambiguous {
+                side,
+                by: by.to_string(),
+                value: coord_text(&v),
+                count,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A paired difference in a template: renders its text, or "—" with a footnote when no
+/// run has both results yet; `mean`, `std`, `n` and `higher` for templates that compute.
+#[derive(Debug)]
+pub struct PairedCell {
+    pub difference: PairedDifference,
+    pub notes: Arc<Footnotes>,
+}
+
+impl PairedCell {
+    fn text(&self) -> String {
+        self.difference.text().unwrap_or_else(|| {
+            missing(
+                &self.notes,
+                NoteKind::MissingResult,
+                "No run (seed) has both results of this comparison yet; the tables above \
+                 say which has not run.",
+            )
+        })
+    }
+}
+
+impl Object for PairedCell {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let s = self.difference.spread();
+        match key.as_str()? {
+            "mean" => Some(s.map(|s| s.mean).into()),
+            "std" => Some(s.and_then(|s| s.std).into()),
+            "n" => Some(s.map_or(0, |s| s.n).into()),
+            "higher" => Some(self.difference.higher().into()),
+            "missing" => Some(s.is_none().into()),
+            "text" => Some(self.text().into()),
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["mean", "std", "n", "higher", "missing", "text"])
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(head: &str, seed: i64, f1: f64) -> ResultRow {
+        ResultRow {
+            input: "ddi".into(),
+            stage: format!("eval[head={head},seed={seed}]"),
+            key: String::new(),
+            coords: [("head".into(), json!(head)), ("seed".into(), json!(seed))].into(),
+            metrics: json!({ "f1": f1 }),
+            history: None,
+            stats: None,
+            dir: None,
+        }
+    }
+
+    #[test]
+    fn differences_by_hand() {
+        let a = [
+            run("att", 1, 0.30),
+            run("att", 2, 0.40),
+            run("att", 3, 0.50),
+        ];
+        // seed 4 has no partner; seed 1.0 pairs with seed 1
+        let b = [
+            run("cls", 1, 0.25),
+            run("cls", 2, 0.45),
+            run("cls", 3, 0.40),
+            run("cls", 4, 0.90),
+        ];
+        let (a, b): (Vec<_>, Vec<_>) = (a.iter().collect(), b.iter().collect());
+        let d = PairedDifference::of(&a, &b, "seed", "f1").unwrap();
+        // +5, −5, +10 points: mean 10/3; deviations 5/3, −25/3, 20/3 → ss = 1050/9,
+        // / 2 = 58.33, std 7.64
+        let s = d.spread().unwrap();
+        assert!((s.mean * 100.0 - 10.0 / 3.0).abs() < 1e-9);
+        assert!((s.std.unwrap() * 100.0 - 58.333_333f64.sqrt()).abs() < 1e-5);
+        assert_eq!(d.higher(), 2);
+        assert_eq!(d.text().unwrap(), "+3.3 ± 7.6 (higher in 2 of 3)");
+    }
+
+    #[test]
+    fn one_pair_none_and_ambiguous() {
+        let a = [run("att", 2, 0.30)];
+        let b = [run("cls", 2, 0.31), run("cls", 3, 0.2)];
+        let (ar, br): (Vec<_>, Vec<_>) = (a.iter().collect(), b.iter().collect());
+        let d = PairedDifference::of(&ar, &br, "seed", "f1").unwrap();
+        assert_eq!(d.text().unwrap(), "−1.0 (1 run)");
+
+        let none = PairedDifference::of(&ar, &br[1..], "seed", "f1").unwrap();
+        assert_eq!(none.text(), None);
+
+        let two_heads = [run("att", 2, 0.3), run("cls", 2, 0.3)];
+        let tr: Vec<_> = two_heads.iter().collect();
+        let err = PairedDifference::of(&tr, &br, "seed", "f1").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("first selection has 2 results with seed=2"));
+    }
+}
