@@ -629,6 +629,30 @@ fn show_prints_a_cached_output_or_says_why_it_would_run() {
 }
 
 #[test]
+fn show_without_the_profile_a_result_ran_under_names_that_profile() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &format!("{CHAIN}profiles:\n  loud:\n    a:\n      cmd: echo LOUD > a.txt\n"),
+    );
+    p.ok(&["run", "p.yaml", "--profile", "loud", "--only", "b"]);
+    let forgot = p.pipe(&["show", "p.yaml", "b"]);
+    assert!(!forgot.status.success());
+    assert!(
+        both(&forgot).contains("hint: it is cached under `--profile loud`"),
+        "{}",
+        both(&forgot)
+    );
+    assert_eq!(
+        p.ok(&["show", "p.yaml", "b", "--profile", "loud", "b.txt"]),
+        "LOUD\n"
+    );
+    // `c` never ran anywhere: no hint
+    let never = p.pipe(&["show", "p.yaml", "c"]);
+    assert!(!both(&never).contains("hint:"), "{}", both(&never));
+}
+
+#[test]
 fn two_stages_with_one_key_run_once_and_both_feed_their_children() {
     let p = Project::new();
     // `a` and `b` are the same computation under two names (as one checkpoint fetched for

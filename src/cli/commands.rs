@@ -409,6 +409,46 @@ fn one_instance(loaded: &Loaded, pipeline: &Path, stage: &str) -> Result<usize> 
     }
 }
 
+/// The other profiles of the pipeline (`None`: none) under which the instance `name` is
+/// cached: a result that `show` cannot find under this profile is usually one that ran
+/// under another, so the error can name it.
+fn profiles_caching(
+    target: &PipelineArgs,
+    name: &str,
+    cache: &Cache,
+    device: &str,
+    registry: &StageRegistry,
+) -> Vec<Option<String>> {
+    let Ok(here) = load(&target.pipeline, target.profile.as_deref(), registry) else {
+        return Vec::new();
+    };
+    let others = here
+        .pipeline
+        .profiles
+        .iter()
+        .cloned()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .filter(|p| *p != target.profile);
+    others
+        .filter(|profile| {
+            let Ok(loaded) = load(&target.pipeline, profile.as_deref(), registry) else {
+                return false;
+            };
+            let Some(i) = loaded
+                .pipeline
+                .instances
+                .iter()
+                .position(|inst| inst.name == name)
+            else {
+                return false;
+            };
+            plan_for(&loaded, cache, vec![name.to_string()], Vec::new(), device)
+                .is_ok_and(|plan| plan.item(i).status == Status::Cached)
+        })
+        .collect()
+}
+
 /// Prints where a cached stage's outputs are and what they hold, or one of its files.
 fn show_command(
     root: &Path,
@@ -425,8 +465,23 @@ fn show_command(
     let plan = plan_everything(&loaded, &cache, device)?;
     let item = plan.item(i);
     if item.status != Status::Cached {
+        let elsewhere = profiles_caching(target, name, &cache, device, registry);
+        let hint = match elsewhere.as_slice() {
+            [] => String::new(),
+            profiles => format!(
+                "\nhint: it is cached under {}",
+                profiles
+                    .iter()
+                    .map(|p| match p {
+                        Some(p) => format!("`--profile {p}`"),
+                        None => "no profile".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         bail!(
-            "`{name}` is not cached (key {}); `pipe run` would run it: {}",
+            "`{name}` is not cached (key {}); `pipe run` would run it: {}{hint}",
             item.key.short(),
             exec::reasons_text(&item.reasons)
         );
