@@ -629,6 +629,48 @@ fn show_prints_a_cached_output_or_says_why_it_would_run() {
 }
 
 #[test]
+fn plan_summary_counts_cached_cells_per_stage() {
+    let p = Project::new();
+    p.write(
+        "g.yaml",
+        r#"
+stages:
+  cell:
+    kind: shell
+    params:
+      cmd: echo "$SEED" > "$PIPE_OUT/s.txt"
+    matrix:
+      env.SEED: [1, 2, 3]
+  all:
+    kind: shell
+    inputs:
+      cells: cell
+    params:
+      cmd: echo "$PIPE_IN_CELLS" > "$PIPE_OUT/all.txt"
+"#,
+    );
+    p.ok(&["run", "g.yaml", "--only", "cell[env.SEED=2]"]);
+    let summary = p.ok(&["plan", "g.yaml", "--summary"]);
+    let line = |stage: &str| {
+        summary
+            .lines()
+            .find(|l| l.starts_with(&format!("{stage} ")))
+            .unwrap_or_else(|| panic!("{stage} missing:\n{summary}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("cell")[1..], ["shell", "3", "1", "2"], "{summary}");
+    assert_eq!(line("all")[1..], ["shell", "1", "0", "1"], "{summary}");
+    assert!(summary.ends_with("3 to run, 1 cached\n"), "{summary}");
+    p.ok(&["run", "g.yaml"]);
+    let done = p.ok(&["plan", "g.yaml", "--summary"]);
+    assert!(
+        done.contains("cell ") && done.lines().nth(1).unwrap().ends_with('✓'),
+        "{done}"
+    );
+}
+
+#[test]
 fn show_without_the_profile_a_result_ran_under_names_that_profile() {
     let p = Project::new();
     p.write(

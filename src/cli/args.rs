@@ -69,10 +69,19 @@ pub enum Command {
         /// Print a JSON array of {stage, key, status, reason}.
         #[arg(long)]
         json: bool,
+        /// One line per stage of the YAML: its cells, how many are cached, how many would
+        /// run (to watch a grid fill up across sessions).
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
+        /// Plan only these stages (and what they need): a stage name, a cell
+        /// (`ft[head=cls,seed=1]`) or cells by some coordinates (`ft[seed=2]`).
         #[arg(long)]
         only: Vec<String>,
+        /// Plan these stages (and their descendants) as rerun even if cached.
         #[arg(long)]
         force: Vec<String>,
+        /// Device whose backend the keys are for: cpu, cuda:0, wgpu, tch (training results
+        /// are cached per backend).
         #[arg(long, default_value = "cpu")]
         device: String,
     },

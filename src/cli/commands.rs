@@ -124,6 +124,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan {
             target,
             json,
+            summary,
             only,
             force,
             device,
@@ -136,6 +137,8 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                     "{}",
                     serde_json::to_string_pretty(&plan.to_json(&loaded.pipeline))?
                 );
+            } else if summary {
+                print!("{}", render_plan_summary(&loaded.pipeline, &plan));
             } else {
                 print!("{}", render_plan(&loaded.pipeline, &plan));
             }
@@ -265,6 +268,54 @@ fn copy_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
 }
 
 /// The human form of `pipe plan`.
+/// The plan one line per YAML stage: how many of its cells are cached and how many would
+/// run (`pipe plan --summary`, for watching a grid fill up across sessions).
+pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
+    // (stage, kind, cells, cached, to run), in plan (topological) order of first cells
+    let mut rows: Vec<(&str, &str, usize, usize, usize)> = Vec::new();
+    for it in &plan.items {
+        if it.status == Status::NotSelected {
+            continue;
+        }
+        let inst = &p.instances[it.instance];
+        let at = match rows.iter().position(|r| r.0 == inst.base) {
+            Some(at) => at,
+            None => {
+                rows.push((&inst.base, &inst.kind, 0, 0, 0));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[at];
+        row.2 += 1;
+        if it.status == Status::Cached {
+            row.3 += 1;
+        } else {
+            row.4 += 1;
+        }
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:<18} {:>5} {:>7} {:>7}\n",
+        "stage", "kind", "cells", "cached", "to run"
+    );
+    for (stage, kind, cells, cached, run) in &rows {
+        let done = if run == &0 { "  ✓" } else { "" };
+        out.push_str(&format!(
+            "{stage:<width$}  {kind:<18} {cells:>5} {cached:>7} {run:>7}{done}\n"
+        ));
+    }
+    let (cached, run) = rows
+        .iter()
+        .fold((0, 0), |(c, r), row| (c + row.3, r + row.4));
+    out.push_str(&format!("{run} to run, {cached} cached\n"));
+    out
+}
+
 pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
     let width = p
         .instances
