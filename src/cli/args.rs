@@ -134,6 +134,7 @@ pub enum Command {
     },
     /// Compare the metrics of two profiles of a pipeline.
     Diff {
+        /// Pipeline YAML file.
         pipeline: PathBuf,
         /// Profile A.
         a: String,
@@ -153,6 +154,8 @@ pub enum Command {
         /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// The text to encode (truncated to the checkpoint's `max_position_embeddings` word
+        /// pieces, [CLS] and [SEP] included).
         text: String,
     },
     /// Benchmarks that print figures (not timed tests).
