@@ -17,8 +17,8 @@
 //! - `paired(a, b, metric="f1", by="seed")` → `a − b` over the runs both selections have
 //!   (paired by `by`): "+2.7 ± 0.8 (higher in 3 of 3)", or "—" + footnote; attributes
 //!   `.mean .std .n .higher .missing`;
-//! - filters `pct` (fraction → "81.2"), `signed` (points → "+1.5") and `thousands`
-//!   (5834 → "5,834");
+//! - filters `pct` (fraction → "81.2"), `signed` (points → "+1.5", "−0.3"), `fixed(n)`
+//!   (n decimals) and `thousands` (5834 → "5,834");
 //! - `counts_table(stats)` → a markdown table of a `split → label → count` map;
 //! - `history_plot(rows, file=..., metric="train_loss", percent=false, over=..., title=...,
 //!   **coords)` (one line per varying coordinate combination, averaged per epoch over `over`),
@@ -596,19 +596,12 @@ fn pct(state: &RenderState, value: &Value, decimals: Option<usize>) -> Result<St
     Ok(cells::percent(n, decimals.unwrap_or(1)))
 }
 
-/// `{{ x | fixed(3) }}`: a number with that many decimals; `signed=true` prints the sign
-/// of positive numbers too (for differences).
-fn fixed(value: Value, decimals: usize, kwargs: Kwargs) -> Result<String, Error> {
-    let signed: Option<bool> = kwargs.get("signed")?;
-    kwargs.assert_all_used()?;
+/// `{{ x | fixed(3) }}`: a number with that many decimals (`| signed` for a signed
+/// difference).
+fn fixed(value: Value, decimals: usize) -> Result<String, Error> {
     let n = f64::try_from(value.clone())
         .map_err(|_| invalid(format!("fixed: expected a number, got {}", value.kind())))?;
-    let text = cells::no_negative_zero(format!("{n:.decimals$}"));
-    Ok(if signed == Some(true) && !text.starts_with('-') {
-        format!("+{text}")
-    } else {
-        text
-    })
+    Ok(cells::no_negative_zero(format!("{n:.decimals$}")))
 }
 
 fn thousands(value: &Value) -> Result<String, Error> {
@@ -1142,12 +1135,13 @@ mod tests {
     fn filters_and_helpers() {
         let rows = [row("ddi", "cls", 1, 0.8), row("ppi", "cls", 1, 0.7)];
         let out = render_inline(
-            "{{ 0.81234 | pct }} {{ 5834 | thousands }} {{ coord_values(rows, 'task') | join(',') }} {{ select(rows, task='ppi') | length }}",
+            "{{ 0.81234 | pct }} {{ 5834 | thousands }} {{ coord_values(rows, 'task') | join(',') }} {{ select(rows, task='ppi') | length }} {{ -3.06 | signed }} {{ 1.5 | signed }} {{ -0.01 | signed }} {{ 2 | fixed(2) }}",
             &rows,
         )
         .unwrap();
         assert!(
-            out.markdown.starts_with("81.2 5,834 ddi,ppi 1\n"),
+            out.markdown
+                .starts_with("81.2 5,834 ddi,ppi 1 −3.1 +1.5 0.0 2.00\n"),
             "{}",
             out.markdown
         );
