@@ -267,35 +267,46 @@ fn copy_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The human form of `pipe plan`.
+/// One YAML stage in `pipe plan --summary`: how many of its cells are cached, how many
+/// would run.
+struct StageCells<'a> {
+    stage: &'a str,
+    kind: &'a str,
+    cached: usize,
+    to_run: usize,
+}
+
 /// The plan one line per YAML stage: how many of its cells are cached and how many would
 /// run (`pipe plan --summary`, for watching a grid fill up across sessions).
 pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
-    // (stage, kind, cells, cached, to run), in plan (topological) order of first cells
-    let mut rows: Vec<(&str, &str, usize, usize, usize)> = Vec::new();
+    // in plan (topological) order of each stage's first cell
+    let mut rows: Vec<StageCells> = Vec::new();
     for it in &plan.items {
         if it.status == Status::NotSelected {
             continue;
         }
         let inst = &p.instances[it.instance];
-        let at = match rows.iter().position(|r| r.0 == inst.base) {
+        let at = match rows.iter().position(|r| r.stage == inst.base) {
             Some(at) => at,
             None => {
-                rows.push((&inst.base, &inst.kind, 0, 0, 0));
+                rows.push(StageCells {
+                    stage: &inst.base,
+                    kind: &inst.kind,
+                    cached: 0,
+                    to_run: 0,
+                });
                 rows.len() - 1
             }
         };
-        let row = &mut rows[at];
-        row.2 += 1;
         if it.status == Status::Cached {
-            row.3 += 1;
+            rows[at].cached += 1;
         } else {
-            row.4 += 1;
+            rows[at].to_run += 1;
         }
     }
     let width = rows
         .iter()
-        .map(|r| r.0.chars().count())
+        .map(|r| r.stage.chars().count())
         .max()
         .unwrap_or(5)
         .max(5);
@@ -303,19 +314,24 @@ pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
         "{:<width$}  {:<18} {:>5} {:>7} {:>7}\n",
         "stage", "kind", "cells", "cached", "to run"
     );
-    for (stage, kind, cells, cached, run) in &rows {
-        let done = if run == &0 { "  ✓" } else { "" };
+    for r in &rows {
+        let done = if r.to_run == 0 { "  ✓" } else { "" };
         out.push_str(&format!(
-            "{stage:<width$}  {kind:<18} {cells:>5} {cached:>7} {run:>7}{done}\n"
+            "{:<width$}  {:<18} {:>5} {:>7} {:>7}{done}\n",
+            r.stage,
+            r.kind,
+            r.cached + r.to_run,
+            r.cached,
+            r.to_run
         ));
     }
-    let (cached, run) = rows
-        .iter()
-        .fold((0, 0), |(c, r), row| (c + row.3, r + row.4));
-    out.push_str(&format!("{run} to run, {cached} cached\n"));
+    let cached: usize = rows.iter().map(|r| r.cached).sum();
+    let to_run: usize = rows.iter().map(|r| r.to_run).sum();
+    out.push_str(&format!("{to_run} to run, {cached} cached\n"));
     out
 }
 
+/// The human form of `pipe plan`.
 pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
     let width = p
         .instances
@@ -460,22 +476,18 @@ fn one_instance(loaded: &Loaded, pipeline: &Path, stage: &str) -> Result<usize> 
     }
 }
 
-/// The other profiles of the pipeline (`None`: none) under which the instance `name` is
-/// cached: a result that `show` cannot find under this profile is usually one that ran
+/// The pipeline's `profiles` other than the target's (`None`: no profile) under which the
+/// instance `name` is cached: a result that `show` cannot find under this profile is usually one that ran
 /// under another, so the error can name it.
 fn profiles_caching(
     target: &PipelineArgs,
+    profiles: &[String],
     name: &str,
     cache: &Cache,
     device: &str,
     registry: &StageRegistry,
 ) -> Vec<Option<String>> {
-    let Ok(here) = load(&target.pipeline, target.profile.as_deref(), registry) else {
-        return Vec::new();
-    };
-    let others = here
-        .pipeline
-        .profiles
+    let others = profiles
         .iter()
         .cloned()
         .map(Some)
@@ -516,7 +528,14 @@ fn show_command(
     let plan = plan_everything(&loaded, &cache, device)?;
     let item = plan.item(i);
     if item.status != Status::Cached {
-        let elsewhere = profiles_caching(target, name, &cache, device, registry);
+        let elsewhere = profiles_caching(
+            target,
+            &loaded.pipeline.profiles,
+            name,
+            &cache,
+            device,
+            registry,
+        );
         let hint = match elsewhere.as_slice() {
             [] => String::new(),
             profiles => format!(

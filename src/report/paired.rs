@@ -89,12 +89,16 @@ impl PairedDifference {
     }
 }
 
+/// An error naming the first value of `by` that two rows of `rows` share.
 fn unique_by(rows: &[&ResultRow], by: &str, side: &'static str) -> Result<(), PairingError> {
     for (i, r) in rows.iter().enumerate() {
         let v = r.field(by);
-        let count = rows.iter().filter(|o| same_value(&o.field(by), &v)).count();
-        let first = rows[..i].iter().all(|o| !same_value(&o.field(by), &v));
-        if count > 1 && first {
+        // no earlier row has `v` (it would have returned), so this counts them all
+        let count = 1 + rows[i + 1..]
+            .iter()
+            .filter(|o| same_value(&o.field(by), &v))
+            .count();
+        if count > 1 {
             return Err(PairingError::Ambiguous {
                 side,
                 by: by.to_string(),
