@@ -20,6 +20,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::Serialize;
 
+use super::bench_machine::MachineFigures;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
@@ -327,6 +328,10 @@ pub(super) fn bench_train(
             );
         }
     }
+    let machine = MachineFigures::measure();
+    if !json {
+        println!("{}", machine.summary());
+    }
     let mut figures = Vec::new();
     for shape in SHAPES {
         let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps)?;
@@ -395,7 +400,8 @@ pub(super) fn bench_train(
         figures.push(f);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        let report = serde_json::json!({ "machine": machine, "shapes": figures });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(ExitCode::SUCCESS)
 }

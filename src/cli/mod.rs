@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod bench_machine;
 mod bench_train;
 mod commands;
 mod encode;
@@ -15,6 +16,12 @@ use std::process::ExitCode;
 /// Runs one parsed command line; prints errors; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     exit_quietly_on_closed_pipe();
+    // A bad PIPE_SIMD is refused before anything runs (the kernels themselves would only
+    // ignore it).
+    if let Err(e) = crate::model::fused::SimdLevel::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -389,9 +389,14 @@ impl BertSelfAttention {
         let q = token_rows(&self.query, x.clone());
         let k = token_rows(&self.key, x.clone());
         let v = token_rows(&self.value, x.clone());
-        if !output_attentions && !self.dropout_active(&x) {
+        if !output_attentions {
             // The same maths in one fused kernel, the heads read and written in place.
-            return (fused::attention(q, k, v, bias, self.n_heads), None);
+            let context = if self.dropout_active(&x) {
+                fused::training_attention(q, k, v, bias, self.n_heads, &self.dropout)
+            } else {
+                fused::attention(q, k, v, bias, self.n_heads)
+            };
+            return (context, None);
         }
         let (q, k, v) = (
             self.split_heads(q),

@@ -4,6 +4,8 @@
 //! binary as a user does; a repository pipeline pointed at the committed fixtures.
 #![allow(dead_code)]
 
+pub mod training_run;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -54,6 +54,11 @@ fn threshold(p: f64) -> Option<u64> {
     (p < 1.0).then_some((p * 2.0 * (1u64 << 63) as f64) as u64)
 }
 
+/// Whether this thread is inside a [`SeededStream`] scope (so [`draw_mask`] will draw).
+pub fn in_seeded_scope() -> bool {
+    STREAM.with(Cell::get).is_some()
+}
+
 /// The next `n` Bernoulli(`p_keep`) draws of this thread's stream as 1.0 / 0.0, or `None`
 /// when no seeded scope is open. Advances the stream as burn's sampler would.
 pub fn draw_mask(n: usize, p_keep: f64) -> Option<Vec<f32>> {

@@ -394,6 +394,131 @@ pub fn attention(
     )))
 }
 
+/// Attention while training (dropout on the probabilities), under autodiff: the forward
+/// pass of [`kernels::attention_train`] and its hand-written backward pass, instead of
+/// burn's graph of head splits, batched products, softmax, dropout and merges.
+/// `Err` (inputs unchanged, nothing drawn) unless q, k and v are tracked `flex` f32 and the
+/// dropout mask can be drawn from the seeded stream ([`super::dropout::draw_mask`], the mask
+/// burn's `Dropout` would draw there).
+pub fn training_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+    p_drop: f64,
+) -> Result<Tensor<3>, AttentionInputs> {
+    let [b, t, d] = q.dims();
+    let [mb, mh, mq, mk] = mask.dims();
+    let fits = heads > 0
+        && d % heads == 0
+        && k.dims() == q.dims()
+        && v.dims() == q.dims()
+        && mb == b
+        && mh == 1
+        && (mq == t || mq == 1)
+        && mk == t
+        && (0.0..1.0).contains(&p_drop);
+    let Some(m) = constant(&mask).filter(|_| fits && super::dropout::in_seeded_scope()) else {
+        return Err((q, k, v, mask));
+    };
+    let (Placed::Tracked(qt), Placed::Tracked(kt), Placed::Tracked(vt)) =
+        (place(q.clone()), place(k.clone()), place(v.clone()))
+    else {
+        return Err((q, k, v, mask));
+    };
+    let p_keep = 1.0 - p_drop;
+    let Some(keep) = super::dropout::draw_mask(b * heads * t * t, p_keep) else {
+        return Err((q, k, v, mask));
+    };
+    let layout = kernels::AttentionLayout {
+        batch: b,
+        tokens: t,
+        heads,
+        d_head: d / heads,
+        mask_queries: mq,
+    };
+    let mut state = AttentionState {
+        q: contiguous(qt.primitive().clone()),
+        k: contiguous(kt.primitive().clone()),
+        v: contiguous(vt.primitive().clone()),
+        probs: vec![0.0f32; b * heads * t * t],
+        keep,
+        // as burn's Dropout: the scalar 1/(1 − p) in f64, applied as an f32 element
+        keep_scale: (1.0 / p_keep) as f32,
+        layout,
+    };
+    let mut out = vec![0.0f32; b * t * d];
+    kernels::attention_train(
+        values(&state.q),
+        values(&state.k),
+        values(&state.v),
+        values(&contiguous(m)),
+        &state.keep,
+        state.keep_scale,
+        layout,
+        &mut state.probs,
+        &mut out,
+    );
+    let out = from_vec(out, Shape::new([b, t, d]));
+    let tracked = match AttentionBackward
+        .prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(Tensor::from_primitive::<Tracked>(tracked))
+}
+
+/// What the backward pass of [`training_attention`] reads.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    /// P = softmax(S + M), `[B, h, T, T]`.
+    probs: Vec<f32>,
+    /// The dropout mask Z (0/1), `[B, h, T, T]`.
+    keep: Vec<f32>,
+    keep_scale: f32,
+    layout: kernels::AttentionLayout,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let d_out = contiguous(grads.consume::<Flex>(&ops.node));
+        let n = values(&s.q).len();
+        let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+        kernels::attention_backward(
+            values(&s.q),
+            values(&s.k),
+            values(&s.v),
+            &s.probs,
+            &s.keep,
+            s.keep_scale,
+            values(&d_out),
+            s.layout,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        );
+        let shape = s.q.shape();
+        for (node, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, from_vec(grad, shape.clone()));
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- LSTM recurrence
 
 /// The inputs of [`lstm`], handed back when the fused path does not apply.

@@ -1,6 +1,6 @@
 //! The fused kernels on plain `f32` slices: one pass over memory per step, rows split over
-//! the rayon pool, loops written so that LLVM vectorises them (AVX2 + FMA where the CPU has
-//! them, chosen at run time).
+//! the rayon pool, loops written so that LLVM vectorises them (AVX-512 or AVX2 + FMA where
+//! the CPU has them, chosen at run time: [`super::simd`]).
 //!
 //! Each kernel computes the same maths as its reference form in [`super::reference`]; `exp`
 //! and `erf` are polynomial approximations accurate to a few ulp (`exp`) and 2·10⁻⁷
@@ -8,24 +8,34 @@
 
 use rayon::prelude::*;
 
+use super::simd::SimdLevel;
+
 /// Rows handed to one rayon task: enough work to amortise the task, small enough to balance.
 const MIN_ELEMENTS_PER_TASK: usize = 1 << 14;
 
-/// Runs `body` with AVX2 and FMA enabled when the CPU has them, so the loops it inlines
-/// are vectorised 8 wide; elsewhere it runs the same code compiled for the baseline target.
+/// Runs `body` compiled for the [`SimdLevel`] chosen at run time (`SimdLevel::active`):
+/// with AVX-512 the loops it inlines are vectorised 16 wide, with AVX2 + FMA 8 wide, else
+/// for the x86-64 baseline. The code is the same at every level and none of it asks for a
+/// fused multiply-add (Rust never contracts `a * b + c`), so each level computes the same
+/// IEEE operations on each element; only the register width differs.
 macro_rules! with_simd {
     ($body:expr) => {{
         #[cfg(target_arch = "x86_64")]
         {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            fn avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
             #[target_feature(enable = "avx2,fma")]
             fn avx2<R>(f: impl FnOnce() -> R) -> R {
                 f()
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU was just checked to support AVX2 and FMA.
-                unsafe { avx2(|| $body) }
-            } else {
-                $body
+            match SimdLevel::active() {
+                // SAFETY: `active` never exceeds what the CPU was detected to support.
+                SimdLevel::Avx512 => unsafe { avx512(|| $body) },
+                // SAFETY: as above.
+                SimdLevel::Avx2 => unsafe { avx2(|| $body) },
+                SimdLevel::Baseline => $body,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -174,7 +184,8 @@ pub fn masked_softmax(scores: &[f32], mask: &[f32], layout: MaskLayout, probs: &
         });
 }
 
-/// Lanes of the running max and sum in [`softmax_row`]: one AVX2 register.
+/// Lanes of the running max and sum in [`softmax_row`]: one AVX2 register, at every
+/// [`SimdLevel`], so that every level sums a row in the same order (and gives the same bits).
 const LANES: usize = 8;
 
 /// max(xs) over [`LANES`] independent running maxima, so that the loop vectorises.
@@ -418,6 +429,230 @@ pub fn attention(
             }
         },
     );
+}
+
+/// Attention while training, with dropout on the probabilities:
+/// S = Q_h K_hᵀ / √d_k, P = softmax(S + M), O_h = (P ⊙ Z / (1 − p)) V_h, Z the dropout
+/// mask `keep` (0/1, `[B, h, T, T]`) and `keep_scale` = 1/(1 − p), in burn's order
+/// ((P ⊙ Z) · 1/(1 − p)).
+///
+/// As [`attention`], one task per (sequence, head) reads and writes its head's columns of
+/// `[B, T, d]` in place; it also writes P into `probs` (`[B, h, T, T]`) for
+/// [`attention_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_train(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    keep: &[f32],
+    keep_scale: f32,
+    layout: AttentionLayout,
+    probs: &mut [f32],
+    out: &mut [f32],
+) {
+    let AttentionLayout {
+        batch,
+        tokens: t,
+        heads,
+        d_head,
+        mask_queries,
+    } = layout;
+    let d = heads * d_head;
+    assert!(
+        q.len() == batch * t * d && k.len() == q.len() && v.len() == q.len(),
+        "attention_train: q, k, v must be [B, T, d]"
+    );
+    assert_eq!(out.len(), q.len(), "attention_train: out must be [B, T, d]");
+    assert_eq!(
+        mask.len(),
+        batch * mask_queries * t,
+        "attention_train: mask"
+    );
+    assert!(
+        probs.len() == batch * heads * t * t && keep.len() == probs.len(),
+        "attention_train: probs and keep must be [B, h, T, T]"
+    );
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let out = HeadColumns(out.as_mut_ptr());
+    probs
+        .par_chunks_mut(t * t)
+        .zip(keep.par_chunks(t * t))
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; t * t],
+            |dropped, (task, (p, z))| {
+                let (b, h) = (task / heads, task % heads);
+                let at = b * t * d + h * d_head;
+                // SAFETY: the [T, d_k] blocks of sequence b and head h inside q, k (row
+                // stride d, lengths checked above) and the T × T block of this task.
+                unsafe {
+                    matmul(
+                        (t, t, d_head),
+                        p.as_mut_ptr(),
+                        t,
+                        false,
+                        MatRef::rows(q.as_ptr().add(at), d),
+                        MatRef::transposed(k.as_ptr().add(at), d),
+                        scale,
+                        gemm::Parallelism::None,
+                    );
+                }
+                with_simd!({
+                    for (i, row) in p.chunks_mut(t).enumerate() {
+                        let m = b * mask_queries + if mask_queries == 1 { 0 } else { i };
+                        softmax_row(row, &mask[m * t..(m + 1) * t]);
+                    }
+                    for ((y, &p), &z) in dropped.iter_mut().zip(p.iter()).zip(z) {
+                        *y = (p * z) * keep_scale;
+                    }
+                });
+                // SAFETY: as above; tasks write disjoint blocks of `out`.
+                unsafe {
+                    matmul(
+                        (t, d_head, t),
+                        out.at(at),
+                        d,
+                        false,
+                        MatRef::rows(dropped.as_ptr(), t),
+                        MatRef::rows(v.as_ptr().add(at), d),
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+}
+
+/// The gradients of [`attention_train`] given dL/dO (`d_out`, `[B, T, d]`), per (sequence,
+/// head), with P̃ = (P ⊙ Z)/(1 − p):
+/// dV_h = P̃ᵀ dO_h; dP = (dO_h V_hᵀ · 1/(1 − p)) ⊙ Z; dS = P ⊙ (dP − Σ_j P_j dP_j) (the
+/// softmax backward of [`softmax_backward`]); dQ_h = dS K_h / √d_k; dK_h = dSᵀ Q_h / √d_k.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    keep: &[f32],
+    keep_scale: f32,
+    d_out: &[f32],
+    layout: AttentionLayout,
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let AttentionLayout {
+        batch,
+        tokens: t,
+        heads,
+        d_head,
+        ..
+    } = layout;
+    let d = heads * d_head;
+    let n = batch * t * d;
+    assert!(
+        [
+            q.len(),
+            k.len(),
+            v.len(),
+            d_out.len(),
+            dq.len(),
+            dk.len(),
+            dv.len()
+        ]
+        .iter()
+        .all(|&len| len == n),
+        "attention_backward: q, k, v, d_out and the gradients must be [B, T, d]"
+    );
+    assert!(
+        probs.len() == batch * heads * t * t && keep.len() == probs.len(),
+        "attention_backward: probs and keep must be [B, h, T, T]"
+    );
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let (dq, dk, dv) = (
+        HeadColumns(dq.as_mut_ptr()),
+        HeadColumns(dk.as_mut_ptr()),
+        HeadColumns(dv.as_mut_ptr()),
+    );
+    probs
+        .par_chunks(t * t)
+        .zip(keep.par_chunks(t * t))
+        .enumerate()
+        .for_each_init(
+            || (vec![0.0f32; t * t], vec![0.0f32; t * t]),
+            |(dropped, ds), (task, (p, z))| {
+                let (b, h) = (task / heads, task % heads);
+                let at = b * t * d + h * d_head;
+                with_simd!(for ((y, &p), &z) in dropped.iter_mut().zip(p).zip(z) {
+                    *y = (p * z) * keep_scale;
+                });
+                // SAFETY: every pointer addresses the [T, d_k] block of sequence b and head
+                // h (row stride d) inside a buffer of length B·T·d (checked above), or a
+                // T × T scratch; tasks write disjoint blocks of dq, dk and dv.
+                unsafe {
+                    // dV_h = P̃ᵀ dO_h
+                    matmul(
+                        (t, d_head, t),
+                        dv.at(at),
+                        d,
+                        false,
+                        MatRef::transposed(dropped.as_ptr(), t),
+                        MatRef::rows(d_out.as_ptr().add(at), d),
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
+                    // dP̃ = dO_h V_hᵀ
+                    matmul(
+                        (t, t, d_head),
+                        ds.as_mut_ptr(),
+                        t,
+                        false,
+                        MatRef::rows(d_out.as_ptr().add(at), d),
+                        MatRef::transposed(v.as_ptr().add(at), d),
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
+                }
+                with_simd!({
+                    // dP = (dP̃ · 1/(1 − p)) ⊙ Z, then dS = P ⊙ (dP − Σ_j P_j dP_j)
+                    for (g, &z) in ds.iter_mut().zip(z) {
+                        *g = (*g * keep_scale) * z;
+                    }
+                    for (g, p) in ds.chunks_mut(t).zip(p.chunks(t)) {
+                        let dot = lane_dot(p, g);
+                        for (g, &p) in g.iter_mut().zip(p) {
+                            *g = p * (*g - dot);
+                        }
+                    }
+                });
+                // SAFETY: as above.
+                unsafe {
+                    // dQ_h = dS K_h / √d_k
+                    matmul(
+                        (t, d_head, t),
+                        dq.at(at),
+                        d,
+                        false,
+                        MatRef::rows(ds.as_ptr(), t),
+                        MatRef::rows(k.as_ptr().add(at), d),
+                        scale,
+                        gemm::Parallelism::None,
+                    );
+                    // dK_h = dSᵀ Q_h / √d_k
+                    matmul(
+                        (t, d_head, t),
+                        dk.at(at),
+                        d,
+                        false,
+                        MatRef::transposed(ds.as_ptr(), t),
+                        MatRef::rows(q.as_ptr().add(at), d),
+                        scale,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
 }
 
 /// `ds = p ⊙ (dp − Σ_j p_j dp_j)` per row: the gradient of softmax at its output `p`.

@@ -16,8 +16,10 @@ mod dropout;
 mod flex;
 mod kernels;
 pub mod reference;
+pub mod simd;
 
 pub use dropout::SeededStream;
+pub use simd::{SimdLevel, SimdLevelError};
 
 use std::cell::Cell;
 
@@ -103,6 +105,29 @@ pub fn attention(
     }
     flex::attention(q, k, v, mask, heads)
         .unwrap_or_else(|(q, k, v, mask)| reference::attention(q, k, v, mask, heads))
+}
+
+/// Multi-head attention while training, with dropout on the probabilities: `[B, T, d]`
+/// projections, the additive mask M, h heads; O_h = dropout(softmax(Q_h K_hᵀ/√d_k + M)) V_h.
+///
+/// On tracked `flex` f32 inside a seeded scope one kernel per (sequence, head) runs it in
+/// place, and one more its backward pass, with the dropout mask burn's `Dropout` would draw;
+/// elsewhere the heads are split and burn's ops (with the fused softmax and dropout mask)
+/// run, as [`reference::training_attention`].
+pub fn training_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    if !fused_enabled() {
+        return reference::training_attention(q, k, v, mask, heads, dropout);
+    }
+    flex::training_attention(q, k, v, mask, heads, dropout.prob).unwrap_or_else(
+        |(q, k, v, mask)| reference::training_attention(q, k, v, mask, heads, dropout),
+    )
 }
 
 /// The LSTM recurrence from zero state: `x_proj [B, T, 4d]` holds W_ih x_t + b for every

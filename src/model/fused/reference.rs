@@ -44,6 +44,27 @@ pub fn attention(
     context.swap_dims(1, 2).reshape([b, t, d])
 }
 
+/// Multi-head attention while training, as the encoder computed it before the fused
+/// kernel: the heads split to `[B, h, T, d_k]`, A = softmax(Q Kᵀ/√d_k + M) (Q scaled first:
+/// cheaper than scaling the T × T scores), dropout on A, A V, the heads merged back. The
+/// softmax and dropout are [`super`]'s (fused unless inside `with_reference_kernels`).
+pub fn training_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+    dropout: &burn::nn::Dropout,
+) -> Tensor<3> {
+    let [b, t, d] = q.dims();
+    let split = |x: Tensor<3>| x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
+    let scale = 1.0 / ((d / heads) as f64).sqrt();
+    let scores = split(q).mul_scalar(scale).matmul(split(k).swap_dims(2, 3));
+    let probs = super::masked_softmax(scores, mask);
+    let context = super::dropout(dropout, probs).matmul(split(v));
+    context.swap_dims(1, 2).reshape([b, t, d])
+}
+
 /// The LSTM recurrence from zero state with burn's ops, one step at a time (gates in the
 /// order i, f, g, o; `x_proj [B, T, 4d]` = W_ih x_t + b, `w_hh [d, 4d]`): states `[B, T, d]`.
 pub fn lstm(x_proj: Tensor<3>, w_hh: Tensor<2>) -> Tensor<3> {

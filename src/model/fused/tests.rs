@@ -127,6 +127,67 @@ fn attention_matches_reference_with_padding() {
 }
 
 #[test]
+fn training_attention_matches_reference_forward_and_backward() {
+    use crate::train::rng::with_backend_seed;
+    use burn::nn::DropoutConfig;
+    let plain = Device::flex();
+    let ad = plain.clone().autodiff();
+    let (b, t, heads, d_head) = (3, 13, 4, 8);
+    let lengths = [13, 7, 1];
+    let [q, k, v] = [0, 1, 2].map(|_| random([b, t, heads * d_head], 2.0, &plain));
+    let w = random([b, t, heads * d_head], 1.0, &plain);
+    let row_mask = padding_mask(&lengths, t, &ad);
+    let full_mask = row_mask.clone().repeat_dim(2, t);
+    for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+        for p_drop in [0.1, 0.5] {
+            let dropout = DropoutConfig::new(p_drop).init();
+            // the output and the gradients of Σ O ⊙ w with respect to q, k and v, with the
+            // dropout mask drawn from seed 7 (the same draws for both forms)
+            let run = || {
+                let [qt, kt, vt] =
+                    [&q, &k, &v].map(|x| Tensor::<3>::from_data(x.to_data(), &ad).require_grad());
+                let o = with_backend_seed(&ad, 7, || {
+                    training_attention(
+                        qt.clone(),
+                        kt.clone(),
+                        vt.clone(),
+                        mask.clone(),
+                        heads,
+                        &dropout,
+                    )
+                });
+                let grads = (o.clone() * Tensor::<3>::from_data(w.to_data(), &ad))
+                    .sum()
+                    .backward();
+                let g = |x: &Tensor<3>| x.grad(&grads).expect("a gradient reaches it");
+                (o.inner(), g(&qt), g(&kt), g(&vt))
+            };
+            let what = format!("{name}, p = {p_drop}");
+            // the fused kernel, not the fallback, is what gets compared
+            let tracked = |x: &Tensor<3>| Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+            let applied = with_backend_seed(&ad, 7, || {
+                flex::training_attention(
+                    tracked(&q),
+                    tracked(&k),
+                    tracked(&v),
+                    mask.clone(),
+                    heads,
+                    p_drop,
+                )
+                .is_ok()
+            });
+            assert!(applied, "{what}: the fused kernel did not apply");
+            let (o, dq, dk, dv) = run();
+            let (o_ref, dq_ref, dk_ref, dv_ref) = with_reference_kernels(run);
+            assert_close(&what, o, o_ref);
+            assert_close(&format!("{what}: dq"), dq, dq_ref);
+            assert_close(&format!("{what}: dk"), dk, dk_ref);
+            assert_close(&format!("{what}: dv"), dv, dv_ref);
+        }
+    }
+}
+
+#[test]
 fn layer_norm_matches_reference_forward_and_backward() {
     let (rows, d) = ([3, 7], 48);
     let plain = Device::flex();
