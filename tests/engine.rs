@@ -588,6 +588,75 @@ fn pipeline_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn plan_checks_each_stage_against_its_kinds_inputs() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    p.write("data/train.txt", "BRCA1\tB-Gene\n");
+    // fetch → corpus (a CoNLL NER corpus, or a relation one) → split → finetune → evaluate
+    let pipeline = |corpus_params: &str, finetune_inputs: &str, evaluate: &str| {
+        format!(
+            "stages:\n  files:\n    kind: fetch\n    params: {{source: \"path:data\"}}\n  \
+             model:\n    kind: fetch\n    params: {{source: \"path:data\"}}\n  corpus:\n    \
+             kind: corpus\n    inputs: {{source: files}}\n    params: {corpus_params}\n  \
+             split:\n    kind: split\n    inputs: {{corpus: corpus}}\n    params: {{method: \
+             standard}}\n  ft:\n    kind: finetune\n    matrix: {{seed: [1, 2]}}\n    \
+             params: {{head: cls}}\n    inputs:\n{finetune_inputs}{evaluate}"
+        )
+    };
+    let ner = "{format: conll, files: {train: train.txt}}";
+    let relation = "{format: blurb_tsv, files: {train: train.txt}, label2id: {a: 0}}";
+    let good_inputs = "      data: split\n      model: model\n";
+    let per_cell =
+        "  eval:\n    kind: evaluate\n    foreach: [seed]\n    inputs: {predictions: ft}\n";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "misspelt.yaml",
+            pipeline(relation, "      dta: split\n      model: model\n", ""),
+            "misspelt.yaml:21:7: stage `ft[seed=1]`: kind `finetune` has no input `dta`, did you \
+             mean `data`?; its inputs: `data` (a split of a relation corpus), `model` (a BERT \
+             checkpoint directory)",
+        ),
+        (
+            "no_model.yaml",
+            pipeline(relation, "      data: split\n", ""),
+            "no_model.yaml:20:5: stage `ft[seed=1]`: kind `finetune` needs input `model` (a BERT \
+             checkpoint directory), which `inputs:` does not bind",
+        ),
+        (
+            "ner_split.yaml",
+            pipeline(ner, good_inputs, ""),
+            "ner_split.yaml:21:7: stage `ft[seed=1]`: input `data`: `split` is for NER (token \
+             tagging) (corpus `corpus` has format `conll`), but this stage needs relation \
+             classification",
+        ),
+        (
+            "two_runs.yaml",
+            pipeline(
+                relation,
+                good_inputs,
+                "  eval:\n    kind: evaluate\n    inputs:\n      predictions: ft\n",
+            ),
+            "two_runs.yaml:26:7: stage `eval`: input `predictions` takes one upstream result \
+             (a fine-tuning's output (`predictions.jsonl`)), but binds 2: ft[seed=1], ft[seed=2]",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        p.write(file, text);
+        let out = p.pipe(&["plan", file]);
+        let msg = both(&out);
+        assert!(!out.status.success(), "{file} should fail:\n{text}");
+        assert!(
+            msg.contains(expected),
+            "{file}: expected `{expected}` in:\n{msg}"
+        );
+    }
+    // the same pipeline with every input right plans (an evaluate per fine-tuning cell)
+    p.write("right.yaml", &pipeline(relation, good_inputs, per_cell));
+    let rows = p.plan("right.yaml");
+    assert_eq!(rows.len(), 8, "{rows:?}");
+}
+
+#[test]
 fn forced_rerun_publishes_the_new_output_not_a_stale_view() {
     let p = Project::new();
     p.write(

@@ -156,7 +156,8 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache { action } => cache_command(&cli.cache, action, &registry),
         Command::Kinds => {
             for k in registry.kinds() {
-                println!("{k}");
+                let inputs = registry.get(k).map(|e| e.inputs().describe());
+                println!("{k:<20} inputs: {}", inputs.unwrap_or_default());
             }
             Ok(ExitCode::SUCCESS)
         }

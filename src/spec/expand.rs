@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 use super::error::SpecError;
 use super::locate::SourceMap;
+use crate::data::schema::Task;
+use crate::stages::contract::{self, ContractError, TaskName};
 use crate::stages::{StageRegistry, PLANNED_KINDS};
 
 /// A reference from an input to one upstream instance (optionally a path inside its output).
@@ -769,6 +771,8 @@ pub fn load_pipeline(
         instances[i].inputs = bound;
     }
 
+    check_contracts(&instances, &merged, &map, registry)?;
+
     Ok(Pipeline {
         file: path.to_path_buf(),
         profile: profile.map(str::to_string),
@@ -776,6 +780,96 @@ pub fn load_pipeline(
         instances,
         profiles: doc.profiles.keys().cloned().collect(),
     })
+}
+
+/// Every instance's inputs against its kind's contract ([`crate::stages::contract`]):
+/// declared names, required inputs bound, one upstream result where the kind reads one, and
+/// corpora and splits of the task the stage needs. Instances come in expansion order, so
+/// an instance's inputs have their tasks worked out before it.
+fn check_contracts(
+    instances: &[StageInstance],
+    merged: &BTreeMap<String, MergedStage>,
+    map: &SourceMap,
+    registry: &StageRegistry,
+) -> Result<(), SpecError> {
+    // per instance: the task of the corpus or split it writes, and the instance it came from
+    // (pre-filled: with a cycle, which the graph reports next, an input can come later)
+    let mut tasks: Vec<Option<(Task, usize)>> = vec![None; instances.len()];
+    let mut names_checked: BTreeSet<&str> = BTreeSet::new();
+    for (i, inst) in instances.iter().enumerate() {
+        let base = inst.base.as_str();
+        let at_input = |input: &str, e: ContractError| {
+            map.error(
+                &["stages", base, "inputs", input],
+                format!("stage `{}`: {e}", inst.name),
+            )
+        };
+        let Some(erased) = registry.get(&inst.kind) else {
+            continue;
+        };
+        let contract = erased.inputs();
+        if names_checked.insert(base) {
+            let written = merged[base].doc.inputs.keys().map(String::as_str);
+            contract::check_names(erased.kind(), contract, written).map_err(|e| {
+                let input = match &e {
+                    ContractError::Unknown { name, .. } => name.clone(),
+                    _ => String::new(),
+                };
+                at_input(&input, e)
+            })?;
+        }
+        let upstream_task = |input: &str| -> Option<(Task, usize)> {
+            let refs = inst.inputs.get(input)?;
+            let first = tasks[refs.first()?.instance]?;
+            refs.iter()
+                .all(|r| tasks[r.instance].map(|(t, _)| t) == Some(first.0))
+                .then_some(first)
+        };
+        for (input, refs) in &inst.inputs {
+            if let Some(spec) = contract.get(input) {
+                let bound: Vec<String> = refs
+                    .iter()
+                    .map(|r| instances[r.instance].name.clone())
+                    .collect();
+                contract::check_arity(spec, &bound).map_err(|e| at_input(input, e))?;
+            }
+            let (Some(needed), Some((found, origin))) = (
+                erased.required_task(&inst.params, input),
+                upstream_task(input),
+            ) else {
+                continue;
+            };
+            if needed != found {
+                let origin = &instances[origin];
+                let why = match origin.params.get("format").and_then(|f| f.as_str()) {
+                    Some(format) => format!("corpus `{}` has format `{format}`", origin.name),
+                    None => format!("from `{}`", origin.name),
+                };
+                let upstream = refs
+                    .first()
+                    .map_or(String::new(), |r| instances[r.instance].name.clone());
+                let e = ContractError::WrongTask {
+                    name: input.clone(),
+                    upstream,
+                    found: TaskName(found),
+                    needed: TaskName(needed),
+                    why,
+                };
+                return Err(at_input(input, e));
+            }
+        }
+        let own = erased.output_task(&inst.params, &|input| upstream_task(input).map(|(t, _)| t));
+        // a task passed through from an input keeps that input's origin (for the message)
+        let origin = own.map(|task| {
+            inst.inputs
+                .keys()
+                .filter_map(|input| upstream_task(input))
+                .find(|&(t, _)| t == task)
+                .map_or(i, |(_, origin)| origin)
+        });
+        tasks[i] = own.zip(origin);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::analysis::record::ATTENTION_FILE;
 use crate::analysis::triggers::PAPER_TRIGGERS;
 use crate::analysis::{
@@ -100,6 +100,10 @@ impl Stage for AttentionAnalysisStage {
     const KIND: &'static str = "attention_analysis";
     const VERSION: u32 = 1;
     type Params = AttentionAnalysisParams;
+    const INPUTS: InputContract = InputContract::Declared(&[InputSpec::many(
+        INPUT,
+        "SLL-Att fine-tunings (their `attention.jsonl`)",
+    )]);
 
     fn check(p: &AttentionAnalysisParams) -> Result<(), ParamError> {
         for (name, value) in [

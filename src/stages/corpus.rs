@@ -2,7 +2,8 @@
 //! (`instances.jsonl` or `sentences.jsonl`), `labels.json` and `stats.json`.
 //! Params: [`crate::data::CorpusSpec`].
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use crate::data::schema::Task;
 use crate::data::{corpus, CorpusSpec, DataError};
 
 /// Parses a corpus by `format:`.
@@ -20,6 +21,12 @@ impl Stage for CorpusStage {
     const KIND: &'static str = "corpus";
     const VERSION: u32 = 1;
     type Params = CorpusSpec;
+    const INPUTS: InputContract =
+        InputContract::Declared(&[InputSpec::one("source", "the fetched corpus files")]);
+
+    fn output_task(p: &CorpusSpec, _: &dyn Fn(&str) -> Option<Task>) -> Option<Task> {
+        Some(p.format.task())
+    }
 
     fn check(p: &CorpusSpec) -> Result<(), ParamError> {
         p.check().map_err(param_error)

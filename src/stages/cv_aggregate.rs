@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::evaluate::{evaluate_dir, Average, EvaluateParams};
-use super::{InputArtifact, ParamError, Stage, StageCtx, StageError};
+use super::{InputArtifact, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::metrics::{CvSummary, FoldScore, Prf};
 use crate::report::rows::{coord_text, same_value};
 
@@ -220,6 +220,10 @@ impl Stage for CvAggregateStage {
     const KIND: &'static str = "cv_aggregate";
     const VERSION: u32 = 1;
     type Params = CvAggregateParams;
+    const INPUTS: InputContract = InputContract::Declared(&[InputSpec::many(
+        "folds",
+        "the fold results (`evaluate` stages)",
+    )]);
 
     fn check(p: &CvAggregateParams) -> Result<(), ParamError> {
         if p.over.trim().is_empty() {

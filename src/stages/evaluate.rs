@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::metrics::{ClassScore, Confusion, NerCounts, Prf};
 use crate::report::cells::percent;
@@ -359,6 +359,10 @@ impl Stage for EvaluateStage {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
     type Params = EvaluateParams;
+    const INPUTS: InputContract = InputContract::Declared(&[InputSpec::one(
+        "predictions",
+        "a fine-tuning's output (`predictions.jsonl`)",
+    )]);
 
     fn check(p: &EvaluateParams) -> Result<(), ParamError> {
         if p.positive.is_some() && p.average.is_some_and(|a| a != Average::Binary) {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, ParamError, Stage, StageCtx, StageError};
 use crate::sources::{self, tree_hash, FetchEnv, Mirrors, Placement, Source};
 
 /// Params of `fetch`.
@@ -31,6 +31,7 @@ impl Stage for FetchStage {
     const KIND: &'static str = "fetch";
     const VERSION: u32 = 1;
     type Params = FetchParams;
+    const INPUTS: InputContract = InputContract::Declared(&[]);
 
     fn check(p: &FetchParams) -> Result<(), ParamError> {
         p.source

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::training_checks::{
     check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
 };
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
-use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
@@ -195,6 +195,15 @@ impl Stage for FinetuneStage {
     const VERSION: u32 = 1;
     const USES_BACKEND: bool = true;
     type Params = FinetuneParams;
+    const INPUTS: InputContract = InputContract::Declared(&[
+        InputSpec::one("data", "a split of a relation corpus"),
+        InputSpec::one("model", "a BERT checkpoint directory"),
+    ]);
+
+    fn required_task(_: &FinetuneParams, input: &str) -> Option<Task> {
+        // every head so far classifies an entity pair of a sentence
+        (input == "data").then_some(Task::Relation)
+    }
 
     fn check(p: &FinetuneParams) -> Result<(), ParamError> {
         check_positive(&[

@@ -2,6 +2,7 @@
 //! stages only through the object-safe [`ErasedStage`] view kept in the [`StageRegistry`].
 
 pub mod attention_analysis;
+pub mod contract;
 pub mod corpus;
 mod ctx;
 pub mod cv_aggregate;
@@ -17,10 +18,13 @@ pub mod split;
 pub mod subdomain_corpus;
 pub mod training_checks;
 
+pub use contract::{Arity, ContractError, InputContract, InputSpec};
 pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
 pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};
 
 use serde::{de::DeserializeOwned, Serialize};
+
+use crate::data::schema::Task;
 
 /// A stage kind: typed params in, files written to [`StageCtx::out_dir`] out.
 ///
@@ -36,6 +40,25 @@ pub trait Stage: Send + Sync + 'static {
     const USES_BACKEND: bool = false;
     /// Typed params; use `#[serde(deny_unknown_fields)]` and serde defaults.
     type Params: DeserializeOwned + Serialize;
+    /// The inputs this kind reads, checked when the pipeline is bound (names, which are
+    /// required, one or a family); [`InputContract::Open`] takes any names.
+    const INPUTS: InputContract;
+
+    /// For a kind that writes a corpus or a split: the task it is for, from its params and
+    /// the tasks of its inputs (`input_task(name)`); `None` when it writes neither or the
+    /// task is unknown (a `shell` stage's output).
+    fn output_task(
+        _params: &Self::Params,
+        _input_task: &dyn Fn(&str) -> Option<Task>,
+    ) -> Option<Task> {
+        None
+    }
+
+    /// The task the corpus or split bound to `input` must be for (a relation head cannot
+    /// train on NER sentences); `None` takes any.
+    fn required_task(_params: &Self::Params, _input: &str) -> Option<Task> {
+        None
+    }
 
     /// Range and consistency checks done at plan time (before anything runs).
     fn check(_params: &Self::Params) -> Result<(), ParamError> {

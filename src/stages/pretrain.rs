@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::finetune::Init;
 use super::training_checks::{check_optimizer_params, check_positive, check_tiny, OptimizerParams};
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
@@ -148,6 +148,10 @@ impl Stage for PretrainStage {
     const VERSION: u32 = 1;
     const USES_BACKEND: bool = true;
     type Params = PretrainParams;
+    const INPUTS: InputContract = InputContract::Declared(&[
+        InputSpec::one("model", "a BERT checkpoint directory"),
+        InputSpec::one("corpus", "unlabeled text (`subdomain_corpus`)"),
+    ]);
 
     fn check(p: &PretrainParams) -> Result<(), ParamError> {
         check_positive(&[

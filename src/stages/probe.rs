@@ -30,9 +30,9 @@ use super::training_checks::{
     check_caps, check_non_negative, check_optimizer_params, check_positive, check_tiny,
     OptimizerParams,
 };
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
-use crate::data::schema::LABELS_FILE;
+use crate::data::schema::{Task, LABELS_FILE};
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::BertTokenizer;
 use crate::probe::{
@@ -162,6 +162,15 @@ impl Stage for ProbeStage {
     const VERSION: u32 = 1;
     const USES_BACKEND: bool = true;
     type Params = ProbeParams;
+    const INPUTS: InputContract = InputContract::Declared(&[
+        InputSpec::one("data", "a split of a relation corpus"),
+        InputSpec::one("model", "a BERT checkpoint directory"),
+    ]);
+
+    fn required_task(_: &ProbeParams, input: &str) -> Option<Task> {
+        // every head so far classifies an entity pair of a sentence
+        (input == "data").then_some(Task::Relation)
+    }
 
     fn check(p: &ProbeParams) -> Result<(), ParamError> {
         check_positive(&[

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, ParamError, Stage, StageCtx, StageError};
+use crate::data::schema::Task;
 
 /// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
@@ -21,6 +22,16 @@ pub trait ErasedStage: Send + Sync {
     fn fingerprint(&self, params: &serde_json::Value) -> Result<Option<String>, ParamError>;
     /// Runs the stage with params previously returned by [`ErasedStage::normalize`].
     fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError>;
+    /// The inputs the kind reads (see [`Stage::INPUTS`]).
+    fn inputs(&self) -> InputContract;
+    /// See [`Stage::output_task`]; `params` as [`ErasedStage::normalize`] returned them.
+    fn output_task(
+        &self,
+        params: &serde_json::Value,
+        input_task: &dyn Fn(&str) -> Option<Task>,
+    ) -> Option<Task>;
+    /// See [`Stage::required_task`].
+    fn required_task(&self, params: &serde_json::Value, input: &str) -> Option<Task>;
 }
 
 struct Erased<S: Stage>(PhantomData<fn() -> S>);
@@ -61,6 +72,29 @@ impl<S: Stage> ErasedStage for Erased<S> {
         let typed: S::Params = serde_json::from_value(params.clone())
             .map_err(|e| StageError::Param(param_error(e)))?;
         S::run(ctx, &typed)
+    }
+    fn inputs(&self) -> InputContract {
+        S::INPUTS
+    }
+    fn output_task(
+        &self,
+        params: &serde_json::Value,
+        input_task: &dyn Fn(&str) -> Option<Task>,
+    ) -> Option<Task> {
+        // open kinds (`shell`, `report`) write nothing whose task is known; skipping them
+        // keeps a 100,000-stage shell pipeline from parsing its params again
+        if S::INPUTS == InputContract::Open {
+            return None;
+        }
+        let typed: S::Params = serde_json::from_value(params.clone()).ok()?;
+        S::output_task(&typed, input_task)
+    }
+    fn required_task(&self, params: &serde_json::Value, input: &str) -> Option<Task> {
+        if S::INPUTS == InputContract::Open {
+            return None;
+        }
+        let typed: S::Params = serde_json::from_value(params.clone()).ok()?;
+        S::required_task(&typed, input)
     }
 }
 

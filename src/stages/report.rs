@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{InputArtifact, Inputs, ParamError, Stage, StageCtx, StageError};
+use super::{InputArtifact, InputContract, Inputs, ParamError, Stage, StageCtx, StageError};
 use crate::report::{
     render, Provenance, References, RenderedReport, ReportError, ResultRow, TemplateSource,
 };
@@ -109,6 +109,7 @@ impl Stage for ReportStage {
     const KIND: &'static str = "report";
     const VERSION: u32 = 1;
     type Params = ReportParams;
+    const INPUTS: InputContract = InputContract::Open;
 
     fn check(p: &ReportParams) -> Result<(), ParamError> {
         let plain =

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, ParamError, Stage, StageCtx, StageError};
 
 /// Params of `shell`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +94,7 @@ impl Stage for ShellStage {
     const KIND: &'static str = "shell";
     const VERSION: u32 = 1;
     type Params = ShellParams;
+    const INPUTS: InputContract = InputContract::Open;
 
     fn check(p: &ShellParams) -> Result<(), ParamError> {
         if p.cmd.trim().is_empty() {

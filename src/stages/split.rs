@@ -3,7 +3,8 @@
 //! `labels.json` and `stats.json`. Params: [`crate::data::SplitSpec`].
 
 use super::corpus::param_error;
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use crate::data::schema::Task;
 use crate::data::{split, SplitSpec};
 
 /// Standard splits, shipped folds, or document-grouped k-fold.
@@ -13,6 +14,12 @@ impl Stage for SplitStage {
     const KIND: &'static str = "split";
     const VERSION: u32 = 1;
     type Params = SplitSpec;
+    const INPUTS: InputContract =
+        InputContract::Declared(&[InputSpec::one("corpus", "a parsed corpus")]);
+
+    fn output_task(_: &SplitSpec, input_task: &dyn Fn(&str) -> Option<Task>) -> Option<Task> {
+        input_task("corpus")
+    }
 
     fn check(p: &SplitSpec) -> Result<(), ParamError> {
         p.check().map_err(param_error)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ParamError, Stage, StageCtx, StageError};
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::pretrain::documents::{self, normalise_entity_type, Document, Format, RecordFields};
 use crate::pretrain::query::{words, Query};
 
@@ -70,6 +70,10 @@ impl Stage for SubdomainCorpusStage {
     const KIND: &'static str = "subdomain_corpus";
     const VERSION: u32 = 2;
     type Params = SubdomainCorpusParams;
+    const INPUTS: InputContract = InputContract::Declared(&[InputSpec::one(
+        "source",
+        "fetched abstracts (PubMed XML, JSONL, TSV, text)",
+    )]);
 
     fn check(p: &SubdomainCorpusParams) -> Result<(), ParamError> {
         if let Some(query) = &p.query {
