@@ -13,5 +13,6 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root=()
   [ "$(id -u)" -eq 0 ] || as_root=(sudo)
   "${as_root[@]}" apt-get install -y -q "${need[@]}" \
-    || { "${as_root[@]}" apt-get update -q && "${as_root[@]}" apt-get install -y -q "${need[@]}"; }
+    || { "${as_root[@]}" apt-get update -q && "${as_root[@]}" apt-get install -y -q "${need[@]}"; } \
+    || echo "warning: could not install ${need[*]}; the tests that need it will say SKIPPED" >&2
 fi
