@@ -14,6 +14,7 @@
 
 pub mod confusion;
 pub mod cv;
+pub mod evaluation;
 pub mod ner;
 pub mod prf;
 pub mod spread;

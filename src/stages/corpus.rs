@@ -2,20 +2,12 @@
 //! (`instances.jsonl` or `sentences.jsonl`), `labels.json` and `stats.json`.
 //! Params: [`crate::data::CorpusSpec`].
 
-use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use super::{param_error, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::schema::Task;
-use crate::data::{corpus, CorpusSpec, DataError};
+use crate::data::{corpus, CorpusSpec};
 
 /// Parses a corpus by `format:`.
 pub struct CorpusStage;
-
-/// A plan-time `DataError::Param` as a [`ParamError`].
-pub(crate) fn param_error(e: DataError) -> ParamError {
-    match e {
-        DataError::Param { param, message } => ParamError::new(param, message),
-        other => ParamError::new("", other.to_string()),
-    }
-}
 
 impl Stage for CorpusStage {
     const KIND: &'static str = "corpus";

@@ -19,8 +19,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::evaluate::{evaluate_dir, Average, EvaluateParams};
 use super::{InputArtifact, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use crate::metrics::evaluation::{evaluate_dir, Average, EvaluateParams};
 use crate::metrics::{CvSummary, FoldScore, Prf};
 use crate::report::rows::{coord_text, same_value};
 

@@ -10,7 +10,7 @@
 //! dev scores and throughput), `attention.jsonl` for `sll_att*` heads (test α per token),
 //! and `model/` when `save_model: true`. The model tested is the one after the last epoch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
@@ -24,27 +24,14 @@ use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
-use crate::model::tokenizer::Encoding;
 use crate::model::vocab::grow_word_embeddings;
-use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
+use crate::model::{BertConfig, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
 use crate::train::rng::with_backend_seed;
 use crate::train::{
-    fit, micro_prf, predict, EncodedInstance, EpochRecord, FitEnv, SequenceClassifier, TrainError,
-    TrainSettings,
+    fit, load_encoder, micro_prf, predict, read_split, split_source, EpochRecord, FitEnv, Init,
+    SequenceClassifier, SplitInstance, SplitSet, SplitSource, TrainError, TrainSettings,
 };
-
-/// How the encoder's weights start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Init {
-    /// The checkpoint's weights.
-    #[default]
-    Pretrained,
-    /// Random weights (BERT's initializer) in the checkpoint's shape, or in
-    /// [`BertConfig::tiny`] with `tiny: true`.
-    Random,
-}
 
 /// Params of `finetune`; defaults are the papers' (su2020 III.D, su2022 "Experiment setup").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,14 +246,6 @@ impl From<TrainError> for StageError {
     }
 }
 
-/// One line of a split file (other fields are ignored).
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct SplitInstance {
-    pub id: String,
-    pub text: String,
-    pub label: String,
-}
-
 /// `predictions.jsonl` line.
 #[derive(Debug, Serialize)]
 struct PredictionLine<'a> {
@@ -288,19 +267,6 @@ struct AttentionLine<'a> {
 #[derive(Debug, Serialize)]
 struct History<'a> {
     epochs: &'a [EpochRecord],
-}
-
-/// A split file read and tokenized.
-pub(crate) struct SplitSet {
-    pub instances: Vec<SplitInstance>,
-    pub encodings: Vec<Encoding>,
-    pub encoded: Vec<EncodedInstance>,
-}
-
-impl SplitSet {
-    pub fn gold(&self) -> Vec<usize> {
-        self.encoded.iter().map(|x| x.label).collect()
-    }
 }
 
 fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
@@ -498,89 +464,6 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     Ok(())
 }
 
-/// A split directory resolved for one run: `data` itself or its `fold-K/`, and the
-/// `labels.json` that applies (the fold's own, else the split's).
-pub(crate) struct SplitSource {
-    pub dir: PathBuf,
-    pub labels_path: PathBuf,
-    pub label_set: LabelSet,
-}
-
-/// Resolves the `data` input (a `split` output) for `fold`; at least 2 labels.
-pub(crate) fn split_source(data_root: &Path, fold: Option<u32>) -> Result<SplitSource, StageError> {
-    let dir = match fold {
-        Some(k) => data_root.join(format!("fold-{k}")),
-        None => data_root.to_path_buf(),
-    };
-    if !dir.is_dir() {
-        return Err(StageError::Input {
-            name: "data".into(),
-            message: format!("{} is not a directory", dir.display()),
-        });
-    }
-    let labels_path = [dir.join(LABELS_FILE), data_root.join(LABELS_FILE)]
-        .into_iter()
-        .find(|path| path.is_file())
-        .ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {LABELS_FILE} in {}", dir.display()),
-        })?;
-    let label_set: LabelSet = jsonl::read_json(&labels_path)?;
-    if label_set.labels.len() < 2 {
-        return Err(StageError::Input {
-            name: "data".into(),
-            message: format!("{}: fewer than 2 labels", labels_path.display()),
-        });
-    }
-    Ok(SplitSource {
-        dir,
-        labels_path,
-        label_set,
-    })
-}
-
-/// Reads and tokenizes `dir/name.jsonl`, keeping at most `cap` instances (see [`capped`]);
-/// `None` when the file does not exist.
-pub(crate) fn read_split(
-    dir: &Path,
-    name: &str,
-    cap: Option<usize>,
-    labels: &[String],
-    tokenizer: &BertTokenizer,
-    max_len: usize,
-) -> Result<Option<SplitSet>, StageError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
-    encode_split(&path, instances, labels, tokenizer, max_len).map(Some)
-}
-
-/// The encoder as `init` says: the checkpoint in `model_dir`, or random weights in its
-/// shape (in [`BertConfig::tiny`] with the tokenizer's vocabulary when `tiny`). Random
-/// draws come from the backend's generator: call it under
-/// [`with_backend_seed`](crate::train::rng::with_backend_seed).
-pub(crate) fn load_encoder(
-    init: Init,
-    tiny: bool,
-    model_dir: &Path,
-    tokenizer: &BertTokenizer,
-    device: &burn::tensor::Device,
-) -> Result<(BertModel, BertConfig), ModelError> {
-    match init {
-        Init::Pretrained => BertModel::load(model_dir, device),
-        Init::Random => {
-            let config = if tiny {
-                BertConfig::tiny(tokenizer.vocab_size())
-            } else {
-                BertConfig::from_file(&model_dir.join("config.json"))?
-            };
-            Ok((BertModel::new(&config, device), config))
-        }
-    }
-}
-
 /// The distinct entity tags (`@…$`) in the texts of `dir`'s train, dev and test files,
 /// sorted (so the added ids do not depend on file order).
 fn split_entity_tags(dir: &Path) -> Result<Vec<String>, StageError> {
@@ -620,59 +503,6 @@ fn head_config(p: &FinetuneParams, config: &BertConfig, num_labels: usize) -> He
         lstm_hidden: p.lstm_hidden,
         dropout: p.dropout,
     }
-}
-
-/// Keeps at most `cap` instances: those whose ids hash lowest (blake3), in file order. The
-/// subset depends only on the ids, never on the seed or the file order.
-fn capped(instances: Vec<SplitInstance>, cap: Option<usize>) -> Vec<SplitInstance> {
-    let Some(cap) = cap.filter(|&c| c < instances.len()) else {
-        return instances;
-    };
-    let mut ranked: Vec<(blake3::Hash, usize)> = instances
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (blake3::hash(x.id.as_bytes()), i))
-        .collect();
-    ranked.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
-    let mut keep: Vec<usize> = ranked.into_iter().take(cap).map(|(_, i)| i).collect();
-    keep.sort_unstable();
-    let mut instances: Vec<Option<SplitInstance>> = instances.into_iter().map(Some).collect();
-    keep.into_iter()
-        .filter_map(|i| instances[i].take())
-        .collect()
-}
-
-fn encode_split(
-    path: &Path,
-    instances: Vec<SplitInstance>,
-    labels: &[String],
-    tokenizer: &BertTokenizer,
-    max_len: usize,
-) -> Result<SplitSet, StageError> {
-    let mut encodings = Vec::with_capacity(instances.len());
-    let mut encoded = Vec::with_capacity(instances.len());
-    for x in &instances {
-        let label = labels
-            .iter()
-            .position(|l| *l == x.label)
-            .ok_or_else(|| StageError::Input {
-                name: "data".into(),
-                message: format!(
-                    "{}: instance `{}` has label `{}`, which labels.json does not declare",
-                    path.display(),
-                    x.id,
-                    x.label
-                ),
-            })?;
-        let encoding = tokenizer.encode(&x.text, max_len)?;
-        encoded.push(EncodedInstance::new(&x.text, &encoding, label));
-        encodings.push(encoding);
-    }
-    Ok(SplitSet {
-        instances,
-        encodings,
-        encoded,
-    })
 }
 
 /// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the head

@@ -94,6 +94,14 @@ impl ParamError {
     }
 }
 
+/// A plan-time check of the data layer (`DataError::Param`) as a [`ParamError`].
+pub(crate) fn param_error(e: crate::data::DataError) -> ParamError {
+    match e {
+        crate::data::DataError::Param { param, message } => ParamError::new(param, message),
+        other => ParamError::new("", other.to_string()),
+    }
+}
+
 /// Why a stage run failed. Module errors convert into it with `?`.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -120,8 +128,20 @@ pub enum StageError {
     Report(#[from] crate::report::ReportError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Evaluation(#[from] crate::metrics::evaluation::EvaluationError),
     #[error("interrupted")]
     Interrupted,
+}
+
+/// A split that cannot be read for training is a problem with the `data` input.
+impl From<crate::train::SplitDataError> for StageError {
+    fn from(e: crate::train::SplitDataError) -> Self {
+        StageError::Input {
+            name: "data".into(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl StageError {

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use super::finetune::Init;
 use super::training_checks::{check_optimizer_params, check_positive, check_tiny, OptimizerParams};
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
@@ -38,6 +37,7 @@ use crate::pretrain::training::{
 };
 use crate::train::classifier::initialize_params;
 use crate::train::rng::with_backend_seed;
+use crate::train::Init;
 
 /// Params of `pretrain`; defaults are su2022's sub-domain adaptation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

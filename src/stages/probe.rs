@@ -24,8 +24,6 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::evaluate::{evaluate_dir, EvaluateParams, Evaluation};
-use super::finetune::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
 use super::training_checks::{
     check_caps, check_non_negative, check_optimizer_params, check_positive, check_tiny,
     OptimizerParams,
@@ -33,6 +31,7 @@ use super::training_checks::{
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
+use crate::metrics::evaluation::{evaluate_dir, EvaluateParams, Evaluation};
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::BertTokenizer;
 use crate::probe::{
@@ -42,6 +41,7 @@ use crate::probe::{
 use crate::report::cells::{percent, signed_points};
 use crate::train::rng::with_backend_seed;
 use crate::train::TrainSettings;
+use crate::train::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
 
 /// Params of `probe`; defaults are su2022's ("Experiment setup": a two-layer perceptron
 /// with 1024 hidden units, lr 2e-5, 4 epochs; max_len 128 and batch 32 as its BioBERT

@@ -2,8 +2,7 @@
 //! `train.jsonl`/`dev.jsonl`/`test.jsonl`, or `fold-K/{train,dev,test}.jsonl`, plus
 //! `labels.json` and `stats.json`. Params: [`crate::data::SplitSpec`].
 
-use super::corpus::param_error;
-use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use super::{param_error, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::schema::Task;
 use crate::data::{split, SplitSpec};
 

@@ -2,8 +2,8 @@
 //! the params they share (counts, optimizer settings), so a bad value reads the same
 //! whichever stage has it.
 
-use super::finetune::Init;
 use super::ParamError;
+use crate::train::Init;
 
 /// The shared optimizer params of a training stage, as written in its YAML.
 pub struct OptimizerParams {

@@ -6,16 +6,22 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod clipping;
 pub mod concurrent_batches;
+pub mod encoder_init;
 pub mod fit;
 pub mod predict;
 pub mod rng;
 pub mod schedule;
+pub mod split_data;
 
 use std::path::{Path, PathBuf};
 
 pub use classifier::{Batch, EncodedInstance, SequenceClassifier};
+pub use encoder_init::{load_encoder, Init};
 pub use fit::{fit, EpochRecord, FitEnv, Fitted, TrainSettings};
 pub use predict::{micro_prf, predict, Prediction};
+pub use split_data::{
+    read_split, split_source, SplitDataError, SplitInstance, SplitSet, SplitSource,
+};
 
 /// Why training or inference failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,153 @@
+//! A `split` stage's output read for training: the directory of one fold, its label set,
+//! and each file's instances capped and tokenized. Used by every stage that trains or
+//! evaluates on a split (`finetune`, `probe`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::data::jsonl;
+use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::data::DataError;
+use crate::model::{BertTokenizer, Encoding, ModelError};
+use crate::train::EncodedInstance;
+
+/// Why a split could not be read for training.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitDataError {
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("no {LABELS_FILE} in {0}")]
+    NoLabels(PathBuf),
+    #[error("{0}: fewer than 2 labels")]
+    TooFewLabels(PathBuf),
+    #[error("{path}: instance `{id}` has label `{label}`, which labels.json does not declare")]
+    UndeclaredLabel {
+        path: PathBuf,
+        id: String,
+        label: String,
+    },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// One line of a split file (other fields are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SplitInstance {
+    pub id: String,
+    pub text: String,
+    pub label: String,
+}
+
+/// A split file read and tokenized.
+pub struct SplitSet {
+    pub instances: Vec<SplitInstance>,
+    pub encodings: Vec<Encoding>,
+    pub encoded: Vec<EncodedInstance>,
+}
+
+impl SplitSet {
+    pub fn gold(&self) -> Vec<usize> {
+        self.encoded.iter().map(|x| x.label).collect()
+    }
+}
+
+/// A split directory resolved for one run: `data` itself or its `fold-K/`, and the
+/// `labels.json` that applies (the fold's own, else the split's).
+pub struct SplitSource {
+    pub dir: PathBuf,
+    pub labels_path: PathBuf,
+    pub label_set: LabelSet,
+}
+
+/// Resolves the `data` input (a `split` output) for `fold`; at least 2 labels.
+pub fn split_source(data_root: &Path, fold: Option<u32>) -> Result<SplitSource, SplitDataError> {
+    let dir = match fold {
+        Some(k) => data_root.join(format!("fold-{k}")),
+        None => data_root.to_path_buf(),
+    };
+    if !dir.is_dir() {
+        return Err(SplitDataError::NotADirectory(dir));
+    }
+    let labels_path = [dir.join(LABELS_FILE), data_root.join(LABELS_FILE)]
+        .into_iter()
+        .find(|path| path.is_file())
+        .ok_or_else(|| SplitDataError::NoLabels(dir.clone()))?;
+    let label_set: LabelSet = jsonl::read_json(&labels_path)?;
+    if label_set.labels.len() < 2 {
+        return Err(SplitDataError::TooFewLabels(labels_path));
+    }
+    Ok(SplitSource {
+        dir,
+        labels_path,
+        label_set,
+    })
+}
+
+/// Reads and tokenizes `dir/name.jsonl`, keeping at most `cap` instances (see [`capped`]);
+/// `None` when the file does not exist.
+pub fn read_split(
+    dir: &Path,
+    name: &str,
+    cap: Option<usize>,
+    labels: &[String],
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<Option<SplitSet>, SplitDataError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
+    encode_split(&path, instances, labels, tokenizer, max_len).map(Some)
+}
+
+/// Keeps at most `cap` instances: those whose ids hash lowest (blake3), in file order. The
+/// subset depends only on the ids, never on the seed or the file order.
+pub fn capped(instances: Vec<SplitInstance>, cap: Option<usize>) -> Vec<SplitInstance> {
+    let Some(cap) = cap.filter(|&c| c < instances.len()) else {
+        return instances;
+    };
+    let mut ranked: Vec<(blake3::Hash, usize)> = instances
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (blake3::hash(x.id.as_bytes()), i))
+        .collect();
+    ranked.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
+    let mut keep: Vec<usize> = ranked.into_iter().take(cap).map(|(_, i)| i).collect();
+    keep.sort_unstable();
+    let mut instances: Vec<Option<SplitInstance>> = instances.into_iter().map(Some).collect();
+    keep.into_iter()
+        .filter_map(|i| instances[i].take())
+        .collect()
+}
+
+fn encode_split(
+    path: &Path,
+    instances: Vec<SplitInstance>,
+    labels: &[String],
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<SplitSet, SplitDataError> {
+    let mut encodings = Vec::with_capacity(instances.len());
+    let mut encoded = Vec::with_capacity(instances.len());
+    for x in &instances {
+        let label = labels.iter().position(|l| *l == x.label).ok_or_else(|| {
+            SplitDataError::UndeclaredLabel {
+                path: path.to_path_buf(),
+                id: x.id.clone(),
+                label: x.label.clone(),
+            }
+        })?;
+        let encoding = tokenizer.encode(&x.text, max_len)?;
+        encoded.push(EncodedInstance::new(&x.text, &encoding, label));
+        encodings.push(encoding);
+    }
+    Ok(SplitSet {
+        instances,
+        encodings,
+        encoded,
+    })
+}
