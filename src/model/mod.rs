@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod checkpoint;
+pub mod crf;
 pub mod device;
 pub mod fused;
 pub mod heads;
