@@ -1,7 +1,7 @@
 //! `pipe`: declarative, content-hashed, cached pipelines for transformer experiments
 //! on biomedical text. A YAML file describes a DAG of stages; each stage's output is
 //! stored under a key derived from everything that determines it, so reruns only
-//! recompute what changed. See `DESIGN.md` for the architecture.
+//! recompute what changed. `ARCHITECTURE.md` describes the layers and the data flow.
 
 pub mod allocator;
 pub mod analysis;

@@ -447,7 +447,7 @@ fn a_second_run_on_the_same_cache_fails_clearly() {
     std::thread::sleep(std::time::Duration::from_millis(700));
     let second = p.pipe(&["run", "s.yaml"]);
     let text = both(&second);
-    assert!(!second.status.success());
+    assert_eq!(second.status.code(), Some(3), "a busy cache exits 3");
     assert!(text.contains("is in use by another pipe process"), "{text}");
     assert!(first.wait().unwrap().success());
     assert!(p.ok(&["run", "s.yaml"]).contains("cached 1"));
@@ -579,7 +579,7 @@ fn pipeline_errors_name_file_line_and_column() {
         p.write(file, text);
         let out = p.pipe(&["plan", file]);
         let msg = both(&out);
-        assert!(!out.status.success(), "{file} should fail");
+        assert_eq!(out.status.code(), Some(2), "{file}: a bad pipeline exits 2");
         assert!(
             msg.contains(expected),
             "{file}: expected `{expected}` in:\n{msg}"
@@ -644,7 +644,11 @@ fn plan_checks_each_stage_against_its_kinds_inputs() {
         p.write(file, text);
         let out = p.pipe(&["plan", file]);
         let msg = both(&out);
-        assert!(!out.status.success(), "{file} should fail:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file} should fail at plan:\n{text}"
+        );
         assert!(
             msg.contains(expected),
             "{file}: expected `{expected}` in:\n{msg}"

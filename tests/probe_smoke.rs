@@ -91,7 +91,7 @@ fn probe_stage_scores_every_layer_and_the_deltas() {
         let predictions =
             std::fs::read_to_string(dir.join("predictions.jsonl")).expect("layer predictions");
         assert_eq!(predictions.lines().count(), test_lines);
-        let eval = pipe::stages::evaluate::evaluate_dir(&dir, &Default::default())
+        let eval = pipe::metrics::evaluation::evaluate_dir(&dir, &Default::default())
             .expect("evaluate reads the layer's predictions");
         assert_eq!(eval.scores.f1, score);
     }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// evaluate, render a report). Every stage's output is stored under a key computed from
 /// its kind, params and inputs, so a rerun recomputes only what changed.
 #[derive(Debug, Parser)]
-#[command(name = "pipe", version, about, long_about)]
+#[command(name = "pipe", version, about, long_about, after_help = super::exit::EXIT_CODES_HELP)]
 pub struct Cli {
     /// Cache directory (sled index + blob store).
     #[arg(long, global = true, env = "PIPE_CACHE", default_value = "cache")]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
+use super::exit::Exit;
 use crate::cache::Cache;
 use crate::exec::{self, Plan, PlanOptions, RunOptions, Status};
 use crate::graph::{self, DagFormat, StageGraph};
@@ -116,9 +117,9 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(if summary.failed() > 0 {
-                ExitCode::from(1)
+                Exit::StageFailed.code()
             } else {
-                ExitCode::SUCCESS
+                Exit::Success.code()
             })
         }
         Command::Plan {
@@ -422,7 +423,7 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
                     );
                 }
                 println!("{} corrupt file(s) found", problems.len());
-                return Ok(ExitCode::from(1));
+                return Ok(Exit::StageFailed.code());
             }
         }
         CacheAction::Gc {

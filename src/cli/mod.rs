@@ -7,9 +7,11 @@ mod bench_machine;
 mod bench_train;
 mod commands;
 mod encode;
+mod exit;
 mod report;
 
 pub use args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs, ResultsDevice};
+pub use exit::{Exit, EXIT_CODES_HELP};
 
 use std::process::ExitCode;
 
@@ -20,13 +22,13 @@ pub fn main(cli: Cli) -> ExitCode {
     // ignore it).
     if let Err(e) = crate::model::fused::SimdLevel::requested() {
         eprintln!("error: {e}");
-        return ExitCode::from(2);
+        return Exit::BadInput.code();
     }
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            Exit::of(&e).code()
         }
     }
 }

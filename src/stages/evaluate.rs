@@ -50,6 +50,10 @@ impl Stage for EvaluateStage {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {

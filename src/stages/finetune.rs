@@ -547,6 +547,7 @@ fn save_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::split_data::capped;
 
     fn instance(id: &str) -> SplitInstance {
         SplitInstance {

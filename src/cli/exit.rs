@@ -1,0 +1,84 @@
+//! The exit codes of `pipe`, one per class of outcome, so a script can tell a bad pipeline
+//! from a busy cache from a failed stage (README "Exit codes", `pipe --help`).
+
+use std::process::ExitCode;
+
+use crate::cache::CacheError;
+use crate::model::fused::SimdLevelError;
+use crate::model::ModelError;
+use crate::spec::SpecError;
+
+/// How a `pipe` command ended, as its exit code says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Success = 0,
+    /// 1: `run`: a stage failed (its descendants were skipped, independent branches ran);
+    /// `cache verify`: corrupt files were found (and dropped).
+    StageFailed = 1,
+    /// 2: the pipeline or the command line is wrong (YAML, keys, params, inputs, profiles,
+    /// cycles, flags, a `--device` this build or machine lacks, `PIPE_SIMD`): nothing ran.
+    /// clap's usage errors also exit 2.
+    BadInput = 2,
+    /// 3: another `pipe` process holds the cache (use another `--cache`, or wait).
+    CacheBusy = 3,
+    /// 4: anything else: I/O, a corrupt cache index, a failed download, a model that does
+    /// not load. (A panic, a bug in pipe, exits 101.)
+    Failed = 4,
+}
+
+impl Exit {
+    /// The class of `error`, from the first typed cause in its chain that says.
+    pub fn of(error: &anyhow::Error) -> Exit {
+        for cause in error.chain() {
+            let bad_device = matches!(
+                cause.downcast_ref::<ModelError>(),
+                Some(ModelError::Device { .. })
+            );
+            if cause.is::<SpecError>() || cause.is::<SimdLevelError>() || bad_device {
+                return Exit::BadInput;
+            }
+            if let Some(CacheError::Busy { .. }) = cause.downcast_ref::<CacheError>() {
+                return Exit::CacheBusy;
+            }
+        }
+        Exit::Failed
+    }
+
+    /// As a process exit code.
+    pub fn code(self) -> ExitCode {
+        ExitCode::from(self as u8)
+    }
+}
+
+/// The table printed under `pipe --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  done
+  1  a stage failed (run), corrupt files found (cache verify)
+  2  the pipeline or the command line is wrong; nothing ran
+  3  another pipe process holds the cache
+  4  any other error (I/O, cache index, download, model loading)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_class_through_context() {
+        let spec = anyhow::Error::from(SpecError::new("p.yaml", 3, 5, "unknown kind"))
+            .context("loading p.yaml");
+        assert_eq!(Exit::of(&spec), Exit::BadInput);
+        let busy = anyhow::Error::from(CacheError::Busy {
+            dir: "cache".into(),
+            holder: " (pid 7)".into(),
+        });
+        assert_eq!(Exit::of(&busy), Exit::CacheBusy);
+        let io = anyhow::Error::from(CacheError::Io {
+            path: "cache/blobs".into(),
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(Exit::of(&io), Exit::Failed);
+        assert_eq!(Exit::of(&anyhow::anyhow!("anything")), Exit::Failed);
+    }
+}
