@@ -555,6 +555,11 @@ fn pipeline_errors_name_file_line_and_column() {
             "unknown_param.yaml:6:7: stage `a` (kind `shell`): param `cmdd`: unknown field `cmdd`",
         ),
         (
+            "nested_param.yaml",
+            "stages:\n  c:\n    kind: corpus\n    params:\n      format: tsv\n      files: {train: a.txt}\n      layout:\n        header: maybe\n",
+            "nested_param.yaml:8:9: stage `c` (kind `corpus`): param `layout.header`: invalid type: string \"maybe\", expected a boolean",
+        ),
+        (
             "unknown_key.yaml",
             "stages:\n  a:\n    kind: shell\n    parms:\n      cmd: x\n",
             "unknown_key.yaml:4:5: stages.a: unknown field `parms`",

@@ -623,7 +623,20 @@ pub fn load_pipeline(
             let mut coords = axes;
             coords.extend(followed);
             let params = serde_json::Value::Object(params);
+            // where a param error points: `params` then the param's dotted path
+            let at_param = |root: &[&str], param: &str| -> Vec<String> {
+                root.iter()
+                    .map(|s| s.to_string())
+                    .chain(
+                        param
+                            .split('.')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
+                    )
+                    .collect()
+            };
             let normalized = erased.normalize(&params).map_err(|e| {
+                let top = e.param.split('.').next().unwrap_or("");
                 let axis_of = |param: &str| {
                     m.doc
                         .matrix
@@ -631,7 +644,8 @@ pub fn load_pipeline(
                         .find(|a| a.as_str() == param || a.split('.').next() == Some(param))
                         .cloned()
                 };
-                if let Some(axis) = axis_of(&e.param).filter(|_| !m.doc.params.contains_key(e.param.as_str())) {
+                let axis = axis_of(&e.param).or_else(|| axis_of(top));
+                if let Some(axis) = axis.filter(|_| !m.doc.params.contains_key(top)) {
                     return map.error(
                         &["stages", name, "matrix", &axis],
                         format!(
@@ -640,31 +654,24 @@ pub fn load_pipeline(
                         ),
                     );
                 }
-                if m.doc.matrix.contains_key(&e.param) {
-                    return map.error(
-                        &["stages", name, "matrix", &e.param],
-                        format!(
-                            "matrix over param `{}`, which stage kind `{kind}` does not have ({})",
-                            e.param, e.message
-                        ),
-                    );
-                }
-                let on_template = !m.doc.params.contains_key(e.param.as_str())
-                    && m.map_of_template.is_some();
+                let on_template = !m.doc.params.contains_key(top) && m.map_of_template.is_some();
+                let message = format!("stage `{name}` (kind `{kind}`): {e}");
                 match (&m.map_of_template, on_template) {
-                    (Some(tmap), true) => tmap.error(
-                        &["templates", m.doc.template.as_deref().unwrap_or(""), "params", &e.param],
-                        format!("stage `{name}` (kind `{kind}`): {e}"),
-                    ),
-                    _ => map.error(
-                        &["stages", name, "params", &e.param],
-                        format!("stage `{name}` (kind `{kind}`): {e}"),
-                    ),
+                    (Some(tmap), true) => {
+                        let template = m.doc.template.as_deref().unwrap_or("");
+                        let path = at_param(&["templates", template, "params"], &e.param);
+                        tmap.error(&path.iter().map(String::as_str).collect::<Vec<_>>(), message)
+                    }
+                    _ => {
+                        let path = at_param(&["stages", name, "params"], &e.param);
+                        map.error(&path.iter().map(String::as_str).collect::<Vec<_>>(), message)
+                    }
                 }
             })?;
             let fingerprint = erased.fingerprint(&normalized).map_err(|e| {
+                let path = at_param(&["stages", name, "params"], &e.param);
                 map.error(
-                    &["stages", name, "params", &e.param],
+                    &path.iter().map(String::as_str).collect::<Vec<_>>(),
                     format!("stage `{name}` (kind `{kind}`): {e}"),
                 )
             })?;

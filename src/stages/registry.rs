@@ -36,17 +36,27 @@ pub trait ErasedStage: Send + Sync {
 
 struct Erased<S: Stage>(PhantomData<fn() -> S>);
 
-/// Turns a serde error on params into a [`ParamError`] naming the offending param.
-fn param_error(err: serde_json::Error) -> ParamError {
-    let message = err.to_string();
-    // serde's messages name the field in backticks: "unknown field `lr2`, expected ..."
-    let param = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
-        .unwrap_or("")
-        .to_string();
-    ParamError { param, message }
+/// Parses a kind's params; an error names the param it is about as a dotted path
+/// (`env.SEED`, `label2id`): the one serde was reading, or a missing field under it.
+fn parse_params<P: serde::de::DeserializeOwned>(
+    params: &serde_json::Value,
+) -> Result<P, ParamError> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let at = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde names an unknown or missing field in backticks, one level below the path
+        let field = message.split('`').nth(1).filter(|_| {
+            message.starts_with("unknown field") || message.starts_with("missing field")
+        });
+        // (the path already ends at an unknown field, not yet at a missing one)
+        let param = match (at.as_str(), field) {
+            (".", Some(field)) => field.to_string(),
+            (".", None) => String::new(),
+            (at, Some(field)) if at.rsplit('.').next() != Some(field) => format!("{at}.{field}"),
+            (at, _) => at.to_string(),
+        };
+        ParamError { param, message }
+    })
 }
 
 impl<S: Stage> ErasedStage for Erased<S> {
@@ -60,17 +70,16 @@ impl<S: Stage> ErasedStage for Erased<S> {
         S::USES_BACKEND
     }
     fn normalize(&self, params: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        let typed: S::Params = serde_json::from_value(params.clone()).map_err(param_error)?;
+        let typed: S::Params = parse_params(params)?;
         S::check(&typed)?;
         serde_json::to_value(&typed).map_err(|e| ParamError::new("", e.to_string()))
     }
     fn fingerprint(&self, params: &serde_json::Value) -> Result<Option<String>, ParamError> {
-        let typed: S::Params = serde_json::from_value(params.clone()).map_err(param_error)?;
+        let typed: S::Params = parse_params(params)?;
         S::fingerprint(&typed)
     }
     fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError> {
-        let typed: S::Params = serde_json::from_value(params.clone())
-            .map_err(|e| StageError::Param(param_error(e)))?;
+        let typed: S::Params = parse_params(params)?;
         S::run(ctx, &typed)
     }
     fn inputs(&self) -> InputContract {
