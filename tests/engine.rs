@@ -560,6 +560,17 @@ fn pipeline_errors_name_file_line_and_column() {
             "nested_param.yaml:8:9: stage `c` (kind `corpus`): param `layout.header`: invalid type: string \"maybe\", expected a boolean",
         ),
         (
+            "huge_matrix.yaml",
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\n    matrix:\n      i: {range: 1000000000}\n      j: [1, 2]\n",
+            "huge_matrix.yaml:5:5: stage `a` expands to 2000000000 cells (i: 1000000000 × j: 2)",
+        ),
+        (
+            "twice.yaml",
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\n  a:\n    kind: shell\n    params: {cmd: y}\n",
+            "twice.yaml:2:3: stages: `a` is defined twice",
+        ),
+        ("empty.yaml", "", "empty.yaml:1:1: the pipeline defines no stages"),
+        (
             "unknown_key.yaml",
             "stages:\n  a:\n    kind: shell\n    parms:\n      cmd: x\n",
             "unknown_key.yaml:4:5: stages.a: unknown field `parms`",

@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "PIPE_CACHE", default_value = "cache")]
     pub cache: PathBuf,
 
+    /// The most stage instances a pipeline may expand to (a guard against a mistyped
+    /// matrix range exhausting memory).
+    #[arg(long, global = true, env = "PIPE_MAX_CELLS", default_value_t = crate::spec::DEFAULT_MAX_CELLS)]
+    pub max_cells: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }

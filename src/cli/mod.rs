@@ -24,6 +24,7 @@ pub fn main(cli: Cli) -> ExitCode {
         eprintln!("error: {e}");
         return Exit::BadInput.code();
     }
+    crate::spec::set_max_cells(cli.max_cells);
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

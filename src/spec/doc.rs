@@ -1,8 +1,45 @@
 //! The YAML schema of a pipeline file, as written by users (before expansion).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// A YAML mapping into a `BTreeMap` that refuses a key written twice: serde's own map
+/// impl keeps the last one silently, so a second stage `a:` would replace the first.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{key}` is defined twice (the second would silently replace the first)"
+                    )));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            // `stages:` with nothing under it
+            Ok(BTreeMap::new())
+        }
+    }
+    deserializer.deserialize_map(UniqueKeys(PhantomData))
+}
 
 /// A pipeline file: `stages:` plus optional `include:`, `templates:`, `profiles:`.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -15,13 +52,13 @@ pub struct PipelineDoc {
     #[serde(default)]
     pub include: Vec<String>,
     /// Reusable stage definitions that stages name with `template:`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub templates: BTreeMap<String, StageDoc>,
     /// Stage name -> definition.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub stages: BTreeMap<String, StageDoc>,
     /// Profile name -> (stage name or `kind:KIND`) -> param overrides (and `matrix:`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub profiles: BTreeMap<String, BTreeMap<String, serde_yaml::Mapping>>,
 }
 
@@ -39,10 +76,10 @@ pub struct StageDoc {
     #[serde(default)]
     pub params: serde_yaml::Mapping,
     /// Input name -> upstream stage (`stage`, `stage.sub/path`) or a list of them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub inputs: BTreeMap<String, InputDoc>,
     /// Param -> values; the stage is expanded into the cartesian product.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub matrix: BTreeMap<String, MatrixAxisDoc>,
     /// Coordinates to follow from the inputs: the stage is expanded once per distinct
     /// combination of these coordinates among its inputs' matrix cells (e.g. an
@@ -83,6 +120,26 @@ pub enum RangeDoc {
 }
 
 impl MatrixAxisDoc {
+    /// How many values the axis has, counted without making them (a range can be huge).
+    pub fn len(&self) -> u128 {
+        match self {
+            MatrixAxisDoc::Values(v) => v.len() as u128,
+            MatrixAxisDoc::Range { range } => {
+                let (a, b) = match range {
+                    RangeDoc::Count(n) => (0, *n),
+                    RangeDoc::Bounds([a, b]) => (*a, *b),
+                };
+                (i128::from(b) - i128::from(a)).max(0) as u128
+            }
+            MatrixAxisDoc::Variants(v) => v.len() as u128,
+        }
+    }
+
+    /// Whether the axis has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The axis values as YAML values.
     pub fn values(&self) -> Vec<serde_yaml::Value> {
         match self {

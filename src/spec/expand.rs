@@ -344,6 +344,21 @@ struct MergedStage {
     map_of_template: Option<SourceMap>,
 }
 
+/// The most stage instances a pipeline may expand to unless raised ([`set_max_cells`]).
+pub const DEFAULT_MAX_CELLS: u64 = 1_000_000;
+
+static MAX_CELLS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_CELLS);
+
+/// Raises (or lowers) the instance limit of [`load_pipeline`] for this process (`--max-cells`).
+pub fn set_max_cells(limit: u64) {
+    MAX_CELLS.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_cells() -> u64 {
+    MAX_CELLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Loads `path`, applies `profile`, expands and validates everything.
 pub fn load_pipeline(
     path: &Path,
@@ -353,6 +368,12 @@ pub fn load_pipeline(
     let root = read_doc(path)?;
     let map = root.map.clone();
     let mut doc = root.doc;
+    if doc.stages.is_empty() {
+        return Err(map.error(
+            &["stages"],
+            "the pipeline defines no stages (an empty file, or `stages:` with nothing under it)",
+        ));
+    }
 
     // Includes: their templates and profiles join ours (a name defined twice is an error).
     let mut template_maps: BTreeMap<String, SourceMap> = doc
@@ -556,6 +577,29 @@ pub fn load_pipeline(
         let mut base_params = serde_json::Map::new();
         for (k, v) in &m.doc.params {
             base_params.insert(key_str(k), yaml_to_json(v));
+        }
+        // Count the cells before making them: a mistyped range must not exhaust memory.
+        let stage_cells = m
+            .doc
+            .matrix
+            .values()
+            .fold(1u128, |n, axis| n.saturating_mul(axis.len()));
+        let limit = max_cells();
+        if (instances.len() as u128).saturating_add(stage_cells) > u128::from(limit) {
+            let sizes: Vec<String> = m
+                .doc
+                .matrix
+                .iter()
+                .map(|(axis, values)| format!("{axis}: {}", values.len()))
+                .collect();
+            return Err(map.error(
+                &["stages", name, "matrix"],
+                format!(
+                    "stage `{name}` expands to {stage_cells} cells ({}), and the pipeline would \
+                     pass {limit} stage instances; raise the limit with --max-cells if it is meant",
+                    sizes.join(" × ")
+                ),
+            ));
         }
         // Cartesian product over axes (sorted by axis name).
         let mut cells: Vec<BTreeMap<String, serde_json::Value>> = vec![BTreeMap::new()];

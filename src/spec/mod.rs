@@ -8,5 +8,7 @@ mod locate;
 
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 pub use error::SpecError;
-pub use expand::{load_pipeline, InputRef, Pipeline, StageInstance};
+pub use expand::{
+    load_pipeline, set_max_cells, InputRef, Pipeline, StageInstance, DEFAULT_MAX_CELLS,
+};
 pub use locate::{Located, SourceMap};
