@@ -571,6 +571,11 @@ fn pipeline_errors_name_file_line_and_column() {
         ),
         ("empty.yaml", "", "empty.yaml:1:1: the pipeline defines no stages"),
         (
+            "float_range.yaml",
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\n    matrix:\n      i: {range: 1e9}\n",
+            "a matrix axis is a list of values, `{range: N}` or `{range: [A, B]}` with integers (not `1e9`",
+        ),
+        (
             "unknown_key.yaml",
             "stages:\n  a:\n    kind: shell\n    parms:\n      cmd: x\n",
             "unknown_key.yaml:4:5: stages.a: unknown field `parms`",

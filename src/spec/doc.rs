@@ -94,7 +94,10 @@ pub struct StageDoc {
 
 /// An input binding: one reference or several.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "an input is an upstream stage (`stage`, `stage.sub/path`, `stage[axis=value]`) or a list of them"
+)]
 pub enum InputDoc {
     One(String),
     Many(Vec<String>),
@@ -104,7 +107,11 @@ pub enum InputDoc {
 /// (`{pg: {query: "Protein OR Gene"}, d: {query: Drug}}`): the coordinate is the variant's
 /// name and its params are set on the cell, as DVC's `foreach` over a dict.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a matrix axis is a list of values, `{range: N}` or `{range: [A, B]}` with \
+                 integers (not `1e9`: write 1000000000), or named variants `{name: {param: value}}`"
+)]
 pub enum MatrixAxisDoc {
     Values(Vec<serde_yaml::Value>),
     Range { range: RangeDoc },
