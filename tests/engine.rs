@@ -682,6 +682,19 @@ fn plan_checks_each_stage_against_its_kinds_inputs() {
 }
 
 #[test]
+fn a_relative_cache_path_works_for_shell_stages() {
+    let p = Project::new();
+    p.write(
+        "rel.yaml",
+        "stages:\n  a:\n    kind: shell\n    params: {cmd: \"echo hi > $PIPE_OUT/out.txt\"}\n  b:\n    kind: shell\n    inputs: {up: a}\n    params: {cmd: \"cat $PIPE_IN_UP/out.txt > $PIPE_OUT/copy.txt\"}\n",
+    );
+    let out = p.ok(&["run", "rel.yaml", "--cache", "c1"]);
+    assert!(out.contains("ran 2"), "{out}");
+    let shown = p.ok(&["show", "rel.yaml", "b", "copy.txt", "--cache", "c1"]);
+    assert!(shown.contains("hi"), "{shown}");
+}
+
+#[test]
 fn forced_rerun_publishes_the_new_output_not_a_stale_view() {
     let p = Project::new();
     p.write(

@@ -16,8 +16,13 @@ pub use exit::{Exit, EXIT_CODES_HELP};
 use std::process::ExitCode;
 
 /// Runs one parsed command line; prints errors; returns the process exit code.
-pub fn main(cli: Cli) -> ExitCode {
+pub fn main(mut cli: Cli) -> ExitCode {
     exit_quietly_on_closed_pipe();
+    // Stages run in scratch folders of their own: every path they are given ($PIPE_OUT,
+    // $PIPE_IN_*) must be absolute, so the cache's is made absolute once, here.
+    if let Ok(cache) = std::path::absolute(&cli.cache) {
+        cli.cache = cache;
+    }
     // A bad PIPE_SIMD is refused before anything runs (the kernels themselves would only
     // ignore it).
     if let Err(e) = crate::model::fused::SimdLevel::requested() {
