@@ -224,6 +224,38 @@ pub fn build(spec: &CorpusSpec, input: &Path) -> Result<Corpus, DataError> {
         Task::Relation => build_relation(spec, input, &mut policy)?,
         Task::Ner => build_ner(spec, input, &mut policy)?,
     };
+    // A split file that yields nothing would make the split vanish downstream (no dev set,
+    // no test set): say so here, where the file is named.
+    for (split, file) in &spec.files {
+        let units = match &corpus.units {
+            Units::Relation(u) => u
+                .iter()
+                .filter(|x| x.split.as_deref() == Some(split))
+                .count(),
+            Units::Ner(u) => u
+                .iter()
+                .filter(|x| x.split.as_deref() == Some(split))
+                .count(),
+        };
+        if units == 0 {
+            let why = if policy.skipped > 0 {
+                format!(
+                    "{} malformed line(s) were skipped (on_error: skip), its every line among them",
+                    policy.skipped
+                )
+            } else {
+                "the file holds none".to_string()
+            };
+            return Err(DataError::Invalid(format!(
+                "{}: split `{split}` has no {}: {why}",
+                file.path(),
+                match spec.format.task() {
+                    Task::Relation => "instances",
+                    Task::Ner => "sentences",
+                }
+            )));
+        }
+    }
     if policy.skipped > 0 {
         corpus.warnings.insert(SKIPPED.into(), policy.skipped);
         corpus.notes.insert(

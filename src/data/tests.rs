@@ -561,6 +561,37 @@ fn malformed_lines_name_file_and_line_or_are_skipped_and_counted() {
 }
 
 #[test]
+fn a_split_that_yields_nothing_is_an_error_not_a_vanished_split() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures("chemprot/blurb/train_blurb.tsv"),
+        dir.path().join("train.tsv"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures("chemprot/blurb/label2id.tsv"),
+        dir.path().join("label2id.tsv"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("dev.tsv"), "").unwrap();
+    let yaml = "format: blurb_tsv\nfiles: {train: train.tsv, dev: dev.tsv}\nlabel2id: label2id.tsv";
+    let err = build(yaml, dir.path()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "dev.tsv: split `dev` has no instances: the file holds none"
+    );
+    // every line malformed and skipped: the same error, saying why
+    std::fs::write(dir.path().join("dev.tsv"), "no label here\nnor here\n").unwrap();
+    let err = build(&format!("{yaml}\non_error: skip"), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("dev.tsv: split `dev` has no instances: 2 malformed line(s) were skipped"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_new_corpus_needs_only_yaml_jsonl_with_markers() {
     // SciBERT's ChemProt copy marks chemicals `[[ … ]]` and genes `<< … >>`. One line's
     // chemical name itself contains `[[`, so bare `[[` markers make it malformed (line 15)
