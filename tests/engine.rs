@@ -567,7 +567,7 @@ fn pipeline_errors_name_file_line_and_column() {
         (
             "twice.yaml",
             "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\n  a:\n    kind: shell\n    params: {cmd: y}\n",
-            "twice.yaml:2:3: stages: `a` is defined twice",
+            "twice.yaml:5:3: stages: `a` is defined twice (first at line 2",
         ),
         ("empty.yaml", "", "empty.yaml:1:1: the pipeline defines no stages"),
         (

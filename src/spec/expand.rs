@@ -140,6 +140,10 @@ struct Loaded {
 fn read_doc(path: &Path) -> Result<Loaded, SpecError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SpecError::new(path, 0, 0, format!("cannot read pipeline file: {e}")))?;
+    let map = SourceMap::scan(path, &text);
+    if let Some(e) = map.repeated_name(&["stages", "templates", "profiles"]) {
+        return Err(e);
+    }
     let doc: PipelineDoc = serde_yaml::from_str(&text).map_err(|e| {
         let (line, col) = e
             .location()
@@ -147,10 +151,7 @@ fn read_doc(path: &Path) -> Result<Loaded, SpecError> {
             .unwrap_or((1, 1));
         SpecError::new(path, line, col, describe_yaml_error(&e))
     })?;
-    Ok(Loaded {
-        doc,
-        map: SourceMap::scan(path, &text),
-    })
+    Ok(Loaded { doc, map })
 }
 
 /// serde_yaml's message without its trailing " at line X column Y" (we print our own).

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct SourceMap {
     pub file: PathBuf,
     positions: HashMap<Vec<String>, (usize, usize)>,
+    /// Keys written a second time under the same parent: the path and the second position.
+    repeated: Vec<(Vec<String>, (usize, usize))>,
 }
 
 /// A value with the place it was written.
@@ -45,6 +47,7 @@ impl SourceMap {
     /// Scans `text` (the contents of `file`).
     pub fn scan(file: &Path, text: &str) -> Self {
         let mut positions = HashMap::new();
+        let mut repeated = Vec::new();
         let mut stack: Vec<(usize, String)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim_start();
@@ -64,14 +67,44 @@ impl SourceMap {
             if let Some(key) = leading_key(rest) {
                 let mut path: Vec<String> = stack.iter().map(|(_, k)| k.clone()).collect();
                 path.push(key.to_string());
-                positions.entry(path).or_insert((i + 1, indent + 1));
+                let at = (i + 1, indent + 1);
+                match positions.entry(path) {
+                    std::collections::hash_map::Entry::Occupied(seen) => {
+                        repeated.push((seen.key().clone(), at));
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(at);
+                    }
+                }
                 stack.push((indent, key.to_string()));
             }
         }
         SourceMap {
             file: file.to_path_buf(),
             positions,
+            repeated,
         }
+    }
+
+    /// The first name written twice directly under one of `sections` (e.g. a second stage
+    /// `a:` under `stages:`), as an error at the second one. Only names one level down are
+    /// checked: deeper, a block scalar's lines (a shell script) could look like keys.
+    pub fn repeated_name(&self, sections: &[&str]) -> Option<super::SpecError> {
+        let (path, (line, col)) = self
+            .repeated
+            .iter()
+            .find(|(path, _)| path.len() == 2 && sections.contains(&path[0].as_str()))?;
+        let (first, _) = self.positions.get(path).copied().unwrap_or((0, 0));
+        Some(super::SpecError::new(
+            &self.file,
+            *line,
+            *col,
+            format!(
+                "{}: `{}` is defined twice (first at line {first}; the second would silently \
+                 replace it)",
+                path[0], path[1]
+            ),
+        ))
     }
 
     /// Position of `path`, or of its nearest located ancestor, or 1:1.
