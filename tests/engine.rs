@@ -695,6 +695,24 @@ fn a_relative_cache_path_works_for_shell_stages() {
 }
 
 #[test]
+fn a_fan_in_past_the_environment_limit_reads_its_inputs_from_a_list() {
+    // 1,500 results: their paths joined pass Linux's 128 KiB cap on one environment string
+    // (which once made `sh` fail to start)
+    let p = Project::new();
+    p.write(
+        "fan.yaml",
+        "stages:\n  cell:\n    kind: shell\n    params: {cmd: \"echo $N > $PIPE_OUT/n\"}\n    \
+         matrix: {env.N: {range: 1500}}\n  all:\n    kind: shell\n    inputs: {up: cell}\n    \
+         params: {cmd: \"test $PIPE_IN_UP_COUNT = 1500 && test -z \\\"$PIPE_IN_UP\\\" && \
+         sed 's|$|/n|' $PIPE_IN_UP_LIST | xargs cat | sort -n | tail -1 > $PIPE_OUT/max\"}\n",
+    );
+    let out = p.ok(&["run", "fan.yaml", "--quiet"]);
+    assert!(out.contains("ran 1501"), "{out}");
+    let max = p.ok(&["show", "fan.yaml", "all", "max"]);
+    assert!(max.contains("1499"), "{max}");
+}
+
+#[test]
 fn forced_rerun_publishes_the_new_output_not_a_stale_view() {
     let p = Project::new();
     p.write(

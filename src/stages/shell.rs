@@ -2,7 +2,9 @@
 //!
 //! The command runs with `sh -c` in a fresh scratch directory. It finds its inputs in
 //! environment variables `PIPE_IN_<NAME>` (name upper-cased, other characters `_`; a
-//! family of several artifacts is `:`-separated, and also `PIPE_IN_<NAME>_<i>`), may
+//! family of several artifacts is `:`-separated, and also `PIPE_IN_<NAME>_<i>`; past
+//! 64 KiB of paths only the list below), `PIPE_IN_<NAME>_LIST` (a file with the paths one
+//! per line, for inputs of any size) and `PIPE_IN_<NAME>_COUNT`, may
 //! write directly into `$PIPE_OUT`, and files it lists under `outs:` (relative to the
 //! scratch dir) are collected into the output. `$PIPE_PROJECT` is the directory `pipe`
 //! was started in. Files under `deps:` (relative to that directory) are hashed at plan
@@ -127,6 +129,9 @@ impl Stage for ShellStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &ShellParams) -> Result<(), StageError> {
+        /// Past this, `$PIPE_IN_<NAME>` and `$PIPE_IN_<NAME>_<i>` are left out (read
+        /// `$PIPE_IN_<NAME>_LIST`): well under Linux's 128 KiB per environment string.
+        const MAX_JOINED_INPUT_BYTES: usize = 64 * 1024;
         let workdir = ctx.scratch.join("work");
         std::fs::create_dir_all(&workdir).map_err(|e| StageError::io(&workdir, e))?;
         let project = std::env::current_dir().map_err(|e| StageError::io(".", e))?;
@@ -140,13 +145,26 @@ impl Stage for ShellStage {
             .stdin(Stdio::null());
         for (name, arts) in &ctx.inputs.by_name {
             let var = format!("PIPE_IN_{}", env_name(name));
-            let joined: Vec<String> = arts
+            let paths: Vec<String> = arts
                 .iter()
                 .map(|a| a.path.to_string_lossy().to_string())
                 .collect();
-            cmd.env(&var, joined.join(":"));
-            for (i, a) in arts.iter().enumerate() {
-                cmd.env(format!("{var}_{i}"), &a.path);
+            // Always: a file listing the paths one per line, for inputs of any size.
+            let list = ctx.scratch.join(format!("inputs-{}.list", env_name(name)));
+            let mut listing = paths.join("\n");
+            listing.push('\n');
+            std::fs::write(&list, listing).map_err(|e| StageError::io(&list, e))?;
+            cmd.env(format!("{var}_LIST"), &list);
+            cmd.env(format!("{var}_COUNT"), paths.len().to_string());
+            // The colon-joined form and one variable per path only while they fit: Linux
+            // caps one environment string at 128 KiB (a 2,000-way fan-in passes that), and
+            // `sh` would not start at all.
+            let joined = paths.join(":");
+            if joined.len() <= MAX_JOINED_INPUT_BYTES {
+                cmd.env(&var, joined);
+                for (i, path) in paths.iter().enumerate() {
+                    cmd.env(format!("{var}_{i}"), path);
+                }
             }
         }
         for (k, v) in &p.env {
