@@ -870,13 +870,21 @@ fn check_contracts(
                 at_input(&input, e)
             })?;
         }
-        let upstream_task = |input: &str| -> Option<(Task, usize)> {
-            let refs = inst.inputs.get(input)?;
-            let first = tasks[refs.first()?.instance]?;
-            refs.iter()
-                .all(|r| tasks[r.instance].map(|(t, _)| t) == Some(first.0))
-                .then_some(first)
-        };
+        // each input's task (when every upstream result bound to it agrees) and origin
+        let upstream: BTreeMap<&str, (Task, usize)> = inst
+            .inputs
+            .iter()
+            .filter_map(|(input, refs)| {
+                let first = tasks[refs.first()?.instance]?;
+                refs.iter()
+                    .all(|r| tasks[r.instance].map(|(t, _)| t) == Some(first.0))
+                    .then_some((input.as_str(), first))
+            })
+            .collect();
+        let names: Vec<&str> = inst.inputs.keys().map(String::as_str).collect();
+        let facts = erased.tasks(&inst.params, &names, &|input| {
+            upstream.get(input).map(|&(t, _)| t)
+        });
         for (input, refs) in &inst.inputs {
             if let Some(spec) = contract.get(input) {
                 let bound: Vec<String> = refs
@@ -885,10 +893,9 @@ fn check_contracts(
                     .collect();
                 contract::check_arity(spec, &bound).map_err(|e| at_input(input, e))?;
             }
-            let (Some(needed), Some((found, origin))) = (
-                erased.required_task(&inst.params, input),
-                upstream_task(input),
-            ) else {
+            let (Some(&needed), Some(&(found, origin))) =
+                (facts.required.get(input), upstream.get(input.as_str()))
+            else {
                 continue;
             };
             if needed != found {
@@ -910,16 +917,14 @@ fn check_contracts(
                 return Err(at_input(input, e));
             }
         }
-        let own = erased.output_task(&inst.params, &|input| upstream_task(input).map(|(t, _)| t));
         // a task passed through from an input keeps that input's origin (for the message)
-        let origin = own.map(|task| {
-            inst.inputs
-                .keys()
-                .filter_map(|input| upstream_task(input))
-                .find(|&(t, _)| t == task)
-                .map_or(i, |(_, origin)| origin)
+        tasks[i] = facts.output.map(|task| {
+            let origin = upstream
+                .values()
+                .find(|&&(t, _)| t == task)
+                .map_or(i, |&(_, origin)| origin);
+            (task, origin)
         });
-        tasks[i] = own.zip(origin);
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ pub mod training_checks;
 
 pub use contract::{Arity, ContractError, InputContract, InputSpec};
 pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
-pub use registry::{ErasedStage, StageRegistry, PLANNED_KINDS};
+pub use registry::{ErasedStage, StageRegistry, TaskFacts, PLANNED_KINDS};
 
 use serde::{de::DeserializeOwned, Serialize};
 

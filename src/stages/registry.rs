@@ -10,6 +10,15 @@ use crate::data::schema::Task;
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
 pub const PLANNED_KINDS: &[&str] = &["multitask_finetune", "ner_finetune"];
 
+/// What a stage says about the tasks of corpora and splits, read from its params.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// The task of the corpus or split it writes ([`Stage::output_task`]).
+    pub output: Option<Task>,
+    /// Input name → the task its corpus or split must be for ([`Stage::required_task`]).
+    pub required: BTreeMap<String, Task>,
+}
+
 /// Object-safe view of a stage kind, used by planner and executor.
 pub trait ErasedStage: Send + Sync {
     fn kind(&self) -> &'static str;
@@ -24,14 +33,14 @@ pub trait ErasedStage: Send + Sync {
     fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError>;
     /// The inputs the kind reads (see [`Stage::INPUTS`]).
     fn inputs(&self) -> InputContract;
-    /// See [`Stage::output_task`]; `params` as [`ErasedStage::normalize`] returned them.
-    fn output_task(
+    /// [`Stage::output_task`] and [`Stage::required_task`] of each of `inputs`, with the
+    /// params (as [`ErasedStage::normalize`] returned them) parsed once.
+    fn tasks(
         &self,
         params: &serde_json::Value,
+        inputs: &[&str],
         input_task: &dyn Fn(&str) -> Option<Task>,
-    ) -> Option<Task>;
-    /// See [`Stage::required_task`].
-    fn required_task(&self, params: &serde_json::Value, input: &str) -> Option<Task>;
+    ) -> TaskFacts;
 }
 
 struct Erased<S: Stage>(PhantomData<fn() -> S>);
@@ -85,25 +94,27 @@ impl<S: Stage> ErasedStage for Erased<S> {
     fn inputs(&self) -> InputContract {
         S::INPUTS
     }
-    fn output_task(
+    fn tasks(
         &self,
         params: &serde_json::Value,
+        inputs: &[&str],
         input_task: &dyn Fn(&str) -> Option<Task>,
-    ) -> Option<Task> {
+    ) -> TaskFacts {
         // open kinds (`shell`, `report`) write nothing whose task is known; skipping them
         // keeps a 100,000-stage shell pipeline from parsing its params again
         if S::INPUTS == InputContract::Open {
-            return None;
+            return TaskFacts::default();
         }
-        let typed: S::Params = serde_json::from_value(params.clone()).ok()?;
-        S::output_task(&typed, input_task)
-    }
-    fn required_task(&self, params: &serde_json::Value, input: &str) -> Option<Task> {
-        if S::INPUTS == InputContract::Open {
-            return None;
+        let Ok(typed) = serde_json::from_value::<S::Params>(params.clone()) else {
+            return TaskFacts::default();
+        };
+        TaskFacts {
+            output: S::output_task(&typed, input_task),
+            required: inputs
+                .iter()
+                .filter_map(|&input| Some((input.to_string(), S::required_task(&typed, input)?)))
+                .collect(),
         }
-        let typed: S::Params = serde_json::from_value(params.clone()).ok()?;
-        S::required_task(&typed, input)
     }
 }
 

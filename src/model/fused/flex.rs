@@ -338,15 +338,15 @@ fn layer_norm_tracked(
 /// The inputs of [`attention`], handed back when the fused path does not apply.
 pub type AttentionInputs = (Tensor<3>, Tensor<3>, Tensor<3>, Tensor<4>);
 
-/// Multi-head attention over `[B, T, d]` projections on plain `flex` (no autodiff: the
-/// kernel keeps no probabilities for a backward pass).
-pub fn attention(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    mask: Tensor<4>,
+/// The layout of an attention over `[B, T, d]` projections with `heads` heads and the
+/// additive mask `[B, 1, T, T]` or `[B, 1, 1, T]`; `None` when the shapes do not fit it.
+fn attention_layout(
+    q: &Tensor<3>,
+    k: &Tensor<3>,
+    v: &Tensor<3>,
+    mask: &Tensor<4>,
     heads: usize,
-) -> Result<Tensor<3>, AttentionInputs> {
+) -> Option<kernels::AttentionLayout> {
     let [b, t, d] = q.dims();
     let [mb, mh, mq, mk] = mask.dims();
     let fits = heads > 0
@@ -357,21 +357,34 @@ pub fn attention(
         && mh == 1
         && (mq == t || mq == 1)
         && mk == t;
+    fits.then_some(kernels::AttentionLayout {
+        batch: b,
+        tokens: t,
+        heads,
+        d_head: d / heads,
+        mask_queries: mq,
+    })
+}
+
+/// Multi-head attention over `[B, T, d]` projections on plain `flex` (no autodiff: the
+/// kernel keeps no probabilities for a backward pass).
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+) -> Result<Tensor<3>, AttentionInputs> {
+    let [b, t, d] = q.dims();
+    let layout = attention_layout(&q, &k, &v, &mask, heads);
     // under autodiff `place` answers `Tracked`, so only plain `flex` passes below
-    let Some(m) = constant(&mask).filter(|_| fits) else {
+    let (Some(layout), Some(m)) = (layout, constant(&mask)) else {
         return Err((q, k, v, mask));
     };
     let (Placed::Flex(qf), Placed::Flex(kf), Placed::Flex(vf)) =
         (place(q.clone()), place(k.clone()), place(v.clone()))
     else {
         return Err((q, k, v, mask));
-    };
-    let layout = kernels::AttentionLayout {
-        batch: b,
-        tokens: t,
-        heads,
-        d_head: d / heads,
-        mask_queries: mq,
     };
     let (qf, kf, vf, m) = (
         contiguous(qf),
@@ -409,17 +422,9 @@ pub fn training_attention(
     p_drop: f64,
 ) -> Result<Tensor<3>, AttentionInputs> {
     let [b, t, d] = q.dims();
-    let [mb, mh, mq, mk] = mask.dims();
-    let fits = heads > 0
-        && d % heads == 0
-        && k.dims() == q.dims()
-        && v.dims() == q.dims()
-        && mb == b
-        && mh == 1
-        && (mq == t || mq == 1)
-        && mk == t
-        && (0.0..1.0).contains(&p_drop);
-    let Some(m) = constant(&mask).filter(|_| fits && super::dropout::in_seeded_scope()) else {
+    let layout = attention_layout(&q, &k, &v, &mask, heads)
+        .filter(|_| (0.0..1.0).contains(&p_drop) && super::dropout::in_seeded_scope());
+    let (Some(layout), Some(m)) = (layout, constant(&mask)) else {
         return Err((q, k, v, mask));
     };
     let (Placed::Tracked(qt), Placed::Tracked(kt), Placed::Tracked(vt)) =
@@ -430,13 +435,6 @@ pub fn training_attention(
     let p_keep = 1.0 - p_drop;
     let Some(keep) = super::dropout::draw_mask(b * heads * t * t, p_keep) else {
         return Err((q, k, v, mask));
-    };
-    let layout = kernels::AttentionLayout {
-        batch: b,
-        tokens: t,
-        heads,
-        d_head: d / heads,
-        mask_queries: mq,
     };
     let mut state = AttentionState {
         q: contiguous(qt.primitive().clone()),

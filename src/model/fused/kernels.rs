@@ -351,6 +351,104 @@ impl HeadColumns {
     }
 }
 
+impl AttentionLayout {
+    /// Checks the buffers of one attention: `q`, `k`, `v` and `out` `[B, T, d]`, the mask
+    /// `[B, mask_queries, T]`; `what` names the kernel in the panic message.
+    fn check(self, what: &str, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], out: &[f32]) {
+        let (t, d) = (self.tokens, self.heads * self.d_head);
+        assert!(
+            q.len() == self.batch * t * d && k.len() == q.len() && v.len() == q.len(),
+            "{what}: q, k, v must be [B, T, d]"
+        );
+        assert_eq!(out.len(), q.len(), "{what}: out must be [B, T, d]");
+        assert_eq!(
+            mask.len(),
+            self.batch * self.mask_queries * t,
+            "{what}: mask shape"
+        );
+    }
+
+    /// Where the [T, d_k] block of sequence `b` and head `h` starts in a `[B, T, d]` buffer.
+    fn head_offset(self, b: usize, h: usize) -> usize {
+        b * self.tokens * self.heads * self.d_head + h * self.d_head
+    }
+}
+
+/// P = softmax(Q_h K_hᵀ / √d_k + M) of sequence `b` and head `h`, into the T × T `p`
+/// (the scores are computed there, then each row is normalised in place).
+fn head_probabilities(
+    q: &[f32],
+    k: &[f32],
+    mask: &[f32],
+    layout: AttentionLayout,
+    (b, h): (usize, usize),
+    p: &mut [f32],
+) {
+    let (t, d) = (layout.tokens, layout.heads * layout.d_head);
+    let at = layout.head_offset(b, h);
+    let scale = 1.0 / (layout.d_head as f32).sqrt();
+    // SAFETY: the [T, d_k] blocks of sequence b and head h inside q and k (row stride d;
+    // the caller checked their lengths with `AttentionLayout::check`) and the T × T `p`.
+    unsafe {
+        // S = (Q_h K_hᵀ) · 1/√d_k: K_hᵀ read as [d_k, T] with column stride d.
+        matmul(
+            (t, t, layout.d_head),
+            p.as_mut_ptr(),
+            t,
+            false,
+            MatRef::rows(q.as_ptr().add(at), d),
+            MatRef::transposed(k.as_ptr().add(at), d),
+            scale,
+            gemm::Parallelism::None,
+        );
+    }
+    let mask_queries = layout.mask_queries;
+    with_simd!({
+        for (i, row) in p.chunks_mut(t).enumerate() {
+            let m = b * mask_queries + if mask_queries == 1 { 0 } else { i };
+            softmax_row(row, &mask[m * t..(m + 1) * t]);
+        }
+    });
+}
+
+/// O_h = A V_h for the T × T weights `a` of sequence `b` and head `h`, written into head
+/// h's columns of `out`.
+///
+/// # Safety
+/// `v` and `out` are `[B, T, d]` buffers (checked with `AttentionLayout::check`), and no
+/// other task writes head h of sequence b of `out` meanwhile.
+unsafe fn head_output(
+    a: &[f32],
+    v: &[f32],
+    layout: AttentionLayout,
+    (b, h): (usize, usize),
+    out: HeadColumns,
+) {
+    let (t, d) = (layout.tokens, layout.heads * layout.d_head);
+    let at = layout.head_offset(b, h);
+    // SAFETY: the caller's bounds; `a` is T × T.
+    unsafe {
+        matmul(
+            (t, layout.d_head, t),
+            out.at(at),
+            d,
+            false,
+            MatRef::rows(a.as_ptr(), t),
+            MatRef::rows(v.as_ptr().add(at), d),
+            1.0,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// P̃ = (P ⊙ Z) · 1/(1 − p), burn's dropout arithmetic, for the mask Z (0/1) and
+/// `keep_scale` = 1/(1 − p).
+fn apply_dropout(p: &[f32], z: &[f32], keep_scale: f32, dropped: &mut [f32]) {
+    with_simd!(for ((y, &p), &z) in dropped.iter_mut().zip(p).zip(z) {
+        *y = (p * z) * keep_scale;
+    });
+}
+
 /// Scaled dot-product attention of every head, without gradients (inference):
 /// S = Q_h K_hᵀ / √d_k, P = softmax(S + M), O_h = P V_h (Vaswani et al. 2017, eq. 1).
 ///
@@ -366,67 +464,16 @@ pub fn attention(
     layout: AttentionLayout,
     out: &mut [f32],
 ) {
-    let AttentionLayout {
-        batch,
-        tokens: t,
-        heads,
-        d_head,
-        mask_queries,
-    } = layout;
-    let d = heads * d_head;
-    assert!(
-        q.len() == batch * t * d && k.len() == q.len() && v.len() == q.len(),
-        "attention: q, k, v must be [B, T, d]"
-    );
-    assert_eq!(out.len(), q.len(), "attention: out must be [B, T, d]");
-    assert_eq!(
-        mask.len(),
-        batch * mask_queries * t,
-        "attention: mask shape"
-    );
-    let scale = 1.0 / (d_head as f32).sqrt();
+    layout.check("attention", q, k, v, mask, out);
+    let (t, heads) = (layout.tokens, layout.heads);
     let out = HeadColumns(out.as_mut_ptr());
-    (0..batch * heads).into_par_iter().for_each_init(
+    (0..layout.batch * heads).into_par_iter().for_each_init(
         || vec![0.0f32; t * t],
-        |scores, task| {
-            let (b, h) = (task / heads, task % heads);
-            let at = b * t * d + h * d_head;
-            // SAFETY: every pointer addresses the [T, d_k] block of sequence b and head
-            // h inside its buffer (row stride d), whose length was checked above; the
-            // scores are T × T; tasks write disjoint blocks of `out`.
-            unsafe {
-                // S = (Q_h K_hᵀ) · 1/√d_k: K_hᵀ read as [d_k, T] with column stride d.
-                matmul(
-                    (t, t, d_head),
-                    scores.as_mut_ptr(),
-                    t,
-                    false,
-                    MatRef::rows(q.as_ptr().add(at), d),
-                    MatRef::transposed(k.as_ptr().add(at), d),
-                    scale,
-                    gemm::Parallelism::None,
-                );
-            }
-            with_simd!({
-                for (i, row) in scores.chunks_mut(t).enumerate() {
-                    let m = b * mask_queries + if mask_queries == 1 { 0 } else { i };
-                    softmax_row(row, &mask[m * t..(m + 1) * t]);
-                }
-            });
-            // SAFETY: as above.
-            unsafe {
-                // O_h = P V_h, written into head h's columns of `out`.
-                matmul(
-                    (t, d_head, t),
-                    out.at(at),
-                    d,
-                    false,
-                    MatRef::rows(scores.as_ptr(), t),
-                    MatRef::rows(v.as_ptr().add(at), d),
-                    1.0,
-                    gemm::Parallelism::None,
-                );
-            }
+        |p, task| {
+            let head = (task / heads, task % heads);
+            head_probabilities(q, k, mask, layout, head, p);
+            // SAFETY: buffers checked above; each task writes its own head's block.
+            unsafe { head_output(p, v, layout, head, out) };
         },
     );
 }
@@ -451,29 +498,12 @@ pub fn attention_train(
     probs: &mut [f32],
     out: &mut [f32],
 ) {
-    let AttentionLayout {
-        batch,
-        tokens: t,
-        heads,
-        d_head,
-        mask_queries,
-    } = layout;
-    let d = heads * d_head;
+    layout.check("attention_train", q, k, v, mask, out);
+    let (t, heads) = (layout.tokens, layout.heads);
     assert!(
-        q.len() == batch * t * d && k.len() == q.len() && v.len() == q.len(),
-        "attention_train: q, k, v must be [B, T, d]"
-    );
-    assert_eq!(out.len(), q.len(), "attention_train: out must be [B, T, d]");
-    assert_eq!(
-        mask.len(),
-        batch * mask_queries * t,
-        "attention_train: mask"
-    );
-    assert!(
-        probs.len() == batch * heads * t * t && keep.len() == probs.len(),
+        probs.len() == layout.batch * heads * t * t && keep.len() == probs.len(),
         "attention_train: probs and keep must be [B, h, T, T]"
     );
-    let scale = 1.0 / (d_head as f32).sqrt();
     let out = HeadColumns(out.as_mut_ptr());
     probs
         .par_chunks_mut(t * t)
@@ -482,44 +512,11 @@ pub fn attention_train(
         .for_each_init(
             || vec![0.0f32; t * t],
             |dropped, (task, (p, z))| {
-                let (b, h) = (task / heads, task % heads);
-                let at = b * t * d + h * d_head;
-                // SAFETY: the [T, d_k] blocks of sequence b and head h inside q, k (row
-                // stride d, lengths checked above) and the T × T block of this task.
-                unsafe {
-                    matmul(
-                        (t, t, d_head),
-                        p.as_mut_ptr(),
-                        t,
-                        false,
-                        MatRef::rows(q.as_ptr().add(at), d),
-                        MatRef::transposed(k.as_ptr().add(at), d),
-                        scale,
-                        gemm::Parallelism::None,
-                    );
-                }
-                with_simd!({
-                    for (i, row) in p.chunks_mut(t).enumerate() {
-                        let m = b * mask_queries + if mask_queries == 1 { 0 } else { i };
-                        softmax_row(row, &mask[m * t..(m + 1) * t]);
-                    }
-                    for ((y, &p), &z) in dropped.iter_mut().zip(p.iter()).zip(z) {
-                        *y = (p * z) * keep_scale;
-                    }
-                });
-                // SAFETY: as above; tasks write disjoint blocks of `out`.
-                unsafe {
-                    matmul(
-                        (t, d_head, t),
-                        out.at(at),
-                        d,
-                        false,
-                        MatRef::rows(dropped.as_ptr(), t),
-                        MatRef::rows(v.as_ptr().add(at), d),
-                        1.0,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let head = (task / heads, task % heads);
+                head_probabilities(q, k, mask, layout, head, p);
+                apply_dropout(p, z, keep_scale, dropped);
+                // SAFETY: buffers checked above; each task writes its own head's block.
+                unsafe { head_output(dropped, v, layout, head, out) };
             },
         );
 }
@@ -582,11 +579,8 @@ pub fn attention_backward(
         .for_each_init(
             || (vec![0.0f32; t * t], vec![0.0f32; t * t]),
             |(dropped, ds), (task, (p, z))| {
-                let (b, h) = (task / heads, task % heads);
-                let at = b * t * d + h * d_head;
-                with_simd!(for ((y, &p), &z) in dropped.iter_mut().zip(p).zip(z) {
-                    *y = (p * z) * keep_scale;
-                });
+                let at = layout.head_offset(task / heads, task % heads);
+                apply_dropout(p, z, keep_scale, dropped);
                 // SAFETY: every pointer addresses the [T, d_k] block of sequence b and head
                 // h (row stride d) inside a buffer of length B·T·d (checked above), or a
                 // T × T scratch; tasks write disjoint blocks of dq, dk and dv.
