@@ -30,7 +30,8 @@ use crate::train::clipping::clip_global_norm;
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
-    fit, predict, Batch, EncodedInstance, FitEnv, SequenceClassifier, TrainSettings,
+    fit, predict, Batch, ClassificationObjective, EncodedInstance, FitEnv, SequenceClassifier,
+    TrainSettings,
 };
 
 /// The PyTorch side of `bench train` (run with `python -c`).
@@ -502,14 +503,8 @@ pub(super) fn bench_epoch(
             progress: &progress,
             cancel: &cancel,
         };
-        let result = fit(
-            model,
-            &train,
-            tokenizer.pad_id(),
-            &settings,
-            &env,
-            |_, _| Ok(()),
-        );
+        let objective = ClassificationObjective::new(&train, tokenizer.pad_id());
+        let result = fit(model, &objective, &settings, &env, |_, _| Ok(()));
         let _ = std::fs::remove_dir_all(&checkpoint_dir);
         let fitted = result?;
         let record = fitted.history.last().context("the epoch left no record")?;

@@ -29,8 +29,9 @@ use crate::model::{BertConfig, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
 use crate::train::rng::with_backend_seed;
 use crate::train::{
-    fit, load_encoder, micro_prf, predict, read_split, split_source, EpochRecord, FitEnv, Init,
-    SequenceClassifier, SplitInstance, SplitSet, SplitSource, TrainError, TrainSettings,
+    fit, load_encoder, micro_prf, predict, read_split, split_source, ClassificationObjective,
+    EpochRecord, FitEnv, Init, SequenceClassifier, SplitInstance, SplitSet, SplitSource,
+    TrainError, TrainSettings,
 };
 
 /// Params of `finetune`; defaults are the papers' (su2020 III.D, su2022 "Experiment setup").
@@ -356,35 +357,29 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
         progress: &ctx.progress,
         cancel: &cancel,
     };
-    let fitted = fit(
-        model,
-        &train.encoded,
-        pad_id,
-        &p.settings(),
-        &env,
-        |model, record| {
-            let last = record.epoch == p.epochs;
-            let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
-                return Ok(());
-            };
-            let valid = model.valid();
-            let pred = predict(
-                &valid,
-                &dev.encoded,
-                pad_id,
-                p.batch_size,
-                &device,
-                false,
-                &cancel,
-            )?;
-            let pred: Vec<usize> = pred.iter().map(|x| x.label).collect();
-            let prf = micro_prf(&label_set.labels, negative, &dev.gold(), &pred)?;
-            record.dev_p = Some(prf.precision);
-            record.dev_r = Some(prf.recall);
-            record.dev_f1 = Some(prf.f1);
-            Ok(())
-        },
-    )?;
+    let objective = ClassificationObjective::new(&train.encoded, pad_id);
+    let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
+        let last = record.epoch == p.epochs;
+        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+            return Ok(());
+        };
+        let valid = model.valid();
+        let pred = predict(
+            &valid,
+            &dev.encoded,
+            pad_id,
+            p.batch_size,
+            &device,
+            false,
+            &cancel,
+        )?;
+        let pred: Vec<usize> = pred.iter().map(|x| x.label).collect();
+        let prf = micro_prf(&label_set.labels, negative, &dev.gold(), &pred)?;
+        record.dev_p = Some(prf.precision);
+        record.dev_r = Some(prf.recall);
+        record.dev_f1 = Some(prf.f1);
+        Ok(())
+    })?;
 
     let valid = fitted.model.valid();
     let with_alpha = p.head.has_token_alpha();

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use classifier::{Batch, EncodedInstance, SequenceClassifier};
 pub use encoder_init::{load_encoder, Init};
-pub use fit::{fit, EpochRecord, FitEnv, Fitted, TrainSettings};
+pub use fit::{
+    fit, ClassificationObjective, EpochRecord, FitEnv, Fitted, Objective, TrainSettings,
+};
 pub use predict::{micro_prf, predict, Prediction};
 pub use split_data::{
     read_split, split_source, SplitDataError, SplitInstance, SplitSet, SplitSource,
