@@ -147,6 +147,23 @@ impl BertTokenizer {
         })
     }
 
+    /// The word pieces of each word of a pre-tokenized sentence (no special tokens, no
+    /// truncation). A word the vocabulary cannot spell at all gets `[UNK]`, so every word
+    /// has a first piece to carry its tag.
+    pub fn encode_words(&self, words: &[String]) -> Result<Vec<Vec<u32>>, ModelError> {
+        let raw = self.inner.encode(words, false).map_err(tok_err)?;
+        let mut pieces = vec![Vec::new(); words.len()];
+        for (&id, word) in raw.get_ids().iter().zip(raw.get_word_ids()) {
+            if let Some(w) = word.and_then(|w| pieces.get_mut(w as usize)) {
+                w.push(id);
+            }
+        }
+        for w in pieces.iter_mut().filter(|w| w.is_empty()) {
+            w.push(self.unk_id);
+        }
+        Ok(pieces)
+    }
+
     /// [`encode`](Self::encode) for each text.
     pub fn encode_batch<S: AsRef<str>>(
         &self,

@@ -9,7 +9,7 @@ use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 use super::error::SpecError;
 use super::locate::SourceMap;
 use crate::data::schema::Task;
-use crate::stages::contract::{self, ContractError, TaskName};
+use crate::stages::contract::{self, ContractError, InputContract, TaskName};
 use crate::stages::{StageRegistry, PLANNED_KINDS};
 
 /// A reference from an input to one upstream instance (optionally a path inside its output).
@@ -823,7 +823,7 @@ pub fn load_pipeline(
         instances[i].inputs = bound;
     }
 
-    check_contracts(&instances, &merged, &map, registry)?;
+    check_contracts(&mut instances, &merged, &map, registry)?;
 
     Ok(Pipeline {
         file: path.to_path_buf(),
@@ -839,7 +839,7 @@ pub fn load_pipeline(
 /// corpora and splits of the task the stage needs. Instances come in expansion order, so
 /// an instance's inputs have their tasks worked out before it.
 fn check_contracts(
-    instances: &[StageInstance],
+    instances: &mut [StageInstance],
     merged: &BTreeMap<String, MergedStage>,
     map: &SourceMap,
     registry: &StageRegistry,
@@ -847,8 +847,12 @@ fn check_contracts(
     // per instance: the task of the corpus or split it writes, and the instance it came from
     // (pre-filled: with a cycle, which the graph reports next, an input can come later)
     let mut tasks: Vec<Option<(Task, usize)>> = vec![None; instances.len()];
-    let mut names_checked: BTreeSet<&str> = BTreeSet::new();
-    for (i, inst) in instances.iter().enumerate() {
+    let mut names_checked: BTreeSet<String> = BTreeSet::new();
+    // per base of a kind whose params name inputs: the inputs some cell names
+    let mut named_used: BTreeMap<String, (InputContract, BTreeSet<String>)> = BTreeMap::new();
+    for i in 0..instances.len() {
+        select_named_inputs(&mut instances[i], &merged, map, registry, &mut named_used)?;
+        let inst = &instances[i];
         let base = inst.base.as_str();
         let at_input = |input: &str, e: ContractError| {
             map.error(
@@ -860,7 +864,7 @@ fn check_contracts(
             continue;
         };
         let contract = erased.inputs();
-        if names_checked.insert(base) {
+        if names_checked.insert(base.to_string()) {
             let written = merged[base].doc.inputs.keys().map(String::as_str);
             contract::check_names(erased.kind(), contract, written).map_err(|e| {
                 let input = match &e {
@@ -926,6 +930,71 @@ fn check_contracts(
             (task, origin)
         });
     }
+    for (base, (contract, used)) in named_used {
+        let InputContract::DeclaredAndNamed {
+            declared, by_param, ..
+        } = contract
+        else {
+            continue;
+        };
+        let unused = merged[&base].doc.inputs.keys().find(|name| {
+            !used.contains(*name) && !declared.iter().any(|s| s.name == name.as_str())
+        });
+        if let Some(name) = unused {
+            let e = ContractError::NamedUnused {
+                param: by_param,
+                name: name.clone(),
+            };
+            return Err(map.error(
+                &["stages", &base, "inputs", name],
+                format!("stage `{base}`: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// For a kind whose params name some of its inputs ([`InputContract::DeclaredAndNamed`]):
+/// checks that every name is bound, then drops the inputs this cell's params do not name
+/// (so they neither enter its key nor order it after their producers), recording which
+/// inputs the stage's cells use.
+fn select_named_inputs(
+    inst: &mut StageInstance,
+    merged: &BTreeMap<String, MergedStage>,
+    map: &SourceMap,
+    registry: &StageRegistry,
+    named_used: &mut BTreeMap<String, (InputContract, BTreeSet<String>)>,
+) -> Result<(), SpecError> {
+    let Some(erased) = registry.get(&inst.kind) else {
+        return Ok(());
+    };
+    let contract = erased.inputs();
+    let InputContract::DeclaredAndNamed {
+        declared, by_param, ..
+    } = contract
+    else {
+        return Ok(());
+    };
+    let named = erased.named_inputs(&inst.params);
+    let bound: Vec<&str> = merged[&inst.base]
+        .doc
+        .inputs
+        .keys()
+        .map(String::as_str)
+        .collect();
+    contract::check_named(contract, &named, &bound).map_err(|e| {
+        map.error(
+            &["stages", &inst.base, "params", by_param],
+            format!("stage `{}`: {e}", inst.name),
+        )
+    })?;
+    inst.inputs
+        .retain(|name, _| named.contains(name) || declared.iter().any(|s| s.name == name));
+    named_used
+        .entry(inst.base.clone())
+        .or_insert_with(|| (contract, BTreeSet::new()))
+        .1
+        .extend(named);
     Ok(())
 }
 
@@ -943,16 +1012,12 @@ mod tests {
     #[test]
     fn a_planned_kind_that_is_not_built_fails_at_plan_time() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = write(
-            dir.path(),
-            "p.yaml",
-            "stages:\n  t:\n    kind: ner_finetune\n",
-        );
+        let p = write(dir.path(), "p.yaml", "stages:\n  t:\n    kind: word_pair\n");
         let err = load_pipeline(&p, None, &StageRegistry::empty()).unwrap_err();
         assert_eq!(err.line, 3);
         assert!(
             err.message
-                .contains("stage kind `ner_finetune` is not implemented"),
+                .contains("stage kind `word_pair` is not implemented"),
             "{err}"
         );
     }

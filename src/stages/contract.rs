@@ -57,14 +57,29 @@ pub enum InputContract {
     Open,
     /// Exactly these names.
     Declared(&'static [InputSpec]),
+    /// These names, and one input per name the params list under `by_param` (the tasks of
+    /// a `multitask` stage). Each named input binds one upstream result; a cell drops the
+    /// inputs its params do not name, so they neither enter its key nor make it wait.
+    DeclaredAndNamed {
+        declared: &'static [InputSpec],
+        by_param: &'static str,
+        expects: &'static str,
+    },
 }
 
 impl InputContract {
     /// The declared input called `name` (`None` for an open contract or an unknown name).
     pub fn get(self, name: &str) -> Option<InputSpec> {
+        self.declared()
+            .and_then(|specs| specs.iter().copied().find(|s| s.name == name))
+    }
+
+    /// The inputs declared by name (`None` for an open contract).
+    pub fn declared(self) -> Option<&'static [InputSpec]> {
         match self {
             InputContract::Open => None,
-            InputContract::Declared(specs) => specs.iter().copied().find(|s| s.name == name),
+            InputContract::Declared(specs) => Some(specs),
+            InputContract::DeclaredAndNamed { declared, .. } => Some(declared),
         }
     }
 
@@ -73,6 +88,17 @@ impl InputContract {
         match self {
             InputContract::Open => "any names".to_string(),
             InputContract::Declared([]) => "none".to_string(),
+            InputContract::DeclaredAndNamed {
+                declared,
+                by_param,
+                expects,
+            } => {
+                let named = format!("one per name under param `{by_param}` ({expects})");
+                match InputContract::Declared(declared).describe().as_str() {
+                    "none" => named,
+                    fixed => format!("{fixed}, {named}"),
+                }
+            }
             InputContract::Declared(specs) => specs
                 .iter()
                 .map(|s| {
@@ -108,11 +134,21 @@ pub enum ContractError {
     },
     #[error("input `{name}` takes one upstream result ({expects}), but binds {count}: {bound}")]
     NotOne {
-        name: &'static str,
+        name: String,
         expects: &'static str,
         count: usize,
         bound: String,
     },
+    #[error("`{param}` names `{name}`, which `inputs:` does not bind (bound: {bound})")]
+    NamedUnbound {
+        param: &'static str,
+        name: String,
+        bound: String,
+    },
+    #[error("`{param}` names `{name}`, which is already an input of another role")]
+    NamedClash { param: &'static str, name: String },
+    #[error("input `{name}` is named under `{param}` by no cell of this stage")]
+    NamedUnused { param: &'static str, name: String },
     #[error("input `{name}`: `{upstream}` is for {found} ({why}), but this stage needs {needed}")]
     WrongTask {
         name: String,
@@ -144,10 +180,13 @@ pub fn check_names<'a>(
     contract: InputContract,
     bound: impl IntoIterator<Item = &'a str> + Clone,
 ) -> Result<(), ContractError> {
-    let InputContract::Declared(specs) = contract else {
-        return Ok(());
+    let (specs, open_names) = match contract {
+        InputContract::Open => return Ok(()),
+        InputContract::Declared(specs) => (specs, false),
+        // the other names are checked per cell against its params
+        InputContract::DeclaredAndNamed { declared, .. } => (declared, true),
     };
-    for name in bound.clone() {
+    for name in bound.clone().into_iter().filter(|_| !open_names) {
         if contract.get(name).is_none() {
             let suggestion = specs
                 .iter()
@@ -186,10 +225,39 @@ pub fn check_arity(spec: InputSpec, bound: &[String]) -> Result<(), ContractErro
             shown.push(format!("… ({} more)", bound.len() - SHOWN));
         }
         return Err(ContractError::NotOne {
-            name: spec.name,
+            name: spec.name.to_string(),
             expects: spec.expects,
             count: bound.len(),
             bound: shown.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a cell of a [`InputContract::DeclaredAndNamed`] kind: every name its params list
+/// is bound under `inputs:` (`bound`), and no listed name is also a declared input.
+pub fn check_named(
+    contract: InputContract,
+    named: &[String],
+    bound: &[&str],
+) -> Result<(), ContractError> {
+    let InputContract::DeclaredAndNamed {
+        declared, by_param, ..
+    } = contract
+    else {
+        return Ok(());
+    };
+    if let Some(clash) = named.iter().find(|n| declared.iter().any(|s| s.name == *n)) {
+        return Err(ContractError::NamedClash {
+            param: by_param,
+            name: clash.clone(),
+        });
+    }
+    if let Some(missing) = named.iter().find(|n| !bound.contains(&n.as_str())) {
+        return Err(ContractError::NamedUnbound {
+            param: by_param,
+            name: missing.clone(),
+            bound: bound.join(", "),
         });
     }
     Ok(())

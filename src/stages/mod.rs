@@ -9,6 +9,7 @@ pub mod cv_aggregate;
 pub mod evaluate;
 pub mod fetch;
 pub mod finetune;
+pub mod multitask;
 pub mod pretrain;
 pub mod probe;
 mod registry;
@@ -17,6 +18,7 @@ pub mod shell;
 pub mod split;
 pub mod subdomain_corpus;
 pub mod training_checks;
+pub mod training_defaults;
 
 pub use contract::{Arity, ContractError, InputContract, InputSpec};
 pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
@@ -52,6 +54,12 @@ pub trait Stage: Send + Sync + 'static {
         _input_task: &dyn Fn(&str) -> Option<Task>,
     ) -> Option<Task> {
         None
+    }
+
+    /// With [`InputContract::DeclaredAndNamed`]: the input names these params list (a
+    /// `multitask` stage's tasks), in order.
+    fn named_inputs(_params: &Self::Params) -> Vec<String> {
+        Vec::new()
     }
 
     /// The task the corpus or split bound to `input` must be for (a relation head cannot

@@ -28,6 +28,7 @@ use super::training_checks::{
     check_caps, check_non_negative, check_optimizer_params, check_positive, check_tiny,
     OptimizerParams,
 };
+use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
@@ -55,7 +56,7 @@ pub struct ProbeParams {
     /// Hidden units of the probing MLP.
     #[serde(default = "default_hidden")]
     pub hidden: usize,
-    #[serde(default = "default_lr")]
+    #[serde(default = "training_defaults::lr")]
     pub lr: f64,
     /// Learning rate of the scalar mix (`α`, `γ`); default `lr`. The paper gives one rate;
     /// with few updates a mix at a fine-tuning rate barely leaves uniform.
@@ -63,20 +64,20 @@ pub struct ProbeParams {
     pub mix_lr: Option<f64>,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "training_defaults::batch_size")]
     pub batch_size: usize,
     /// Tokens of the zero-padded sequence the MLP reads, [CLS] and [SEP] included.
-    #[serde(default = "default_max_len")]
+    #[serde(default = "training_defaults::max_len")]
     pub max_len: usize,
     /// Fraction of the updates spent in linear warm-up.
-    #[serde(default = "default_warmup")]
+    #[serde(default = "training_defaults::warmup")]
     pub warmup: f64,
-    #[serde(default = "default_weight_decay")]
+    #[serde(default = "training_defaults::weight_decay")]
     pub weight_decay: f64,
     /// Max global gradient norm; 0 turns clipping off.
-    #[serde(default = "default_grad_clip")]
+    #[serde(default = "training_defaults::grad_clip")]
     pub grad_clip: f64,
-    #[serde(default = "default_seed")]
+    #[serde(default = "training_defaults::seed")]
     pub seed: u64,
     /// Use `fold-K/` of the split.
     #[serde(default)]
@@ -97,29 +98,8 @@ pub struct ProbeParams {
 fn default_hidden() -> usize {
     1024
 }
-fn default_lr() -> f64 {
-    2e-5
-}
 fn default_epochs() -> usize {
     4
-}
-fn default_batch_size() -> usize {
-    32
-}
-fn default_max_len() -> usize {
-    128
-}
-fn default_warmup() -> f64 {
-    0.1
-}
-fn default_weight_decay() -> f64 {
-    0.01
-}
-fn default_grad_clip() -> f64 {
-    1.0
-}
-fn default_seed() -> u64 {
-    1
 }
 
 impl ProbeParams {

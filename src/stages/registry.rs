@@ -8,7 +8,7 @@ use crate::data::schema::Task;
 
 /// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
 /// at plan time with "stage kind X is not implemented" — never with placeholder output.
-pub const PLANNED_KINDS: &[&str] = &["multitask_finetune", "ner_finetune"];
+pub const PLANNED_KINDS: &[&str] = &["slicing_multitask", "word_pair"];
 
 /// What a stage says about the tasks of corpora and splits, read from its params.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub trait ErasedStage: Send + Sync {
     fn run(&self, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), StageError>;
     /// The inputs the kind reads (see [`Stage::INPUTS`]).
     fn inputs(&self) -> InputContract;
+    /// [`Stage::named_inputs`] of these (normalized) params.
+    fn named_inputs(&self, params: &serde_json::Value) -> Vec<String>;
     /// [`Stage::output_task`] and [`Stage::required_task`] of each of `inputs`, with the
     /// params (as [`ErasedStage::normalize`] returned them) parsed once.
     fn tasks(
@@ -94,6 +96,14 @@ impl<S: Stage> ErasedStage for Erased<S> {
     fn inputs(&self) -> InputContract {
         S::INPUTS
     }
+    fn named_inputs(&self, params: &serde_json::Value) -> Vec<String> {
+        if !matches!(S::INPUTS, InputContract::DeclaredAndNamed { .. }) {
+            return Vec::new();
+        }
+        serde_json::from_value::<S::Params>(params.clone())
+            .map(|typed| S::named_inputs(&typed))
+            .unwrap_or_default()
+    }
     fn tasks(
         &self,
         params: &serde_json::Value,
@@ -142,6 +152,7 @@ impl StageRegistry {
         r.register::<super::corpus::CorpusStage>();
         r.register::<super::split::SplitStage>();
         r.register::<super::finetune::FinetuneStage>();
+        r.register::<super::multitask::MultitaskStage>();
         r.register::<super::subdomain_corpus::SubdomainCorpusStage>();
         r.register::<super::pretrain::PretrainStage>();
         r.register::<super::attention_analysis::AttentionAnalysisStage>();

@@ -141,29 +141,36 @@ impl SequenceClassifier {
     /// Encodes the batch and applies the head (asking the encoder for attention
     /// probabilities only when the head reads them).
     pub fn forward(&self, batch: &Batch) -> Result<HeadOutput, ModelError> {
-        let head_kind = self.head_kind();
-        let out = self.encoder.forward(
-            batch.input_ids.clone(),
-            batch.attention_mask.clone(),
-            head_kind.needs_attentions(),
-        );
-        self.head.forward(HeadInput {
-            last_hidden_state: out.last_hidden_state,
-            hidden_states: if head_kind.needs_all_layers() {
-                out.hidden_states
-            } else {
-                Vec::new()
-            },
-            attentions: out.attentions,
-            lengths: batch.lengths.clone(),
-            entity_positions: batch.entity_positions.clone(),
-        })
+        classify(&self.encoder, &self.head, batch)
     }
 
     /// Which head this model carries.
     pub fn head_kind(&self) -> crate::model::heads::HeadKind {
         self.head.kind()
     }
+}
+
+/// Encodes `batch` with `encoder` and applies `head` (asking the encoder for attention
+/// probabilities only when the head reads them). A multi-task model shares one encoder
+/// between several heads.
+pub fn classify(encoder: &BertModel, head: &Head, batch: &Batch) -> Result<HeadOutput, ModelError> {
+    let head_kind = head.kind();
+    let out = encoder.forward(
+        batch.input_ids.clone(),
+        batch.attention_mask.clone(),
+        head_kind.needs_attentions(),
+    );
+    head.forward(HeadInput {
+        last_hidden_state: out.last_hidden_state,
+        hidden_states: if head_kind.needs_all_layers() {
+            out.hidden_states
+        } else {
+            Vec::new()
+        },
+        attentions: out.attentions,
+        lengths: batch.lengths.clone(),
+        entity_positions: batch.entity_positions.clone(),
+    })
 }
 
 /// Initializes every lazily initialized parameter of `model` now (burn draws a parameter's

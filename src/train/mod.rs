@@ -8,10 +8,12 @@ pub mod clipping;
 pub mod concurrent_batches;
 pub mod encoder_init;
 pub mod fit;
+pub mod multitask;
 pub mod predict;
 pub mod rng;
 pub mod schedule;
 pub mod split_data;
+pub mod tagging;
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +24,10 @@ pub use fit::{
 };
 pub use predict::{micro_prf, predict, Prediction};
 pub use split_data::{
-    read_split, split_source, SplitDataError, SplitInstance, SplitSet, SplitSource,
+    read_split, read_tagged_split, split_source, SplitDataError, SplitInstance, SplitSentence,
+    SplitSet, SplitSource, TaggedSet,
 };
+pub use tagging::{predict_tags, TaggingObjective, TokenTagger, WordWindow};
 
 /// Why training or inference failed.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
 use crate::data::DataError;
 use crate::model::{BertTokenizer, Encoding, ModelError};
+use crate::train::tagging::{word_windows, WordWindow};
 use crate::train::EncodedInstance;
 
 /// Why a split could not be read for training.
@@ -27,6 +28,13 @@ pub enum SplitDataError {
         id: String,
         label: String,
     },
+    #[error("{path}: sentence `{id}` has {tokens} tokens but {tags} tags")]
+    TagCount {
+        path: PathBuf,
+        id: String,
+        tokens: usize,
+        tags: usize,
+    },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -39,6 +47,22 @@ pub struct SplitInstance {
     pub id: String,
     pub text: String,
     pub label: String,
+}
+
+/// One line of an NER split file: a sentence's words and their IOB2 tags.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SplitSentence {
+    pub id: String,
+    pub tokens: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// An NER split file read, tagged by index and cut into windows of at most `max_len` pieces.
+pub struct TaggedSet {
+    pub sentences: Vec<SplitSentence>,
+    /// Each sentence's gold tag indices.
+    pub gold: Vec<Vec<usize>>,
+    pub windows: Vec<WordWindow>,
 }
 
 /// A split file read and tokenized.
@@ -104,21 +128,38 @@ pub fn read_split(
     encode_split(&path, instances, labels, tokenizer, max_len).map(Some)
 }
 
+/// A unit of a split file with an id (what [`capped`] keeps or drops).
+pub trait Identified {
+    fn id(&self) -> &str;
+}
+
+impl Identified for SplitInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Identified for SplitSentence {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Keeps at most `cap` instances: those whose ids hash lowest (blake3), in file order. The
 /// subset depends only on the ids, never on the seed or the file order.
-pub fn capped(instances: Vec<SplitInstance>, cap: Option<usize>) -> Vec<SplitInstance> {
+pub fn capped<T: Identified>(instances: Vec<T>, cap: Option<usize>) -> Vec<T> {
     let Some(cap) = cap.filter(|&c| c < instances.len()) else {
         return instances;
     };
     let mut ranked: Vec<(blake3::Hash, usize)> = instances
         .iter()
         .enumerate()
-        .map(|(i, x)| (blake3::hash(x.id.as_bytes()), i))
+        .map(|(i, x)| (blake3::hash(x.id().as_bytes()), i))
         .collect();
     ranked.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
     let mut keep: Vec<usize> = ranked.into_iter().take(cap).map(|(_, i)| i).collect();
     keep.sort_unstable();
-    let mut instances: Vec<Option<SplitInstance>> = instances.into_iter().map(Some).collect();
+    let mut instances: Vec<Option<T>> = instances.into_iter().map(Some).collect();
     keep.into_iter()
         .filter_map(|i| instances[i].take())
         .collect()
@@ -150,4 +191,63 @@ fn encode_split(
         encodings,
         encoded,
     })
+}
+
+/// Reads `dir/name.jsonl` of an NER split (at most `cap` sentences, see [`capped`]), maps
+/// each tag to its index in `tags` and cuts each sentence into windows of at most `max_len`
+/// word pieces; `None` when the file does not exist.
+pub fn read_tagged_split(
+    dir: &Path,
+    name: &str,
+    cap: Option<usize>,
+    tags: &[String],
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<Option<TaggedSet>, SplitDataError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let sentences = capped(jsonl::read::<SplitSentence>(&path)?, cap);
+    let mut gold = Vec::with_capacity(sentences.len());
+    let mut windows = Vec::new();
+    for (k, x) in sentences.iter().enumerate() {
+        if x.tokens.len() != x.tags.len() {
+            return Err(SplitDataError::TagCount {
+                path: path.clone(),
+                id: x.id.clone(),
+                tokens: x.tokens.len(),
+                tags: x.tags.len(),
+            });
+        }
+        let y = x
+            .tags
+            .iter()
+            .map(|tag| {
+                tags.iter()
+                    .position(|t| t == tag)
+                    .ok_or_else(|| SplitDataError::UndeclaredLabel {
+                        path: path.clone(),
+                        id: x.id.clone(),
+                        label: tag.clone(),
+                    })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let pieces = tokenizer.encode_words(&x.tokens)?;
+        let continues: Vec<bool> = x.tags.iter().map(|t| t.starts_with("I-")).collect();
+        windows.extend(word_windows(
+            k,
+            &pieces,
+            &y,
+            &continues,
+            [tokenizer.cls_id(), tokenizer.sep_id()],
+            max_len,
+        ));
+        gold.push(y);
+    }
+    Ok(Some(TaggedSet {
+        sentences,
+        gold,
+        windows,
+    }))
 }

@@ -15,11 +15,14 @@
 //! | `inter_cls_att` | `Σ_l α_l h^l_CLS`, `α = softmax(h_CLS K)` over layers |
 //! | `pairwise_att` | `C = T_i ∘ T_j ∘ a^{i,j} ∘ a^{j,i}` (Meng et al. eq. 4–5) |
 //!
+//! The token heads `token` and `token_crf` (NER) score every word instead; see [`token`].
+//!
 //! `h^L_1..h^L_N` are the states of the real word pieces between [CLS] and [SEP]: the [SEP]
 //! state and padding never enter a summary. The classifier input `h` gets dropout.
 //!
 //! One file per family: `cls` and what every head shares here, `lstm.rs` (`sll_lstm*`),
-//! `attention.rs` (`sll_att*`), `inter_cls.rs` (`inter_cls_*`), `pairwise.rs` (`pairwise_att`).
+//! `attention.rs` (`sll_att*`), `inter_cls.rs` (`inter_cls_*`), `pairwise.rs` (`pairwise_att`),
+//! `token.rs` (`token`, `token_crf`).
 //! A new head is a variant of [`HeadKind`], its module, and its arms in [`HeadConfig::init`]
 //! and [`Head`].
 
@@ -39,11 +42,13 @@ mod lstm;
 mod pairwise;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use attention::{AdditiveAttention, SllAttHead};
 pub use inter_cls::{InterClsAttHead, InterClsLstmHead};
 pub use lstm::{Lstm, SllLstmHead};
 pub use pairwise::{pairwise_attention, PairwiseAttHead};
+pub use token::{TokenHead, TokenHeadConfig, TransitionConstraints, WordStarts};
 
 /// Standard deviation of BERT's truncated-normal initializer, used for `W_f` and `K`.
 const BERT_INIT_STD: f64 = 0.02;
@@ -74,10 +79,15 @@ pub enum HeadKind {
     InterClsAtt,
     /// Meng et al.'s pair-wise attention features of the two entities.
     PairwiseAtt,
+    /// NER: a softmax over the tags of every word (Peng et al. 2020).
+    Token,
+    /// NER: a linear-chain CRF over the words' tag scores.
+    TokenCrf,
 }
 
 impl HeadKind {
-    /// Every head, in the order of the papers' tables.
+    /// Every sentence-level head (one label per instance), in the order of the papers'
+    /// tables.
     pub const ALL: [HeadKind; 9] = [
         HeadKind::Cls,
         HeadKind::SllLstm,
@@ -89,6 +99,9 @@ impl HeadKind {
         HeadKind::InterClsAtt,
         HeadKind::PairwiseAtt,
     ];
+
+    /// Every token-level head (one tag per word).
+    pub const TOKEN: [HeadKind; 2] = [HeadKind::Token, HeadKind::TokenCrf];
 
     /// The YAML name.
     pub fn name(self) -> &'static str {
@@ -102,6 +115,23 @@ impl HeadKind {
             HeadKind::InterClsLstm => "inter_cls_lstm",
             HeadKind::InterClsAtt => "inter_cls_att",
             HeadKind::PairwiseAtt => "pairwise_att",
+            HeadKind::Token => "token",
+            HeadKind::TokenCrf => "token_crf",
+        }
+    }
+
+    /// Whether the head tags every word (NER) rather than labelling the instance.
+    pub fn is_token(self) -> bool {
+        matches!(self, HeadKind::Token | HeadKind::TokenCrf)
+    }
+
+    /// The task type of the split this head trains on.
+    pub fn task(self) -> crate::data::schema::Task {
+        use crate::data::schema::Task;
+        if self.is_token() {
+            Task::Ner
+        } else {
+            Task::Relation
         }
     }
 
@@ -135,16 +165,14 @@ impl fmt::Display for HeadKind {
 impl FromStr for HeadKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HeadKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = HeadKind::ALL.iter().map(|k| k.name()).collect();
-                ModelError::Invalid(format!(
-                    "unknown head `{s}`; expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        let every = || HeadKind::ALL.into_iter().chain(HeadKind::TOKEN);
+        every().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = every().map(|k| k.name()).collect();
+            ModelError::Invalid(format!(
+                "unknown head `{s}`; expected one of {}",
+                names.join(", ")
+            ))
+        })
     }
 }
 
@@ -178,6 +206,8 @@ impl HeadConfig {
             HeadKind::SllLstmNocls | HeadKind::InterClsLstm => self.lstm_hidden,
             // C ∈ R^{2M + L·H·2} (Meng et al. eq. 5)
             HeadKind::PairwiseAtt => 2 * h + 2 * self.num_layers * self.num_attention_heads,
+            // a token head scores each word's state
+            HeadKind::Token | HeadKind::TokenCrf => h,
         }
     }
 
@@ -230,6 +260,12 @@ impl HeadConfig {
                 classifier,
             }),
             HeadKind::PairwiseAtt => Head::PairwiseAtt(PairwiseAttHead { classifier }),
+            HeadKind::Token | HeadKind::TokenCrf => {
+                return Err(ModelError::Invalid(format!(
+                    "`{}` tags words; build it with TokenHeadConfig",
+                    self.kind
+                )))
+            }
         };
         Ok(head)
     }

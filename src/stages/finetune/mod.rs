@@ -15,15 +15,18 @@ use std::path::Path;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
+mod tagging;
+
 use super::training_checks::{
     check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
 };
+use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
-use crate::model::heads::{HeadConfig, HeadKind};
+use crate::model::heads::{HeadConfig, HeadKind, TransitionConstraints};
 use crate::model::vocab::grow_word_embeddings;
 use crate::model::{BertConfig, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
@@ -40,33 +43,33 @@ use crate::train::{
 pub struct FinetuneParams {
     #[serde(default)]
     pub head: HeadKind,
-    #[serde(default = "default_lr")]
+    #[serde(default = "training_defaults::lr")]
     pub lr: f64,
-    #[serde(default = "default_batch_size")]
+    #[serde(default = "training_defaults::batch_size")]
     pub batch_size: usize,
     /// Word pieces per instance, [CLS] and [SEP] included.
-    #[serde(default = "default_max_len")]
+    #[serde(default = "training_defaults::max_len")]
     pub max_len: usize,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Fraction of the updates spent in linear warm-up.
-    #[serde(default = "default_warmup")]
+    #[serde(default = "training_defaults::warmup")]
     pub warmup: f64,
-    #[serde(default = "default_weight_decay")]
+    #[serde(default = "training_defaults::weight_decay")]
     pub weight_decay: f64,
     /// Dropout on the classifier input `h` (the encoder keeps its config's dropout).
-    #[serde(default = "default_dropout")]
+    #[serde(default = "training_defaults::dropout")]
     pub dropout: f64,
     /// Max global gradient norm; 0 turns clipping off.
-    #[serde(default = "default_grad_clip")]
+    #[serde(default = "training_defaults::grad_clip")]
     pub grad_clip: f64,
-    #[serde(default = "default_seed")]
+    #[serde(default = "training_defaults::seed")]
     pub seed: u64,
     /// Use `fold-K/` of the split.
     #[serde(default)]
     pub fold: Option<u32>,
     /// Hidden size of the LSTM heads (768 in su2022).
-    #[serde(default = "default_lstm_hidden")]
+    #[serde(default = "training_defaults::lstm_hidden")]
     pub lstm_hidden: usize,
     /// Use at most this many training instances (a fixed, seed-independent subset).
     #[serde(default)]
@@ -80,7 +83,7 @@ pub struct FinetuneParams {
     #[serde(default)]
     pub tiny: bool,
     /// Score the dev set after every epoch (else only after the last).
-    #[serde(default = "yes")]
+    #[serde(default = "training_defaults::yes")]
     pub eval_dev_each_epoch: bool,
     /// Write the fine-tuned model to `model/` (large).
     #[serde(default)]
@@ -90,7 +93,10 @@ pub struct FinetuneParams {
     /// truncated). Evaluation always sorts by length and restores the input order.
     /// (Left out of the key at its default, so results cached before this param existed
     /// stay valid: the default is the behaviour they were made with.)
-    #[serde(default = "yes", skip_serializing_if = "is_default_bucketing")]
+    #[serde(
+        default = "training_defaults::yes",
+        skip_serializing_if = "is_default_bucketing"
+    )]
     pub bucketing: bool,
     /// Entity tags (`@GENE$`, `@CHEMICAL$`, …): `split` into word pieces by the vocabulary,
     /// as in the papers, or `add`ed to it as one new token each (see [`crate::model::vocab`]).
@@ -101,6 +107,10 @@ pub struct FinetuneParams {
     /// split's train, dev and test texts (in sorted order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entity_tags: Vec<String>,
+    /// With `head: token_crf`: `bio` forbids the transitions IOB2 never makes (`O → I-X`,
+    /// `B-Y → I-X`); `none` learns every transition. (Left out of the key at its default.)
+    #[serde(default, skip_serializing_if = "TransitionConstraints::is_none")]
+    pub crf_constraints: TransitionConstraints,
 }
 
 /// How entity tags reach the encoder.
@@ -126,38 +136,8 @@ fn is_default_bucketing(bucketing: &bool) -> bool {
     *bucketing
 }
 
-fn default_lr() -> f64 {
-    2e-5
-}
-fn default_batch_size() -> usize {
-    32
-}
-fn default_max_len() -> usize {
-    128
-}
 fn default_epochs() -> usize {
     10
-}
-fn default_warmup() -> f64 {
-    0.1
-}
-fn default_weight_decay() -> f64 {
-    0.01
-}
-fn default_dropout() -> f64 {
-    0.1
-}
-fn default_grad_clip() -> f64 {
-    1.0
-}
-fn default_seed() -> u64 {
-    1
-}
-fn default_lstm_hidden() -> usize {
-    768
-}
-fn yes() -> bool {
-    true
 }
 
 impl FinetuneParams {
@@ -184,13 +164,16 @@ impl Stage for FinetuneStage {
     const USES_BACKEND: bool = true;
     type Params = FinetuneParams;
     const INPUTS: InputContract = InputContract::Declared(&[
-        InputSpec::one("data", "a split of a relation corpus"),
+        InputSpec::one(
+            "data",
+            "a split: of a relation corpus, or of an NER corpus for token heads",
+        ),
         InputSpec::one("model", "a BERT checkpoint directory"),
     ]);
 
-    fn required_task(_: &FinetuneParams, input: &str) -> Option<Task> {
-        // every head so far classifies an entity pair of a sentence
-        (input == "data").then_some(Task::Relation)
+    fn required_task(p: &FinetuneParams, input: &str) -> Option<Task> {
+        // sentence heads classify an entity pair of a sentence; token heads tag words
+        (input == "data").then_some(p.head.task())
     }
 
     fn check(p: &FinetuneParams) -> Result<(), ParamError> {
@@ -225,6 +208,18 @@ impl Stage for FinetuneStage {
             return Err(ParamError::new(
                 "entity_tags",
                 format!("`{bad}` is empty or contains whitespace"),
+            ));
+        }
+        if p.head.is_token() && p.entity_tokens != EntityTokens::Split {
+            return Err(ParamError::new(
+                "entity_tokens",
+                format!("applies to relation heads, not `{}`", p.head),
+            ));
+        }
+        if !p.crf_constraints.is_none() && p.head != HeadKind::TokenCrf {
+            return Err(ParamError::new(
+                "crf_constraints",
+                format!("needs `head: token_crf`, not `{}`", p.head),
             ));
         }
         check_caps(p.max_train, p.max_eval)?;
@@ -266,11 +261,14 @@ struct AttentionLine<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct History<'a> {
-    epochs: &'a [EpochRecord],
+pub(super) struct History<'a> {
+    pub(super) epochs: &'a [EpochRecord],
 }
 
 fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
+    if p.head.is_token() {
+        return tagging::run(ctx, p);
+    }
     let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {

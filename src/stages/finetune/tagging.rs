@@ -1,0 +1,216 @@
+//! `finetune` with a token head (`token`, `token_crf`): NER on a split of an IOB2 corpus.
+//!
+//! Outputs as for the sentence heads, with tag lists: `predictions.jsonl` holds
+//! `{"id","gold":[tags],"pred":[tags]}` per test sentence (what `evaluate` scores
+//! entity-level), `history.json` the dev entity-level P/R/F1 per epoch.
+
+use std::path::Path;
+
+use burn::module::Module;
+use serde::Serialize;
+
+use super::{FinetuneParams, History};
+use crate::data::jsonl;
+use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::metrics::NerCounts;
+use crate::model::checkpoint::copy_tokenizer_files;
+use crate::model::device::{train_device, DeviceSpec};
+use crate::model::heads::TokenHeadConfig;
+use crate::model::{BertConfig, BertTokenizer, ModelError};
+use crate::stages::{ParamError, StageCtx, StageError};
+use crate::train::classifier::initialize_params;
+use crate::train::rng::with_backend_seed;
+use crate::train::tagging::join_windows;
+use crate::train::{
+    fit, load_encoder, predict_tags, read_tagged_split, split_source, FitEnv, SplitSource,
+    TaggedSet, TaggingObjective, TokenTagger, TrainError,
+};
+
+/// `predictions.jsonl` line of a tagged sentence.
+#[derive(Debug, Serialize)]
+struct TaggedLine<'a> {
+    id: &'a str,
+    gold: Vec<&'a str>,
+    pred: Vec<&'a str>,
+}
+
+pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
+    let data_root = ctx.inputs.path("data")?.to_path_buf();
+    let model_dir = ctx.inputs.path("model")?.to_path_buf();
+    let SplitSource {
+        dir: data_dir,
+        labels_path,
+        label_set,
+    } = split_source(&data_root, p.fold)?;
+    let tags = &label_set.labels;
+    let tokenizer = BertTokenizer::from_dir(&model_dir)?;
+    let read = |name: &str, cap: Option<usize>| {
+        read_tagged_split(&data_dir, name, cap, tags, &tokenizer, p.max_len)
+    };
+    let required = |name: &str, set: Option<TaggedSet>| {
+        set.ok_or_else(|| StageError::Input {
+            name: "data".into(),
+            message: format!("no {name}.jsonl in {}", data_dir.display()),
+        })
+    };
+    let train = required("train", read("train", p.max_train)?)?;
+    let dev = read("dev", p.max_eval)?;
+    let test = required("test", read("test", p.max_eval)?)?;
+    ctx.progress.println(format!(
+        "{}: {} train, {} dev, {} test sentences ({} train windows); head {}",
+        ctx.name,
+        train.sentences.len(),
+        dev.as_ref().map_or(0, |d| d.sentences.len()),
+        test.sentences.len(),
+        train.windows.len(),
+        p.head
+    ));
+
+    let device = DeviceSpec::parse(&ctx.device)?.device()?;
+    let train_dev = train_device(&device);
+    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
+        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
+        let head_config = TokenHeadConfig {
+            kind: p.head,
+            hidden_size: config.hidden_size,
+            tags: tags.clone(),
+            dropout: p.dropout,
+            constraints: p.crf_constraints,
+        };
+        let model = TokenTagger {
+            encoder,
+            head: head_config.init(&train_dev)?,
+        };
+        initialize_params(&model);
+        Ok::<_, ModelError>((model, config, head_config))
+    })?;
+    if p.max_len > config.max_position_embeddings {
+        return Err(ParamError::new(
+            "max_len",
+            format!(
+                "{} exceeds the model's max_position_embeddings {}",
+                p.max_len, config.max_position_embeddings
+            ),
+        )
+        .into());
+    }
+    let pad_id = tokenizer.pad_id();
+    let cancel = ctx.cancel.clone();
+    let env = FitEnv {
+        device: &train_dev,
+        checkpoint_dir: &ctx.checkpoint_dir,
+        progress: &ctx.progress,
+        cancel: &cancel,
+    };
+    let predict = |model: &TokenTagger, set: &TaggedSet| {
+        let per_window = predict_tags(model, &set.windows, pad_id, p.batch_size, &device, &cancel)?;
+        Ok::<_, TrainError>(join_windows(&set.windows, per_window, set.sentences.len()))
+    };
+    let objective = TaggingObjective::new(&train.windows, pad_id);
+    let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
+        let last = record.epoch == p.epochs;
+        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+            return Ok(());
+        };
+        let pred = predict(&model.valid(), dev)?;
+        let prf = entity_prf(tags, &dev.gold, &pred)?;
+        record.dev_p = Some(prf.precision);
+        record.dev_r = Some(prf.recall);
+        record.dev_f1 = Some(prf.f1);
+        Ok(())
+    })?;
+
+    let predicted = predict(&fitted.model.valid(), &test)?;
+    let names = |y: &[usize]| y.iter().map(|&t| tags[t].as_str()).collect::<Vec<_>>();
+    let lines: Vec<TaggedLine> = test
+        .sentences
+        .iter()
+        .zip(&test.gold)
+        .zip(&predicted)
+        .map(|((sentence, gold), pred)| TaggedLine {
+            id: &sentence.id,
+            gold: names(gold),
+            pred: names(pred),
+        })
+        .collect();
+    let out = &ctx.out_dir;
+    jsonl::write(&out.join("predictions.jsonl"), &lines)?;
+    std::fs::copy(&labels_path, out.join(LABELS_FILE))
+        .map_err(|e| StageError::io(&labels_path, e))?;
+    ctx.write_json(
+        "history.json",
+        &History {
+            epochs: &fitted.history,
+        },
+    )?;
+    let last = fitted.history.last();
+    let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
+    ctx.write_json(
+        "metrics.json",
+        &serde_json::json!({
+            "head": p.head.name(),
+            "dev_p": last.and_then(|r| r.dev_p),
+            "dev_r": last.and_then(|r| r.dev_r),
+            "dev_f1": last.and_then(|r| r.dev_f1),
+            "train_seconds": train_seconds,
+            "train_seq_per_s": (train.windows.len() * fitted.history.len()) as f64 / train_seconds.max(1e-9),
+            "train_instances": train.windows.len(),
+            "test_instances": test.sentences.len(),
+        }),
+    )?;
+    if p.save_model {
+        save_tagger(
+            &fitted.model,
+            &config,
+            &head_config,
+            &label_set,
+            &model_dir,
+            &out.join("model"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Entity-level (conlleval) micro P/R/F1 of predicted against gold tag indices.
+fn entity_prf(
+    tags: &[String],
+    gold: &[Vec<usize>],
+    pred: &[Vec<usize>],
+) -> Result<crate::metrics::Prf, TrainError> {
+    let mut counts = NerCounts::new();
+    for (g, p) in gold.iter().zip(pred) {
+        let name = |y: &Vec<usize>| y.iter().map(|&t| tags[t].as_str()).collect::<Vec<_>>();
+        counts.add(&name(g), &name(p))?;
+    }
+    Ok(counts.overall())
+}
+
+/// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the token head
+/// (`head.bpk`, described by `head.json`).
+fn save_tagger(
+    model: &TokenTagger,
+    config: &BertConfig,
+    head: &TokenHeadConfig,
+    labels: &LabelSet,
+    from: &Path,
+    dir: &Path,
+) -> Result<(), StageError> {
+    model.encoder.save(config, dir)?;
+    copy_tokenizer_files(from, dir)?;
+    let head_path = dir.join("head.bpk");
+    model
+        .head
+        .clone()
+        .save_file(&head_path)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
+    let description = serde_json::json!({
+        "head": head.kind.name(),
+        "hidden_size": head.hidden_size,
+        "labels": labels.labels,
+        "crf_constraints": head.constraints,
+    });
+    let path = dir.join("head.json");
+    let text = serde_json::to_string_pretty(&description)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))
+}

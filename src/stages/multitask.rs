@@ -1,0 +1,593 @@
+//! `multitask`: one BERT encoder fine-tuned on several tasks at once, one head per task
+//! (Peng et al. 2020's MT-BERT; the multi-task stage of the pairwise-MTL grid).
+//!
+//! Inputs: `model`, a BERT checkpoint directory, and one split per task, each bound under
+//! the task's name; param `tasks` maps those names to their heads:
+//!
+//! ```yaml
+//! mt:
+//!   kind: multitask
+//!   inputs: {model: bert, chemprot: chemprot_split, bc5cdr_chem: chem_split}
+//!   params:
+//!     tasks: {chemprot: {head: cls}, bc5cdr_chem: {head: token}}
+//!     sampling: proportional
+//! ```
+//!
+//! A matrix cell whose `tasks` name fewer splits than `inputs:` binds drops the others (the
+//! pairwise grid binds every split once and picks two per cell).
+//!
+//! Outputs: `model/`, the shared encoder in Hugging Face layout with the tokenizer (so it
+//! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune);
+//! `tasks/<name>/` per task with `predictions.jsonl` and `labels.json` (what `evaluate`
+//! reads: bind `mt.sub/tasks/<name>`), `head.bpk` and `metrics.json`; `history.json` (per
+//! epoch: loss, each task's dev score) and `metrics.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+use super::training_checks::{
+    check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
+};
+use super::training_defaults;
+use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use crate::data::jsonl;
+use crate::data::schema::{LabelSet, Task, LABELS_FILE};
+use crate::metrics::NerCounts;
+use crate::model::checkpoint::copy_tokenizer_files;
+use crate::model::device::{train_device, DeviceSpec};
+use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
+use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
+use crate::train::classifier::initialize_params;
+use crate::train::multitask::{MultiTaskModel, MultiTaskObjective, Sampling, TaskHead, TaskUnits};
+use crate::train::rng::with_backend_seed;
+use crate::train::tagging::join_windows;
+use crate::train::{
+    fit, load_encoder, micro_prf, predict, predict_tags, read_split, read_tagged_split,
+    split_source, FitEnv, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet, TokenTagger,
+    TrainError, TrainSettings,
+};
+
+/// One task of a `multitask` stage: its head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskParams {
+    #[serde(default)]
+    pub head: HeadKind,
+    /// With `head: token_crf`: `bio` or `none` (see `finetune`).
+    #[serde(default, skip_serializing_if = "TransitionConstraints::is_none")]
+    pub crf_constraints: TransitionConstraints,
+}
+
+/// Params of `multitask`; the optimizer's are `finetune`'s, with its defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultitaskParams {
+    /// Input name → its head. Every name must be bound under `inputs:`.
+    pub tasks: BTreeMap<String, TaskParams>,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// `T` of `sampling: temperature`.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default = "training_defaults::lr")]
+    pub lr: f64,
+    #[serde(default = "training_defaults::batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "training_defaults::max_len")]
+    pub max_len: usize,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "training_defaults::warmup")]
+    pub warmup: f64,
+    #[serde(default = "training_defaults::weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "training_defaults::dropout")]
+    pub dropout: f64,
+    #[serde(default = "training_defaults::grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "training_defaults::seed")]
+    pub seed: u64,
+    #[serde(default = "training_defaults::lstm_hidden")]
+    pub lstm_hidden: usize,
+    /// At most this many training units per task (a fixed, seed-independent subset).
+    #[serde(default)]
+    pub max_train: Option<usize>,
+    /// At most this many dev and test units per task.
+    #[serde(default)]
+    pub max_eval: Option<usize>,
+    #[serde(default)]
+    pub init: Init,
+    #[serde(default)]
+    pub tiny: bool,
+    /// Score every task's dev set after every epoch (else only after the last).
+    #[serde(default = "training_defaults::yes")]
+    pub eval_dev_each_epoch: bool,
+    #[serde(default = "training_defaults::yes")]
+    pub bucketing: bool,
+}
+
+fn default_temperature() -> f64 {
+    2.0
+}
+/// Fewer than `finetune`'s 10: each epoch already passes over every task's data.
+fn default_epochs() -> usize {
+    3
+}
+
+impl MultitaskParams {
+    fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            seed: self.seed,
+            bucketing: self.bucketing,
+        }
+    }
+}
+
+/// The `multitask` stage kind.
+pub struct MultitaskStage;
+
+impl Stage for MultitaskStage {
+    const KIND: &'static str = "multitask";
+    const VERSION: u32 = 1;
+    const USES_BACKEND: bool = true;
+    type Params = MultitaskParams;
+    const INPUTS: InputContract = InputContract::DeclaredAndNamed {
+        declared: &[InputSpec::one("model", "a BERT checkpoint directory")],
+        by_param: "tasks",
+        expects: "a split of the task's corpus",
+    };
+
+    fn named_inputs(p: &MultitaskParams) -> Vec<String> {
+        p.tasks.keys().cloned().collect()
+    }
+
+    fn required_task(p: &MultitaskParams, input: &str) -> Option<Task> {
+        p.tasks.get(input).map(|t| t.head.task())
+    }
+
+    fn check(p: &MultitaskParams) -> Result<(), ParamError> {
+        if p.tasks.is_empty() {
+            return Err(ParamError::new("tasks", "names no task"));
+        }
+        for (name, task) in &p.tasks {
+            if !task.crf_constraints.is_none() && task.head != HeadKind::TokenCrf {
+                return Err(ParamError::new(
+                    format!("tasks.{name}.crf_constraints"),
+                    format!("needs `head: token_crf`, not `{}`", task.head),
+                ));
+            }
+        }
+        check_positive(&[
+            ("batch_size", p.batch_size),
+            ("epochs", p.epochs),
+            ("lstm_hidden", p.lstm_hidden),
+        ])?;
+        check_optimizer_params(&OptimizerParams {
+            lr: p.lr,
+            max_len: p.max_len,
+            min_max_len: 3,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay,
+            grad_clip: p.grad_clip,
+        })?;
+        if !(0.0..1.0).contains(&p.dropout) {
+            return Err(ParamError::new(
+                "dropout",
+                format!("{} is outside [0, 1)", p.dropout),
+            ));
+        }
+        if !(p.temperature > 0.0 && p.temperature.is_finite()) {
+            return Err(ParamError::new(
+                "temperature",
+                format!("{} is not a positive number", p.temperature),
+            ));
+        }
+        check_tiny(p.tiny, p.init)?;
+        check_caps(p.max_train, p.max_eval)
+    }
+
+    fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
+        run(ctx, p)
+    }
+}
+
+/// One task's data, read for its head.
+enum TaskData {
+    Sentence {
+        train: SplitSet,
+        dev: Option<SplitSet>,
+        test: SplitSet,
+    },
+    Token {
+        train: TaggedSet,
+        dev: Option<TaggedSet>,
+        test: TaggedSet,
+    },
+}
+
+/// One task as the run holds it.
+struct TaskRun {
+    name: String,
+    params: TaskParams,
+    labels_path: PathBuf,
+    label_set: LabelSet,
+    data: TaskData,
+}
+
+fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
+    let model_dir = ctx.inputs.path("model")?.to_path_buf();
+    let tokenizer = BertTokenizer::from_dir(&model_dir)?;
+    let mut tasks = Vec::with_capacity(p.tasks.len());
+    for (name, params) in &p.tasks {
+        tasks.push(read_task(ctx, p, name, params, &tokenizer)?);
+    }
+    for task in &tasks {
+        let (train, dev, test) = match &task.data {
+            TaskData::Sentence { train, dev, test } => (
+                train.encoded.len(),
+                dev.as_ref().map_or(0, |d| d.encoded.len()),
+                test.encoded.len(),
+            ),
+            TaskData::Token { train, dev, test } => (
+                train.windows.len(),
+                dev.as_ref().map_or(0, |d| d.sentences.len()),
+                test.sentences.len(),
+            ),
+        };
+        ctx.progress.println(format!(
+            "{}: task {} ({}): {train} train, {dev} dev, {test} test",
+            ctx.name, task.name, task.params.head
+        ));
+    }
+
+    let device = DeviceSpec::parse(&ctx.device)?.device()?;
+    let train_dev = train_device(&device);
+    let (model, config) = with_backend_seed(&train_dev, p.seed, || {
+        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
+        let heads = tasks
+            .iter()
+            .map(|task| task_head(p, task, &config, &train_dev))
+            .collect::<Result<Vec<_>, _>>()?;
+        let model = MultiTaskModel { encoder, heads };
+        initialize_params(&model);
+        Ok::<_, ModelError>((model, config))
+    })?;
+    if p.max_len > config.max_position_embeddings {
+        return Err(ParamError::new(
+            "max_len",
+            format!(
+                "{} exceeds the model's max_position_embeddings {}",
+                p.max_len, config.max_position_embeddings
+            ),
+        )
+        .into());
+    }
+    let pad_id = tokenizer.pad_id();
+    let cancel = ctx.cancel.clone();
+    let env = FitEnv {
+        device: &train_dev,
+        checkpoint_dir: &ctx.checkpoint_dir,
+        progress: &ctx.progress,
+        cancel: &cancel,
+    };
+    let units: Vec<TaskUnits> = tasks
+        .iter()
+        .map(|task| match &task.data {
+            TaskData::Sentence { train, .. } => TaskUnits::Sentence(&train.encoded),
+            TaskData::Token { train, .. } => TaskUnits::Token(&train.windows),
+        })
+        .collect();
+    let objective = MultiTaskObjective::new(units, pad_id, p.sampling, p.temperature);
+    let scorer = Scorer {
+        pad_id,
+        batch_size: p.batch_size,
+        device: &device,
+        cancel: &cancel,
+    };
+    let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
+        if !(p.eval_dev_each_epoch || record.epoch == p.epochs) {
+            return Ok(());
+        }
+        let valid = model.valid();
+        for (k, task) in tasks.iter().enumerate() {
+            if let Some(score) = scorer.dev_f1(&valid, k, task)? {
+                record.dev_tasks.insert(task.name.clone(), score);
+            }
+        }
+        Ok(())
+    })?;
+
+    // test predictions, per task
+    let out = ctx.out_dir.clone();
+    let valid = fitted.model.valid();
+    let mut per_task = serde_json::Map::new();
+    for (k, task) in tasks.iter().enumerate() {
+        let dir = out.join("tasks").join(&task.name);
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+        scorer.write_test_predictions(&valid, k, task, &dir)?;
+        std::fs::copy(&task.labels_path, dir.join(LABELS_FILE))
+            .map_err(|e| StageError::io(&task.labels_path, e))?;
+        let head_path = dir.join("head.bpk");
+        valid.heads[k]
+            .clone()
+            .save_file(&head_path)
+            .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
+        let dev_score = fitted
+            .history
+            .last()
+            .and_then(|r| r.dev_tasks.get(&task.name).copied());
+        let metrics = serde_json::json!({
+            "head": task.params.head.name(),
+            "dev_f1": dev_score,
+        });
+        write_json(&dir.join("metrics.json"), &metrics)?;
+        per_task.insert(task.name.clone(), metrics);
+    }
+    ctx.write_json(
+        "history.json",
+        &serde_json::json!({ "epochs": fitted.history }),
+    )?;
+    let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
+    let units: usize = objective_units(&tasks);
+    ctx.write_json(
+        "metrics.json",
+        &serde_json::json!({
+            "tasks": per_task,
+            "sampling": p.sampling,
+            "train_seconds": train_seconds,
+            "train_seq_per_s": (units * fitted.history.len()) as f64 / train_seconds.max(1e-9),
+            "train_instances": units,
+        }),
+    )?;
+    save_encoder(
+        &fitted.model.encoder,
+        &config,
+        &model_dir,
+        &out.join("model"),
+    )
+}
+
+/// Training units over all tasks.
+fn objective_units(tasks: &[TaskRun]) -> usize {
+    tasks
+        .iter()
+        .map(|t| match &t.data {
+            TaskData::Sentence { train, .. } => train.encoded.len(),
+            TaskData::Token { train, .. } => train.windows.len(),
+        })
+        .sum()
+}
+
+fn read_task(
+    ctx: &StageCtx,
+    p: &MultitaskParams,
+    name: &str,
+    params: &TaskParams,
+    tokenizer: &BertTokenizer,
+) -> Result<TaskRun, StageError> {
+    let root = ctx.inputs.path(name)?.to_path_buf();
+    let SplitSource {
+        dir,
+        labels_path,
+        label_set,
+    } = split_source(&root, None)?;
+    let missing = |file: &str| StageError::Input {
+        name: name.to_string(),
+        message: format!("no {file}.jsonl in {}", dir.display()),
+    };
+    let data = if params.head.is_token() {
+        let read = |file: &str, cap| {
+            read_tagged_split(&dir, file, cap, &label_set.labels, tokenizer, p.max_len)
+        };
+        TaskData::Token {
+            train: read("train", p.max_train)?.ok_or_else(|| missing("train"))?,
+            dev: read("dev", p.max_eval)?,
+            test: read("test", p.max_eval)?.ok_or_else(|| missing("test"))?,
+        }
+    } else {
+        let read =
+            |file: &str, cap| read_split(&dir, file, cap, &label_set.labels, tokenizer, p.max_len);
+        TaskData::Sentence {
+            train: read("train", p.max_train)?.ok_or_else(|| missing("train"))?,
+            dev: read("dev", p.max_eval)?,
+            test: read("test", p.max_eval)?.ok_or_else(|| missing("test"))?,
+        }
+    };
+    Ok(TaskRun {
+        name: name.to_string(),
+        params: params.clone(),
+        labels_path,
+        label_set,
+        data,
+    })
+}
+
+fn task_head(
+    p: &MultitaskParams,
+    task: &TaskRun,
+    config: &BertConfig,
+    device: &burn::prelude::Device,
+) -> Result<TaskHead, ModelError> {
+    if task.params.head.is_token() {
+        let head = TokenHeadConfig {
+            kind: task.params.head,
+            hidden_size: config.hidden_size,
+            tags: task.label_set.labels.clone(),
+            dropout: p.dropout,
+            constraints: task.params.crf_constraints,
+        };
+        return Ok(TaskHead::Token(head.init(device)?));
+    }
+    let head = HeadConfig {
+        kind: task.params.head,
+        hidden_size: config.hidden_size,
+        num_layers: config.num_hidden_layers,
+        num_attention_heads: config.num_attention_heads,
+        num_labels: task.label_set.labels.len(),
+        lstm_hidden: p.lstm_hidden,
+        dropout: p.dropout,
+    };
+    Ok(TaskHead::Sentence(head.init(device)?))
+}
+
+/// Predicts one task with the shared encoder and the task's head.
+struct Scorer<'a> {
+    pad_id: u32,
+    batch_size: usize,
+    device: &'a burn::prelude::Device,
+    cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Scorer<'_> {
+    /// Predicted labels of `set` by task `k`'s sentence head.
+    fn classify(
+        &self,
+        model: &MultiTaskModel,
+        k: usize,
+        set: &SplitSet,
+    ) -> Result<Vec<usize>, TrainError> {
+        let TaskHead::Sentence(head) = &model.heads[k] else {
+            return Err(TrainError::Invalid(format!(
+                "task {k} has no sentence head"
+            )));
+        };
+        let classifier = SequenceClassifier {
+            encoder: model.encoder.clone(),
+            head: head.clone(),
+        };
+        let pred = predict(
+            &classifier,
+            &set.encoded,
+            self.pad_id,
+            self.batch_size,
+            self.device,
+            false,
+            self.cancel,
+        )?;
+        Ok(pred.into_iter().map(|x| x.label).collect())
+    }
+
+    /// Predicted tags of every sentence of `set` by task `k`'s token head.
+    fn tag(
+        &self,
+        model: &MultiTaskModel,
+        k: usize,
+        set: &TaggedSet,
+    ) -> Result<Vec<Vec<usize>>, TrainError> {
+        let TaskHead::Token(head) = &model.heads[k] else {
+            return Err(TrainError::Invalid(format!("task {k} has no token head")));
+        };
+        let tagger = TokenTagger {
+            encoder: model.encoder.clone(),
+            head: head.clone(),
+        };
+        let per_window = predict_tags(
+            &tagger,
+            &set.windows,
+            self.pad_id,
+            self.batch_size,
+            self.device,
+            self.cancel,
+        )?;
+        Ok(join_windows(&set.windows, per_window, set.sentences.len()))
+    }
+
+    /// Task `k`'s dev F1 (micro over the non-negative labels, or entity-level for NER).
+    fn dev_f1(
+        &self,
+        model: &MultiTaskModel,
+        k: usize,
+        task: &TaskRun,
+    ) -> Result<Option<f64>, TrainError> {
+        let labels = &task.label_set.labels;
+        match &task.data {
+            TaskData::Sentence { dev: Some(dev), .. } => {
+                let pred = self.classify(model, k, dev)?;
+                let prf = micro_prf(
+                    labels,
+                    task.label_set.negative.as_deref(),
+                    &dev.gold(),
+                    &pred,
+                )?;
+                Ok(Some(prf.f1))
+            }
+            TaskData::Token { dev: Some(dev), .. } => {
+                let pred = self.tag(model, k, dev)?;
+                let mut counts = NerCounts::new();
+                let names =
+                    |y: &Vec<usize>| y.iter().map(|&t| labels[t].as_str()).collect::<Vec<_>>();
+                for (g, p) in dev.gold.iter().zip(&pred) {
+                    counts.add(&names(g), &names(p))?;
+                }
+                Ok(Some(counts.overall().f1))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `predictions.jsonl` of task `k`'s test set in `dir`, as `finetune` writes it.
+    fn write_test_predictions(
+        &self,
+        model: &MultiTaskModel,
+        k: usize,
+        task: &TaskRun,
+        dir: &Path,
+    ) -> Result<(), StageError> {
+        let labels = &task.label_set.labels;
+        let path = dir.join("predictions.jsonl");
+        match &task.data {
+            TaskData::Sentence { test, .. } => {
+                let pred = self.classify(model, k, test)?;
+                let lines: Vec<serde_json::Value> = test
+                    .instances
+                    .iter()
+                    .zip(&test.encoded)
+                    .zip(&pred)
+                    .map(|((x, e), &y)| serde_json::json!({"id": x.id, "gold": labels[e.label], "pred": labels[y]}))
+                    .collect();
+                jsonl::write(&path, &lines)?;
+            }
+            TaskData::Token { test, .. } => {
+                let pred = self.tag(model, k, test)?;
+                let names =
+                    |y: &Vec<usize>| y.iter().map(|&t| labels[t].as_str()).collect::<Vec<_>>();
+                let lines: Vec<serde_json::Value> = test
+                    .sentences
+                    .iter()
+                    .zip(&test.gold)
+                    .zip(&pred)
+                    .map(|((x, g), p)| serde_json::json!({"id": x.id, "gold": names(g), "pred": names(p)}))
+                    .collect();
+                jsonl::write(&path, &lines)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), StageError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+    std::fs::write(path, text).map_err(|e| StageError::io(path, e))
+}
+
+/// `model/`: the shared encoder in Hugging Face's layout with the tokenizer files.
+fn save_encoder(
+    encoder: &BertModel,
+    config: &BertConfig,
+    from: &Path,
+    dir: &Path,
+) -> Result<(), StageError> {
+    encoder.save(config, dir)?;
+    copy_tokenizer_files(from, dir)?;
+    Ok(())
+}
