@@ -48,6 +48,17 @@ impl PairedDifference {
         by: &str,
         metric: &str,
     ) -> Result<PairedDifference, PairingError> {
+        PairedDifference::of_metrics(a, b, by, [metric, metric])
+    }
+
+    /// [`Self::of`] where the two sides keep the score under different paths (a task's
+    /// score inside a multi-task result, `tasks.ddi.f1`, against a single-task `f1`).
+    pub fn of_metrics(
+        a: &[&ResultRow],
+        b: &[&ResultRow],
+        by: &str,
+        [metric_a, metric_b]: [&str; 2],
+    ) -> Result<PairedDifference, PairingError> {
         unique_by(a, by, "first")?;
         unique_by(b, by, "second")?;
         let pairs = a
@@ -55,7 +66,7 @@ impl PairedDifference {
             .filter_map(|ra| {
                 let at = ra.field(by);
                 let rb = b.iter().find(|rb| same_value(&rb.field(by), &at))?;
-                Some((at, ra.metric(metric)? - rb.metric(metric)?))
+                Some((at, ra.metric(metric_a)? - rb.metric(metric_b)?))
             })
             .collect();
         Ok(PairedDifference { pairs })

@@ -14,8 +14,8 @@
 //! - `reference(paper, table, row, task, metric)` → the paper's value as printed, or "—" +
 //!   footnote when not printed / not recoverable;
 //! - `delta(ours, theirs)` → ours − paper in percentage points ("+1.2"), "—" if either is missing;
-//! - `paired(a, b, metric="f1", by="seed")` → `a − b` over the runs both selections have
-//!   (paired by `by`): "+2.7 ± 0.8 (higher in 3 of 3)", or "—" + footnote; attributes
+//! - `paired(a, b, metric="f1", by="seed", metric_b=metric)` → `a − b` over the runs both
+//!   selections have (paired by `by`; `metric_b` when `b` keeps the score elsewhere): "+2.7 ± 0.8 (higher in 3 of 3)", or "—" + footnote; attributes
 //!   `.mean .std .n .higher .missing`;
 //! - filters `pct` (fraction → "81.2"), `signed` (points → "+1.5", "−0.3"), `fixed(n)`
 //!   (n decimals) and `thousands` (5834 → "5,834");
@@ -560,13 +560,16 @@ fn paired(state: &RenderState, a: Value, b: Value, kwargs: Kwargs) -> Result<Val
     let metric: String = kwargs
         .get::<Option<String>>("metric")?
         .unwrap_or_else(|| "f1".to_string());
+    let metric_b: String = kwargs
+        .get::<Option<String>>("metric_b")?
+        .unwrap_or_else(|| metric.clone());
     let by: String = kwargs
         .get::<Option<String>>("by")?
         .unwrap_or_else(|| "seed".to_string());
     kwargs.assert_all_used()?;
     let (a, b): (Vec<&ResultRow>, Vec<&ResultRow>) = (a.0.iter().collect(), b.0.iter().collect());
-    let difference =
-        PairedDifference::of(&a, &b, &by, &metric).map_err(|e| invalid(e.to_string()))?;
+    let difference = PairedDifference::of_metrics(&a, &b, &by, [&metric, &metric_b])
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(Value::from_object(PairedCell {
         difference,
         notes: state.notes.clone(),

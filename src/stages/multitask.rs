@@ -19,8 +19,9 @@
 //! Outputs: `model/`, the shared encoder in Hugging Face layout with the tokenizer (so it
 //! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune);
 //! `tasks/<name>/` per task with `predictions.jsonl` and `labels.json` (what `evaluate`
-//! reads: bind `mt.sub/tasks/<name>`), `head.bpk` and `metrics.json`; `history.json` (per
-//! epoch: loss, each task's dev score) and `metrics.json`.
+//! reads: bind `mt.tasks/<name>`), `head.bpk` and `metrics.json` (test P/R/F1 as `evaluate`
+//! computes them, last dev F1); `history.json` (per epoch: loss, each task's dev F1) and
+//! `metrics.json` (every task's under `tasks.<name>`, for reports).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
-use crate::metrics::NerCounts;
+use crate::metrics::{NerCounts, Prf};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
@@ -313,7 +314,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
     for (k, task) in tasks.iter().enumerate() {
         let dir = out.join("tasks").join(&task.name);
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
-        scorer.write_test_predictions(&valid, k, task, &dir)?;
+        let test = scorer.write_test_predictions(&valid, k, task, &dir)?;
         std::fs::copy(&task.labels_path, dir.join(LABELS_FILE))
             .map_err(|e| StageError::io(&task.labels_path, e))?;
         let head_path = dir.join("head.bpk");
@@ -327,6 +328,9 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
             .and_then(|r| r.dev_tasks.get(&task.name).copied());
         let metrics = serde_json::json!({
             "head": task.params.head.name(),
+            "precision": test.precision,
+            "recall": test.recall,
+            "f1": test.f1,
             "dev_f1": dev_score,
         });
         write_json(&dir.join("metrics.json"), &metrics)?;
@@ -534,14 +538,16 @@ impl Scorer<'_> {
         }
     }
 
-    /// `predictions.jsonl` of task `k`'s test set in `dir`, as `finetune` writes it.
+    /// `predictions.jsonl` of task `k`'s test set in `dir`, as `finetune` writes it, and
+    /// the test scores `evaluate` gives them (micro over the non-negative labels, or
+    /// entity-level for NER).
     fn write_test_predictions(
         &self,
         model: &MultiTaskModel,
         k: usize,
         task: &TaskRun,
         dir: &Path,
-    ) -> Result<(), StageError> {
+    ) -> Result<Prf, StageError> {
         let labels = &task.label_set.labels;
         let path = dir.join("predictions.jsonl");
         match &task.data {
@@ -555,6 +561,12 @@ impl Scorer<'_> {
                     .map(|((x, e), &y)| serde_json::json!({"id": x.id, "gold": labels[e.label], "pred": labels[y]}))
                     .collect();
                 jsonl::write(&path, &lines)?;
+                Ok(micro_prf(
+                    labels,
+                    task.label_set.negative.as_deref(),
+                    &test.gold(),
+                    &pred,
+                )?)
             }
             TaskData::Token { test, .. } => {
                 let pred = self.tag(model, k, test)?;
@@ -568,9 +580,13 @@ impl Scorer<'_> {
                     .map(|((x, g), p)| serde_json::json!({"id": x.id, "gold": names(g), "pred": names(p)}))
                     .collect();
                 jsonl::write(&path, &lines)?;
+                let mut counts = NerCounts::new();
+                for (g, p) in test.gold.iter().zip(&pred) {
+                    counts.add(&names(g), &names(p)).map_err(TrainError::from)?;
+                }
+                Ok(counts.overall())
             }
         }
-        Ok(())
     }
 }
 
