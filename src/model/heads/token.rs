@@ -217,3 +217,69 @@ impl TokenHead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+
+    /// A `token` head whose `W_t` is the 2×2 identity and `b_t = 0`: `E` is the gathered
+    /// states themselves.
+    fn identity_head(device: &Device) -> TokenHead {
+        let mut head = TokenHeadConfig {
+            kind: HeadKind::Token,
+            hidden_size: 2,
+            tags: vec!["O".into(), "B-X".into()],
+            dropout: 0.0,
+            constraints: TransitionConstraints::None,
+        }
+        .init(device)
+        .unwrap_or_else(|e| panic!("{e}"));
+        head.w_t.weight =
+            Param::from_tensor(Tensor::from_data([[1.0f32, 0.0], [0.0, 1.0]], device));
+        head.w_t.bias = Some(Param::from_tensor(Tensor::zeros([2], device)));
+        head
+    }
+
+    fn read(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    #[test]
+    fn emissions_read_each_words_first_piece() {
+        let device = Device::default();
+        let head = identity_head(&device);
+        // h[b, t] = (10 b + t, −(10 b + t)), 2 sequences of 4 pieces
+        let values: Vec<f32> = (0..2)
+            .flat_map(|b| (0..4).flat_map(move |t| [(10 * b + t) as f32, -((10 * b + t) as f32)]))
+            .collect();
+        let h = Tensor::<3>::from_data(TensorData::new(values, [2, 4, 2]), &device);
+        let words = WordStarts::new(&[&[1, 2], &[1]], 4, &device);
+        assert_eq!((words.width, words.counts.clone()), (2, vec![2, 1]));
+        let e = head.emissions(h, &words);
+        assert_eq!(e.dims(), [2, 2, 2]);
+        // sequence 1's padding row reads its piece 0 (masked later)
+        assert_eq!(
+            read(e),
+            vec![1.0, -1.0, 2.0, -2.0, 11.0, -11.0, 10.0, -10.0]
+        );
+    }
+
+    #[test]
+    fn token_loss_is_the_mean_word_cross_entropy_without_padding() {
+        let device = Device::default();
+        let head = identity_head(&device);
+        let e = Tensor::<3>::from_data(
+            [[[2.0f32, 0.0], [0.0, 1.0]], [[0.5, 0.5], [9.0, -9.0]]],
+            &device,
+        );
+        let words = WordStarts::new(&[&[1, 2], &[1]], 4, &device);
+        let y = vec![vec![0, 1], vec![1]];
+        let loss: f32 = head.loss(e.clone(), &words, &y).into_scalar();
+        let nll = |s: [f32; 2], k: usize| -(s[k].exp() / (s[0].exp() + s[1].exp())).ln();
+        let expected = (nll([2.0, 0.0], 0) + nll([0.0, 1.0], 1) + nll([0.5, 0.5], 1)) / 3.0;
+        assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+        // the padded word's scores (9, −9) neither enter the loss nor the prediction
+        assert_eq!(head.decode(e, &words), vec![vec![0, 1], vec![0]]);
+    }
+}
