@@ -58,6 +58,13 @@ fn peng2020_smoke_runs_end_to_end_and_reruns_only_what_changed() {
         "{chemprot_row}"
     );
 
+    // the improves/hurts graph: a node per task, an arrow per direction of each pair run
+    assert!(report.contains("![Which task helps which"), "{report}");
+    let svg = std::fs::read_to_string(dir.path().join("reports/peng2020/pairwise.svg"))
+        .expect("graph published beside the report");
+    assert_eq!(svg.matches("<circle").count(), 4);
+    assert_eq!(svg.matches("marker-end=").count(), 4, "2 pairs, both directions");
+
     let plan = text(&pipe(
         dir.path(),
         &["plan", "peng2020.yaml", "--profile", "smoke"],

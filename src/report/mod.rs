@@ -12,6 +12,7 @@ pub mod provenance;
 pub mod references;
 pub mod render;
 pub mod rows;
+pub mod transfer_graph;
 
 use std::path::PathBuf;
 

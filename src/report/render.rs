@@ -24,6 +24,9 @@
 //!   **coords)` (one line per varying coordinate combination, averaged per epoch over `over`),
 //!   `line_plot(file, series, ...)`, `bar_chart(file, bars, ...)` → write an SVG next to the
 //!   report and return its markdown image link;
+//! - `transfer_graph(file, nodes, edges, title=...)` → the improves/hurts graph of a
+//!   pairwise multi-task grid (`nodes`: `[key, label]` pairs; `edges`: `{from, to, mean,
+//!   std}` with Δ as fractions), an SVG next to the report, see [`super::transfer_graph`];
 //! - `footnotes()` → the footnote definitions so far (the rest are appended at the end).
 //!
 //! Every report ends with the provenance section; rendering is strict (an undefined
@@ -40,6 +43,7 @@ use super::cells::{self, Footnote, Footnotes, NoteKind, OurCell, RefCell};
 use super::paired::{PairedCell, PairedDifference};
 use super::plot::{self, Bar, BarChart, LinePlot, Series};
 use super::rows::{coord_text, same_value};
+use super::transfer_graph::{transfer_graph, TransferGraph};
 use super::{Provenance, References, ReportError, ResultRow};
 use crate::metrics::MeanStd;
 
@@ -903,6 +907,24 @@ fn bar_chart_fn(
     Ok(format!("![{title}]({file})"))
 }
 
+fn transfer_graph_fn(
+    state: &RenderState,
+    file: String,
+    nodes: Value,
+    edges: Value,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let title: String = kwargs.get::<Option<String>>("title")?.unwrap_or_default();
+    kwargs.assert_all_used()?;
+    let graph = TransferGraph {
+        title: title.clone(),
+        nodes: from_template("transfer_graph nodes", &nodes)?,
+        edges: from_template("transfer_graph edges", &edges)?,
+    };
+    state.write_plot(&file, |path| transfer_graph(path, &graph))?;
+    Ok(format!("![{title}]({file})"))
+}
+
 /// The environment with every report function and filter.
 fn environment(state: &Arc<RenderState>) -> Environment<'static> {
     let mut env = Environment::new();
@@ -964,6 +986,13 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
     env.add_function(
         "bar_chart",
         move |file: String, bars: Value, kwargs: Kwargs| bar_chart_fn(&s, file, bars, kwargs),
+    );
+    let s = state.clone();
+    env.add_function(
+        "transfer_graph",
+        move |file: String, nodes: Value, edges: Value, kwargs: Kwargs| {
+            transfer_graph_fn(&s, file, nodes, edges, kwargs)
+        },
     );
     let s = state.clone();
     env.add_function("footnotes", move || s.notes.take_definitions());
