@@ -112,6 +112,12 @@ fn a_multitask_stage_with_inputs_and_tasks_that_do_not_match_fails_at_plan() {
             "bc5cdr_disease: *re\n",
             "is for NER (token tagging)",
         ),
+        // an input no task of the stage names
+        (
+            "        bc5cdr_disease: *ner\n",
+            "",
+            "input `bc5cdr_disease` is named under `tasks` by no cell",
+        ),
     ];
     for (from, to, expected) in cases {
         let bad = yaml.replacen(from, to, 1);
