@@ -7,12 +7,14 @@
 //! flushed. A run killed before that insert leaves only unreferenced blobs (removed by
 //! `pipe cache gc`), never a half entry.
 //!
-//! While one process holds the cache, others may read it through
-//! [`Cache::open_for_reading`]: the holder rewrites `index-snapshot.json` (tmp + rename)
-//! after every change of the index, and a reader sees the index as of that file.
+//! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:
+//! [`Cache::open_for_reading`] reads `index-snapshot.json`, which the holder rewrites
+//! (tmp + rename) within moments of every change of the index, at once before it deletes
+//! any blob, and when it closes; a reader sees the index as of that file.
 
 mod blob;
 mod index;
+mod reader;
 
 pub use blob::{hash_file, BlobStore};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
@@ -67,10 +69,12 @@ pub struct Cache {
     /// handle) is joined before the index closes and the lock is released.
     snapshot: Option<SnapshotWriter>,
     index: index::Index,
-    /// `None` when reading another process's snapshot.
+    /// `None` for a reader (which takes no lock).
     lock: Option<File>,
-    /// Who holds the cache when this is a snapshot read (e.g. ` (pid 42)`).
+    /// Who holds the cache, for a reader while a writer does (e.g. ` (pid 42)`).
     held_by: Option<String>,
+    /// A reader's private folder for views and scratch (`None` for the holder).
+    reader: Option<reader::ReaderDir>,
 }
 
 /// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
@@ -127,8 +131,32 @@ impl Drop for SnapshotWriter {
     }
 }
 
+impl Drop for Cache {
+    /// The holder leaves a snapshot of its last changes for readers and empties `LOCK`
+    /// (a reader takes a pid there for a running holder).
+    fn drop(&mut self) {
+        let Some(lock) = &self.lock else { return };
+        if let Some(writer) = &self.snapshot {
+            if writer
+                .dirty
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                let _ = write_snapshot(&self.index, &self.root);
+            }
+        }
+        let _ = lock.set_len(0);
+    }
+}
+
+/// Serializes snapshot writes in this process: a background write that read the index
+/// before a removal must not land after the removal's own write.
+static SNAPSHOT_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Writes `index`'s snapshot to `root/index-snapshot.json` (tmp + rename).
 fn write_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
+    let _one_at_a_time = SNAPSHOT_WRITE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let snapshot = index.snapshot()?;
     let text = serde_json::to_vec(&snapshot).unwrap_or_default();
     let path = root.join(SNAPSHOT_FILE);
@@ -197,11 +225,14 @@ impl Cache {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        // Leftovers of killed runs of this (now locked) cache are garbage.
+        // Leftovers of killed runs of this (now locked) cache are garbage; the folders of
+        // readers still running are theirs.
         let tmp = root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = fs::remove_dir_all(e.path());
+                if !reader::is_live_reader(&e.file_name().to_string_lossy()) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
         write_snapshot(&index, root)?;
@@ -212,34 +243,41 @@ impl Cache {
             index,
             lock: Some(lock),
             held_by: None,
+            reader: None,
             snapshot: Some(snapshot),
         })
     }
 
-    /// Opens the cache for commands that only read it (`plan`, `report`, `cache ls`):
-    /// as [`Cache::open`] when it is free, else read-only over the snapshot that the
-    /// process holding it keeps up to date (results committed since the snapshot was
-    /// written are not seen; views are still built on demand).
+    /// Opens the cache for commands that only read it (`plan`, `report`, `show`,
+    /// `cache ls`) without taking its lock, so a reader never keeps a writer out: the index
+    /// is the snapshot the last (or current) holder wrote; the views it builds live in its
+    /// own `tmp/reader-views-<pid>`, removed when the returned value drops.
     pub fn open_for_reading(root: &Path) -> Result<Self, CacheError> {
-        let (dir, holder) = match Cache::open(root) {
-            Err(CacheError::Busy { dir, holder }) => (dir, holder),
-            other => return other,
-        };
         let path = root.join(SNAPSHOT_FILE);
-        let Ok(text) = fs::read_to_string(&path) else {
-            return Err(CacheError::Busy { dir, holder });
-        };
-        let snapshot: IndexSnapshot =
-            serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
+        if !path.is_file() && root.join("index").exists() {
+            // a cache last written before snapshots existed: have one written, once
+            match Cache::open(root) {
+                Ok(holder) => drop(holder),
+                Err(CacheError::Busy { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let snapshot: IndexSnapshot = match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
                 key: SNAPSHOT_FILE.into(),
                 message: e.to_string(),
-            })?;
+            })?,
+            // nothing was ever committed here
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IndexSnapshot::default(),
+            Err(e) => return Err(CacheError::Io { path, source: e }),
+        };
         Ok(Cache {
             root: root.to_path_buf(),
             blobs: BlobStore::new(root.join("blobs"))?,
             index: index::Index::from_snapshot(&path, snapshot),
             lock: None,
-            held_by: Some(holder),
+            held_by: reader::holder(root),
+            reader: Some(reader::ReaderDir::create(root)?),
             snapshot: None,
         })
     }
@@ -284,12 +322,20 @@ impl Cache {
         self.index.entries()
     }
 
+    /// Where this process keeps its scratch folders: `tmp/` for the holder, the reader's
+    /// own folder for a reader.
+    fn scratch_root(&self) -> PathBuf {
+        match &self.reader {
+            Some(reader) => reader.path().join(".tmp"),
+            None => self.root.join("tmp"),
+        }
+    }
+
     /// A fresh private directory for one run of `key` (removed on drop of the cache
     /// or at the next open).
     pub fn tmp_dir(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
         let dir = self
-            .root
-            .join("tmp")
+            .scratch_root()
             .join(format!("{}-{}", key.short(), std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
@@ -368,15 +414,12 @@ impl Cache {
     }
 
     /// A read-only directory holding the outputs of `key` (hard links into the blob
-    /// store), built once and reused. A snapshot reader builds its own views under `tmp/`
-    /// (the holder's `views/` stay the holder's; its next open clears `tmp/`).
+    /// store), built once and reused. A reader builds its own views in its own folder
+    /// (the holder's `views/` stay the holder's).
     pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
-        let views = match self.lock {
-            Some(_) => self.root.join("views"),
-            None => self
-                .root
-                .join("tmp")
-                .join(format!("reader-views-{}", std::process::id())),
+        let views = match &self.reader {
+            None => self.root.join("views"),
+            Some(reader) => reader.path().to_path_buf(),
         };
         let view = views.join(key.hex());
         let complete = views.join(format!("{}.complete", key.hex()));
@@ -386,8 +429,7 @@ impl Cache {
         fs::create_dir_all(&views).map_err(io_err(&views))?;
         let manifest = self.manifest(key)?;
         let staging =
-            self.root
-                .join("tmp")
+            self.scratch_root()
                 .join(format!("view-{}-{}", key.short(), std::process::id()));
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io_err(&staging))?;

@@ -1,0 +1,166 @@
+//! The cache under faults, as a user meets them (#22): readers that run beside writers,
+//! `pipe cache gc` killed mid-way, damaged blobs, a damaged index. Each test drives the
+//! built `pipe` binary on a small pipeline of `shell` stages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::text as both;
+
+/// A scratch project: a folder with pipeline files and its own cache.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn cache(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).expect("write");
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        cmd_in(self.path(), args)
+    }
+    fn pipe(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run pipe")
+    }
+    /// Runs and asserts success; returns stdout + stderr.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.pipe(args);
+        let text = both(&out);
+        assert!(out.status.success(), "pipe {args:?} failed:\n{text}");
+        text
+    }
+    /// `pipe plan --json` as (stage, status).
+    fn plan(&self, file: &str) -> Vec<(String, String)> {
+        let out = self.ok(&["plan", file, "--json"]);
+        let json_start = out.find('[').expect("json array");
+        let rows: serde_json::Value =
+            serde_json::from_str(&out[json_start..]).expect("plan --json parses");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["stage"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+    /// Where the blob of `content` lives in this project's cache.
+    fn blob_of(&self, content: &[u8]) -> PathBuf {
+        let h = blake3::hash(content).to_hex().to_string();
+        self.cache().join("blobs").join(&h[..2]).join(&h)
+    }
+}
+
+/// `pipe ARGS` in `dir`, its cache there.
+fn cmd_in(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+    c.args(args)
+        .current_dir(dir)
+        .env("PIPE_CACHE", dir.join("cache"))
+        .env_remove("PIPE_MIRROR");
+    c
+}
+
+/// Files and folders under `cache/tmp` whose names start with `prefix`.
+fn tmp_entries(cache: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(cache.join("tmp"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// a -> b -> c, and an independent d.
+const CHAIN: &str = r#"
+stages:
+  a:
+    kind: shell
+    params:
+      cmd: echo alpha > "$PIPE_OUT/a.txt"
+  b:
+    kind: shell
+    inputs:
+      up: a
+    params:
+      cmd: tr a-z A-Z < "$PIPE_IN_UP/a.txt" > "$PIPE_OUT/b.txt"
+  c:
+    kind: shell
+    inputs:
+      up: b
+    params:
+      cmd: cat "$PIPE_IN_UP/b.txt" "$PIPE_IN_UP/b.txt" > "$PIPE_OUT/c.txt"
+  d:
+    kind: shell
+    params:
+      cmd: echo delta > "$PIPE_OUT/d.txt"
+"#;
+
+/// #22 item 5: `pipe plan` run over and over beside `pipe run` never makes a run fail
+/// with "in use by another pipe process", and leaves no reader folders behind.
+#[test]
+fn a_reader_in_a_loop_never_keeps_a_run_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let plans = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (dir, stop, plans) = (p.path().to_path_buf(), stop.clone(), plans.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let out = cmd_in(&dir, &["plan", "p.yaml"]).output().expect("plan");
+                assert!(out.status.success(), "plan failed:\n{}", both(&out));
+                plans.fetch_add(1, Ordering::AcqRel);
+            }
+        })
+    };
+    // let the reader get going before the first run
+    while plans.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let runs = 20;
+    let mut failures = Vec::new();
+    for _ in 0..runs {
+        let out = p.pipe(&["run", "p.yaml", "--force", "a", "--jobs", "1"]);
+        if !out.status.success() {
+            failures.push(both(&out));
+        }
+    }
+    stop.store(true, Ordering::Release);
+    reader.join().expect("the plan loop ended cleanly");
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed beside a `pipe plan` loop ({} plans), e.g.:\n{}",
+        failures.len(),
+        plans.load(Ordering::Acquire),
+        failures[0]
+    );
+    assert!(
+        plans.load(Ordering::Acquire) >= 3,
+        "the reader ran beside the runs"
+    );
+    let left = tmp_entries(&p.cache(), "reader-views-");
+    assert!(left.is_empty(), "reader folders left behind: {left:?}");
+    // and what the readers read was right
+    assert!(p.plan("p.yaml").iter().all(|(_, st)| st == "cached"));
+}
