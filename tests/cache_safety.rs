@@ -164,3 +164,84 @@ fn a_reader_in_a_loop_never_keeps_a_run_out() {
     // and what the readers read was right
     assert!(p.plan("p.yaml").iter().all(|(_, st)| st == "cached"));
 }
+
+/// `n` independent shell stages `s00`, `s01`, … each writing `sNN\n` to `o.txt`.
+fn independent_stages(n: usize) -> String {
+    let mut y = String::from("stages:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  s{i:02}:\n    kind: shell\n    params:\n      cmd: echo s{i:02} > \"$PIPE_OUT/o.txt\"\n"
+        ));
+    }
+    y
+}
+
+/// A small deterministic generator (xorshift64*) for kill moments.
+struct Moments(u64);
+
+impl Moments {
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// #22 item 4: `pipe cache gc` SIGKILLed at random moments never leaves an entry whose
+/// blob is gone (plan would call it cached and runs would fail), and gc removes the
+/// leftover temp blobs it reports removing.
+#[test]
+fn gc_killed_at_random_moments_never_leaves_an_entry_without_its_blob() {
+    let p = Project::new();
+    let stages = 30;
+    p.write("all.yaml", &independent_stages(stages));
+    p.write("keep.yaml", &independent_stages(3));
+    p.ok(&["run", "all.yaml", "--quiet"]);
+    // how long an uninterrupted gc takes here: the kills are spread over it
+    let t0 = std::time::Instant::now();
+    p.ok(&["cache", "gc", "keep.yaml"]);
+    let gc_micros = (t0.elapsed().as_micros() as u64).max(1_000);
+    let mut moments = Moments(0x22_0004_u64);
+    let kills = 20;
+    for round in 0..kills {
+        p.ok(&["run", "all.yaml", "--quiet"]);
+        let mut gc = p
+            .cmd(&["cache", "gc", "keep.yaml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gc");
+        let at = moments.below(gc_micros + gc_micros / 4);
+        std::thread::sleep(std::time::Duration::from_micros(at));
+        let _ = gc.kill();
+        let _ = gc.wait();
+        for (stage, status) in p.plan("all.yaml") {
+            if status == "cached" {
+                let blob = p.blob_of(format!("{stage}\n").as_bytes());
+                assert!(
+                    blob.is_file(),
+                    "round {round} (gc killed after {at} µs of ~{gc_micros}): plan says \
+                     `{stage}` is cached but its blob {} is gone",
+                    blob.display()
+                );
+            }
+        }
+        let out = p.pipe(&["run", "all.yaml", "--quiet"]);
+        assert!(
+            out.status.success(),
+            "round {round}: the run after a killed gc failed:\n{}",
+            both(&out)
+        );
+    }
+    // a temp file left by a killed commit is removed by the next gc, as it reports
+    let stray = p.cache().join("blobs/00/.tmp-999999-00abc");
+    std::fs::create_dir_all(stray.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&stray, b"half a blob").expect("write");
+    let gc = p.ok(&["cache", "gc", "keep.yaml"]);
+    assert!(gc.contains("removed"), "{gc}");
+    assert!(!stray.exists(), "gc left {} in place:\n{gc}", stray.display());
+    let verify = p.ok(&["cache", "verify"]);
+    assert!(verify.contains("cache OK"), "{verify}");
+}

@@ -126,8 +126,20 @@ impl BlobStore {
         }
     }
 
-    /// Every blob (and leftover temp file) with its size.
-    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+    /// Removes one file of the store by its path (a leftover temp file has no hash).
+    pub fn delete_file(&self, path: &Path) -> Result<(), CacheError> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Every file of the store: blobs, and temp files left by killed runs.
+    pub fn list(&self) -> Result<Vec<StoredFile>, CacheError> {
         let mut out = Vec::new();
         for sub in fs::read_dir(&self.dir)
             .map_err(io_err(&self.dir))?
@@ -142,9 +154,22 @@ impl BlobStore {
             {
                 let name = f.file_name().to_string_lossy().to_string();
                 let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((name, size));
+                out.push(StoredFile {
+                    name,
+                    path: f.path(),
+                    size,
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// One file in the blob store's folders.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    /// The blob's hash, or a temp file's name (`.tmp-…`).
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
 }

@@ -16,7 +16,7 @@ mod blob;
 mod index;
 mod reader;
 
-pub use blob::{hash_file, BlobStore};
+pub use blob::{hash_file, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -535,33 +535,44 @@ impl Cache {
                 self.remove(&key)?;
             }
         }
+        // the dropped entries are durable before their blobs go
+        self.flush()?;
         for hash in &bad_blobs {
             self.blobs.delete(hash)?;
         }
-        self.flush()?;
         Ok(problems)
     }
 
-    /// Removes every entry not in `keep`, then every blob no remaining entry uses.
+    /// Removes every entry not in `keep`, then every blob no remaining entry uses, and
+    /// leftover temp files. Killed at any moment, it leaves no entry whose blobs are gone:
+    /// the removals are flushed (index and snapshot) before the first blob is deleted.
     pub fn gc(&self, keep: &BTreeSet<StageKey>) -> Result<GcReport, CacheError> {
         let mut report = GcReport::default();
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for (key, entry) in self.entries()? {
-            if keep.contains(&key) {
-                referenced.insert(entry.manifest.clone());
-                if let Ok(m) = self.manifest(&key) {
+            let manifest = match keep.contains(&key) {
+                true => self.manifest(&key).ok(),
+                false => None,
+            };
+            match manifest {
+                Some(m) => {
+                    referenced.insert(entry.manifest.clone());
                     referenced.extend(m.files.into_iter().map(|f| f.hash));
                 }
-            } else {
-                self.remove(&key)?;
-                report.entries_removed += 1;
+                // not kept, or kept but its manifest is gone: its blobs may go
+                None => {
+                    self.remove(&key)?;
+                    report.entries_removed += 1;
+                }
             }
         }
-        for (hash, size) in self.blobs.list()? {
-            if !referenced.contains(&hash) {
-                self.blobs.delete(&hash)?;
+        // the commit point of gc: from here on no entry names a blob that is deleted
+        self.flush()?;
+        for file in self.blobs.list()? {
+            if !referenced.contains(&file.name) {
+                self.blobs.delete_file(&file.path)?;
                 report.blobs_removed += 1;
-                report.bytes_freed += size;
+                report.bytes_freed += file.size;
             }
         }
         let ck_root = self.root.join("checkpoints");
@@ -574,7 +585,6 @@ impl Cache {
                 }
             }
         }
-        self.flush()?;
         Ok(report)
     }
 
