@@ -241,7 +241,146 @@ fn gc_killed_at_random_moments_never_leaves_an_entry_without_its_blob() {
     std::fs::write(&stray, b"half a blob").expect("write");
     let gc = p.ok(&["cache", "gc", "keep.yaml"]);
     assert!(gc.contains("removed"), "{gc}");
-    assert!(!stray.exists(), "gc left {} in place:\n{gc}", stray.display());
+    assert!(
+        !stray.exists(),
+        "gc left {} in place:\n{gc}",
+        stray.display()
+    );
     let verify = p.ok(&["cache", "verify"]);
     assert!(verify.contains("cache OK"), "{verify}");
+}
+
+/// Makes a stored blob writable (blobs are read-only), for a test that damages it.
+fn make_writable(path: &Path) {
+    let mut perms = std::fs::metadata(path).expect("blob").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(path, perms).expect("chmod");
+}
+
+/// `pipe show FILE STAGE OUT` as text, asserting success.
+fn shown(p: &Project, stage: &str, file: &str) -> String {
+    p.ok(&["show", "p.yaml", stage, file])
+}
+
+/// #22 item 1: a damaged or deleted blob is never read by a later stage nor shown: the
+/// run computes its producer again; `show` names the stage and the file.
+#[test]
+fn a_damaged_or_missing_result_is_computed_again_never_read() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    // one byte of `a`'s output flipped in place (same size)
+    let a_blob = p.blob_of(b"alpha\n");
+    make_writable(&a_blob);
+    std::fs::write(&a_blob, b"alphx\n").expect("damage");
+    // `b` must run again (its command changed), reading `a`
+    p.write("p.yaml", &CHAIN.replace("tr a-z A-Z", "tr 'a-z' 'A-Z'"));
+    let out = p.ok(&["run", "p.yaml"]);
+    assert!(out.contains("cached output of `a`"), "{out}");
+    assert_eq!(
+        shown(&p, "b", "b.txt"),
+        "ALPHA\n",
+        "b read a damaged input:\n{out}"
+    );
+    assert_eq!(shown(&p, "c", "c.txt"), "ALPHA\nALPHA\n");
+
+    // `a`'s blob deleted: the next stage that needs it gets it computed again
+    std::fs::remove_file(p.blob_of(b"alpha\n")).expect("delete");
+    p.write("p.yaml", &CHAIN.replace("tr a-z A-Z", "tr \"a-z\" \"A-Z\""));
+    let out = p.ok(&["run", "p.yaml"]);
+    assert!(out.contains("failed 0"), "{out}");
+    assert_eq!(shown(&p, "b", "b.txt"), "ALPHA\n");
+
+    // a damaged leaf is not shown; `show` says which stage and file, and run repairs it
+    let d_blob = p.blob_of(b"delta\n");
+    make_writable(&d_blob);
+    std::fs::write(&d_blob, b"dexta\n").expect("damage");
+    let show = p.pipe(&["show", "p.yaml", "d", "d.txt"]);
+    let text = both(&show);
+    assert!(!show.status.success(), "damaged output shown:\n{text}");
+    assert!(
+        text.contains("`d`") && text.contains("d.txt") && text.contains("damaged"),
+        "{text}"
+    );
+    let out = p.ok(&["run", "p.yaml"]);
+    assert!(out.contains("ran 1,"), "{out}");
+    assert_eq!(shown(&p, "d", "d.txt"), "delta\n");
+    assert!(p.ok(&["cache", "verify"]).contains("cache OK"));
+}
+
+/// `seq 1 20000`: an output larger than what is rehashed at every use.
+fn big_output() -> String {
+    (1..=20000).map(|i| format!("{i}\n")).collect()
+}
+
+/// a (big) -> b -> c.
+const BIG_CHAIN: &str = r#"
+stages:
+  a:
+    kind: shell
+    params:
+      cmd: seq 1 20000 > "$PIPE_OUT/a.txt"
+  b:
+    kind: shell
+    inputs:
+      up: a
+    params:
+      cmd: tail -n 1 "$PIPE_IN_UP/a.txt" > "$PIPE_OUT/b.txt"
+  c:
+    kind: shell
+    inputs:
+      up: b
+    params:
+      cmd: cat "$PIPE_IN_UP/b.txt" "$PIPE_IN_UP/b.txt" > "$PIPE_OUT/c.txt"
+"#;
+
+/// #22 item 1: a big blob damaged in place with its mtime put back (which the cheap check
+/// cannot see) is read by a child; `pipe cache verify` then reports the damaged result
+/// and every result computed from it, and the next run recomputes them all.
+#[test]
+fn verify_also_drops_results_derived_from_a_damaged_one() {
+    use std::io::{Seek, SeekFrom, Write};
+    let p = Project::new();
+    p.write("p.yaml", BIG_CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    let big = big_output();
+    assert!(big.len() as u64 > pipe::cache::ALWAYS_HASH_UP_TO);
+    let a_blob = p.blob_of(big.as_bytes());
+    let mtime = std::fs::metadata(&a_blob)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    make_writable(&a_blob);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a_blob)
+            .expect("open for writing");
+        f.seek(SeekFrom::End(-2)).expect("seek");
+        f.write_all(b"1").expect("damage"); // 20000 -> 20001
+        f.set_modified(mtime).expect("put the mtime back");
+    }
+    p.write("p.yaml", &BIG_CHAIN.replace("tail -n 1", "tail -n1"));
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(
+        shown(&p, "b", "b.txt"),
+        "20001\n",
+        "the damage is invisible to the stamp"
+    );
+
+    let out = p.pipe(&["cache", "verify"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("corrupt: a") && text.contains("a.txt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("derived: b") && text.contains("derived: c"),
+        "{text}"
+    );
+    let run = p.ok(&["run", "p.yaml"]);
+    assert!(run.contains("ran 3, cached 0"), "{run}");
+    assert_eq!(shown(&p, "b", "b.txt"), "20000\n");
+    assert!(p.ok(&["cache", "verify"]).contains("cache OK"));
 }

@@ -27,6 +27,10 @@ pub struct Entry {
     /// Pipeline file and profile that made it.
     pub pipeline: String,
     pub profile: Option<String>,
+    /// Keys (hex) of the results it was computed from, so that `pipe cache verify` can
+    /// find what was derived from a damaged result (empty for entries made before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
 }
 
 /// Files of one stage output.
@@ -35,12 +39,15 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
-/// One output file: relative path, blob hash, size.
+/// One output file: relative path, blob hash, size, and its blob's stamp at commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestFile {
     pub path: String,
     pub hash: String,
     pub size: u64,
+    /// `None` in manifests written before stamps (such files are always rehashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<super::Stamp>,
 }
 
 /// What a stage's most recent run was made from.

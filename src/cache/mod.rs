@@ -15,9 +15,13 @@
 mod blob;
 mod index;
 mod reader;
+mod stamp;
+mod verify;
 
 pub use blob::{hash_file, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
+pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
+pub use verify::{Corruption, CorruptionCause};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -50,6 +54,28 @@ pub enum CacheError {
     ReadOnly { path: PathBuf },
     #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
     Corrupt { key: String, message: String },
+    #[error(
+        "the cached output of `{stage}` ({key}) is damaged: its file {file} ({path}): \
+         {damage}; `pipe run` computes it again"
+    )]
+    Damaged {
+        stage: String,
+        key: String,
+        file: String,
+        path: PathBuf,
+        damage: Damage,
+    },
+}
+
+impl CacheError {
+    /// Whether this says a committed result cannot be used as it is (a damaged or missing
+    /// file, manifest or entry): running its stage again repairs it.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Damaged { .. } | CacheError::Corrupt { .. }
+        )
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -171,15 +197,6 @@ fn write_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
 
 /// The JSON copy of the index that readers use while another process holds the cache.
 const SNAPSHOT_FILE: &str = "index-snapshot.json";
-
-/// One problem found by [`Cache::verify`].
-#[derive(Debug, Clone)]
-pub struct Corruption {
-    pub key: String,
-    pub stage: String,
-    pub file: String,
-    pub message: String,
-}
 
 /// What [`Cache::gc`] removed.
 #[derive(Debug, Clone, Default)]
@@ -365,10 +382,12 @@ impl Cache {
         for rel in files {
             let path = out_dir.join(&rel);
             let (hash, size) = self.blobs.put_file(&path)?;
+            let stamp = self.blobs.stamp(&hash)?;
             manifest.files.push(ManifestFile {
                 path: rel_string(&rel),
                 hash,
                 size,
+                stamp: Some(stamp),
             });
         }
         let text = serde_json::to_vec(&manifest).unwrap_or_default();
@@ -414,20 +433,83 @@ impl Cache {
     }
 
     /// A read-only directory holding the outputs of `key` (hard links into the blob
-    /// store), built once and reused. A reader builds its own views in its own folder
-    /// (the holder's `views/` stay the holder's).
+    /// store), built once and reused, checked before it is handed out: every file must
+    /// still be what was committed (see [`stamp`]), else [`CacheError::Damaged`]. A reader
+    /// builds its own views in its own folder (the holder's `views/` stay the holder's).
     pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
+        let (entry, manifest) = self.checked(key)?;
+        let view = self.build_view(key, &manifest, false)?;
+        if self.view_mismatch(&view, &manifest).is_ok() {
+            return Ok(view);
+        }
+        // the blobs are right, the view is not (changed or removed in place): rebuilt
+        let view = self.build_view(key, &manifest, true)?;
+        self.view_mismatch(&view, &manifest)
+            .map_err(|(f, path, damage)| damaged(&entry, key, f, path, damage))?;
+        Ok(view)
+    }
+
+    /// Checks that the result of `key` is still what was committed (its entry, manifest
+    /// and every blob; see [`stamp`]), without building its view.
+    pub fn check(&self, key: &StageKey) -> Result<(), CacheError> {
+        self.checked(key).map(|_| ())
+    }
+
+    /// The entry and manifest of `key`, every blob checked.
+    fn checked(&self, key: &StageKey) -> Result<(Entry, Manifest), CacheError> {
+        let entry = self.index.entry(key)?.ok_or_else(|| CacheError::Corrupt {
+            key: key.hex(),
+            message: "no such entry".into(),
+        })?;
+        let manifest = self.manifest(key)?;
+        for f in &manifest.files {
+            let blob = self.blobs.path(&f.hash);
+            stamp::check(&blob, &f.hash, f.size, f.stamp.as_ref())
+                .map_err(|d| damaged(&entry, key, f, blob, d))?;
+        }
+        Ok((entry, manifest))
+    }
+
+    /// The first file of `view` that is not its (checked) blob: the same inode, or the
+    /// same content for a copy.
+    fn view_mismatch<'m>(
+        &self,
+        view: &Path,
+        manifest: &'m Manifest,
+    ) -> Result<(), (&'m ManifestFile, PathBuf, Damage)> {
+        use std::os::unix::fs::MetadataExt;
+        for f in &manifest.files {
+            let path = view.join(&f.path);
+            let same_inode = match (fs::metadata(&path), fs::metadata(self.blobs.path(&f.hash))) {
+                (Ok(v), Ok(b)) => v.ino() == b.ino() && v.dev() == b.dev(),
+                _ => false,
+            };
+            if !same_inode {
+                stamp::check(&path, &f.hash, f.size, None).map_err(|d| (f, path, d))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The view folder of `key` (built from `manifest` unless a complete one exists and
+    /// `rebuild` is false).
+    fn build_view(
+        &self,
+        key: &StageKey,
+        manifest: &Manifest,
+        rebuild: bool,
+    ) -> Result<PathBuf, CacheError> {
         let views = match &self.reader {
             None => self.root.join("views"),
             Some(reader) => reader.path().to_path_buf(),
         };
         let view = views.join(key.hex());
         let complete = views.join(format!("{}.complete", key.hex()));
-        if complete.exists() && view.is_dir() {
+        if !rebuild && complete.exists() && view.is_dir() {
             return Ok(view);
         }
+        let _ = fs::remove_file(&complete);
         fs::create_dir_all(&views).map_err(io_err(&views))?;
-        let manifest = self.manifest(key)?;
         let staging =
             self.scratch_root()
                 .join(format!("view-{}-{}", key.short(), std::process::id()));
@@ -492,57 +574,6 @@ impl Cache {
         Ok(())
     }
 
-    /// Rehashes every blob that an entry references; corrupt blobs are deleted and the
-    /// entries that use them dropped, so those stages rerun.
-    pub fn verify(&self) -> Result<Vec<Corruption>, CacheError> {
-        let mut problems = Vec::new();
-        let mut bad_blobs: BTreeSet<String> = BTreeSet::new();
-        let mut good_blobs: BTreeSet<String> = BTreeSet::new();
-        for (key, entry) in self.entries()? {
-            let mut broken = Vec::new();
-            match self.manifest(&key) {
-                Ok(m) => {
-                    for f in &m.files {
-                        if good_blobs.contains(&f.hash) {
-                            continue;
-                        }
-                        if bad_blobs.contains(&f.hash) {
-                            broken.push((f.path.clone(), "blob is corrupt".to_string()));
-                            continue;
-                        }
-                        match self.blobs.check(&f.hash) {
-                            Ok(()) => {
-                                good_blobs.insert(f.hash.clone());
-                            }
-                            Err(msg) => {
-                                bad_blobs.insert(f.hash.clone());
-                                broken.push((f.path.clone(), msg));
-                            }
-                        }
-                    }
-                }
-                Err(e) => broken.push(("(manifest)".into(), e.to_string())),
-            }
-            if !broken.is_empty() {
-                for (file, message) in broken {
-                    problems.push(Corruption {
-                        key: key.hex(),
-                        stage: entry.stage.clone(),
-                        file,
-                        message,
-                    });
-                }
-                self.remove(&key)?;
-            }
-        }
-        // the dropped entries are durable before their blobs go
-        self.flush()?;
-        for hash in &bad_blobs {
-            self.blobs.delete(hash)?;
-        }
-        Ok(problems)
-    }
-
     /// Removes every entry not in `keep`, then every blob no remaining entry uses, and
     /// leftover temp files. Killed at any moment, it leaves no entry whose blobs are gone:
     /// the removals are flushed (index and snapshot) before the first blob is deleted.
@@ -595,6 +626,23 @@ impl Cache {
             .into_iter()
             .map(|(k, e)| (k, e.bytes))
             .collect())
+    }
+}
+
+/// The error for the file `f` of `key`'s result, found at `path`.
+fn damaged(
+    entry: &Entry,
+    key: &StageKey,
+    f: &ManifestFile,
+    path: PathBuf,
+    damage: Damage,
+) -> CacheError {
+    CacheError::Damaged {
+        stage: entry.stage.clone(),
+        key: key.short(),
+        file: f.path.clone(),
+        path,
+        damage,
     }
 }
 
