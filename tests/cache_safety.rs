@@ -384,3 +384,59 @@ fn verify_also_drops_results_derived_from_a_damaged_one() {
     assert_eq!(shown(&p, "b", "b.txt"), "20000\n");
     assert!(p.ok(&["cache", "verify"]).contains("cache OK"));
 }
+
+/// What checking a 100 MB input costs before a stage reads it (the figures in the
+/// README's Safety section): the stamp check when the blob is as committed, the blake3
+/// rehash when its stamp moved. `cargo test --release --test cache_safety -- --ignored
+/// --nocapture verification_cost`
+#[test]
+#[ignore = "a measurement: writes 100 MB"]
+fn verification_cost_of_a_100_mb_input() {
+    use pipe::cache::{Cache, Entry};
+    use pipe::hash::StageKey;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let mut bytes = vec![0u8; 100_000_000];
+    let mut m = Moments(0x100_0000);
+    for chunk in bytes.chunks_mut(8) {
+        let v = m.below(u64::MAX).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    std::fs::write(out.join("big.bin"), &bytes).expect("write");
+    let cache = Cache::open(&dir.path().join("cache")).expect("open");
+    let key = StageKey([7; 32]);
+    let t = Instant::now();
+    cache.commit(&key, &out, Entry::default()).expect("commit");
+    let commit = t.elapsed();
+    let median = |runs: usize, f: &dyn Fn()| -> Duration {
+        let mut times: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[runs / 2]
+    };
+    let stamped = median(21, &|| cache.check(&key).expect("as committed"));
+    let blob = {
+        let h = blake3::hash(&bytes).to_hex().to_string();
+        dir.path().join("cache/blobs").join(&h[..2]).join(&h)
+    };
+    let moved = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let file = std::fs::File::open(&blob).expect("blob");
+    file.set_modified(moved).expect("touch");
+    let rehashed = median(5, &|| cache.check(&key).expect("content unchanged"));
+    println!(
+        "100 MB input: commit {:.0} ms; check with the stamp as committed {:.1} µs; \
+         rehash after the stamp moved {:.0} ms ({:.2} GB/s)",
+        commit.as_secs_f64() * 1e3,
+        stamped.as_secs_f64() * 1e6,
+        rehashed.as_secs_f64() * 1e3,
+        0.1 / rehashed.as_secs_f64()
+    );
+    assert!(stamped < rehashed / 10, "the stamp check is the cheap path");
+}
