@@ -440,3 +440,64 @@ fn verification_cost_of_a_100_mb_input() {
     );
     assert!(stamped < rehashed / 10, "the stamp check is the cheap path");
 }
+
+/// #22 item 8: a damaged sled index says what is wrong and what to do, once, and
+/// `pipe cache rebuild-index` recovers every result whose files verify.
+#[test]
+fn a_damaged_index_says_what_to_do_and_rebuild_index_recovers_it() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    // an index sled cannot open at all
+    std::fs::write(p.cache().join("index/conf"), b"\x01\x02garbage\xff").expect("damage conf");
+    // and one result's file damaged too: it must not come back
+    let d_blob = p.blob_of(b"delta\n");
+    make_writable(&d_blob);
+    std::fs::write(&d_blob, b"dexta\n").expect("damage");
+    let out = p.pipe(&["run", "p.yaml"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("is damaged") && text.contains("pipe cache rebuild-index"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("sled version").count(),
+        1,
+        "what sled said, once:\n{text}"
+    );
+    assert!(!text.contains("backtrace"), "{text}");
+    let rebuilt = p.ok(&["cache", "rebuild-index"]);
+    assert!(rebuilt.contains("recovered 3 result(s)"), "{rebuilt}");
+    assert!(rebuilt.contains("not recovered: d"), "{rebuilt}");
+    let again = p.ok(&["run", "p.yaml"]);
+    assert!(again.contains("ran 1, cached 3"), "{again}");
+    assert_eq!(shown(&p, "d", "d.txt"), "delta\n");
+
+    // an index whose log is damaged midway: sled silently reads it up to the damage
+    let q = Project::new();
+    q.write("all.yaml", &independent_stages(30));
+    q.ok(&["run", "all.yaml", "--quiet"]);
+    let db = q.cache().join("index/db");
+    let mut bytes = std::fs::read(&db).expect("index db");
+    let at = bytes.len() / 3;
+    for b in &mut bytes[at..at + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&db, &bytes).expect("damage db");
+    let out = q.pipe(&["run", "all.yaml", "--quiet"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("is damaged") && text.contains("results that its last snapshot lists"),
+        "{text}"
+    );
+    let rebuilt = q.ok(&["cache", "rebuild-index"]);
+    assert!(
+        rebuilt.contains("recovered 30 result(s), 0 not"),
+        "{rebuilt}"
+    );
+    let again = q.ok(&["run", "all.yaml", "--quiet"]);
+    assert!(again.contains("ran 0, cached 30"), "{again}");
+    assert!(q.ok(&["cache", "verify"]).contains("cache OK"));
+}

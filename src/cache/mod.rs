@@ -3,9 +3,10 @@
 //!
 //! Commit protocol (crash-safe at any instant): every output file is written to a temp
 //! file, fsynced and renamed into `blobs/<aa>/<blake3>`; then the manifest (itself a
-//! blob) is stored; then ONE sled insert maps the key to the manifest, and sled is
-//! flushed. A run killed before that insert leaves only unreferenced blobs (removed by
-//! `pipe cache gc`), never a half entry.
+//! blob) is stored; then the entry's record file (`entries/`, what `pipe cache
+//! rebuild-index` rebuilds a damaged index from); then ONE sled insert maps the key to the
+//! manifest, and sled is flushed. A run killed before that insert leaves only unreferenced
+//! blobs (removed by `pipe cache gc`), never a half entry.
 //!
 //! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:
 //! [`Cache::open_for_reading`] reads `index-snapshot.json`, which the holder rewrites
@@ -15,11 +16,14 @@
 mod blob;
 mod index;
 mod reader;
+mod rebuild;
+mod record;
 mod stamp;
 mod verify;
 
 pub use blob::{hash_file, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
+pub use rebuild::{Rebuilt, Skipped};
 pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
 pub use verify::{Corruption, CorruptionCause};
 
@@ -45,8 +49,18 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cache index {path}: {source}")]
-    Index { path: PathBuf, source: sled::Error },
+    #[error("cache index {path}: {detail}")]
+    Index { path: PathBuf, detail: String },
+    #[error(
+        "the cache index {path} is damaged ({detail}). The results themselves are kept in \
+         {blobs}: run `pipe cache rebuild-index` to rebuild the index from every result \
+         whose files still verify (or remove the cache folder to start afresh)"
+    )]
+    IndexDamaged {
+        path: PathBuf,
+        detail: String,
+        blobs: PathBuf,
+    },
     #[error(
         "the cache index {path} is open read-only (another pipe process holds the cache); \
          this command needs to change it"
@@ -54,17 +68,25 @@ pub enum CacheError {
     ReadOnly { path: PathBuf },
     #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
     Corrupt { key: String, message: String },
-    #[error(
-        "the cached output of `{stage}` ({key}) is damaged: its file {file} ({path}): \
-         {damage}; `pipe run` computes it again"
-    )]
-    Damaged {
-        stage: String,
-        key: String,
-        file: String,
-        path: PathBuf,
-        damage: Damage,
-    },
+    #[error(transparent)]
+    Damaged(Box<DamagedResult>),
+}
+
+/// A committed result one of whose files is not what was committed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the cached output of `{stage}` ({key}) is damaged: its file {file} ({path}): {damage}; \
+     `pipe run` computes it again"
+)]
+pub struct DamagedResult {
+    pub stage: String,
+    /// The result's key (short hex).
+    pub key: String,
+    /// The file, as the stage wrote it.
+    pub file: String,
+    /// Where it was checked (its blob, or its view).
+    pub path: PathBuf,
+    pub damage: Damage,
 }
 
 impl CacheError {
@@ -101,6 +123,8 @@ pub struct Cache {
     held_by: Option<String>,
     /// A reader's private folder for views and scratch (`None` for the holder).
     reader: Option<reader::ReaderDir>,
+    /// One file per committed entry, for `pipe cache rebuild-index`.
+    records: record::Records,
 }
 
 /// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
@@ -174,6 +198,69 @@ impl Drop for Cache {
     }
 }
 
+/// Takes the exclusive lock of the cache at `root` (creating the folder), writing this
+/// process's pid into it; [`CacheError::Busy`] at once when another process holds it.
+fn take_lock(root: &Path) -> Result<File, CacheError> {
+    fs::create_dir_all(root).map_err(io_err(root))?;
+    let lock_path = root.join("LOCK");
+    let mut lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock_exclusive() {
+        Ok(true) => {}
+        Ok(false) | Err(_) => {
+            let holder = fs::read_to_string(&lock_path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(CacheError::Busy {
+                dir: root.to_path_buf(),
+                holder,
+            });
+        }
+    }
+    lock.set_len(0).map_err(io_err(&lock_path))?;
+    write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+    Ok(lock)
+}
+
+/// Refuses an index that lacks results its last snapshot lists: sled reads a damaged log
+/// only up to the damage and says nothing, so that is how a damaged index shows (the
+/// snapshot is kept for `pipe cache rebuild-index`, not overwritten).
+fn check_against_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
+    let Ok(text) = fs::read(root.join(SNAPSHOT_FILE)) else {
+        return Ok(());
+    };
+    let Ok(snapshot) = serde_json::from_slice::<IndexSnapshot>(&text) else {
+        return Ok(());
+    };
+    let mut lost = 0;
+    for hex in snapshot.entries.keys() {
+        if let Some(key) = StageKey::from_hex(hex) {
+            if !index.contains(&key)? {
+                lost += 1;
+            }
+        }
+    }
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(CacheError::IndexDamaged {
+        path: root.join("index"),
+        detail: format!(
+            "it lacks {lost} of the {} results that its last snapshot lists",
+            snapshot.entries.len()
+        ),
+        blobs: root.join("blobs"),
+    })
+}
+
 /// Serializes snapshot writes in this process: a background write that read the index
 /// before a removal must not land after the removal's own write.
 static SNAPSHOT_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -210,34 +297,10 @@ impl Cache {
     /// Opens (creating if needed) the cache at `root` and takes its lock; a second
     /// process gets [`CacheError::Busy`] at once.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        fs::create_dir_all(root).map_err(io_err(root))?;
-        let lock_path = root.join("LOCK");
-        let mut lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock_exclusive() {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                let holder = fs::read_to_string(&lock_path)
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
-                return Err(CacheError::Busy {
-                    dir: root.to_path_buf(),
-                    holder,
-                });
-            }
-        }
-        lock.set_len(0).map_err(io_err(&lock_path))?;
-        write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        let lock = take_lock(root)?;
         let blobs = BlobStore::new(root.join("blobs"))?;
         let index = index::Index::open(&root.join("index"))?;
+        check_against_snapshot(&index, root)?;
         for dir in ["tmp", "views", "checkpoints"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
@@ -261,6 +324,7 @@ impl Cache {
             lock: Some(lock),
             held_by: None,
             reader: None,
+            records: record::Records::new(root),
             snapshot: Some(snapshot),
         })
     }
@@ -295,6 +359,7 @@ impl Cache {
             lock: None,
             held_by: reader::holder(root),
             reader: Some(reader::ReaderDir::create(root)?),
+            records: record::Records::new(root),
             snapshot: None,
         })
     }
@@ -394,7 +459,14 @@ impl Cache {
         let (manifest_hash, _) = self.blobs.put_bytes(&text)?;
         entry.manifest = manifest_hash;
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
-        self.index.insert_entry(key, &entry)?;
+        self.records.write(key, &entry)?;
+        {
+            // no snapshot is taken between the insert and its flush
+            let _no_snapshot = SNAPSHOT_WRITE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.index.insert_entry(key, &entry)?;
+        }
         self.index_changed();
         // A recommit of a key (`--force`) may change its files: drop the stale view.
         let _ = fs::remove_file(
@@ -550,17 +622,21 @@ impl Cache {
     }
 
     /// Makes recorded last runs durable (entries are flushed at each commit).
+    ///
+    /// The snapshot is written first: killed between the two, the index on disk still
+    /// holds every entry the snapshot lists (an entry only the snapshot lists is how a
+    /// damaged index is recognized at open).
     pub fn flush(&self) -> Result<(), CacheError> {
-        self.index.flush()?;
-        match &self.snapshot {
-            Some(_) => write_snapshot(&self.index, &self.root),
-            None => Ok(()),
+        if self.snapshot.is_some() {
+            write_snapshot(&self.index, &self.root)?;
         }
+        self.index.flush()
     }
 
     /// Drops an entry (and its view); its blobs stay until gc.
     pub fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
         self.index.remove(key)?;
+        self.records.remove(key)?;
         self.index_changed();
         let view = self.root.join("views").join(key.hex());
         let _ = fs::remove_file(
@@ -637,13 +713,13 @@ fn damaged(
     path: PathBuf,
     damage: Damage,
 ) -> CacheError {
-    CacheError::Damaged {
+    CacheError::Damaged(Box::new(DamagedResult {
         stage: entry.stage.clone(),
         key: key.short(),
         file: f.path.clone(),
         path,
         damage,
-    }
+    }))
 }
 
 fn rel_string(p: &Path) -> String {

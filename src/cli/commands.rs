@@ -386,12 +386,9 @@ pub(super) fn open_for_reading(root: &Path) -> Result<Cache> {
 }
 
 fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> Result<ExitCode> {
-    let cache = match action {
-        CacheAction::Ls => open_for_reading(root)?,
-        _ => Cache::open(root)?,
-    };
     match action {
         CacheAction::Ls => {
+            let cache = open_for_reading(root)?;
             let mut entries = cache.entries()?;
             entries.sort_by(|a, b| a.1.stage.cmp(&b.1.stage));
             let mut total = 0u64;
@@ -409,7 +406,7 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
             println!("{} entries, {}", entries.len(), human_bytes(total));
         }
         CacheAction::Verify => {
-            let problems = cache.verify()?;
+            let problems = Cache::open(root)?.verify()?;
             if problems.is_empty() {
                 println!("cache OK: every blob matches its hash");
             } else {
@@ -440,11 +437,13 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
                 return Ok(Exit::StageFailed.code());
             }
         }
+        CacheAction::RebuildIndex => return super::cache_rebuild::rebuild_index_command(root),
         CacheAction::Gc {
             pipelines,
             profile,
             device,
         } => {
+            let cache = Cache::open(root)?;
             if pipelines.is_empty() {
                 bail!("name the pipelines whose results to keep: pipe cache gc PIPELINE.yaml...");
             }

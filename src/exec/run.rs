@@ -392,6 +392,9 @@ fn drop_damaged_results(
             Err(e) => return Err(e.into()),
         }
     }
+    if !damaged.is_empty() {
+        cache.flush()?;
+    }
     Ok(damaged)
 }
 
