@@ -497,3 +497,133 @@ fn a_damaged_index_says_what_to_do_and_rebuild_index_recovers_it() {
     assert!(again.contains("ran 0, cached 30"), "{again}");
     assert!(q.ok(&["cache", "verify"]).contains("cache OK"));
 }
+
+/// `n` shell stages, each hashing the outputs of the one before and of the one at half
+/// its index with its own number: the last output depends on every stage.
+fn hash_chain(n: usize) -> String {
+    let mut y = String::from(
+        "stages:\n  s00:\n    kind: shell\n    params:\n      cmd: echo seed > \"$PIPE_OUT/o.txt\"\n",
+    );
+    for i in 1..n {
+        y.push_str(&format!(
+            "  s{i:02}:\n    kind: shell\n    inputs: {{prev: s{:02}, half: s{:02}}}\n    params:\n      \
+             cmd: '{{ cat \"$PIPE_IN_PREV/o.txt\" \"$PIPE_IN_HALF/o.txt\" | md5sum; echo {i}; }} > \"$PIPE_OUT/o.txt\"'\n",
+            i - 1,
+            i / 2
+        ));
+    }
+    y
+}
+
+/// The blob holding the output file of `stage` (from its entry record and manifest).
+fn blob_of_stage(p: &Project, stage: &str) -> PathBuf {
+    let cache = p.cache();
+    for sub in std::fs::read_dir(cache.join("entries"))
+        .expect("entries")
+        .flatten()
+    {
+        for f in std::fs::read_dir(sub.path()).expect("entries/aa").flatten() {
+            let Ok(text) = std::fs::read(f.path()) else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if entry["stage"] != stage {
+                continue;
+            }
+            let m = entry["manifest"].as_str().expect("manifest hash");
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(cache.join("blobs").join(&m[..2]).join(m)).expect("manifest"),
+            )
+            .expect("manifest json");
+            let h = manifest["files"][0]["hash"].as_str().expect("file hash");
+            return cache.join("blobs").join(&h[..2]).join(h);
+        }
+    }
+    panic!("no entry for {stage}");
+}
+
+/// #22 "where it must end": a 30-stage pipeline whose runs and gcs are SIGKILLed at
+/// random moments, and whose stored outputs are damaged, deleted or truncated, always
+/// reruns to the byte-identical output of a clean run, and verify finds nothing wrong.
+#[test]
+fn kills_and_damage_never_change_what_a_rerun_produces() {
+    use std::os::unix::process::CommandExt;
+    let stages = 30;
+    let last = format!("s{:02}", stages - 1);
+    let clean = Project::new();
+    clean.write("p.yaml", &hash_chain(stages));
+    let t0 = std::time::Instant::now();
+    clean.ok(&["run", "p.yaml", "--quiet"]);
+    let run_micros = t0.elapsed().as_micros() as u64;
+    let expected = shown(&clean, &last, "o.txt");
+
+    let p = Project::new();
+    p.write("p.yaml", &hash_chain(stages));
+    p.write("keep.yaml", &hash_chain(stages / 3));
+    p.ok(&["run", "p.yaml", "--quiet"]);
+    let mut moments = Moments(0x22_0022);
+    for round in 0..20 {
+        // gc drops two thirds of the results, killed at some moment or not
+        let mut gc = p
+            .cmd(&["cache", "gc", "keep.yaml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gc");
+        std::thread::sleep(std::time::Duration::from_micros(moments.below(60_000)));
+        let _ = gc.kill();
+        let _ = gc.wait();
+        // a run that recomputes them, killed (with its shells) at some moment
+        let mut run = p
+            .cmd(&["run", "p.yaml", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("run");
+        std::thread::sleep(std::time::Duration::from_micros(moments.below(run_micros)));
+        // SAFETY: kills the process group this test just started
+        unsafe {
+            libc::kill(-(run.id() as i32), libc::SIGKILL);
+        }
+        let _ = run.wait();
+        let out = p.pipe(&["run", "p.yaml", "--quiet"]);
+        assert!(out.status.success(), "round {round}:\n{}", both(&out));
+        assert_eq!(shown(&p, &last, "o.txt"), expected, "round {round}");
+    }
+    for round in 0..9 {
+        let stage = format!("s{:02}", moments.below(stages as u64));
+        let blob = blob_of_stage(&p, &stage);
+        match round % 3 {
+            0 => {
+                make_writable(&blob);
+                let mut bytes = std::fs::read(&blob).expect("blob");
+                bytes[0] ^= 0x01;
+                std::fs::write(&blob, bytes).expect("damage");
+            }
+            1 => std::fs::remove_file(&blob).expect("delete"),
+            _ => {
+                make_writable(&blob);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&blob)
+                    .expect("open");
+                let len = f.metadata().expect("len").len();
+                f.set_len(len / 2).expect("truncate");
+            }
+        }
+        let out = p.pipe(&["run", "p.yaml", "--quiet"]);
+        let text = both(&out);
+        assert!(out.status.success(), "damage {round} to {stage}:\n{text}");
+        assert!(text.contains("ran 1,"), "only {stage} reruns:\n{text}");
+        assert_eq!(
+            shown(&p, &last, "o.txt"),
+            expected,
+            "damage {round} to {stage}"
+        );
+    }
+    let verify = p.ok(&["cache", "verify"]);
+    assert!(verify.contains("cache OK"), "{verify}");
+}

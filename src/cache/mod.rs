@@ -125,6 +125,9 @@ pub struct Cache {
     reader: Option<reader::ReaderDir>,
     /// One file per committed entry, for `pipe cache rebuild-index`.
     records: record::Records,
+    /// Entries removed since the last flush, whose records go once the removal is durable
+    /// (a record must outlive its entry, never the reverse).
+    unrecorded: std::sync::Mutex<Vec<StageKey>>,
 }
 
 /// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
@@ -325,6 +328,7 @@ impl Cache {
             held_by: None,
             reader: None,
             records: record::Records::new(root),
+            unrecorded: Default::default(),
             snapshot: Some(snapshot),
         })
     }
@@ -360,6 +364,7 @@ impl Cache {
             held_by: reader::holder(root),
             reader: Some(reader::ReaderDir::create(root)?),
             records: record::Records::new(root),
+            unrecorded: Default::default(),
             snapshot: None,
         })
     }
@@ -630,13 +635,30 @@ impl Cache {
         if self.snapshot.is_some() {
             write_snapshot(&self.index, &self.root)?;
         }
-        self.index.flush()
+        self.index.flush()?;
+        let removed = std::mem::take(
+            &mut *self
+                .unrecorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for key in removed {
+            // unless it was committed again since
+            if !self.index.contains(&key)? {
+                self.records.remove(&key)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Drops an entry (and its view); its blobs stay until gc.
+    /// Drops an entry (and its view); its record goes at the next [`Cache::flush`], its
+    /// blobs at the next gc.
     pub fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
         self.index.remove(key)?;
-        self.records.remove(key)?;
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(*key);
         self.index_changed();
         let view = self.root.join("views").join(key.hex());
         let _ = fs::remove_file(
