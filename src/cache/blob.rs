@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::stamp::{self, Stamp};
 use super::{io_err, CacheError};
 
 /// Directory of blobs named by their blake3 hash.
@@ -41,11 +42,12 @@ impl BlobStore {
         self.dir.join(prefix).join(hash)
     }
 
-    /// Stores a copy of `src`; returns (hash, size). Already-present content is not rewritten.
+    /// Stores a copy of `src`; returns (hash, size). Content already present is not
+    /// rewritten, unless the stored copy no longer matches its hash (then it is replaced).
     pub fn put_file(&self, src: &Path) -> Result<(String, u64), CacheError> {
         let (hash, size) = hash_file(src).map_err(io_err(src))?;
         let dest = self.path(&hash);
-        if !dest.exists() {
+        if !self.holds(&dest, &hash, size) {
             self.install(&dest, |tmp| {
                 fs::copy(src, tmp).map(|_| ()).map_err(io_err(src))
             })?;
@@ -57,13 +59,26 @@ impl BlobStore {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), CacheError> {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let dest = self.path(&hash);
-        if !dest.exists() {
+        if !self.holds(&dest, &hash, bytes.len() as u64) {
             self.install(&dest, |tmp| {
                 let mut f = File::create(tmp).map_err(io_err(tmp))?;
                 f.write_all(bytes).map_err(io_err(tmp))
             })?;
         }
         Ok((hash, bytes.len() as u64))
+    }
+
+    /// Whether `dest` exists and holds the content `hash` (rehashed: a damaged copy must
+    /// not be stamped anew by the commit that finds it).
+    fn holds(&self, dest: &Path, hash: &str, size: u64) -> bool {
+        dest.exists() && stamp::check(dest, hash, size, None).is_ok()
+    }
+
+    /// The stamp of the stored blob `hash` as it is now.
+    pub fn stamp(&self, hash: &str) -> Result<Stamp, CacheError> {
+        let path = self.path(hash);
+        let meta = fs::metadata(&path).map_err(io_err(&path))?;
+        Ok(Stamp::of(&meta))
     }
 
     /// Writes through a temp file, fsyncs it, makes it read-only, renames it into place.
@@ -126,8 +141,20 @@ impl BlobStore {
         }
     }
 
-    /// Every blob (and leftover temp file) with its size.
-    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+    /// Removes one file of the store by its path (a leftover temp file has no hash).
+    pub fn delete_file(&self, path: &Path) -> Result<(), CacheError> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Every file of the store: blobs, and temp files left by killed runs.
+    pub fn list(&self) -> Result<Vec<StoredFile>, CacheError> {
         let mut out = Vec::new();
         for sub in fs::read_dir(&self.dir)
             .map_err(io_err(&self.dir))?
@@ -142,9 +169,22 @@ impl BlobStore {
             {
                 let name = f.file_name().to_string_lossy().to_string();
                 let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((name, size));
+                out.push(StoredFile {
+                    name,
+                    path: f.path(),
+                    size,
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// One file in the blob store's folders.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    /// The blob's hash, or a temp file's name (`.tmp-…`).
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
 }

@@ -27,6 +27,10 @@ pub struct Entry {
     /// Pipeline file and profile that made it.
     pub pipeline: String,
     pub profile: Option<String>,
+    /// Keys (hex) of the results it was computed from, so that `pipe cache verify` can
+    /// find what was derived from a damaged result (empty for entries made before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
 }
 
 /// Files of one stage output.
@@ -35,12 +39,15 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
-/// One output file: relative path, blob hash, size.
+/// One output file: relative path, blob hash, size, and its blob's stamp at commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ManifestFile {
     pub path: String,
     pub hash: String,
     pub size: u64,
+    /// `None` in manifests written before stamps (such files are always rehashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<super::Stamp>,
 }
 
 /// What a stage's most recent run was made from.
@@ -57,6 +64,36 @@ pub struct LastRun {
 pub struct IndexSnapshot {
     pub entries: std::collections::BTreeMap<String, Entry>,
     pub last_run: std::collections::BTreeMap<String, LastRun>,
+}
+
+/// The error for what sled said about the index at `path`: damage (corrupt data, a
+/// format sled does not know) gets [`CacheError::IndexDamaged`] and its way out.
+pub(super) fn index_error(path: &Path, e: sled::Error) -> CacheError {
+    match e {
+        sled::Error::Io(e) => CacheError::Index {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        sled::Error::Corruption { at, .. } => damaged(
+            path,
+            match at {
+                Some(at) => format!("corrupt data at {at:?}"),
+                None => "corrupt data".into(),
+            },
+        ),
+        sled::Error::Unsupported(what) => damaged(path, what),
+        sled::Error::ReportableBug(what) => damaged(path, what),
+        sled::Error::CollectionNotFound(_) => damaged(path, "a tree is missing".into()),
+    }
+}
+
+/// [`CacheError::IndexDamaged`] for the index at `path` (its blobs beside it).
+fn damaged(path: &Path, detail: String) -> CacheError {
+    CacheError::IndexDamaged {
+        path: path.to_path_buf(),
+        detail,
+        blobs: path.with_file_name("blobs"),
+    }
 }
 
 /// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.
@@ -80,21 +117,28 @@ enum Store {
 
 impl Index {
     pub(super) fn open(path: &Path) -> Result<Self, CacheError> {
-        let err = |source| CacheError::Index {
-            path: path.to_path_buf(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(err)?;
-        let entries = db.open_tree("entries").map_err(err)?;
-        let last = db.open_tree("last_run").map_err(err)?;
-        Ok(Index {
-            path: path.to_path_buf(),
-            store: Store::Sled { db, entries, last },
-        })
+        // sled may panic on some damaged files instead of saying so
+        let opened = std::panic::catch_unwind(|| -> Result<Self, sled::Error> {
+            let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+            let entries = db.open_tree("entries")?;
+            let last = db.open_tree("last_run")?;
+            Ok(Index {
+                path: path.to_path_buf(),
+                store: Store::Sled { db, entries, last },
+            })
+        });
+        match opened {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(e)) => Err(index_error(path, e)),
+            Err(panic) => Err(damaged(
+                path,
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled failed to read it".into()),
+            )),
+        }
     }
 
     /// A read-only index over `snapshot` (read from `path`).
@@ -134,10 +178,7 @@ impl Index {
     }
 
     fn err(&self, source: sled::Error) -> CacheError {
-        CacheError::Index {
-            path: self.path.clone(),
-            source,
-        }
+        index_error(&self.path, source)
     }
 
     pub(super) fn flush(&self) -> Result<(), CacheError> {

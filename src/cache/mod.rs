@@ -3,19 +3,29 @@
 //!
 //! Commit protocol (crash-safe at any instant): every output file is written to a temp
 //! file, fsynced and renamed into `blobs/<aa>/<blake3>`; then the manifest (itself a
-//! blob) is stored; then ONE sled insert maps the key to the manifest, and sled is
-//! flushed. A run killed before that insert leaves only unreferenced blobs (removed by
-//! `pipe cache gc`), never a half entry.
+//! blob) is stored; then the entry's record file (`entries/`, what `pipe cache
+//! rebuild-index` rebuilds a damaged index from); then ONE sled insert maps the key to the
+//! manifest, and sled is flushed. A run killed before that insert leaves only unreferenced
+//! blobs (removed by `pipe cache gc`), never a half entry.
 //!
-//! While one process holds the cache, others may read it through
-//! [`Cache::open_for_reading`]: the holder rewrites `index-snapshot.json` (tmp + rename)
-//! after every change of the index, and a reader sees the index as of that file.
+//! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:
+//! [`Cache::open_for_reading`] reads `index-snapshot.json`, which the holder rewrites
+//! (tmp + rename) within moments of every change of the index, at once before it deletes
+//! any blob, and when it closes; a reader sees the index as of that file.
 
 mod blob;
 mod index;
+mod reader;
+mod rebuild;
+mod record;
+mod stamp;
+mod verify;
 
-pub use blob::{hash_file, BlobStore};
+pub use blob::{hash_file, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
+pub use rebuild::{Rebuilt, Skipped};
+pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
+pub use verify::{Corruption, CorruptionCause};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -39,8 +49,18 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cache index {path}: {source}")]
-    Index { path: PathBuf, source: sled::Error },
+    #[error("cache index {path}: {detail}")]
+    Index { path: PathBuf, detail: String },
+    #[error(
+        "the cache index {path} is damaged ({detail}). The results themselves are kept in \
+         {blobs}: run `pipe cache rebuild-index` to rebuild the index from every result \
+         whose files still verify (or remove the cache folder to start afresh)"
+    )]
+    IndexDamaged {
+        path: PathBuf,
+        detail: String,
+        blobs: PathBuf,
+    },
     #[error(
         "the cache index {path} is open read-only (another pipe process holds the cache); \
          this command needs to change it"
@@ -48,6 +68,36 @@ pub enum CacheError {
     ReadOnly { path: PathBuf },
     #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
     Corrupt { key: String, message: String },
+    #[error(transparent)]
+    Damaged(Box<DamagedResult>),
+}
+
+/// A committed result one of whose files is not what was committed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the cached output of `{stage}` ({key}) is damaged: its file {file} ({path}): {damage}; \
+     `pipe run` computes it again"
+)]
+pub struct DamagedResult {
+    pub stage: String,
+    /// The result's key (short hex).
+    pub key: String,
+    /// The file, as the stage wrote it.
+    pub file: String,
+    /// Where it was checked (its blob, or its view).
+    pub path: PathBuf,
+    pub damage: Damage,
+}
+
+impl CacheError {
+    /// Whether this says a committed result cannot be used as it is (a damaged or missing
+    /// file, manifest or entry): running its stage again repairs it.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Damaged { .. } | CacheError::Corrupt { .. }
+        )
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -67,10 +117,17 @@ pub struct Cache {
     /// handle) is joined before the index closes and the lock is released.
     snapshot: Option<SnapshotWriter>,
     index: index::Index,
-    /// `None` when reading another process's snapshot.
+    /// `None` for a reader (which takes no lock).
     lock: Option<File>,
-    /// Who holds the cache when this is a snapshot read (e.g. ` (pid 42)`).
+    /// Who holds the cache, for a reader while a writer does (e.g. ` (pid 42)`).
     held_by: Option<String>,
+    /// A reader's private folder for views and scratch (`None` for the holder).
+    reader: Option<reader::ReaderDir>,
+    /// One file per committed entry, for `pipe cache rebuild-index`.
+    records: record::Records,
+    /// Entries removed since the last flush, whose records go once the removal is durable
+    /// (a record must outlive its entry, never the reverse).
+    unrecorded: std::sync::Mutex<Vec<StageKey>>,
 }
 
 /// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
@@ -127,8 +184,95 @@ impl Drop for SnapshotWriter {
     }
 }
 
+impl Drop for Cache {
+    /// The holder leaves a snapshot of its last changes for readers and empties `LOCK`
+    /// (a reader takes a pid there for a running holder).
+    fn drop(&mut self) {
+        let Some(lock) = &self.lock else { return };
+        if let Some(writer) = &self.snapshot {
+            if writer
+                .dirty
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                let _ = write_snapshot(&self.index, &self.root);
+            }
+        }
+        let _ = lock.set_len(0);
+    }
+}
+
+/// Takes the exclusive lock of the cache at `root` (creating the folder), writing this
+/// process's pid into it; [`CacheError::Busy`] at once when another process holds it.
+fn take_lock(root: &Path) -> Result<File, CacheError> {
+    fs::create_dir_all(root).map_err(io_err(root))?;
+    let lock_path = root.join("LOCK");
+    let mut lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock_exclusive() {
+        Ok(true) => {}
+        Ok(false) | Err(_) => {
+            let holder = fs::read_to_string(&lock_path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(CacheError::Busy {
+                dir: root.to_path_buf(),
+                holder,
+            });
+        }
+    }
+    lock.set_len(0).map_err(io_err(&lock_path))?;
+    write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+    Ok(lock)
+}
+
+/// Refuses an index that lacks results its last snapshot lists: sled reads a damaged log
+/// only up to the damage and says nothing, so that is how a damaged index shows (the
+/// snapshot is kept for `pipe cache rebuild-index`, not overwritten).
+fn check_against_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
+    let Ok(text) = fs::read(root.join(SNAPSHOT_FILE)) else {
+        return Ok(());
+    };
+    let Ok(snapshot) = serde_json::from_slice::<IndexSnapshot>(&text) else {
+        return Ok(());
+    };
+    let mut lost = 0;
+    for hex in snapshot.entries.keys() {
+        if let Some(key) = StageKey::from_hex(hex) {
+            if !index.contains(&key)? {
+                lost += 1;
+            }
+        }
+    }
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(CacheError::IndexDamaged {
+        path: root.join("index"),
+        detail: format!(
+            "it lacks {lost} of the {} results that its last snapshot lists",
+            snapshot.entries.len()
+        ),
+        blobs: root.join("blobs"),
+    })
+}
+
+/// Serializes snapshot writes in this process: a background write that read the index
+/// before a removal must not land after the removal's own write.
+static SNAPSHOT_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Writes `index`'s snapshot to `root/index-snapshot.json` (tmp + rename).
 fn write_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
+    let _one_at_a_time = SNAPSHOT_WRITE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let snapshot = index.snapshot()?;
     let text = serde_json::to_vec(&snapshot).unwrap_or_default();
     let path = root.join(SNAPSHOT_FILE);
@@ -144,15 +288,6 @@ fn write_snapshot(index: &index::Index, root: &Path) -> Result<(), CacheError> {
 /// The JSON copy of the index that readers use while another process holds the cache.
 const SNAPSHOT_FILE: &str = "index-snapshot.json";
 
-/// One problem found by [`Cache::verify`].
-#[derive(Debug, Clone)]
-pub struct Corruption {
-    pub key: String,
-    pub stage: String,
-    pub file: String,
-    pub message: String,
-}
-
 /// What [`Cache::gc`] removed.
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
@@ -165,43 +300,22 @@ impl Cache {
     /// Opens (creating if needed) the cache at `root` and takes its lock; a second
     /// process gets [`CacheError::Busy`] at once.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        fs::create_dir_all(root).map_err(io_err(root))?;
-        let lock_path = root.join("LOCK");
-        let mut lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock_exclusive() {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                let holder = fs::read_to_string(&lock_path)
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
-                return Err(CacheError::Busy {
-                    dir: root.to_path_buf(),
-                    holder,
-                });
-            }
-        }
-        lock.set_len(0).map_err(io_err(&lock_path))?;
-        write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        let lock = take_lock(root)?;
         let blobs = BlobStore::new(root.join("blobs"))?;
         let index = index::Index::open(&root.join("index"))?;
+        check_against_snapshot(&index, root)?;
         for dir in ["tmp", "views", "checkpoints"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        // Leftovers of killed runs of this (now locked) cache are garbage.
+        // Leftovers of killed runs of this (now locked) cache are garbage; the folders of
+        // readers still running are theirs.
         let tmp = root.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = fs::remove_dir_all(e.path());
+                if !reader::is_live_reader(&e.file_name().to_string_lossy()) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
         write_snapshot(&index, root)?;
@@ -212,34 +326,45 @@ impl Cache {
             index,
             lock: Some(lock),
             held_by: None,
+            reader: None,
+            records: record::Records::new(root),
+            unrecorded: Default::default(),
             snapshot: Some(snapshot),
         })
     }
 
-    /// Opens the cache for commands that only read it (`plan`, `report`, `cache ls`):
-    /// as [`Cache::open`] when it is free, else read-only over the snapshot that the
-    /// process holding it keeps up to date (results committed since the snapshot was
-    /// written are not seen; views are still built on demand).
+    /// Opens the cache for commands that only read it (`plan`, `report`, `show`,
+    /// `cache ls`) without taking its lock, so a reader never keeps a writer out: the index
+    /// is the snapshot the last (or current) holder wrote; the views it builds live in its
+    /// own `tmp/reader-views-<pid>`, removed when the returned value drops.
     pub fn open_for_reading(root: &Path) -> Result<Self, CacheError> {
-        let (dir, holder) = match Cache::open(root) {
-            Err(CacheError::Busy { dir, holder }) => (dir, holder),
-            other => return other,
-        };
         let path = root.join(SNAPSHOT_FILE);
-        let Ok(text) = fs::read_to_string(&path) else {
-            return Err(CacheError::Busy { dir, holder });
-        };
-        let snapshot: IndexSnapshot =
-            serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
+        if !path.is_file() && root.join("index").exists() {
+            // a cache last written before snapshots existed: have one written, once
+            match Cache::open(root) {
+                Ok(holder) => drop(holder),
+                Err(CacheError::Busy { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let snapshot: IndexSnapshot = match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
                 key: SNAPSHOT_FILE.into(),
                 message: e.to_string(),
-            })?;
+            })?,
+            // nothing was ever committed here
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IndexSnapshot::default(),
+            Err(e) => return Err(CacheError::Io { path, source: e }),
+        };
         Ok(Cache {
             root: root.to_path_buf(),
             blobs: BlobStore::new(root.join("blobs"))?,
             index: index::Index::from_snapshot(&path, snapshot),
             lock: None,
-            held_by: Some(holder),
+            held_by: reader::holder(root),
+            reader: Some(reader::ReaderDir::create(root)?),
+            records: record::Records::new(root),
+            unrecorded: Default::default(),
             snapshot: None,
         })
     }
@@ -284,12 +409,20 @@ impl Cache {
         self.index.entries()
     }
 
+    /// Where this process keeps its scratch folders: `tmp/` for the holder, the reader's
+    /// own folder for a reader.
+    fn scratch_root(&self) -> PathBuf {
+        match &self.reader {
+            Some(reader) => reader.path().join(".tmp"),
+            None => self.root.join("tmp"),
+        }
+    }
+
     /// A fresh private directory for one run of `key` (removed on drop of the cache
     /// or at the next open).
     pub fn tmp_dir(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
         let dir = self
-            .root
-            .join("tmp")
+            .scratch_root()
             .join(format!("{}-{}", key.short(), std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
@@ -319,17 +452,26 @@ impl Cache {
         for rel in files {
             let path = out_dir.join(&rel);
             let (hash, size) = self.blobs.put_file(&path)?;
+            let stamp = self.blobs.stamp(&hash)?;
             manifest.files.push(ManifestFile {
                 path: rel_string(&rel),
                 hash,
                 size,
+                stamp: Some(stamp),
             });
         }
         let text = serde_json::to_vec(&manifest).unwrap_or_default();
         let (manifest_hash, _) = self.blobs.put_bytes(&text)?;
         entry.manifest = manifest_hash;
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
-        self.index.insert_entry(key, &entry)?;
+        self.records.write(key, &entry)?;
+        {
+            // no snapshot is taken between the insert and its flush
+            let _no_snapshot = SNAPSHOT_WRITE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.index.insert_entry(key, &entry)?;
+        }
         self.index_changed();
         // A recommit of a key (`--force`) may change its files: drop the stale view.
         let _ = fs::remove_file(
@@ -368,26 +510,85 @@ impl Cache {
     }
 
     /// A read-only directory holding the outputs of `key` (hard links into the blob
-    /// store), built once and reused. A snapshot reader builds its own views under `tmp/`
-    /// (the holder's `views/` stay the holder's; its next open clears `tmp/`).
+    /// store), built once and reused, checked before it is handed out: every file must
+    /// still be what was committed (see [`stamp`]), else [`CacheError::Damaged`]. A reader
+    /// builds its own views in its own folder (the holder's `views/` stay the holder's).
     pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
-        let views = match self.lock {
-            Some(_) => self.root.join("views"),
-            None => self
-                .root
-                .join("tmp")
-                .join(format!("reader-views-{}", std::process::id())),
+        let (entry, manifest) = self.checked(key)?;
+        let view = self.build_view(key, &manifest, false)?;
+        if self.view_mismatch(&view, &manifest).is_ok() {
+            return Ok(view);
+        }
+        // the blobs are right, the view is not (changed or removed in place): rebuilt
+        let view = self.build_view(key, &manifest, true)?;
+        self.view_mismatch(&view, &manifest)
+            .map_err(|(f, path, damage)| damaged(&entry, key, f, path, damage))?;
+        Ok(view)
+    }
+
+    /// Checks that the result of `key` is still what was committed (its entry, manifest
+    /// and every blob; see [`stamp`]), without building its view.
+    pub fn check(&self, key: &StageKey) -> Result<(), CacheError> {
+        self.checked(key).map(|_| ())
+    }
+
+    /// The entry and manifest of `key`, every blob checked.
+    fn checked(&self, key: &StageKey) -> Result<(Entry, Manifest), CacheError> {
+        let entry = self.index.entry(key)?.ok_or_else(|| CacheError::Corrupt {
+            key: key.hex(),
+            message: "no such entry".into(),
+        })?;
+        let manifest = self.manifest(key)?;
+        for f in &manifest.files {
+            let blob = self.blobs.path(&f.hash);
+            stamp::check(&blob, &f.hash, f.size, f.stamp.as_ref())
+                .map_err(|d| damaged(&entry, key, f, blob, d))?;
+        }
+        Ok((entry, manifest))
+    }
+
+    /// The first file of `view` that is not its (checked) blob: the same inode, or the
+    /// same content for a copy.
+    fn view_mismatch<'m>(
+        &self,
+        view: &Path,
+        manifest: &'m Manifest,
+    ) -> Result<(), (&'m ManifestFile, PathBuf, Damage)> {
+        use std::os::unix::fs::MetadataExt;
+        for f in &manifest.files {
+            let path = view.join(&f.path);
+            let same_inode = match (fs::metadata(&path), fs::metadata(self.blobs.path(&f.hash))) {
+                (Ok(v), Ok(b)) => v.ino() == b.ino() && v.dev() == b.dev(),
+                _ => false,
+            };
+            if !same_inode {
+                stamp::check(&path, &f.hash, f.size, None).map_err(|d| (f, path, d))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The view folder of `key` (built from `manifest` unless a complete one exists and
+    /// `rebuild` is false).
+    fn build_view(
+        &self,
+        key: &StageKey,
+        manifest: &Manifest,
+        rebuild: bool,
+    ) -> Result<PathBuf, CacheError> {
+        let views = match &self.reader {
+            None => self.root.join("views"),
+            Some(reader) => reader.path().to_path_buf(),
         };
         let view = views.join(key.hex());
         let complete = views.join(format!("{}.complete", key.hex()));
-        if complete.exists() && view.is_dir() {
+        if !rebuild && complete.exists() && view.is_dir() {
             return Ok(view);
         }
+        let _ = fs::remove_file(&complete);
         fs::create_dir_all(&views).map_err(io_err(&views))?;
-        let manifest = self.manifest(key)?;
         let staging =
-            self.root
-                .join("tmp")
+            self.scratch_root()
                 .join(format!("view-{}-{}", key.short(), std::process::id()));
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
@@ -426,17 +627,38 @@ impl Cache {
     }
 
     /// Makes recorded last runs durable (entries are flushed at each commit).
+    ///
+    /// The snapshot is written first: killed between the two, the index on disk still
+    /// holds every entry the snapshot lists (an entry only the snapshot lists is how a
+    /// damaged index is recognized at open).
     pub fn flush(&self) -> Result<(), CacheError> {
-        self.index.flush()?;
-        match &self.snapshot {
-            Some(_) => write_snapshot(&self.index, &self.root),
-            None => Ok(()),
+        if self.snapshot.is_some() {
+            write_snapshot(&self.index, &self.root)?;
         }
+        self.index.flush()?;
+        let removed = std::mem::take(
+            &mut *self
+                .unrecorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for key in removed {
+            // unless it was committed again since
+            if !self.index.contains(&key)? {
+                self.records.remove(&key)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Drops an entry (and its view); its blobs stay until gc.
+    /// Drops an entry (and its view); its record goes at the next [`Cache::flush`], its
+    /// blobs at the next gc.
     pub fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
         self.index.remove(key)?;
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(*key);
         self.index_changed();
         let view = self.root.join("views").join(key.hex());
         let _ = fs::remove_file(
@@ -450,76 +672,36 @@ impl Cache {
         Ok(())
     }
 
-    /// Rehashes every blob that an entry references; corrupt blobs are deleted and the
-    /// entries that use them dropped, so those stages rerun.
-    pub fn verify(&self) -> Result<Vec<Corruption>, CacheError> {
-        let mut problems = Vec::new();
-        let mut bad_blobs: BTreeSet<String> = BTreeSet::new();
-        let mut good_blobs: BTreeSet<String> = BTreeSet::new();
-        for (key, entry) in self.entries()? {
-            let mut broken = Vec::new();
-            match self.manifest(&key) {
-                Ok(m) => {
-                    for f in &m.files {
-                        if good_blobs.contains(&f.hash) {
-                            continue;
-                        }
-                        if bad_blobs.contains(&f.hash) {
-                            broken.push((f.path.clone(), "blob is corrupt".to_string()));
-                            continue;
-                        }
-                        match self.blobs.check(&f.hash) {
-                            Ok(()) => {
-                                good_blobs.insert(f.hash.clone());
-                            }
-                            Err(msg) => {
-                                bad_blobs.insert(f.hash.clone());
-                                broken.push((f.path.clone(), msg));
-                            }
-                        }
-                    }
-                }
-                Err(e) => broken.push(("(manifest)".into(), e.to_string())),
-            }
-            if !broken.is_empty() {
-                for (file, message) in broken {
-                    problems.push(Corruption {
-                        key: key.hex(),
-                        stage: entry.stage.clone(),
-                        file,
-                        message,
-                    });
-                }
-                self.remove(&key)?;
-            }
-        }
-        for hash in &bad_blobs {
-            self.blobs.delete(hash)?;
-        }
-        self.flush()?;
-        Ok(problems)
-    }
-
-    /// Removes every entry not in `keep`, then every blob no remaining entry uses.
+    /// Removes every entry not in `keep`, then every blob no remaining entry uses, and
+    /// leftover temp files. Killed at any moment, it leaves no entry whose blobs are gone:
+    /// the removals are flushed (index and snapshot) before the first blob is deleted.
     pub fn gc(&self, keep: &BTreeSet<StageKey>) -> Result<GcReport, CacheError> {
         let mut report = GcReport::default();
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for (key, entry) in self.entries()? {
-            if keep.contains(&key) {
-                referenced.insert(entry.manifest.clone());
-                if let Ok(m) = self.manifest(&key) {
+            let manifest = match keep.contains(&key) {
+                true => self.manifest(&key).ok(),
+                false => None,
+            };
+            match manifest {
+                Some(m) => {
+                    referenced.insert(entry.manifest.clone());
                     referenced.extend(m.files.into_iter().map(|f| f.hash));
                 }
-            } else {
-                self.remove(&key)?;
-                report.entries_removed += 1;
+                // not kept, or kept but its manifest is gone: its blobs may go
+                None => {
+                    self.remove(&key)?;
+                    report.entries_removed += 1;
+                }
             }
         }
-        for (hash, size) in self.blobs.list()? {
-            if !referenced.contains(&hash) {
-                self.blobs.delete(&hash)?;
+        // the commit point of gc: from here on no entry names a blob that is deleted
+        self.flush()?;
+        for file in self.blobs.list()? {
+            if !referenced.contains(&file.name) {
+                self.blobs.delete_file(&file.path)?;
                 report.blobs_removed += 1;
-                report.bytes_freed += size;
+                report.bytes_freed += file.size;
             }
         }
         let ck_root = self.root.join("checkpoints");
@@ -532,7 +714,6 @@ impl Cache {
                 }
             }
         }
-        self.flush()?;
         Ok(report)
     }
 
@@ -544,6 +725,23 @@ impl Cache {
             .map(|(k, e)| (k, e.bytes))
             .collect())
     }
+}
+
+/// The error for the file `f` of `key`'s result, found at `path`.
+fn damaged(
+    entry: &Entry,
+    key: &StageKey,
+    f: &ManifestFile,
+    path: PathBuf,
+    damage: Damage,
+) -> CacheError {
+    CacheError::Damaged(Box::new(DamagedResult {
+        stage: entry.stage.clone(),
+        key: key.short(),
+        file: f.path.clone(),
+        path,
+        damage,
+    }))
 }
 
 fn rel_string(p: &Path) -> String {

@@ -174,8 +174,12 @@ pub enum Command {
 pub enum CacheAction {
     /// List cached results.
     Ls,
-    /// Rehash every blob; drop entries with corrupt blobs so they rerun.
+    /// Rehash every blob; drop entries with corrupt blobs (and those computed from them)
+    /// so they rerun.
     Verify,
+    /// Rebuild a damaged index from every result whose manifest and files verify (the old
+    /// index is kept aside as `index.damaged-<time>`).
+    RebuildIndex,
     /// Remove what none of the given pipelines (with their profiles) reaches.
     Gc {
         pipelines: Vec<PathBuf>,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
 use super::exit::Exit;
-use crate::cache::Cache;
+use crate::cache::{Cache, CorruptionCause};
 use crate::exec::{self, Plan, PlanOptions, RunOptions, Status};
 use crate::graph::{self, DagFormat, StageGraph};
 use crate::spec::{load_pipeline, Pipeline};
@@ -386,12 +386,9 @@ pub(super) fn open_for_reading(root: &Path) -> Result<Cache> {
 }
 
 fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> Result<ExitCode> {
-    let cache = match action {
-        CacheAction::Ls => open_for_reading(root)?,
-        _ => Cache::open(root)?,
-    };
     match action {
         CacheAction::Ls => {
+            let cache = open_for_reading(root)?;
             let mut entries = cache.entries()?;
             entries.sort_by(|a, b| a.1.stage.cmp(&b.1.stage));
             let mut total = 0u64;
@@ -409,28 +406,44 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
             println!("{} entries, {}", entries.len(), human_bytes(total));
         }
         CacheAction::Verify => {
-            let problems = cache.verify()?;
+            let problems = Cache::open(root)?.verify()?;
             if problems.is_empty() {
                 println!("cache OK: every blob matches its hash");
             } else {
+                let (mut files, mut derived) = (0, 0);
                 for p in &problems {
-                    println!(
-                        "corrupt: {} ({}) file {}: {}; entry dropped, it will rerun",
-                        p.stage,
-                        &p.key[..12],
-                        p.file,
-                        p.message
-                    );
+                    let key = p.key.get(..12).unwrap_or(&p.key);
+                    match &p.cause {
+                        CorruptionCause::File { file, message } => {
+                            files += 1;
+                            println!(
+                                "corrupt: {} ({key}) file {file}: {message}; entry dropped, \
+                                 it will rerun",
+                                p.stage
+                            );
+                        }
+                        CorruptionCause::DerivedFrom { stage, key: from } => {
+                            derived += 1;
+                            println!(
+                                "derived: {} ({key}) was computed from the damaged output of \
+                                 `{stage}` ({}); entry dropped, it will rerun",
+                                p.stage,
+                                from.get(..12).unwrap_or(from)
+                            );
+                        }
+                    }
                 }
-                println!("{} corrupt file(s) found", problems.len());
+                println!("{files} corrupt file(s) found, {derived} result(s) derived from them");
                 return Ok(Exit::StageFailed.code());
             }
         }
+        CacheAction::RebuildIndex => return super::cache_rebuild::rebuild_index_command(root),
         CacheAction::Gc {
             pipelines,
             profile,
             device,
         } => {
+            let cache = Cache::open(root)?;
             if pipelines.is_empty() {
                 bail!("name the pipelines whose results to keep: pipe cache gc PIPELINE.yaml...");
             }

@@ -22,8 +22,9 @@ pub enum Exit {
     BadInput = 2,
     /// 3: another `pipe` process holds the cache (use another `--cache`, or wait).
     CacheBusy = 3,
-    /// 4: anything else: I/O, a corrupt cache index, a failed download, a model that does
-    /// not load. (A panic, a bug in pipe, exits 101.)
+    /// 4: anything else: I/O, a damaged cache index (`pipe cache rebuild-index` rebuilds
+    /// it), a failed download, a model that does not load. (A panic, a bug in pipe, exits
+    /// 101.)
     Failed = 4,
 }
 
@@ -58,7 +59,8 @@ Exit codes:
   1  a stage failed (run), corrupt files found (cache verify)
   2  the pipeline or the command line is wrong; nothing ran
   3  another pipe process holds the cache
-  4  any other error (I/O, cache index, download, model loading)";
+  4  any other error (I/O, a damaged cache index: see `pipe cache rebuild-index`,
+     download, model loading)";
 
 #[cfg(test)]
 mod tests {

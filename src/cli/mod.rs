@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod bench_machine;
 mod bench_train;
+mod cache_rebuild;
 mod commands;
 mod encode;
 mod exit;

@@ -113,13 +113,16 @@ pub fn run_plan(
     let ui = RunUi::new(opts.quiet);
     let cancel = Arc::new(AtomicBool::new(false));
     let mut outcomes: BTreeMap<usize, StageOutcome> = BTreeMap::new();
+    let damaged = drop_damaged_results(plan, cache, &ui)?;
+    let runs =
+        |it: &&super::plan::PlanItem| it.status == Status::Run || damaged.contains(&it.instance);
     let to_run: BTreeSet<usize> = plan
         .items
         .iter()
-        .filter(|it| it.status == Status::Run)
+        .filter(runs)
         .map(|it| it.instance)
         .collect();
-    for it in &plan.items {
+    for it in plan.items.iter().filter(|it| !runs(it)) {
         match it.status {
             Status::Cached => {
                 outcomes.insert(it.instance, StageOutcome::Cached);
@@ -147,7 +150,7 @@ pub fn run_plan(
     // and then finds the result in the cache.
     let mut twin_of: BTreeMap<usize, usize> = BTreeMap::new();
     let mut first_with_key = BTreeMap::new();
-    for it in plan.items.iter().filter(|it| it.status == Status::Run) {
+    for it in plan.items.iter().filter(runs) {
         match first_with_key.get(&it.key) {
             Some(&primary) => {
                 twin_of.insert(it.instance, primary);
@@ -213,7 +216,10 @@ pub fn run_plan(
                 let tmp = cache.tmp_dir(&item.key)?;
                 let checkpoint_dir = cache.checkpoint_dir(&item.key)?;
                 let bar = ui.stage_bar(&inst.name);
-                let reasons = super::reason::reasons_text(&item.reasons);
+                let reasons = match damaged.contains(&i) {
+                    true => "its cached output was damaged".to_string(),
+                    false => super::reason::reasons_text(&item.reasons),
+                };
                 ui.line(&format!("▶ {} ({}): {}", inst.name, inst.kind, reasons));
                 let tx = tx.clone();
                 let cancel = cancel.clone();
@@ -290,6 +296,7 @@ pub fn run_plan(
                     created: now_unix(),
                     pipeline: p.file.to_string_lossy().to_string(),
                     profile: p.profile.clone(),
+                    inputs: input_keys(&item.material),
                 };
                 cache
                     .commit(&item.key, &tmp.join("out"), entry)
@@ -339,7 +346,7 @@ pub fn run_plan(
 
     // Cached stages were "run" in this pipeline too: their last-run record moves on.
     for it in &plan.items {
-        if it.status == Status::Cached {
+        if it.status == Status::Cached && !damaged.contains(&it.instance) {
             let inst = &p.instances[it.instance];
             let prev = cache.last_run(&plan.pipeline_id, &inst.name)?;
             if prev.as_ref().is_none_or(|r| r.key != it.key.hex()) {
@@ -364,6 +371,42 @@ pub fn run_plan(
             .collect(),
         wall_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Checks every cached result of the plan before anything is served or read: a damaged
+/// or missing one is dropped from the cache (said on a line) and its stage runs again.
+fn drop_damaged_results(
+    plan: &Plan,
+    cache: &Cache,
+    ui: &RunUi,
+) -> Result<BTreeSet<usize>, RunError> {
+    let mut damaged = BTreeSet::new();
+    for it in plan.items.iter().filter(|it| it.status == Status::Cached) {
+        match cache.check(&it.key) {
+            Ok(()) => {}
+            Err(e) if e.is_damage() => {
+                ui.line(&format!("⟳ {e}"));
+                cache.remove(&it.key)?;
+                damaged.insert(it.instance);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !damaged.is_empty() {
+        cache.flush()?;
+    }
+    Ok(damaged)
+}
+
+/// The keys (hex) of the results a stage is computed from.
+fn input_keys(material: &crate::hash::KeyMaterial) -> Vec<String> {
+    let keys: BTreeSet<String> = material
+        .inputs
+        .values()
+        .flatten()
+        .filter_map(|k| k.get(..64).map(str::to_string))
+        .collect();
+    keys.into_iter().collect()
 }
 
 /// Moves the stages that waited only on `done` to `ready`.
@@ -396,9 +439,15 @@ pub fn resolve_inputs(
         for r in refs {
             let up = &p.instances[r.instance];
             let key = plan.item(r.instance).key;
-            let view = cache.materialize(&key).map_err(|e| StageError::Input {
-                name: name.clone(),
-                message: format!("output of `{}` unavailable: {e}", up.name),
+            let view = cache.materialize(&key).map_err(|e| {
+                if e.is_damage() {
+                    // nothing is computed from it; the next run computes it again
+                    let _ = cache.remove(&key);
+                }
+                StageError::Input {
+                    name: name.clone(),
+                    message: format!("output of `{}` unavailable: {e}", up.name),
+                }
             })?;
             let path: PathBuf = match &r.sub {
                 Some(sub) => {

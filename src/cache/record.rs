@@ -1,0 +1,82 @@
+//! One file per committed result, `entries/<aa>/<key hex>.json` (the [`Entry`]: its
+//! manifest's blob hash and what made it), written (tmp, fsync, rename) just before the
+//! index insert that commits it. With the blobs, these files hold everything the sled
+//! index holds about results, so `pipe cache rebuild-index` can rebuild a damaged index.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{io_err, CacheError, Entry};
+use crate::hash::StageKey;
+
+/// The folder of entry records.
+pub(super) struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub(super) fn new(root: &Path) -> Self {
+        Records {
+            dir: root.join("entries"),
+        }
+    }
+
+    fn path(&self, key: &StageKey) -> PathBuf {
+        let hex = key.hex();
+        self.dir.join(&hex[..2]).join(format!("{hex}.json"))
+    }
+
+    /// Writes the record of `key` durably (tmp, fsync, rename, fsync of the folder).
+    pub(super) fn write(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
+        let path = self.path(key);
+        let parent = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), key.hex()));
+        let text = serde_json::to_vec(entry).unwrap_or_default();
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&text).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes the record of `key` (no error when there is none).
+    pub(super) fn remove(&self, key: &StageKey) -> Result<(), CacheError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::Io { path, source: e }),
+        }
+    }
+
+    /// Every readable record (unreadable ones, e.g. half-written temp files, are skipped).
+    pub(super) fn all(&self) -> Vec<(StageKey, Entry)> {
+        let mut out = Vec::new();
+        let Ok(subs) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for sub in subs.flatten() {
+            let Ok(files) = fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                let Some(key) = name.strip_suffix(".json").and_then(StageKey::from_hex) else {
+                    continue;
+                };
+                let entry = fs::read(f.path())
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+                if let Some(entry) = entry {
+                    out.push((key, entry));
+                }
+            }
+        }
+        out
+    }
+}
