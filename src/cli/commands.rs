@@ -209,7 +209,23 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             super::encode::encode_command(&cli.cache, &model, &text, &device)
         }
         Command::Bench { what } => match what {
-            BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
+            BenchWhat::Engine {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+            } => super::bench_engine::bench_engine(&super::bench_engine::EngineBench {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+            }),
             BenchWhat::Train {
                 model,
                 warmup,

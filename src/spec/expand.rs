@@ -2,7 +2,7 @@
 //! merged, the profile applied, matrices expanded, params normalized by their kind,
 //! inputs bound to upstream instances.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
@@ -217,39 +217,60 @@ fn set_param(
 }
 
 /// Stage names ordered so that every stage comes after the stages its inputs name
-/// (needed to expand `foreach`); stages in a cycle come last, in name order (the graph
-/// reports the cycle).
+/// (needed to expand `foreach`): by depth (the longest path of inputs above a stage), then
+/// by name; stages in a cycle, or below one, come last in name order (the graph reports
+/// the cycle). Linear in stages and references (Kahn's algorithm).
 fn expansion_order(merged: &BTreeMap<String, MergedStage>) -> Vec<String> {
-    let ups = |m: &MergedStage| -> BTreeSet<String> {
-        m.doc
+    let names: Vec<&String> = merged.keys().collect();
+    let position: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    // distinct upstream stages of each stage, and the readers of each stage
+    let mut waiting: Vec<usize> = vec![0; names.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, m) in merged.values().enumerate() {
+        let mut ups: Vec<usize> = m
+            .doc
             .inputs
             .values()
             .flat_map(|i| match i {
-                InputDoc::One(r) => vec![r.clone()],
-                InputDoc::Many(v) => v.clone(),
+                InputDoc::One(r) => std::slice::from_ref(r),
+                InputDoc::Many(v) => v.as_slice(),
             })
-            .filter_map(|r| InputTarget::parse(&r).ok().map(|t| t.up))
-            .filter(|u| merged.contains_key(u))
-            .collect()
-    };
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut order = Vec::new();
-    loop {
-        let ready: Vec<String> = merged
-            .iter()
-            .filter(|(n, m)| !done.contains(*n) && ups(m).iter().all(|u| done.contains(u)))
-            .map(|(n, _)| n.clone())
+            .filter_map(|r| InputTarget::parse(r).ok())
+            .filter_map(|t| position.get(t.up.as_str()).copied())
             .collect();
-        if ready.is_empty() {
-            break;
-        }
-        for n in ready {
-            done.insert(n.clone());
-            order.push(n);
+        ups.sort_unstable();
+        ups.dedup();
+        waiting[i] = ups.len();
+        for u in ups {
+            readers[u].push(i);
         }
     }
-    order.extend(merged.keys().filter(|n| !done.contains(*n)).cloned());
-    order
+    let mut depth: Vec<Option<usize>> = vec![None; names.len()];
+    let mut ready: Vec<usize> = (0..names.len()).filter(|&i| waiting[i] == 0).collect();
+    for &i in &ready {
+        depth[i] = Some(0);
+    }
+    while let Some(u) = ready.pop() {
+        let below = depth[u].map_or(0, |d| d + 1);
+        for &r in &readers[u] {
+            depth[r] = Some(depth[r].map_or(below, |d| d.max(below)));
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(r);
+            }
+        }
+    }
+    // a stage still waiting is in or below a cycle: last
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by_key(|&i| match depth[i] {
+        Some(d) if waiting[i] == 0 => (0, d),
+        _ => (1, 0),
+    });
+    order.into_iter().map(|i| names[i].clone()).collect()
 }
 
 type Coords = BTreeMap<String, serde_json::Value>;
@@ -758,6 +779,7 @@ pub fn load_pipeline(
     }
 
     // Inputs: bind each reference to the upstream instances whose shared coordinates agree.
+    let mut groups = CellGroups::default();
     for i in 0..instances.len() {
         let base = instances[i].base.clone();
         let m = &merged[&base];
@@ -792,9 +814,9 @@ pub fn load_pipeline(
                     ));
                 }
                 let me = &instances[i].coords;
-                let matching: Vec<usize> = candidates
-                    .iter()
-                    .copied()
+                let matching: Vec<usize> = groups
+                    .candidates(&up, candidates, &instances, me)
+                    .into_iter()
                     .filter(|&c| {
                         let theirs = &instances[c].coords;
                         target.admits(theirs)
@@ -832,6 +854,76 @@ pub fn load_pipeline(
         instances,
         profiles: doc.profiles.keys().cloned().collect(),
     })
+}
+
+/// Upstream cells grouped by their coordinates on the axes a reader shares with them, so
+/// that binding a matrix stage to another (cell `i` reads cell `i`) is linear in cells,
+/// not cells × cells.
+#[derive(Default)]
+struct CellGroups {
+    /// (upstream stage, shared axes) -> coordinate texts on those axes -> cells, in order;
+    /// `None` when the upstream cells do not all have the same axes.
+    by_axes: HashMap<(String, Vec<String>), Option<HashMap<Vec<String>, Vec<usize>>>>,
+}
+
+impl CellGroups {
+    /// The cells of `up` (`cells`, in order) that can agree with `me` on their shared
+    /// axes: a superset of the matching ones, which the caller still checks exactly.
+    fn candidates(
+        &mut self,
+        up: &str,
+        cells: &[usize],
+        instances: &[StageInstance],
+        me: &Coords,
+    ) -> Vec<usize> {
+        let Some(&first) = cells.first() else {
+            return Vec::new();
+        };
+        let shared: Vec<String> = instances[first]
+            .coords
+            .keys()
+            .filter(|k| me.contains_key(*k))
+            .cloned()
+            .collect();
+        if shared.is_empty() {
+            return cells.to_vec();
+        }
+        let groups = self
+            .by_axes
+            .entry((up.to_string(), shared.clone()))
+            .or_insert_with(|| {
+                let axes: Vec<&String> = instances[first].coords.keys().collect();
+                let uniform = cells
+                    .iter()
+                    .all(|&c| instances[c].coords.keys().eq(axes.iter().copied()));
+                uniform.then(|| {
+                    let mut groups: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
+                    for &c in cells {
+                        let at = &instances[c].coords;
+                        let values = shared.iter().map(|k| coord_key(&at[k])).collect();
+                        groups.entry(values).or_default().push(c);
+                    }
+                    groups
+                })
+            });
+        match groups {
+            Some(groups) => {
+                let values: Vec<String> = shared.iter().map(|k| coord_key(&me[k])).collect();
+                groups.get(&values).cloned().unwrap_or_default()
+            }
+            None => cells.to_vec(),
+        }
+    }
+}
+
+/// A coordinate value as text that is equal exactly when the values are.
+fn coord_key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+            crate::hash::canonical_json(v)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Every instance's inputs against its kind's contract ([`crate::stages::contract`]):
