@@ -217,6 +217,10 @@ pub enum BenchWhat {
         /// Also time Snakemake and dvc on the same DAG where installed.
         #[arg(long, alias = "dvc")]
         tools: bool,
+        /// The pipe executable to time (e.g. an older build, for before/after figures)
+        /// [default: this one].
+        #[arg(long)]
+        exe: Option<PathBuf>,
     },
     /// Training and inference speed of the MiniLM classifier (32×128, 32×64), beside
     /// PyTorch when `python3 -c "import torch, transformers"` works (or PIPE_TORCH_PYTHON).

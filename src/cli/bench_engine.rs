@@ -29,6 +29,8 @@ pub(super) struct EngineBench {
     pub dir: Option<PathBuf>,
     /// Also time dvc / snakemake on the same DAG where installed.
     pub tools: bool,
+    /// The pipe executable to time; `None`: this one.
+    pub exe: Option<PathBuf>,
 }
 
 /// One stage of the generated DAG (in topological order).
@@ -253,12 +255,13 @@ struct Workspace {
     cache: PathBuf,
     /// Remove `dir` at the end.
     temporary: bool,
+    /// The pipe executable timed.
+    exe: PathBuf,
 }
 
 impl Workspace {
     fn pipe(&self, args: &[&str]) -> Result<Command> {
-        let exe = std::env::current_exe().context("finding the pipe executable")?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&self.exe);
         cmd.arg("--cache")
             .arg(&self.cache)
             .args(args)
@@ -307,22 +310,23 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
     let dag = generate(b.shape, b.stages, false);
     let n = dag.nodes.len();
     let shape = format!("{:?}", b.shape).to_lowercase();
-    let ws = match &b.dir {
-        Some(dir) => Workspace {
-            dir: dir.clone(),
-            file: dir.join("bench.yaml"),
-            cache: dir.join("cache"),
-            temporary: false,
-        },
-        None => {
-            let dir = std::env::temp_dir().join(format!("pipe-bench-{}", std::process::id()));
-            Workspace {
-                file: dir.join("bench.yaml"),
-                cache: dir.join("cache"),
-                dir,
-                temporary: true,
-            }
-        }
+    let exe = match &b.exe {
+        Some(exe) => std::path::absolute(exe)?,
+        None => std::env::current_exe().context("finding the pipe executable")?,
+    };
+    let (dir, temporary) = match &b.dir {
+        Some(dir) => (std::path::absolute(dir)?, false),
+        None => (
+            std::env::temp_dir().join(format!("pipe-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    let ws = Workspace {
+        file: dir.join("bench.yaml"),
+        cache: dir.join("cache"),
+        dir,
+        temporary,
+        exe,
     };
     std::fs::create_dir_all(&ws.dir).with_context(|| format!("{}", ws.dir.display()))?;
     // A kept folder with this very pipeline has a filled cache: reuse it unless `--cold`.
@@ -337,9 +341,10 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
     if !b.json {
         println!(
             "engine benchmark: {n} shell stages, shape {shape}, {} bytes of YAML, in {}\n\
-             machine: {cpu} ({cores} cores)",
+             machine: {cpu} ({cores} cores); timing {}",
             dag.yaml.len(),
-            ws.dir.display()
+            ws.dir.display(),
+            ws.exe.display()
         );
     }
     let show = |s: &Step| {

@@ -217,6 +217,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 repeat,
                 dir,
                 tools,
+                exe,
             } => super::bench_engine::bench_engine(&super::bench_engine::EngineBench {
                 stages,
                 shape,
@@ -225,6 +226,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 repeat,
                 dir,
                 tools,
+                exe,
             }),
             BenchWhat::Train {
                 model,

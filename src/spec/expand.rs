@@ -387,9 +387,7 @@ pub fn load_pipeline(
     profile: Option<&str>,
     registry: &StageRegistry,
 ) -> Result<Pipeline, SpecError> {
-    let root = read_doc(path)?;
-    let map = root.map.clone();
-    let mut doc = root.doc;
+    let Loaded { mut doc, map } = read_doc(path)?;
     if doc.stages.is_empty() {
         return Err(map.error(
             &["stages"],
