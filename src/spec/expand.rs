@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 use super::error::SpecError;
@@ -318,6 +319,8 @@ fn follow_coords(
         return Ok(vec![Coords::new()]);
     }
     let mut combos: Vec<Coords> = Vec::new();
+    // the combinations seen, as text, so that keeping them distinct is not quadratic
+    let mut seen: std::collections::HashSet<Vec<String>> = std::collections::HashSet::new();
     for refs in m.doc.inputs.values() {
         let refs = match refs {
             InputDoc::One(r) => vec![r.clone()],
@@ -340,7 +343,7 @@ fn follow_coords(
                         .iter()
                         .map(|a| (a.clone(), c[a].clone()))
                         .collect();
-                    if !combos.contains(&combo) {
+                    if seen.insert(combo.values().map(coord_key).collect()) {
                         combos.push(combo);
                     }
                 }
@@ -363,7 +366,8 @@ fn follow_coords(
 /// Template + stage, merged; where each piece was written.
 struct MergedStage {
     doc: StageDoc,
-    map_of_template: Option<SourceMap>,
+    /// Shared, not copied: a source map is as large as its file.
+    map_of_template: Option<Rc<SourceMap>>,
 }
 
 /// The most stage instances a pipeline may expand to unless raised ([`set_max_cells`]).
@@ -388,6 +392,7 @@ pub fn load_pipeline(
     registry: &StageRegistry,
 ) -> Result<Pipeline, SpecError> {
     let Loaded { mut doc, map } = read_doc(path)?;
+    let map = Rc::new(map);
     if doc.stages.is_empty() {
         return Err(map.error(
             &["stages"],
@@ -396,10 +401,10 @@ pub fn load_pipeline(
     }
 
     // Includes: their templates and profiles join ours (a name defined twice is an error).
-    let mut template_maps: BTreeMap<String, SourceMap> = doc
+    let mut template_maps: BTreeMap<String, Rc<SourceMap>> = doc
         .templates
         .keys()
-        .map(|k| (k.clone(), map.clone()))
+        .map(|k| (k.clone(), Rc::clone(&map)))
         .collect();
     let base_dir = path.parent().unwrap_or(Path::new("."));
     for (i, inc) in doc.include.clone().iter().enumerate() {
@@ -412,20 +417,21 @@ pub fn load_pipeline(
             ));
         }
         let loaded = read_doc(&inc_path)?;
+        let inc_map = Rc::new(loaded.map);
         if !loaded.doc.stages.is_empty() {
-            return Err(loaded.map.error(
+            return Err(inc_map.error(
                 &["stages"],
                 "an included file may define `templates:` and `profiles:` only, not `stages:`",
             ));
         }
         for (name, t) in loaded.doc.templates {
             if doc.templates.contains_key(&name) {
-                return Err(loaded.map.error(
+                return Err(inc_map.error(
                     &["templates", &name],
                     format!("template `{name}` is defined twice"),
                 ));
             }
-            template_maps.insert(name.clone(), loaded.map.clone());
+            template_maps.insert(name.clone(), Rc::clone(&inc_map));
             doc.templates.insert(name, t);
         }
         for (name, p) in loaded.doc.profiles {
@@ -438,43 +444,42 @@ pub fn load_pipeline(
 
     // Stage definitions with templates merged.
     let mut merged: BTreeMap<String, MergedStage> = BTreeMap::new();
-    for (name, stage) in &doc.stages {
-        if !valid_stage_name(name) {
+    for (name, mut out) in std::mem::take(&mut doc.stages) {
+        if !valid_stage_name(&name) {
             return Err(map.error(
-                &["stages", name],
+                &["stages", &name],
                 format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
             ));
         }
-        let mut out = stage.clone();
         let mut map_of_template = None;
-        if let Some(t) = &stage.template {
+        if let Some(t) = &out.template {
             let Some(tpl) = doc.templates.get(t) else {
                 let known: Vec<&String> = doc.templates.keys().collect();
                 return Err(map.error(
-                    &["stages", name, "template"],
+                    &["stages", &name, "template"],
                     format!("unknown template `{t}` (defined: {known:?})"),
                 ));
             };
-            out.kind = stage.kind.clone().or_else(|| tpl.kind.clone());
+            map_of_template = template_maps.get(t).cloned();
+            out.kind = out.kind.take().or_else(|| tpl.kind.clone());
             let mut params = tpl.params.clone();
-            for (k, v) in &stage.params {
-                params.insert(k.clone(), v.clone());
+            for (k, v) in std::mem::take(&mut out.params) {
+                params.insert(k, v);
             }
             out.params = params;
             let mut inputs = tpl.inputs.clone();
-            inputs.extend(stage.inputs.clone());
+            inputs.append(&mut out.inputs);
             out.inputs = inputs;
             let mut matrix = tpl.matrix.clone();
-            matrix.extend(stage.matrix.clone());
+            matrix.append(&mut out.matrix);
             out.matrix = matrix;
-            out.publish = stage.publish.clone().or_else(|| tpl.publish.clone());
+            out.publish = out.publish.take().or_else(|| tpl.publish.clone());
             if out.foreach.is_empty() {
                 out.foreach = tpl.foreach.clone();
             }
-            map_of_template = template_maps.get(t).cloned();
         }
         merged.insert(
-            name.clone(),
+            name,
             MergedStage {
                 doc: out,
                 map_of_template,
@@ -859,10 +864,13 @@ pub fn load_pipeline(
 /// not cells × cells.
 #[derive(Default)]
 struct CellGroups {
-    /// (upstream stage, shared axes) -> coordinate texts on those axes -> cells, in order;
+    /// (upstream stage, shared axes) -> its cells by coordinate texts on those axes;
     /// `None` when the upstream cells do not all have the same axes.
-    by_axes: HashMap<(String, Vec<String>), Option<HashMap<Vec<String>, Vec<usize>>>>,
+    by_axes: HashMap<(String, Vec<String>), Option<CellsByCoords>>,
 }
+
+/// Coordinate texts on some axes -> the cells that have them, in order.
+type CellsByCoords = HashMap<Vec<String>, Vec<usize>>;
 
 impl CellGroups {
     /// The cells of `up` (`cells`, in order) that can agree with `me` on their shared
@@ -895,7 +903,7 @@ impl CellGroups {
                     .iter()
                     .all(|&c| instances[c].coords.keys().eq(axes.iter().copied()));
                 uniform.then(|| {
-                    let mut groups: HashMap<Vec<String>, Vec<usize>> = HashMap::new();
+                    let mut groups = CellsByCoords::new();
                     for &c in cells {
                         let at = &instances[c].coords;
                         let values = shared.iter().map(|k| coord_key(&at[k])).collect();
