@@ -83,9 +83,9 @@ fn flat_yaml(nodes: &[Node]) -> String {
     y
 }
 
-/// The DAG of `shape` with `n` stages; `changed` appends a word to the last stage's text
-/// (a leaf: nothing reads it).
-pub(super) fn generate(shape: EngineShape, n: usize, changed: bool) -> Dag {
+/// The DAG of `shape` with `n` stages; `changed` is appended to the last stage's text (a
+/// leaf: nothing reads it).
+pub(super) fn generate(shape: EngineShape, n: usize, changed: Option<&str>) -> Dag {
     let n = n.max(4);
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     let yaml = match shape {
@@ -154,14 +154,12 @@ pub(super) fn generate(shape: EngineShape, n: usize, changed: bool) -> Dag {
                  matrix:\n      env.I: {{range: {k}}}\n    inputs:\n      up: prep\n  \
                  table:\n    kind: shell\n    params:\n      cmd: \"echo table{} > o\"\n      outs: [o]\n    \
                  inputs:\n      up: train\n",
-                if changed { " changed" } else { "" }
+                changed.unwrap_or("")
             ))
         }
     };
-    if changed {
-        if let Some(last) = nodes.last_mut() {
-            last.text.push_str(" changed");
-        }
+    if let (Some(changed), Some(last)) = (changed, nodes.last_mut()) {
+        last.text.push_str(changed);
     }
     let yaml = yaml.unwrap_or_else(|| flat_yaml(&nodes));
     Dag { nodes, yaml }
@@ -307,7 +305,7 @@ struct Report {
 }
 
 pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
-    let dag = generate(b.shape, b.stages, false);
+    let dag = generate(b.shape, b.stages, None);
     let n = dag.nodes.len();
     let shape = format!("{:?}", b.shape).to_lowercase();
     let exe = match &b.exe {
@@ -380,7 +378,11 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
     show(&plan);
     steps.push(noop);
     steps.push(plan);
-    let changed = generate(b.shape, b.stages, true);
+    // a new text each time, so that the leaf runs even in a cache kept from an earlier bench
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let changed = generate(b.shape, b.stages, Some(&format!(" changed {nonce}")));
     std::fs::write(&ws.file, &changed.yaml)?;
     let leaf = ws.step("one leaf changed", &["run", "--quiet"]);
     std::fs::write(&ws.file, &dag.yaml)?;
@@ -418,7 +420,7 @@ mod tests {
     #[test]
     fn shapes_have_the_stages_asked_for_in_topological_order() {
         for shape in [EngineShape::Fan, EngineShape::Chain, EngineShape::Matrix] {
-            let dag = generate(shape, 1000, false);
+            let dag = generate(shape, 1000, None);
             assert!((998..=1000).contains(&dag.nodes.len()), "{shape:?}");
             for (i, node) in dag.nodes.iter().enumerate() {
                 assert!(
@@ -427,7 +429,7 @@ mod tests {
                     node.name
                 );
             }
-            let changed = generate(shape, 1000, true);
+            let changed = generate(shape, 1000, Some(" changed"));
             assert_ne!(dag.yaml, changed.yaml);
         }
     }
