@@ -19,7 +19,13 @@ pub struct StageKey(pub [u8; 32]);
 impl StageKey {
     /// Full lowercase hex (64 chars).
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+        out
     }
     /// First 12 hex chars, for display.
     pub fn short(&self) -> String {
@@ -84,14 +90,99 @@ pub fn canonical_json(value: &serde_json::Value) -> String {
     sort(value).to_string()
 }
 
+/// Appends the canonical JSON text of `value` (what [`canonical_json`] returns) to `out`,
+/// without building a sorted copy first.
+fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(m) => {
+            let mut fields: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in fields.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(out, k);
+                out.push(b':');
+                write_canonical(out, v);
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, v);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            // writing a scalar into a Vec cannot fail
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json escapes it.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 impl KeyMaterial {
+    /// The canonical JSON text that is hashed: the fields in name order (`backend` and
+    /// `fingerprint` only when set), written directly — the same bytes as
+    /// `canonical_json(&serde_json::to_value(self))`, at a fraction of the allocations.
+    fn canonical_text(&self) -> Vec<u8> {
+        let inputs: usize = self
+            .inputs
+            .iter()
+            .map(|(k, v)| k.len() + v.iter().map(|s| s.len() + 3).sum::<usize>() + 6)
+            .sum();
+        let mut out = Vec::with_capacity(128 + inputs);
+        out.push(b'{');
+        if let Some(backend) = &self.backend {
+            out.extend_from_slice(b"\"backend\":");
+            write_json_string(&mut out, backend);
+            out.push(b',');
+        }
+        if let Some(fingerprint) = &self.fingerprint {
+            out.extend_from_slice(b"\"fingerprint\":");
+            write_json_string(&mut out, fingerprint);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"inputs\":{");
+        for (i, (name, keys)) in self.inputs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_string(&mut out, name);
+            out.extend_from_slice(b":[");
+            for (j, key) in keys.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_json_string(&mut out, key);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"},\"kind\":");
+        write_json_string(&mut out, &self.kind);
+        out.extend_from_slice(b",\"params\":");
+        write_canonical(&mut out, &self.params);
+        out.extend_from_slice(b",\"version\":");
+        out.extend_from_slice(self.version.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+
     /// The key of this material.
     pub fn key(&self) -> StageKey {
-        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         let mut hasher = blake3::Hasher::new();
         hasher.update(KEY_DOMAIN.as_bytes());
         hasher.update(&[0]);
-        hasher.update(canonical_json(&value).as_bytes());
+        hasher.update(&self.canonical_text());
         StageKey(*hasher.finalize().as_bytes())
     }
 }
@@ -147,6 +238,40 @@ mod tests {
         let mut m = material();
         m.fingerprint = Some("x".into());
         assert_ne!(m.key(), base);
+    }
+
+    /// The text hashed before keys were written directly: the material as a JSON value,
+    /// sorted, printed.
+    fn canonical_by_value(m: &KeyMaterial) -> String {
+        canonical_json(&serde_json::to_value(m).expect("material is JSON"))
+    }
+
+    #[test]
+    fn the_direct_canonical_text_is_the_sorted_value_text() {
+        let mut materials = vec![material()];
+        let mut m = material();
+        m.backend = None;
+        m.fingerprint = Some("blake3:\"quoted\"\\ é \u{1}".into());
+        m.params = json!({
+            "z": [1, 2.5, -3, 1e300, {"b": null, "a": true}],
+            "é": "tab\there",
+            "A": {"y": {"x": [], "w": {}}},
+            "": 0.1
+        });
+        m.inputs.insert("b-in".into(), vec![]);
+        m.inputs
+            .insert("a in".into(), vec!["ab".repeat(32) + "/sub/p\"x"; 3]);
+        materials.push(m);
+        let mut m = material();
+        m.params = json!(null);
+        m.inputs.clear();
+        m.kind = "shell\n".into();
+        m.version = u32::MAX;
+        materials.push(m);
+        for m in materials {
+            let direct = String::from_utf8(m.canonical_text()).expect("utf-8");
+            assert_eq!(direct, canonical_by_value(&m));
+        }
     }
 
     #[test]

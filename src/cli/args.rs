@@ -193,13 +193,38 @@ pub enum CacheAction {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
-    /// Engine overhead on a generated pipeline of N cheap stages.
+    /// The engine's own cost on a generated pipeline of N trivial `shell` stages: cold run,
+    /// no-op rerun, `plan`, rerun after one leaf changed — wall time and peak RSS of each.
     Engine {
+        /// Stage instances in the generated pipeline.
         #[arg(long, default_value_t = 1000)]
         stages: usize,
-        /// Also time `dvc repro` on the equivalent dvc.yaml if dvc is installed.
+        /// fan: a root, fan-out, the bulk, fan-in of 8; chain: each stage reads the one
+        /// before; matrix: two matrix stages of N/2 cells bound cell to cell, and a table
+        /// that reads every cell.
+        #[arg(long, value_enum, default_value = "fan")]
+        shape: EngineShape,
+        /// Time a cold run even when --dir holds a filled cache of this pipeline.
         #[arg(long)]
-        dvc: bool,
+        cold: bool,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Timed no-op runs and plans (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Folder for the pipeline and its cache, kept (a later bench of the same pipeline
+        /// there reuses the filled cache) [default: a temp folder, removed]. A tmpfs
+        /// (/dev/shm) keeps fsync out of the cold run.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also time Snakemake and dvc on the same DAG where installed.
+        #[arg(long, alias = "dvc")]
+        tools: bool,
+        /// The pipe executable to time (e.g. an older build, for before/after figures)
+        /// [default: this one].
+        #[arg(long)]
+        exe: Option<PathBuf>,
     },
     /// Training and inference speed of the MiniLM classifier (32×128, 32×64), beside
     /// PyTorch when `python3 -c "import torch, transformers"` works (or PIPE_TORCH_PYTHON).
@@ -237,6 +262,14 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The shape of `pipe bench engine`'s generated DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineShape {
+    Fan,
+    Chain,
+    Matrix,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -209,7 +209,25 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             super::encode::encode_command(&cli.cache, &model, &text, &device)
         }
         Command::Bench { what } => match what {
-            BenchWhat::Engine { stages, dvc } => super::bench::bench_engine(stages, dvc),
+            BenchWhat::Engine {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+                exe,
+            } => super::bench_engine::bench_engine(&super::bench_engine::EngineBench {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+                exe,
+            }),
             BenchWhat::Train {
                 model,
                 warmup,

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod bench_engine;
 mod bench_machine;
 mod bench_train;
 mod cache_rebuild;
@@ -11,7 +12,9 @@ mod encode;
 mod exit;
 mod report;
 
-pub use args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs, ResultsDevice};
+pub use args::{
+    BenchWhat, CacheAction, Cli, Command, DagFormatArg, EngineShape, PipelineArgs, ResultsDevice,
+};
 pub use exit::{Exit, EXIT_CODES_HELP};
 
 use std::process::ExitCode;

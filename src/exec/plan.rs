@@ -110,28 +110,31 @@ pub fn plan(
         .unwrap_or_else(|_| p.file.clone())
         .to_string_lossy()
         .to_string();
-    let selected: BTreeSet<usize> = if opts.only.is_empty() {
-        (0..p.instances.len()).collect()
-    } else {
-        g.with_ancestors(&resolve(p, &opts.only)?)
-    };
+    let n = p.instances.len();
+    let mut selected = vec![opts.only.is_empty(); n];
+    if !opts.only.is_empty() {
+        for i in g.with_ancestors(&resolve(p, &opts.only)?) {
+            selected[i] = true;
+        }
+    }
     let forced: BTreeSet<usize> = g.with_descendants(&resolve(p, &opts.force)?);
 
-    let mut keys: Vec<Option<StageKey>> = vec![None; p.instances.len()];
-    let mut items: Vec<PlanItem> = Vec::with_capacity(p.instances.len());
-    let mut by_instance = vec![0usize; p.instances.len()];
+    // each key's hex text, made once and cloned into every reader's material
+    let mut hex_keys: Vec<String> = vec![String::new(); n];
+    let mut items: Vec<PlanItem> = Vec::with_capacity(n);
+    let mut by_instance = vec![0usize; n];
     for &i in g.topo_order() {
         let inst = &p.instances[i];
         let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut input_stages: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, refs) in &inst.inputs {
-            let mut ks = Vec::new();
-            let mut names = Vec::new();
+            let mut ks = Vec::with_capacity(refs.len());
+            let mut names = Vec::with_capacity(refs.len());
             for r in refs {
-                let up = keys[r.instance].map(|k| k.hex()).unwrap_or_default();
+                let up = &hex_keys[r.instance];
                 ks.push(match &r.sub {
                     Some(sub) => format!("{up}/{sub}"),
-                    None => up,
+                    None => up.clone(),
                 });
                 names.push(p.instances[r.instance].name.clone());
             }
@@ -147,8 +150,8 @@ pub fn plan(
             backend: inst.uses_backend.then(|| opts.backend.clone()),
         };
         let key = material.key();
-        keys[i] = Some(key);
-        let (status, reasons) = if !selected.contains(&i) {
+        hex_keys[i] = key.hex();
+        let (status, reasons) = if !selected[i] {
             (Status::NotSelected, Vec::new())
         } else if forced.contains(&i) {
             (Status::Run, vec![RunReason::Forced])

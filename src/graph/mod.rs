@@ -18,11 +18,17 @@ pub struct StageGraph {
 impl StageGraph {
     /// Builds the graph; a cycle is an error that prints the cycle.
     pub fn build(p: &Pipeline) -> Result<Self, SpecError> {
-        let mut graph = DiGraph::new();
-        let nodes: Vec<NodeIndex> = (0..p.instances.len()).map(|i| graph.add_node(i)).collect();
+        let n = p.instances.len();
+        let refs: usize = p.instances.iter().map(|s| s.inputs.len()).sum();
+        let mut graph = DiGraph::with_capacity(n, refs);
+        let nodes: Vec<NodeIndex> = (0..n).map(|i| graph.add_node(i)).collect();
+        let mut ups: Vec<usize> = Vec::new();
         for (i, inst) in p.instances.iter().enumerate() {
-            let ups: BTreeSet<usize> = inst.inputs.values().flatten().map(|r| r.instance).collect();
-            for u in ups {
+            ups.clear();
+            ups.extend(inst.inputs.values().flatten().map(|r| r.instance));
+            ups.sort_unstable();
+            ups.dedup();
+            for &u in &ups {
                 graph.add_edge(nodes[u], nodes[i], ());
             }
         }

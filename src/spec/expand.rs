@@ -2,8 +2,9 @@
 //! merged, the profile applied, matrices expanded, params normalized by their kind,
 //! inputs bound to upstream instances.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 use super::error::SpecError;
@@ -217,39 +218,60 @@ fn set_param(
 }
 
 /// Stage names ordered so that every stage comes after the stages its inputs name
-/// (needed to expand `foreach`); stages in a cycle come last, in name order (the graph
-/// reports the cycle).
+/// (needed to expand `foreach`): by depth (the longest path of inputs above a stage), then
+/// by name; stages in a cycle, or below one, come last in name order (the graph reports
+/// the cycle). Linear in stages and references (Kahn's algorithm).
 fn expansion_order(merged: &BTreeMap<String, MergedStage>) -> Vec<String> {
-    let ups = |m: &MergedStage| -> BTreeSet<String> {
-        m.doc
+    let names: Vec<&String> = merged.keys().collect();
+    let position: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    // distinct upstream stages of each stage, and the readers of each stage
+    let mut waiting: Vec<usize> = vec![0; names.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, m) in merged.values().enumerate() {
+        let mut ups: Vec<usize> = m
+            .doc
             .inputs
             .values()
             .flat_map(|i| match i {
-                InputDoc::One(r) => vec![r.clone()],
-                InputDoc::Many(v) => v.clone(),
+                InputDoc::One(r) => std::slice::from_ref(r),
+                InputDoc::Many(v) => v.as_slice(),
             })
-            .filter_map(|r| InputTarget::parse(&r).ok().map(|t| t.up))
-            .filter(|u| merged.contains_key(u))
-            .collect()
-    };
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut order = Vec::new();
-    loop {
-        let ready: Vec<String> = merged
-            .iter()
-            .filter(|(n, m)| !done.contains(*n) && ups(m).iter().all(|u| done.contains(u)))
-            .map(|(n, _)| n.clone())
+            .filter_map(|r| InputTarget::parse(r).ok())
+            .filter_map(|t| position.get(t.up.as_str()).copied())
             .collect();
-        if ready.is_empty() {
-            break;
-        }
-        for n in ready {
-            done.insert(n.clone());
-            order.push(n);
+        ups.sort_unstable();
+        ups.dedup();
+        waiting[i] = ups.len();
+        for u in ups {
+            readers[u].push(i);
         }
     }
-    order.extend(merged.keys().filter(|n| !done.contains(*n)).cloned());
-    order
+    let mut depth: Vec<Option<usize>> = vec![None; names.len()];
+    let mut ready: Vec<usize> = (0..names.len()).filter(|&i| waiting[i] == 0).collect();
+    for &i in &ready {
+        depth[i] = Some(0);
+    }
+    while let Some(u) = ready.pop() {
+        let below = depth[u].map_or(0, |d| d + 1);
+        for &r in &readers[u] {
+            depth[r] = Some(depth[r].map_or(below, |d| d.max(below)));
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(r);
+            }
+        }
+    }
+    // a stage still waiting is in or below a cycle: last
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by_key(|&i| match depth[i] {
+        Some(d) if waiting[i] == 0 => (0, d),
+        _ => (1, 0),
+    });
+    order.into_iter().map(|i| names[i].clone()).collect()
 }
 
 type Coords = BTreeMap<String, serde_json::Value>;
@@ -297,6 +319,8 @@ fn follow_coords(
         return Ok(vec![Coords::new()]);
     }
     let mut combos: Vec<Coords> = Vec::new();
+    // the combinations seen, as text, so that keeping them distinct is not quadratic
+    let mut seen: std::collections::HashSet<Vec<String>> = std::collections::HashSet::new();
     for refs in m.doc.inputs.values() {
         let refs = match refs {
             InputDoc::One(r) => vec![r.clone()],
@@ -319,7 +343,7 @@ fn follow_coords(
                         .iter()
                         .map(|a| (a.clone(), c[a].clone()))
                         .collect();
-                    if !combos.contains(&combo) {
+                    if seen.insert(combo.values().map(coord_key).collect()) {
                         combos.push(combo);
                     }
                 }
@@ -342,7 +366,8 @@ fn follow_coords(
 /// Template + stage, merged; where each piece was written.
 struct MergedStage {
     doc: StageDoc,
-    map_of_template: Option<SourceMap>,
+    /// Shared, not copied: a source map is as large as its file.
+    map_of_template: Option<Rc<SourceMap>>,
 }
 
 /// The most stage instances a pipeline may expand to unless raised ([`set_max_cells`]).
@@ -366,9 +391,8 @@ pub fn load_pipeline(
     profile: Option<&str>,
     registry: &StageRegistry,
 ) -> Result<Pipeline, SpecError> {
-    let root = read_doc(path)?;
-    let map = root.map.clone();
-    let mut doc = root.doc;
+    let Loaded { mut doc, map } = read_doc(path)?;
+    let map = Rc::new(map);
     if doc.stages.is_empty() {
         return Err(map.error(
             &["stages"],
@@ -377,10 +401,10 @@ pub fn load_pipeline(
     }
 
     // Includes: their templates and profiles join ours (a name defined twice is an error).
-    let mut template_maps: BTreeMap<String, SourceMap> = doc
+    let mut template_maps: BTreeMap<String, Rc<SourceMap>> = doc
         .templates
         .keys()
-        .map(|k| (k.clone(), map.clone()))
+        .map(|k| (k.clone(), Rc::clone(&map)))
         .collect();
     let base_dir = path.parent().unwrap_or(Path::new("."));
     for (i, inc) in doc.include.clone().iter().enumerate() {
@@ -393,20 +417,21 @@ pub fn load_pipeline(
             ));
         }
         let loaded = read_doc(&inc_path)?;
+        let inc_map = Rc::new(loaded.map);
         if !loaded.doc.stages.is_empty() {
-            return Err(loaded.map.error(
+            return Err(inc_map.error(
                 &["stages"],
                 "an included file may define `templates:` and `profiles:` only, not `stages:`",
             ));
         }
         for (name, t) in loaded.doc.templates {
             if doc.templates.contains_key(&name) {
-                return Err(loaded.map.error(
+                return Err(inc_map.error(
                     &["templates", &name],
                     format!("template `{name}` is defined twice"),
                 ));
             }
-            template_maps.insert(name.clone(), loaded.map.clone());
+            template_maps.insert(name.clone(), Rc::clone(&inc_map));
             doc.templates.insert(name, t);
         }
         for (name, p) in loaded.doc.profiles {
@@ -419,43 +444,42 @@ pub fn load_pipeline(
 
     // Stage definitions with templates merged.
     let mut merged: BTreeMap<String, MergedStage> = BTreeMap::new();
-    for (name, stage) in &doc.stages {
-        if !valid_stage_name(name) {
+    for (name, mut out) in std::mem::take(&mut doc.stages) {
+        if !valid_stage_name(&name) {
             return Err(map.error(
-                &["stages", name],
+                &["stages", &name],
                 format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
             ));
         }
-        let mut out = stage.clone();
         let mut map_of_template = None;
-        if let Some(t) = &stage.template {
+        if let Some(t) = &out.template {
             let Some(tpl) = doc.templates.get(t) else {
                 let known: Vec<&String> = doc.templates.keys().collect();
                 return Err(map.error(
-                    &["stages", name, "template"],
+                    &["stages", &name, "template"],
                     format!("unknown template `{t}` (defined: {known:?})"),
                 ));
             };
-            out.kind = stage.kind.clone().or_else(|| tpl.kind.clone());
+            map_of_template = template_maps.get(t).cloned();
+            out.kind = out.kind.take().or_else(|| tpl.kind.clone());
             let mut params = tpl.params.clone();
-            for (k, v) in &stage.params {
-                params.insert(k.clone(), v.clone());
+            for (k, v) in std::mem::take(&mut out.params) {
+                params.insert(k, v);
             }
             out.params = params;
             let mut inputs = tpl.inputs.clone();
-            inputs.extend(stage.inputs.clone());
+            inputs.append(&mut out.inputs);
             out.inputs = inputs;
             let mut matrix = tpl.matrix.clone();
-            matrix.extend(stage.matrix.clone());
+            matrix.append(&mut out.matrix);
             out.matrix = matrix;
-            out.publish = stage.publish.clone().or_else(|| tpl.publish.clone());
+            out.publish = out.publish.take().or_else(|| tpl.publish.clone());
             if out.foreach.is_empty() {
                 out.foreach = tpl.foreach.clone();
             }
-            map_of_template = template_maps.get(t).cloned();
         }
         merged.insert(
-            name.clone(),
+            name,
             MergedStage {
                 doc: out,
                 map_of_template,
@@ -758,6 +782,7 @@ pub fn load_pipeline(
     }
 
     // Inputs: bind each reference to the upstream instances whose shared coordinates agree.
+    let mut groups = CellGroups::default();
     for i in 0..instances.len() {
         let base = instances[i].base.clone();
         let m = &merged[&base];
@@ -792,9 +817,9 @@ pub fn load_pipeline(
                     ));
                 }
                 let me = &instances[i].coords;
-                let matching: Vec<usize> = candidates
-                    .iter()
-                    .copied()
+                let matching: Vec<usize> = groups
+                    .candidates(&up, candidates, &instances, me)
+                    .into_iter()
                     .filter(|&c| {
                         let theirs = &instances[c].coords;
                         target.admits(theirs)
@@ -832,6 +857,79 @@ pub fn load_pipeline(
         instances,
         profiles: doc.profiles.keys().cloned().collect(),
     })
+}
+
+/// Upstream cells grouped by their coordinates on the axes a reader shares with them, so
+/// that binding a matrix stage to another (cell `i` reads cell `i`) is linear in cells,
+/// not cells × cells.
+#[derive(Default)]
+struct CellGroups {
+    /// (upstream stage, shared axes) -> its cells by coordinate texts on those axes;
+    /// `None` when the upstream cells do not all have the same axes.
+    by_axes: HashMap<(String, Vec<String>), Option<CellsByCoords>>,
+}
+
+/// Coordinate texts on some axes -> the cells that have them, in order.
+type CellsByCoords = HashMap<Vec<String>, Vec<usize>>;
+
+impl CellGroups {
+    /// The cells of `up` (`cells`, in order) that can agree with `me` on their shared
+    /// axes: a superset of the matching ones, which the caller still checks exactly.
+    fn candidates(
+        &mut self,
+        up: &str,
+        cells: &[usize],
+        instances: &[StageInstance],
+        me: &Coords,
+    ) -> Vec<usize> {
+        let Some(&first) = cells.first() else {
+            return Vec::new();
+        };
+        let shared: Vec<String> = instances[first]
+            .coords
+            .keys()
+            .filter(|k| me.contains_key(*k))
+            .cloned()
+            .collect();
+        if shared.is_empty() {
+            return cells.to_vec();
+        }
+        let groups = self
+            .by_axes
+            .entry((up.to_string(), shared.clone()))
+            .or_insert_with(|| {
+                let axes: Vec<&String> = instances[first].coords.keys().collect();
+                let uniform = cells
+                    .iter()
+                    .all(|&c| instances[c].coords.keys().eq(axes.iter().copied()));
+                uniform.then(|| {
+                    let mut groups = CellsByCoords::new();
+                    for &c in cells {
+                        let at = &instances[c].coords;
+                        let values = shared.iter().map(|k| coord_key(&at[k])).collect();
+                        groups.entry(values).or_default().push(c);
+                    }
+                    groups
+                })
+            });
+        match groups {
+            Some(groups) => {
+                let values: Vec<String> = shared.iter().map(|k| coord_key(&me[k])).collect();
+                groups.get(&values).cloned().unwrap_or_default()
+            }
+            None => cells.to_vec(),
+        }
+    }
+}
+
+/// A coordinate value as text that is equal exactly when the values are.
+fn coord_key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+            crate::hash::canonical_json(v)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Every instance's inputs against its kind's contract ([`crate::stages::contract`]):

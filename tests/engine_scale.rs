@@ -1,0 +1,124 @@
+//! The engine on generated pipelines of thousands of stages: every stage planned, in an
+//! order where inputs come first, each reading the right upstream result. (Speed lives in
+//! `pipe bench engine`, not here.)
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use pipe::cache::Cache;
+use pipe::exec::{plan, PlanOptions, RunReason, Status};
+use pipe::graph::StageGraph;
+use pipe::spec::{load_pipeline, Pipeline};
+use pipe::stages::StageRegistry;
+
+fn load(dir: &Path, yaml: &str) -> (Pipeline, StageGraph, Cache) {
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, yaml).expect("write pipeline");
+    let p = load_pipeline(&file, None, &StageRegistry::builtin()).expect("pipeline loads");
+    let g = StageGraph::build(&p).expect("no cycle");
+    let cache = Cache::open(&dir.join("cache")).expect("cache opens");
+    (p, g, cache)
+}
+
+fn options() -> PlanOptions {
+    PlanOptions {
+        backend: "cpu".into(),
+        ..PlanOptions::default()
+    }
+}
+
+#[test]
+fn a_5000_stage_chain_plans_every_stage_after_the_one_it_reads() {
+    const N: usize = 5000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // written last stage first: neither file order nor name order (s10 < s9) is chain order
+    let mut yaml = String::from("stages:\n");
+    for i in (0..N).rev() {
+        write!(
+            yaml,
+            "  s{i}:\n    kind: shell\n    params:\n      cmd: \"echo {i} > o\"\n      outs: [o]\n"
+        )
+        .expect("write to string");
+        if i > 0 {
+            writeln!(yaml, "    inputs:\n      up: s{}", i - 1).expect("write to string");
+        }
+    }
+    let (p, g, cache) = load(dir.path(), &yaml);
+    let plan = plan(&p, &g, &cache, &options()).expect("plans");
+
+    let names: Vec<&str> = plan
+        .items
+        .iter()
+        .map(|it| p.instances[it.instance].name.as_str())
+        .collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("s{i}")).collect();
+    assert_eq!(names, expected, "every stage, in chain order");
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, it) in plan.items.iter().enumerate() {
+        assert_eq!(it.status, Status::Run, "{}", names[i]);
+        assert_eq!(it.reasons, vec![RunReason::New], "{}", names[i]);
+        assert!(keys.insert(it.key), "{} has a key of its own", names[i]);
+        if i == 0 {
+            assert!(it.material.inputs.is_empty());
+        } else {
+            let up = &it.material.inputs["up"];
+            assert_eq!(up, &vec![plan.items[i - 1].key.hex()], "{}", names[i]);
+            assert_eq!(it.input_stages["up"], vec![names[i - 1].to_string()]);
+        }
+    }
+}
+
+#[test]
+fn a_matrix_reading_a_matrix_binds_cell_to_cell_and_a_table_reads_every_cell() {
+    const K: usize = 1500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "stages:\n  prep:\n    kind: shell\n    params: {{cmd: \"echo $I > o\", outs: [o]}}\n    \
+         matrix: {{env.I: {{range: {K}}}, env.PART: [a, b]}}\n  \
+         train:\n    kind: shell\n    params: {{cmd: \"cat $PIPE_IN_UP > o\", outs: [o]}}\n    \
+         matrix: {{env.I: {{range: {K}}}}}\n    inputs: {{up: \"prep[env.PART=b]\"}}\n  \
+         table:\n    kind: shell\n    params: {{cmd: \"cat $PIPE_IN_UP_LIST > o\", outs: [o]}}\n    \
+         inputs: {{up: train}}\n"
+    );
+    let (p, g, cache) = load(dir.path(), &yaml);
+    assert_eq!(p.instances.len(), 3 * K + 1);
+    for i in p.select("train") {
+        let me = &p.instances[i];
+        let bound: Vec<&str> = me.inputs["up"]
+            .iter()
+            .map(|r| p.instances[r.instance].name.as_str())
+            .collect();
+        let cell = me.coords["env.I"].to_string();
+        assert_eq!(
+            bound,
+            [format!("prep[env.I={cell},env.PART=b]")],
+            "{}",
+            me.name
+        );
+    }
+    let table = p.select("table")[0];
+    let read: Vec<usize> = p.instances[table].inputs["up"]
+        .iter()
+        .map(|r| r.instance)
+        .collect();
+    assert_eq!(
+        read,
+        p.select("train"),
+        "the table reads every cell, in order"
+    );
+
+    let plan = plan(&p, &g, &cache, &options()).expect("plans");
+    assert_eq!(plan.items.len(), 3 * K + 1);
+    let at: Vec<usize> = (0..p.instances.len())
+        .map(|i| plan.by_instance[i])
+        .collect();
+    for (i, inst) in p.instances.iter().enumerate() {
+        for r in inst.inputs.values().flatten() {
+            assert!(
+                at[r.instance] < at[i],
+                "{} planned before its input",
+                inst.name
+            );
+        }
+    }
+}
