@@ -24,7 +24,8 @@ use pipe::stages::{Progress, Stage, StageCtx, StageError};
 use pipe::train::classifier::initialize_params;
 use pipe::train::rng::with_backend_seed;
 use pipe::train::{
-    fit, EncodedInstance, FitEnv, Fitted, SequenceClassifier, TrainError, TrainSettings,
+    fit, ClassificationObjective, EncodedInstance, FitEnv, Fitted, SequenceClassifier, TrainError,
+    TrainSettings,
 };
 use serde_json::Value;
 
@@ -256,7 +257,7 @@ impl ResumeCase {
         checkpoint_dir: &Path,
         stop_after_epoch: Option<usize>,
         init_seed: u64,
-    ) -> Result<Fitted, TrainError> {
+    ) -> Result<Fitted<SequenceClassifier>, TrainError> {
         let model = self.model(init_seed);
         let device = train_device(&burn::tensor::Device::flex());
         let cancel = AtomicBool::new(false);
@@ -267,19 +268,13 @@ impl ResumeCase {
             progress: &progress,
             cancel: &cancel,
         };
-        fit(
-            model,
-            &self.train,
-            self.pad_id,
-            &self.settings,
-            &env,
-            |_, record| {
-                if Some(record.epoch) == stop_after_epoch {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                Ok(())
-            },
-        )
+        let objective = ClassificationObjective::new(&self.train, self.pad_id);
+        fit(model, &objective, &self.settings, &env, |_, record| {
+            if Some(record.epoch) == stop_after_epoch {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -308,7 +303,8 @@ fn resumed_run_ends_with_the_weights_of_an_uninterrupted_run() {
     let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     assert_eq!(differing, 0, "{differing} of {} parameters differ", a.len());
     // the resumed history comes back from the checkpoint's JSON (last-digit rounding)
-    let losses = |f: &Fitted| f.history.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    let losses =
+        |f: &Fitted<SequenceClassifier>| f.history.iter().map(|r| r.train_loss).collect::<Vec<_>>();
     let (la, lb) = (losses(&straight), losses(&resumed));
     assert_eq!(la.len(), lb.len());
     assert!(

@@ -63,7 +63,11 @@ fn peng2020_smoke_runs_end_to_end_and_reruns_only_what_changed() {
     let svg = std::fs::read_to_string(dir.path().join("reports/peng2020/pairwise.svg"))
         .expect("graph published beside the report");
     assert_eq!(svg.matches("<circle").count(), 4);
-    assert_eq!(svg.matches("marker-end=").count(), 4, "2 pairs, both directions");
+    assert_eq!(
+        svg.matches("marker-end=").count(),
+        4,
+        "2 pairs, both directions"
+    );
 
     let plan = text(&pipe(
         dir.path(),

@@ -949,7 +949,7 @@ fn check_contracts(
     // per base of a kind whose params name inputs: the inputs some cell names
     let mut named_used: BTreeMap<String, (InputContract, BTreeSet<String>)> = BTreeMap::new();
     for i in 0..instances.len() {
-        select_named_inputs(&mut instances[i], &merged, map, registry, &mut named_used)?;
+        select_named_inputs(&mut instances[i], merged, map, registry, &mut named_used)?;
         let inst = &instances[i];
         let base = inst.base.as_str();
         let at_input = |input: &str, e: ContractError| {
