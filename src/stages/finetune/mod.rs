@@ -166,7 +166,7 @@ impl Stage for FinetuneStage {
     const INPUTS: InputContract = InputContract::Declared(&[
         InputSpec::one(
             "data",
-            "a split: of a relation corpus, or of an NER corpus for token heads",
+            "a split of a relation corpus, or NER for token heads",
         ),
         InputSpec::one("model", "a BERT checkpoint directory"),
     ]);
