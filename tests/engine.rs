@@ -651,6 +651,13 @@ fn plan_checks_each_stage_against_its_kinds_inputs() {
              classification",
         ),
         (
+            "token_head_on_relations.yaml",
+            pipeline(relation, good_inputs, "").replace("{head: cls}", "{head: token_crf}"),
+            "token_head_on_relations.yaml:21:7: stage `ft[seed=1]`: input `data`: `split` is \
+             for relation classification (corpus `corpus` has format `blurb_tsv`), but this \
+             stage needs NER (token tagging)",
+        ),
+        (
             "two_runs.yaml",
             pipeline(
                 relation,
