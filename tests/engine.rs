@@ -888,3 +888,25 @@ fn a_device_this_build_lacks_is_refused_with_the_feature_to_build() {
         "{bad}"
     );
 }
+
+#[test]
+fn stats_of_a_failing_stage_prints_its_error() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    p.write("data/train.tsv", "a\tb\tc\n");
+    p.write(
+        "p.yaml",
+        "stages:\n  files: {kind: fetch, params: {source: \"path:data\"}}\n  corpus:\n    \
+         kind: corpus\n    inputs: {source: files}\n    params: {format: blurb_tsv, files: \
+         {train: train.tsv}, label2id: {a: 0}}\n",
+    );
+    let out = p.pipe(&["stats", "p.yaml", "corpus"]);
+    let msg = both(&out);
+    assert_eq!(out.status.code(), Some(1), "a stage failed: {msg}");
+    assert!(
+        msg.contains(
+            "stage `corpus` failed: `corpus`: train.tsv:1: label id `b` is not in label2id"
+        ),
+        "{msg}"
+    );
+}

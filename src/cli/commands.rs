@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
 use super::exit::Exit;
 use crate::cache::{Cache, CorruptionCause};
-use crate::exec::{self, Plan, PlanOptions, RunOptions, Status};
+use crate::exec::{self, Plan, PlanOptions, RunOptions, StageOutcome, Status};
 use crate::graph::{self, DagFormat, StageGraph};
 use crate::spec::{load_pipeline, Pipeline};
 use crate::stages::StageRegistry;
@@ -633,7 +633,17 @@ fn stats_command(
     if plan.item(i).status == Status::Run {
         let summary = run_quietly(&loaded, &plan, &cache, registry)?;
         if summary.failed() > 0 {
-            bail!("stage `{stage}` failed: {}", summary.line());
+            // the stage's own error (or an upstream one's): what the user must fix
+            let errors: Vec<String> = summary
+                .outcomes
+                .iter()
+                .filter_map(|(name, outcome)| match outcome {
+                    StageOutcome::Failed { error } => Some(format!("`{name}`: {error}")),
+                    _ => None,
+                })
+                .collect();
+            eprintln!("error: stage `{stage}` failed: {}", errors.join("; "));
+            return Ok(Exit::StageFailed.code());
         }
     }
     let dir = cache.materialize(&plan.item(i).key)?;
