@@ -910,3 +910,26 @@ fn stats_of_a_failing_stage_prints_its_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_missing_corpus_file_is_named_by_its_param_and_source_stage() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    p.write("data/train.tsv", "x\t0\n");
+    p.write(
+        "p.yaml",
+        "stages:\n  files: {kind: fetch, params: {source: \"path:data\"}}\n  corpus:\n    \
+         kind: corpus\n    inputs: {source: files}\n    params: {format: blurb_tsv, files: \
+         {train: train.tsv, test: tst.tsv}, label2id: {a: 0}}\n",
+    );
+    let out = p.pipe(&["run", "p.yaml"]);
+    let msg = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains(
+            "param `files.test`: `tst.tsv` is not in the output of `files` (it holds: train.tsv)"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains("/views/"), "no internal cache path: {msg}");
+}

@@ -2,6 +2,8 @@
 //! (`instances.jsonl` or `sentences.jsonl`), `labels.json` and `stats.json`.
 //! Params: [`crate::data::CorpusSpec`].
 
+use std::path::Path;
+
 use super::{param_error, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::schema::Task;
 use crate::data::{corpus, CorpusSpec};
@@ -26,6 +28,7 @@ impl Stage for CorpusStage {
 
     fn run(ctx: &mut StageCtx, p: &CorpusSpec) -> Result<(), StageError> {
         let input = ctx.inputs.path("source")?.to_path_buf();
+        check_files_present(ctx, p, &input)?;
         ctx.progress
             .set_message(format!("parsing {:?} corpus", p.format));
         let parsed = corpus::build(p, &input)?;
@@ -38,4 +41,54 @@ impl Stage for CorpusStage {
         ctx.write_json("metrics.json", &parsed.stats().to_json())?;
         Ok(())
     }
+}
+
+/// Every file the params name is in the `source` input; a missing one is named by its
+/// param and the upstream stage, not by the cache's internal path to it.
+fn check_files_present(ctx: &StageCtx, p: &CorpusSpec, input: &Path) -> Result<(), StageError> {
+    let named = p
+        .files
+        .iter()
+        .map(|(split, f)| (format!("files.{split}"), f.path()))
+        .chain(
+            p.folds
+                .iter()
+                .enumerate()
+                .map(|(k, f)| (format!("folds[{k}]"), f.path())),
+        )
+        .chain(p.file.iter().map(|f| ("file".to_string(), f.path())));
+    for (param, path) in named {
+        if input.join(path).exists() {
+            continue;
+        }
+        let upstream = ctx
+            .inputs
+            .one("source")
+            .map(|a| a.stage.clone())
+            .unwrap_or_else(|_| "source".into());
+        let mut present: Vec<String> = std::fs::read_dir(input)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        present.sort();
+        const SHOWN: usize = 12;
+        let more = present.len().saturating_sub(SHOWN);
+        present.truncate(SHOWN);
+        if more > 0 {
+            present.push(format!("… ({more} more)"));
+        }
+        return Err(ParamError::new(
+            param,
+            format!(
+                "`{path}` is not in the output of `{upstream}` (it holds: {})",
+                present.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
