@@ -933,3 +933,22 @@ fn a_missing_corpus_file_is_named_by_its_param_and_source_stage() {
     );
     assert!(!msg.contains("/views/"), "no internal cache path: {msg}");
 }
+
+#[test]
+fn including_a_file_that_is_not_a_pipeline_does_not_print_it() {
+    let p = Project::new();
+    let secret = "the contents of some notes file that must not be echoed back";
+    p.write("notes.txt", &format!("{secret}\n"));
+    p.write(
+        "p.yaml",
+        "include: [notes.txt]\nstages:\n  a: {kind: shell, params: {cmd: \"true\"}}\n",
+    );
+    let out = p.pipe(&["plan", "p.yaml"]);
+    let msg = both(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("notes.txt:1:1: not a pipeline: the file is a YAML string"),
+        "{msg}"
+    );
+    assert!(!msg.contains(secret), "{msg}");
+}

@@ -155,13 +155,26 @@ fn read_doc(path: &Path) -> Result<Loaded, SpecError> {
     Ok(Loaded { doc, map })
 }
 
-/// serde_yaml's message without its trailing " at line X column Y" (we print our own).
+/// serde_yaml's message without its trailing " at line X column Y" (we print our own). A
+/// file that is not a YAML mapping (a text or data file passed by mistake) is said to be
+/// that, without quoting its contents back.
 fn describe_yaml_error(e: &serde_yaml::Error) -> String {
     let msg = e.to_string();
-    match msg.find(" at line ") {
+    let msg = match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
+    };
+    if msg.starts_with("invalid type: ") && msg.ends_with("expected struct PipelineDoc") {
+        let found = msg["invalid type: ".len()..]
+            .split([' ', ','])
+            .next()
+            .unwrap_or("something else");
+        return format!(
+            "not a pipeline: the file is a YAML {found}, not a mapping with `stages:` \
+             (is it the right file?)"
+        );
     }
+    msg
 }
 
 fn yaml_to_json(v: &serde_yaml::Value) -> serde_json::Value {
