@@ -952,3 +952,21 @@ fn including_a_file_that_is_not_a_pipeline_does_not_print_it() {
     );
     assert!(!msg.contains(secret), "{msg}");
 }
+
+#[test]
+fn plan_checks_every_profile_not_only_the_selected_one() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  a: {kind: shell, params: {cmd: \"true\"}}\nprofiles:\n  fast:\n    \
+         a: {cmdd: \"false\"}\n",
+    );
+    let out = p.pipe(&["plan", "p.yaml"]);
+    let msg = both(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("profile `fast` (checked though not selected)")
+            && msg.contains("param `cmdd`: unknown field `cmdd`"),
+        "{msg}"
+    );
+}

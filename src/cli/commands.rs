@@ -26,6 +26,23 @@ pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry)
     Ok(Loaded { pipeline, graph })
 }
 
+/// Loads the pipeline under each profile not selected, so that a mistake in one is found
+/// by any `plan`, not only when that profile is next used.
+fn check_other_profiles(
+    loaded: &Loaded,
+    target: &PipelineArgs,
+    registry: &StageRegistry,
+) -> Result<()> {
+    for profile in &loaded.pipeline.profiles {
+        if target.profile.as_deref() == Some(profile.as_str()) {
+            continue;
+        }
+        load_pipeline(&target.pipeline, Some(profile), registry)
+            .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
+    }
+    Ok(())
+}
+
 /// The plan of the stages `only` selects (all when empty), `force`d ones rerun, keyed for
 /// the backend of `device` (what `run` and `plan` show and execute).
 fn plan_for(
@@ -131,6 +148,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             device,
         } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
+            check_other_profiles(&loaded, &target, &registry)?;
             let cache = open_for_reading(&cli.cache)?;
             let plan = plan_for(&loaded, &cache, only, force, &device)?;
             if json {
