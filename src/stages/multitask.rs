@@ -30,13 +30,14 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::training_checks::{
-    check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
+    check_caps, check_dropout, check_max_len_fits, check_optimizer_params, check_positive,
+    check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
-use crate::metrics::{NerCounts, Prf};
+use crate::metrics::Prf;
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
@@ -44,7 +45,7 @@ use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::initialize_params;
 use crate::train::multitask::{MultiTaskModel, MultiTaskObjective, Sampling, TaskHead, TaskUnits};
 use crate::train::rng::with_backend_seed;
-use crate::train::tagging::join_windows;
+use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
     fit, load_encoder, micro_prf, predict, predict_tags, read_split, read_tagged_split,
     split_source, FitEnv, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet, TokenTagger,
@@ -180,12 +181,7 @@ impl Stage for MultitaskStage {
             weight_decay: p.weight_decay,
             grad_clip: p.grad_clip,
         })?;
-        if !(0.0..1.0).contains(&p.dropout) {
-            return Err(ParamError::new(
-                "dropout",
-                format!("{} is outside [0, 1)", p.dropout),
-            ));
-        }
+        check_dropout(p.dropout)?;
         if !(p.temperature > 0.0 && p.temperature.is_finite()) {
             return Err(ParamError::new(
                 "temperature",
@@ -262,16 +258,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         initialize_params(&model);
         Ok::<_, ModelError>((model, config))
     })?;
-    if p.max_len > config.max_position_embeddings {
-        return Err(ParamError::new(
-            "max_len",
-            format!(
-                "{} exceeds the model's max_position_embeddings {}",
-                p.max_len, config.max_position_embeddings
-            ),
-        )
-        .into());
-    }
+    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
     let env = FitEnv {
@@ -526,13 +513,7 @@ impl Scorer<'_> {
             }
             TaskData::Token { dev: Some(dev), .. } => {
                 let pred = self.tag(model, k, dev)?;
-                let mut counts = NerCounts::new();
-                let names =
-                    |y: &Vec<usize>| y.iter().map(|&t| labels[t].as_str()).collect::<Vec<_>>();
-                for (g, p) in dev.gold.iter().zip(&pred) {
-                    counts.add(&names(g), &names(p))?;
-                }
-                Ok(Some(counts.overall().f1))
+                Ok(Some(entity_prf(labels, &dev.gold, &pred)?.f1))
             }
             _ => Ok(None),
         }
@@ -580,11 +561,7 @@ impl Scorer<'_> {
                     .map(|((x, g), p)| serde_json::json!({"id": x.id, "gold": names(g), "pred": names(p)}))
                     .collect();
                 jsonl::write(&path, &lines)?;
-                let mut counts = NerCounts::new();
-                for (g, p) in test.gold.iter().zip(&pred) {
-                    counts.add(&names(g), &names(p)).map_err(TrainError::from)?;
-                }
-                Ok(counts.overall())
+                Ok(entity_prf(labels, &test.gold, &pred)?)
             }
         }
     }

@@ -83,6 +83,34 @@ pub fn check_optimizer_params(p: &OptimizerParams) -> Result<(), ParamError> {
     check_non_negative("grad_clip", p.grad_clip)
 }
 
+/// `dropout` is a probability in [0, 1).
+pub fn check_dropout(dropout: f64) -> Result<(), ParamError> {
+    if (0.0..1.0).contains(&dropout) {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            "dropout",
+            format!("{dropout} is outside [0, 1)"),
+        ))
+    }
+}
+
+/// `max_len` within the loaded model's position embeddings (known only at run time).
+pub fn check_max_len_fits(
+    max_len: usize,
+    max_position_embeddings: usize,
+) -> Result<(), ParamError> {
+    if max_len > max_position_embeddings {
+        return Err(ParamError::new(
+            "max_len",
+            format!(
+                "{max_len} exceeds the model's max_position_embeddings {max_position_embeddings}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

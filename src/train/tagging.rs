@@ -13,6 +13,7 @@ use super::batching::eval_batches;
 use super::concurrent_batches::map_batches;
 use super::fit::Objective;
 use super::TrainError;
+use crate::metrics::{NerCounts, Prf};
 use crate::model::heads::{TokenHead, WordStarts};
 use crate::model::{BertModel, ModelError};
 
@@ -92,6 +93,21 @@ pub fn join_windows(
         joined[window.sentence].extend(tags);
     }
     joined
+}
+
+/// Entity-level (conlleval) micro P/R/F1 of predicted against gold tag indices (`tags`
+/// names them), as `evaluate` scores NER predictions.
+pub fn entity_prf(
+    tags: &[String],
+    gold: &[Vec<usize>],
+    pred: &[Vec<usize>],
+) -> Result<Prf, TrainError> {
+    let names = |y: &Vec<usize>| y.iter().map(|&t| tags[t].as_str()).collect::<Vec<_>>();
+    let mut counts = NerCounts::new();
+    for (g, p) in gold.iter().zip(pred) {
+        counts.add(&names(g), &names(p))?;
+    }
+    Ok(counts.overall())
 }
 
 /// A padded batch of windows on one device.

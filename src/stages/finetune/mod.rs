@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 mod tagging;
 
 use super::training_checks::{
-    check_caps, check_optimizer_params, check_positive, check_tiny, OptimizerParams,
+    check_caps, check_dropout, check_max_len_fits, check_optimizer_params, check_positive,
+    check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
@@ -190,12 +191,7 @@ impl Stage for FinetuneStage {
             weight_decay: p.weight_decay,
             grad_clip: p.grad_clip,
         })?;
-        if !(0.0..1.0).contains(&p.dropout) {
-            return Err(ParamError::new(
-                "dropout",
-                format!("{} is outside [0, 1)", p.dropout),
-            ));
-        }
+        check_dropout(p.dropout)?;
         check_tiny(p.tiny, p.init)?;
         if !p.entity_tags.is_empty() && p.entity_tokens != EntityTokens::Add {
             return Err(ParamError::new("entity_tags", "needs `entity_tokens: add`"));
@@ -336,16 +332,7 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
         initialize_params(&model);
         Ok::<_, ModelError>((model, config, head_config))
     })?;
-    if p.max_len > config.max_position_embeddings {
-        return Err(ParamError::new(
-            "max_len",
-            format!(
-                "{} exceeds the model's max_position_embeddings {}",
-                p.max_len, config.max_position_embeddings
-            ),
-        )
-        .into());
-    }
+    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let pad_id = tokenizer.pad_id();
     let negative = label_set.negative.as_deref();
     let cancel = ctx.cancel.clone();

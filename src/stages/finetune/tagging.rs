@@ -12,15 +12,15 @@ use serde::Serialize;
 use super::{FinetuneParams, History};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
-use crate::metrics::NerCounts;
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::TokenHeadConfig;
 use crate::model::{BertConfig, BertTokenizer, ModelError};
-use crate::stages::{ParamError, StageCtx, StageError};
+use crate::stages::training_checks::check_max_len_fits;
+use crate::stages::{StageCtx, StageError};
 use crate::train::classifier::initialize_params;
 use crate::train::rng::with_backend_seed;
-use crate::train::tagging::join_windows;
+use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
     fit, load_encoder, predict_tags, read_tagged_split, split_source, FitEnv, SplitSource,
     TaggedSet, TaggingObjective, TokenTagger, TrainError,
@@ -84,16 +84,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         initialize_params(&model);
         Ok::<_, ModelError>((model, config, head_config))
     })?;
-    if p.max_len > config.max_position_embeddings {
-        return Err(ParamError::new(
-            "max_len",
-            format!(
-                "{} exceeds the model's max_position_embeddings {}",
-                p.max_len, config.max_position_embeddings
-            ),
-        )
-        .into());
-    }
+    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
     let env = FitEnv {
@@ -169,20 +160,6 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         )?;
     }
     Ok(())
-}
-
-/// Entity-level (conlleval) micro P/R/F1 of predicted against gold tag indices.
-fn entity_prf(
-    tags: &[String],
-    gold: &[Vec<usize>],
-    pred: &[Vec<usize>],
-) -> Result<crate::metrics::Prf, TrainError> {
-    let mut counts = NerCounts::new();
-    for (g, p) in gold.iter().zip(pred) {
-        let name = |y: &Vec<usize>| y.iter().map(|&t| tags[t].as_str()).collect::<Vec<_>>();
-        counts.add(&name(g), &name(p))?;
-    }
-    Ok(counts.overall())
 }
 
 /// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the token head
