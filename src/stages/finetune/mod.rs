@@ -29,7 +29,7 @@ use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TransitionConstraints};
 use crate::model::vocab::grow_word_embeddings;
-use crate::model::{BertConfig, BertTokenizer, ModelError};
+use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
 use crate::train::rng::with_backend_seed;
 use crate::train::{
@@ -415,20 +415,12 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
             epochs: &fitted.history,
         },
     )?;
-    let last = fitted.history.last();
-    let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
-    ctx.write_json(
-        "metrics.json",
-        &serde_json::json!({
-            "head": p.head.name(),
-            "dev_p": last.and_then(|r| r.dev_p),
-            "dev_r": last.and_then(|r| r.dev_r),
-            "dev_f1": last.and_then(|r| r.dev_f1),
-            "train_seconds": train_seconds,
-            "train_seq_per_s": (train.encoded.len() * fitted.history.len()) as f64 / train_seconds.max(1e-9),
-            "train_instances": train.encoded.len(),
-            "test_instances": test.encoded.len(),
-        }),
+    write_metrics(
+        ctx,
+        p,
+        &fitted.history,
+        train.encoded.len(),
+        test.encoded.len(),
     )?;
     if p.save_model {
         save_model(
@@ -497,17 +489,6 @@ fn save_model(
     grown: Option<&BertTokenizer>,
     dir: &Path,
 ) -> Result<(), StageError> {
-    model.encoder.save(config, dir)?;
-    copy_tokenizer_files(from, dir)?;
-    if let Some(tokenizer) = grown {
-        tokenizer.save(dir)?;
-    }
-    let head_path = dir.join("head.bpk");
-    model
-        .head
-        .clone()
-        .save_file(&head_path)
-        .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
     let description = serde_json::json!({
         "head": head.kind.name(),
         "hidden_size": head.hidden_size,
@@ -518,10 +499,66 @@ fn save_model(
         "labels": labels.labels,
         "negative": labels.negative,
     });
+    save_with_head(
+        &model.encoder,
+        config,
+        model.head.clone(),
+        &description,
+        from,
+        grown,
+        dir,
+    )
+}
+
+/// A fine-tuned model's folder, whatever its head: the encoder and tokenizer files as the
+/// checkpoint it came `from` (or the `grown` tokenizer), `head.bpk` and `head.json`.
+fn save_with_head<H: Module>(
+    encoder: &BertModel,
+    config: &BertConfig,
+    head: H,
+    description: &serde_json::Value,
+    from: &Path,
+    grown: Option<&BertTokenizer>,
+    dir: &Path,
+) -> Result<(), StageError> {
+    encoder.save(config, dir)?;
+    copy_tokenizer_files(from, dir)?;
+    if let Some(tokenizer) = grown {
+        tokenizer.save(dir)?;
+    }
+    let head_path = dir.join("head.bpk");
+    head.save_file(&head_path)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
     let path = dir.join("head.json");
-    let text = serde_json::to_string_pretty(&description)
+    let text = serde_json::to_string_pretty(description)
         .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
     std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))
+}
+
+/// `metrics.json`: the last epoch's dev scores, training time and throughput, and how many
+/// training units (instances or NER windows) and test units the run had.
+fn write_metrics(
+    ctx: &StageCtx,
+    p: &FinetuneParams,
+    history: &[EpochRecord],
+    train_units: usize,
+    test_units: usize,
+) -> Result<(), StageError> {
+    let last = history.last();
+    let train_seconds: f64 = history.iter().map(|r| r.seconds).sum();
+    ctx.write_json(
+        "metrics.json",
+        &serde_json::json!({
+            "head": p.head.name(),
+            "dev_p": last.and_then(|r| r.dev_p),
+            "dev_r": last.and_then(|r| r.dev_r),
+            "dev_f1": last.and_then(|r| r.dev_f1),
+            "train_seconds": train_seconds,
+            "train_seq_per_s": (train_units * history.len()) as f64 / train_seconds.max(1e-9),
+            "train_instances": train_units,
+            "test_instances": test_units,
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use std::path::Path;
 use burn::module::Module;
 use serde::Serialize;
 
-use super::{FinetuneParams, History};
+use super::{save_with_head, write_metrics, FinetuneParams, History};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
-use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::TokenHeadConfig;
 use crate::model::{BertConfig, BertTokenizer, ModelError};
@@ -134,27 +133,19 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             epochs: &fitted.history,
         },
     )?;
-    let last = fitted.history.last();
-    let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
-    ctx.write_json(
-        "metrics.json",
-        &serde_json::json!({
-            "head": p.head.name(),
-            "dev_p": last.and_then(|r| r.dev_p),
-            "dev_r": last.and_then(|r| r.dev_r),
-            "dev_f1": last.and_then(|r| r.dev_f1),
-            "train_seconds": train_seconds,
-            "train_seq_per_s": (train.windows.len() * fitted.history.len()) as f64 / train_seconds.max(1e-9),
-            "train_instances": train.windows.len(),
-            "test_instances": test.sentences.len(),
-        }),
+    write_metrics(
+        ctx,
+        p,
+        &fitted.history,
+        train.windows.len(),
+        test.sentences.len(),
     )?;
     if p.save_model {
         save_tagger(
             &fitted.model,
-            &config,
             &head_config,
             &label_set,
+            &config,
             &model_dir,
             &out.join("model"),
         )?;
@@ -166,28 +157,25 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
 /// (`head.bpk`, described by `head.json`).
 fn save_tagger(
     model: &TokenTagger,
-    config: &BertConfig,
     head: &TokenHeadConfig,
     labels: &LabelSet,
+    config: &BertConfig,
     from: &Path,
     dir: &Path,
 ) -> Result<(), StageError> {
-    model.encoder.save(config, dir)?;
-    copy_tokenizer_files(from, dir)?;
-    let head_path = dir.join("head.bpk");
-    model
-        .head
-        .clone()
-        .save_file(&head_path)
-        .map_err(|e| StageError::Failed(format!("{}: {e}", head_path.display())))?;
     let description = serde_json::json!({
         "head": head.kind.name(),
         "hidden_size": head.hidden_size,
         "labels": labels.labels,
         "crf_constraints": head.constraints,
     });
-    let path = dir.join("head.json");
-    let text = serde_json::to_string_pretty(&description)
-        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
-    std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))
+    save_with_head(
+        &model.encoder,
+        config,
+        model.head.clone(),
+        &description,
+        from,
+        None,
+        dir,
+    )
 }
