@@ -496,6 +496,7 @@ pub(super) fn bench_epoch(
             grad_clip: GRAD_CLIP,
             seed: 1,
             bucketing,
+            layer_decay: 1.0,
         };
         let env = FitEnv {
             device: &device,

@@ -10,6 +10,7 @@ pub mod crf;
 pub mod device;
 pub mod fused;
 pub mod heads;
+pub mod slicing;
 pub mod throughput;
 pub mod tokenizer;
 pub mod vocab;

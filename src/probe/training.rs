@@ -241,6 +241,7 @@ mod tests {
             grad_clip: 0.0,
             seed: 3,
             bucketing: false,
+            layer_decay: 1.0,
         };
         let fitted = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));

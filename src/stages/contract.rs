@@ -38,6 +38,16 @@ impl InputSpec {
         }
     }
 
+    /// An input a pipeline may leave out, binding one upstream result when given.
+    pub const fn optional_one(name: &'static str, expects: &'static str) -> InputSpec {
+        InputSpec {
+            name,
+            arity: Arity::One,
+            required: false,
+            expects,
+        }
+    }
+
     /// A required input binding a family of upstream results.
     pub const fn many(name: &'static str, expects: &'static str) -> InputSpec {
         InputSpec {

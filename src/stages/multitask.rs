@@ -16,6 +16,12 @@
 //! A matrix cell whose `tasks` name fewer splits than `inputs:` binds drops the others (the
 //! pairwise grid binds every split once and picks two per cell).
 //!
+//! Layer slicing (Chai et al. 2022's MTL-LS): `slicing: 0.5` shares the embeddings and the
+//! lower k = round(0.5·n) layers, taken from the optional input `shared_from` (an MTL-XC
+//! stage's `model`), and gives each task its own upper layers from `model`; the heads
+//! start fresh. `layer_decay: 0.9` lowers each layer's learning rate by 0.9 per layer down.
+//! A sliced stage writes `slicing.json` (what is shared, from where) instead of `model/`.
+//!
 //! Outputs: `model/`, the shared encoder in Hugging Face layout with the tokenizer (so it
 //! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune);
 //! `tasks/<name>/` per task with `predictions.jsonl` and `labels.json` (what `evaluate`
@@ -30,8 +36,8 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::training_checks::{
-    check_caps, check_dropout, check_max_len_fits, check_optimizer_params, check_positive,
-    check_tiny, OptimizerParams,
+    check_caps, check_dropout, check_layer_decay, check_max_len_fits, check_optimizer_params,
+    check_positive, check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
@@ -41,6 +47,7 @@ use crate::metrics::Prf;
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
+use crate::model::slicing::{shared_layers, slice};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::initialize_params;
 use crate::train::multitask::{MultiTaskModel, MultiTaskObjective, Sampling, TaskHead, TaskUnits};
@@ -109,6 +116,20 @@ pub struct MultitaskParams {
     pub eval_dev_each_epoch: bool,
     #[serde(default = "training_defaults::yes")]
     pub bucketing: bool,
+    /// Layer slicing (MTL-LS) at this rate in [0, 1]: the embeddings and the lower
+    /// k = round(rate·n) encoder layers are shared (from input `shared_from`, else from
+    /// `model`), each task has its own copy of the upper layers (from `model`). Without it
+    /// every task shares the whole encoder. (Left out of the key when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slicing: Option<f64>,
+    /// Layer-wise learning-rate decay ξ in (0, 1]: encoder layer l of n learns at
+    /// lr·ξ^(n−l), the embeddings at lr·ξ^n, the heads at lr (MTL-LS: 0.9). (Left out of
+    /// the key at its default, 1: none.)
+    #[serde(
+        default = "training_defaults::layer_decay",
+        skip_serializing_if = "training_defaults::is_no_layer_decay"
+    )]
+    pub layer_decay: f64,
 }
 
 fn default_temperature() -> f64 {
@@ -130,6 +151,7 @@ impl MultitaskParams {
             grad_clip: self.grad_clip,
             seed: self.seed,
             bucketing: self.bucketing,
+            layer_decay: self.layer_decay,
         }
     }
 }
@@ -143,7 +165,14 @@ impl Stage for MultitaskStage {
     const USES_BACKEND: bool = true;
     type Params = MultitaskParams;
     const INPUTS: InputContract = InputContract::DeclaredAndNamed {
-        declared: &[InputSpec::one("model", "a BERT checkpoint directory")],
+        declared: &[
+            InputSpec::one("model", "a BERT checkpoint directory"),
+            InputSpec::optional_one(
+                "shared_from",
+                "with `slicing`: the encoder whose embeddings and lower layers are shared \
+                 (an MTL-XC stage's `model`)",
+            ),
+        ],
         by_param: "tasks",
         expects: "a split of the task's corpus",
     };
@@ -182,11 +211,21 @@ impl Stage for MultitaskStage {
             grad_clip: p.grad_clip,
         })?;
         check_dropout(p.dropout)?;
+        check_layer_decay(p.layer_decay)?;
+        check_layer_decay(p.layer_decay)?;
         if !(p.temperature > 0.0 && p.temperature.is_finite()) {
             return Err(ParamError::new(
                 "temperature",
                 format!("{} is not a positive number", p.temperature),
             ));
+        }
+        if let Some(rate) = p.slicing {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ParamError::new(
+                    "slicing",
+                    format!("{rate} is outside [0, 1]"),
+                ));
+            }
         }
         check_tiny(p.tiny, p.init)?;
         check_caps(p.max_train, p.max_eval)
@@ -248,16 +287,54 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
+    let shared_from = ctx.inputs.optional("shared_from")?.map(|a| a.path.clone());
+    if shared_from.is_some() && p.slicing.is_none() {
+        return Err(StageError::Input {
+            name: "shared_from".into(),
+            message: "is bound but `slicing` is not set: without slicing every layer is shared \
+                      and comes from `model`"
+                .into(),
+        });
+    }
     let (model, config) = with_backend_seed(&train_dev, p.seed, || {
         let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
         let heads = tasks
             .iter()
             .map(|task| task_head(p, task, &config, &train_dev))
             .collect::<Result<Vec<_>, _>>()?;
-        let model = MultiTaskModel { encoder, heads };
+        let model = match p.slicing {
+            None => MultiTaskModel::shared(encoder, heads),
+            Some(rate) => {
+                let k = shared_layers(rate, config.num_hidden_layers);
+                let shared = match &shared_from {
+                    Some(dir) => load_shared(dir, &config, &train_dev)?,
+                    None => encoder.clone(),
+                };
+                let (lower, uppers) = slice(shared, &encoder, k, tasks.len())?;
+                MultiTaskModel {
+                    encoder: lower,
+                    uppers,
+                    heads,
+                }
+            }
+        };
         initialize_params(&model);
         Ok::<_, ModelError>((model, config))
     })?;
+    let layering = p.slicing.map(|rate| Layering {
+        rate,
+        k: shared_layers(rate, config.num_hidden_layers),
+        n: config.num_hidden_layers,
+        shared_from: if shared_from.is_some() {
+            "shared_from"
+        } else {
+            "model"
+        },
+    });
+    if let Some(l) = &layering {
+        ctx.progress
+            .println(format!("{}: {}", ctx.name, l.describe()));
+    }
     check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
@@ -334,17 +411,85 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         &serde_json::json!({
             "tasks": per_task,
             "sampling": p.sampling,
+            "slicing": layering.as_ref().map(Layering::to_json),
             "train_seconds": train_seconds,
             "train_seq_per_s": (units * fitted.history.len()) as f64 / train_seconds.max(1e-9),
             "train_instances": units,
         }),
     )?;
-    save_encoder(
-        &fitted.model.encoder,
-        &config,
-        &model_dir,
-        &out.join("model"),
-    )
+    match &layering {
+        // no single encoder to write: each task's is the shared lower layers under its own
+        None => save_encoder(
+            &fitted.model.encoder,
+            &config,
+            &model_dir,
+            &out.join("model"),
+        ),
+        Some(l) => ctx.write_json("slicing.json", &l.to_json()),
+    }
+}
+
+/// Where a sliced model's layers come from (written to `slicing.json` and the metrics).
+struct Layering {
+    rate: f64,
+    /// Shared layers.
+    k: usize,
+    /// Encoder layers.
+    n: usize,
+    /// The input the embeddings and the shared layers come from.
+    shared_from: &'static str,
+}
+
+impl Layering {
+    fn describe(&self) -> String {
+        format!(
+            "slicing rate {}: embeddings and layers 1..{} shared (from `{}`), layers {}..{} \
+             per task (from `model`)",
+            self.rate,
+            self.k,
+            self.shared_from,
+            self.k + 1,
+            self.n
+        )
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rate": self.rate,
+            "shared_layers": self.k,
+            "layers": self.n,
+            "shared": "embeddings and the lower shared_layers encoder layers",
+            "shared_from": self.shared_from,
+            "task_layers_from": "model",
+            "heads": "one per task, fresh",
+        })
+    }
+}
+
+/// The encoder of `shared_from`, which must have the pre-trained one's shape.
+fn load_shared(
+    dir: &Path,
+    config: &BertConfig,
+    device: &burn::prelude::Device,
+) -> Result<BertModel, ModelError> {
+    let (shared, shared_config) = BertModel::load(dir, device)?;
+    let shape = |c: &BertConfig| {
+        (
+            c.vocab_size,
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+        )
+    };
+    if shape(&shared_config) != shape(config) {
+        return Err(ModelError::Invalid(format!(
+            "shared_from {}: vocabulary, hidden size, layers, heads {:?} differ from `model`'s {:?}",
+            dir.display(),
+            shape(&shared_config),
+            shape(config)
+        )));
+    }
+    Ok(shared)
 }
 
 /// Training units over all tasks.
@@ -452,7 +597,7 @@ impl Scorer<'_> {
             )));
         };
         let classifier = SequenceClassifier {
-            encoder: model.encoder.clone(),
+            encoder: model.task_encoder(k).into_owned(),
             head: head.clone(),
         };
         let pred = predict(
@@ -478,7 +623,7 @@ impl Scorer<'_> {
             return Err(TrainError::Invalid(format!("task {k} has no token head")));
         };
         let tagger = TokenTagger {
-            encoder: model.encoder.clone(),
+            encoder: model.task_encoder(k).into_owned(),
             head: head.clone(),
         };
         let per_window = predict_tags(

@@ -113,6 +113,7 @@ impl ProbeParams {
             grad_clip: self.grad_clip,
             seed: self.seed,
             bucketing: false,
+            layer_decay: 1.0,
         }
     }
 

@@ -95,6 +95,18 @@ pub fn check_dropout(dropout: f64) -> Result<(), ParamError> {
     }
 }
 
+/// `layer_decay` ξ in (0, 1].
+pub fn check_layer_decay(decay: f64) -> Result<(), ParamError> {
+    if decay > 0.0 && decay <= 1.0 {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            "layer_decay",
+            format!("{decay} is outside (0, 1]"),
+        ))
+    }
+}
+
 /// `max_len` within the loaded model's position embeddings (known only at run time).
 pub fn check_max_len_fits(
     max_len: usize,

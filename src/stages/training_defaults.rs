@@ -34,3 +34,12 @@ pub fn lstm_hidden() -> usize {
 pub fn yes() -> bool {
     true
 }
+/// Layer-wise learning-rate decay ξ: 1, none (MTL-LS uses 0.9).
+pub fn layer_decay() -> f64 {
+    1.0
+}
+/// `layer_decay` at its default is left out of a stage's key, so results cached before the
+/// param existed stay valid.
+pub fn is_no_layer_decay(decay: &f64) -> bool {
+    *decay == 1.0
+}

@@ -21,6 +21,7 @@ use super::batching::{shuffled_batches, train_batches};
 use super::checkpoint::{self, TrainState};
 use super::classifier::{cross_entropy, Batch, EncodedInstance, SequenceClassifier};
 use super::clipping::{clip_global_norm, no_decay_params};
+use super::layer_decay::{step_by_layer, LayerDepths};
 use super::rng::{with_backend_seed, SplitMix64};
 use super::schedule::LinearWarmupDecay;
 use super::TrainError;
@@ -50,6 +51,14 @@ pub struct TrainSettings {
     /// batches all padded to the longest training instance (fixed padding).
     #[serde(default = "bucketing_default")]
     pub bucketing: bool,
+    /// Layer-wise learning-rate decay ξ (1: none): encoder layer l of n learns at
+    /// lr·ξ^(n−l), see [`super::layer_decay`].
+    #[serde(default = "layer_decay_default")]
+    pub layer_decay: f64,
+}
+
+fn layer_decay_default() -> f64 {
+    1.0
 }
 
 fn bucketing_default() -> bool {
@@ -112,6 +121,12 @@ pub trait Objective {
         device: &Device,
     ) -> Result<Tensor<1>, TrainError>;
 
+    /// The depth of each encoder parameter, for layer-wise learning-rate decay (empty:
+    /// the objective does not support it).
+    fn layer_depths(&self, _model: &Self::Model) -> LayerDepths {
+        LayerDepths::default()
+    }
+
     /// Updates in one epoch (the schedule's length is known before the first batch).
     fn batches_per_epoch(&self, batch_size: usize) -> usize {
         self.lengths().len().div_ceil(batch_size)
@@ -163,6 +178,10 @@ impl Objective for ClassificationObjective<'_> {
         let batch = Batch::padded_to(&refs, self.pad_id, pad_to, device);
         let out = model.forward(&batch)?;
         Ok(cross_entropy(out.logits, batch.labels))
+    }
+
+    fn layer_depths(&self, model: &SequenceClassifier) -> LayerDepths {
+        LayerDepths::of_encoder(&model.encoder)
     }
 }
 
@@ -220,6 +239,13 @@ pub fn fit<O: Objective>(
         state = saved;
     }
 
+    let depths = objective.layer_depths(&model);
+    if settings.layer_decay != 1.0 && depths.is_empty() {
+        return Err(TrainError::Invalid(
+            "layer_decay: this training objective has no encoder layers to decay".into(),
+        ));
+    }
+
     env.progress.set_length(total_steps as u64);
     env.progress.set_position(state.step as u64);
     let run_start = Instant::now();
@@ -248,7 +274,19 @@ pub fn fit<O: Objective>(
             });
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let (grads, _) = clip_global_norm(&model, grads, settings.grad_clip);
-            model = optimizer.step(schedule.lr(state.step), model, grads);
+            let lr = schedule.lr(state.step);
+            model = if settings.layer_decay == 1.0 {
+                optimizer.step(lr, model, grads)
+            } else {
+                step_by_layer(
+                    &mut optimizer,
+                    lr,
+                    settings.layer_decay,
+                    &depths,
+                    model,
+                    grads,
+                )
+            };
             state.step += 1;
             env.progress.set_position(state.step as u64);
             if (b + 1) % LOSS_READ_EVERY == 0 || b + 1 == batches.len() {
@@ -328,6 +366,9 @@ fn check_settings(s: &TrainSettings, n_train: usize) -> Result<(), TrainError> {
     }
     if s.weight_decay < 0.0 || s.grad_clip < 0.0 {
         return bad("weight_decay and grad_clip must be ≥ 0".into());
+    }
+    if !(s.layer_decay > 0.0 && s.layer_decay <= 1.0) {
+        return bad(format!("layer_decay {} must be in (0, 1]", s.layer_decay));
     }
     Ok(())
 }
@@ -425,6 +466,7 @@ mod tests {
             grad_clip: 1.0,
             seed: 7,
             bucketing,
+            layer_decay: 1.0,
         };
         let cancel = AtomicBool::new(false);
         let progress = Progress::hidden();

@@ -8,6 +8,7 @@ pub mod clipping;
 pub mod concurrent_batches;
 pub mod encoder_init;
 pub mod fit;
+pub mod layer_decay;
 pub mod multitask;
 pub mod predict;
 pub mod rng;

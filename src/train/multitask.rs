@@ -12,16 +12,21 @@
 //! An epoch has as many updates as the tasks have batches together, whatever the sampling;
 //! a task drawn more often than it has batches starts over on a fresh shuffle.
 
+use std::borrow::Cow;
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::batching::train_batches;
 use super::classifier::{classify, cross_entropy, Batch, EncodedInstance};
 use super::fit::{Objective, TrainSettings};
+use super::layer_decay::LayerDepths;
 use super::rng::SplitMix64;
 use super::tagging::{tag_emissions, TaggedBatch, WordWindow};
 use super::TrainError;
+use crate::model::bert::BertEncoder;
 use crate::model::heads::{Head, TokenHead};
+use crate::model::slicing::stack;
 use crate::model::BertModel;
 
 /// How updates are spread over the tasks.
@@ -45,8 +50,51 @@ pub enum TaskHead {
 /// The shared encoder and the heads, in task order.
 #[derive(Module, Debug)]
 pub struct MultiTaskModel {
+    /// The shared encoder: all layers, or with layer slicing (MTL-LS) the embeddings and
+    /// the lower k layers only.
     pub encoder: BertModel,
+    /// With layer slicing, each task's own upper layers k+1..n (see
+    /// [`crate::model::slicing`]); empty without.
+    pub uppers: Vec<BertEncoder>,
     pub heads: Vec<TaskHead>,
+}
+
+impl MultiTaskModel {
+    /// Every task shares the whole encoder (MT-BERT, MTL-XC).
+    pub fn shared(encoder: BertModel, heads: Vec<TaskHead>) -> Self {
+        MultiTaskModel {
+            encoder,
+            uppers: Vec::new(),
+            heads,
+        }
+    }
+
+    /// The encoder task `t` runs: the shared one, or the shared lower layers under the
+    /// task's own upper layers.
+    pub fn task_encoder(&self, t: usize) -> Cow<'_, BertModel> {
+        match self.uppers.get(t) {
+            Some(upper) => Cow::Owned(stack(&self.encoder, upper)),
+            None => Cow::Borrowed(&self.encoder),
+        }
+    }
+
+    /// Depths for layer-wise learning-rate decay: a task's upper layer k+j counts as
+    /// encoder layer k+j whichever task owns it.
+    pub fn layer_depths(&self) -> LayerDepths {
+        let k = self.encoder.num_layers();
+        let n = k + self.uppers.first().map_or(0, |u| u.layer.len());
+        let mut depths = LayerDepths::new(n);
+        depths.add(&self.encoder.embeddings, 0);
+        for (i, layer) in self.encoder.encoder.layer.iter().enumerate() {
+            depths.add(layer, i + 1);
+        }
+        for upper in &self.uppers {
+            for (j, layer) in upper.layer.iter().enumerate() {
+                depths.add(layer, k + j + 1);
+            }
+        }
+        depths
+    }
 }
 
 /// One task's training units.
@@ -201,19 +249,23 @@ impl Objective for MultiTaskObjective<'_> {
             (TaskUnits::Sentence(units), TaskHead::Sentence(head)) => {
                 let refs: Vec<&EncodedInstance> = local.map(|i| &units[i]).collect();
                 let batch = Batch::padded_to(&refs, self.pad_id, pad_to, device);
-                let out = classify(&model.encoder, head, &batch)?;
+                let out = classify(&model.task_encoder(t), head, &batch)?;
                 Ok(cross_entropy(out.logits, batch.labels))
             }
             (TaskUnits::Token(units), TaskHead::Token(head)) => {
                 let refs: Vec<&WordWindow> = local.map(|i| &units[i]).collect();
                 let batch = TaggedBatch::padded_to(&refs, self.pad_id, pad_to, device);
-                let e = tag_emissions(&model.encoder, head, &batch);
+                let e = tag_emissions(&model.task_encoder(t), head, &batch);
                 Ok(head.loss(e, &batch.words, &batch.tags))
             }
             _ => Err(TrainError::Invalid(format!(
                 "task {t}: its head does not fit its units"
             ))),
         }
+    }
+
+    fn layer_depths(&self, model: &MultiTaskModel) -> LayerDepths {
+        model.layer_depths()
     }
 }
 
@@ -241,6 +293,136 @@ mod tests {
             grad_clip: 0.0,
             seed: 1,
             bucketing: true,
+            layer_decay: 1.0,
+        }
+    }
+
+    /// Every parameter value of `module`, in visiting order.
+    fn values<M: burn::module::Module>(module: &M) -> Vec<f32> {
+        use burn::module::{ModuleVisitor, Param};
+        struct Values(Vec<f32>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let data = param.val().into_data();
+                self.0
+                    .extend(data.try_to_vec::<f32>().unwrap_or_else(|e| panic!("{e:?}")));
+            }
+        }
+        let mut v = Values(Vec::new());
+        module.visit(&mut v);
+        v.0
+    }
+
+    fn first_id<M: burn::module::Module>(module: &M) -> burn::module::ParamId {
+        use burn::module::{ModuleVisitor, Param, ParamId};
+        struct First(Option<ParamId>);
+        impl ModuleVisitor for First {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.get_or_insert(param.id);
+            }
+        }
+        let mut f = First(None);
+        module.visit(&mut f);
+        f.0.unwrap_or_else(|| panic!("a module without parameters"))
+    }
+
+    /// A 2-layer model sliced at `k` for two sentence tasks, after one update on a batch
+    /// of task 0.
+    fn sliced_after_one_step(k: usize) -> (MultiTaskModel, MultiTaskModel) {
+        use crate::model::device::train_device;
+        use crate::model::heads::{HeadConfig, HeadKind};
+        use crate::model::slicing::slice;
+        use crate::model::BertConfig;
+        use crate::train::classifier::initialize_params;
+        use crate::train::fit::adamw;
+        use crate::train::rng::with_backend_seed;
+        use burn::optim::GradientsParams;
+
+        let device = train_device(&Device::flex());
+        let config = BertConfig::tiny(30);
+        let model = with_backend_seed(&device, 7, || {
+            let encoder = BertModel::new(&config, &device);
+            let (lower, uppers) =
+                slice(encoder.clone(), &encoder, k, 2).unwrap_or_else(|e| panic!("{e}"));
+            let head = || {
+                HeadConfig {
+                    kind: HeadKind::Cls,
+                    hidden_size: config.hidden_size,
+                    num_layers: config.num_hidden_layers,
+                    num_attention_heads: config.num_attention_heads,
+                    num_labels: 2,
+                    lstm_hidden: 8,
+                    dropout: 0.0,
+                }
+                .init(&device)
+                .map(TaskHead::Sentence)
+                .unwrap_or_else(|e| panic!("{e}"))
+            };
+            let model = MultiTaskModel {
+                encoder: lower,
+                uppers,
+                heads: vec![head(), head()],
+            };
+            initialize_params(&model);
+            model
+        });
+        let a: Vec<EncodedInstance> = (0..4)
+            .map(|i| EncodedInstance {
+                ids: vec![2, 5 + i, 7, 3],
+                label: (i % 2) as usize,
+                entities: [0, 0],
+            })
+            .collect();
+        let objective = MultiTaskObjective::new(
+            vec![TaskUnits::Sentence(&a), TaskUnits::Sentence(&a)],
+            0,
+            Sampling::Proportional,
+            1.0,
+        );
+        let loss = objective
+            .batch_loss(&model, &[0, 1, 2, 3], 0, &device)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut optimizer = adamw(&model, 0.0);
+        let after = optimizer.step(1e-2, model.clone(), grads);
+        (model, after)
+    }
+
+    #[test]
+    fn sliced_tasks_share_the_lower_layers_and_own_the_upper_ones() {
+        let (before, after) = sliced_after_one_step(1);
+        let (t0, t1) = (after.task_encoder(0), after.task_encoder(1));
+        // one step of task 0: the shared layer moved, and is the same in both tasks
+        assert_eq!(values(&t0.encoder.layer[0]), values(&t1.encoder.layer[0]));
+        assert_ne!(
+            values(&before.encoder.encoder.layer[0]),
+            values(&after.encoder.encoder.layer[0])
+        );
+        // the upper layers started equal (copies of one checkpoint) and only task 0's moved
+        let (b0, b1) = (before.task_encoder(0), before.task_encoder(1));
+        assert_eq!(values(&b0.encoder.layer[1]), values(&b1.encoder.layer[1]));
+        assert_ne!(values(&t0.encoder.layer[1]), values(&t1.encoder.layer[1]));
+        assert_eq!(values(&b1.encoder.layer[1]), values(&t1.encoder.layer[1]));
+        // layer-wise decay counts a task's upper layer as layer 2 of 2, the shared one as 1
+        let depths = after.layer_depths();
+        assert_eq!(depths.factor(first_id(&after.uppers[1].layer[0]), 0.5), 1.0);
+        assert_eq!(
+            depths.factor(first_id(&after.encoder.encoder.layer[0]), 0.5),
+            0.5
+        );
+        assert_eq!(
+            depths.factor(first_id(&after.encoder.embeddings), 0.5),
+            0.25
+        );
+    }
+
+    #[test]
+    fn slicing_rate_zero_shares_only_the_embeddings() {
+        let (_, after) = sliced_after_one_step(0);
+        let (t0, t1) = (after.task_encoder(0), after.task_encoder(1));
+        assert_eq!(values(&t0.embeddings), values(&t1.embeddings));
+        for l in 0..2 {
+            assert_ne!(values(&t0.encoder.layer[l]), values(&t1.encoder.layer[l]));
         }
     }
 

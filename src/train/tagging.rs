@@ -12,6 +12,7 @@ use burn::prelude::*;
 use super::batching::eval_batches;
 use super::concurrent_batches::map_batches;
 use super::fit::Objective;
+use super::layer_decay::LayerDepths;
 use super::TrainError;
 use crate::metrics::{NerCounts, Prf};
 use crate::model::heads::{TokenHead, WordStarts};
@@ -210,6 +211,10 @@ impl Objective for TaggingObjective<'_> {
         let batch = TaggedBatch::padded_to(&refs, self.pad_id, pad_to, device);
         let e = model.emissions(&batch);
         Ok(model.head.loss(e, &batch.words, &batch.tags))
+    }
+
+    fn layer_depths(&self, model: &TokenTagger) -> LayerDepths {
+        LayerDepths::of_encoder(&model.encoder)
     }
 }
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 mod tagging;
 
 use super::training_checks::{
-    check_caps, check_dropout, check_max_len_fits, check_optimizer_params, check_positive,
-    check_tiny, OptimizerParams,
+    check_caps, check_dropout, check_layer_decay, check_max_len_fits, check_optimizer_params,
+    check_positive, check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
@@ -112,6 +112,14 @@ pub struct FinetuneParams {
     /// `B-Y → I-X`); `none` learns every transition. (Left out of the key at its default.)
     #[serde(default, skip_serializing_if = "TransitionConstraints::is_none")]
     pub crf_constraints: TransitionConstraints,
+    /// Layer-wise learning-rate decay ξ in (0, 1]: encoder layer l of n learns at
+    /// lr·ξ^(n−l), the embeddings at lr·ξ^n, the heads at lr (MTL-LS: 0.9). (Left out of
+    /// the key at its default, 1: none.)
+    #[serde(
+        default = "training_defaults::layer_decay",
+        skip_serializing_if = "training_defaults::is_no_layer_decay"
+    )]
+    pub layer_decay: f64,
 }
 
 /// How entity tags reach the encoder.
@@ -152,6 +160,7 @@ impl FinetuneParams {
             grad_clip: self.grad_clip,
             seed: self.seed,
             bucketing: self.bucketing,
+            layer_decay: self.layer_decay,
         }
     }
 }
@@ -192,6 +201,8 @@ impl Stage for FinetuneStage {
             grad_clip: p.grad_clip,
         })?;
         check_dropout(p.dropout)?;
+        check_layer_decay(p.layer_decay)?;
+        check_layer_decay(p.layer_decay)?;
         check_tiny(p.tiny, p.init)?;
         if !p.entity_tags.is_empty() && p.entity_tokens != EntityTokens::Add {
             return Err(ParamError::new("entity_tags", "needs `entity_tokens: add`"));
