@@ -224,6 +224,7 @@ impl ResumeCase {
                 grad_clip: 1.0,
                 seed: 7,
                 bucketing: true,
+                layer_decay: 1.0,
             },
         }
     }
