@@ -48,6 +48,16 @@ impl InputSpec {
         }
     }
 
+    /// An input a pipeline may leave out, binding a family of upstream results when given.
+    pub const fn optional_many(name: &'static str, expects: &'static str) -> InputSpec {
+        InputSpec {
+            name,
+            arity: Arity::Many,
+            required: false,
+            expects,
+        }
+    }
+
     /// A required input binding a family of upstream results.
     pub const fn many(name: &'static str, expects: &'static str) -> InputSpec {
         InputSpec {

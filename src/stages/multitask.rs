@@ -40,7 +40,7 @@ use super::training_checks::{
     check_positive, check_tiny, OptimizerParams,
 };
 use super::training_defaults;
-use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use super::{InputArtifact, InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::metrics::Prf;
@@ -70,12 +70,30 @@ pub struct TaskParams {
     pub crf_constraints: TransitionConstraints,
 }
 
+/// The tasks of a family input `data`: one per upstream cell, named by its coordinate
+/// `coordinate`, all with the same head. A data set joins the multi-task model by joining
+/// the upstream matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyParams {
+    /// The matrix coordinate of the `data` cells that names each task (e.g. `dataset`).
+    pub coordinate: String,
+    #[serde(default)]
+    pub head: HeadKind,
+    #[serde(default, skip_serializing_if = "TransitionConstraints::is_none")]
+    pub crf_constraints: TransitionConstraints,
+}
+
 /// Params of `multitask`; the optimizer's are `finetune`'s, with its defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultitaskParams {
     /// Input name → its head. Every name must be bound under `inputs:`.
+    #[serde(default)]
     pub tasks: BTreeMap<String, TaskParams>,
+    /// The tasks of the family input `data` (beside or instead of `tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<FamilyParams>,
     #[serde(default)]
     pub sampling: Sampling,
     /// `T` of `sampling: temperature`.
@@ -167,6 +185,10 @@ impl Stage for MultitaskStage {
     const INPUTS: InputContract = InputContract::DeclaredAndNamed {
         declared: &[
             InputSpec::one("model", "a BERT checkpoint directory"),
+            InputSpec::optional_many(
+                "data",
+                "a family of splits, one task per cell, named by its `family.coordinate`",
+            ),
             InputSpec::optional_one(
                 "shared_from",
                 "with `slicing`: the encoder whose embeddings and lower layers are shared \
@@ -182,18 +204,33 @@ impl Stage for MultitaskStage {
     }
 
     fn required_task(p: &MultitaskParams, input: &str) -> Option<Task> {
-        p.tasks.get(input).map(|t| t.head.task())
+        match (input, &p.family) {
+            ("data", Some(family)) => Some(family.head.task()),
+            _ => p.tasks.get(input).map(|t| t.head.task()),
+        }
     }
 
     fn check(p: &MultitaskParams) -> Result<(), ParamError> {
-        if p.tasks.is_empty() {
-            return Err(ParamError::new("tasks", "names no task"));
+        if p.tasks.is_empty() && p.family.is_none() {
+            return Err(ParamError::new(
+                "tasks",
+                "names no task (and no `family` takes them from input `data`)",
+            ));
         }
-        for (name, task) in &p.tasks {
-            if !task.crf_constraints.is_none() && task.head != HeadKind::TokenCrf {
+        let heads = p
+            .tasks
+            .iter()
+            .map(|(name, t)| (format!("tasks.{name}"), t.head, t.crf_constraints))
+            .chain(
+                p.family
+                    .iter()
+                    .map(|f| ("family".to_string(), f.head, f.crf_constraints)),
+            );
+        for (at, head, constraints) in heads {
+            if !constraints.is_none() && head != HeadKind::TokenCrf {
                 return Err(ParamError::new(
-                    format!("tasks.{name}.crf_constraints"),
-                    format!("needs `head: token_crf`, not `{}`", task.head),
+                    format!("{at}.crf_constraints"),
+                    format!("needs `head: token_crf`, not `{head}`"),
                 ));
             }
         }
@@ -264,7 +301,24 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
     let mut tasks = Vec::with_capacity(p.tasks.len());
     for (name, params) in &p.tasks {
-        tasks.push(read_task(ctx, p, name, params, &tokenizer)?);
+        let root = ctx.inputs.path(name)?.to_path_buf();
+        tasks.push(read_task(p, name, &root, params, &tokenizer)?);
+    }
+    if let Some(family) = &p.family {
+        let params = TaskParams {
+            head: family.head,
+            crf_constraints: family.crf_constraints,
+        };
+        for cell in ctx.inputs.all("data")? {
+            let name = family_task_name(family, cell)?;
+            if tasks.iter().any(|t: &TaskRun| t.name == name) {
+                return Err(StageError::Input {
+                    name: "data".into(),
+                    message: format!("two tasks are called `{name}` ({})", cell.stage),
+                });
+            }
+            tasks.push(read_task(p, &name, &cell.path, &params, &tokenizer)?);
+        }
     }
     for task in &tasks {
         let (train, dev, test) = match &task.data {
@@ -392,6 +446,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
             .and_then(|r| r.dev_tasks.get(&task.name).copied());
         let metrics = serde_json::json!({
             "head": task.params.head.name(),
+            "entity_types": entity_types(&task.label_set.labels),
             "precision": test.precision,
             "recall": test.recall,
             "f1": test.f1,
@@ -442,14 +497,17 @@ struct Layering {
 
 impl Layering {
     fn describe(&self) -> String {
+        let layers = |from: usize, to: usize| match to.checked_sub(from) {
+            None => "no encoder layer".to_string(),
+            Some(0) => format!("layer {from}"),
+            Some(_) => format!("layers {from}..{to}"),
+        };
         format!(
-            "slicing rate {}: embeddings and layers 1..{} shared (from `{}`), layers {}..{} \
-             per task (from `model`)",
+            "slicing rate {}: embeddings and {} shared (from `{}`), {} per task (from `model`)",
             self.rate,
-            self.k,
+            layers(1, self.k),
             self.shared_from,
-            self.k + 1,
-            self.n
+            layers(self.k + 1, self.n),
         )
     }
 
@@ -492,6 +550,12 @@ fn load_shared(
     Ok(shared)
 }
 
+/// The entity types of an IOB tag set (`B-X` → `X`), in tag order: what label
+/// unification across the data sets of one class maps (empty for other tasks).
+fn entity_types(labels: &[String]) -> Vec<&str> {
+    labels.iter().filter_map(|l| l.strip_prefix("B-")).collect()
+}
+
 /// Training units over all tasks.
 fn objective_units(tasks: &[TaskRun]) -> usize {
     tasks
@@ -503,19 +567,33 @@ fn objective_units(tasks: &[TaskRun]) -> usize {
         .sum()
 }
 
+/// The task name of a `data` cell: its `family.coordinate` value.
+fn family_task_name(family: &FamilyParams, cell: &InputArtifact) -> Result<String, StageError> {
+    match cell.coords.get(&family.coordinate) {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        Some(other) => Ok(other.to_string()),
+        None => Err(StageError::Input {
+            name: "data".into(),
+            message: format!(
+                "{} has no coordinate `{}` to name its task (family.coordinate)",
+                cell.stage, family.coordinate
+            ),
+        }),
+    }
+}
+
 fn read_task(
-    ctx: &StageCtx,
     p: &MultitaskParams,
     name: &str,
+    root: &Path,
     params: &TaskParams,
     tokenizer: &BertTokenizer,
 ) -> Result<TaskRun, StageError> {
-    let root = ctx.inputs.path(name)?.to_path_buf();
     let SplitSource {
         dir,
         labels_path,
         label_set,
-    } = split_source(&root, None)?;
+    } = split_source(root, None)?;
     let missing = |file: &str| StageError::Input {
         name: name.to_string(),
         message: format!("no {file}.jsonl in {}", dir.display()),
