@@ -272,6 +272,8 @@ pub struct Placement<'a> {
     pub unpack: Option<bool>,
     /// Path inside the (unpacked) result to keep instead of the whole.
     pub subpath: Option<&'a str>,
+    /// What an archive may expand to.
+    pub limits: unpack::UnpackLimits,
 }
 
 /// Places `fetched` into `out_dir`: a file is copied to `out_dir/NAME`; a directory's
@@ -311,7 +313,7 @@ pub fn place(
             if target.exists() {
                 std::fs::remove_dir_all(&target).map_err(|e| SourceError::io(&target, e))?;
             }
-            unpack::unpack(&fetched.path, k, &target)?;
+            unpack::unpack_within(&fetched.path, k, &target, &placement.limits)?;
             target
         }
         _ => fetched.path.clone(),

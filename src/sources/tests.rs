@@ -206,6 +206,7 @@ fn download_verifies_the_pin_and_unpacks_tar_gz() {
         &Placement {
             unpack: None,
             subpath: Some("corpus"),
+            ..Placement::default()
         },
         &out,
         &d.path().join("s1"),
@@ -311,7 +312,7 @@ fn pip_wheel_from_a_mirror_is_unpacked_and_the_package_path_taken() {
         &got,
         &Placement {
             unpack: Some(false),
-            subpath: None,
+            ..Placement::default()
         },
         &d.path().join("o2"),
         &d.path().join("s"),
@@ -366,6 +367,88 @@ fn zip_slip_entries_are_refused_before_anything_is_written() {
     let target = root.join("ok");
     unpack(&zip, ArchiveKind::Zip, &target).unwrap();
     assert_eq!(std::fs::read_to_string(target.join("alias")).unwrap(), "x");
+}
+
+#[test]
+fn a_chain_of_symlinks_that_leads_outside_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("a");
+    std::fs::create_dir_all(&root).unwrap();
+    let zip = root.join("chain.zip");
+    // each link alone stays inside: x/y is the root, and x/z looks like x
+    zip_file(
+        &zip,
+        &[("x/f.txt", b"x")],
+        &[("x/y", ".."), ("x/z", "y/..")],
+    );
+    let (msg, target) = refused(&zip, ArchiveKind::Zip);
+    assert!(
+        msg.contains("`x/z`") && msg.contains("points outside"),
+        "{msg}"
+    );
+    assert!(!target.exists(), "nothing written");
+}
+
+#[test]
+fn an_archive_past_its_limits_is_refused() {
+    use super::unpack::{unpack_within, UnpackLimits};
+    let d = tempfile::tempdir().unwrap();
+    let zip = d.path().join("bomb.zip");
+    // 4 MiB of zeros deflate to about 4 KiB (deflate's best is about 1000:1)
+    let zeros = vec![0u8; 4 << 20];
+    zip_file(&zip, &[("zeros.bin", &zeros)], &[]);
+    let archive_size = std::fs::metadata(&zip).unwrap().len();
+    assert!(archive_size * 100 < zeros.len() as u64, "{archive_size}");
+    let strict = UnpackLimits {
+        max_ratio: 100.0,
+        ..UnpackLimits::default()
+    };
+    let target = d.path().join("t1");
+    let err = unpack_within(&zip, ArchiveKind::Zip, &target, &strict).unwrap_err();
+    assert!(matches!(err, SourceError::UnsafeEntry { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`zeros.bin`")
+            && msg.contains("unpacks to more than")
+            && msg.contains("max_ratio"),
+        "{msg}"
+    );
+    // it stopped at the limit: no more than 100 × the archive was written
+    let written = std::fs::metadata(target.join("zeros.bin")).unwrap().len();
+    assert!(written <= archive_size * 100, "{written}");
+    // a limit the stage raises lets it through
+    let generous = UnpackLimits {
+        max_ratio: 1e6,
+        ..UnpackLimits::default()
+    };
+    let target = d.path().join("ok");
+    unpack_within(&zip, ArchiveKind::Zip, &target, &generous).unwrap();
+    assert_eq!(
+        std::fs::metadata(target.join("zeros.bin")).unwrap().len(),
+        4 << 20
+    );
+    // total bytes and entry count
+    let small = UnpackLimits {
+        max_bytes: 1000,
+        max_ratio: 1e6,
+        ..UnpackLimits::default()
+    };
+    let err = unpack_within(&zip, ArchiveKind::Zip, &d.path().join("t2"), &small).unwrap_err();
+    assert!(
+        err.to_string().contains("more than 1000 bytes, max_bytes"),
+        "{err}"
+    );
+    zip_file(&zip, &[("a", b"1"), ("b", b"2"), ("c", b"3")], &[]);
+    let few = UnpackLimits {
+        max_entries: 2,
+        ..UnpackLimits::default()
+    };
+    let err = unpack_within(&zip, ArchiveKind::Zip, &d.path().join("t3"), &few).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("3 entries, more than the 2 allowed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{InputContract, ParamError, Stage, StageCtx, StageError};
+use crate::sources::unpack::UnpackLimits;
 use crate::sources::{self, tree_hash, FetchEnv, Mirrors, Placement, Source};
 
 /// Params of `fetch`.
@@ -22,6 +23,11 @@ pub struct FetchParams {
     pub unpack: Option<bool>,
     #[serde(default)]
     pub subpath: Option<String>,
+    /// What an archive may expand to: `{max_bytes, max_entries, max_ratio}` (defaults 20
+    /// GiB, 1,000,000 entries, 1000 bytes per archive byte). (Left out of the key when
+    /// absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack_limits: Option<UnpackLimits>,
 }
 
 /// Fetches a source into the stage output.
@@ -73,6 +79,7 @@ impl Stage for FetchStage {
         let placement = Placement {
             unpack: p.unpack,
             subpath: p.subpath.as_deref(),
+            limits: p.unpack_limits.unwrap_or_default(),
         };
         sources::place(&fetched, &placement, &ctx.out_dir, &ctx.scratch)?;
         let pinned = if p.blake3.is_some() {
