@@ -139,7 +139,7 @@ const MAX_LINK_HOPS: usize = 40;
 fn link_stays_inside(link: &Path, target: &str, links: &HashMap<PathBuf, String>) -> bool {
     let mut at: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut pending: Vec<String> = Vec::new();
-    let mut push_target = |pending: &mut Vec<String>, t: &str| -> bool {
+    let push_target = |pending: &mut Vec<String>, t: &str| -> bool {
         if t.is_empty() || t.starts_with('/') || t.contains('\\') {
             return false;
         }
