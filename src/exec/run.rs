@@ -384,7 +384,7 @@ fn check_staged(staged: &Staged) -> Result<(), String> {
         )
     })?;
     let found: BTreeSet<String> = found.into_iter().collect();
-    for rel in written.keys().filter(|rel| !found.contains(*rel)) {
+    if let Some(rel) = written.keys().find(|rel| !found.contains(*rel)) {
         return Err(format!(
             "the staged output lacks `{rel}`, which the job wrote (not committed)"
         ));
@@ -535,4 +535,44 @@ pub fn resolve_inputs(
         by_name.insert(name.clone(), arts);
     }
     Ok(Inputs { by_name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged_with(dir: &std::path::Path, files: &[(&str, &str)]) -> Staged {
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(out_dir.join("sub")).unwrap();
+        let mut written = BTreeMap::new();
+        for (rel, text) in files {
+            std::fs::write(out_dir.join(rel), text).unwrap();
+            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+            written.insert(rel.to_string(), (hash, text.len() as u64));
+        }
+        Staged {
+            out_dir,
+            seconds: 0.0,
+            cleanup: dir.to_path_buf(),
+            written: Some(written),
+        }
+    }
+
+    #[test]
+    fn a_staged_output_is_committed_only_as_the_job_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = staged_with(dir.path(), &[("a", "alpha"), ("sub/b", "beta")]);
+        assert_eq!(check_staged(&staged), Ok(()));
+        // changed after the job wrote it (a half-copied file)
+        std::fs::write(staged.out_dir.join("sub/b"), "be").unwrap();
+        let err = check_staged(&staged).unwrap_err();
+        assert!(err.contains("`sub/b` is not what the job wrote"), "{err}");
+        std::fs::write(staged.out_dir.join("sub/b"), "beta").unwrap();
+        // a file the job did not write, then one missing
+        std::fs::write(staged.out_dir.join("extra"), "x").unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("`extra`"));
+        std::fs::remove_file(staged.out_dir.join("extra")).unwrap();
+        std::fs::remove_file(staged.out_dir.join("a")).unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("lacks `a`"));
+    }
 }
