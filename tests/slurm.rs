@@ -495,3 +495,79 @@ fn resources_are_not_part_of_the_key() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cpu"), "{}", text(&out));
 }
+
+#[test]
+fn su2022_smoke_runs_through_slurm_as_it_runs_locally() {
+    let Some(jobcomp) = cluster_or_skip("su2022 smoke through slurm") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("su2022.yaml"),
+        common::pipeline_with_fixtures("su2022.yaml"),
+    )
+    .expect("write");
+    let run = |args: &[&str]| common::pipe(dir.path(), args);
+    let t0 = Instant::now();
+    let out = run(&[
+        "run",
+        "su2022.yaml",
+        "--profile",
+        "smoke",
+        "--executor",
+        "slurm",
+    ]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("failed 0, skipped 0"), "{log}");
+    assert!(log.contains("published report → reports/su2022"), "{log}");
+    println!(
+        "su2022 smoke through slurm: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let jobs = submitted_jobs(&log);
+    let ran: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("ran ")?.split(',').next()?.parse().ok())
+        .expect("summary line");
+    assert_eq!(jobs.len(), ran, "one job per stage that ran: {log}");
+    let ids: BTreeSet<&String> = jobs.values().collect();
+    assert_eq!(ids.len(), ran);
+    for (stage, id) in &jobs {
+        let (name, state) = wait_finished(&jobcomp, id);
+        assert_eq!((name, state), (format!("pipe:{stage}"), "COMPLETED".into()));
+    }
+    let report = std::fs::read_to_string(dir.path().join("reports/su2022/report.md"))
+        .expect("published report");
+    assert!(report.contains("## Table 6"), "{report}");
+    // A local run on another cache computes the same keys and the same report.
+    let local_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        dir.path().join("su2022.yaml"),
+        local_dir.path().join("su2022.yaml"),
+    )
+    .expect("copy");
+    let t0 = Instant::now();
+    let local = common::pipe(
+        local_dir.path(),
+        &["run", "su2022.yaml", "--profile", "smoke", "--jobs", "2"],
+    );
+    assert!(local.status.success(), "{}", text(&local));
+    println!("su2022 smoke locally: {:.1}s", t0.elapsed().as_secs_f64());
+    let keys = |d: &Path| {
+        let out = common::pipe(d, &["plan", "su2022.yaml", "--profile", "smoke", "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan json");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| (r["stage"].to_string(), r["key"].to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(dir.path()), keys(local_dir.path()));
+    let local_report = std::fs::read_to_string(local_dir.path().join("reports/su2022/report.md"))
+        .expect("local report");
+    assert_eq!(report, local_report, "the same report from both executors");
+    // nothing left to run, locally or on the cluster
+    let plan = text(&run(&["plan", "su2022.yaml", "--profile", "smoke"]));
+    assert!(plan.contains("0 to run"), "{plan}");
+}
