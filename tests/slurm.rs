@@ -303,6 +303,8 @@ fn a_failed_job_skips_its_descendants_and_commits_nothing() {
         "{log}"
     );
     assert!(log.contains("failed: broken: "), "{log}");
+    let show = text(&p.pipe("cache", &["show", "f.yaml", "broken"]));
+    assert!(show.contains("its Slurm job logs: "), "{show}");
     assert!(log.contains("after_broken skipped"), "{log}");
     let jobs = submitted_jobs(&log);
     assert!(!jobs.contains_key("after_broken"), "{jobs:?}");
@@ -437,9 +439,13 @@ fn a_restarted_controller_reattaches_to_its_running_job() {
     assert!(log.contains("ran 2, cached 0"), "{log}");
     assert!(log.contains("submitted 1 jobs, re-attached to 1"), "{log}");
     wait_finished(&jobcomp, &id);
+    // jobs of that name since ours (earlier test runs left theirs in the log)
+    let ours: u64 = id.parse().expect("job id");
     let runs = finished_jobs(&jobcomp)
-        .values()
-        .filter(|(name, _)| name == "pipe:slow_reattached")
+        .iter()
+        .filter(|(job, (name, _))| {
+            name == "pipe:slow_reattached" && job.parse::<u64>().is_ok_and(|j| j >= ours)
+        })
         .count();
     assert_eq!(runs, 1, "the slow stage ran once");
     assert_eq!(p.show("cache", "s.yaml", "after_reattached", "o"), "done\n");

@@ -629,8 +629,11 @@ fn show_command(
                     .join(", ")
             ),
         };
+        let logs = exec::slurm::job_logs(root, &item.key)
+            .map(|(dir, ids)| format!("\nits Slurm job logs: {} (jobs {ids})", dir.display()))
+            .unwrap_or_default();
         bail!(
-            "`{name}` is not cached (key {}); `pipe run` would run it: {}{hint}",
+            "`{name}` is not cached (key {}); `pipe run` would run it: {}{hint}{logs}",
             item.key.short(),
             exec::reasons_text(&item.reasons)
         );
@@ -657,6 +660,9 @@ fn show_command(
             println!("{name}  {}  {}", item.key.short(), dir.display());
             for f in &cache.manifest(&item.key)?.files {
                 println!("  {:<40} {:>10}", f.path, human_bytes(f.size));
+            }
+            if let Some((dir, ids)) = exec::slurm::job_logs(root, &item.key) {
+                println!("Slurm job logs: {} (jobs {ids})", dir.display());
             }
         }
     }

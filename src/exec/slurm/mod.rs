@@ -80,6 +80,23 @@ pub enum SlurmError {
     WorkerBin(PathBuf),
 }
 
+/// The folder of the Slurm job logs of `key` under the cache at `root`, and the ids of
+/// its jobs (`12, 15`), when a job ever computed it.
+pub fn job_logs(root: &Path, key: &crate::hash::StageKey) -> Option<(PathBuf, String)> {
+    let dir = root.join("slurm").join("logs").join(key.hex());
+    let mut ids: Vec<u64> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    (!ids.is_empty()).then(|| (dir, ids.join(", ")))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
     move |source| SlurmError::Io {
         path: path.to_path_buf(),
