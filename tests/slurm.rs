@@ -437,7 +437,8 @@ fn a_restarted_controller_reattaches_to_its_running_job() {
         "{log}"
     );
     assert!(log.contains("ran 2, cached 0"), "{log}");
-    assert!(log.contains("submitted 1 jobs, re-attached to 1"), "{log}");
+    assert!(log.contains("submitted 1 jobs (sbatch "), "{log}");
+    assert!(log.contains("re-attached to 1"), "{log}");
     wait_finished(&jobcomp, &id);
     // jobs of that name since ours (earlier test runs left theirs in the log)
     let ours: u64 = id.parse().expect("job id");

@@ -133,6 +133,8 @@ pub struct SlurmExecutor<'u> {
     counter: usize,
     submitted: usize,
     reattached: usize,
+    /// Time spent in `sbatch` calls.
+    sbatch_time: Duration,
 }
 
 impl<'u> SlurmExecutor<'u> {
@@ -188,13 +190,21 @@ impl<'u> SlurmExecutor<'u> {
             counter: 0,
             submitted: 0,
             reattached: 0,
+            sbatch_time: Duration::ZERO,
         })
     }
 
     /// Says how many jobs this run submitted and re-attached to.
     pub fn finish(self) -> Result<(), SlurmError> {
+        let per_sbatch = match self.submitted {
+            0 => String::new(),
+            n => format!(
+                " (sbatch {:.1} ms each)",
+                self.sbatch_time.as_secs_f64() * 1e3 / n as f64
+            ),
+        };
         self.ui.line(&format!(
-            "slurm: submitted {} jobs, re-attached to {}",
+            "slurm: submitted {} jobs{per_sbatch}, re-attached to {}",
             self.submitted, self.reattached
         ));
         Ok(())
@@ -290,6 +300,7 @@ impl<'u> SlurmExecutor<'u> {
         let log_dir = self.logs_dir.join(&key);
         std::fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
         let name = format!("pipe:{}", job.inst.name);
+        let t0 = Instant::now();
         let id = tools::sbatch(&tools::Submission {
             name: &name,
             script: &script,
@@ -297,6 +308,7 @@ impl<'u> SlurmExecutor<'u> {
             chdir: &self.cwd,
             resources: &job.inst.resources,
         })?;
+        self.sbatch_time += t0.elapsed();
         let log = log_dir.join(format!("{id}.log"));
         self.journal.append(&Line::Submitted(Submitted {
             job: id.clone(),
