@@ -499,7 +499,7 @@ impl<'a> StageExecutor<'a> for SlurmExecutor<'_> {
     }
 
     fn interrupted(&self) -> bool {
-        self.interrupted
+        self.interrupted || self.interrupts.received()
     }
 }
 
