@@ -578,3 +578,56 @@ fn su2022_smoke_runs_through_slurm_as_it_runs_locally() {
     let plan = text(&run(&["plan", "su2022.yaml", "--profile", "smoke"]));
     assert!(plan.contains("0 to run"), "{plan}");
 }
+
+#[test]
+fn a_node_that_cannot_see_the_cache_stops_the_run_with_why() {
+    let Some(_) = cluster_or_skip("slurm cache not shared") else {
+        return;
+    };
+    // A node without the shared folder, made real on this one: the job's worker runs in a
+    // mount namespace where the cache folder is an empty tmpfs.
+    let probe = tempfile::tempdir().expect("tempdir");
+    let unshare = Command::new("unshare")
+        .args(["-m", "mount", "-t", "tmpfs", "none"])
+        .arg(probe.path())
+        .status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        println!("SKIPPED: slurm cache not shared: `unshare -m mount` is not allowed here");
+        return;
+    }
+    let p = Project::new();
+    p.write("d.yaml", DIAMOND);
+    let cache = p.path().join("cache");
+    let wrapper = p.path().join("node-without-share.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m sh -c 'mount -t tmpfs none \"$0\" && exec \"$@\"' '{}' '{}' \"$@\"\n",
+            cache.display(),
+            env!("CARGO_BIN_EXE_pipe")
+        ),
+    )
+    .expect("write wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = p.pipe(
+        "cache",
+        &[
+            "run",
+            "d.yaml",
+            "--executor",
+            "slurm",
+            "--worker-bin",
+            &wrapper.to_string_lossy(),
+        ],
+    );
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    assert!(
+        log.contains("could not see the cache folder")
+            && log.contains("file system every node shares"),
+        "{log}"
+    );
+    let plan = p.plan("cache", "d.yaml");
+    assert!(plan.values().all(|(_, status)| status == "run"), "{plan:?}");
+}

@@ -151,6 +151,7 @@ impl<'u> SlurmExecutor<'u> {
             Some(bin) => bin.clone(),
             None => std::env::current_exe().map_err(io(Path::new("pipe")))?,
         };
+        let worker_bin = std::path::absolute(&worker_bin).unwrap_or(worker_bin);
         if !worker_bin.is_file() {
             return Err(SlurmError::WorkerBin(worker_bin));
         }
