@@ -66,6 +66,26 @@ pub enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// Where stages are computed: `local` (threads of this process, --jobs at once)
+        /// or `slurm` (one batch job per stage instance; the cache folder must be on a
+        /// file system the nodes share).
+        #[arg(long, value_enum, default_value = "local")]
+        executor: ExecutorArg,
+        /// `--executor slurm`: jobs in flight at once (pending or running).
+        #[arg(long, default_value_t = 100)]
+        max_jobs: usize,
+        /// `--executor slurm`: the pipe executable the jobs run (it must exist at this path
+        /// on the nodes) [default: this one].
+        #[arg(long)]
+        worker_bin: Option<PathBuf>,
+    },
+    /// Computes one stage instance from a spec a `pipe run --executor slurm` wrote (what
+    /// its batch jobs run); exits 0 when the stage succeeded, 1 when it failed, 3 when
+    /// this node cannot see the cache folder.
+    #[command(hide = true)]
+    ExecStage {
+        /// The spec file (`<cache>/slurm/jobs/<job>/spec.json`).
+        spec: PathBuf,
     },
     /// Show what `run` would do and why, without running anything.
     Plan {
@@ -262,6 +282,13 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where `pipe run` computes stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 /// The shape of `pipe bench engine`'s generated DAG.

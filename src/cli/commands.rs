@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, PipelineArgs};
+use super::args::{BenchWhat, CacheAction, Cli, Command, DagFormatArg, ExecutorArg, PipelineArgs};
 use super::exit::Exit;
 use crate::cache::{Cache, CorruptionCause};
 use crate::exec::{self, Plan, PlanOptions, RunOptions, StageOutcome, Status};
@@ -88,8 +88,23 @@ pub(super) fn run_quietly(
             jobs: num_cpus::get(),
             device: "cpu".into(),
             quiet: true,
+            executor: exec::Executor::Local,
         },
     )?)
+}
+
+/// `pipe exec-stage SPEC` (inside a Slurm job): 0 when the stage succeeded, 1 when it
+/// failed (its error is in the result the controller reads), 3 when this node cannot see
+/// the cache folder, 4 for any other error.
+fn exec_stage_command(spec: &Path, registry: &StageRegistry) -> ExitCode {
+    match exec::slurm::exec_stage(spec, registry) {
+        Ok(true) => Exit::Success.code(),
+        Ok(false) => Exit::StageFailed.code(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_status() as u8)
+        }
+    }
 }
 
 /// Backend name that enters keys of backend-dependent stages.
@@ -109,14 +124,26 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             force,
             device,
             quiet,
+            executor,
+            max_jobs,
+            worker_bin,
         } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
             let cache = Cache::open(&cli.cache)?;
             let plan = plan_for(&loaded, &cache, only, force, &device)?;
+            let executor = match executor {
+                ExecutorArg::Local => exec::Executor::Local,
+                ExecutorArg::Slurm => exec::Executor::Slurm(exec::slurm::SlurmOptions {
+                    max_jobs,
+                    worker_bin,
+                    ..Default::default()
+                }),
+            };
             let opts = RunOptions {
                 jobs: jobs.unwrap_or_else(num_cpus::get),
                 device,
                 quiet,
+                executor,
             };
             let summary = exec::run_plan(
                 &loaded.pipeline,
@@ -139,6 +166,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Exit::Success.code()
             })
         }
+        Command::ExecStage { spec } => Ok(exec_stage_command(&spec, &registry)),
         Command::Plan {
             target,
             json,
@@ -601,8 +629,11 @@ fn show_command(
                     .join(", ")
             ),
         };
+        let logs = exec::slurm::job_logs(root, &item.key)
+            .map(|(dir, ids)| format!("\nits Slurm job logs: {} (jobs {ids})", dir.display()))
+            .unwrap_or_default();
         bail!(
-            "`{name}` is not cached (key {}); `pipe run` would run it: {}{hint}",
+            "`{name}` is not cached (key {}); `pipe run` would run it: {}{hint}{logs}",
             item.key.short(),
             exec::reasons_text(&item.reasons)
         );
@@ -629,6 +660,9 @@ fn show_command(
             println!("{name}  {}  {}", item.key.short(), dir.display());
             for f in &cache.manifest(&item.key)?.files {
                 println!("  {:<40} {:>10}", f.path, human_bytes(f.size));
+            }
+            if let Some((dir, ids)) = exec::slurm::job_logs(root, &item.key) {
+                println!("Slurm job logs: {} (jobs {ids})", dir.display());
             }
         }
     }

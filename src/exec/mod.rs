@@ -1,11 +1,16 @@
 //! Planning and running: keys for every instance, what must run and why, and a
-//! parallel scheduler that commits each result atomically.
+//! scheduler that hands ready stages to an executor (`local` threads or `slurm` jobs)
+//! and commits each result atomically.
 
+mod executor;
+mod local;
 mod plan;
 mod reason;
 mod run;
+pub mod slurm;
 mod ui;
 
+pub use executor::{Executor, Finished, Job, StageExecutor, Staged};
 pub use plan::{plan, Plan, PlanItem, PlanOptions, Status};
 pub use reason::{reasons_text, RunReason};
-pub use run::{run_plan, RunOptions, RunSummary, StageOutcome};
+pub use run::{run_plan, RunError, RunOptions, RunSummary, StageOutcome};

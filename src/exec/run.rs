@@ -1,20 +1,20 @@
-//! The scheduler: runs the plan's `Run` stages, independent ones in parallel up to
-//! `jobs`, each in a private temp dir, committing each result atomically. A failure
+//! The scheduler: runs the plan's `Run` stages, independent ones in parallel up to what
+//! the executor takes at once, each in a staging folder, committing each result atomically. A failure
 //! skips only its descendants; independent branches go on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use super::executor::{Executor, Finished, Job, StageExecutor, Staged};
+use super::local::LocalExecutor;
 use super::plan::{Plan, Status};
+use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
 use crate::cache::{Cache, Entry, LastRun};
 use crate::graph::StageGraph;
 use crate::spec::Pipeline;
-use crate::stages::{InputArtifact, Inputs, Progress, StageCtx, StageError, StageRegistry};
+use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub device: String,
     /// No progress bars.
     pub quiet: bool,
+    /// Where stages are computed (`local` threads, or `slurm` jobs).
+    pub executor: Executor,
 }
 
 /// What happened to one instance.
@@ -86,11 +88,10 @@ impl RunSummary {
 pub enum RunError {
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
-}
-
-struct Done {
-    instance: usize,
-    result: Result<f64, String>,
+    #[error(transparent)]
+    Slurm(#[from] super::slurm::SlurmError),
+    #[error("interrupted: the jobs this run had submitted were cancelled")]
+    Interrupted,
 }
 
 fn now_unix() -> u64 {
@@ -100,7 +101,7 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs every `Run` item of `plan`.
+/// Runs every `Run` item of `plan`, with the executor `opts.executor` names.
 pub fn run_plan(
     p: &Pipeline,
     g: &StageGraph,
@@ -109,11 +110,37 @@ pub fn run_plan(
     registry: &StageRegistry,
     opts: &RunOptions,
 ) -> Result<RunSummary, RunError> {
-    let start = Instant::now();
     let ui = RunUi::new(opts.quiet);
-    let cancel = Arc::new(AtomicBool::new(false));
+    match &opts.executor {
+        Executor::Local => std::thread::scope(|scope| {
+            let mut local = LocalExecutor::new(scope, cache, &ui, opts.jobs);
+            schedule(p, g, plan, cache, registry, opts, &ui, &mut local)
+        }),
+        Executor::Slurm(slurm) => {
+            let mut slurm = SlurmExecutor::new(slurm, cache, p, &ui)?;
+            let summary = schedule(p, g, plan, cache, registry, opts, &ui, &mut slurm);
+            slurm.finish()?;
+            summary
+        }
+    }
+}
+
+/// The scheduler: hands ready stages to `executor` (as many as it takes at once), commits
+/// each result as it ends, and skips the descendants of a failure.
+#[allow(clippy::too_many_arguments)]
+fn schedule<'a>(
+    p: &'a Pipeline,
+    g: &StageGraph,
+    plan: &Plan,
+    cache: &Cache,
+    registry: &'a StageRegistry,
+    opts: &RunOptions,
+    ui: &RunUi,
+    executor: &mut dyn StageExecutor<'a>,
+) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
     let mut outcomes: BTreeMap<usize, StageOutcome> = BTreeMap::new();
-    let damaged = drop_damaged_results(plan, cache, &ui)?;
+    let damaged = drop_damaged_results(plan, cache, ui)?;
     let runs =
         |it: &&super::plan::PlanItem| it.status == Status::Run || damaged.contains(&it.instance);
     let to_run: BTreeSet<usize> = plan
@@ -172,126 +199,92 @@ pub fn run_plan(
     for i in &ready {
         waiting_on.remove(i);
     }
-    let jobs = opts.jobs.max(1);
-    let (tx, rx) = mpsc::channel::<Done>();
+    let jobs = executor.capacity().max(1);
+    // Jobs that failed before they could start (inputs unavailable, kind not built).
+    let mut failed_to_start: VecDeque<Finished> = VecDeque::new();
     let mut running = 0usize;
 
-    std::thread::scope(|scope| -> Result<(), RunError> {
-        loop {
-            while running < jobs {
-                let Some(i) = ready.pop_front() else { break };
-                let inst = &p.instances[i];
-                let item = plan.item(i);
-                if let Some(&primary) = twin_of.get(&i) {
-                    if cache.contains(&item.key)? {
-                        ui.line(&format!(
-                            "✓ {} (same key as {}: its result)",
-                            inst.name, p.instances[primary].name
-                        ));
-                        outcomes.insert(i, StageOutcome::Cached);
-                        release_children(&mut waiting_on, &mut ready, i);
-                        continue;
-                    }
-                }
-                // Resolve inputs now (their producers are committed).
-                let inputs = match resolve_inputs(p, plan, cache, i) {
-                    Ok(inputs) => inputs,
-                    Err(e) => {
-                        let _ = tx.send(Done {
-                            instance: i,
-                            result: Err(e.to_string()),
-                        });
-                        running += 1;
-                        continue;
-                    }
-                };
-                let Some(stage) = registry.get(&inst.kind) else {
-                    let _ = tx.send(Done {
-                        instance: i,
-                        result: Err(format!("stage kind `{}` is not implemented", inst.kind)),
-                    });
-                    running += 1;
-                    continue;
-                };
-                let tmp = cache.tmp_dir(&item.key)?;
-                let checkpoint_dir = cache.checkpoint_dir(&item.key)?;
-                let bar = ui.stage_bar(&inst.name);
-                let reasons = match damaged.contains(&i) {
-                    true => "its cached output was damaged".to_string(),
-                    false => super::reason::reasons_text(&item.reasons),
-                };
-                ui.line(&format!("▶ {} ({}): {}", inst.name, inst.kind, reasons));
-                let tx = tx.clone();
-                let cancel = cancel.clone();
-                let device = opts.device.clone();
-                let key = item.key;
-                running += 1;
-                scope.spawn(move || {
-                    let t0 = Instant::now();
-                    let out_dir = tmp.join("out");
-                    let scratch = tmp.join("scratch");
-                    let mut result = std::fs::create_dir_all(&out_dir)
-                        .and_then(|_| std::fs::create_dir_all(&scratch))
-                        .map_err(|e| StageError::io(&tmp, e).to_string());
-                    if result.is_ok() {
-                        let mut ctx = StageCtx {
-                            name: inst.name.clone(),
-                            key: key.hex(),
-                            coords: inst.coords.clone(),
-                            inputs,
-                            out_dir: out_dir.clone(),
-                            scratch,
-                            checkpoint_dir,
-                            progress: Progress::new(bar.clone()),
-                            device,
-                            cancel,
-                            run: crate::stages::RunInfo {
-                                pipeline: p.file.display().to_string(),
-                                profile: p.profile.clone(),
-                            },
-                        };
-                        result = match catch_unwind(AssertUnwindSafe(|| {
-                            stage.run(&mut ctx, &inst.params)
-                        })) {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(panic) => Err(format!(
-                                "stage panicked: {}",
-                                panic
-                                    .downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_default()
-                            )),
-                        };
-                    }
-                    bar.finish_and_clear();
-                    let seconds = t0.elapsed().as_secs_f64();
-                    let _ = tx.send(Done {
-                        instance: i,
-                        result: result.map(|_| seconds),
-                    });
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok(done) = rx.recv() else { break };
-            running -= 1;
-            let i = done.instance;
+    loop {
+        while running < jobs && !executor.interrupted() {
+            let Some(i) = ready.pop_front() else { break };
             let inst = &p.instances[i];
             let item = plan.item(i);
-            let tmp = cache.root().join("tmp").join(format!(
-                "{}-{}",
-                item.key.short(),
-                std::process::id()
-            ));
-            let committed = done.result.and_then(|seconds| {
+            if let Some(&primary) = twin_of.get(&i) {
+                if cache.contains(&item.key)? {
+                    ui.line(&format!(
+                        "✓ {} (same key as {}: its result)",
+                        inst.name, p.instances[primary].name
+                    ));
+                    outcomes.insert(i, StageOutcome::Cached);
+                    release_children(&mut waiting_on, &mut ready, i);
+                    continue;
+                }
+            }
+            running += 1;
+            // Resolve inputs now (their producers are committed).
+            let inputs = match resolve_inputs(p, plan, cache, i) {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    failed_to_start.push_back(Finished {
+                        instance: i,
+                        result: Err(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            let Some(stage) = registry.get(&inst.kind) else {
+                failed_to_start.push_back(Finished {
+                    instance: i,
+                    result: Err(format!("stage kind `{}` is not implemented", inst.kind)),
+                });
+                continue;
+            };
+            let reasons = match damaged.contains(&i) {
+                true => "its cached output was damaged".to_string(),
+                false => super::reason::reasons_text(&item.reasons),
+            };
+            ui.line(&format!("▶ {} ({}): {}", inst.name, inst.kind, reasons));
+            let job = Job {
+                instance: i,
+                inst,
+                stage,
+                key: item.key,
+                inputs,
+                checkpoint_dir: cache.checkpoint_dir(&item.key)?,
+                device: opts.device.clone(),
+                run: crate::stages::RunInfo {
+                    pipeline: p.file.display().to_string(),
+                    profile: p.profile.clone(),
+                },
+            };
+            if let Err(error) = executor.start(job) {
+                failed_to_start.push_back(Finished {
+                    instance: i,
+                    result: Err(error),
+                });
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        let done = match failed_to_start.pop_front() {
+            Some(done) => done,
+            None => match executor.next_finished()? {
+                Some(done) => done,
+                None => break,
+            },
+        };
+        running -= 1;
+        let i = done.instance;
+        let inst = &p.instances[i];
+        let item = plan.item(i);
+        let committed = done.result.and_then(|staged| {
+            let result = check_staged(&staged).and_then(|()| {
                 let entry = Entry {
                     manifest: String::new(),
                     stage: inst.name.clone(),
                     kind: inst.kind.clone(),
-                    seconds,
+                    seconds: staged.seconds,
                     bytes: 0,
                     created: now_unix(),
                     pipeline: p.file.to_string_lossy().to_string(),
@@ -299,50 +292,54 @@ pub fn run_plan(
                     inputs: input_keys(&item.material),
                 };
                 cache
-                    .commit(&item.key, &tmp.join("out"), entry)
-                    .map(|_| seconds)
+                    .commit(&item.key, &staged.out_dir, entry)
+                    .map(|_| staged.seconds)
                     .map_err(|e| format!("committing outputs: {e}"))
             });
-            let _ = std::fs::remove_dir_all(&tmp);
-            match committed {
-                Ok(seconds) => {
-                    ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
-                    outcomes.insert(i, StageOutcome::Ran { seconds });
-                    cache.record_last_run(
-                        &plan.pipeline_id,
-                        &inst.name,
-                        &LastRun {
-                            key: item.key.hex(),
-                            material: item.material.clone(),
-                            input_stages: item.input_stages.clone(),
-                        },
-                    )?;
-                    release_children(&mut waiting_on, &mut ready, i);
-                }
-                Err(error) => {
-                    ui.line(&format!("✗ {} failed: {}", inst.name, error));
-                    outcomes.insert(i, StageOutcome::Failed { error });
-                    let mut failed = vec![i];
-                    failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
-                    for d in g.with_descendants(&failed) {
-                        if d != i && waiting_on.remove(&d).is_some() {
-                            ui.line(&format!(
-                                "⊘ {} skipped (upstream {} failed)",
-                                p.instances[d].name, inst.name
-                            ));
-                            outcomes.insert(
-                                d,
-                                StageOutcome::Skipped {
-                                    because: inst.name.clone(),
-                                },
-                            );
-                        }
+            let _ = std::fs::remove_dir_all(&staged.cleanup);
+            result
+        });
+        match committed {
+            Ok(seconds) => {
+                ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
+                outcomes.insert(i, StageOutcome::Ran { seconds });
+                cache.record_last_run(
+                    &plan.pipeline_id,
+                    &inst.name,
+                    &LastRun {
+                        key: item.key.hex(),
+                        material: item.material.clone(),
+                        input_stages: item.input_stages.clone(),
+                    },
+                )?;
+                release_children(&mut waiting_on, &mut ready, i);
+            }
+            Err(error) => {
+                ui.line(&format!("✗ {} failed: {}", inst.name, error));
+                outcomes.insert(i, StageOutcome::Failed { error });
+                let mut failed = vec![i];
+                failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
+                for d in g.with_descendants(&failed) {
+                    if d != i && waiting_on.remove(&d).is_some() {
+                        ui.line(&format!(
+                            "⊘ {} skipped (upstream {} failed)",
+                            p.instances[d].name, inst.name
+                        ));
+                        outcomes.insert(
+                            d,
+                            StageOutcome::Skipped {
+                                because: inst.name.clone(),
+                            },
+                        );
                     }
                 }
             }
         }
-        Ok(())
-    })?;
+    }
+    if executor.interrupted() {
+        cache.flush()?;
+        return Err(RunError::Interrupted);
+    }
 
     // Cached stages were "run" in this pipeline too: their last-run record moves on.
     for it in &plan.items {
@@ -371,6 +368,69 @@ pub fn run_plan(
             .collect(),
         wall_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuses a staged output that is not what the process that computed it says it wrote
+/// (a file missing, added, or changed since: a half-copied folder on a shared file system).
+fn check_staged(staged: &Staged) -> Result<(), String> {
+    let Some(written) = &staged.written else {
+        return Ok(());
+    };
+    let mut found = Vec::new();
+    list_files(&staged.out_dir, &staged.out_dir, &mut found).map_err(|e| {
+        format!(
+            "reading the staged outputs {}: {e}",
+            staged.out_dir.display()
+        )
+    })?;
+    let found: BTreeSet<String> = found.into_iter().collect();
+    if let Some(rel) = written.keys().find(|rel| !found.contains(*rel)) {
+        return Err(format!(
+            "the staged output lacks `{rel}`, which the job wrote (not committed)"
+        ));
+    }
+    for rel in &found {
+        let Some((hash, size)) = written.get(rel) else {
+            return Err(format!(
+                "the staged output has `{rel}`, which the job did not write (not committed)"
+            ));
+        };
+        let path = staged.out_dir.join(rel);
+        let (h, s) = crate::cache::hash_file(&path)
+            .map_err(|e| format!("reading the staged output {}: {e}", path.display()))?;
+        if &h != hash || s != *size {
+            return Err(format!(
+                "the staged output `{rel}` is not what the job wrote ({s} bytes, blake3 \
+                 {}…, the job wrote {size} bytes, {}…; not committed)",
+                h.get(..12).unwrap_or(&h),
+                hash.get(..12).unwrap_or(hash)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `dir` (links to files followed), as `/`-separated paths relative to
+/// `root`: what a commit stores.
+pub(crate) fn list_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut Vec<String>,
+) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.is_dir() {
+            list_files(root, &path, out)?;
+        } else if path.is_file() {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks every cached result of the plan before anything is served or read: a damaged
@@ -475,4 +535,44 @@ pub fn resolve_inputs(
         by_name.insert(name.clone(), arts);
     }
     Ok(Inputs { by_name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged_with(dir: &std::path::Path, files: &[(&str, &str)]) -> Staged {
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(out_dir.join("sub")).unwrap();
+        let mut written = BTreeMap::new();
+        for (rel, text) in files {
+            std::fs::write(out_dir.join(rel), text).unwrap();
+            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+            written.insert(rel.to_string(), (hash, text.len() as u64));
+        }
+        Staged {
+            out_dir,
+            seconds: 0.0,
+            cleanup: dir.to_path_buf(),
+            written: Some(written),
+        }
+    }
+
+    #[test]
+    fn a_staged_output_is_committed_only_as_the_job_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = staged_with(dir.path(), &[("a", "alpha"), ("sub/b", "beta")]);
+        assert_eq!(check_staged(&staged), Ok(()));
+        // changed after the job wrote it (a half-copied file)
+        std::fs::write(staged.out_dir.join("sub/b"), "be").unwrap();
+        let err = check_staged(&staged).unwrap_err();
+        assert!(err.contains("`sub/b` is not what the job wrote"), "{err}");
+        std::fs::write(staged.out_dir.join("sub/b"), "beta").unwrap();
+        // a file the job did not write, then one missing
+        std::fs::write(staged.out_dir.join("extra"), "x").unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("`extra`"));
+        std::fs::remove_file(staged.out_dir.join("extra")).unwrap();
+        std::fs::remove_file(staged.out_dir.join("a")).unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("lacks `a`"));
+    }
 }

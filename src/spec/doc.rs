@@ -90,6 +90,9 @@ pub struct StageDoc {
     /// stage's output after each run, e.g. `reports/quickstart` for a report.
     #[serde(default)]
     pub publish: Option<String>,
+    /// What each cell asks a cluster scheduler for (`--executor slurm`); not in the key.
+    #[serde(default)]
+    pub resources: Option<super::Resources>,
 }
 
 /// An input binding: one reference or several.

@@ -42,6 +42,8 @@ pub struct StageInstance {
     pub fingerprint: Option<String>,
     /// Workspace folder that receives a copy of the output (`publish:`).
     pub publish: Option<PathBuf>,
+    /// What a cluster job of this cell asks for (`resources:`); not part of the key.
+    pub resources: super::Resources,
     /// Where the stage is defined (for messages).
     pub file: PathBuf,
     pub line: usize,
@@ -487,6 +489,10 @@ pub fn load_pipeline(
             matrix.append(&mut out.matrix);
             out.matrix = matrix;
             out.publish = out.publish.take().or_else(|| tpl.publish.clone());
+            out.resources = match (&tpl.resources, out.resources.take()) {
+                (Some(t), Some(o)) => Some(t.overlaid(&o)),
+                (t, o) => o.or_else(|| t.clone()),
+            };
             if out.foreach.is_empty() {
                 out.foreach = tpl.foreach.clone();
             }
@@ -569,7 +575,17 @@ pub fn load_pipeline(
                 };
                 for (k, v) in values {
                     let key = key_str(k);
-                    if key == "matrix" {
+                    if key == "resources" {
+                        let over: super::Resources =
+                            serde_yaml::from_value(v.clone()).map_err(|e| {
+                                map.error(
+                                    &["profiles", p, selector, "resources"],
+                                    format!("bad resources: {}", describe_yaml_error(&e)),
+                                )
+                            })?;
+                        let base = m.doc.resources.take().unwrap_or_default();
+                        m.doc.resources = Some(base.overlaid(&over));
+                    } else if key == "matrix" {
                         let axes: BTreeMap<String, MatrixAxisDoc> =
                             serde_yaml::from_value(v.clone()).map_err(|e| {
                                 map.error(
@@ -788,6 +804,7 @@ pub fn load_pipeline(
                 inputs: BTreeMap::new(),
                 fingerprint,
                 publish,
+                resources: m.doc.resources.clone().unwrap_or_default(),
                 file: path.to_path_buf(),
                 line,
             });

@@ -5,6 +5,7 @@ mod doc;
 mod error;
 mod expand;
 mod locate;
+mod resources;
 
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 pub use error::SpecError;
@@ -12,3 +13,4 @@ pub use expand::{
     load_pipeline, set_max_cells, InputRef, Pipeline, StageInstance, DEFAULT_MAX_CELLS,
 };
 pub use locate::{Located, SourceMap};
+pub use resources::Resources;

@@ -1,0 +1,93 @@
+//! The executor seam: the scheduler ([`super::run_plan`]) decides what is ready and commits
+//! results; an executor only computes one stage instance into a staging folder and says
+//! when it is done. `local` computes in threads of this process; `slurm` submits one batch
+//! job per instance (see [`super::slurm`]).
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use super::slurm::SlurmOptions;
+use crate::hash::StageKey;
+use crate::spec::StageInstance;
+use crate::stages::{ErasedStage, Inputs, RunInfo, StageCtx};
+
+/// Where stage instances are computed.
+#[derive(Debug, Clone, Default)]
+pub enum Executor {
+    /// In threads of the `pipe run` process (`--jobs` at once).
+    #[default]
+    Local,
+    /// One Slurm batch job per stage instance.
+    Slurm(SlurmOptions),
+}
+
+/// One stage instance handed to an executor: everything needed to compute it.
+pub struct Job<'a> {
+    /// Index into the pipeline's instances.
+    pub instance: usize,
+    pub inst: &'a StageInstance,
+    pub stage: &'a dyn ErasedStage,
+    pub key: StageKey,
+    /// Resolved inputs (read-only views in the cache).
+    pub inputs: Inputs,
+    /// The stage's resumable state (kept across kills).
+    pub checkpoint_dir: PathBuf,
+    pub device: String,
+    pub run: RunInfo,
+}
+
+/// The outputs of a job that succeeded, waiting to be committed.
+#[derive(Debug)]
+pub struct Staged {
+    /// The stage's output folder.
+    pub out_dir: PathBuf,
+    /// Seconds the stage itself ran.
+    pub seconds: f64,
+    /// Folder removed once the result is committed (or refused).
+    pub cleanup: PathBuf,
+    /// What the computing process says it wrote (relative path -> (blake3 hex, size)),
+    /// checked against `out_dir` before the commit; `None` when it is this process.
+    pub written: Option<BTreeMap<String, (String, u64)>>,
+}
+
+/// A job that ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub instance: usize,
+    pub result: Result<Staged, String>,
+}
+
+/// An executor: starts jobs and reports them as they end.
+pub trait StageExecutor<'a> {
+    /// Jobs it runs at once.
+    fn capacity(&self) -> usize;
+    /// Starts computing `job` (an `Err` is that job's failure).
+    fn start(&mut self, job: Job<'a>) -> Result<(), String>;
+    /// Blocks until one started job ends; `None` when none is in flight.
+    fn next_finished(&mut self) -> Result<Option<Finished>, super::run::RunError>;
+    /// Whether the run was interrupted (Ctrl-C, SIGTERM): nothing more is started.
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `stage` on a prepared context, turning a panic into an error message.
+pub(crate) fn compute(
+    stage: &dyn ErasedStage,
+    ctx: &mut StageCtx,
+    params: &serde_json::Value,
+) -> Result<(), String> {
+    match catch_unwind(AssertUnwindSafe(|| stage.run(ctx, params))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!(
+            "stage panicked: {}",
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
