@@ -181,7 +181,10 @@ mod tests {
             assert!(is_single_root_tree(&head), "{head:?}");
             let want = brute_force(&score);
             let got = tree_score(&score, &head);
-            assert!((got - want).abs() < 1e-9, "n {n}: {got} vs {want}, {head:?}");
+            assert!(
+                (got - want).abs() < 1e-9,
+                "n {n}: {got} vs {want}, {head:?}"
+            );
         }
     }
 

@@ -158,7 +158,11 @@ fn attachment_metrics(
             ArcDecoding::BestHead => &line.pred,
             ArcDecoding::Mst => line.pred_mst.as_ref().ok_or_else(|| StageError::Input {
                 name: "predictions".into(),
-                message: format!("{}:{}: no `pred_mst` for `decode: mst`", path.display(), i + 1),
+                message: format!(
+                    "{}:{}: no `pred_mst` for `decode: mst`",
+                    path.display(),
+                    i + 1
+                ),
             })?,
         };
         let gold = line
@@ -168,7 +172,11 @@ fn attachment_metrics(
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| StageError::Input {
                 name: "predictions".into(),
-                message: format!("{}:{}: a gold arc is not `HEAD:DEPREL`", path.display(), i + 1),
+                message: format!(
+                    "{}:{}: a gold arc is not `HEAD:DEPREL`",
+                    path.display(),
+                    i + 1
+                ),
             })?;
         // a word without a prediction (`_`) counts as wrong
         let pred: Vec<(usize, &str)> = pred

@@ -98,8 +98,8 @@ pub fn tree_unit(
 
 /// A relation unit from a tagged sentence (`… @E1$ configuration of … @E2$ elements`): the
 /// tags are taken out, the words split on whitespace, and the nodes are the first pieces
-/// of the words right after the first and second tag. `None` when the text has fewer than
-/// two tags or a tag ends it, or a nominal is cut off by `max_len`.
+/// of the words right after the first and second tag (see [`pair_window`] for sentences
+/// longer than `max_len`). `None` when the text has fewer than two tags or a tag ends it.
 pub fn relation_unit(
     text: &str,
     label: usize,
@@ -133,25 +133,54 @@ pub fn relation_unit(
         return Ok(None);
     }
     let pieces = tokenizer.encode_words(&words)?;
-    let budget = max_len.saturating_sub(2).max(1);
-    let mut ids = vec![tokenizer.cls_id()];
-    let mut starts = Vec::with_capacity(words.len());
-    for word in &pieces {
-        let room = (budget + 1).saturating_sub(ids.len());
-        starts.push(ids.len());
-        ids.extend_from_slice(&word[..word.len().min(room)]);
-    }
-    ids.push(tokenizer.sep_id());
-    let nodes = [marked[0], marked[1]].map(|w| starts[w]);
-    if nodes.iter().any(|&p| p + 1 >= ids.len()) {
-        return Ok(None);
-    }
+    let (ids, nodes) = pair_window(
+        &pieces,
+        [marked[0], marked[1]],
+        [tokenizer.cls_id(), tokenizer.sep_id()],
+        max_len,
+    );
     Ok(Some(PairUnit {
         ids,
         nodes: nodes.to_vec(),
         target: PairTarget::Pair(label),
         words: words.len(),
     }))
+}
+
+/// `[CLS] pieces… [SEP]` of at most `max_len` pieces holding the words `pair` (and the
+/// first pieces of each): the sentence from its first word when it fits, else from the
+/// first word that lets the second of the pair in; a pair further apart than a window
+/// puts the second node on the window's last piece. Returns the pieces and the pair's
+/// first-piece positions.
+pub fn pair_window(
+    pieces: &[Vec<u32>],
+    pair: [usize; 2],
+    [cls, sep]: [u32; 2],
+    max_len: usize,
+) -> (Vec<u32>, [usize; 2]) {
+    let budget = max_len.saturating_sub(2).max(1);
+    let (first, last) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
+    // pieces needed from word `start` up to the first piece of `last`
+    let need =
+        |start: usize| -> usize { pieces[start..last].iter().map(Vec::len).sum::<usize>() + 1 };
+    let mut start = 0;
+    while start < first && need(start) > budget {
+        start += 1;
+    }
+    let mut ids = vec![cls];
+    let mut starts = vec![None; pieces.len()];
+    for (w, word) in pieces.iter().enumerate().skip(start) {
+        let room = (budget + 1).saturating_sub(ids.len());
+        if room == 0 {
+            break;
+        }
+        starts[w] = Some(ids.len());
+        ids.extend_from_slice(&word[..word.len().min(room)]);
+    }
+    let end = ids.len() - 1;
+    ids.push(sep);
+    let node = |w: usize| starts[w].unwrap_or(end);
+    (ids, [node(pair[0]), node(pair[1])])
 }
 
 /// A padded batch of units: pieces, masks, and where the nodes are.
@@ -223,7 +252,8 @@ fn encode_nodes(
         batch.attention_mask.clone(),
         with_attention,
     );
-    let g = with_attention.then(|| pair_attention(&out.attentions, batch.flat_index.clone(), batch.n));
+    let g =
+        with_attention.then(|| pair_attention(&out.attentions, batch.flat_index.clone(), batch.n));
     let x = node_states(out.last_hidden_state, batch.flat_index.clone(), batch.n);
     (x, g)
 }
@@ -232,7 +262,10 @@ fn encode_nodes(
 pub fn pair_loss(s: Tensor<4>, units: &[&PairUnit]) -> Result<Tensor<1>, TrainError> {
     let [b, n, _, k] = s.dims();
     let device = s.device();
-    if units.iter().all(|u| matches!(u.target, PairTarget::Pair(_))) {
+    if units
+        .iter()
+        .all(|u| matches!(u.target, PairTarget::Pair(_)))
+    {
         let logits = s.slice(s![.., 0..1, 1..2, ..]).reshape([b, k]);
         let labels: Vec<i64> = units
             .iter()
@@ -423,7 +456,14 @@ fn padded_features(
     let b = features.len();
     let n = features.iter().map(|f| f.n).max().unwrap_or(1);
     let mut x = vec![0f32; b * n * hidden];
-    let mut g = vec![0f32; if attention > 0 { b * n * n * attention } else { 0 }];
+    let mut g = vec![
+        0f32;
+        if attention > 0 {
+            b * n * n * attention
+        } else {
+            0
+        }
+    ];
     for (row, f) in features.iter().enumerate() {
         x[row * n * hidden..(row * n + f.n) * hidden].copy_from_slice(&f.x);
         if attention > 0 {
@@ -435,7 +475,8 @@ fn padded_features(
         }
     }
     let x = Tensor::from_data(TensorData::new(x, [b, n, hidden]), device);
-    let g = (attention > 0).then(|| Tensor::from_data(TensorData::new(g, [b, n, n, attention]), device));
+    let g = (attention > 0)
+        .then(|| Tensor::from_data(TensorData::new(g, [b, n, n, attention]), device));
     (x, g)
 }
 
@@ -529,9 +570,7 @@ pub fn predict_pairs(
         }
         let refs: Vec<&PairUnit> = indices.iter().map(|&i| &units[i]).collect();
         let s = match scorer {
-            Scorer::FineTuned(model) => {
-                model.scores(&PairBatch::new(&refs, pad_id, 0, device))?
-            }
+            Scorer::FineTuned(model) => model.scores(&PairBatch::new(&refs, pad_id, 0, device))?,
             Scorer::Frozen {
                 head,
                 features,
@@ -555,14 +594,20 @@ pub fn predict_pairs(
 /// Decodes a batch's scores (see the module doc).
 fn decode(s: Tensor<4>, units: &[&PairUnit]) -> Result<Vec<PairPrediction>, TrainError> {
     let [b, n, _, k] = s.dims();
-    if units.iter().all(|u| matches!(u.target, PairTarget::Pair(_))) {
+    if units
+        .iter()
+        .all(|u| matches!(u.target, PairTarget::Pair(_)))
+    {
         let logits = s.slice(s![.., 0..1, 1..2, ..]).reshape([b, k]);
         let best: Vec<i64> = logits
             .argmax(1)
             .into_data()
             .try_into_vec_as::<i64>()
             .map_err(|e| TrainError::Invalid(format!("{e:?}")))?;
-        return Ok(best.into_iter().map(|y| PairPrediction::Pair(y as usize)).collect());
+        return Ok(best
+            .into_iter()
+            .map(|y| PairPrediction::Pair(y as usize))
+            .collect());
     }
     let device = s.device();
     let labels: Vec<i64> = s
@@ -588,7 +633,17 @@ fn decode(s: Tensor<4>, units: &[&PairUnit]) -> Result<Vec<PairPrediction>, Trai
             *slot = Some((h, label(h, d)));
         }
         let score: Vec<Vec<f64>> = (0..m)
-            .map(|h| (0..m).map(|d| if h == d || d == 0 { f64::NEG_INFINITY } else { at(d, h) }).collect())
+            .map(|h| {
+                (0..m)
+                    .map(|d| {
+                        if h == d || d == 0 {
+                            f64::NEG_INFINITY
+                        } else {
+                            at(d, h)
+                        }
+                    })
+                    .collect()
+            })
             .collect();
         let tree = max_spanning_tree(&score);
         let mut mst = vec![None; unit.words];
@@ -603,6 +658,22 @@ fn decode(s: Tensor<4>, units: &[&PairUnit]) -> Result<Vec<PairPrediction>, Trai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_window_slides_to_hold_both_words() {
+        let pieces: Vec<Vec<u32>> = (1..=6).map(|i| vec![i]).collect();
+        // the whole sentence fits
+        let (ids, nodes) = pair_window(&pieces, [1, 4], [101, 102], 16);
+        assert_eq!((ids.len(), nodes), (8, [2, 5]));
+        // 3 pieces a window: it starts at the first of the pair
+        let (ids, nodes) = pair_window(&pieces, [2, 4], [101, 102], 5);
+        assert_eq!(ids, vec![101, 3, 4, 5, 102]);
+        assert_eq!(nodes, [1, 3]);
+        // too far apart: the second lands on the window's last piece
+        let (ids, nodes) = pair_window(&pieces, [0, 5], [101, 102], 5);
+        assert_eq!(ids, vec![101, 1, 2, 3, 102]);
+        assert_eq!(nodes, [1, 3]);
+    }
 
     #[test]
     fn tree_units_cut_at_max_len_and_lose_heads_past_the_cut() {

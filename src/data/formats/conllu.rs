@@ -167,7 +167,11 @@ fn parse_sentence(
                 return Err(line_error(
                     file,
                     at,
-                    format!("a second root (word {}; word {} is already the root)", w + 1, first),
+                    format!(
+                        "a second root (word {}; word {} is already the root)",
+                        w + 1,
+                        first
+                    ),
                 ));
             }
             root = Some(w + 1);
@@ -226,21 +230,34 @@ mod tests {
         assert_eq!(trees[0].heads, [0, 1, 1]);
         assert_eq!(trees[0].sent_id.as_deref(), Some("s1"));
         assert_eq!(trees[0].doc_id.as_deref(), Some("d1"));
-        assert_eq!(parse_arc_tag(&arc_tag(7, "acl:relcl")), Some((7, "acl:relcl")));
+        assert_eq!(
+            parse_arc_tag(&arc_tag(7, "acl:relcl")),
+            Some((7, "acl:relcl"))
+        );
     }
 
     #[test]
     fn two_roots_a_head_out_of_range_and_a_cycle_name_their_line() {
-        let two_roots = format!("{}{}", word("1", "a", "0", "root"), word("2", "b", "0", "root"));
+        let two_roots = format!(
+            "{}{}",
+            word("1", "a", "0", "root"),
+            word("2", "b", "0", "root")
+        );
         let e = read_str(&two_roots)[0].as_ref().unwrap_err().to_string();
-        assert!(e.starts_with("t.conllu:2:") && e.contains("second root"), "{e}");
+        assert!(
+            e.starts_with("t.conllu:2:") && e.contains("second root"),
+            "{e}"
+        );
         let out_of_range = format!(
             "# sent_id = x\n{}{}",
             word("1", "a", "0", "root"),
             word("2", "b", "5", "obj")
         );
         let e = read_str(&out_of_range)[0].as_ref().unwrap_err().to_string();
-        assert!(e.starts_with("t.conllu:3:") && e.contains("out of range"), "{e}");
+        assert!(
+            e.starts_with("t.conllu:3:") && e.contains("out of range"),
+            "{e}"
+        );
         let cycle = format!(
             "{}{}{}",
             word("1", "a", "0", "root"),

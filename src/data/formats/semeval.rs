@@ -46,7 +46,9 @@ pub fn tag_nominals(sentence: &str) -> Result<String, String> {
                 return Err(format!("`{close}` before `{open}`"));
             }
         }
-        text = text.replacen(&open, &format!("{tag} "), 1).replacen(&close, "", 1);
+        text = text
+            .replacen(&open, &format!("{tag} "), 1)
+            .replacen(&close, "", 1);
     }
     Ok(text)
 }

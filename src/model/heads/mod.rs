@@ -50,9 +50,7 @@ pub use inter_cls::{InterClsAttHead, InterClsLstmHead};
 pub use lstm::{Lstm, SllLstmHead};
 pub use pairwise::{pairwise_attention, PairwiseAttHead};
 pub use token::{TokenHead, TokenHeadConfig, TransitionConstraints, WordStarts};
-pub use word_pair::{
-    node_states, pair_attention, PairFeatures, WordPairHead, WordPairHeadConfig,
-};
+pub use word_pair::{node_states, pair_attention, PairFeatures, WordPairHead, WordPairHeadConfig};
 
 /// Standard deviation of BERT's truncated-normal initializer, used for `W_f` and `K`.
 const BERT_INIT_STD: f64 = 0.02;

@@ -227,9 +227,16 @@ mod tests {
             dropout: 0.0,
         };
         let head = config.init(&device).unwrap_or_else(|e| panic!("{e}"));
-        let last: Tensor<3> = Tensor::random([b, t, h], burn::tensor::Distribution::Default, &device);
+        let last: Tensor<3> =
+            Tensor::random([b, t, h], burn::tensor::Distribution::Default, &device);
         let z: Vec<Tensor<4>> = (0..layers)
-            .map(|_| Tensor::random([b, heads, t, t], burn::tensor::Distribution::Default, &device))
+            .map(|_| {
+                Tensor::random(
+                    [b, heads, t, t],
+                    burn::tensor::Distribution::Default,
+                    &device,
+                )
+            })
             .collect();
         // nodes: sequence 0 at positions 0, 2, 5; sequence 1 at 0, 1, 3
         let nodes = [[0usize, 2, 5], [0, 1, 3]];
@@ -243,18 +250,39 @@ mod tests {
         let x = node_states(last.clone(), flat.clone(), n);
         let g = pair_attention(&z, flat, n);
         let s = head.scores(x, Some(g)).unwrap_or_else(|e| panic!("{e}"));
-        let s: Vec<f32> = s.into_data().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("{e:?}"));
-        let last: Vec<f32> = last.into_data().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("{e:?}"));
+        let s: Vec<f32> = s
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let last: Vec<f32> = last
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let z: Vec<Vec<f32>> = z
             .into_iter()
-            .map(|x| x.into_data().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("{e:?}")))
+            .map(|x| {
+                x.into_data()
+                    .try_into_vec_as::<f32>()
+                    .unwrap_or_else(|e| panic!("{e:?}"))
+            })
             .collect();
-        let w: Vec<f32> = head.w.weight.val().into_data().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("{e:?}"));
+        let w: Vec<f32> = head
+            .w
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let bias: Vec<f32> = head
             .w
             .bias
             .as_ref()
-            .map(|x| x.val().into_data().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("{e:?}")))
+            .map(|x| {
+                x.val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .unwrap_or_else(|e| panic!("{e:?}"))
+            })
             .unwrap_or_else(|| vec![0.0; k]);
         let d = 2 * h + 2 * layers * heads;
         for bi in 0..b {
@@ -271,10 +299,13 @@ mod tests {
                         }
                     }
                     for label in 0..k {
-                        let want: f32 = bias[label]
-                            + (0..d).map(|f| c[f] * w[f * k + label]).sum::<f32>();
+                        let want: f32 =
+                            bias[label] + (0..d).map(|f| c[f] * w[f * k + label]).sum::<f32>();
                         let got = s[((bi * n + i) * n + j) * k + label];
-                        assert!((got - want).abs() < 1e-4, "({bi},{i},{j},{label}) {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "({bi},{i},{j},{label}) {got} vs {want}"
+                        );
                     }
                 }
             }

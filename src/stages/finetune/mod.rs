@@ -235,7 +235,11 @@ impl Stage for FinetuneStage {
         let word_pair = p.head == HeadKind::WordPair;
         if !word_pair && (p.freeze_encoder || !is_default_features(&p.features)) {
             return Err(ParamError::new(
-                if p.freeze_encoder { "freeze_encoder" } else { "features" },
+                if p.freeze_encoder {
+                    "freeze_encoder"
+                } else {
+                    "features"
+                },
                 format!("needs `head: word_pair`, not `{}`", p.head),
             ));
         }

@@ -206,9 +206,23 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
     let read = |name: &str, cap: Option<usize>| {
         if trees {
-            read_trees(&data_dir, name, cap, &label_set.labels, &tokenizer, p.max_len)
+            read_trees(
+                &data_dir,
+                name,
+                cap,
+                &label_set.labels,
+                &tokenizer,
+                p.max_len,
+            )
         } else {
-            read_pairs(&data_dir, name, cap, &label_set.labels, &tokenizer, p.max_len)
+            read_pairs(
+                &data_dir,
+                name,
+                cap,
+                &label_set.labels,
+                &tokenizer,
+                p.max_len,
+            )
         }
     };
     let required = |name: &str, set: Option<PairSet>| {
@@ -228,7 +242,11 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         test.units.len(),
         if trees { "sentences" } else { "instances" },
         p.features.name(),
-        if p.freeze_encoder { ", frozen encoder" } else { "" },
+        if p.freeze_encoder {
+            ", frozen encoder"
+        } else {
+            ""
+        },
     ));
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
@@ -332,24 +350,30 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             train.units.len() + dev.as_ref().map_or(0, |d| d.units.len()) + test.units.len()
         ));
         let objective = FrozenPairObjective::new(&train.units, &train_features, hidden, attention);
-        let fitted = fit(model.head, &objective, &p.settings(), &env, |head, record| {
-            let (Some(dev), Some(feats)) = (dev.as_ref(), dev_features.as_ref()) else {
-                return Ok(());
-            };
-            if !wants_dev(record) {
-                return Ok(());
-            }
-            let valid = head.valid();
-            let scorer = Scorer::Frozen {
-                head: &valid,
-                features: feats,
-                hidden,
-                attention,
-            };
-            let predicted =
-                predict_pairs(&scorer, &dev.units, pad_id, p.batch_size, &device, &cancel)?;
-            score_dev(dev, &predicted, record)
-        })?;
+        let fitted = fit(
+            model.head,
+            &objective,
+            &p.settings(),
+            &env,
+            |head, record| {
+                let (Some(dev), Some(feats)) = (dev.as_ref(), dev_features.as_ref()) else {
+                    return Ok(());
+                };
+                if !wants_dev(record) {
+                    return Ok(());
+                }
+                let valid = head.valid();
+                let scorer = Scorer::Frozen {
+                    head: &valid,
+                    features: feats,
+                    hidden,
+                    attention,
+                };
+                let predicted =
+                    predict_pairs(&scorer, &dev.units, pad_id, p.batch_size, &device, &cancel)?;
+                score_dev(dev, &predicted, record)
+            },
+        )?;
         let valid = fitted.model.valid();
         let scorer = Scorer::Frozen {
             head: &valid,
@@ -357,7 +381,8 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             hidden,
             attention,
         };
-        let predicted = predict_pairs(&scorer, &test.units, pad_id, p.batch_size, &device, &cancel)?;
+        let predicted =
+            predict_pairs(&scorer, &test.units, pad_id, p.batch_size, &device, &cancel)?;
         (fitted.history, predicted)
     } else {
         let objective = WordPairObjective::new(&train.units, pad_id);
