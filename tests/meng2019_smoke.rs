@@ -101,3 +101,50 @@ fn meng2019_smoke_runs_end_to_end_and_then_everything_is_cached() {
     };
     assert_eq!((total("train"), total("test")), (40, 30), "{s}");
 }
+
+/// The corpus stage's params of `name` in `stages/corpora.yaml`.
+fn template_spec(name: &str) -> pipe::data::CorpusSpec {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("stages/corpora.yaml")).expect("corpora.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    serde_yaml::from_value(doc["templates"][name]["params"].clone()).expect("corpus params")
+}
+
+/// The full corpora, counted as their SOURCE.md files count them (skipped without
+/// `../shared/data`).
+#[test]
+fn full_corpora_counts_match_their_source_files() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = repo.join("../shared/data");
+    if !data.join("semeval2010t8").is_dir() || !data.join("ud-english-ewt").is_dir() {
+        println!("skipped: ../shared/data/{{semeval2010t8,ud-english-ewt}} not found");
+        return;
+    }
+    let semeval = pipe::data::corpus::build(
+        &template_spec("semeval2010t8_corpus"),
+        &data.join("semeval2010t8"),
+    )
+    .expect("SemEval corpus");
+    let stats = semeval.stats();
+    let total = |split: &str| stats.counts[split].values().sum::<u64>();
+    assert_eq!((total("train"), total("test")), (8000, 2717));
+    assert_eq!(stats.counts["train"].len(), 19, "19 directed labels");
+    assert_eq!(stats.counts["train"]["Other"], 1410);
+    assert_eq!(stats.counts["test"]["Other"], 454);
+    assert_eq!(stats.counts["train"]["Cause-Effect(e2,e1)"], 659);
+    assert_eq!(stats.counts["test"]["Entity-Destination(e2,e1)"], 1);
+    assert_eq!(stats.counts["test"]["Product-Producer(e2,e1)"], 123);
+
+    let ewt = pipe::data::corpus::build(&template_spec("ewt_corpus"), &data.join("ud-english-ewt"))
+        .expect("EWT corpus");
+    let stats = ewt.stats();
+    for (split, sentences, words) in [
+        ("train", 12544, 204577),
+        ("dev", 2001, 25147),
+        ("test", 2077, 25094),
+    ] {
+        assert_eq!(stats.sentences[split], sentences, "{split}");
+        assert_eq!(stats.tokens[split], words, "{split}");
+    }
+    assert_eq!(ewt.labels.labels.len(), 51, "DEPREL labels used");
+}
