@@ -181,7 +181,7 @@ fn parse_sentence(
         return Err(line_error(file, tree.line, "no word has HEAD 0 (no root)"));
     }
     // every word reaches the root in at most n steps, else there is a cycle
-    for start in 0..n {
+    for (start, &line_no) in lines_of_words.iter().enumerate() {
         let mut at = start + 1;
         let mut steps = 0;
         while at != 0 {
@@ -190,7 +190,7 @@ fn parse_sentence(
             if steps > n {
                 return Err(line_error(
                     file,
-                    lines_of_words[start],
+                    line_no,
                     format!("word {} is on a cycle of heads", start + 1),
                 ));
             }
