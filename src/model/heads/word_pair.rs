@@ -311,4 +311,72 @@ mod tests {
             }
         }
     }
+
+    /// The cost of scoring all pairs (MiniLM sizes: H 384, L·A 72, K 52; a batch of 16
+    /// sentences of 40 nodes): the batched product against `W C` built pair by pair.
+    /// Run with `cargo test --release --lib pair_scoring_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn pair_scoring_cost() {
+        let device = Device::flex();
+        let (b, n, h, layers, heads, k) = (16, 40, 384, 6, 12, 52);
+        let config = WordPairHeadConfig {
+            features: PairFeatures::EmbAtt,
+            hidden_size: h,
+            num_layers: layers,
+            num_attention_heads: heads,
+            num_labels: k,
+            dropout: 0.0,
+        };
+        let head = config.init(&device).unwrap_or_else(|e| panic!("{e}"));
+        let x: Tensor<3> = Tensor::random([b, n, h], burn::tensor::Distribution::Default, &device);
+        let g: Tensor<4> = Tensor::random(
+            [b, n, n, layers * heads],
+            burn::tensor::Distribution::Default,
+            &device,
+        );
+        let start = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            let s = head
+                .scores(x.clone(), Some(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = s.into_data();
+        }
+        let batched = start.elapsed().as_secs_f64() / reps as f64;
+        // one sentence's pairs one at a time: C_{i,j} built and multiplied by W
+        let w = head.w.weight.val();
+        let start = std::time::Instant::now();
+        let xs = x.clone().slice(s![0..1, .., ..]).reshape([n, h]);
+        let gs = g
+            .clone()
+            .slice(s![0..1, .., .., ..])
+            .reshape([n, n, layers * heads]);
+        for i in 0..n {
+            for j in 0..n {
+                let c = Tensor::cat(
+                    vec![
+                        xs.clone().slice(s![i..i + 1, ..]),
+                        xs.clone().slice(s![j..j + 1, ..]),
+                        gs.clone()
+                            .slice(s![i..i + 1, j..j + 1, ..])
+                            .reshape([1, layers * heads]),
+                        gs.clone()
+                            .slice(s![j..j + 1, i..i + 1, ..])
+                            .reshape([1, layers * heads]),
+                    ],
+                    1,
+                );
+                let _ = c.matmul(w.clone()).into_data();
+            }
+        }
+        let looped = start.elapsed().as_secs_f64() * b as f64;
+        println!(
+            "all {} pairs of {b} sentences × {n} nodes: batched {:.1} ms, a loop over pairs {:.0} ms ({:.0}× slower)",
+            b * n * n,
+            1e3 * batched,
+            1e3 * looped,
+            looped / batched
+        );
+    }
 }
