@@ -271,4 +271,37 @@ mod tests {
         let read = read_str(&both);
         assert!(read[0].is_err() && read[1].is_ok());
     }
+
+    #[test]
+    fn on_error_skip_counts_a_bad_tree_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "{}{}\n{}{}\n",
+            word("1", "a", "0", "root"),
+            word("2", "b", "0", "root"),
+            word("1", "c", "0", "root"),
+            word("2", "d", "1", "obj"),
+        );
+        std::fs::write(dir.path().join("t.conllu"), text).unwrap_or_else(|e| panic!("{e}"));
+        let spec = |on_error: &str| -> crate::data::CorpusSpec {
+            serde_json::from_value(serde_json::json!({
+                "format": "conllu", "files": {"train": "t.conllu"}, "on_error": on_error
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let e = crate::data::corpus::build(&spec("fail"), dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("t.conllu:2:"), "{e}");
+        let corpus =
+            crate::data::corpus::build(&spec("skip"), dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(corpus.warnings.get("skipped"), Some(&1));
+        let crate::data::Units::Ner(trees) = &corpus.units else {
+            panic!("trees are sentences")
+        };
+        assert_eq!(trees.len(), 1);
+        assert_eq!(trees[0].tags, ["0:root", "1:obj"]);
+        assert_eq!(corpus.labels.labels, ["obj", "root"]);
+    }
 }
