@@ -15,7 +15,9 @@ use super::corpus_spec::{
 };
 use super::formats::conll::{self, RawSentence};
 use super::formats::json::{self, Shape};
-use super::formats::{ddi_xml, line_error, tsv, RawRecord, ReadConfig, ReadOutput, Tagging};
+use super::formats::{
+    conllu, ddi_xml, line_error, semeval, tsv, RawRecord, ReadConfig, ReadOutput, Tagging,
+};
 use super::schema::{group_of, Instance, LabelSet, Sentence, Task, Unit, LABELS_FILE};
 use super::stats::Stats;
 use super::{entity, jsonl, DataError};
@@ -134,7 +136,10 @@ fn preset(format: Format) -> (Layout, Option<EntityStyle>, Option<&'static str>)
             None,
             None,
         ),
-        Format::Jsonl | Format::Json | Format::Conll => (Layout::default(), None, None),
+        Format::Jsonl | Format::Json | Format::Conll | Format::Conllu => {
+            (Layout::default(), None, None)
+        }
+        Format::Semeval2010Task8 => (Layout::default(), Some(EntityStyle::Tagged), None),
     }
 }
 
@@ -143,6 +148,7 @@ fn preset_negative(format: Format) -> Option<&'static str> {
     match format {
         Format::AimedJson | Format::AimedTsv => Some("negative"),
         Format::DdiXml => Some(ddi_xml::NEGATIVE),
+        Format::Semeval2010Task8 => Some(semeval::OTHER),
         _ => None,
     }
 }
@@ -222,6 +228,7 @@ pub fn build(spec: &CorpusSpec, input: &Path) -> Result<Corpus, DataError> {
     };
     let mut corpus = match spec.format.task() {
         Task::Relation => build_relation(spec, input, &mut policy)?,
+        Task::Ner if spec.format == Format::Conllu => build_trees(spec, input, &mut policy)?,
         Task::Ner => build_ner(spec, input, &mut policy)?,
     };
     // A split file that yields nothing would make the split vanish downstream (no dev set,
@@ -360,7 +367,12 @@ fn read_file(
         Format::AimedJson | Format::Jsonl => json::read(&path, rel, Shape::Lines, &config)?,
         Format::Json => json::read(&path, rel, Shape::Array, &config)?,
         Format::DdiXml => ddi_xml::read(input, rel, &config.tagging)?,
-        Format::Conll => return Err(DataError::Invalid(format!("{rel}: conll is an NER format"))),
+        Format::Semeval2010Task8 => semeval::read(&path, rel, &config)?,
+        Format::Conll | Format::Conllu => {
+            return Err(DataError::Invalid(format!(
+                "{rel}: {format:?} is a sentence format"
+            )))
+        }
     };
     Ok((out, format))
 }
@@ -652,6 +664,66 @@ fn build_ner(
             task: Task::Ner,
             labels,
             negative: Some("O".into()),
+        },
+        units: Units::Ner(sentences),
+        warnings: BTreeMap::new(),
+        notes: Vec::new(),
+    })
+}
+
+/// CoNLL-U trees: each a [`Sentence`] whose tags are the words' arcs (`HEAD:DEPREL`);
+/// `labels.json` lists the relations (DEPREL values, sorted), with no negative label.
+fn build_trees(
+    spec: &CorpusSpec,
+    input: &Path,
+    policy: &mut ErrorPolicy,
+) -> Result<Corpus, DataError> {
+    let mut sentences: Vec<Sentence> = Vec::new();
+    for job in jobs(spec) {
+        let rel = job.file.path();
+        if job.file.format(spec.format) != Format::Conllu {
+            return Err(DataError::Invalid(format!(
+                "{rel}: a conllu corpus reads only conllu files"
+            )));
+        }
+        for raw in conllu::read(&input.join(rel), rel)? {
+            let Some(tree) = policy.take(raw)? else {
+                continue;
+            };
+            let tags = tree
+                .heads
+                .iter()
+                .zip(&tree.deprels)
+                .map(|(&h, d)| conllu::arc_tag(h, spec.rename_labels.get(d).unwrap_or(d)))
+                .collect();
+            sentences.push(Sentence {
+                id: tree
+                    .sent_id
+                    .unwrap_or_else(|| format!("{}-{}", job.group, tree.line)),
+                doc_id: tree.doc_id,
+                tokens: tree.words,
+                tags,
+                split: job.split.clone(),
+                fold: job.fold,
+            });
+        }
+    }
+    limit(&mut sentences, spec.max_instances);
+    let relations: Vec<String> = match &spec.labels {
+        Some(l) => l.clone(),
+        None => sentences
+            .iter()
+            .flat_map(|s| s.tags.iter())
+            .filter_map(|t| conllu::parse_arc_tag(t).map(|(_, d)| d.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    Ok(Corpus {
+        labels: LabelSet {
+            task: Task::Ner,
+            labels: relations,
+            negative: None,
         },
         units: Units::Ner(sentences),
         warnings: BTreeMap::new(),

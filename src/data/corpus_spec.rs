@@ -32,13 +32,17 @@ pub enum Format {
     Jsonl,
     /// Any JSON array of records (or an array under `layout.records`).
     Json,
+    /// SemEval-2010 Task 8: 4-line records, `<e1>`/`<e2>` spans, directed labels.
+    Semeval2010Task8,
+    /// CoNLL-U dependency trees (plain or `.gz`), stored as sentences of `HEAD:DEPREL` tags.
+    Conllu,
 }
 
 impl Format {
     /// The task this format's corpora are for.
     pub fn task(self) -> Task {
         match self {
-            Format::Conll => Task::Ner,
+            Format::Conll | Format::Conllu => Task::Ner,
             _ => Task::Relation,
         }
     }

@@ -12,11 +12,13 @@
 //! Spread over seeds or folds is the **sample** standard deviation (n − 1 in the
 //! denominator); it is undefined (`None`) for fewer than two values.
 
+pub mod attachment;
 pub mod confusion;
 pub mod cv;
 pub mod evaluation;
 pub mod ner;
 pub mod prf;
+pub mod semeval;
 pub mod spread;
 
 pub use confusion::{ClassScore, Confusion};

@@ -4,6 +4,7 @@
 //! directory layout on disk), [`tokenizer`] (WordPiece), [`vocab`] (added tokens' embedding
 //! rows) and [`device`] (backend choice).
 
+pub mod arborescence;
 pub mod bert;
 pub mod checkpoint;
 pub mod crf;

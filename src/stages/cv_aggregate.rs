@@ -380,7 +380,7 @@ mod tests {
             std::fs::create_dir_all(&out).unwrap();
             let mut c = ctx(vec![], &out);
             c.inputs.by_name = [("predictions".to_string(), vec![fold(i, "cls")])].into();
-            EvaluateStage::run(&mut c, &EvaluateParams::default()).unwrap();
+            EvaluateStage::run(&mut c, &Default::default()).unwrap();
             assert!(out.join("history.json").is_file() && out.join("per_class.md").is_file());
             let mut a = fold(i, "cls");
             a.path = out;

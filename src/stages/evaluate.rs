@@ -9,24 +9,223 @@
 //! `recall`, `f1`, `tp`, `fp`, `fn`, `n`, `per_class` (label or entity type → P/R/F1, counts,
 //! support), `confusion` (`{"unit": "instance"|"token", "labels", "counts"}`, rows gold,
 //! columns predicted); and `per_class.md`.
+//!
+//! Two headlines of the word-pair tasks (Meng et al. 2019) read their own predictions:
+//! - `average: semeval2010`: SemEval-2010 Task 8's official score (macro-F1 over the nine
+//!   relations, `Other` ignored, direction counted; [`crate::metrics::semeval`]): metrics
+//!   `precision`, `recall`, `f1` (macro) and `per_relation`;
+//! - `average: attachment`: dependency trees (`gold`/`pred`/`pred_mst` lists of
+//!   `HEAD:DEPREL`): metrics `uas`, `las` over every word, **punctuation included**
+//!   ([`crate::metrics::attachment`]); `decode: mst` scores the maximum-spanning-tree
+//!   decoding (`pred_mst`), the default each word's best head (`pred`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
+use crate::data::formats::conllu::parse_arc_tag;
+use crate::data::jsonl;
 use crate::data::schema::LABELS_FILE;
+use crate::metrics::attachment::AttachmentCounts;
 use crate::metrics::evaluation::{copy_if_present, evaluate_dir, Average, EvaluateParams};
+use crate::metrics::semeval::{official_score, OTHER};
+
 /// The `evaluate` stage kind.
 pub struct EvaluateStage;
+
+/// How the headline is computed: [`Average`]'s three, or a word-pair task's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Headline {
+    Micro,
+    Binary,
+    Ner,
+    /// SemEval-2010 Task 8's official macro-F1.
+    Semeval2010,
+    /// UAS and LAS of dependency trees.
+    Attachment,
+}
+
+/// Which decoding of a tree `average: attachment` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArcDecoding {
+    /// Each word's highest-scoring head (`pred`).
+    BestHead,
+    /// The maximum spanning tree with one root (`pred_mst`).
+    Mst,
+}
+
+/// Params of `evaluate` (the same key as [`EvaluateParams`] for its headlines).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateStageParams {
+    /// Default from labels.json (see [`EvaluateParams`]).
+    #[serde(default)]
+    pub average: Option<Headline>,
+    #[serde(default)]
+    pub positive: Option<String>,
+    /// With `average: attachment` (default `best_head`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<ArcDecoding>,
+}
+
+impl EvaluateStageParams {
+    /// The params of the classification headlines, `None` for a word-pair headline.
+    fn classification(&self) -> Option<EvaluateParams> {
+        let average = match self.average {
+            None => None,
+            Some(Headline::Micro) => Some(Average::Micro),
+            Some(Headline::Binary) => Some(Average::Binary),
+            Some(Headline::Ner) => Some(Average::Ner),
+            Some(Headline::Semeval2010 | Headline::Attachment) => return None,
+        };
+        Some(EvaluateParams {
+            average,
+            positive: self.positive.clone(),
+        })
+    }
+}
+
+/// A `predictions.jsonl` line of a relation instance.
+#[derive(Debug, Deserialize)]
+struct LabelLine {
+    gold: String,
+    pred: String,
+}
+
+/// A `predictions.jsonl` line of a tree.
+#[derive(Debug, Deserialize)]
+struct TreeLine {
+    gold: Vec<String>,
+    pred: Vec<String>,
+    #[serde(default)]
+    pred_mst: Option<Vec<String>>,
+}
+
+/// SemEval-2010 Task 8's official score of `dir/predictions.jsonl`.
+fn semeval_metrics(dir: &Path) -> Result<(serde_json::Value, String), StageError> {
+    let lines: Vec<LabelLine> = jsonl::read(&dir.join("predictions.jsonl"))?;
+    let gold: Vec<&str> = lines.iter().map(|l| l.gold.as_str()).collect();
+    let pred: Vec<&str> = lines.iter().map(|l| l.pred.as_str()).collect();
+    let score = official_score(&gold, &pred);
+    let mut md = String::from(
+        "Headline: SemEval-2010 Task 8 official score, macro-F1 over the relations of the key, \
+         `Other` ignored, direction counted.\n\n| relation | P | R | F1 | correct | proposed | actual | wrong direction |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &score.relations {
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+            r.relation,
+            100.0 * r.precision,
+            100.0 * r.recall,
+            100.0 * r.f1,
+            r.correct,
+            r.proposed,
+            r.actual,
+            r.wrong_direction
+        ));
+    }
+    md.push_str(&format!(
+        "| **Macro** | **{:.1}** | **{:.1}** | **{:.1}** | | | | |\n",
+        100.0 * score.precision,
+        100.0 * score.recall,
+        100.0 * score.f1
+    ));
+    let json = serde_json::json!({
+        "average": Headline::Semeval2010,
+        "negative": OTHER,
+        "precision": score.precision,
+        "recall": score.recall,
+        "f1": score.f1,
+        "n": lines.len(),
+        "per_relation": score.relations,
+    });
+    Ok((json, md))
+}
+
+/// UAS and LAS of `dir/predictions.jsonl` (punctuation included).
+fn attachment_metrics(
+    dir: &Path,
+    decode: ArcDecoding,
+) -> Result<(serde_json::Value, String), StageError> {
+    let path = dir.join("predictions.jsonl");
+    let lines: Vec<TreeLine> = jsonl::read(&path)?;
+    let mut counts = AttachmentCounts::default();
+    for (i, line) in lines.iter().enumerate() {
+        let pred = match decode {
+            ArcDecoding::BestHead => &line.pred,
+            ArcDecoding::Mst => line.pred_mst.as_ref().ok_or_else(|| StageError::Input {
+                name: "predictions".into(),
+                message: format!(
+                    "{}:{}: no `pred_mst` for `decode: mst`",
+                    path.display(),
+                    i + 1
+                ),
+            })?,
+        };
+        let gold = line
+            .gold
+            .iter()
+            .map(|t| parse_arc_tag(t))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| StageError::Input {
+                name: "predictions".into(),
+                message: format!(
+                    "{}:{}: a gold arc is not `HEAD:DEPREL`",
+                    path.display(),
+                    i + 1
+                ),
+            })?;
+        // a word without a prediction (`_`) counts as wrong
+        let pred: Vec<(usize, &str)> = pred
+            .iter()
+            .map(|t| parse_arc_tag(t).unwrap_or((usize::MAX, "_")))
+            .collect();
+        counts.add(&gold, &pred);
+    }
+    let md = format!(
+        "Headline: attachment scores over {} words of {} sentences, punctuation included \
+         ({} decoding).\n\n| UAS | LAS |\n|---|---|\n| {:.1} | {:.1} |\n",
+        counts.words,
+        lines.len(),
+        match decode {
+            ArcDecoding::BestHead => "best head",
+            ArcDecoding::Mst => "maximum spanning tree",
+        },
+        100.0 * counts.uas(),
+        100.0 * counts.las()
+    );
+    let json = serde_json::json!({
+        "average": Headline::Attachment,
+        "decode": decode,
+        "uas": counts.uas(),
+        "las": counts.las(),
+        "words": counts.words,
+        "n": lines.len(),
+        "punctuation": "included",
+    });
+    Ok((json, md))
+}
 
 impl Stage for EvaluateStage {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
-    type Params = EvaluateParams;
+    type Params = EvaluateStageParams;
     const INPUTS: InputContract = InputContract::Declared(&[InputSpec::one(
         "predictions",
         "a fine-tuning's output (`predictions.jsonl`)",
     )]);
 
-    fn check(p: &EvaluateParams) -> Result<(), ParamError> {
-        if p.positive.is_some() && p.average.is_some_and(|a| a != Average::Binary) {
+    fn check(p: &EvaluateStageParams) -> Result<(), ParamError> {
+        if p.decode.is_some() && p.average != Some(Headline::Attachment) {
+            return Err(ParamError::new(
+                "decode",
+                "only applies with `average: attachment`",
+            ));
+        }
+        if p.positive.is_some() && p.average.is_some_and(|a| a != Headline::Binary) {
             return Err(ParamError::new(
                 "positive",
                 "only applies with `average: binary`",
@@ -35,13 +234,21 @@ impl Stage for EvaluateStage {
         Ok(())
     }
 
-    fn run(ctx: &mut StageCtx, p: &EvaluateParams) -> Result<(), StageError> {
+    fn run(ctx: &mut StageCtx, p: &EvaluateStageParams) -> Result<(), StageError> {
         let dir = ctx.inputs.path("predictions")?.to_path_buf();
-        let eval = evaluate_dir(&dir, p)?;
-        ctx.write_json("metrics.json", &eval.to_json())?;
+        let (json, md) = match (p.classification(), p.average) {
+            (Some(params), _) => {
+                let eval = evaluate_dir(&dir, &params)?;
+                (eval.to_json(), eval.to_markdown(&ctx.name))
+            }
+            (None, Some(Headline::Attachment)) => {
+                attachment_metrics(&dir, p.decode.unwrap_or(ArcDecoding::BestHead))?
+            }
+            (None, _) => semeval_metrics(&dir)?,
+        };
+        ctx.write_json("metrics.json", &json)?;
         let md_path = ctx.out_dir.join("per_class.md");
-        std::fs::write(&md_path, eval.to_markdown(&ctx.name))
-            .map_err(|e| StageError::io(&md_path, e))?;
+        std::fs::write(&md_path, md).map_err(|e| StageError::io(&md_path, e))?;
         copy_if_present(&dir, &ctx.out_dir, "history.json")?;
         copy_if_present(&dir, &ctx.out_dir, LABELS_FILE)?;
         Ok(())

@@ -15,6 +15,7 @@ pub mod rng;
 pub mod schedule;
 pub mod split_data;
 pub mod tagging;
+pub mod word_pair;
 
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,10 @@
 //! stop or skip-and-count it (`on_error`).
 
 pub mod conll;
+pub mod conllu;
 pub mod ddi_xml;
 pub mod json;
+pub mod semeval;
 pub mod tsv;
 
 use std::collections::BTreeMap;

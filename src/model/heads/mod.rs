@@ -43,12 +43,14 @@ mod pairwise;
 #[cfg(test)]
 mod tests;
 mod token;
+mod word_pair;
 
 pub use attention::{AdditiveAttention, SllAttHead};
 pub use inter_cls::{InterClsAttHead, InterClsLstmHead};
 pub use lstm::{Lstm, SllLstmHead};
 pub use pairwise::{pairwise_attention, PairwiseAttHead};
 pub use token::{TokenHead, TokenHeadConfig, TransitionConstraints, WordStarts};
+pub use word_pair::{node_states, pair_attention, PairFeatures, WordPairHead, WordPairHeadConfig};
 
 /// Standard deviation of BERT's truncated-normal initializer, used for `W_f` and `K`.
 const BERT_INIT_STD: f64 = 0.02;
@@ -83,6 +85,9 @@ pub enum HeadKind {
     Token,
     /// NER: a linear-chain CRF over the words' tag scores.
     TokenCrf,
+    /// Meng et al.'s classifier of every ordered word pair (dependency arcs, or the entity
+    /// pair of a relation instance); see [`WordPairHead`].
+    WordPair,
 }
 
 impl HeadKind {
@@ -117,6 +122,7 @@ impl HeadKind {
             HeadKind::PairwiseAtt => "pairwise_att",
             HeadKind::Token => "token",
             HeadKind::TokenCrf => "token_crf",
+            HeadKind::WordPair => "word_pair",
         }
     }
 
@@ -165,7 +171,12 @@ impl fmt::Display for HeadKind {
 impl FromStr for HeadKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let every = || HeadKind::ALL.into_iter().chain(HeadKind::TOKEN);
+        let every = || {
+            HeadKind::ALL
+                .into_iter()
+                .chain(HeadKind::TOKEN)
+                .chain([HeadKind::WordPair])
+        };
         every().find(|k| k.name() == s).ok_or_else(|| {
             let names: Vec<&str> = every().map(|k| k.name()).collect();
             ModelError::Invalid(format!(
@@ -208,6 +219,8 @@ impl HeadConfig {
             HeadKind::PairwiseAtt => 2 * h + 2 * self.num_layers * self.num_attention_heads,
             // a token head scores each word's state
             HeadKind::Token | HeadKind::TokenCrf => h,
+            // C = T_i ⊕ T_j ⊕ a^{i,j} ⊕ a^{j,i}, as pairwise_att
+            HeadKind::WordPair => 2 * h + 2 * self.num_layers * self.num_attention_heads,
         }
     }
 
@@ -265,6 +278,11 @@ impl HeadConfig {
                     "`{}` tags words; build it with TokenHeadConfig",
                     self.kind
                 )))
+            }
+            HeadKind::WordPair => {
+                return Err(ModelError::Invalid(
+                    "`word_pair` scores word pairs; build it with WordPairHeadConfig".into(),
+                ))
             }
         };
         Ok(head)

@@ -16,6 +16,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 mod tagging;
+mod word_pair;
 
 use super::training_checks::{
     check_caps, check_dropout, check_layer_decay, check_max_len_fits, check_optimizer_params,
@@ -27,7 +28,7 @@ use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
-use crate::model::heads::{HeadConfig, HeadKind, TransitionConstraints};
+use crate::model::heads::{HeadConfig, HeadKind, PairFeatures, TransitionConstraints};
 use crate::model::vocab::grow_word_embeddings;
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
@@ -44,6 +45,13 @@ use crate::train::{
 pub struct FinetuneParams {
     #[serde(default)]
     pub head: HeadKind,
+    /// With `head: word_pair`: `emb` (`T_i ⊕ T_j`) or `emb_att` (with `a^{i,j} ⊕ a^{j,i}`).
+    /// (Left out of the key at its default, like `bucketing`.)
+    #[serde(default, skip_serializing_if = "is_default_features")]
+    pub features: PairFeatures,
+    /// With `head: word_pair`: train only the pair classifier on the frozen encoder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_encoder: bool,
     #[serde(default = "training_defaults::lr")]
     pub lr: f64,
     #[serde(default = "training_defaults::batch_size")]
@@ -145,6 +153,10 @@ fn is_default_bucketing(bucketing: &bool) -> bool {
     *bucketing
 }
 
+fn is_default_features(f: &PairFeatures) -> bool {
+    *f == PairFeatures::default()
+}
+
 fn default_epochs() -> usize {
     10
 }
@@ -182,8 +194,9 @@ impl Stage for FinetuneStage {
     ]);
 
     fn required_task(p: &FinetuneParams, input: &str) -> Option<Task> {
-        // sentence heads classify an entity pair of a sentence; token heads tag words
-        (input == "data").then_some(p.head.task())
+        // sentence heads classify an entity pair of a sentence; token heads tag words;
+        // word_pair reads trees or relation instances
+        (input == "data" && p.head != HeadKind::WordPair).then_some(p.head.task())
     }
 
     fn check(p: &FinetuneParams) -> Result<(), ParamError> {
@@ -230,6 +243,23 @@ impl Stage for FinetuneStage {
             ));
         }
         check_caps(p.max_train, p.max_eval)?;
+        let word_pair = p.head == HeadKind::WordPair;
+        if !word_pair && (p.freeze_encoder || !is_default_features(&p.features)) {
+            return Err(ParamError::new(
+                if p.freeze_encoder {
+                    "freeze_encoder"
+                } else {
+                    "features"
+                },
+                format!("needs `head: word_pair`, not `{}`", p.head),
+            ));
+        }
+        if word_pair && p.save_model {
+            return Err(ParamError::new(
+                "save_model",
+                "not implemented for `head: word_pair`",
+            ));
+        }
         Ok(())
     }
 
@@ -275,6 +305,9 @@ pub(super) struct History<'a> {
 fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     if p.head.is_token() {
         return tagging::run(ctx, p);
+    }
+    if p.head == HeadKind::WordPair {
+        return word_pair::run(ctx, p);
     }
     let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
