@@ -11,7 +11,7 @@ use super::error::SpecError;
 use super::locate::SourceMap;
 use crate::data::schema::Task;
 use crate::stages::contract::{self, ContractError, InputContract, TaskName};
-use crate::stages::{StageRegistry, PLANNED_KINDS};
+use crate::stages::StageRegistry;
 
 /// A reference from an input to one upstream instance (optionally a path inside its output).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,12 +517,6 @@ pub fn load_pipeline(
         };
         if registry.get(&kind).is_none() {
             let at = ["stages", name.as_str(), "kind"];
-            if PLANNED_KINDS.contains(&kind.as_str()) {
-                return Err(map.error(
-                    &at,
-                    format!("stage kind `{kind}` is not implemented in this version of pipe"),
-                ));
-            }
             let known: Vec<&str> = registry.kinds().collect();
             return Err(map.error(
                 &at,
@@ -1135,19 +1129,6 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
         p
-    }
-
-    #[test]
-    fn a_planned_kind_that_is_not_built_fails_at_plan_time() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = write(dir.path(), "p.yaml", "stages:\n  t:\n    kind: word_pair\n");
-        let err = load_pipeline(&p, None, &StageRegistry::empty()).unwrap_err();
-        assert_eq!(err.line, 3);
-        assert!(
-            err.message
-                .contains("stage kind `word_pair` is not implemented"),
-            "{err}"
-        );
     }
 
     #[test]

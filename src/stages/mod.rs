@@ -22,7 +22,7 @@ pub mod training_defaults;
 
 pub use contract::{Arity, ContractError, InputContract, InputSpec};
 pub use ctx::{InputArtifact, Inputs, Progress, RunInfo, StageCtx};
-pub use registry::{ErasedStage, StageRegistry, TaskFacts, PLANNED_KINDS};
+pub use registry::{ErasedStage, StageRegistry, TaskFacts};
 
 use serde::{de::DeserializeOwned, Serialize};
 

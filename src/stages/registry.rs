@@ -6,12 +6,6 @@ use std::marker::PhantomData;
 use super::{InputContract, ParamError, Stage, StageCtx, StageError};
 use crate::data::schema::Task;
 
-/// Stage kinds that belong to `pipe` but are not built yet. Naming one in a pipeline fails
-/// at plan time with "stage kind X is not implemented" — never with placeholder output.
-/// (None at present: MTL-LS's layer slicing became `multitask`'s `slicing`, Meng's
-/// word-pair tasks `finetune`'s `head: word_pair`.)
-pub const PLANNED_KINDS: &[&str] = &[];
-
 /// What a stage says about the tasks of corpora and splits, read from its params.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFacts {
