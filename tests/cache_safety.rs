@@ -627,3 +627,94 @@ fn kills_and_damage_never_change_what_a_rerun_produces() {
     let verify = p.ok(&["cache", "verify"]);
     assert!(verify.contains("cache OK"), "{verify}");
 }
+
+/// `a` and its twin `e` write the same bytes (one shared blob); `b` writes into its input
+/// through the hard link it was given.
+const WRITES_ITS_INPUT: &str = r#"
+stages:
+  a:
+    kind: shell
+    params:
+      cmd: echo alpha > "$PIPE_OUT/a.txt"
+  e:
+    kind: shell
+    params:
+      cmd: echo alpha > "$PIPE_OUT/e.txt"
+  b:
+    kind: shell
+    inputs:
+      up: a
+    params:
+      cmd: chmod u+w "$PIPE_IN_UP/a.txt" && echo evil >> "$PIPE_IN_UP/a.txt" && cp "$PIPE_IN_UP/a.txt" "$PIPE_OUT/b.txt"
+"#;
+
+/// #22 item 2: a stage that changes its input is refused (nothing committed), the changed
+/// result is computed again, and a stage sharing the changed blob is not served damaged.
+#[test]
+fn a_stage_that_changes_its_input_is_refused_and_the_input_computed_again() {
+    let p = Project::new();
+    p.write("p.yaml", WRITES_ITS_INPUT);
+    let out = p.pipe(&["run", "p.yaml"]);
+    let text = both(&out);
+    assert!(
+        !out.status.success(),
+        "a writer of its input committed:\n{text}"
+    );
+    assert!(
+        text.contains("changed its input `up` while it ran (file a.txt of `a`"),
+        "{text}"
+    );
+    let plan = p.plan("p.yaml");
+    let status = |s: &str| plan.iter().find(|(n, _)| n == s).map(|(_, st)| st.clone());
+    assert_eq!(status("b").as_deref(), Some("run"), "{plan:?}");
+    assert_eq!(status("a").as_deref(), Some("run"), "{plan:?}");
+    // the twin shares the damaged blob: it is never shown damaged
+    let e = p.pipe(&["show", "p.yaml", "e", "e.txt"]);
+    assert!(
+        !e.status.success() || both(&e) == "alpha\n",
+        "damaged twin shown:\n{}",
+        both(&e)
+    );
+    // fixed, the run computes `a` (and the twin) again and `b` reads the right bytes
+    p.write(
+        "p.yaml",
+        &WRITES_ITS_INPUT.replace(
+            r#"chmod u+w "$PIPE_IN_UP/a.txt" && echo evil >> "$PIPE_IN_UP/a.txt" && "#,
+            "",
+        ),
+    );
+    p.ok(&["run", "p.yaml"]);
+    assert_eq!(shown(&p, "b", "b.txt"), "alpha\n");
+    assert_eq!(shown(&p, "e", "e.txt"), "alpha\n");
+    assert!(p.ok(&["cache", "verify"]).contains("cache OK"));
+}
+
+/// #22 item 2: symbolic links in an output are refused, never followed (a link to `.`
+/// once copied the folder into itself 41 times; one to `/` would walk the file system).
+#[test]
+fn links_in_an_output_are_refused_never_followed() {
+    let p = Project::new();
+    for (name, cmd, outs) in [
+        ("loop", r#"ln -s . "$PIPE_OUT/loop""#, ""),
+        ("root", r#"ln -s / "$PIPE_OUT/root""#, ""),
+        (
+            "file",
+            r#"echo x > x.txt && ln -s "$PWD/x.txt" "$PIPE_OUT/x.txt""#,
+            "",
+        ),
+        ("outs", "ln -s / root", "\n      outs: [root]"),
+    ] {
+        p.write(
+            "p.yaml",
+            &format!("stages:\n  s:\n    kind: shell\n    params:\n      cmd: '{cmd}'{outs}\n"),
+        );
+        let out = p.pipe(&["run", "p.yaml"]);
+        let text = both(&out);
+        assert!(
+            !out.status.success(),
+            "{name}: a link was committed:\n{text}"
+        );
+        assert!(text.contains("symbolic link"), "{name}:\n{text}");
+        assert_eq!(p.plan("p.yaml"), vec![("s".to_string(), "run".to_string())]);
+    }
+}

@@ -66,6 +66,17 @@ pub enum CacheError {
          this command needs to change it"
     )]
     ReadOnly { path: PathBuf },
+    #[error(
+        "the output `{file}` is a symbolic link (to {}); pipe stores regular files only and \
+         never follows links: copy the file into the output instead",
+        target.display()
+    )]
+    LinkInOutput { file: String, target: PathBuf },
+    #[error(
+        "the output `{file}` is not a regular file (a socket, FIFO or device); pipe stores \
+         regular files only"
+    )]
+    NotAFile { file: String },
     #[error("corrupt cache entry {key}: {message} (run `pipe cache verify`)")]
     Corrupt { key: String, message: String },
     #[error(transparent)]
@@ -751,22 +762,29 @@ fn rel_string(p: &Path) -> String {
         .join("/")
 }
 
+/// Every regular file under `dir`, relative to `root`. A symbolic link is refused, never
+/// followed: a link to `.` would copy the folder into itself, one to `/` walk the file
+/// system, and one into the blob store would commit whatever it points at later.
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CacheError> {
     for e in fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let path = e.path();
         let ft = e.file_type().map_err(io_err(&path))?;
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
         if ft.is_dir() {
             collect_files(root, &path, out)?;
         } else if ft.is_file() {
-            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            out.push(rel);
         } else if ft.is_symlink() {
-            // Follow links to files (e.g. a stage linking an input); skip dangling ones.
-            if path.is_file() {
-                out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
-            } else if path.is_dir() {
-                collect_files(root, &path, out)?;
-            }
+            let target = fs::read_link(&path).map_err(io_err(&path))?;
+            return Err(CacheError::LinkInOutput {
+                file: rel_string(&rel),
+                target,
+            });
+        } else {
+            return Err(CacheError::NotAFile {
+                file: rel_string(&rel),
+            });
         }
     }
     Ok(())
@@ -777,7 +795,8 @@ fn dir_size(p: &Path) -> u64 {
     if let Ok(rd) = fs::read_dir(p) {
         for e in rd.flatten() {
             let path = e.path();
-            if path.is_dir() {
+            // the entry's own type: a link to a folder is not walked
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 total += dir_size(&path);
             } else if let Ok(m) = e.metadata() {
                 total += m.len();

@@ -279,23 +279,26 @@ fn schedule<'a>(
         let inst = &p.instances[i];
         let item = plan.item(i);
         let committed = done.result.and_then(|staged| {
-            let result = check_staged(&staged).and_then(|()| {
-                let entry = Entry {
-                    manifest: String::new(),
-                    stage: inst.name.clone(),
-                    kind: inst.kind.clone(),
-                    seconds: staged.seconds,
-                    bytes: 0,
-                    created: now_unix(),
-                    pipeline: p.file.to_string_lossy().to_string(),
-                    profile: p.profile.clone(),
-                    inputs: input_keys(&item.material),
-                };
-                cache
-                    .commit(&item.key, &staged.out_dir, entry)
-                    .map(|_| staged.seconds)
-                    .map_err(|e| format!("committing outputs: {e}"))
-            });
+            let result = inputs_unchanged(p, plan, cache, i)
+                .map_err(|e| e.to_string())
+                .and_then(|()| check_staged(&staged))
+                .and_then(|()| {
+                    let entry = Entry {
+                        manifest: String::new(),
+                        stage: inst.name.clone(),
+                        kind: inst.kind.clone(),
+                        seconds: staged.seconds,
+                        bytes: 0,
+                        created: now_unix(),
+                        pipeline: p.file.to_string_lossy().to_string(),
+                        profile: p.profile.clone(),
+                        inputs: input_keys(&item.material),
+                    };
+                    cache
+                        .commit(&item.key, &staged.out_dir, entry)
+                        .map(|_| staged.seconds)
+                        .map_err(|e| format!("committing outputs: {e}"))
+                });
             let _ = std::fs::remove_dir_all(&staged.cleanup);
             result
         });
@@ -372,6 +375,70 @@ fn schedule<'a>(
 
 /// Refuses a staged output that is not what the process that computed it says it wrote
 /// (a file missing, added, or changed since: a half-copied folder on a shared file system).
+/// A stage that changed one of its inputs while it ran (#22 item 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputChanged {
+    #[error(
+        "it changed its input `{input}` while it ran (file {file} of `{producer}`: {damage}); \
+         inputs are read-only: nothing is committed, and `{producer}` runs again at the next run"
+    )]
+    File {
+        input: String,
+        producer: String,
+        file: String,
+        damage: crate::cache::Damage,
+    },
+    #[error(
+        "its input `{input}` (the output of `{producer}`) is gone from the cache after it ran \
+         ({source}): nothing is committed, and `{producer}` runs again at the next run"
+    )]
+    Entry {
+        input: String,
+        producer: String,
+        source: crate::cache::CacheError,
+    },
+}
+
+/// Checks, after a stage ran, that every input it was given is still what was committed.
+///
+/// Stages read their inputs as hard links to the stored blobs (no copy, whatever their
+/// size); a command running as root, or one that makes a file writable first, could change
+/// a blob in place, and with it every result that shares that blob. The check costs what
+/// the check before the run did (stamps; blobs up to 64 KiB rehashed). A changed input's
+/// result is dropped, so its producer runs again, and the stage's own output is refused.
+fn inputs_unchanged(
+    p: &Pipeline,
+    plan: &Plan,
+    cache: &Cache,
+    i: usize,
+) -> Result<(), InputChanged> {
+    for (name, refs) in &p.instances[i].inputs {
+        for r in refs {
+            let key = plan.item(r.instance).key;
+            if let Err(e) = cache.check(&key) {
+                if e.is_damage() {
+                    let _ = cache.remove(&key);
+                    let (input, producer) = (name.clone(), p.instances[r.instance].name.clone());
+                    return Err(match e {
+                        crate::cache::CacheError::Damaged(d) => InputChanged::File {
+                            input,
+                            producer,
+                            file: d.file,
+                            damage: d.damage,
+                        },
+                        source => InputChanged::Entry {
+                            input,
+                            producer,
+                            source,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_staged(staged: &Staged) -> Result<(), String> {
     let Some(written) = &staged.written else {
         return Ok(());
@@ -418,10 +485,12 @@ pub(crate) fn list_files(
     out: &mut Vec<String>,
 ) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
-        let path = e?.path();
-        if path.is_dir() {
+        let e = e?;
+        let path = e.path();
+        // the entry's own type: links are listed, never walked (commit refuses them)
+        if e.file_type()?.is_dir() {
             list_files(root, &path, out)?;
-        } else if path.is_file() {
+        } else {
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let parts: Vec<String> = rel
                 .components()

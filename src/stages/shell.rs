@@ -70,8 +70,16 @@ fn tree_hash(path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies an `outs:` file or folder into the output; a symbolic link is refused, never
+/// followed (see the cache's commit).
 fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
-    if src.is_dir() {
+    let kind = std::fs::symlink_metadata(src)?.file_type();
+    if kind.is_symlink() {
+        return Err(std::io::Error::other(
+            "a symbolic link: outputs are regular files (links are never followed)",
+        ));
+    }
+    if kind.is_dir() {
         std::fs::create_dir_all(dest)?;
         for e in std::fs::read_dir(src)? {
             let e = e?;

@@ -166,6 +166,9 @@ fn hash_outputs(out_dir: &Path, files: &mut BTreeMap<String, (String, u64)>) -> 
         .map_err(|e| format!("listing outputs in {}: {e}", out_dir.display()))?;
     for rel in rels {
         let path = out_dir.join(&rel);
+        if let Ok(target) = std::fs::read_link(&path) {
+            return Err(crate::cache::CacheError::LinkInOutput { file: rel, target }.to_string());
+        }
         let (hash, size) = crate::cache::hash_file(&path)
             .map_err(|e| format!("hashing {}: {e}", path.display()))?;
         files.insert(rel, (hash, size));
