@@ -17,6 +17,7 @@ use super::formats::conll::{self, RawSentence};
 use super::formats::json::{self, Shape};
 use super::formats::{
     conllu, ddi_xml, line_error, semeval, tsv, RawRecord, ReadConfig, ReadOutput, Tagging,
+    NUL_IN_TEXT,
 };
 use super::schema::{group_of, Instance, LabelSet, Sentence, Task, Unit, LABELS_FILE};
 use super::stats::Stats;
@@ -421,6 +422,11 @@ fn build_relation(
                 && matches!(format, Format::Tsv | Format::Jsonl | Format::Json));
         let rel = job.file.path();
         for rec in out.records {
+            // any format (a JSON `\u0000` too): a NUL byte is never corpus text
+            let rec = rec.and_then(|r| match r.text.contains('\0') {
+                true => Err(line_error(rel, r.line, NUL_IN_TEXT)),
+                false => Ok(r),
+            });
             let Some(rec) = policy.take(rec)? else {
                 continue;
             };

@@ -496,6 +496,76 @@ fn with_broken_line(src: &Path, name: &str, line: usize, replacement: &str) -> t
 }
 
 #[test]
+fn a_stray_column_or_a_nul_byte_is_an_error_at_its_line_never_dropped() {
+    // #22 item 9: a headerless line with one column too many lost its text silently
+    let label2id = |dir: &tempfile::TempDir| {
+        std::fs::copy(
+            fixtures("chemprot/blurb/label2id.tsv"),
+            dir.path().join("label2id.tsv"),
+        )
+        .unwrap();
+    };
+    let yaml = "format: blurb_tsv\nfiles: {train: train.tsv}\nlabel2id: label2id.tsv";
+    let extra = with_broken_line(
+        &fixtures("chemprot/blurb/train_blurb.tsv"),
+        "train.tsv",
+        4,
+        "@GENE$ binds @CHEMICAL$.\t0\tstray",
+    );
+    label2id(&extra);
+    assert_eq!(
+        build(yaml, extra.path()).unwrap_err().to_string(),
+        "train.tsv:4: expected 2 tab-separated columns (as most lines of the file), found 3"
+    );
+    let nul = with_broken_line(
+        &fixtures("chemprot/blurb/train_blurb.tsv"),
+        "train.tsv",
+        5,
+        "@GENE$ binds\0 @CHEMICAL$.\t0",
+    );
+    label2id(&nul);
+    assert_eq!(
+        build(yaml, nul.path()).unwrap_err().to_string(),
+        "train.tsv:5: a NUL byte in the line (a binary or damaged file?)"
+    );
+    // asked to skip, it is counted like any malformed line
+    let skipped = build(&format!("{yaml}\non_error: skip"), nul.path()).unwrap();
+    assert_eq!(skipped.warnings.get("skipped"), Some(&1));
+
+    let json = tempfile::tempdir().unwrap();
+    std::fs::write(
+        json.path().join("train.jsonl"),
+        "{\"text\": \"@GENE$ binds @CHEMICAL$.\", \"label\": \"yes\"}\n\
+         {\"text\": \"@GENE$ \\u0000 @CHEMICAL$.\", \"label\": \"no\"}\n",
+    )
+    .unwrap();
+    let err = build(
+        "format: jsonl\nfiles: {train: train.jsonl}\nlayout: {text: text, label: label}",
+        json.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        "train.jsonl:2: a NUL byte in the line (a binary or damaged file?)"
+    );
+
+    let conll = with_broken_line(
+        &fixtures("ner/NCBI-disease-IOB/train.tsv"),
+        "train.tsv",
+        2,
+        "o\0f\tO",
+    );
+    let err = build("format: conll\nfiles: {train: train.tsv}", conll.path())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "train.tsv:2: a NUL byte in the line (a binary or damaged file?)"
+    );
+}
+
+#[test]
 fn malformed_lines_name_file_and_line_or_are_skipped_and_counted() {
     let dir = with_broken_line(
         &fixtures("chemprot/blurb/train_blurb.tsv"),

@@ -93,6 +93,8 @@ pub fn read(path: &Path, display: &str) -> Result<Read, DataError> {
             ))
         } else if fields[0].is_empty() {
             Some("empty token".to_string())
+        } else if line.contains('\0') {
+            Some(super::NUL_IN_TEXT.to_string())
         } else {
             let tag = fields[fields.len() - 1].trim();
             check_tag(sentence.tags.last().map(String::as_str), tag).err()

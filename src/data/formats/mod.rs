@@ -54,6 +54,10 @@ pub struct ReadConfig {
 }
 
 /// A `file:line: message` error.
+/// Why a line holding a NUL byte is refused (no corpus text has one; a binary or damaged
+/// file does, and it would pass into the tokenizer unseen).
+pub const NUL_IN_TEXT: &str = "a NUL byte in the line (a binary or damaged file?)";
+
 pub fn line_error(file: &str, line: usize, message: impl Into<String>) -> DataError {
     DataError::Line {
         file: file.to_string(),

@@ -1,9 +1,11 @@
 //! Tab-separated relation corpora: BLURB (`sentence<TAB>label_id`), the rebuilt DDI train
 //! file, AIMed's tagged TSV, and any user TSV described by a [`Layout`].
 
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{line_error, parse_fold, parse_split, RawRecord, ReadConfig, ReadOutput};
+use super::{line_error, parse_fold, parse_split, RawRecord, ReadConfig, ReadOutput, NUL_IN_TEXT};
 use crate::data::corpus_spec::{Column, EntityStyle};
 use crate::data::entity;
 use crate::data::DataError;
@@ -16,8 +18,9 @@ struct Columns {
     doc_id: Option<usize>,
     split: Option<usize>,
     fold: Option<usize>,
-    /// Number of fields every line must have (`Some` with a header), else the minimum.
+    /// Number of fields every line must have: the header's, else that of most lines.
     exact: Option<usize>,
+    has_header: bool,
     min: usize,
 }
 
@@ -89,6 +92,7 @@ pub fn read(path: &Path, display: &str, config: &ReadConfig) -> Result<ReadOutpu
         split: resolve(&layout.split, h, "split", display)?,
         fold: resolve(&layout.fold, h, "fold", display)?,
         exact: h.map(<[&str]>::len),
+        has_header,
         min: 0,
     };
     cols.min = [
@@ -103,6 +107,22 @@ pub fn read(path: &Path, display: &str, config: &ReadConfig) -> Result<ReadOutpu
     .flatten()
     .max()
     .map_or(0, |m| m + 1);
+    if cols.exact.is_none() {
+        // Without a header, the column count of most lines is the file's: a line with a
+        // stray tab would otherwise lose the text after it without a word.
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for line in bytes.split(|b| *b == b'\n') {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                *counts
+                    .entry(line.split(|b| *b == b'\t').count())
+                    .or_default() += 1;
+            }
+        }
+        let usual = counts
+            .iter()
+            .max_by_key(|&(n, lines)| (*lines, Reverse(*n)));
+        cols.exact = usual.map(|(n, _)| *n).filter(|n| *n >= cols.min);
+    }
     if let EntityStyle::Spans { .. } = config.tagging.style {
         return Err(DataError::Param {
             param: "entities".into(),
@@ -137,22 +157,26 @@ fn parse_line(
     if text.trim().is_empty() {
         return Err(err("empty line".into()));
     }
+    if text.contains('\0') {
+        return Err(err(NUL_IN_TEXT.into()));
+    }
     let fields: Vec<&str> = text.split('\t').collect();
-    match cols.exact {
-        Some(n) if fields.len() != n => {
-            return Err(err(format!(
-                "expected {n} tab-separated columns (as in the header), found {}",
-                fields.len()
-            )))
-        }
-        None if fields.len() < cols.min => {
-            return Err(err(format!(
-                "expected {} tab-separated columns, found {}",
-                cols.min,
-                fields.len()
-            )))
-        }
-        _ => {}
+    if fields.len() < cols.min {
+        return Err(err(format!(
+            "expected {} tab-separated columns, found {}",
+            cols.exact.unwrap_or(cols.min).max(cols.min),
+            fields.len()
+        )));
+    }
+    if let Some(n) = cols.exact.filter(|n| fields.len() != *n) {
+        let like = match cols.has_header {
+            true => "as in the header",
+            false => "as most lines of the file",
+        };
+        return Err(err(format!(
+            "expected {n} tab-separated columns ({like}), found {}",
+            fields.len()
+        )));
     }
     let sentence = fields[cols.text];
     if sentence.trim().is_empty() {
