@@ -203,9 +203,11 @@ fn a_score_that_is_not_a_number_stops_the_corpus_at_its_line() {
         let mut body =
             std::fs::read_to_string(fixtures().join("biosses/blurb").join(&name)).expect("read");
         if split == "train" {
-            // line 3's score `3.0` → `three`
+            // line 3's score (`2.0`) → `three`
             let mut lines: Vec<String> = body.lines().map(str::to_string).collect();
-            lines[2] = lines[2].replace("\t3.0", "\tthree");
+            let (text, score) = lines[2].rsplit_once('\t').expect("two columns");
+            assert_eq!(score, "2.0");
+            lines[2] = format!("{text}\tthree");
             body = lines.join("\n") + "\n";
         }
         std::fs::write(bad.join(&name), body).expect("write");
