@@ -641,13 +641,22 @@ label2id: {{{}}}",
     let stats = c.stats();
     // SOURCE.md: abstracts, then the abstracts carrying each id 0..9 and `10` (none)
     for (split, n, per_label, none) in [
-        ("train", 1295, [201, 86, 68, 87, 169, 222, 101, 309, 315, 180], 197),
+        (
+            "train",
+            1295,
+            [201, 86, 68, 87, 169, 222, 101, 309, 315, 180],
+            197,
+        ),
         ("dev", 186, [28, 8, 18, 4, 18, 46, 19, 41, 42, 20], 22),
         ("test", 371, [62, 14, 19, 24, 53, 65, 23, 79, 105, 40], 53),
     ] {
         assert_eq!(stats.total(split), n, "{split}");
         for (k, count) in per_label.iter().enumerate() {
-            assert_eq!(stats.counts[split][&format!("h{k}")], *count, "{split} h{k}");
+            assert_eq!(
+                stats.counts[split][&format!("h{k}")],
+                *count,
+                "{split} h{k}"
+            );
         }
         let empty = docs
             .iter()

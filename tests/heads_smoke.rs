@@ -103,11 +103,20 @@ fn regression_and_multilabel_run_end_to_end_then_all_cached() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("failed 0, skipped 0"), "{log}");
-    assert!(log.contains("24 train, 8 dev, 8 test pairs; head regression"), "{log}");
-    assert!(log.contains("24 train, 8 dev, 8 test documents; head multilabel"), "{log}");
+    assert!(
+        log.contains("24 train, 8 dev, 8 test pairs; head regression"),
+        "{log}"
+    );
+    assert!(
+        log.contains("24 train, 8 dev, 8 test documents; head multilabel"),
+        "{log}"
+    );
 
     // the corpus: pairs per split; documents per split and labels carried
-    let stats = pipe(dir.path(), &["stats", "heads.yaml", "biosses_corpus", "--json"]);
+    let stats = pipe(
+        dir.path(),
+        &["stats", "heads.yaml", "biosses_corpus", "--json"],
+    );
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats json");
     assert_eq!(stats["train"]["pairs"], 24, "{stats}");
     assert_eq!(stats["test"]["pairs"], 8, "{stats}");
@@ -119,9 +128,9 @@ fn regression_and_multilabel_run_end_to_end_then_all_cached() {
         "Not surprisingly, GATA2 knockdown in KRAS mutant cells resulted in a striking \
          reduction of active GTP-bound RHO proteins, including the downstream ROCK kinase"
     );
-    assert!(split_lines[0]["text_a"]
-        .as_str()
-        .is_some_and(|a| a.starts_with("Here, looking for agents that could specifically kill KRAS")));
+    assert!(split_lines[0]["text_a"].as_str().is_some_and(
+        |a| a.starts_with("Here, looking for agents that could specifically kill KRAS")
+    ));
     let docs = show_lines(dir.path(), "hoc", "train.jsonl");
     // first lines of HoC train: `10` (none), `1|7`
     assert_eq!(docs[0]["labels"], serde_json::json!([]));
@@ -136,25 +145,46 @@ fn regression_and_multilabel_run_end_to_end_then_all_cached() {
     assert_eq!(m["n"], 8, "{m}");
     let r = m["pearson"].as_f64().expect("pearson");
     let rho = m["spearman"].as_f64().expect("spearman");
-    assert!((-1.0..=1.0).contains(&r) && (-1.0..=1.0).contains(&rho), "{m}");
+    assert!(
+        (-1.0..=1.0).contains(&r) && (-1.0..=1.0).contains(&rho),
+        "{m}"
+    );
     assert!(m["mse"].as_f64().is_some_and(|e| e >= 0.0), "{m}");
     let preds = show_lines(dir.path(), "ft_biosses", "predictions.jsonl");
     assert_eq!(preds.len(), 8);
     let gold: Vec<f64> = preds.iter().map(|l| l["gold"].as_f64().unwrap()).collect();
     let pred: Vec<f64> = preds.iter().map(|l| l["pred"].as_f64().unwrap()).collect();
-    assert_eq!(gold, [3.0, 3.2, 0.2, 1.2, 3.0, 2.0, 1.8, 3.4], "test_blurb.tsv order");
+    assert_eq!(
+        gold,
+        [3.0, 3.2, 0.2, 1.2, 3.0, 2.0, 1.8, 3.4],
+        "test_blurb.tsv order"
+    );
     assert!((pearson(&pred, &gold) - r).abs() < 1e-9, "{r}");
-    let mse: f64 = pred.iter().zip(&gold).map(|(p, g)| (p - g).powi(2)).sum::<f64>() / 8.0;
+    let mse: f64 = pred
+        .iter()
+        .zip(&gold)
+        .map(|(p, g)| (p - g).powi(2))
+        .sum::<f64>()
+        / 8.0;
     assert!((mse - m["mse"].as_f64().unwrap()).abs() < 1e-9);
     let ft = show_json(dir.path(), "ft_biosses", "metrics.json");
-    assert!(ft["dev_pearson"].is_number() || ft["dev_pearson"].is_null(), "{ft}");
+    assert!(
+        ft["dev_pearson"].is_number() || ft["dev_pearson"].is_null(),
+        "{ft}"
+    );
     assert_eq!(ft["head"], "regression");
 
     // multilabel: the three F1s, example-based F1 recomputed (empty/empty = 1)
     let m = show_json(dir.path(), "eval_hoc", "metrics.json");
     assert_eq!(m["average"], "multilabel", "{m}");
     assert_eq!(m["n"], 8, "{m}");
-    for key in ["micro_f1", "example_f1", "macro_f1", "micro_precision", "micro_recall"] {
+    for key in [
+        "micro_f1",
+        "example_f1",
+        "macro_f1",
+        "micro_precision",
+        "micro_recall",
+    ] {
         assert!(
             m[key].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)),
             "{key}: {m}"
@@ -180,7 +210,10 @@ fn regression_and_multilabel_run_end_to_end_then_all_cached() {
         };
     }
     let example = example / preds.len() as f64;
-    assert!((example - m["example_f1"].as_f64().unwrap()).abs() < 1e-9, "{m}");
+    assert!(
+        (example - m["example_f1"].as_f64().unwrap()).abs() < 1e-9,
+        "{m}"
+    );
     // the test slice's third document is `10`: no hallmark
     assert_eq!(preds[2]["gold"], serde_json::json!([]));
 
@@ -278,10 +311,30 @@ fn plan_refuses_a_head_that_does_not_fit_its_split() {
         .expect("line")
         + 1;
     let cases = [
-        ("chemprot", "regression", "relation classification", "sentence-pair similarity (a score per pair)"),
-        ("biosses", "token", "sentence-pair similarity (a score per pair)", "NER (token tagging)"),
-        ("ner", "multilabel", "NER (token tagging)", "multi-label document classification"),
-        ("hoc", "cls", "multi-label document classification", "relation classification"),
+        (
+            "chemprot",
+            "regression",
+            "relation classification",
+            "sentence-pair similarity (a score per pair)",
+        ),
+        (
+            "biosses",
+            "token",
+            "sentence-pair similarity (a score per pair)",
+            "NER (token tagging)",
+        ),
+        (
+            "ner",
+            "multilabel",
+            "NER (token tagging)",
+            "multi-label document classification",
+        ),
+        (
+            "hoc",
+            "cls",
+            "multi-label document classification",
+            "relation classification",
+        ),
     ];
     for (split, head, found, needed) in cases {
         let yaml = base.replace("SPLIT", split).replace("HEAD", head);
@@ -289,10 +342,12 @@ fn plan_refuses_a_head_that_does_not_fit_its_split() {
         let out = pipe(dir.path(), &["plan", "heads.yaml"]);
         let msg = text(&out);
         assert_eq!(out.status.code(), Some(2), "{head} on {split}: {msg}");
-        let expected = format!(
-            "heads.yaml:{line}:7: stage `wrong`: input `data`: `{split}` is for {found}"
-        );
+        let expected =
+            format!("heads.yaml:{line}:7: stage `wrong`: input `data`: `{split}` is for {found}");
         assert!(msg.contains(&expected), "expected `{expected}` in:\n{msg}");
-        assert!(msg.contains(&format!("but this stage needs {needed}")), "{msg}");
+        assert!(
+            msg.contains(&format!("but this stage needs {needed}")),
+            "{msg}"
+        );
     }
 }

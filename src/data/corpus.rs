@@ -16,8 +16,8 @@ use super::corpus_spec::{
 use super::formats::conll::{self, RawSentence};
 use super::formats::json::{self, Shape};
 use super::formats::{
-    conllu, ddi_xml, documents, line_error, pairs, semeval, tsv, RawRecord, ReadConfig,
-    ReadOutput, Tagging,
+    conllu, ddi_xml, documents, line_error, pairs, semeval, tsv, RawRecord, ReadConfig, ReadOutput,
+    Tagging,
 };
 use super::schema::{
     group_of, Document, Instance, LabelSet, Pair, Sentence, Task, Unit, LABELS_FILE,

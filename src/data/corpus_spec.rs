@@ -171,7 +171,10 @@ impl Layout {
                 .label_separator
                 .clone()
                 .or_else(|| base.label_separator.clone()),
-            empty_label: self.empty_label.clone().or_else(|| base.empty_label.clone()),
+            empty_label: self
+                .empty_label
+                .clone()
+                .or_else(|| base.empty_label.clone()),
         }
     }
 }

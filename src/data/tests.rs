@@ -760,26 +760,43 @@ fn biosses_pairs_and_their_split() {
     assert!(c.labels.labels.is_empty());
     let first = &pairs[0];
     assert_eq!(first.id, "train-1");
-    assert_eq!(first.text_b, "Not surprisingly, GATA2 knockdown in KRAS mutant cells resulted in a striking \
-         reduction of active GTP-bound RHO proteins, including the downstream ROCK kinase");
-    assert!(first.text_a.starts_with("Here, looking for agents that could specifically kill KRAS"));
+    assert_eq!(
+        first.text_b,
+        "Not surprisingly, GATA2 knockdown in KRAS mutant cells resulted in a striking \
+         reduction of active GTP-bound RHO proteins, including the downstream ROCK kinase"
+    );
+    assert!(first
+        .text_a
+        .starts_with("Here, looking for agents that could specifically kill KRAS"));
     assert_eq!(first.score, 2.2);
     assert_eq!(c.stats().total("dev"), 8);
     // the pre-split files map to train/dev/test as every shipped split does
     let root = tempfile::tempdir().unwrap();
     c.write(&root.path().join("corpus")).unwrap();
     let spec: SplitSpec = serde_yaml::from_str("method: standard").unwrap();
-    let (stats, _) =
-        split::split_dir(&root.path().join("corpus"), &spec, &root.path().join("split")).unwrap();
+    let (stats, _) = split::split_dir(
+        &root.path().join("corpus"),
+        &spec,
+        &root.path().join("split"),
+    )
+    .unwrap();
     assert_eq!(
-        (stats.total("train"), stats.total("dev"), stats.total("test")),
+        (
+            stats.total("train"),
+            stats.total("dev"),
+            stats.total("test")
+        ),
         (24, 8, 8)
     );
     // and k-fold over the pairs (no document ids: instance-level on request)
     let kfold: SplitSpec =
         serde_yaml::from_str("{method: kfold, k: 4, seed: 1, allow_instance_level: true}").unwrap();
-    let (stats, _) =
-        split::split_dir(&root.path().join("corpus"), &kfold, &root.path().join("folds")).unwrap();
+    let (stats, _) = split::split_dir(
+        &root.path().join("corpus"),
+        &kfold,
+        &root.path().join("folds"),
+    )
+    .unwrap();
     let tests: u64 = (0..4).map(|k| stats.total(&format!("fold-{k}/test"))).sum();
     assert_eq!(tests, 40);
 }
@@ -799,7 +816,10 @@ fn a_score_that_is_not_a_number_names_file_and_line() {
     assert_eq!(err, "blurb/train_blurb.tsv:2: score `n/a` is not a number");
     let no_separator = BIOSSES.replace("' s2: '", "' S2: '");
     let err = build(&no_separator, dir.path()).unwrap_err().to_string();
-    assert!(err.starts_with("blurb/train_blurb.tsv:1: no ` S2: `"), "{err}");
+    assert!(
+        err.starts_with("blurb/train_blurb.tsv:1: no ` S2: `"),
+        "{err}"
+    );
     // both ways of finding the second sentence, or neither: refused at plan time
     let both = BIOSSES.replace("score: 1,", "score: 1, text_b: 2,");
     assert!(spec(&both).check().is_err());

@@ -35,7 +35,12 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Result<f64, MetricsError> {
 /// `(1/n) Σ (ŷ_i − y_i)²`.
 pub fn mse(pred: &[f64], gold: &[f64]) -> Result<f64, MetricsError> {
     check(pred, gold)?;
-    Ok(pred.iter().zip(gold).map(|(p, g)| (p - g).powi(2)).sum::<f64>() / pred.len() as f64)
+    Ok(pred
+        .iter()
+        .zip(gold)
+        .map(|(p, g)| (p - g).powi(2))
+        .sum::<f64>()
+        / pred.len() as f64)
 }
 
 /// 1-based ranks of `values`; tied values share the mean of the ranks they occupy

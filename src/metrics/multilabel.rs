@@ -66,9 +66,8 @@ pub fn score(
                 )));
             }
         }
-        for k in 0..num_labels {
+        for (k, c) in counts.iter_mut().enumerate() {
             let (in_g, in_p) = (g.contains(&k), p.contains(&k));
-            let c = &mut counts[k];
             match (in_g, in_p) {
                 (true, true) => c.0 += 1,
                 (false, true) => c.1 += 1,

@@ -38,8 +38,8 @@ use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
 use crate::metrics::attachment::AttachmentCounts;
 use crate::metrics::evaluation::{copy_if_present, evaluate_dir, Average, EvaluateParams};
-use crate::metrics::{correlation, multilabel};
 use crate::metrics::semeval::{official_score, OTHER};
+use crate::metrics::{correlation, multilabel};
 
 /// The `evaluate` stage kind.
 pub struct EvaluateStage;

@@ -278,9 +278,12 @@ mod tests {
         let loss: f32 = binary_cross_entropy(z, y).into_scalar();
         let s = |x: f64| 1.0 / (1.0 + (-x).exp());
         // −[log σ(0) + log(1 − σ(2)) + log(1 − σ(−1)) + log σ(3)] / 4
-        let expected = -((s(0.0)).ln() + (1.0 - s(2.0)).ln() + (1.0 - s(-1.0)).ln() + s(3.0).ln())
-            / 4.0;
-        assert!((f64::from(loss) - expected).abs() < 1e-6, "{loss} vs {expected}");
+        let expected =
+            -((s(0.0)).ln() + (1.0 - s(2.0)).ln() + (1.0 - s(-1.0)).ln() + s(3.0).ln()) / 4.0;
+        assert!(
+            (f64::from(loss) - expected).abs() < 1e-6,
+            "{loss} vs {expected}"
+        );
         // large logits stay finite: z = 100 against y = 0 costs 100
         let z = Tensor::<2>::from_data([[100.0f32]], &device);
         let y = Tensor::<2>::from_data([[0.0f32]], &device);

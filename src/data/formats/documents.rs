@@ -32,10 +32,13 @@ pub fn read(
     let label = rows.required(&layout.label, "label", display)?;
     let id = rows.optional(&layout.id, "id", display)?;
     let doc_id = rows.optional(&layout.doc_id, "doc_id", display)?;
-    let separator = layout.label_separator.as_deref().ok_or_else(|| DataError::Param {
-        param: "layout.label_separator".into(),
-        message: "format multilabel_tsv needs it (e.g. `|`)".into(),
-    })?;
+    let separator = layout
+        .label_separator
+        .as_deref()
+        .ok_or_else(|| DataError::Param {
+            param: "layout.label_separator".into(),
+            message: "format multilabel_tsv needs it (e.g. `|`)".into(),
+        })?;
     Ok(rows
         .lines
         .into_iter()
@@ -50,9 +53,7 @@ pub fn read(
             let labels: Vec<String> = if layout.empty_label.as_deref() == Some(raw) {
                 Vec::new()
             } else {
-                raw.split(separator)
-                    .map(|l| l.trim().to_string())
-                    .collect()
+                raw.split(separator).map(|l| l.trim().to_string()).collect()
             };
             if labels.iter().any(String::is_empty) {
                 return Err(line_error(

@@ -44,7 +44,9 @@ pub fn read(
             let first = get(text)?;
             let first = match &layout.strip_prefix {
                 Some(prefix) => first.strip_prefix(prefix.as_str()).ok_or_else(|| {
-                    err(format!("the text does not start with `{prefix}` (layout.strip_prefix)"))
+                    err(format!(
+                        "the text does not start with `{prefix}` (layout.strip_prefix)"
+                    ))
                 })?,
                 None => first,
             };

@@ -186,10 +186,11 @@ impl FromStr for HeadKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let every = || {
-            HeadKind::ALL
-                .into_iter()
-                .chain(HeadKind::TOKEN)
-                .chain([HeadKind::WordPair, HeadKind::Regression, HeadKind::Multilabel])
+            HeadKind::ALL.into_iter().chain(HeadKind::TOKEN).chain([
+                HeadKind::WordPair,
+                HeadKind::Regression,
+                HeadKind::Multilabel,
+            ])
         };
         every().find(|k| k.name() == s).ok_or_else(|| {
             let names: Vec<&str> = every().map(|k| k.name()).collect();
