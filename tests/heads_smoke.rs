@@ -350,4 +350,18 @@ fn plan_refuses_a_head_that_does_not_fit_its_split() {
             "{msg}"
         );
     }
+    // multitask trains classification and token heads only: refused at plan
+    let mt = pipeline(
+        &fixtures().join("biosses"),
+        "  mt:\n    kind: multitask\n    inputs: {model: bert, biosses: biosses}\n    \
+         params: {tasks: {biosses: {head: regression}}}\n",
+    );
+    std::fs::write(dir.path().join("heads.yaml"), mt).expect("write");
+    let out = pipe(dir.path(), &["plan", "heads.yaml"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("param `tasks.biosses.head`: `regression` is a `finetune` head"),
+        "{msg}"
+    );
 }
