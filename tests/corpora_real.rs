@@ -32,7 +32,7 @@ fn spec(yaml: &str) -> CorpusSpec {
 fn instances(units: &Units) -> &[Instance] {
     match units {
         Units::Relation(u) => u,
-        Units::Ner(_) => panic!("expected a relation corpus"),
+        _ => panic!("expected a relation corpus"),
     }
 }
 
@@ -589,4 +589,79 @@ fn subdomain_selections_match_source_md() {
     );
     assert_eq!(count(Some("Drug OR Drugs"), &[]), 794);
     assert_eq!(count(None, &["Chemical", "Gene"]), 1_092);
+}
+
+#[test]
+fn biosses_pairs_match_source_md() {
+    let Some(dir) = shared("biosses") else { return };
+    let spec = spec(
+        "format: pair_tsv
+files: {train: blurb/train_blurb.tsv, dev: blurb/dev_blurb.tsv, test: blurb/test_blurb.tsv}
+layout: {header: false, text: 0, score: 1, strip_prefix: 's1: ', pair_separator: ' s2: '}",
+    );
+    let c = corpus::build(&spec, &dir).expect("biosses");
+    let Units::Similarity(pairs) = &c.units else {
+        panic!("expected pairs")
+    };
+    // SOURCE.md: pairs, score min / max / mean per file
+    for (split, n, min, max, mean) in [
+        ("train", 64, 0.0, 4.0, 2.400),
+        ("dev", 16, 0.0, 3.2, 1.712),
+        ("test", 20, 0.0, 3.6, 1.940),
+    ] {
+        let scores: Vec<f64> = pairs
+            .iter()
+            .filter(|p| p.split.as_deref() == Some(split))
+            .map(|p| p.score)
+            .collect();
+        assert_eq!(scores.len(), n, "{split}");
+        let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let avg = scores.iter().sum::<f64>() / n as f64;
+        assert_eq!((lo, hi), (min, max), "{split}");
+        assert!((avg - mean).abs() < 5e-4, "{split}: mean {avg}");
+    }
+}
+
+#[test]
+fn hoc_documents_match_source_md() {
+    let Some(dir) = shared("hoc") else { return };
+    let ids: Vec<String> = (0..10).map(|k| format!("h{k}: {k}")).collect();
+    let spec = spec(&format!(
+        "format: multilabel_tsv
+files: {{train: blurb/train_blurb.tsv, dev: blurb/dev_blurb.tsv, test: blurb/test_blurb.tsv}}
+layout: {{header: false, text: 0, label: 1, label_separator: '|', empty_label: '10'}}
+label2id: {{{}}}",
+        ids.join(", ")
+    ));
+    let c = corpus::build(&spec, &dir).expect("hoc");
+    let Units::Multilabel(docs) = &c.units else {
+        panic!("expected documents")
+    };
+    let stats = c.stats();
+    // SOURCE.md: abstracts, then the abstracts carrying each id 0..9 and `10` (none)
+    for (split, n, per_label, none) in [
+        (
+            "train",
+            1295,
+            [201, 86, 68, 87, 169, 222, 101, 309, 315, 180],
+            197,
+        ),
+        ("dev", 186, [28, 8, 18, 4, 18, 46, 19, 41, 42, 20], 22),
+        ("test", 371, [62, 14, 19, 24, 53, 65, 23, 79, 105, 40], 53),
+    ] {
+        assert_eq!(stats.total(split), n, "{split}");
+        for (k, count) in per_label.iter().enumerate() {
+            assert_eq!(
+                stats.counts[split][&format!("h{k}")],
+                *count,
+                "{split} h{k}"
+            );
+        }
+        let empty = docs
+            .iter()
+            .filter(|d| d.split.as_deref() == Some(split) && d.labels.is_empty())
+            .count();
+        assert_eq!(empty, none, "{split}");
+    }
 }

@@ -634,8 +634,9 @@ fn plan_checks_each_stage_against_its_kinds_inputs() {
             "misspelt.yaml",
             pipeline(relation, "      dta: split\n      model: model\n", ""),
             "misspelt.yaml:21:7: stage `ft[seed=1]`: kind `finetune` has no input `dta`, did you \
-             mean `data`?; its inputs: `data` (a split of a relation corpus, or NER for token \
-             heads), `model` (a BERT checkpoint directory)",
+             mean `data`?; its inputs: `data` (a split of a relation corpus, NER for token \
+             heads, sentence pairs for `regression`, multi-label documents for `multilabel`), \
+             `model` (a BERT checkpoint directory)",
         ),
         (
             "no_model.yaml",

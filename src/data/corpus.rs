@@ -16,10 +16,12 @@ use super::corpus_spec::{
 use super::formats::conll::{self, RawSentence};
 use super::formats::json::{self, Shape};
 use super::formats::{
-    conllu, ddi_xml, line_error, semeval, tsv, RawRecord, ReadConfig, ReadOutput, Tagging,
-    NUL_IN_TEXT,
+    conllu, ddi_xml, documents, line_error, pairs, semeval, tsv, RawRecord, ReadConfig, ReadOutput,
+    Tagging, NUL_IN_TEXT,
 };
-use super::schema::{group_of, Instance, LabelSet, Sentence, Task, Unit, LABELS_FILE};
+use super::schema::{
+    group_of, Document, Instance, LabelSet, Pair, Sentence, Task, Unit, LABELS_FILE,
+};
 use super::stats::Stats;
 use super::{entity, jsonl, DataError};
 
@@ -31,6 +33,23 @@ pub const SKIPPED: &str = "skipped";
 pub enum Units {
     Relation(Vec<Instance>),
     Ner(Vec<Sentence>),
+    Similarity(Vec<Pair>),
+    Multilabel(Vec<Document>),
+}
+
+impl Units {
+    /// How many units belong to `split`.
+    fn in_split(&self, split: &str) -> usize {
+        fn count<U: Unit>(units: &[U], split: &str) -> usize {
+            units.iter().filter(|u| u.split() == Some(split)).count()
+        }
+        match self {
+            Units::Relation(u) => count(u, split),
+            Units::Ner(u) => count(u, split),
+            Units::Similarity(u) => count(u, split),
+            Units::Multilabel(u) => count(u, split),
+        }
+    }
 }
 
 /// A parsed corpus, ready to write.
@@ -53,6 +72,12 @@ impl Corpus {
             Units::Ner(u) => Stats::count(u, group_of, &self.labels, self.warnings.clone(), |s| {
                 s.tokens.len() as u64
             }),
+            Units::Similarity(u) => {
+                Stats::count(u, group_of, &self.labels, self.warnings.clone(), |_| 0)
+            }
+            Units::Multilabel(u) => {
+                Stats::count(u, group_of, &self.labels, self.warnings.clone(), |_| 0)
+            }
         }
     }
 
@@ -63,6 +88,8 @@ impl Corpus {
         match &self.units {
             Units::Relation(u) => jsonl::write(&units_path, u)?,
             Units::Ner(u) => jsonl::write(&units_path, u)?,
+            Units::Similarity(u) => jsonl::write(&units_path, u)?,
+            Units::Multilabel(u) => jsonl::write(&units_path, u)?,
         }
         jsonl::write_json(&dir.join(LABELS_FILE), &self.labels)?;
         self.stats().write(dir)
@@ -137,9 +164,12 @@ fn preset(format: Format) -> (Layout, Option<EntityStyle>, Option<&'static str>)
             None,
             None,
         ),
-        Format::Jsonl | Format::Json | Format::Conll | Format::Conllu => {
-            (Layout::default(), None, None)
-        }
+        Format::Jsonl
+        | Format::Json
+        | Format::Conll
+        | Format::Conllu
+        | Format::PairTsv
+        | Format::MultilabelTsv => (Layout::default(), None, None),
         Format::Semeval2010Task8 => (Layout::default(), Some(EntityStyle::Tagged), None),
     }
 }
@@ -231,21 +261,13 @@ pub fn build(spec: &CorpusSpec, input: &Path) -> Result<Corpus, DataError> {
         Task::Relation => build_relation(spec, input, &mut policy)?,
         Task::Ner if spec.format == Format::Conllu => build_trees(spec, input, &mut policy)?,
         Task::Ner => build_ner(spec, input, &mut policy)?,
+        Task::Similarity => build_pairs(spec, input, &mut policy)?,
+        Task::Multilabel => build_documents(spec, input, &mut policy)?,
     };
     // A split file that yields nothing would make the split vanish downstream (no dev set,
     // no test set): say so here, where the file is named.
     for (split, file) in &spec.files {
-        let units = match &corpus.units {
-            Units::Relation(u) => u
-                .iter()
-                .filter(|x| x.split.as_deref() == Some(split))
-                .count(),
-            Units::Ner(u) => u
-                .iter()
-                .filter(|x| x.split.as_deref() == Some(split))
-                .count(),
-        };
-        if units == 0 {
+        if corpus.units.in_split(split) == 0 {
             let why = if policy.skipped > 0 {
                 format!(
                     "{} malformed line(s) were skipped (on_error: skip), its every line among them",
@@ -260,6 +282,8 @@ pub fn build(spec: &CorpusSpec, input: &Path) -> Result<Corpus, DataError> {
                 match spec.format.task() {
                     Task::Relation => "instances",
                     Task::Ner => "sentences",
+                    Task::Similarity => "pairs",
+                    Task::Multilabel => "documents",
                 }
             )));
         }
@@ -369,9 +393,9 @@ fn read_file(
         Format::Json => json::read(&path, rel, Shape::Array, &config)?,
         Format::DdiXml => ddi_xml::read(input, rel, &config.tagging)?,
         Format::Semeval2010Task8 => semeval::read(&path, rel, &config)?,
-        Format::Conll | Format::Conllu => {
+        Format::Conll | Format::Conllu | Format::PairTsv | Format::MultilabelTsv => {
             return Err(DataError::Invalid(format!(
-                "{rel}: {format:?} is a sentence format"
+                "{rel}: {format:?} is not a relation format"
             )))
         }
     };
@@ -774,5 +798,175 @@ fn make_sentence(
         tags,
         split: job.split.clone(),
         fold: job.fold,
+    })
+}
+
+/// The id of a unit: the `id` column, else `<group>-<line>`; a repeated id is an error
+/// naming both places.
+fn unit_id(
+    raw: Option<String>,
+    job: &Job,
+    rel: &str,
+    line: usize,
+    seen: &mut HashMap<String, String>,
+) -> Result<String, DataError> {
+    let id = raw.unwrap_or_else(|| format!("{}-{line}", job.group));
+    let at = format!("{rel}:{line}");
+    if let Some(first) = seen.insert(id.clone(), at.clone()) {
+        return Err(DataError::Invalid(format!(
+            "duplicate id `{id}` (in {first} and {at})"
+        )));
+    }
+    Ok(id)
+}
+
+/// Files of one task format only (a pair or document corpus reads no other format).
+fn same_format(spec: &CorpusSpec, job: &Job) -> Result<(), DataError> {
+    let format = job.file.format(spec.format);
+    if format != spec.format {
+        return Err(DataError::Invalid(format!(
+            "{}: a {:?} corpus reads only {:?} files",
+            job.file.path(),
+            spec.format,
+            spec.format
+        )));
+    }
+    Ok(())
+}
+
+/// Sentence pairs with a score (`format: pair_tsv`); `labels.json` has no labels.
+fn build_pairs(
+    spec: &CorpusSpec,
+    input: &Path,
+    policy: &mut ErrorPolicy,
+) -> Result<Corpus, DataError> {
+    let layout = spec.layout.over(&preset(spec.format).0);
+    let mut units: Vec<Pair> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for job in jobs(spec) {
+        same_format(spec, &job)?;
+        let rel = job.file.path();
+        for raw in pairs::read(&input.join(rel), rel, &layout)? {
+            let Some(raw) = policy.take(raw)? else {
+                continue;
+            };
+            units.push(Pair {
+                id: unit_id(raw.id, &job, rel, raw.line, &mut seen)?,
+                doc_id: raw.doc_id,
+                text_a: entity::flatten_whitespace(&raw.text_a),
+                text_b: entity::flatten_whitespace(&raw.text_b),
+                score: raw.score,
+                split: job.split.clone(),
+                fold: job.fold,
+            });
+        }
+    }
+    limit(&mut units, spec.max_instances);
+    Ok(Corpus {
+        labels: LabelSet {
+            task: Task::Similarity,
+            labels: Vec::new(),
+            negative: None,
+        },
+        units: Units::Similarity(units),
+        warnings: BTreeMap::new(),
+        notes: Vec::new(),
+    })
+}
+
+/// Documents with label sets (`format: multilabel_tsv`): label ids mapped by `label2id`
+/// when given, renamed, checked against `labels:`; `labels.json` lists the labels (the
+/// declared order, else `label2id`'s, else sorted), with no negative label.
+fn build_documents(
+    spec: &CorpusSpec,
+    input: &Path,
+    policy: &mut ErrorPolicy,
+) -> Result<Corpus, DataError> {
+    let layout = spec.layout.over(&preset(spec.format).0);
+    let label_ids = read_label_ids(spec, input)?;
+    let rename = |name: &str| {
+        spec.rename_labels
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    };
+    let id_to_name: Option<HashMap<String, String>> = label_ids.as_ref().map(|ids| {
+        ids.iter()
+            .map(|(name, id)| (id.to_string(), rename(name)))
+            .collect()
+    });
+    let declared: Option<Vec<String>> = spec.labels.clone().or_else(|| {
+        label_ids
+            .as_ref()
+            .map(|p| p.iter().map(|(n, _)| rename(n)).collect())
+    });
+    let mut units: Vec<Document> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for job in jobs(spec) {
+        same_format(spec, &job)?;
+        let rel = job.file.path();
+        for raw in documents::read(&input.join(rel), rel, &layout)? {
+            let Some(raw) = policy.take(raw)? else {
+                continue;
+            };
+            let line = raw.line;
+            let mapped: Result<Vec<String>, DataError> = raw
+                .labels
+                .iter()
+                .map(|l| {
+                    let name = match &id_to_name {
+                        Some(ids) => ids.get(l).cloned().ok_or_else(|| {
+                            line_error(rel, line, format!("label id `{l}` is not in label2id"))
+                        })?,
+                        None => rename(l),
+                    };
+                    match &declared {
+                        Some(d) if !d.contains(&name) => Err(line_error(
+                            rel,
+                            line,
+                            format!("label `{name}` is not one of the declared labels {d:?}"),
+                        )),
+                        _ => Ok(name),
+                    }
+                })
+                .collect();
+            let Some(mut labels) = policy.take(mapped)? else {
+                continue;
+            };
+            let mut unique = HashSet::new();
+            labels.retain(|l| unique.insert(l.clone()));
+            units.push(Document {
+                id: unit_id(raw.id, &job, rel, line, &mut seen)?,
+                doc_id: raw.doc_id,
+                text: entity::flatten_whitespace(&raw.text),
+                labels,
+                split: job.split.clone(),
+                fold: job.fold,
+            });
+        }
+    }
+    limit(&mut units, spec.max_instances);
+    let labels = declared.unwrap_or_else(|| {
+        units
+            .iter()
+            .flat_map(|d| d.labels.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    });
+    // each document's labels in the declared order
+    for d in &mut units {
+        d.labels
+            .sort_by_key(|l| labels.iter().position(|x| x == l).unwrap_or(usize::MAX));
+    }
+    Ok(Corpus {
+        labels: LabelSet {
+            task: Task::Multilabel,
+            labels,
+            negative: None,
+        },
+        units: Units::Multilabel(units),
+        warnings: BTreeMap::new(),
+        notes: Vec::new(),
     })
 }

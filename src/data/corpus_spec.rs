@@ -36,6 +36,12 @@ pub enum Format {
     Semeval2010Task8,
     /// CoNLL-U dependency trees (plain or `.gz`), stored as sentences of `HEAD:DEPREL` tags.
     Conllu,
+    /// Sentence pairs with a similarity score (BIOSSES), configured by `layout`
+    /// (`text`, `text_b` or `pair_separator`, `strip_prefix`, `score`).
+    PairTsv,
+    /// Documents with a set of labels each (HoC), configured by `layout`
+    /// (`text`, `label`, `label_separator`, `empty_label`).
+    MultilabelTsv,
 }
 
 impl Format {
@@ -43,6 +49,8 @@ impl Format {
     pub fn task(self) -> Task {
         match self {
             Format::Conll | Format::Conllu => Task::Ner,
+            Format::PairTsv => Task::Similarity,
+            Format::MultilabelTsv => Task::Multilabel,
             _ => Task::Relation,
         }
     }
@@ -111,6 +119,25 @@ pub struct Layout {
     /// JSON: dotted path to the array of records (default: the top-level array).
     #[serde(default)]
     pub records: Option<String>,
+    /// `pair_tsv`: the column of the second sentence, when the pair is in two columns.
+    #[serde(default)]
+    pub text_b: Option<Column>,
+    /// `pair_tsv`: a literal separating the two sentences inside the `text` column
+    /// (BIOSSES BLURB: ` s2: `).
+    #[serde(default)]
+    pub pair_separator: Option<String>,
+    /// `pair_tsv`: a literal every `text` starts with, removed (BIOSSES BLURB: `s1: `).
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// `pair_tsv`: the similarity score column (a number).
+    #[serde(default)]
+    pub score: Option<Column>,
+    /// `multilabel_tsv`: the literal joining a document's labels in the `label` column.
+    #[serde(default)]
+    pub label_separator: Option<String>,
+    /// `multilabel_tsv`: the `label` value that means "no label" (HoC BLURB: `10`).
+    #[serde(default)]
+    pub empty_label: Option<String>,
 }
 
 impl Layout {
@@ -130,6 +157,24 @@ impl Layout {
                 .clone()
                 .or_else(|| base.doc_id_pattern.clone()),
             records: self.records.clone().or_else(|| base.records.clone()),
+            text_b: self.text_b.clone().or_else(|| base.text_b.clone()),
+            pair_separator: self
+                .pair_separator
+                .clone()
+                .or_else(|| base.pair_separator.clone()),
+            strip_prefix: self
+                .strip_prefix
+                .clone()
+                .or_else(|| base.strip_prefix.clone()),
+            score: self.score.clone().or_else(|| base.score.clone()),
+            label_separator: self
+                .label_separator
+                .clone()
+                .or_else(|| base.label_separator.clone()),
+            empty_label: self
+                .empty_label
+                .clone()
+                .or_else(|| base.empty_label.clone()),
         }
     }
 }
@@ -340,6 +385,38 @@ impl CorpusSpec {
                     format!("format {fmt:?} needs `layout.text` and `layout.label`"),
                 ));
             }
+            if fmt == Format::PairTsv {
+                let l = &self.layout;
+                if l.text.is_none() || l.score.is_none() {
+                    return Err(param(
+                        "layout",
+                        "format pair_tsv needs `layout.text` and `layout.score`",
+                    ));
+                }
+                if l.text_b.is_some() == l.pair_separator.is_some() {
+                    return Err(param(
+                        "layout",
+                        "format pair_tsv needs one of `layout.text_b` (a column) or \
+                         `layout.pair_separator` (both sentences in `text`)",
+                    ));
+                }
+                if l.pair_separator.as_deref() == Some("") {
+                    return Err(param("layout.pair_separator", "must not be empty"));
+                }
+            }
+            if fmt == Format::MultilabelTsv {
+                let l = &self.layout;
+                if l.text.is_none() || l.label.is_none() || l.label_separator.is_none() {
+                    return Err(param(
+                        "layout",
+                        "format multilabel_tsv needs `layout.text`, `layout.label` and \
+                         `layout.label_separator`",
+                    ));
+                }
+                if l.label_separator.as_deref() == Some("") {
+                    return Err(param("layout.label_separator", "must not be empty"));
+                }
+            }
             if !matches!(fmt, Format::DdiXml) && f.path().contains('#') {
                 return Err(param(
                     "files",
@@ -357,6 +434,14 @@ impl CorpusSpec {
                     return Err(param("move_ids", format!("unknown split `{s}`")));
                 }
             }
+        }
+        if self.negative.is_some()
+            && matches!(self.format.task(), Task::Similarity | Task::Multilabel)
+        {
+            return Err(param(
+                "negative",
+                format!("format {:?} has no negative label", self.format),
+            ));
         }
         if let (Some(labels), Some(neg)) = (&self.labels, &self.negative) {
             if self.format.task() == Task::Relation && !labels.contains(neg) {

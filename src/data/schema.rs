@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// File names a corpus (and a split) directory holds.
 pub const INSTANCES_FILE: &str = "instances.jsonl";
 pub const SENTENCES_FILE: &str = "sentences.jsonl";
+pub const PAIRS_FILE: &str = "pairs.jsonl";
+pub const DOCUMENTS_FILE: &str = "documents.jsonl";
 pub const LABELS_FILE: &str = "labels.json";
 pub const STATS_FILE: &str = "stats.json";
 
@@ -37,12 +39,40 @@ pub struct Sentence {
     pub fold: Option<u32>,
 }
 
+/// One sentence pair with a real-valued similarity score (BIOSSES: 0–4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    pub id: String,
+    pub doc_id: Option<String>,
+    pub text_a: String,
+    pub text_b: String,
+    pub score: f64,
+    pub split: Option<String>,
+    pub fold: Option<u32>,
+}
+
+/// One document with any number of labels, possibly none (HoC's hallmarks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: String,
+    pub doc_id: Option<String>,
+    pub text: String,
+    /// Label names (as in `labels.json`), in declared order, no repeats.
+    pub labels: Vec<String>,
+    pub split: Option<String>,
+    pub fold: Option<u32>,
+}
+
 /// Which task a corpus is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     Relation,
     Ner,
+    /// Sentence-pair similarity: a real score per [`Pair`].
+    Similarity,
+    /// Document classification with a set of labels per [`Document`].
+    Multilabel,
 }
 
 impl Task {
@@ -51,12 +81,14 @@ impl Task {
         match self {
             Task::Relation => INSTANCES_FILE,
             Task::Ner => SENTENCES_FILE,
+            Task::Similarity => PAIRS_FILE,
+            Task::Multilabel => DOCUMENTS_FILE,
         }
     }
 }
 
-/// `labels.json`: the ordered label names (relation) or IOB2 tag set (NER), and the
-/// negative label that micro-averaged metrics exclude.
+/// `labels.json`: the ordered label names (relation, multilabel) or IOB2 tag set (NER),
+/// and the negative label that micro-averaged metrics exclude (similarity: no labels).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelSet {
@@ -126,6 +158,59 @@ impl Unit for Sentence {
             .iter()
             .filter_map(|t| t.strip_prefix("B-"))
             .collect()
+    }
+}
+
+impl Unit for Pair {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn doc_id(&self) -> Option<&str> {
+        self.doc_id.as_deref()
+    }
+    fn split(&self) -> Option<&str> {
+        self.split.as_deref()
+    }
+    fn fold(&self) -> Option<u32> {
+        self.fold
+    }
+    fn set_split(&mut self, split: Option<String>) {
+        self.split = split;
+    }
+    fn set_fold(&mut self, fold: Option<u32>) {
+        self.fold = fold;
+    }
+    /// Pairs are counted as one column, `pairs`.
+    fn stat_keys(&self) -> Vec<&str> {
+        vec![PAIRS_KEY]
+    }
+}
+
+/// The statistics column of a similarity corpus (pairs per group).
+pub const PAIRS_KEY: &str = "pairs";
+
+impl Unit for Document {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn doc_id(&self) -> Option<&str> {
+        self.doc_id.as_deref()
+    }
+    fn split(&self) -> Option<&str> {
+        self.split.as_deref()
+    }
+    fn fold(&self) -> Option<u32> {
+        self.fold
+    }
+    fn set_split(&mut self, split: Option<String>) {
+        self.split = split;
+    }
+    fn set_fold(&mut self, fold: Option<u32>) {
+        self.fold = fold;
+    }
+    /// One entry per label the document carries (documents are counted apart).
+    fn stat_keys(&self) -> Vec<&str> {
+        self.labels.iter().map(String::as_str).collect()
     }
 }
 

@@ -354,7 +354,7 @@ pub fn split_dir(
     spec: &SplitSpec,
     out_dir: &std::path::Path,
 ) -> Result<(super::Stats, Vec<String>), DataError> {
-    use super::schema::{Instance, LabelSet, Sentence, Task, LABELS_FILE};
+    use super::schema::{Document, Instance, LabelSet, Pair, Sentence, Task, LABELS_FILE};
     let labels: LabelSet = super::jsonl::read_json(&corpus_dir.join(LABELS_FILE))?;
     let units_path = corpus_dir.join(labels.task.units_file());
     std::fs::create_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
@@ -370,6 +370,18 @@ pub fn split_dir(
             &labels,
             out_dir,
             |s| s.tokens.len() as u64,
+        )?,
+        Task::Similarity => write_split(
+            split(super::jsonl::read::<Pair>(&units_path)?, spec)?,
+            &labels,
+            out_dir,
+            |_| 0,
+        )?,
+        Task::Multilabel => write_split(
+            split(super::jsonl::read::<Document>(&units_path)?, spec)?,
+            &labels,
+            out_dir,
+            |_| 0,
         )?,
     };
     super::jsonl::write_json(&out_dir.join(LABELS_FILE), &labels)?;

@@ -5,7 +5,8 @@
 //! (`fold-3`) or a file of a split stage (`fold-3/train`). Relation corpora count
 //! instances per label (every declared label appears, zeros included); NER corpora count
 //! mentions (`B-` tags) per entity type. Keys starting with `_` are not groups:
-//! `_sentences` and `_tokens` (NER, per group) and `_warnings` (counted warnings, e.g.
+//! `_sentences` and `_tokens` (NER, per group; multilabel corpora count documents in
+//! `_sentences` and labels carried in the rows; similarity corpora count `pairs`) and `_warnings` (counted warnings, e.g.
 //! `skipped` malformed lines).
 
 use std::collections::BTreeMap;
@@ -47,9 +48,16 @@ pub fn entity_types(labels: &LabelSet) -> Vec<String> {
 
 fn label_order(labels: &LabelSet) -> Vec<String> {
     match labels.task {
-        Task::Relation => labels.labels.clone(),
+        Task::Relation | Task::Multilabel => labels.labels.clone(),
         Task::Ner => entity_types(labels),
+        Task::Similarity => vec![super::schema::PAIRS_KEY.to_string()],
     }
+}
+
+/// Whether a task's units are counted apart from their label counts (`_sentences`): NER
+/// sentences (counts are mentions) and multilabel documents (counts are labels carried).
+fn counts_units_apart(task: Task) -> bool {
+    matches!(task, Task::Ner | Task::Multilabel)
 }
 
 impl Stats {
@@ -77,18 +85,22 @@ impl Stats {
             for key in u.stat_keys() {
                 *row.entry(key.to_string()).or_insert(0) += 1;
             }
-            if labels.task == Task::Ner {
+            if counts_units_apart(labels.task) {
                 *stats.sentences.entry(group.clone()).or_insert(0) += 1;
+            }
+            if labels.task == Task::Ner {
                 *stats.tokens.entry(group).or_insert(0) += tokens_of(u);
             }
         }
         stats
     }
 
-    /// Units in `group` (instances; NER: sentences).
+    /// Units in `group` (instances; NER: sentences; multilabel: documents).
     pub fn total(&self, group: &str) -> u64 {
         match self.task {
-            Some(Task::Ner) => self.sentences.get(group).copied().unwrap_or(0),
+            Some(task) if counts_units_apart(task) => {
+                self.sentences.get(group).copied().unwrap_or(0)
+            }
             _ => self.counts.get(group).map_or(0, |row| row.values().sum()),
         }
     }
@@ -213,9 +225,12 @@ impl fmt::Display for Stats {
     /// A plain-text table: one row per group (and a total row), one column per label.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ner = self.task == Some(Task::Ner);
+        let documents = self.task == Some(Task::Multilabel);
         let mut header: Vec<String> = vec!["split".into()];
         if ner {
             header.extend(["sentences".into(), "tokens".into()]);
+        } else if documents {
+            header.push("documents".into());
         } else {
             header.push("total".into());
         }
@@ -228,6 +243,8 @@ impl fmt::Display for Stats {
             if ner {
                 cells.push(self.sentences.get(*g).copied().unwrap_or(0));
                 cells.push(self.tokens.get(*g).copied().unwrap_or(0));
+            } else if documents {
+                cells.push(self.sentences.get(*g).copied().unwrap_or(0));
             } else {
                 cells.push(self.total(g));
             }

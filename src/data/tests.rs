@@ -27,7 +27,7 @@ fn build(yaml: &str, dir: &Path) -> Result<Corpus, DataError> {
 fn rel(c: &Corpus) -> &[Instance] {
     match &c.units {
         Units::Relation(u) => u,
-        Units::Ner(_) => panic!("expected relation units"),
+        _ => panic!("expected relation units"),
     }
 }
 
@@ -813,4 +813,114 @@ fn plan_time_checks_name_the_param() {
     };
     assert!(split_bad("method: kfold").contains("param `k`"));
     assert!(split_bad("{method: standard, dev_fraction: 1.5}").contains("dev_fraction"));
+}
+
+const BIOSSES: &str = "format: pair_tsv
+files: {train: blurb/train_blurb.tsv, dev: blurb/dev_blurb.tsv, test: blurb/test_blurb.tsv}
+layout: {header: false, text: 0, score: 1, strip_prefix: 's1: ', pair_separator: ' s2: '}";
+
+#[test]
+fn biosses_pairs_and_their_split() {
+    let c = build(BIOSSES, &fixtures("biosses")).unwrap();
+    let Units::Similarity(pairs) = &c.units else {
+        panic!("expected pairs")
+    };
+    assert_eq!(pairs.len(), 24 + 8 + 8);
+    assert_eq!(c.labels.task, super::Task::Similarity);
+    assert!(c.labels.labels.is_empty());
+    let first = &pairs[0];
+    assert_eq!(first.id, "train-1");
+    assert_eq!(
+        first.text_b,
+        "Not surprisingly, GATA2 knockdown in KRAS mutant cells resulted in a striking \
+         reduction of active GTP-bound RHO proteins, including the downstream ROCK kinase"
+    );
+    assert!(first
+        .text_a
+        .starts_with("Here, looking for agents that could specifically kill KRAS"));
+    assert_eq!(first.score, 2.2);
+    assert_eq!(c.stats().total("dev"), 8);
+    // the pre-split files map to train/dev/test as every shipped split does
+    let root = tempfile::tempdir().unwrap();
+    c.write(&root.path().join("corpus")).unwrap();
+    let spec: SplitSpec = serde_yaml::from_str("method: standard").unwrap();
+    let (stats, _) = split::split_dir(
+        &root.path().join("corpus"),
+        &spec,
+        &root.path().join("split"),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            stats.total("train"),
+            stats.total("dev"),
+            stats.total("test")
+        ),
+        (24, 8, 8)
+    );
+    // and k-fold over the pairs (no document ids: instance-level on request)
+    let kfold: SplitSpec =
+        serde_yaml::from_str("{method: kfold, k: 4, seed: 1, allow_instance_level: true}").unwrap();
+    let (stats, _) = split::split_dir(
+        &root.path().join("corpus"),
+        &kfold,
+        &root.path().join("folds"),
+    )
+    .unwrap();
+    let tests: u64 = (0..4).map(|k| stats.total(&format!("fold-{k}/test"))).sum();
+    assert_eq!(tests, 40);
+}
+
+#[test]
+fn a_score_that_is_not_a_number_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("blurb")).unwrap();
+    for f in ["train", "dev", "test"] {
+        std::fs::write(
+            dir.path().join(format!("blurb/{f}_blurb.tsv")),
+            "s1: A b. s2: C d.\t1.5\ns1: E f. s2: G h.\tn/a\n",
+        )
+        .unwrap();
+    }
+    let err = build(BIOSSES, dir.path()).unwrap_err().to_string();
+    assert_eq!(err, "blurb/train_blurb.tsv:2: score `n/a` is not a number");
+    let no_separator = BIOSSES.replace("' s2: '", "' S2: '");
+    let err = build(&no_separator, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("blurb/train_blurb.tsv:1: no ` S2: `"),
+        "{err}"
+    );
+    // both ways of finding the second sentence, or neither: refused at plan time
+    let both = BIOSSES.replace("score: 1,", "score: 1, text_b: 2,");
+    assert!(spec(&both).check().is_err());
+}
+
+const HOC: &str = "format: multilabel_tsv
+files: {train: blurb/train_blurb.tsv, dev: blurb/dev_blurb.tsv, test: blurb/test_blurb.tsv}
+layout: {header: false, text: 0, label: 1, label_separator: '|', empty_label: '10'}
+label2id: {a0: 0, a1: 1, a2: 2, a3: 3, a4: 4, a5: 5, a6: 6, a7: 7, a8: 8, a9: 9}";
+
+#[test]
+fn hoc_documents_with_label_sets() {
+    let c = build(HOC, &fixtures("hoc")).unwrap();
+    let Units::Multilabel(docs) = &c.units else {
+        panic!("expected documents")
+    };
+    assert_eq!(c.labels.labels.len(), 10);
+    assert_eq!(c.labels.labels[0], "a0");
+    // train lines 1-3: `10`, `1|7`, `6`
+    assert!(docs[0].labels.is_empty());
+    assert_eq!(docs[1].labels, ["a1", "a7"]);
+    assert_eq!(docs[2].labels, ["a6"]);
+    let stats = c.stats();
+    // documents counted apart from the labels they carry (train: 24 documents, 4 of them `10`)
+    assert_eq!(stats.total("train"), 24);
+    assert_eq!(stats.counts["train"]["a7"], 7);
+    assert_eq!(stats.counts["test"]["a0"], 3);
+    let unknown = HOC.replace("a9: 9", "a9: 11");
+    let err = build(&unknown, &fixtures("hoc")).unwrap_err().to_string();
+    assert!(
+        err.contains("blurb/train_blurb.tsv:") && err.contains("label id `9` is not in label2id"),
+        "{err}"
+    );
 }

@@ -1,4 +1,5 @@
-//! Evaluation metrics: P/R/F1 (micro over non-negative classes, binary), mean ± std.
+//! Evaluation metrics: P/R/F1 (micro over non-negative classes, binary), Pearson and
+//! Spearman correlations, multi-label micro / example-based / macro F1, mean ± std.
 //!
 //! Everything here is a pure function of labels or counts; the `evaluate` and
 //! `cv_aggregate` stages read files and call into it.
@@ -14,8 +15,10 @@
 
 pub mod attachment;
 pub mod confusion;
+pub mod correlation;
 pub mod cv;
 pub mod evaluation;
+pub mod multilabel;
 pub mod ner;
 pub mod prf;
 pub mod semeval;

@@ -188,6 +188,8 @@ impl std::fmt::Display for TaskName {
         f.write_str(match self.0 {
             Task::Relation => "relation classification",
             Task::Ner => "NER (token tagging)",
+            Task::Similarity => "sentence-pair similarity (a score per pair)",
+            Task::Multilabel => "multi-label document classification",
         })
     }
 }

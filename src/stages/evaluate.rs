@@ -18,6 +18,15 @@
 //!   `HEAD:DEPREL`): metrics `uas`, `las` over every word, **punctuation included**
 //!   ([`crate::metrics::attachment`]); `decode: mst` scores the maximum-spanning-tree
 //!   decoding (`pred_mst`), the default each word's best head (`pred`).
+//!
+//! Two more task types choose their headline from `labels.json` (or `average:`):
+//! - `similarity` (a `regression` fine-tuning; `gold`/`pred` numbers): `pearson` (the
+//!   headline, as BLUE and Peng et al. report BIOSSES), `spearman` (ties get their average
+//!   rank) and `mse` ([`crate::metrics::correlation`]);
+//! - `multilabel` (`gold`/`pred` label lists): `micro_f1` (with `micro_precision`,
+//!   `micro_recall`), `example_f1` (per-document F1 averaged; a document with no gold and
+//!   no predicted label scores 1) and `macro_f1`, `per_label`
+//!   ([`crate::metrics::multilabel`]).
 
 use std::path::Path;
 
@@ -26,10 +35,11 @@ use serde::{Deserialize, Serialize};
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::formats::conllu::parse_arc_tag;
 use crate::data::jsonl;
-use crate::data::schema::LABELS_FILE;
+use crate::data::schema::{Task, LABELS_FILE};
 use crate::metrics::attachment::AttachmentCounts;
 use crate::metrics::evaluation::{copy_if_present, evaluate_dir, Average, EvaluateParams};
 use crate::metrics::semeval::{official_score, OTHER};
+use crate::metrics::{correlation, multilabel};
 
 /// The `evaluate` stage kind.
 pub struct EvaluateStage;
@@ -45,6 +55,10 @@ pub enum Headline {
     Semeval2010,
     /// UAS and LAS of dependency trees.
     Attachment,
+    /// Sentence-pair similarity: Pearson's r (headline), Spearman's ρ, MSE.
+    Similarity,
+    /// Multi-label documents: micro-F1, example-based F1, macro-F1.
+    Multilabel,
 }
 
 /// Which decoding of a tree `average: attachment` scores.
@@ -79,7 +93,12 @@ impl EvaluateStageParams {
             Some(Headline::Micro) => Some(Average::Micro),
             Some(Headline::Binary) => Some(Average::Binary),
             Some(Headline::Ner) => Some(Average::Ner),
-            Some(Headline::Semeval2010 | Headline::Attachment) => return None,
+            Some(
+                Headline::Semeval2010
+                | Headline::Attachment
+                | Headline::Similarity
+                | Headline::Multilabel,
+            ) => return None,
         };
         Some(EvaluateParams {
             average,
@@ -102,6 +121,127 @@ struct TreeLine {
     pred: Vec<String>,
     #[serde(default)]
     pred_mst: Option<Vec<String>>,
+}
+
+/// A `predictions.jsonl` line of a sentence pair.
+#[derive(Debug, Deserialize)]
+struct ScoreLine {
+    gold: f64,
+    pred: f64,
+}
+
+/// A `predictions.jsonl` line of a multi-label document.
+#[derive(Debug, Deserialize)]
+struct LabelSetLine {
+    gold: Vec<String>,
+    pred: Vec<String>,
+}
+
+fn metrics_error(path: &Path, e: impl std::fmt::Display) -> StageError {
+    StageError::Input {
+        name: "predictions".into(),
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+/// Pearson's r, Spearman's ρ and the MSE of `dir/predictions.jsonl`.
+fn similarity_metrics(dir: &Path) -> Result<(serde_json::Value, String), StageError> {
+    let path = dir.join("predictions.jsonl");
+    let lines: Vec<ScoreLine> = jsonl::read(&path)?;
+    let gold: Vec<f64> = lines.iter().map(|l| l.gold).collect();
+    let pred: Vec<f64> = lines.iter().map(|l| l.pred).collect();
+    let pearson = correlation::pearson(&pred, &gold).map_err(|e| metrics_error(&path, e))?;
+    let spearman = correlation::spearman(&pred, &gold).map_err(|e| metrics_error(&path, e))?;
+    let mse = correlation::mse(&pred, &gold).map_err(|e| metrics_error(&path, e))?;
+    let md = format!(
+        "Headline: Pearson's r between predicted and gold similarity over {} pairs.\n\n\
+         | Pearson | Spearman | MSE |\n|---|---|---|\n| {pearson:.4} | {spearman:.4} | {mse:.4} |\n",
+        lines.len()
+    );
+    let json = serde_json::json!({
+        "average": Headline::Similarity,
+        "pearson": pearson,
+        "spearman": spearman,
+        "mse": mse,
+        "n": lines.len(),
+    });
+    Ok((json, md))
+}
+
+/// Micro-F1, example-based F1 and macro-F1 of `dir/predictions.jsonl`.
+fn multilabel_metrics(dir: &Path) -> Result<(serde_json::Value, String), StageError> {
+    let labels = crate::metrics::evaluation::read_labels(dir)?;
+    let path = dir.join("predictions.jsonl");
+    let lines: Vec<LabelSetLine> = jsonl::read(&path)?;
+    let index = |set: &[String], line: usize| -> Result<Vec<usize>, StageError> {
+        set.iter()
+            .map(|l| {
+                labels.labels.iter().position(|k| k == l).ok_or_else(|| {
+                    metrics_error(
+                        &path,
+                        format!("line {line}: label `{l}` is not in labels.json"),
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut gold = Vec::with_capacity(lines.len());
+    let mut pred = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        gold.push(index(&l.gold, i + 1)?);
+        pred.push(index(&l.pred, i + 1)?);
+    }
+    let s = multilabel::score(labels.labels.len(), &gold, &pred)
+        .map_err(|e| metrics_error(&path, e))?;
+    let mut md = format!(
+        "Headline: multi-label scores over {} documents (a label predicted where its sigmoid \
+         exceeds 0.5). Example-based F1 averages each document's F1; a document with no gold \
+         and no predicted label scores 1.\n\n| micro-F1 | example-based F1 | macro-F1 |\n\
+         |---|---|---|\n| {:.1} | {:.1} | {:.1} |\n\n| label | P | R | F1 | support |\n|---|---|---|---|---|\n",
+        s.n,
+        100.0 * s.micro.f1,
+        100.0 * s.example_f1,
+        100.0 * s.macro_f1
+    );
+    let mut per_label = serde_json::Map::new();
+    for (name, c) in labels.labels.iter().zip(&s.per_label) {
+        md.push_str(&format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {} |\n",
+            100.0 * c.prf.precision,
+            100.0 * c.prf.recall,
+            100.0 * c.prf.f1,
+            c.support
+        ));
+        per_label.insert(
+            name.clone(),
+            serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    let json = serde_json::json!({
+        "average": Headline::Multilabel,
+        "micro_f1": s.micro.f1,
+        "micro_precision": s.micro.precision,
+        "micro_recall": s.micro.recall,
+        "tp": s.micro.tp,
+        "fp": s.micro.fp,
+        "fn": s.micro.fn_,
+        "example_f1": s.example_f1,
+        "macro_f1": s.macro_f1,
+        "n": s.n,
+        "per_label": per_label,
+    });
+    Ok((json, md))
+}
+
+/// The headline a `labels.json` task implies when `average:` is not given (`None`: the
+/// classification headlines' own default).
+fn task_headline(dir: &Path) -> Result<Option<Headline>, StageError> {
+    let labels = crate::metrics::evaluation::read_labels(dir)?;
+    Ok(match labels.task {
+        Task::Similarity => Some(Headline::Similarity),
+        Task::Multilabel => Some(Headline::Multilabel),
+        Task::Relation | Task::Ner => None,
+    })
 }
 
 /// SemEval-2010 Task 8's official score of `dir/predictions.jsonl`.
@@ -236,15 +376,25 @@ impl Stage for EvaluateStage {
 
     fn run(ctx: &mut StageCtx, p: &EvaluateStageParams) -> Result<(), StageError> {
         let dir = ctx.inputs.path("predictions")?.to_path_buf();
-        let (json, md) = match (p.classification(), p.average) {
-            (Some(params), _) => {
+        let implied = match p.average {
+            Some(_) => None,
+            None => task_headline(&dir)?,
+        };
+        let (json, md) = match (implied, p.classification(), p.average) {
+            (Some(Headline::Similarity), _, _) | (None, None, Some(Headline::Similarity)) => {
+                similarity_metrics(&dir)?
+            }
+            (Some(Headline::Multilabel), _, _) | (None, None, Some(Headline::Multilabel)) => {
+                multilabel_metrics(&dir)?
+            }
+            (_, Some(params), _) => {
                 let eval = evaluate_dir(&dir, &params)?;
                 (eval.to_json(), eval.to_markdown(&ctx.name))
             }
-            (None, Some(Headline::Attachment)) => {
+            (_, None, Some(Headline::Attachment)) => {
                 attachment_metrics(&dir, p.decode.unwrap_or(ArcDecoding::BestHead))?
             }
-            (None, _) => semeval_metrics(&dir)?,
+            (_, None, _) => semeval_metrics(&dir)?,
         };
         ctx.write_json("metrics.json", &json)?;
         let md_path = ctx.out_dir.join("per_class.md");

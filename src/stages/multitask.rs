@@ -227,6 +227,15 @@ impl Stage for MultitaskStage {
                     .map(|f| ("family".to_string(), f.head, f.crf_constraints)),
             );
         for (at, head, constraints) in heads {
+            if head.is_scoring() || head == HeadKind::WordPair {
+                return Err(ParamError::new(
+                    format!("{at}.head"),
+                    format!(
+                        "`{head}` is a `finetune` head; multitask trains the sentence \
+                         classification and token heads"
+                    ),
+                ));
+            }
             if !constraints.is_none() && head != HeadKind::TokenCrf {
                 return Err(ParamError::new(
                     format!("{at}.crf_constraints"),

@@ -75,6 +75,9 @@ pub struct EpochRecord {
     pub dev_p: Option<f64>,
     pub dev_r: Option<f64>,
     pub dev_f1: Option<f64>,
+    /// `regression`: Pearson's r on the dev set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_pearson: Option<f64>,
     /// Per task of a multi-task run: its dev score (F1, or Pearson for regression).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dev_tasks: BTreeMap<String, f64>,
@@ -311,6 +314,7 @@ pub fn fit<O: Objective>(
             dev_p: None,
             dev_r: None,
             dev_f1: None,
+            dev_pearson: None,
             dev_tasks: BTreeMap::new(),
             seconds,
             seq_per_s: refs_seen(&batches) as f64 / seconds,
@@ -385,7 +389,10 @@ fn epoch_line(r: &EpochRecord, epochs: usize) -> String {
             100.0 * rc,
             100.0 * f
         ),
-        _ => String::new(),
+        _ => match r.dev_pearson {
+            Some(pearson) => format!("  dev Pearson {pearson:.4}"),
+            None => String::new(),
+        },
     };
     let tasks: String = r
         .dev_tasks

@@ -13,6 +13,7 @@ pub mod multitask;
 pub mod predict;
 pub mod rng;
 pub mod schedule;
+pub mod scores;
 pub mod split_data;
 pub mod tagging;
 pub mod word_pair;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::data::jsonl;
-use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::data::schema::{Document, LabelSet, Pair, Task, LABELS_FILE};
 use crate::data::DataError;
 use crate::model::{BertTokenizer, Encoding, ModelError};
 use crate::train::tagging::{word_windows, WordWindow};
@@ -20,7 +20,7 @@ pub enum SplitDataError {
     NotADirectory(PathBuf),
     #[error("no {LABELS_FILE} in {0}")]
     NoLabels(PathBuf),
-    #[error("{0}: fewer than 2 labels")]
+    #[error("{0}: too few labels for its task")]
     TooFewLabels(PathBuf),
     #[error("{path}: instance `{id}` has label `{label}`, which labels.json does not declare")]
     UndeclaredLabel {
@@ -100,7 +100,13 @@ pub fn split_source(data_root: &Path, fold: Option<u32>) -> Result<SplitSource, 
         .find(|path| path.is_file())
         .ok_or_else(|| SplitDataError::NoLabels(dir.clone()))?;
     let label_set: LabelSet = jsonl::read_json(&labels_path)?;
-    if label_set.labels.len() < 2 {
+    // classes need two labels, a multi-label task one, a similarity task none
+    let needed = match label_set.task {
+        Task::Relation | Task::Ner => 2,
+        Task::Multilabel => 1,
+        Task::Similarity => 0,
+    };
+    if label_set.labels.len() < needed {
         return Err(SplitDataError::TooFewLabels(labels_path));
     }
     Ok(SplitSource {
@@ -134,6 +140,18 @@ pub trait Identified {
 }
 
 impl Identified for SplitInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Identified for Pair {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Identified for Document {
     fn id(&self) -> &str {
         &self.id
     }

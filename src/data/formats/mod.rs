@@ -5,7 +5,10 @@
 pub mod conll;
 pub mod conllu;
 pub mod ddi_xml;
+pub mod documents;
 pub mod json;
+pub mod pairs;
+pub mod rows;
 pub mod semeval;
 pub mod tsv;
 

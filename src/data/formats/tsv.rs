@@ -24,7 +24,7 @@ struct Columns {
     min: usize,
 }
 
-fn resolve(
+pub(super) fn resolve(
     col: &Option<Column>,
     header: Option<&[&str]>,
     name: &str,

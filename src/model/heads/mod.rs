@@ -88,6 +88,11 @@ pub enum HeadKind {
     /// Meng et al.'s classifier of every ordered word pair (dependency arcs, or the entity
     /// pair of a relation instance); see [`WordPairHead`].
     WordPair,
+    /// Sentence-pair similarity: `ŷ = w·h^L_CLS + b`, one real number, MSE loss.
+    Regression,
+    /// Several labels per document: `p_k = σ(W_f h^L_CLS + b_f)_k`, binary cross-entropy,
+    /// label k predicted where `p_k > 0.5`.
+    Multilabel,
 }
 
 impl HeadKind {
@@ -123,6 +128,8 @@ impl HeadKind {
             HeadKind::Token => "token",
             HeadKind::TokenCrf => "token_crf",
             HeadKind::WordPair => "word_pair",
+            HeadKind::Regression => "regression",
+            HeadKind::Multilabel => "multilabel",
         }
     }
 
@@ -131,13 +138,20 @@ impl HeadKind {
         matches!(self, HeadKind::Token | HeadKind::TokenCrf)
     }
 
+    /// Whether the head outputs real scores of [CLS] (`regression`, `multilabel`) rather
+    /// than one class of a softmax.
+    pub fn is_scoring(self) -> bool {
+        matches!(self, HeadKind::Regression | HeadKind::Multilabel)
+    }
+
     /// The task type of the split this head trains on.
     pub fn task(self) -> crate::data::schema::Task {
         use crate::data::schema::Task;
-        if self.is_token() {
-            Task::Ner
-        } else {
-            Task::Relation
+        match self {
+            _ if self.is_token() => Task::Ner,
+            HeadKind::Regression => Task::Similarity,
+            HeadKind::Multilabel => Task::Multilabel,
+            _ => Task::Relation,
         }
     }
 
@@ -172,10 +186,11 @@ impl FromStr for HeadKind {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let every = || {
-            HeadKind::ALL
-                .into_iter()
-                .chain(HeadKind::TOKEN)
-                .chain([HeadKind::WordPair])
+            HeadKind::ALL.into_iter().chain(HeadKind::TOKEN).chain([
+                HeadKind::WordPair,
+                HeadKind::Regression,
+                HeadKind::Multilabel,
+            ])
         };
         every().find(|k| k.name() == s).ok_or_else(|| {
             let names: Vec<&str> = every().map(|k| k.name()).collect();
@@ -210,7 +225,11 @@ impl HeadConfig {
     pub fn classifier_input_size(&self) -> usize {
         let h = self.hidden_size;
         match self.kind {
-            HeadKind::Cls | HeadKind::SllAttNocls | HeadKind::InterClsAtt => h,
+            HeadKind::Cls
+            | HeadKind::SllAttNocls
+            | HeadKind::InterClsAtt
+            | HeadKind::Regression
+            | HeadKind::Multilabel => h,
             HeadKind::SllLstm => h + self.lstm_hidden,
             HeadKind::SllBilstm => h + 2 * self.lstm_hidden,
             HeadKind::SllAtt => 2 * h,
@@ -226,7 +245,18 @@ impl HeadConfig {
 
     /// Builds the head with freshly initialized parameters.
     pub fn init(&self, device: &Device) -> Result<Head, ModelError> {
-        if self.num_labels < 2 {
+        let outputs_needed = match self.kind {
+            HeadKind::Regression => 1,
+            HeadKind::Multilabel => 1,
+            _ => 2,
+        };
+        if self.kind == HeadKind::Regression && self.num_labels != 1 {
+            return Err(ModelError::Invalid(format!(
+                "the regression head has 1 output, not {}",
+                self.num_labels
+            )));
+        }
+        if self.num_labels < outputs_needed {
             return Err(ModelError::Invalid(format!(
                 "a classification head needs at least 2 labels, got {}",
                 self.num_labels
@@ -273,6 +303,8 @@ impl HeadConfig {
                 classifier,
             }),
             HeadKind::PairwiseAtt => Head::PairwiseAtt(PairwiseAttHead { classifier }),
+            HeadKind::Regression => Head::Regression(ClsHead { classifier }),
+            HeadKind::Multilabel => Head::Multilabel(ClsHead { classifier }),
             HeadKind::Token | HeadKind::TokenCrf => {
                 return Err(ModelError::Invalid(format!(
                     "`{}` tags words; build it with TokenHeadConfig",
@@ -326,6 +358,10 @@ pub enum Head {
     InterClsLstm(InterClsLstmHead),
     InterClsAtt(InterClsAttHead),
     PairwiseAtt(PairwiseAttHead),
+    /// `ŷ = w·h^L_CLS + b` (the [`ClsHead`] layer with one output).
+    Regression(ClsHead),
+    /// `z = W_f h^L_CLS + b_f`, one logit per label (sigmoid in the loss / the threshold).
+    Multilabel(ClsHead),
 }
 
 impl Head {
@@ -343,6 +379,8 @@ impl Head {
             Head::InterClsLstm(_) => HeadKind::InterClsLstm,
             Head::InterClsAtt(_) => HeadKind::InterClsAtt,
             Head::PairwiseAtt(_) => HeadKind::PairwiseAtt,
+            Head::Regression(_) => HeadKind::Regression,
+            Head::Multilabel(_) => HeadKind::Multilabel,
         }
     }
 
@@ -350,7 +388,9 @@ impl Head {
     pub fn forward(&self, input: HeadInput) -> Result<HeadOutput, ModelError> {
         check_input(&input)?;
         match self {
-            Head::Cls(head) => Ok(head.forward(input)),
+            Head::Cls(head) | Head::Regression(head) | Head::Multilabel(head) => {
+                Ok(head.forward(input))
+            }
             Head::SllLstm(head) => Ok(head.forward(input)),
             Head::SllAtt(head) => Ok(head.forward(input)),
             Head::InterClsLstm(head) => head.forward(input),
@@ -377,6 +417,8 @@ fn check_input(input: &HeadInput) -> Result<(), ModelError> {
 }
 
 /// `p = softmax(W_f h + b_f)` with dropout on `h`; returns the logits `W_f h + b_f`.
+/// (The `regression` and `multilabel` heads read the same `W_f h + b_f` as a score and as
+/// per-label logits of sigmoids.)
 #[derive(Module, Debug)]
 pub struct SoftmaxLayer {
     dropout: Dropout,

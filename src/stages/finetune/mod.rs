@@ -15,6 +15,7 @@ use std::path::Path;
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
+mod scores;
 mod tagging;
 mod word_pair;
 
@@ -188,7 +189,8 @@ impl Stage for FinetuneStage {
     const INPUTS: InputContract = InputContract::Declared(&[
         InputSpec::one(
             "data",
-            "a split of a relation corpus, or NER for token heads",
+            "a split of a relation corpus, NER for token heads, sentence pairs for \
+             `regression`, multi-label documents for `multilabel`",
         ),
         InputSpec::one("model", "a BERT checkpoint directory"),
     ]);
@@ -230,7 +232,7 @@ impl Stage for FinetuneStage {
                 format!("`{bad}` is empty or contains whitespace"),
             ));
         }
-        if p.head.is_token() && p.entity_tokens != EntityTokens::Split {
+        if (p.head.is_token() || p.head.is_scoring()) && p.entity_tokens != EntityTokens::Split {
             return Err(ParamError::new(
                 "entity_tokens",
                 format!("applies to relation heads, not `{}`", p.head),
@@ -308,6 +310,9 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     }
     if p.head == HeadKind::WordPair {
         return word_pair::run(ctx, p);
+    }
+    if p.head.is_scoring() {
+        return scores::run(ctx, p);
     }
     let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();

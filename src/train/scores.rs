@@ -1,0 +1,322 @@
+//! The heads that score `h^L_CLS` with real numbers instead of one softmax class:
+//! `regression` (sentence-pair similarity, `ŷ = w·h_CLS + b`, mean squared error) and
+//! `multilabel` (`z = W_f h_CLS + b_f`, a sigmoid per label, binary cross-entropy). Their
+//! encoded units (a pair as `[CLS] a [SEP] b [SEP]` with segment ids 0/1), padded batches,
+//! losses, training objective and inference.
+
+use std::sync::atomic::AtomicBool;
+
+use burn::prelude::*;
+
+use super::batching::eval_batches;
+use super::classifier::SequenceClassifier;
+use super::concurrent_batches::map_batches;
+use super::fit::Objective;
+use super::layer_decay::LayerDepths;
+use super::TrainError;
+use crate::model::heads::HeadInput;
+use crate::model::{BertTokenizer, ModelError};
+
+/// One unit: its word pieces with [CLS]/[SEP], their segment ids and the targets (one
+/// score, or one 0/1 per label).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredUnit {
+    pub ids: Vec<u32>,
+    /// 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`; all 0 for a document.
+    pub token_types: Vec<u32>,
+    pub targets: Vec<f32>,
+}
+
+/// `[CLS] a [SEP] b [SEP]` in at most `max_len` pieces: while too long, the longer of the
+/// two sentences loses its last piece (BERT's `longest_first` truncation).
+pub fn encode_pair(
+    tokenizer: &BertTokenizer,
+    a: &str,
+    b: &str,
+    max_len: usize,
+    target: f32,
+) -> Result<ScoredUnit, ModelError> {
+    if max_len < 5 {
+        return Err(ModelError::Invalid(format!(
+            "max_len {max_len} cannot hold a sentence pair ([CLS] a [SEP] b [SEP])"
+        )));
+    }
+    let pieces = |text: &str| -> Result<Vec<u32>, ModelError> {
+        // no truncation here: a text can never reach this many pieces
+        let ids = tokenizer.encode(text, usize::MAX / 2)?.ids;
+        Ok(ids[1..ids.len().saturating_sub(1).max(1)].to_vec())
+    };
+    let (mut pa, mut pb) = (pieces(a)?, pieces(b)?);
+    while pa.len() + pb.len() > max_len - 3 {
+        if pa.len() >= pb.len() {
+            pa.pop();
+        } else {
+            pb.pop();
+        }
+    }
+    let (cls, sep) = (tokenizer.cls_id(), tokenizer.sep_id());
+    let mut ids = Vec::with_capacity(pa.len() + pb.len() + 3);
+    ids.push(cls);
+    ids.extend(&pa);
+    ids.push(sep);
+    let first = ids.len();
+    ids.extend(&pb);
+    ids.push(sep);
+    let token_types = (0..ids.len()).map(|t| u32::from(t >= first)).collect();
+    Ok(ScoredUnit {
+        ids,
+        token_types,
+        targets: vec![target],
+    })
+}
+
+/// `[CLS] text [SEP]`, cut to `max_len` pieces (the rest of a long document is not read),
+/// with target 1 at each of `labels` (indices) and 0 elsewhere.
+pub fn encode_document(
+    tokenizer: &BertTokenizer,
+    text: &str,
+    max_len: usize,
+    labels: &[usize],
+    num_labels: usize,
+) -> Result<ScoredUnit, ModelError> {
+    let ids = tokenizer.encode(text, max_len)?.ids;
+    let mut targets = vec![0.0; num_labels];
+    for &k in labels {
+        if let Some(t) = targets.get_mut(k) {
+            *t = 1.0;
+        }
+    }
+    Ok(ScoredUnit {
+        token_types: vec![0; ids.len()],
+        ids,
+        targets,
+    })
+}
+
+/// A padded batch of [`ScoredUnit`]s.
+#[derive(Debug, Clone)]
+pub struct ScoredBatch {
+    /// `[B, T]`.
+    pub input_ids: Tensor<2, Int>,
+    /// `[B, T]` segment ids.
+    pub token_type_ids: Tensor<2, Int>,
+    /// `[B, T]`: 1 token, 0 padding.
+    pub attention_mask: Tensor<2, Int>,
+    pub lengths: Vec<usize>,
+    /// `[B, K]` targets.
+    pub targets: Tensor<2>,
+}
+
+impl ScoredBatch {
+    /// Pads `units` on the right with `pad_id` to `length` tokens or their longest.
+    pub fn padded_to(units: &[&ScoredUnit], pad_id: u32, length: usize, device: &Device) -> Self {
+        let batch = units.len();
+        let longest = units
+            .iter()
+            .map(|u| u.ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(length);
+        let width = units.first().map_or(0, |u| u.targets.len());
+        let mut ids = vec![i64::from(pad_id); batch * longest];
+        let mut types = vec![0i64; batch * longest];
+        let mut mask = vec![0i64; batch * longest];
+        let mut targets: Vec<f32> = Vec::with_capacity(batch * width);
+        for (row, u) in units.iter().enumerate() {
+            for (t, (&id, &ty)) in u.ids.iter().zip(&u.token_types).enumerate() {
+                ids[row * longest + t] = i64::from(id);
+                types[row * longest + t] = i64::from(ty);
+                mask[row * longest + t] = 1;
+            }
+            targets.extend(&u.targets);
+        }
+        let int = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [batch, longest]), device);
+        ScoredBatch {
+            input_ids: int(ids),
+            token_type_ids: int(types),
+            attention_mask: int(mask),
+            lengths: units.iter().map(|u| u.ids.len()).collect(),
+            targets: Tensor::from_data(TensorData::new(targets, [batch, width]), device),
+        }
+    }
+}
+
+/// The head's outputs `W_f h^L_CLS + b_f`, `[B, K]` (the segment ids reach the encoder).
+pub fn scores(model: &SequenceClassifier, batch: &ScoredBatch) -> Result<Tensor<2>, ModelError> {
+    let out = model.encoder.forward_with_token_types(
+        batch.input_ids.clone(),
+        Some(batch.token_type_ids.clone()),
+        batch.attention_mask.clone(),
+        false,
+    );
+    let head = model.head.forward(HeadInput {
+        last_hidden_state: out.last_hidden_state,
+        hidden_states: Vec::new(),
+        attentions: Vec::new(),
+        lengths: batch.lengths.clone(),
+        entity_positions: vec![[0, 0]; batch.lengths.len()],
+    })?;
+    Ok(head.logits)
+}
+
+/// Mean squared error `(1/B) Σ_b (ŷ_b − y_b)²` of `pred, gold: [B, 1]`.
+pub fn mse(pred: Tensor<2>, gold: Tensor<2>) -> Tensor<1> {
+    (pred - gold).powi_scalar(2).mean()
+}
+
+/// Binary cross-entropy of logits `z: [B, K]` against 0/1 targets `y`, averaged over the
+/// labels and the batch: `−(1/BK) Σ [y log σ(z) + (1 − y) log(1 − σ(z))]`, computed as
+/// `max(z, 0) − z·y + log(1 + e^{−|z|})` (the same value, without overflow).
+pub fn binary_cross_entropy(z: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+    let softplus_neg_abs = z.clone().abs().neg().exp().log1p();
+    (z.clone().clamp_min(0.0) - z * y + softplus_neg_abs).mean()
+}
+
+/// Which loss a [`ScoreObjective`] minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreLoss {
+    /// `regression`: [`mse`].
+    Mse,
+    /// `multilabel`: [`binary_cross_entropy`].
+    BinaryCrossEntropy,
+}
+
+/// Training a [`SequenceClassifier`] whose head is `regression` or `multilabel`.
+pub struct ScoreObjective<'a> {
+    units: &'a [ScoredUnit],
+    lengths: Vec<usize>,
+    pad_id: u32,
+    loss: ScoreLoss,
+}
+
+impl<'a> ScoreObjective<'a> {
+    pub fn new(units: &'a [ScoredUnit], pad_id: u32, loss: ScoreLoss) -> Self {
+        ScoreObjective {
+            units,
+            lengths: units.iter().map(|u| u.ids.len()).collect(),
+            pad_id,
+            loss,
+        }
+    }
+}
+
+impl Objective for ScoreObjective<'_> {
+    type Model = SequenceClassifier;
+
+    fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    fn batch_loss(
+        &self,
+        model: &SequenceClassifier,
+        batch: &[usize],
+        pad_to: usize,
+        device: &Device,
+    ) -> Result<Tensor<1>, TrainError> {
+        let refs: Vec<&ScoredUnit> = batch.iter().map(|&i| &self.units[i]).collect();
+        let batch = ScoredBatch::padded_to(&refs, self.pad_id, pad_to, device);
+        let out = scores(model, &batch)?;
+        Ok(match self.loss {
+            ScoreLoss::Mse => mse(out, batch.targets),
+            ScoreLoss::BinaryCrossEntropy => binary_cross_entropy(out, batch.targets),
+        })
+    }
+
+    fn layer_depths(&self, model: &SequenceClassifier) -> LayerDepths {
+        LayerDepths::of_encoder(&model.encoder)
+    }
+}
+
+/// The head's raw outputs for every unit, in input order (`model` in inference mode on
+/// `device`; batches sorted by length, several at once on the CPU).
+pub fn predict_scores(
+    model: &SequenceClassifier,
+    units: &[ScoredUnit],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+    cancel: &AtomicBool,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let lengths: Vec<usize> = units.iter().map(|u| u.ids.len()).collect();
+    let batches = eval_batches(&lengths, batch_size);
+    let results = map_batches(&batches, device, cancel, |indices| {
+        let refs: Vec<&ScoredUnit> = indices.iter().map(|&i| &units[i]).collect();
+        let batch = ScoredBatch::padded_to(&refs, pad_id, 0, device);
+        let out = scores(model, &batch)?;
+        let [_, width] = out.dims();
+        let values = out
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| TrainError::Invalid(format!("reading scores: {e:?}")))?;
+        Ok((values, width))
+    })?;
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
+    for (indices, (values, width)) in batches.iter().zip(results) {
+        for (row, &i) in indices.iter().enumerate() {
+            out[i] = values[row * width..(row + 1) * width].to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// `σ(z) = 1 / (1 + e^{−z})`.
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_cross_entropy_by_hand() {
+        let device = Device::default();
+        // z = [[0, 2], [−1, 3]], y = [[1, 0], [0, 1]]
+        let z = Tensor::<2>::from_data([[0.0f32, 2.0], [-1.0, 3.0]], &device);
+        let y = Tensor::<2>::from_data([[1.0f32, 0.0], [0.0, 1.0]], &device);
+        let loss: f32 = binary_cross_entropy(z, y).into_scalar();
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        // −[log σ(0) + log(1 − σ(2)) + log(1 − σ(−1)) + log σ(3)] / 4
+        let expected =
+            -((s(0.0)).ln() + (1.0 - s(2.0)).ln() + (1.0 - s(-1.0)).ln() + s(3.0).ln()) / 4.0;
+        assert!(
+            (f64::from(loss) - expected).abs() < 1e-6,
+            "{loss} vs {expected}"
+        );
+        // large logits stay finite: z = 100 against y = 0 costs 100
+        let z = Tensor::<2>::from_data([[100.0f32]], &device);
+        let y = Tensor::<2>::from_data([[0.0f32]], &device);
+        let loss: f32 = binary_cross_entropy(z, y).into_scalar();
+        assert!((loss - 100.0).abs() < 1e-4, "{loss}");
+    }
+
+    #[test]
+    fn mse_by_hand() {
+        let device = Device::default();
+        let pred = Tensor::<2>::from_data([[1.0f32], [2.5], [0.0]], &device);
+        let gold = Tensor::<2>::from_data([[2.0f32], [2.0], [0.0]], &device);
+        let loss: f32 = mse(pred, gold).into_scalar();
+        assert!((loss - 1.25 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn pair_batch_carries_segments_and_targets() {
+        let a = ScoredUnit {
+            ids: vec![101, 7, 102, 8, 9, 102],
+            token_types: vec![0, 0, 0, 1, 1, 1],
+            targets: vec![2.5],
+        };
+        let b = ScoredUnit {
+            ids: vec![101, 7, 102, 8, 102],
+            token_types: vec![0, 0, 0, 1, 1],
+            targets: vec![0.5],
+        };
+        let batch = ScoredBatch::padded_to(&[&a, &b], 0, 0, &Device::default());
+        let types: Vec<i64> = batch.token_type_ids.into_data().try_into_vec_as().unwrap();
+        assert_eq!(types, [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0]);
+        let t: Vec<f32> = batch.targets.into_data().try_into_vec_as().unwrap();
+        assert_eq!(t, [2.5, 0.5]);
+        assert_eq!(batch.lengths, [6, 5]);
+    }
+}
