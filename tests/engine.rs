@@ -971,3 +971,47 @@ fn plan_checks_every_profile_not_only_the_selected_one() {
         "{msg}"
     );
 }
+
+/// #22 item 9: a corpus line with a stray column, or with a NUL byte, stops the `corpus`
+/// stage at its file and line (nothing cached); `on_error: skip` counts it, visibly.
+#[test]
+fn a_stray_column_or_a_nul_byte_stops_the_corpus_at_its_line() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    let yaml = |extra: &str| {
+        format!(
+            "stages:\n  files: {{kind: fetch, params: {{source: \"path:data\"}}}}\n  corpus:\n    \
+             kind: corpus\n    inputs: {{source: files}}\n    params: {{format: blurb_tsv, files: \
+             {{train: train.tsv}}, label2id: {{a: 0, b: 1}}{extra}}}\n"
+        )
+    };
+    for (bad, says) in [
+        (
+            "@GENE$ x @CHEMICAL$\t1\tstray\n",
+            "train.tsv:2: expected 2 tab-separated columns (as most lines of the file), found 3",
+        ),
+        (
+            "@GENE$ x\0 @CHEMICAL$\t1\n",
+            "train.tsv:2: a NUL byte in the line (a binary or damaged file?)",
+        ),
+    ] {
+        p.write(
+            "data/train.tsv",
+            &format!("@GENE$ y @CHEMICAL$\t0\n{bad}@GENE$ z @CHEMICAL$\t1\n"),
+        );
+        p.write("p.yaml", &yaml(""));
+        let out = p.pipe(&["run", "p.yaml"]);
+        let msg = both(&out);
+        assert_eq!(out.status.code(), Some(1), "{msg}");
+        assert!(msg.contains(says), "{msg}");
+        let plan = p.pipe(&["plan", "p.yaml"]);
+        assert!(both(&plan).contains("corpus"), "{}", both(&plan));
+        // asked to skip: the run succeeds and says how many lines it skipped
+        p.write("p.yaml", &yaml(", on_error: skip"));
+        let out = p.pipe(&["run", "p.yaml"]);
+        let msg = both(&out);
+        assert!(out.status.success(), "{msg}");
+        let stats = p.pipe(&["stats", "p.yaml", "corpus"]);
+        assert!(both(&stats).contains("skipped"), "{}", both(&stats));
+    }
+}
