@@ -1015,3 +1015,29 @@ fn a_stray_column_or_a_nul_byte_stops_the_corpus_at_its_line() {
         assert!(both(&stats).contains("skipped"), "{}", both(&stats));
     }
 }
+
+/// #24: `pipe cache gc` also removes the Slurm job logs of results it does not keep, and
+/// keeps those of the stages the pipelines still name.
+#[test]
+fn gc_removes_the_job_logs_of_results_it_does_not_keep() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  a: {kind: shell, params: {cmd: 'echo alpha > \"$PIPE_OUT/a.txt\"'}}\n",
+    );
+    p.ok(&["run", "p.yaml"]);
+    let out = p.ok(&["plan", "p.yaml", "--json"]);
+    let rows: serde_json::Value =
+        serde_json::from_str(&out[out.find('[').expect("json")..]).expect("plan --json");
+    let kept = rows[0]["key"].as_str().expect("key").to_string();
+    let gone = "ab".repeat(32);
+    let logs = p.path().join("cache/slurm/logs");
+    for key in [&kept, &gone] {
+        std::fs::create_dir_all(logs.join(key)).unwrap();
+        std::fs::write(logs.join(key).join("12.log"), "job output\n").unwrap();
+    }
+    let out = p.ok(&["cache", "gc", "p.yaml"]);
+    assert!(out.contains("the Slurm job logs of 1 stages"), "{out}");
+    assert!(logs.join(&kept).join("12.log").is_file());
+    assert!(!logs.join(&gone).exists());
+}

@@ -529,11 +529,16 @@ fn cache_command(root: &Path, action: CacheAction, registry: &StageRegistry) -> 
                 }
             }
             let report = cache.gc(&keep)?;
+            let (logs, log_bytes) = crate::exec::slurm::remove_job_logs(cache.root(), &keep);
+            let logs = match logs {
+                0 => String::new(),
+                n => format!(" and the Slurm job logs of {n} stages"),
+            };
             println!(
-                "removed {} entries and {} blobs, freed {}",
+                "removed {} entries and {} blobs{logs}, freed {}",
                 report.entries_removed,
                 report.blobs_removed,
-                human_bytes(report.bytes_freed)
+                human_bytes(report.bytes_freed + log_bytes)
             );
         }
     }

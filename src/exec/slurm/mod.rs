@@ -97,6 +97,37 @@ pub fn job_logs(root: &Path, key: &crate::hash::StageKey) -> Option<(PathBuf, St
     (!ids.is_empty()).then(|| (dir, ids.join(", ")))
 }
 
+/// Removes the Slurm job logs of every key not in `keep` (what `pipe cache gc` keeps):
+/// the logs of a result that is gone, or of a stage no pipeline names any more. Returns
+/// the folders removed and their bytes.
+pub fn remove_job_logs(
+    root: &Path,
+    keep: &std::collections::BTreeSet<crate::hash::StageKey>,
+) -> (usize, u64) {
+    let (mut removed, mut bytes) = (0, 0);
+    let Ok(dirs) = std::fs::read_dir(root.join("slurm").join("logs")) else {
+        return (0, 0);
+    };
+    for dir in dirs.flatten() {
+        let name = dir.file_name().to_string_lossy().to_string();
+        if crate::hash::StageKey::from_hex(&name).is_some_and(|k| keep.contains(&k)) {
+            continue;
+        }
+        let size: u64 = std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if std::fs::remove_dir_all(dir.path()).is_ok() {
+            removed += 1;
+            bytes += size;
+        }
+    }
+    (removed, bytes)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
     move |source| SlurmError::Io {
         path: path.to_path_buf(),
