@@ -65,6 +65,21 @@ fn meng2019_smoke_runs_end_to_end_and_then_everything_is_cached() {
         "{report}"
     );
     assert!(report.contains("punctuation"), "{report}");
+    // the heat map of one parsed sentence, copied next to the report
+    let image = report
+        .lines()
+        .find(|l| l.starts_with("![attention between the words"))
+        .unwrap_or_else(|| panic!("no heat map embedded:\n{report}"));
+    let file = image
+        .rsplit_once("](")
+        .and_then(|(_, f)| f.strip_suffix(')'))
+        .expect("an image link");
+    let svg = std::fs::read_to_string(dir.path().join("reports/meng2019").join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert!(
+        svg.contains("heads right:") && svg.contains("<circle"),
+        "{svg}"
+    );
 
     let plan = pipe(
         dir.path(),

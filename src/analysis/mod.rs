@@ -8,6 +8,7 @@
 //! instances ([`triggers`], drawn by [`trigger_chart`]), and chosen sentences are drawn as
 //! heat maps ([`heatmap`]).
 
+pub mod arc_heatmap;
 pub mod heatmap;
 pub mod ranking;
 pub mod record;
@@ -16,6 +17,7 @@ pub mod trigger_chart;
 pub mod triggers;
 pub mod words;
 
+pub use arc_heatmap::ArcHeatmap;
 pub use heatmap::{escape_markup, render_html, render_svg, HeatmapSentence};
 pub use ranking::{rank_words, StemTally, StemWeight};
 pub use record::{read_attention, AttentionRecord};

@@ -15,15 +15,18 @@
 use std::path::Path;
 
 use burn::module::Module;
+use burn::prelude::Device;
 use serde::Serialize;
 
 use super::{write_metrics, FinetuneParams, History};
+use crate::analysis::ArcHeatmap;
 use crate::data::formats::conllu::{arc_tag, parse_arc_tag};
 use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
 use crate::metrics::attachment::AttachmentCounts;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{PairFeatures, WordPairHeadConfig};
+use crate::model::BertModel;
 use crate::model::{BertTokenizer, ModelError};
 use crate::stages::training_checks::check_max_len_fits;
 use crate::stages::{StageCtx, StageError};
@@ -39,6 +42,9 @@ use crate::train::{
     SplitSource, TrainError,
 };
 
+/// The heat map of one parsed test sentence, beside the predictions.
+pub const ARCS_HEATMAP_FILE: &str = "arcs_heatmap.svg";
+
 /// The label of a pair that is no arc (index 0 of a tree's pair labels).
 const NONE: &str = "NONE";
 
@@ -48,6 +54,8 @@ struct PairSet {
     /// Trees: each word's `HEAD:DEPREL`; relations: the label (one entry).
     gold: Vec<Vec<String>>,
     units: Vec<PairUnit>,
+    /// Trees: each sentence's words (for the heat map); relations: empty.
+    words: Vec<Vec<String>>,
 }
 
 /// `predictions.jsonl` line of a tree.
@@ -84,6 +92,7 @@ fn read_trees(
         ids: Vec::new(),
         gold: Vec::new(),
         units: Vec::new(),
+        words: Vec::new(),
     };
     for s in sentences {
         let bad = |m: String| StageError::Input {
@@ -119,6 +128,7 @@ fn read_trees(
         ));
         set.ids.push(s.id);
         set.gold.push(s.tags);
+        set.words.push(s.tokens);
     }
     Ok(Some(set))
 }
@@ -140,6 +150,7 @@ fn read_pairs(
         ids: Vec::new(),
         gold: Vec::new(),
         units: Vec::new(),
+        words: Vec::new(),
     };
     for x in instances {
         let bad = |m: String| StageError::Input {
@@ -160,6 +171,74 @@ fn read_pairs(
         set.gold.push(vec![x.label]);
     }
     Ok(Some(set))
+}
+
+/// Sentences of this many words make a readable heat map.
+const HEATMAP_WORDS: std::ops::RangeInclusive<usize> = 5..=15;
+
+/// The attention matrix of the first test sentence of [`HEATMAP_WORDS`] words whose
+/// every word fits `max_len`, with its gold and predicted heads (see [`ArcHeatmap`]);
+/// `None` when no sentence qualifies.
+fn arc_heatmap(
+    encoder: &BertModel,
+    set: &PairSet,
+    predicted: &[PairPrediction],
+    pad_id: u32,
+    device: &Device,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Option<ArcHeatmap>, TrainError> {
+    let chosen = set
+        .units
+        .iter()
+        .position(|u| HEATMAP_WORDS.contains(&u.words) && u.nodes.len() == u.words + 1);
+    let Some(i) = chosen else {
+        return Ok(None);
+    };
+    let unit = &set.units[i];
+    let features = frozen_features(
+        encoder,
+        true,
+        std::slice::from_ref(unit),
+        pad_id,
+        1,
+        device,
+        cancel,
+    )?;
+    let Some(f) = features.first() else {
+        return Ok(None);
+    };
+    let m = f.n;
+    // every layer's and head's a^{i,j} of node pair (i, j), layer-major
+    let la = f.g.len() / (m * m).max(1);
+    let weights = (1..m)
+        .map(|d| {
+            (0..m)
+                .map(|h| {
+                    let at = (d * m + h) * la;
+                    let a = &f.g[at..at + la];
+                    a.iter().map(|&x| f64::from(x)).sum::<f64>() / la.max(1) as f64
+                })
+                .collect()
+        })
+        .collect();
+    let gold = match &unit.target {
+        PairTarget::Arcs { heads, .. } => heads.clone(),
+        PairTarget::Pair(_) => return Ok(None),
+    };
+    let predicted = match predicted.get(i) {
+        Some(PairPrediction::Arcs { best, .. }) => best.iter().map(|a| a.map(|(h, _)| h)).collect(),
+        _ => vec![None; gold.len()],
+    };
+    Ok(Some(ArcHeatmap {
+        caption: format!(
+            "test sentence {} (attention: mean over every layer and head)",
+            set.ids[i]
+        ),
+        words: set.words.get(i).cloned().unwrap_or_default(),
+        weights,
+        gold,
+        predicted,
+    }))
 }
 
 /// An arc as written in the predictions (`_` for a word without a prediction).
@@ -327,7 +406,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     };
     let wants_dev = |record: &EpochRecord| p.eval_dev_each_epoch || record.epoch == p.epochs;
 
-    let (history, predicted) = if p.freeze_encoder {
+    let (history, predicted, heatmap) = if p.freeze_encoder {
         // the paper's feature-based rows: the encoder runs once per unit
         let encoder = model.encoder.valid();
         let features = |set: &PairSet| {
@@ -383,7 +462,11 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         };
         let predicted =
             predict_pairs(&scorer, &test.units, pad_id, p.batch_size, &device, &cancel)?;
-        (fitted.history, predicted)
+        let heatmap = match trees {
+            true => arc_heatmap(&encoder, &test, &predicted, pad_id, &device, &cancel)?,
+            false => None,
+        };
+        (fitted.history, predicted, heatmap)
     } else {
         let objective = WordPairObjective::new(&train.units, pad_id);
         let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
@@ -410,10 +493,18 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             &device,
             &cancel,
         )?;
-        (fitted.history, predicted)
+        let heatmap = match trees {
+            true => arc_heatmap(&valid.encoder, &test, &predicted, pad_id, &device, &cancel)?,
+            false => None,
+        };
+        (fitted.history, predicted, heatmap)
     };
 
     let out = &ctx.out_dir;
+    if let Some(map) = heatmap {
+        let path = out.join(ARCS_HEATMAP_FILE);
+        std::fs::write(&path, map.svg()).map_err(|e| StageError::io(&path, e))?;
+    }
     let path = out.join("predictions.jsonl");
     if trees {
         let lines: Vec<TreeLine> = test
