@@ -104,7 +104,7 @@ impl ArcHeatmap {
                 y + CELL / 2.0 + FONT_SIZE / 3.0,
                 escape_markup(word)
             );
-            for h in 0..=n {
+            for (h, column) in columns.iter().enumerate() {
                 let w = self
                     .weights
                     .get(d)
@@ -123,7 +123,7 @@ impl ArcHeatmap {
                      fill=\"{}\" stroke=\"#eee\"><title>{} → {}: {w:.4}</title></rect>",
                     fill(t),
                     escape_markup(word),
-                    escape_markup(&columns[h])
+                    escape_markup(column)
                 );
             }
             if let Some(Some(g)) = self.gold.get(d) {
