@@ -8,7 +8,7 @@ use std::path::Path;
 use pipe::cache::Cache;
 use pipe::exec::{plan, PlanOptions, RunReason, Status};
 use pipe::graph::StageGraph;
-use pipe::spec::{load_pipeline, Pipeline};
+use pipe::pipeline::{load_pipeline, Pipeline};
 use pipe::stages::StageRegistry;
 
 fn load(dir: &Path, yaml: &str) -> (Pipeline, StageGraph, Cache) {

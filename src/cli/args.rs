@@ -18,7 +18,7 @@ pub struct Cli {
 
     /// The most stage instances a pipeline may expand to (a guard against a mistyped
     /// matrix range exhausting memory).
-    #[arg(long, global = true, env = "PIPE_MAX_CELLS", default_value_t = crate::spec::DEFAULT_MAX_CELLS)]
+    #[arg(long, global = true, env = "PIPE_MAX_CELLS", default_value_t = crate::pipeline::DEFAULT_MAX_CELLS)]
     pub max_cells: u64,
 
     #[command(subcommand)]

@@ -11,7 +11,7 @@ use super::exit::Exit;
 use crate::cache::{Cache, CorruptionCause};
 use crate::exec::{self, Plan, PlanOptions, RunOptions, StageOutcome, Status};
 use crate::graph::{self, DagFormat, StageGraph};
-use crate::spec::{load_pipeline, Pipeline};
+use crate::pipeline::{load_pipeline, Pipeline};
 use crate::stages::StageRegistry;
 
 /// A loaded pipeline with its graph.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::cache::CacheError;
 use crate::model::fused::SimdLevelError;
 use crate::model::ModelError;
-use crate::spec::SpecError;
+use crate::pipeline::PipelineError;
 
 /// How a `pipe` command ended, as its exit code says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Exit {
                 cause.downcast_ref::<ModelError>(),
                 Some(ModelError::Device { .. })
             );
-            if cause.is::<SpecError>() || cause.is::<SimdLevelError>() || bad_device {
+            if cause.is::<PipelineError>() || cause.is::<SimdLevelError>() || bad_device {
                 return Exit::BadInput;
             }
             if let Some(CacheError::Busy { .. }) = cause.downcast_ref::<CacheError>() {
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_their_class_through_context() {
-        let spec = anyhow::Error::from(SpecError::new("p.yaml", 3, 5, "unknown kind"))
+        let spec = anyhow::Error::from(PipelineError::new("p.yaml", 3, 5, "unknown kind"))
             .context("loading p.yaml");
         assert_eq!(Exit::of(&spec), Exit::BadInput);
         let busy = anyhow::Error::from(CacheError::Busy {

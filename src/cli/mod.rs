@@ -33,7 +33,7 @@ pub fn main(mut cli: Cli) -> ExitCode {
         eprintln!("error: {e}");
         return Exit::BadInput.code();
     }
-    crate::spec::set_max_cells(cli.max_cells);
+    crate::pipeline::set_max_cells(cli.max_cells);
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

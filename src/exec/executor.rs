@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::slurm::SlurmOptions;
 use crate::hash::StageKey;
-use crate::spec::StageInstance;
+use crate::pipeline::StageInstance;
 use crate::stages::{ErasedStage, Inputs, RunInfo, StageCtx};
 
 /// Where stage instances are computed.

@@ -9,7 +9,7 @@ use super::reason::{reasons_text, RunReason};
 use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
 use crate::hash::{KeyMaterial, StageKey};
-use crate::spec::Pipeline;
+use crate::pipeline::Pipeline;
 
 /// Status of one instance in a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
 use crate::cache::{Cache, Entry, LastRun};
 use crate::graph::StageGraph;
-use crate::spec::Pipeline;
+use crate::pipeline::Pipeline;
 use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
 
 /// How to run.

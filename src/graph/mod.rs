@@ -6,7 +6,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
-use crate::spec::{Pipeline, SpecError};
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// Dependency graph over [`Pipeline::instances`]; node i is instance i, edges point
 /// from an input to the stage that reads it.
@@ -17,7 +17,7 @@ pub struct StageGraph {
 
 impl StageGraph {
     /// Builds the graph; a cycle is an error that prints the cycle.
-    pub fn build(p: &Pipeline) -> Result<Self, SpecError> {
+    pub fn build(p: &Pipeline) -> Result<Self, PipelineError> {
         let n = p.instances.len();
         let refs: usize = p.instances.iter().map(|s| s.inputs.len()).sum();
         let mut graph = DiGraph::with_capacity(n, refs);
@@ -90,7 +90,7 @@ impl StageGraph {
 }
 
 /// Finds one cycle and names it: `a -> b -> a`.
-fn cycle_error(p: &Pipeline, graph: &DiGraph<usize, ()>) -> SpecError {
+fn cycle_error(p: &Pipeline, graph: &DiGraph<usize, ()>) -> PipelineError {
     let scc = tarjan_scc(graph)
         .into_iter()
         .find(|c| c.len() > 1 || graph.contains_edge(c[0], c[0]))
@@ -129,8 +129,8 @@ fn cycle_error(p: &Pipeline, graph: &DiGraph<usize, ()>) -> SpecError {
         format!("cycle: {} -> {}", names.join(" -> "), names[0])
     };
     match first {
-        Some(inst) => SpecError::new(&inst.file, inst.line, 3, text),
-        None => SpecError::new(&p.file, 1, 1, text),
+        Some(inst) => PipelineError::new(&inst.file, inst.line, 3, text),
+        None => PipelineError::new(&p.file, 1, 1, text),
     }
 }
 

@@ -28,7 +28,7 @@ use super::executor::{Finished, Job, StageExecutor, Staged};
 use super::run::RunError;
 use super::ui::RunUi;
 use crate::cache::Cache;
-use crate::spec::Pipeline;
+use crate::pipeline::Pipeline;
 
 /// How to use the cluster.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::SlurmError;
-use crate::spec::Resources;
+use crate::pipeline::Resources;
 
 /// Job states after which a job never runs again (`squeue -t all`).
 const TERMINAL: &[&str] = &[

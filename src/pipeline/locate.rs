@@ -3,7 +3,8 @@
 //!
 //! serde_yaml gives positions only for syntax and schema errors, so this scans the block
 //! structure of the text: indentation defines nesting. Flow-style maps are located at
-//! their parent key, which is still the right line.
+//! their parent key, which is still the right line. Each file is scanned once, when it is
+//! read ([`super::load`]); every later lookup is one hash-map probe per path prefix.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,13 +90,13 @@ impl SourceMap {
     /// The first name written twice directly under one of `sections` (e.g. a second stage
     /// `a:` under `stages:`), as an error at the second one. Only names one level down are
     /// checked: deeper, a block scalar's lines (a shell script) could look like keys.
-    pub fn repeated_name(&self, sections: &[&str]) -> Option<super::SpecError> {
+    pub fn repeated_name(&self, sections: &[&str]) -> Option<super::PipelineError> {
         let (path, (line, col)) = self
             .repeated
             .iter()
             .find(|(path, _)| path.len() == 2 && sections.contains(&path[0].as_str()))?;
         let (first, _) = self.positions.get(path).copied().unwrap_or((0, 0));
-        Some(super::SpecError::new(
+        Some(super::PipelineError::new(
             &self.file,
             *line,
             *col,
@@ -125,10 +126,10 @@ impl SourceMap {
         self.positions.contains_key(&owned)
     }
 
-    /// A [`super::SpecError`] at `path`.
-    pub fn error(&self, path: &[&str], message: impl Into<String>) -> super::SpecError {
+    /// A [`super::PipelineError`] at `path`.
+    pub fn error(&self, path: &[&str], message: impl Into<String>) -> super::PipelineError {
         let (line, col) = self.locate(path);
-        super::SpecError::new(&self.file, line, col, message)
+        super::PipelineError::new(&self.file, line, col, message)
     }
 }
 

@@ -178,3 +178,19 @@ impl MatrixAxisDoc {
         }
     }
 }
+
+/// A YAML value as JSON (what params and coordinates are once expanded).
+pub(super) fn yaml_to_json(v: &serde_yaml::Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// A YAML mapping key as text (a string bare, anything else as YAML).
+pub(super) fn key_str(k: &serde_yaml::Value) -> String {
+    match k {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}

@@ -1,25 +1,25 @@
 //! Errors in a pipeline file, each pointing at file:line:col.
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// A mistake in a pipeline file (or one it includes), with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {}", .file.display(), .line, .col, .message)]
+pub struct PipelineError {
     pub file: PathBuf,
     pub line: usize,
     pub col: usize,
     pub message: String,
 }
 
-impl SpecError {
+impl PipelineError {
     pub fn new(
         file: impl Into<PathBuf>,
         line: usize,
         col: usize,
         message: impl Into<String>,
     ) -> Self {
-        SpecError {
+        PipelineError {
             file: file.into(),
             line,
             col,
@@ -27,18 +27,3 @@ impl SpecError {
         }
     }
 }
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.col,
-            self.message
-        )
-    }
-}
-
-impl std::error::Error for SpecError {}

@@ -1,0 +1,95 @@
+//! What loading produces: the expanded [`Pipeline`], its [`StageInstance`]s (a YAML stage
+//! or one cell of its matrix) and their matrix coordinates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::bind_inputs::InputTarget;
+
+/// A reference from an input to one upstream instance (optionally a path inside its output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRef {
+    /// Index into [`Pipeline::instances`].
+    pub instance: usize,
+    /// `sub/path` of `stage.sub/path`.
+    pub sub: Option<String>,
+}
+
+/// One runnable stage: a YAML stage, or one cell of its matrix.
+#[derive(Debug, Clone)]
+pub struct StageInstance {
+    /// `train` or, for a matrix cell, `train[fold=3,head=cls]`.
+    pub name: String,
+    /// The stage name in the YAML.
+    pub base: String,
+    pub kind: String,
+    pub version: u32,
+    pub uses_backend: bool,
+    /// Params normalized by the kind (defaults filled in, canonical JSON).
+    pub params: serde_json::Value,
+    /// Matrix coordinates of this cell.
+    pub coords: BTreeMap<String, serde_json::Value>,
+    /// Input name -> bound upstream instances.
+    pub inputs: BTreeMap<String, Vec<InputRef>>,
+    /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
+    pub fingerprint: Option<String>,
+    /// Workspace folder that receives a copy of the output (`publish:`).
+    pub publish: Option<PathBuf>,
+    /// What a cluster job of this cell asks for (`resources:`); not part of the key.
+    pub resources: super::Resources,
+    /// Where the stage is defined (for messages).
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// An expanded pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub profile: Option<String>,
+    pub description: Option<String>,
+    pub instances: Vec<StageInstance>,
+    /// Names of the profiles the file defines.
+    pub profiles: Vec<String>,
+}
+
+impl Pipeline {
+    /// Indices of the instances of YAML stage `base`, the instance named exactly `name`,
+    /// or the cells of `base[k=v,...]` whose coordinates match the (partial) filters.
+    pub fn select(&self, name: &str) -> Vec<usize> {
+        let target = InputTarget::parse(name).ok().filter(|t| t.sub.is_none());
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.base == name
+                    || s.name == name
+                    || target.as_ref().is_some_and(|t| {
+                        !t.filters.is_empty() && t.up == s.base && t.admits(&s.coords)
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// Matrix coordinates of a cell: axis -> value.
+pub(super) type Coords = BTreeMap<String, serde_json::Value>;
+
+/// Compact text of a coordinate value for instance names: strings bare, others as JSON.
+pub(super) fn coord_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A coordinate value as text that is equal exactly when the values are.
+pub(super) fn coord_key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+            crate::hash::canonical_json(v)
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,26 @@
+//! Pipeline files, from YAML to the expanded list of stage instances. [`load_pipeline`]
+//! reads the file ([`SourceMap`]: its positions, scanned once) and runs the passes, one
+//! file each, over one shared context: includes → templates → kinds → profile → matrix →
+//! inputs bound → input contracts. Every error names file:line:col.
+
+mod bind_inputs;
+mod contracts;
+mod doc;
+mod error;
+mod include;
+mod instance;
+mod kind;
+mod load;
+mod locate;
+mod matrix;
+mod profile;
+mod resources;
+mod template;
+
+pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
+pub use error::PipelineError;
+pub use instance::{InputRef, Pipeline, StageInstance};
+pub use load::load_pipeline;
+pub use locate::{Located, SourceMap};
+pub use matrix::{set_max_cells, DEFAULT_MAX_CELLS};
+pub use resources::Resources;

@@ -1,0 +1,85 @@
+//! Pass 2, templates: takes the document's stages and produces each stage's definition
+//! with its template merged in (the stage's own kind, params, inputs, matrix axes,
+//! `publish`, `resources` and `foreach` win), remembering the template's file for errors.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use super::doc::StageDoc;
+use super::error::PipelineError;
+use super::load::Context;
+use super::locate::SourceMap;
+
+/// Template + stage, merged; where each piece was written.
+pub(super) struct MergedStage {
+    pub doc: StageDoc,
+    /// Positions of the template's file, when the stage has a template. Shared, not
+    /// copied: a source map is as large as its file.
+    pub map_of_template: Option<Rc<SourceMap>>,
+}
+
+/// Moves `cx.doc.stages` into `cx.stages`, each with its template merged.
+pub(super) fn apply(cx: &mut Context) -> Result<(), PipelineError> {
+    let mut merged: BTreeMap<String, MergedStage> = BTreeMap::new();
+    for (name, mut out) in std::mem::take(&mut cx.doc.stages) {
+        if !valid_stage_name(&name) {
+            return Err(cx.map.error(
+                &["stages", &name],
+                format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
+            ));
+        }
+        let mut map_of_template = None;
+        if let Some(t) = &out.template {
+            let Some(tpl) = cx.doc.templates.get(t) else {
+                let known: Vec<&String> = cx.doc.templates.keys().collect();
+                return Err(cx.map.error(
+                    &["stages", &name, "template"],
+                    format!("unknown template `{t}` (defined: {known:?})"),
+                ));
+            };
+            map_of_template = cx.template_maps.get(t).cloned();
+            merge(&mut out, tpl);
+        }
+        merged.insert(
+            name,
+            MergedStage {
+                doc: out,
+                map_of_template,
+            },
+        );
+    }
+    cx.stages = merged;
+    Ok(())
+}
+
+/// Fills `out` from template `tpl` where the stage does not say otherwise.
+fn merge(out: &mut StageDoc, tpl: &StageDoc) {
+    out.kind = out.kind.take().or_else(|| tpl.kind.clone());
+    let mut params = tpl.params.clone();
+    for (k, v) in std::mem::take(&mut out.params) {
+        params.insert(k, v);
+    }
+    out.params = params;
+    let mut inputs = tpl.inputs.clone();
+    inputs.append(&mut out.inputs);
+    out.inputs = inputs;
+    let mut matrix = tpl.matrix.clone();
+    matrix.append(&mut out.matrix);
+    out.matrix = matrix;
+    out.publish = out.publish.take().or_else(|| tpl.publish.clone());
+    out.resources = match (&tpl.resources, out.resources.take()) {
+        (Some(t), Some(o)) => Some(t.overlaid(&o)),
+        (t, o) => o.or_else(|| t.clone()),
+    };
+    if out.foreach.is_empty() {
+        out.foreach = tpl.foreach.clone();
+    }
+}
+
+/// Letters, digits, `_` and `-`, at least one.
+fn valid_stage_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
