@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 pub use classifier::{Batch, EncodedInstance, SequenceClassifier};
 pub use encoder_init::{load_encoder, Init};
 pub use fit::{
-    fit, ClassificationObjective, EpochRecord, FitEnv, Fitted, Objective, TrainSettings,
+    fit, fit_scoring_before, Checkpoints, ClassificationObjective, EpochRecord, FitEnv, Fitted,
+    Objective, TrainSettings, UpdateRecord,
 };
 pub use predict::{micro_prf, predict, Prediction};
 pub use split_data::{
