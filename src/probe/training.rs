@@ -116,6 +116,7 @@ pub fn fit_probe(
         lengths: vec![states.max_len(); states.len()],
         mix_rate: mix_lr / settings.lr,
     };
+    // no checkpoints: the caller keeps the trained probe
     let settings = TrainSettings {
         checkpoints: Checkpoints::Never,
         ..settings.clone()

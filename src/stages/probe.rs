@@ -115,7 +115,8 @@ impl ProbeParams {
             bucketing: false,
             layer_decay: 1.0,
             grad_accum: 1,
-            checkpoints: Checkpoints::EveryEpoch,
+            // the stage keeps each trained P^l instead (`probe-layer-l.json`)
+            checkpoints: Checkpoints::Never,
             record_updates: false,
         }
     }

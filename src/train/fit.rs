@@ -158,7 +158,8 @@ pub struct Fitted<M> {
     pub steps: usize,
     /// What [`fit_scoring_before`]'s `before` scored (kept in the checkpoints).
     pub before: Option<serde_json::Value>,
-    /// The epoch a checkpoint let this run start after, if any.
+    /// The epoch a checkpoint let this run start after, if any (with
+    /// [`Checkpoints::EveryUpdates`], the last epoch completed before the checkpoint's update).
     pub resumed_after_epoch: Option<usize>,
 }
 

@@ -1,5 +1,6 @@
-//! Fine-tuning: the encoder+head model, batching, the optimization loop with checkpoints,
-//! and inference. The `finetune` stage (and later multi-task stages) drive it.
+//! Training: the encoder+head model, batching, the one optimization loop with checkpoints
+//! ([`fit`], which fine-tuning, multi-task training, pre-training and probing drive through
+//! their [`Objective`]s), and inference.
 
 pub mod batching;
 pub mod checkpoint;
