@@ -24,8 +24,8 @@ use pipe::stages::{Progress, Stage, StageCtx, StageError};
 use pipe::train::classifier::initialize_params;
 use pipe::train::rng::with_backend_seed;
 use pipe::train::{
-    fit, ClassificationObjective, EncodedInstance, FitEnv, Fitted, SequenceClassifier, TrainError,
-    TrainSettings,
+    fit, Checkpoints, ClassificationObjective, EncodedInstance, FitEnv, Fitted, SequenceClassifier,
+    TrainError, TrainSettings,
 };
 use serde_json::Value;
 
@@ -225,6 +225,9 @@ impl ResumeCase {
                 seed: 7,
                 bucketing: true,
                 layer_decay: 1.0,
+                grad_accum: 1,
+                checkpoints: Checkpoints::EveryEpoch,
+                record_updates: false,
             },
         }
     }

@@ -284,3 +284,111 @@ fn the_nsp_head_takes_minilms_pooler_and_initialises_the_classifier_it_lacks() {
     assert!(loaded.pooler && !loaded.classifier, "{loaded:?}");
     assert_ne!(head.pooler.weight.val().into_data(), before);
 }
+
+/// MLM (and NSP) losses of the first 20 updates of a smoke-sized run.
+fn pinned_run_losses(params: Value) -> Vec<(f64, Option<f64>)> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = pubtator_fixture(tmp.path());
+    let corpus_dir =
+        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
+    let params: PretrainParams = serde_json::from_value(params).expect("params");
+    PretrainStage::check(&params).expect("check");
+    let mut ctx = ctx(
+        &tmp.path().join("pretrain"),
+        &[("model", model_dir()), ("corpus", &corpus_dir)],
+    );
+    PretrainStage::run(&mut ctx, &params).expect("pretrain runs");
+    let history = read_json(&ctx.out_dir.join("history.json"));
+    history["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .take(20)
+        .map(|s| (s["loss"].as_f64().expect("loss"), s["nsp_loss"].as_f64()))
+        .collect()
+}
+
+/// Cached `pretrain` results stay valid only while the training loop computes the same
+/// updates. The constants were recorded by running this test on the code before
+/// pre-training moved onto `train::fit` (issue #19 item 1); a change here changes every
+/// cached pre-training result: bump `PretrainStage::VERSION` then.
+#[test]
+fn pretrain_losses_match_the_pinned_run() {
+    let mlm_only = pinned_run_losses(serde_json::json!({
+        "init": "random", "tiny": true, "steps": 20, "batch_size": 8, "grad_accum": 2,
+        "max_len": 64, "lr": 1e-3, "warmup": 0.2, "held_out": 0.2,
+        "max_eval_sequences": 16, "masking": "whole_word", "checkpoint_every": 7,
+    }));
+    let with_nsp = pinned_run_losses(serde_json::json!({
+        "init": "random", "tiny": true, "nsp": true, "steps": 20, "batch_size": 8,
+        "max_len": 64, "lr": 1e-3, "warmup": 0.1, "held_out": 0.2,
+        "max_eval_sequences": 16, "seed": 3,
+    }));
+    let pinned_mlm: [f64; 20] = [
+        10.32545280456543,
+        10.328932762145996,
+        10.324031829833984,
+        10.313827514648438,
+        10.28829574584961,
+        10.255611419677734,
+        10.238523483276367,
+        10.213722229003906,
+        10.214052200317385,
+        10.192709922790527,
+        10.203707695007324,
+        10.167760848999023,
+        10.120903968811035,
+        10.131378173828123,
+        10.102697372436523,
+        10.065086364746094,
+        10.057550430297852,
+        10.09349250793457,
+        10.047515869140623,
+        10.07270336151123,
+    ];
+    let pinned_nsp: [(f64, f64); 20] = [
+        (10.338205337524414, 0.6894252300262451),
+        (10.335406303405762, 0.6877347826957703),
+        (10.292746543884276, 0.6830669641494751),
+        (10.278454780578612, 0.681583821773529),
+        (10.2929105758667, 0.7103036642074585),
+        (10.303325653076172, 0.7093920111656189),
+        (10.281893730163574, 0.6805787086486816),
+        (10.266459465026855, 0.6801037788391113),
+        (10.229068756103516, 0.6946832537651062),
+        (10.245019912719728, 0.6490878462791443),
+        (10.190937995910645, 0.7305781841278076),
+        (10.175004959106444, 0.6619919538497925),
+        (10.1742525100708, 0.6791694760322571),
+        (10.17753791809082, 0.7130776047706604),
+        (10.205170631408691, 0.6578494906425476),
+        (10.132448196411133, 0.6969669461250305),
+        (10.15781021118164, 0.6956077814102173),
+        (10.140599250793455, 0.7147053480148315),
+        (10.113158226013184, 0.734061062335968),
+        (10.13596534729004, 0.6583688855171204),
+    ];
+    assert_eq!(mlm_only.len(), 20);
+    assert_eq!(with_nsp.len(), 20);
+    for (i, ((got, nsp), want)) in mlm_only.iter().zip(pinned_mlm).enumerate() {
+        assert!(nsp.is_none());
+        assert!(
+            (got - want).abs() < 1e-6,
+            "update {}: {got} vs {want}",
+            i + 1
+        );
+    }
+    for (i, ((mlm, nsp), (want_mlm, want_nsp))) in with_nsp.iter().zip(pinned_nsp).enumerate() {
+        let nsp = nsp.expect("an NSP loss");
+        assert!(
+            (mlm - want_mlm).abs() < 1e-6,
+            "update {}: MLM {mlm} vs {want_mlm}",
+            i + 1
+        );
+        assert!(
+            (nsp - want_nsp).abs() < 1e-6,
+            "update {}: NSP {nsp} vs {want_nsp}",
+            i + 1
+        );
+    }
+}

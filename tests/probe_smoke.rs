@@ -138,3 +138,61 @@ fn probe_stage_scores_every_layer_and_the_deltas() {
     assert_eq!(rows2[1]["f1"].as_f64(), Some(0.0));
     assert_eq!(rows2[1]["alpha"], layers[1]["alpha"]);
 }
+
+/// Cached `probe` results stay valid only while the training loop computes the same
+/// updates: the first 20 epoch losses (P^0 then P^1, 10 epochs each, the scalar mix at its
+/// own rate). The constants were recorded by running this test on the code before probing
+/// moved onto `train::fit` (issue #19 item 1); a change here changes every cached probe
+/// result: bump `ProbeStage::VERSION` then.
+#[test]
+fn probe_losses_match_the_pinned_run() {
+    let params: ProbeParams = serde_json::from_value(serde_json::json!({
+        "init": "random",
+        "tiny": true,
+        "layers": [0, 2],
+        "hidden": 32,
+        "epochs": 10,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "mix_lr": 5e-2,
+        "weight_decay": 0.01,
+        "max_len": 64,
+        "seed": 5,
+    }))
+    .expect("smoke params");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run_stage(&params, tmp.path()).expect("probe runs");
+    let metrics = read_json(&out.join("metrics.json"));
+    let losses: Vec<f64> = metrics["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .flat_map(|row| f64s(&row["train_loss"]))
+        .collect();
+    let pinned: [f64; 20] = [
+        1.3928961072649275,
+        1.0574148041861398,
+        0.8824379103524345,
+        0.7365239688328334,
+        0.6084941455296108,
+        0.5204216071537563,
+        0.43055316380092074,
+        0.3799781799316406,
+        0.32470740590776714,
+        0.30744968141828266,
+        1.3928496497017997,
+        1.0485242434910365,
+        0.8706485203334263,
+        0.6966485977172852,
+        0.5798204966953823,
+        0.47515944072178434,
+        0.3878017493656704,
+        0.3355776582445417,
+        0.30035386766706196,
+        0.2844517401286534,
+    ];
+    assert_eq!(losses.len(), 20);
+    for (i, (got, want)) in losses.iter().zip(pinned).enumerate() {
+        assert!((got - want).abs() < 1e-6, "loss {i}: {got} vs {want}");
+    }
+}

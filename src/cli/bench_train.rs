@@ -30,8 +30,8 @@ use crate::train::clipping::clip_global_norm;
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
-    fit, predict, Batch, ClassificationObjective, EncodedInstance, FitEnv, SequenceClassifier,
-    TrainSettings,
+    fit, predict, Batch, Checkpoints, ClassificationObjective, EncodedInstance, FitEnv,
+    SequenceClassifier, TrainSettings,
 };
 
 /// The PyTorch side of `bench train` (run with `python -c`).
@@ -497,6 +497,9 @@ pub(super) fn bench_epoch(
             seed: 1,
             bucketing,
             layer_decay: 1.0,
+            grad_accum: 1,
+            checkpoints: Checkpoints::EveryEpoch,
+            record_updates: false,
         };
         let env = FitEnv {
             device: &device,

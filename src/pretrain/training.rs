@@ -1,18 +1,19 @@
-//! Continued MLM training: AdamW (no decay on 1-D parameters) with linear warm-up and
+//! Continued MLM (and NSP) training as an [`Objective`] of the shared loop
+//! ([`crate::train::fit`]): AdamW (no decay on 1-D parameters) with linear warm-up and
 //! decay, gradient accumulation to an effective batch of `batch_size · grad_accum`,
 //! global-norm clipping, and a checkpoint every `checkpoint_every` updates that a rerun
-//! resumes from.
+//! resumes from. The run is one "epoch" of `steps` updates over an endless stream of
+//! sequences: passes over the training data, each in its own shuffled order.
 //!
 //! Determinism: which sequences update `u` sees, how they are masked and the dropout masks
 //! are all functions of `(seed, u)`, so a resumed run computes the updates of one that never
 //! stopped; held-out masks depend on nothing but the sequence, so "before" and "after"
 //! scores (and runs with other seeds) are measured on the same predictions.
 
+use std::cell::RefCell;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -22,22 +23,18 @@ use super::mlm_head::MaskedLm;
 use super::nsp_head::{IS_NEXT, NOT_NEXT};
 use crate::model::Encoding;
 use crate::stages::Progress;
-use crate::train::checkpoint::{latest_numbered, restore_model, restore_optimizer, save_numbered};
 use crate::train::classifier::cross_entropy;
-use crate::train::clipping::clip_global_norm;
 use crate::train::concurrent_batches::map_batches;
-use crate::train::fit::{adamw, format_duration};
-use crate::train::rng::{with_backend_seed, SplitMix64};
-use crate::train::schedule::LinearWarmupDecay;
-use crate::train::TrainError;
+use crate::train::fit::{fit_scoring_before, Checkpoints, FitEnv, Objective, UpdateRecord};
+use crate::train::rng::SplitMix64;
+use crate::train::{TrainError, TrainSettings};
 
-/// Generator streams: epoch shuffles, training masks (per sequence drawn), dropout (per
+/// Generator streams: passes' shuffles, training masks (per sequence drawn), dropout (per
 /// micro-batch); held-out masks use their own fixed seed.
 const SHUFFLE_STREAM: u64 = 0;
 const MASK_STREAM: u64 = 1 << 40;
 const DROPOUT_STREAM: u64 = 2 << 40;
 const HELD_OUT_MASK_SEED: u64 = 0x5EED_0F4E_1D00_0077;
-const STEP_PREFIX: &str = "step-";
 
 /// One training or held-out sequence: `[CLS] pieces… [SEP]`, or a sentence pair
 /// `[CLS] A [SEP] B [SEP]` for next-sentence prediction.
@@ -139,10 +136,10 @@ pub struct MlmScores {
     pub nsp_accuracy: Option<f64>,
 }
 
-/// Resumable state besides tensors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The outcome of a run besides the model.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MlmState {
-    pub settings: MlmSettings,
+    /// Updates done.
     pub step: usize,
     pub history: Vec<StepRecord>,
     /// Held-out scores of the model before training.
@@ -368,13 +365,100 @@ impl Order {
     }
 }
 
-/// Adds a loss's value (detached from the graph) to a running sum.
-fn add_detached(sum: &mut Option<Tensor<1>>, loss: &Tensor<1>) {
-    let value = loss.clone().inner();
-    *sum = Some(match sum.take() {
-        Some(s) => s + value,
-        None => value,
-    });
+/// Masked-language modelling (with `nsp`, plus next-sentence prediction) on a stream of
+/// training sequences. A batch is a range of draw indices `k`: the `k`-th sequence drawn
+/// ([`Order`]), masked from stream `MASK_STREAM + k`.
+pub struct MlmObjective<'a> {
+    train: &'a [Sequence],
+    lengths: Vec<usize>,
+    /// Which sequence each draw is; a cache of the current pass's order.
+    order: RefCell<Order>,
+    settings: &'a MlmSettings,
+    vocab: MaskVocab,
+    pad_id: u32,
+}
+
+impl<'a> MlmObjective<'a> {
+    pub fn new(
+        train: &'a [Sequence],
+        settings: &'a MlmSettings,
+        vocab: MaskVocab,
+        pad_id: u32,
+    ) -> Self {
+        MlmObjective {
+            train,
+            lengths: train.iter().map(|s| s.ids.len()).collect(),
+            order: RefCell::new(Order::new(train.len(), settings.seed)),
+            settings,
+            vocab,
+            pad_id,
+        }
+    }
+}
+
+impl Objective for MlmObjective<'_> {
+    type Model = MaskedLm;
+    const DROPOUT_STREAM: u64 = DROPOUT_STREAM;
+
+    fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// `steps · grad_accum` batches, all in the one epoch.
+    fn batches_per_epoch(&self, _batch_size: usize) -> usize {
+        self.settings.steps * self.settings.grad_accum
+    }
+
+    /// Batch `m` holds the draws `m · batch_size ..< (m + 1) · batch_size`.
+    fn epoch_batches(&self, settings: &TrainSettings, _rng: &mut SplitMix64) -> Vec<Vec<usize>> {
+        let size = settings.batch_size;
+        (0..self.batches_per_epoch(size))
+            .map(|m| (m * size..(m + 1) * size).collect())
+            .collect()
+    }
+
+    fn batch_loss(
+        &self,
+        model: &MaskedLm,
+        draws: &[usize],
+        _pad_to: usize,
+        device: &Device,
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
+        let sequences: Vec<&Sequence> = {
+            let mut order = self.order.borrow_mut();
+            draws.iter().map(|&k| &self.train[order.at(k)]).collect()
+        };
+        let masked: Vec<Masked> = sequences
+            .iter()
+            .zip(draws)
+            .map(|(s, &k)| {
+                let mut rng = SplitMix64::stream(self.settings.seed, MASK_STREAM + k as u64);
+                mask(
+                    &s.ids,
+                    &s.word_ids,
+                    self.settings.masking,
+                    self.vocab,
+                    &mut rng,
+                )
+            })
+            .collect();
+        let Some(batch) = make_batch(&masked, &sequences, self.pad_id, device) else {
+            return Ok(Vec::new());
+        };
+        let out = model.forward(
+            batch.input_ids,
+            batch.token_type_ids,
+            batch.attention_mask,
+            batch.positions,
+        );
+        // L_MLM = −(1/M) Σ log p(x_i | x̃) over the M masked pieces
+        let mut terms = vec![cross_entropy(out.mlm, batch.labels)];
+        // BERT's pre-training loss: L_MLM + L_NSP
+        if let (Some(logits), Some(labels)) = (out.nsp, batch.nsp_labels) {
+            terms.push(cross_entropy(logits, labels));
+        }
+        Ok(terms)
+    }
 }
 
 /// Trains `model` for `settings.steps` updates on `train`, resuming from the newest
@@ -387,126 +471,67 @@ pub fn train_mlm(
     env: &MlmEnv,
     before: impl FnOnce(&MaskedLm) -> Result<MlmScores, TrainError>,
 ) -> Result<(MaskedLm, MlmState), TrainError> {
-    if train.is_empty() {
-        return Err(TrainError::Invalid("no training sequences".into()));
-    }
-    let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, settings.steps);
-    let mut model = model;
-    let mut optimizer = adamw(&model, settings.weight_decay);
-    let mut state = MlmState {
-        settings: settings.clone(),
-        step: 0,
-        history: Vec::new(),
-        before: None,
+    let objective = MlmObjective::new(train, settings, env.vocab, env.pad_id);
+    let train_settings = TrainSettings {
+        lr: settings.lr,
+        epochs: 1,
+        batch_size: settings.batch_size,
+        warmup: settings.warmup,
+        weight_decay: settings.weight_decay,
+        grad_clip: settings.grad_clip,
+        seed: settings.seed,
+        bucketing: true,
+        layer_decay: 1.0,
+        grad_accum: settings.grad_accum,
+        checkpoints: Checkpoints::EveryUpdates(settings.checkpoint_every),
+        record_updates: true,
     };
-    if let Some((path, saved)) = latest_numbered::<MlmState>(env.checkpoint_dir, STEP_PREFIX)? {
-        if saved.settings != *settings {
-            return Err(TrainError::Invalid(format!(
-                "{}: checkpoint of a run with other settings ({:?}); remove it to start over",
-                path.display(),
-                saved.settings
-            )));
-        }
-        model = restore_model(&path, model)?;
-        optimizer = restore_optimizer(&path, adamw(&model, settings.weight_decay))?;
-        env.progress.println(format!(
-            "resuming after update {}/{} from {}",
-            saved.step,
-            settings.steps,
-            path.display()
-        ));
-        state = saved;
-    }
-    if state.before.is_none() {
-        state.before = Some(before(&model)?);
-    }
+    let fit_env = FitEnv {
+        device: env.device,
+        checkpoint_dir: env.checkpoint_dir,
+        progress: env.progress,
+        cancel: env.cancel,
+    };
+    let score = |model: &MaskedLm| {
+        let scores = before(model)?;
+        serde_json::to_value(scores)
+            .map(Some)
+            .map_err(|e| TrainError::Invalid(format!("held-out scores: {e}")))
+    };
+    let fitted = fit_scoring_before(
+        model,
+        &objective,
+        &train_settings,
+        &fit_env,
+        score,
+        |_, _| Ok(()),
+    )?;
+    let before = fitted
+        .before
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| TrainError::Invalid(format!("held-out scores in the checkpoint: {e}")))?;
+    let history = fitted.updates.into_iter().map(StepRecord::from).collect();
+    Ok((
+        fitted.model,
+        MlmState {
+            step: fitted.steps,
+            history,
+            before,
+        },
+    ))
+}
 
-    let mut order = Order::new(train.len(), settings.seed);
-    env.progress.set_length(settings.steps as u64);
-    env.progress.set_position(state.step as u64);
-    let start = Instant::now();
-    let steps_at_start = state.step;
-    while state.step < settings.steps {
-        let mut accumulator = GradientsAccumulator::<MaskedLm>::new();
-        let mut loss_sum: Option<Tensor<1>> = None;
-        let mut nsp_loss_sum: Option<Tensor<1>> = None;
-        for micro in 0..settings.grad_accum {
-            if env.cancel.load(Ordering::Relaxed) {
-                return Err(TrainError::Interrupted);
-            }
-            let first = (state.step * settings.grad_accum + micro) * settings.batch_size;
-            let sequences: Vec<&Sequence> = (first..first + settings.batch_size)
-                .map(|k| &train[order.at(k)])
-                .collect();
-            let masked: Vec<Masked> = sequences
-                .iter()
-                .zip(first..)
-                .map(|(s, k)| {
-                    let mut rng = SplitMix64::stream(settings.seed, MASK_STREAM + k as u64);
-                    mask(&s.ids, &s.word_ids, settings.masking, env.vocab, &mut rng)
-                })
-                .collect();
-            let Some(batch) = make_batch(&masked, &sequences, env.pad_id, env.device) else {
-                continue;
-            };
-            let micro_index = (state.step * settings.grad_accum + micro) as u64;
-            let dropout_seed =
-                SplitMix64::stream(settings.seed, DROPOUT_STREAM + micro_index).next_u64();
-            let out = with_backend_seed(env.device, dropout_seed, || {
-                model.forward(
-                    batch.input_ids,
-                    batch.token_type_ids,
-                    batch.attention_mask,
-                    batch.positions,
-                )
-            });
-            let micro_batches = settings.grad_accum as f64;
-            // L = −(1/M) Σ log p(x_i | x̃), averaged over the micro-batches of the update
-            let mlm_loss = cross_entropy(out.mlm, batch.labels).div_scalar(micro_batches);
-            add_detached(&mut loss_sum, &mlm_loss);
-            // BERT's pre-training loss: L_MLM + L_NSP
-            let loss = match (out.nsp, batch.nsp_labels) {
-                (Some(logits), Some(labels)) => {
-                    let nsp_loss = cross_entropy(logits, labels).div_scalar(micro_batches);
-                    add_detached(&mut nsp_loss_sum, &nsp_loss);
-                    mlm_loss + nsp_loss
-                }
-                _ => mlm_loss,
-            };
-            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-        }
-        let lr = schedule.lr(state.step);
-        let (grads, _) = clip_global_norm(&model, accumulator.grads(), settings.grad_clip);
-        model = optimizer.step(lr, model, grads);
-        state.step += 1;
-        let loss = loss_sum.map_or(f64::NAN, |s| f64::from(s.into_scalar::<f32>()));
-        let nsp_loss = nsp_loss_sum.map(|s| f64::from(s.into_scalar::<f32>()));
-        state.history.push(StepRecord {
-            step: state.step,
-            loss,
-            nsp_loss,
-            lr,
-        });
-        env.progress.set_position(state.step as u64);
-        let per_step = start.elapsed().as_secs_f64() / (state.step - steps_at_start) as f64;
-        env.progress.set_message(format!(
-            "update {}/{}  MLM loss {loss:.4}  ETA {}",
-            state.step,
-            settings.steps,
-            format_duration(per_step * (settings.steps - state.step) as f64)
-        ));
-        if state.step.is_multiple_of(settings.checkpoint_every) || state.step == settings.steps {
-            save_numbered(
-                env.checkpoint_dir,
-                STEP_PREFIX,
-                state.step,
-                &model,
-                &optimizer,
-                &state,
-            )?;
+impl From<UpdateRecord> for StepRecord {
+    /// The loss terms are `L_MLM` and, with `nsp`, `L_NSP`.
+    fn from(u: UpdateRecord) -> Self {
+        StepRecord {
+            step: u.step,
+            loss: u.losses.first().copied().unwrap_or(f64::NAN),
+            nsp_loss: u.losses.get(1).copied(),
+            lr: u.lr,
         }
     }
-    Ok((model, state))
 }
 
 #[cfg(test)]

@@ -1,26 +1,26 @@
-//! Training and applying one probing classifier `P^l` on fixed encoder states: AdamW with
-//! linear warm-up and decay and global-norm clipping, as fine-tuning (the encoder is not
-//! trained at all: only `α_l`, `γ_l` and the MLP are parameters).
+//! Training and applying one probing classifier `P^l` on fixed encoder states, an
+//! [`Objective`] of the shared loop ([`crate::train::fit`]): AdamW with linear warm-up and
+//! decay and global-norm clipping, as fine-tuning (the encoder is not trained at all: only
+//! `α_l`, `γ_l` and the MLP are parameters). A probe trains in seconds to minutes, and its
+//! stage keeps each trained `P^l`: it writes no checkpoints of its own.
 //!
 //! Every `P^l` of a run starts from the same MLP weights (same seed; `α` starts uniform,
 //! `γ = 1`) and sees the same batches, so `Δ^l = F1(P^l) − F1(P^{l−1})` reflects the
 //! extra layer rather than the luck of an initialization.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::classifier::{ProbeClassifier, ProbeConfig};
 use super::features::LayerStates;
 use super::ProbeEnv;
 use crate::train::batching::shuffled_batches;
 use crate::train::classifier::{cross_entropy, initialize_params};
-use crate::train::clipping::clip_global_norm;
-use crate::train::fit::adamw;
+use crate::train::fit::{fit, Checkpoints, FitEnv, Objective};
+use crate::train::layer_decay::ParamRates;
 use crate::train::rng::{with_backend_seed, SplitMix64};
-use crate::train::schedule::LinearWarmupDecay;
 use crate::train::{TrainError, TrainSettings};
 
 /// Generator streams of a probe run.
@@ -35,8 +35,50 @@ pub struct FittedProbe {
     pub seconds: f64,
 }
 
+/// Cross-entropy of `P^l` on the gold labels of its instances' states; the scalar mix
+/// learns at `mix_rate` times the MLP's rate.
+struct ProbeObjective<'a> {
+    states: &'a LayerStates,
+    labels: &'a [usize],
+    /// l: the probe mixes layers 0..=l.
+    top: usize,
+    /// Every instance is read as `max_len` states.
+    lengths: Vec<usize>,
+    mix_rate: f64,
+}
+
+impl Objective for ProbeObjective<'_> {
+    type Model = ProbeClassifier;
+    const SHUFFLE_STREAM: u64 = SHUFFLE_STREAM;
+
+    fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// Shuffled batches: every instance has the same (padded) size.
+    fn epoch_batches(&self, settings: &TrainSettings, rng: &mut SplitMix64) -> Vec<Vec<usize>> {
+        shuffled_batches(self.states.len(), settings.batch_size, rng)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &ProbeClassifier,
+        batch: &[usize],
+        _pad_to: usize,
+        device: &Device,
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
+        let h = self.states.batch(batch, self.top, device);
+        let gold = label_tensor(batch, self.labels, device);
+        Ok(vec![cross_entropy(model.forward(h), gold)])
+    }
+
+    fn param_rates(&self, model: &ProbeClassifier) -> ParamRates {
+        ParamRates::default().with_group(&model.mix, self.mix_rate)
+    }
+}
+
 /// Trains `P^l` (`config.layers = l + 1`) on `states` with gold `labels`; `env.device`
-/// must have autodiff. The progress bar advances by one per update. The scalar mix (`α`,
+/// must have autodiff. The progress bar counts the probe's updates. The scalar mix (`α`,
 /// `γ`) learns at `mix_lr` (through the same warm-up and decay, without weight decay), the
 /// MLP at `settings.lr`: with few updates a mix at the MLP's small rate stays uniform.
 pub fn fit_probe(
@@ -61,73 +103,35 @@ pub fn fit_probe(
             states.num_states()
         )));
     }
-    if settings.batch_size == 0 || settings.epochs == 0 {
-        return Err(TrainError::Invalid(
-            "batch_size and epochs must be positive".into(),
-        ));
-    }
-    let top = config.layers - 1;
     let init_seed = SplitMix64::stream(settings.seed, INIT_STREAM).next_u64();
-    let mut model = with_backend_seed(env.device, init_seed, || {
+    let model = with_backend_seed(env.device, init_seed, || {
         let model = config.init(env.device);
         initialize_params(&model);
         model
     });
-    let mut optimizer = adamw(&model, settings.weight_decay);
-    let mut mix_optimizer = adamw(&model.mix, 0.0);
-    let mix_ids = [model.mix.alpha.id, model.mix.gamma.id];
-    let steps_per_epoch = states.len().div_ceil(settings.batch_size);
-    let schedule = LinearWarmupDecay::new(
-        settings.lr,
-        settings.warmup,
-        steps_per_epoch * settings.epochs,
-    );
-    let mut rng = SplitMix64::stream(settings.seed, SHUFFLE_STREAM);
-    let mut step = 0;
-    let mut epoch_losses = Vec::with_capacity(settings.epochs);
-    let start = Instant::now();
-    for epoch in 1..=settings.epochs {
-        let mut loss_sum: Option<Tensor<1>> = None;
-        let batches = shuffled_batches(states.len(), settings.batch_size, &mut rng);
-        for indices in &batches {
-            if env.cancel.load(Ordering::Relaxed) {
-                return Err(TrainError::Interrupted);
-            }
-            let h = states.batch(indices, top, env.device);
-            let gold = label_tensor(indices, labels, env.device);
-            let loss = cross_entropy(model.forward(h), gold);
-            let detached = loss.clone().inner();
-            loss_sum = Some(match loss_sum.take() {
-                Some(sum) => sum + detached,
-                None => detached,
-            });
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let (mut grads, _) = clip_global_norm(&model, grads, settings.grad_clip);
-            let mut mix_grads = GradientsParams::new();
-            for id in mix_ids {
-                if let Some(g) = grads.remove::<1>(id) {
-                    mix_grads.register(id, g);
-                }
-            }
-            let lr = schedule.lr(step);
-            model = optimizer.step(lr, model, grads);
-            model.mix = mix_optimizer.step(lr * mix_lr / settings.lr, model.mix, mix_grads);
-            step += 1;
-            env.progress.inc(1);
-        }
-        let mean = loss_sum.map_or(f64::NAN, |sum| {
-            f64::from(sum.into_scalar::<f32>()) / batches.len() as f64
-        });
-        env.progress.set_message(format!(
-            "P^{top}  epoch {epoch}/{}  loss {mean:.4}",
-            settings.epochs
-        ));
-        epoch_losses.push(mean);
-    }
+    let objective = ProbeObjective {
+        states,
+        labels,
+        top: config.layers - 1,
+        lengths: vec![states.max_len(); states.len()],
+        mix_rate: mix_lr / settings.lr,
+    };
+    // no checkpoints: the caller keeps the trained probe
+    let settings = TrainSettings {
+        checkpoints: Checkpoints::Never,
+        ..settings.clone()
+    };
+    let fit_env = FitEnv {
+        device: env.device,
+        checkpoint_dir: Path::new(""),
+        progress: env.progress,
+        cancel: env.cancel,
+    };
+    let fitted = fit(model, &objective, &settings, &fit_env, |_, _| Ok(()))?;
     Ok(FittedProbe {
-        model,
-        epoch_losses,
-        seconds: start.elapsed().as_secs_f64(),
+        model: fitted.model,
+        epoch_losses: fitted.history.iter().map(|r| r.train_loss).collect(),
+        seconds: fitted.history.iter().map(|r| r.seconds).sum(),
     })
 }
 
@@ -169,11 +173,7 @@ pub fn mix_weights(model: &ProbeClassifier) -> Result<(Vec<f32>, f32), TrainErro
     Ok((alpha, gamma.first().copied().unwrap_or(f32::NAN)))
 }
 
-fn label_tensor(
-    indices: &[usize],
-    labels: &[usize],
-    device: &burn::tensor::Device,
-) -> Tensor<1, Int> {
+fn label_tensor(indices: &[usize], labels: &[usize], device: &Device) -> Tensor<1, Int> {
     let gold: Vec<i64> = indices.iter().map(|&i| labels[i] as i64).collect();
     Tensor::from_data(TensorData::new(gold, [indices.len()]), device)
 }
@@ -183,8 +183,6 @@ mod tests {
     use super::*;
     use burn::module::Module;
     use std::sync::atomic::AtomicBool;
-
-    use burn::tensor::Device;
 
     use crate::model::device::train_device;
     use crate::probe::features::InstanceStates;
@@ -242,6 +240,9 @@ mod tests {
             seed: 3,
             bucketing: false,
             layer_decay: 1.0,
+            grad_accum: 1,
+            checkpoints: Checkpoints::Never,
+            record_updates: false,
         };
         let fitted = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -55,8 +55,8 @@ use crate::train::rng::with_backend_seed;
 use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
     fit, load_encoder, micro_prf, predict, predict_tags, read_split, read_tagged_split,
-    split_source, FitEnv, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet, TokenTagger,
-    TrainError, TrainSettings,
+    split_source, Checkpoints, FitEnv, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet,
+    TokenTagger, TrainError, TrainSettings,
 };
 
 /// One task of a `multitask` stage: its head.
@@ -170,6 +170,9 @@ impl MultitaskParams {
             seed: self.seed,
             bucketing: self.bucketing,
             layer_decay: self.layer_decay,
+            grad_accum: 1,
+            checkpoints: Checkpoints::EveryEpoch,
+            record_updates: false,
         }
     }
 }

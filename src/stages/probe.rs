@@ -41,8 +41,8 @@ use crate::probe::{
 };
 use crate::report::cells::{percent, signed_points};
 use crate::train::rng::with_backend_seed;
-use crate::train::TrainSettings;
 use crate::train::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
+use crate::train::{Checkpoints, TrainSettings};
 
 /// Params of `probe`; defaults are su2022's ("Experiment setup": a two-layer perceptron
 /// with 1024 hidden units, lr 2e-5, 4 epochs; max_len 128 and batch 32 as its BioBERT
@@ -114,6 +114,10 @@ impl ProbeParams {
             seed: self.seed,
             bucketing: false,
             layer_decay: 1.0,
+            grad_accum: 1,
+            // the stage keeps each trained P^l instead (`probe-layer-l.json`)
+            checkpoints: Checkpoints::Never,
+            record_updates: false,
         }
     }
 
@@ -302,11 +306,8 @@ fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
         device: &train_dev,
         ..env
     };
+    // the progress bar counts the updates of the probe in training
     let settings = p.settings();
-    let steps_per_probe = batches(train.encoded.len()) * p.epochs as u64;
-    ctx.progress
-        .set_length(steps_per_probe * layers.len() as u64);
-    ctx.progress.set_position(0);
     let gold = train.gold();
     let mut probes = Vec::with_capacity(layers.len());
     for &l in &layers {
@@ -315,7 +316,6 @@ fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
         let saved = read_checkpoint(&checkpoint, l, test.encoded.len());
         let probe = match saved {
             Some(probe) => {
-                ctx.progress.inc(steps_per_probe);
                 ctx.progress.println(format!(
                     "{}: P^{l} taken from {}",
                     ctx.name,

@@ -1,5 +1,5 @@
 //! Resumable training state. After each epoch, `epoch-K/` in the stage's checkpoint
-//! directory holds the model (`model.bpk`), the optimizer state (`optimizer.bpk`, AdamW
+//! directory (or, for a run checkpointed every N updates, `step-K/` after update K) holds the model (`model.bpk`), the optimizer state (`optimizer.bpk`, AdamW
 //! moments keyed by parameter id) and `state.json` (epoch, update count, shuffling RNG,
 //! history, settings). The directory is written under a temporary name and renamed, so a
 //! run killed mid-write leaves the previous epoch's checkpoint intact.
@@ -11,7 +11,7 @@ use burn::optim::ModuleOptimizer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::fit::{EpochRecord, TrainSettings};
+use super::fit::{EpochRecord, TrainSettings, UpdateRecord};
 use super::rng::SplitMix64;
 use super::TrainError;
 
@@ -19,6 +19,7 @@ pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
 const EPOCH_PREFIX: &str = "epoch-";
+const STEP_PREFIX: &str = "step-";
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,15 @@ pub struct TrainState {
     /// The shuffling generator after `epochs_done` epochs.
     pub shuffle_rng: SplitMix64,
     pub history: Vec<EpochRecord>,
+    /// Every update so far, with `settings.record_updates`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateRecord>,
+    /// The current epoch's running loss sum, in a checkpoint written mid-epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_loss_sum: Option<f32>,
+    /// What the caller scored before the first update, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
 }
 
 /// Writes `epoch-K/` for `state.epochs_done = K` and removes older epochs.
@@ -55,9 +65,23 @@ pub fn latest(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
     latest_numbered(dir, EPOCH_PREFIX)
 }
 
+/// Writes `step-K/` for `state.step = K` and removes older steps.
+pub fn save_step<M: Module + Clone>(
+    dir: &Path,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<(), TrainError> {
+    save_numbered(dir, STEP_PREFIX, state.step, model, optimizer, state)
+}
+
+/// The newest complete `step-K/` checkpoint in `dir`, if any.
+pub fn latest_step(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
+    latest_numbered(dir, STEP_PREFIX)
+}
+
 /// Writes `{prefix}{number}/` (model, optimizer state and `state`, each synced to disk,
-/// under a temporary name then renamed) and removes the older `{prefix}K/` folders. Epoch
-/// checkpoints of fine-tuning and step checkpoints of pre-training both use it.
+/// under a temporary name then renamed) and removes the older `{prefix}K/` folders.
 pub fn save_numbered<M: Module + Clone, S: Serialize>(
     dir: &Path,
     prefix: &str,

@@ -7,7 +7,7 @@
 //! The lower a layer, the less it moves: the shared, general encoding is preserved.
 //!
 //! burn's optimizer takes one learning rate per step, so an update with decay is one
-//! optimizer step per depth, each given only that depth's gradients (a parameter without a
+//! optimizer step per depth ([`ParamRates`], [`step_by_rate`]), each given only that depth's gradients (a parameter without a
 //! gradient is left untouched, its Adam moments included).
 
 use std::collections::HashMap;
@@ -78,6 +78,65 @@ impl LayerDepths {
     }
 }
 
+/// Learning-rate factors by parameter: the parameters of group `g` step at `lr · factor_g`;
+/// group 0 (factor 1 unless set) holds every parameter not placed in another. Layer-wise
+/// decay is one such grouping ([`ParamRates::of_layers`]), a probe's scalar mix at its own
+/// rate another.
+#[derive(Debug, Clone)]
+pub struct ParamRates {
+    group: HashMap<ParamId, usize>,
+    factors: Vec<f64>,
+}
+
+impl Default for ParamRates {
+    /// Every parameter at the scheduled rate.
+    fn default() -> Self {
+        ParamRates {
+            group: HashMap::new(),
+            factors: vec![1.0],
+        }
+    }
+}
+
+impl ParamRates {
+    /// Layer-wise decay ξ: group `g` (0 = above the encoder and layer n, … n = the
+    /// embeddings) at ξ^g.
+    pub fn of_layers(depths: &LayerDepths, decay: f64) -> Self {
+        ParamRates {
+            group: depths
+                .depth
+                .keys()
+                .map(|&id| (id, depths.group(id)))
+                .collect(),
+            factors: (0..=depths.layers).map(|g| decay.powi(g as i32)).collect(),
+        }
+    }
+
+    /// These rates with every parameter of `module` in a new group at `factor`.
+    pub fn with_group<M: Module>(mut self, module: &M, factor: f64) -> Self {
+        let g = self.factors.len();
+        self.factors.push(factor);
+        struct Record<'a>(&'a mut HashMap<ParamId, usize>, usize);
+        impl ModuleVisitor for Record<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.insert(param.id, self.1);
+            }
+        }
+        module.visit(&mut Record(&mut self.group, g));
+        self
+    }
+
+    /// Whether every parameter steps at the scheduled rate (one optimizer step suffices).
+    pub fn is_uniform(&self) -> bool {
+        self.factors.iter().all(|&f| f == 1.0)
+    }
+
+    /// Whether any parameter has a group of its own.
+    pub fn is_grouped(&self) -> bool {
+        self.factors.len() > 1
+    }
+}
+
 /// One optimizer update of `model` with layer-wise rates: the parameters at group `g`
 /// (ξ^g) step at `lr · ξ^g`.
 pub fn step_by_layer<M: Module>(
@@ -88,27 +147,47 @@ pub fn step_by_layer<M: Module>(
     model: M,
     grads: GradientsParams,
 ) -> M {
+    step_by_rate(
+        optimizer,
+        lr,
+        &ParamRates::of_layers(depths, decay),
+        model,
+        grads,
+    )
+}
+
+/// One optimizer update of `model` with per-group rates: one optimizer step per group,
+/// given only that group's gradients, at `lr · factor_g` (group 0 first).
+pub fn step_by_rate<M: Module>(
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    rates: &ParamRates,
+    model: M,
+    grads: GradientsParams,
+) -> M {
     let mut split = Split {
-        depths,
+        rates,
         from: grads,
-        groups: (0..=depths.layers)
+        groups: rates
+            .factors
+            .iter()
             .map(|_| GradientsParams::new())
             .collect(),
     };
     model.visit(&mut split);
     let mut model = model;
-    for (g, grads) in split.groups.into_iter().enumerate() {
+    for (grads, factor) in split.groups.into_iter().zip(&rates.factors) {
         if grads.is_empty() {
             continue;
         }
-        model = optimizer.step(lr * decay.powi(g as i32), model, grads);
+        model = optimizer.step(lr * factor, model, grads);
     }
     model
 }
 
 /// Moves each parameter's gradient into its group's set.
 struct Split<'a> {
-    depths: &'a LayerDepths,
+    rates: &'a ParamRates,
     from: GradientsParams,
     groups: Vec<GradientsParams>,
 }
@@ -116,7 +195,8 @@ struct Split<'a> {
 impl ModuleVisitor for Split<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.from.remove::<D>(param.id) {
-            self.groups[self.depths.group(param.id)].register::<D>(param.id, g);
+            let group = self.rates.group.get(&param.id).copied().unwrap_or(0);
+            self.groups[group].register::<D>(param.id, g);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Fine-tuning: the encoder+head model, batching, the optimization loop with checkpoints,
-//! and inference. The `finetune` stage (and later multi-task stages) drive it.
+//! Training: the encoder+head model, batching, the one optimization loop with checkpoints
+//! ([`fit`], which fine-tuning, multi-task training, pre-training and probing drive through
+//! their [`Objective`]s), and inference.
 
 pub mod batching;
 pub mod checkpoint;
@@ -23,7 +24,8 @@ use std::path::{Path, PathBuf};
 pub use classifier::{Batch, EncodedInstance, SequenceClassifier};
 pub use encoder_init::{load_encoder, Init};
 pub use fit::{
-    fit, ClassificationObjective, EpochRecord, FitEnv, Fitted, Objective, TrainSettings,
+    fit, fit_scoring_before, Checkpoints, ClassificationObjective, EpochRecord, FitEnv, Fitted,
+    Objective, TrainSettings, UpdateRecord,
 };
 pub use predict::{micro_prf, predict, Prediction};
 pub use split_data::{

@@ -239,7 +239,7 @@ impl Objective for MultiTaskObjective<'_> {
         batch: &[usize],
         pad_to: usize,
         device: &Device,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
         let Some(&first) = batch.first() else {
             return Err(TrainError::Invalid("an empty batch".into()));
         };
@@ -250,13 +250,13 @@ impl Objective for MultiTaskObjective<'_> {
                 let refs: Vec<&EncodedInstance> = local.map(|i| &units[i]).collect();
                 let batch = Batch::padded_to(&refs, self.pad_id, pad_to, device);
                 let out = classify(&model.task_encoder(t), head, &batch)?;
-                Ok(cross_entropy(out.logits, batch.labels))
+                Ok(vec![cross_entropy(out.logits, batch.labels)])
             }
             (TaskUnits::Token(units), TaskHead::Token(head)) => {
                 let refs: Vec<&WordWindow> = local.map(|i| &units[i]).collect();
                 let batch = TaggedBatch::padded_to(&refs, self.pad_id, pad_to, device);
                 let e = tag_emissions(&model.task_encoder(t), head, &batch);
-                Ok(head.loss(e, &batch.words, &batch.tags))
+                Ok(vec![head.loss(e, &batch.words, &batch.tags)])
             }
             _ => Err(TrainError::Invalid(format!(
                 "task {t}: its head does not fit its units"
@@ -272,6 +272,7 @@ impl Objective for MultiTaskObjective<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::fit::Checkpoints;
 
     fn units(n: usize, len: usize) -> Vec<EncodedInstance> {
         (0..n)
@@ -294,6 +295,9 @@ mod tests {
             seed: 1,
             bucketing: true,
             layer_decay: 1.0,
+            grad_accum: 1,
+            checkpoints: Checkpoints::EveryEpoch,
+            record_updates: false,
         }
     }
 
@@ -381,7 +385,9 @@ mod tests {
         );
         let loss = objective
             .batch_loss(&model, &[0, 1, 2, 3], 0, &device)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"))
+            .pop()
+            .unwrap_or_else(|| panic!("one loss term"));
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let mut optimizer = adamw(&model, 0.0);
         let after = optimizer.step(1e-2, model.clone(), grads);

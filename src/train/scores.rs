@@ -213,14 +213,14 @@ impl Objective for ScoreObjective<'_> {
         batch: &[usize],
         pad_to: usize,
         device: &Device,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
         let refs: Vec<&ScoredUnit> = batch.iter().map(|&i| &self.units[i]).collect();
         let batch = ScoredBatch::padded_to(&refs, self.pad_id, pad_to, device);
         let out = scores(model, &batch)?;
-        Ok(match self.loss {
+        Ok(vec![match self.loss {
             ScoreLoss::Mse => mse(out, batch.targets),
             ScoreLoss::BinaryCrossEntropy => binary_cross_entropy(out, batch.targets),
-        })
+        }])
     }
 
     fn layer_depths(&self, model: &SequenceClassifier) -> LayerDepths {

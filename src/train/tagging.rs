@@ -206,11 +206,11 @@ impl Objective for TaggingObjective<'_> {
         batch: &[usize],
         pad_to: usize,
         device: &Device,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
         let refs: Vec<&WordWindow> = batch.iter().map(|&i| &self.train[i]).collect();
         let batch = TaggedBatch::padded_to(&refs, self.pad_id, pad_to, device);
         let e = model.emissions(&batch);
-        Ok(model.head.loss(e, &batch.words, &batch.tags))
+        Ok(vec![model.head.loss(e, &batch.words, &batch.tags)])
     }
 
     fn layer_depths(&self, model: &TokenTagger) -> LayerDepths {

@@ -377,10 +377,10 @@ impl Objective for WordPairObjective<'_> {
         batch: &[usize],
         pad_to: usize,
         device: &Device,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
         let refs: Vec<&PairUnit> = batch.iter().map(|&i| &self.train[i]).collect();
         let b = PairBatch::new(&refs, self.pad_id, pad_to, device);
-        pair_loss(model.scores(&b)?, &refs)
+        Ok(vec![pair_loss(model.scores(&b)?, &refs)?])
     }
 }
 
@@ -520,11 +520,11 @@ impl Objective for FrozenPairObjective<'_> {
         batch: &[usize],
         _pad_to: usize,
         device: &Device,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<Vec<Tensor<1>>, TrainError> {
         let refs: Vec<&PairUnit> = batch.iter().map(|&i| &self.train[i]).collect();
         let feats: Vec<&FrozenFeatures> = batch.iter().map(|&i| &self.features[i]).collect();
         let (x, g) = padded_features(&feats, self.hidden, self.attention, device);
-        pair_loss(head.scores(x, g)?, &refs)
+        Ok(vec![pair_loss(head.scores(x, g)?, &refs)?])
     }
 }
 

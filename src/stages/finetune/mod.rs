@@ -35,9 +35,9 @@ use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
 use crate::train::rng::with_backend_seed;
 use crate::train::{
-    fit, load_encoder, micro_prf, predict, read_split, split_source, ClassificationObjective,
-    EpochRecord, FitEnv, Init, SequenceClassifier, SplitInstance, SplitSet, SplitSource,
-    TrainError, TrainSettings,
+    fit, load_encoder, micro_prf, predict, read_split, split_source, Checkpoints,
+    ClassificationObjective, EpochRecord, FitEnv, Init, SequenceClassifier, SplitInstance,
+    SplitSet, SplitSource, TrainError, TrainSettings,
 };
 
 /// Params of `finetune`; defaults are the papers' (su2020 III.D, su2022 "Experiment setup").
@@ -174,6 +174,9 @@ impl FinetuneParams {
             seed: self.seed,
             bucketing: self.bucketing,
             layer_decay: self.layer_decay,
+            grad_accum: 1,
+            checkpoints: Checkpoints::EveryEpoch,
+            record_updates: false,
         }
     }
 }
