@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::commands::{load, plan_everything, run_quietly};
+use super::context::{load, plan_everything, run_quietly};
 use crate::cache::Cache;
 use crate::exec::{self, Status};
 use crate::model::device::DeviceSpec;

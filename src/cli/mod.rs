@@ -6,11 +6,18 @@ mod bench;
 mod bench_engine;
 mod bench_machine;
 mod bench_train;
+mod cache_command;
 mod cache_rebuild;
-mod commands;
+mod context;
+mod dispatch;
 mod encode;
+mod exec_stage;
 mod exit;
+mod plan;
 mod report;
+mod run;
+mod show;
+mod stats;
 
 pub use args::{
     BenchWhat, CacheAction, Cli, Command, DagFormatArg, EngineShape, PipelineArgs, ResultsDevice,
@@ -34,7 +41,7 @@ pub fn main(mut cli: Cli) -> ExitCode {
         return Exit::BadInput.code();
     }
     crate::pipeline::set_max_cells(cli.max_cells);
-    match commands::dispatch(cli) {
+    match dispatch::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::args::PipelineArgs;
-use super::commands::{load, plan_everything, Loaded};
+use super::context::{load, plan_everything, Loaded};
 use crate::cache::Cache;
 use crate::exec::{Plan, Status};
 use crate::report::{diff_metrics, render_diff_markdown, Provenance, ResultRow};
@@ -61,8 +61,8 @@ pub(super) fn report_command(
     device: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
-    let cache = super::commands::open_for_reading(cache_root)?;
+    let super::context::CommandContext { loaded, cache } =
+        super::context::CommandContext::reading(cache_root, target, registry)?;
     let plan = plan_everything(&loaded, &cache, device)?;
     let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
         .filter(|&i| loaded.pipeline.instances[i].kind == "report")
@@ -159,7 +159,7 @@ pub(super) fn diff_command(
     device: &str,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let cache = super::commands::open_for_reading(cache_root)?;
+    let cache = super::context::open_for_reading(cache_root)?;
     let mut sides = Vec::new();
     for profile in [a, b] {
         let loaded = load(pipeline, Some(profile), registry)?;

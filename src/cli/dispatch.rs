@@ -1,0 +1,162 @@
+//! The dispatcher: each subcommand's arguments to the function (one file each) that runs
+//! it. `dag` and `kinds`, a few lines each, are here.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+use super::args::{BenchWhat, Cli, Command, DagFormatArg};
+use super::context::load;
+use crate::graph::{self, DagFormat};
+use crate::stages::StageRegistry;
+
+/// Runs the command `cli` names.
+pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let registry = StageRegistry::builtin();
+    match cli.command {
+        Command::Run {
+            target,
+            jobs,
+            only,
+            force,
+            device,
+            quiet,
+            executor,
+            max_jobs,
+            worker_bin,
+        } => super::run::run_command(
+            &cli.cache,
+            &target,
+            super::run::RunRequest {
+                jobs,
+                only,
+                force,
+                device,
+                quiet,
+                executor,
+                max_jobs,
+                worker_bin,
+            },
+            &registry,
+        ),
+        Command::ExecStage { spec } => Ok(super::exec_stage::exec_stage_command(&spec, &registry)),
+        Command::Plan {
+            target,
+            json,
+            summary,
+            only,
+            force,
+            device,
+        } => super::plan::plan_command(
+            &cli.cache,
+            &target,
+            super::plan::PlanRequest {
+                json,
+                summary,
+                only,
+                force,
+                device,
+            },
+            &registry,
+        ),
+        Command::Dag { target, format } => {
+            let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
+            let format = match format {
+                DagFormatArg::Mermaid => DagFormat::Mermaid,
+                DagFormatArg::Dot => DagFormat::Dot,
+            };
+            print!("{}", graph::draw(&loaded.pipeline, &loaded.graph, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { action } => {
+            super::cache_command::cache_command(&cli.cache, action, &registry)
+        }
+        Command::Kinds => {
+            for k in registry.kinds() {
+                let inputs = registry.get(k).map(|e| e.inputs().describe());
+                println!("{k:<20} inputs: {}", inputs.unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats {
+            target,
+            stage,
+            json,
+        } => super::stats::stats_command(&cli.cache, &target, &stage, json, &registry),
+        Command::Show {
+            target,
+            stage,
+            file,
+            results,
+        } => super::show::show_command(
+            &cli.cache,
+            &target,
+            &stage,
+            file.as_deref(),
+            &results.device,
+            &registry,
+        ),
+        Command::Report {
+            target,
+            output,
+            results,
+        } => super::report::report_command(
+            &cli.cache,
+            &target,
+            output.as_deref(),
+            &results.device,
+            &registry,
+        ),
+        Command::Diff {
+            pipeline,
+            a,
+            b,
+            results,
+        } => super::report::diff_command(&cli.cache, &pipeline, &a, &b, &results.device, &registry),
+        Command::Encode {
+            model,
+            json,
+            device,
+            text,
+        } => {
+            if !json {
+                bail!("only --json output is supported: pass --json");
+            }
+            super::encode::encode_command(&cli.cache, &model, &text, &device)
+        }
+        Command::Bench { what } => match what {
+            BenchWhat::Engine {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+                exe,
+            } => super::bench_engine::bench_engine(&super::bench_engine::EngineBench {
+                stages,
+                shape,
+                cold,
+                json,
+                repeat,
+                dir,
+                tools,
+                exe,
+            }),
+            BenchWhat::Train {
+                model,
+                warmup,
+                steps,
+                json,
+                device,
+            } => super::bench_train::bench_train(model.as_deref(), warmup, steps, json, &device),
+            BenchWhat::Epoch {
+                model,
+                data,
+                examples,
+                json,
+            } => super::bench_train::bench_epoch(&model, &data, examples, json),
+        },
+    }
+}

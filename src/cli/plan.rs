@@ -1,0 +1,176 @@
+//! `pipe plan`: every stage, its key, `run` or `cached` and why (or `--json`, `--summary`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::args::PipelineArgs;
+use super::context::{load, open_for_reading, plan_for, Loaded};
+use crate::exec::{self, Plan, Status};
+use crate::pipeline::{load_pipeline, Pipeline};
+use crate::stages::StageRegistry;
+
+/// What `pipe plan` was asked for, past the pipeline.
+pub(super) struct PlanRequest {
+    pub json: bool,
+    pub summary: bool,
+    pub only: Vec<String>,
+    pub force: Vec<String>,
+    pub device: String,
+}
+
+/// Prints the plan. Every profile of the pipeline is loaded too, so a mistake in one is
+/// found by any `plan`.
+pub(super) fn plan_command(
+    cache_root: &Path,
+    target: &PipelineArgs,
+    request: PlanRequest,
+    registry: &StageRegistry,
+) -> Result<ExitCode> {
+    let PlanRequest {
+        json,
+        summary,
+        only,
+        force,
+        device,
+    } = request;
+    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
+    check_other_profiles(&loaded, target, registry)?;
+    let cache = open_for_reading(cache_root)?;
+    let plan = plan_for(&loaded, &cache, only, force, &device)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.to_json(&loaded.pipeline))?
+        );
+    } else if summary {
+        print!("{}", render_plan_summary(&loaded.pipeline, &plan));
+    } else {
+        print!("{}", render_plan(&loaded.pipeline, &plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the pipeline under each profile not selected, so that a mistake in one is found
+/// by any `plan`, not only when that profile is next used.
+fn check_other_profiles(
+    loaded: &Loaded,
+    target: &PipelineArgs,
+    registry: &StageRegistry,
+) -> Result<()> {
+    for profile in &loaded.pipeline.profiles {
+        if target.profile.as_deref() == Some(profile.as_str()) {
+            continue;
+        }
+        load_pipeline(&target.pipeline, Some(profile), registry)
+            .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
+    }
+    Ok(())
+}
+
+/// One YAML stage in `pipe plan --summary`: how many of its cells are cached, how many
+/// would run.
+struct StageCells<'a> {
+    stage: &'a str,
+    kind: &'a str,
+    cached: usize,
+    to_run: usize,
+}
+
+/// The plan one line per YAML stage: how many of its cells are cached and how many would
+/// run (`pipe plan --summary`, for watching a grid fill up across sessions).
+pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
+    // in plan (topological) order of each stage's first cell
+    let mut rows: Vec<StageCells> = Vec::new();
+    for it in &plan.items {
+        if it.status == Status::NotSelected {
+            continue;
+        }
+        let inst = &p.instances[it.instance];
+        let at = match rows.iter().position(|r| r.stage == inst.base) {
+            Some(at) => at,
+            None => {
+                rows.push(StageCells {
+                    stage: &inst.base,
+                    kind: &inst.kind,
+                    cached: 0,
+                    to_run: 0,
+                });
+                rows.len() - 1
+            }
+        };
+        if it.status == Status::Cached {
+            rows[at].cached += 1;
+        } else {
+            rows[at].to_run += 1;
+        }
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.stage.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:<18} {:>5} {:>7} {:>7}\n",
+        "stage", "kind", "cells", "cached", "to run"
+    );
+    for r in &rows {
+        let done = if r.to_run == 0 { "  ✓" } else { "" };
+        out.push_str(&format!(
+            "{:<width$}  {:<18} {:>5} {:>7} {:>7}{done}\n",
+            r.stage,
+            r.kind,
+            r.cached + r.to_run,
+            r.cached,
+            r.to_run
+        ));
+    }
+    let cached: usize = rows.iter().map(|r| r.cached).sum();
+    let to_run: usize = rows.iter().map(|r| r.to_run).sum();
+    out.push_str(&format!("{to_run} to run, {cached} cached\n"));
+    out
+}
+
+/// The human form of `pipe plan`.
+pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
+    let width = p
+        .instances
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let (mut run, mut cached, mut not_selected) = (0, 0, 0);
+    for it in &plan.items {
+        let inst = &p.instances[it.instance];
+        let (status, reason) = match it.status {
+            Status::Cached => {
+                cached += 1;
+                ("cached", String::new())
+            }
+            Status::Run => {
+                run += 1;
+                ("run", exec::reasons_text(&it.reasons))
+            }
+            Status::NotSelected => {
+                not_selected += 1;
+                continue;
+            }
+        };
+        out.push_str(&format!(
+            "{status:<7} {:<width$}  {:<12} {}  {reason}\n",
+            inst.name,
+            inst.kind,
+            it.key.short(),
+        ));
+    }
+    out.push_str(&format!("{run} to run, {cached} cached"));
+    if not_selected > 0 {
+        out.push_str(&format!(" ({not_selected} not selected by --only)"));
+    }
+    out.push('\n');
+    out
+}

@@ -1,0 +1,123 @@
+//! `pipe run`: plan, run what is not cached (locally or on Slurm), publish, summarize.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use super::args::{ExecutorArg, PipelineArgs};
+use super::context::CommandContext;
+use super::exit::Exit;
+use crate::cache::Cache;
+use crate::exec::{self, Plan, RunOptions};
+use crate::pipeline::Pipeline;
+use crate::stages::StageRegistry;
+
+/// What `pipe run` was asked for, past the pipeline.
+pub(super) struct RunRequest {
+    pub jobs: Option<usize>,
+    pub only: Vec<String>,
+    pub force: Vec<String>,
+    pub device: String,
+    pub quiet: bool,
+    pub executor: ExecutorArg,
+    pub max_jobs: usize,
+    pub worker_bin: Option<PathBuf>,
+}
+
+/// Runs the pipeline; exit 1 when a stage failed.
+pub(super) fn run_command(
+    cache_root: &Path,
+    target: &PipelineArgs,
+    request: RunRequest,
+    registry: &StageRegistry,
+) -> Result<ExitCode> {
+    let RunRequest {
+        jobs,
+        only,
+        force,
+        device,
+        quiet,
+        executor,
+        max_jobs,
+        worker_bin,
+    } = request;
+    let ctx = CommandContext::running(cache_root, target, registry)?;
+    let plan = ctx.plan(only, force, &device)?;
+    let executor = match executor {
+        ExecutorArg::Local => exec::Executor::Local,
+        ExecutorArg::Slurm => exec::Executor::Slurm(exec::slurm::SlurmOptions {
+            max_jobs,
+            worker_bin,
+            ..Default::default()
+        }),
+    };
+    let opts = RunOptions {
+        jobs: jobs.unwrap_or_else(num_cpus::get),
+        device,
+        quiet,
+        executor,
+    };
+    let summary = exec::run_plan(
+        &ctx.loaded.pipeline,
+        &ctx.loaded.graph,
+        &plan,
+        &ctx.cache,
+        registry,
+        &opts,
+    )?;
+    publish(&ctx.loaded.pipeline, &plan, &ctx.cache, &summary)?;
+    println!("{}", summary.line());
+    for (name, outcome) in &summary.outcomes {
+        if let exec::StageOutcome::Failed { error } = outcome {
+            println!("failed: {name}: {error}");
+        }
+    }
+    Ok(if summary.failed() > 0 {
+        Exit::StageFailed.code()
+    } else {
+        Exit::Success.code()
+    })
+}
+
+/// Copies the outputs of stages with `publish:` into the workspace (after they ran or
+/// were found cached), replacing what an earlier run published there.
+fn publish(p: &Pipeline, plan: &Plan, cache: &Cache, summary: &exec::RunSummary) -> Result<()> {
+    for (i, inst) in p.instances.iter().enumerate() {
+        let Some(dest) = &inst.publish else { continue };
+        let done = matches!(
+            summary.outcomes.get(&inst.name),
+            Some(exec::StageOutcome::Ran { .. } | exec::StageOutcome::Cached)
+        );
+        if !done {
+            continue;
+        }
+        let view = cache.materialize(&plan.item(i).key)?;
+        copy_dir(&view, dest)
+            .with_context(|| format!("publishing `{}` to {}", inst.name, dest.display()))?;
+        println!("published {} → {}", inst.name, dest.display());
+    }
+    Ok(())
+}
+
+fn copy_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to)?;
+        } else {
+            if to.exists() {
+                std::fs::remove_file(&to)?;
+            }
+            std::fs::copy(e.path(), &to)?;
+            // Blobs are read-only; the published copy belongs to the user.
+            let mut perms = std::fs::metadata(&to)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&to, perms)?;
+        }
+    }
+    Ok(())
+}
