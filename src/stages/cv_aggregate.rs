@@ -371,7 +371,10 @@ mod tests {
 
     #[test]
     fn evaluate_outputs_aggregate_like_predictions() {
-        use crate::stages::evaluate::EvaluateStage;
+        // through the registry, as the engine runs it (no stage imports another)
+        let registry = crate::stages::StageRegistry::builtin();
+        let evaluate = registry.get("evaluate").unwrap();
+        let params = evaluate.normalize(&serde_json::json!({})).unwrap();
         let root = tempfile::tempdir().unwrap();
         // Run `evaluate` on each fold, then aggregate its outputs.
         let mut evaluated = Vec::new();
@@ -380,7 +383,7 @@ mod tests {
             std::fs::create_dir_all(&out).unwrap();
             let mut c = ctx(vec![], &out);
             c.inputs.by_name = [("predictions".to_string(), vec![fold(i, "cls")])].into();
-            EvaluateStage::run(&mut c, &Default::default()).unwrap();
+            evaluate.run(&mut c, &params).unwrap();
             assert!(out.join("history.json").is_file() && out.join("per_class.md").is_file());
             let mut a = fold(i, "cls");
             a.path = out;
