@@ -42,8 +42,6 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
-    use crate::stages::corpus::CorpusStage;
-    use crate::stages::fetch::{FetchParams, FetchStage};
     use crate::stages::{InputArtifact, Inputs, Progress, Stage, StageCtx, StageRegistry};
 
     use super::SplitStage;
@@ -81,14 +79,27 @@ mod tests {
     }
 
     fn params<T: serde::de::DeserializeOwned>(kind: &str, yaml: &str) -> T {
-        // Through the registry, as the executor does: defaults filled, unknown params refused.
+        serde_json::from_value(normalized(kind, yaml)).unwrap()
+    }
+
+    /// Params through the registry, as the executor does: defaults filled, unknown params
+    /// refused.
+    fn normalized(kind: &str, yaml: &str) -> serde_json::Value {
         let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
-        let normalized = StageRegistry::builtin()
+        StageRegistry::builtin()
             .get(kind)
             .unwrap()
             .normalize(&value)
-            .unwrap();
-        serde_json::from_value(normalized).unwrap()
+            .unwrap()
+    }
+
+    /// Runs another kind through the registry (no stage module imports another).
+    fn run_kind(kind: &str, ctx: &mut StageCtx, params: &serde_json::Value) -> Result<(), String> {
+        StageRegistry::builtin()
+            .get(kind)
+            .unwrap()
+            .run(ctx, params)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -99,12 +110,18 @@ mod tests {
         let pin = crate::sources::fingerprint(&source).unwrap().unwrap();
 
         let mut fetch = ctx(root.path(), "fetch", &[]);
-        let p: FetchParams = params("fetch", &format!("{{source: '{source}', blake3: {pin}}}"));
+        let p = normalized("fetch", &format!("{{source: '{source}', blake3: {pin}}}"));
+        let registry = StageRegistry::builtin();
         assert_eq!(
-            FetchStage::fingerprint(&p).unwrap().as_deref(),
+            registry
+                .get("fetch")
+                .unwrap()
+                .fingerprint(&p)
+                .unwrap()
+                .as_deref(),
             Some(pin.as_str())
         );
-        FetchStage::run(&mut fetch, &p).unwrap();
+        run_kind("fetch", &mut fetch, &p).unwrap();
         assert_eq!(
             crate::sources::tree_hash::dir_hash(&fetch.out_dir).unwrap(),
             pin
@@ -112,11 +129,11 @@ mod tests {
 
         let mut corpus = ctx(root.path(), "corpus", &[("source", &fetch.out_dir)]);
         let folds: Vec<String> = (0..10).map(|k| format!("original/test_{k}.json")).collect();
-        let cp = params(
+        let cp = normalized(
             "corpus",
             &format!("{{format: aimed_json, folds: [{}]}}", folds.join(", ")),
         );
-        CorpusStage::run(&mut corpus, &cp).unwrap();
+        run_kind("corpus", &mut corpus, &cp).unwrap();
         let stats = crate::data::stats_of(&corpus.out_dir).unwrap();
         assert_eq!(stats.groups().len(), 10);
         assert!(
@@ -143,11 +160,11 @@ mod tests {
         std::fs::write(&file, "0\t0\n").unwrap();
         let mut fetch = ctx(root.path(), "fetch", &[]);
         let wrong = "a".repeat(64);
-        let p: FetchParams = params(
+        let p = normalized(
             "fetch",
             &format!("{{source: 'path:{}', blake3: {wrong}}}", file.display()),
         );
-        let err = FetchStage::run(&mut fetch, &p).unwrap_err().to_string();
+        let err = run_kind("fetch", &mut fetch, &p).unwrap_err();
         assert!(
             err.contains(&format!(
                 "expected {wrong}, actual {}",
