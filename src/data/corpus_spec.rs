@@ -119,24 +119,26 @@ pub struct Layout {
     /// JSON: dotted path to the array of records (default: the top-level array).
     #[serde(default)]
     pub records: Option<String>,
+    // The fields below joined after keys were in use: left out of the key while unset,
+    // so corpora cached before them keep their keys.
     /// `pair_tsv`: the column of the second sentence, when the pair is in two columns.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_b: Option<Column>,
     /// `pair_tsv`: a literal separating the two sentences inside the `text` column
     /// (BIOSSES BLURB: ` s2: `).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair_separator: Option<String>,
     /// `pair_tsv`: a literal every `text` starts with, removed (BIOSSES BLURB: `s1: `).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<String>,
     /// `pair_tsv`: the similarity score column (a number).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<Column>,
     /// `multilabel_tsv`: the literal joining a document's labels in the `label` column.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_separator: Option<String>,
     /// `multilabel_tsv`: the `label` value that means "no label" (HoC BLURB: `10`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_label: Option<String>,
 }
 
