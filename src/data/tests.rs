@@ -924,3 +924,20 @@ fn hoc_documents_with_label_sets() {
         "{err}"
     );
 }
+
+#[test]
+fn layout_fields_added_later_stay_out_of_the_key_while_unset() {
+    // corpora cached before `pair_tsv` / `multilabel_tsv` existed keep their keys
+    let layout = serde_json::to_value(crate::data::corpus_spec::Layout::default()).unwrap();
+    for added in [
+        "text_b",
+        "pair_separator",
+        "strip_prefix",
+        "score",
+        "label_separator",
+        "empty_label",
+    ] {
+        assert!(layout.get(added).is_none(), "{added} in {layout}");
+    }
+    assert!(layout.get("text").is_some(), "{layout}");
+}
