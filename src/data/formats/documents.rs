@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::line_error;
-use super::rows::{field, Rows};
+use super::rows::{field, optional_field, Rows};
 use crate::data::corpus_spec::Layout;
 use crate::data::DataError;
 
@@ -71,12 +71,7 @@ pub fn read(
                     ));
                 }
             }
-            let opt = |c: Option<usize>| -> Result<Option<String>, DataError> {
-                Ok(match c {
-                    Some(c) => Some(get(c)?.to_string()).filter(|s| !s.is_empty()),
-                    None => None,
-                })
-            };
+            let opt = |c: Option<usize>| optional_field(&fields, c, display, line);
             Ok(RawDocument {
                 line,
                 id: opt(id)?,

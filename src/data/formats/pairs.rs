@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::line_error;
-use super::rows::{field, Rows};
+use super::rows::{field, optional_field, Rows};
 use crate::data::corpus_spec::Layout;
 use crate::data::DataError;
 
@@ -75,12 +75,7 @@ pub fn read(
                 .ok()
                 .filter(|v: &f64| v.is_finite())
                 .ok_or_else(|| err(format!("score `{raw_score}` is not a number")))?;
-            let opt = |c: Option<usize>| -> Result<Option<String>, DataError> {
-                Ok(match c {
-                    Some(c) => Some(get(c)?.to_string()).filter(|s| !s.is_empty()),
-                    None => None,
-                })
-            };
+            let opt = |c: Option<usize>| optional_field(&fields, c, display, line);
             Ok(RawPair {
                 line,
                 id: opt(id)?,

@@ -134,3 +134,17 @@ pub fn field<'a>(
         )
     })
 }
+
+/// Field `index` of a line when the layout names one (`None` for an empty field), or the
+/// error of [`field`].
+pub fn optional_field(
+    fields: &[String],
+    index: Option<usize>,
+    file: &str,
+    line: usize,
+) -> Result<Option<String>, DataError> {
+    match index {
+        Some(i) => Ok(Some(field(fields, i, file, line)?.to_string()).filter(|s| !s.is_empty())),
+        None => Ok(None),
+    }
+}
