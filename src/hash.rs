@@ -130,10 +130,22 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-impl KeyMaterial {
+/// What a key is hashed from, borrowed: [`KeyMaterial`] without owning its parts, so a
+/// plan hashes a stage's params where they are instead of copying them.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    pub kind: &'a str,
+    pub version: u32,
+    pub params: &'a serde_json::Value,
+    pub inputs: &'a BTreeMap<String, Vec<String>>,
+    pub fingerprint: Option<&'a str>,
+    pub backend: Option<&'a str>,
+}
+
+impl KeyParts<'_> {
     /// The canonical JSON text that is hashed: the fields in name order (`backend` and
     /// `fingerprint` only when set), written directly — the same bytes as
-    /// `canonical_json(&serde_json::to_value(self))`, at a fraction of the allocations.
+    /// `canonical_json(&serde_json::to_value(material))`, at a fraction of the allocations.
     fn canonical_text(&self) -> Vec<u8> {
         let inputs: usize = self
             .inputs
@@ -142,12 +154,12 @@ impl KeyMaterial {
             .sum();
         let mut out = Vec::with_capacity(128 + inputs);
         out.push(b'{');
-        if let Some(backend) = &self.backend {
+        if let Some(backend) = self.backend {
             out.extend_from_slice(b"\"backend\":");
             write_json_string(&mut out, backend);
             out.push(b',');
         }
-        if let Some(fingerprint) = &self.fingerprint {
+        if let Some(fingerprint) = self.fingerprint {
             out.extend_from_slice(b"\"fingerprint\":");
             write_json_string(&mut out, fingerprint);
             out.push(b',');
@@ -168,22 +180,41 @@ impl KeyMaterial {
             out.push(b']');
         }
         out.extend_from_slice(b"},\"kind\":");
-        write_json_string(&mut out, &self.kind);
+        write_json_string(&mut out, self.kind);
         out.extend_from_slice(b",\"params\":");
-        write_canonical(&mut out, &self.params);
+        write_canonical(&mut out, self.params);
         out.extend_from_slice(b",\"version\":");
         out.extend_from_slice(self.version.to_string().as_bytes());
         out.push(b'}');
         out
     }
 
-    /// The key of this material.
+    /// The key of these parts.
     pub fn key(&self) -> StageKey {
         let mut hasher = blake3::Hasher::new();
         hasher.update(KEY_DOMAIN.as_bytes());
         hasher.update(&[0]);
         hasher.update(&self.canonical_text());
         StageKey(*hasher.finalize().as_bytes())
+    }
+}
+
+impl KeyMaterial {
+    /// The material's parts, borrowed.
+    pub fn parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            kind: &self.kind,
+            version: self.version,
+            params: &self.params,
+            inputs: &self.inputs,
+            fingerprint: self.fingerprint.as_deref(),
+            backend: self.backend.as_deref(),
+        }
+    }
+
+    /// The key of this material.
+    pub fn key(&self) -> StageKey {
+        self.parts().key()
     }
 }
 
@@ -269,7 +300,7 @@ mod tests {
         m.version = u32::MAX;
         materials.push(m);
         for m in materials {
-            let direct = String::from_utf8(m.canonical_text()).expect("utf-8");
+            let direct = String::from_utf8(m.parts().canonical_text()).expect("utf-8");
             assert_eq!(direct, canonical_by_value(&m));
         }
     }

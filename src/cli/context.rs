@@ -33,6 +33,16 @@ pub(super) struct CommandContext {
 }
 
 impl CommandContext {
+    /// Ends the command: the cache closes (its snapshot written, its lock released), and
+    /// the pipeline is left to the process's exit, as is `plan`: freeing 100,000 stages
+    /// one allocation at a time cost a tenth of a no-op run (#27).
+    pub fn finish<T>(self, plan: T) {
+        let CommandContext { loaded, cache } = self;
+        drop(cache);
+        std::mem::forget(loaded);
+        std::mem::forget(plan);
+    }
+
     /// For a command that only reads results: the cache without its lock (the holder's
     /// snapshot when another process runs; said on stderr).
     pub fn reading(

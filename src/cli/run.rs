@@ -73,6 +73,7 @@ pub(super) fn run_command(
             println!("failed: {name}: {error}");
         }
     }
+    ctx.finish(plan);
     Ok(if summary.failed() > 0 {
         Exit::StageFailed.code()
     } else {

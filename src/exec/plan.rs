@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::reason::{reasons_text, RunReason};
 use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
-use crate::hash::{KeyMaterial, StageKey};
+use crate::hash::{KeyMaterial, KeyParts, StageKey};
 use crate::pipeline::Pipeline;
 
 /// Status of one instance in a plan.
@@ -22,15 +22,17 @@ pub enum Status {
 }
 
 /// One line of the plan.
+///
+/// What the key was made from ([`Plan::material`]) and the upstream names
+/// ([`Plan::input_stages`]) are rebuilt from the pipeline when asked for, not kept: a
+/// no-op run of 100,000 cached stages needs neither, and a copy of every stage's params
+/// was most of the plan's memory (#27).
 #[derive(Debug, Clone)]
 pub struct PlanItem {
     pub instance: usize,
     pub key: StageKey,
-    pub material: KeyMaterial,
     pub status: Status,
     pub reasons: Vec<RunReason>,
-    /// Upstream instance names per input (for reasons and provenance).
-    pub input_stages: BTreeMap<String, Vec<String>>,
 }
 
 /// Keys and statuses for a whole pipeline, in topological order.
@@ -40,6 +42,8 @@ pub struct Plan {
     pub by_instance: Vec<usize>,
     /// Canonical pipeline path used to record last runs.
     pub pipeline_id: String,
+    /// The backend the keys of backend-dependent stages were made with.
+    backend: String,
 }
 
 /// Selection and forcing.
@@ -64,6 +68,17 @@ pub enum PlanError {
 impl Plan {
     pub fn item(&self, instance: usize) -> &PlanItem {
         &self.items[self.by_instance[instance]]
+    }
+
+    /// What the key of `instance` was made from (its params, its inputs' keys, ...).
+    pub fn material(&self, p: &Pipeline, instance: usize) -> KeyMaterial {
+        material_of(p, instance, &self.backend, |up| self.item(up).key.hex())
+    }
+
+    /// The upstream instance names of each input of `instance` (for reasons and
+    /// provenance).
+    pub fn input_stages(&self, p: &Pipeline, instance: usize) -> BTreeMap<String, Vec<String>> {
+        input_stages_of(p, instance)
     }
 
     /// `(stage, key, status, reason)` rows for `pipe plan --json`.
@@ -125,32 +140,7 @@ pub fn plan(
     let mut by_instance = vec![0usize; n];
     for &i in g.topo_order() {
         let inst = &p.instances[i];
-        let mut inputs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut input_stages: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, refs) in &inst.inputs {
-            let mut ks = Vec::with_capacity(refs.len());
-            let mut names = Vec::with_capacity(refs.len());
-            for r in refs {
-                let up = &hex_keys[r.instance];
-                ks.push(match &r.sub {
-                    Some(sub) => format!("{up}/{sub}"),
-                    None => up.clone(),
-                });
-                names.push(p.instances[r.instance].name.clone());
-            }
-            inputs.insert(name.clone(), ks);
-            input_stages.insert(name.clone(), names);
-        }
-        let material = KeyMaterial {
-            kind: inst.kind.clone(),
-            version: inst.version,
-            params: inst.params.clone(),
-            inputs,
-            fingerprint: inst.fingerprint.clone(),
-            backend: inst.uses_backend.then(|| opts.backend.clone()),
-        };
-        let key = material.key();
-        hex_keys[i] = key.hex();
+        let key = material_key(p, i, &opts.backend, |up| &hex_keys[up]);
         let (status, reasons) = if !selected[i] {
             (Status::NotSelected, Vec::new())
         } else if forced.contains(&i) {
@@ -159,26 +149,106 @@ pub fn plan(
             (Status::Cached, Vec::new())
         } else {
             let last = cache.last_run(&pipeline_id, &inst.name)?;
+            let material = material_of(p, i, &opts.backend, |up| hex_keys[up].clone());
             (
                 Status::Run,
-                why(&key, &material, &input_stages, last.as_ref()),
+                why(&key, &material, &input_stages_of(p, i), last.as_ref()),
             )
         };
+        hex_keys[i] = key.hex();
         by_instance[i] = items.len();
         items.push(PlanItem {
             instance: i,
             key,
-            material,
             status,
             reasons,
-            input_stages,
         });
     }
     Ok(Plan {
         items,
         by_instance,
         pipeline_id,
+        backend: opts.backend.clone(),
     })
+}
+
+/// Each input of `instance` -> the keys it reads: the upstream key (`hex_key` of the
+/// upstream instance), with `/sub/path` appended for `stage.sub/path`.
+fn input_keys_of<K: AsRef<str>>(
+    p: &Pipeline,
+    instance: usize,
+    hex_key: impl Fn(usize) -> K,
+) -> BTreeMap<String, Vec<String>> {
+    p.instances[instance]
+        .inputs
+        .iter()
+        .map(|(name, refs)| {
+            let keys = refs
+                .iter()
+                .map(|r| {
+                    let up = hex_key(r.instance);
+                    match &r.sub {
+                        Some(sub) => format!("{}/{sub}", up.as_ref()),
+                        None => up.as_ref().to_string(),
+                    }
+                })
+                .collect();
+            (name.clone(), keys)
+        })
+        .collect()
+}
+
+/// The material of `instance`, its inputs' keys from `hex_key`.
+fn material_of<K: AsRef<str>>(
+    p: &Pipeline,
+    instance: usize,
+    backend: &str,
+    hex_key: impl Fn(usize) -> K,
+) -> KeyMaterial {
+    let inst = &p.instances[instance];
+    KeyMaterial {
+        kind: inst.kind.clone(),
+        version: inst.version,
+        params: inst.params.clone(),
+        inputs: input_keys_of(p, instance, hex_key),
+        fingerprint: inst.fingerprint.clone(),
+        backend: inst.uses_backend.then(|| backend.to_string()),
+    }
+}
+
+/// The key of `instance` without copying its params: the same bytes hashed as
+/// [`KeyMaterial::key`] of [`material_of`] (a test holds them equal).
+fn material_key<K: AsRef<str>>(
+    p: &Pipeline,
+    instance: usize,
+    backend: &str,
+    hex_key: impl Fn(usize) -> K,
+) -> StageKey {
+    let inst = &p.instances[instance];
+    KeyParts {
+        kind: &inst.kind,
+        version: inst.version,
+        params: &inst.params,
+        inputs: &input_keys_of(p, instance, hex_key),
+        fingerprint: inst.fingerprint.as_deref(),
+        backend: inst.uses_backend.then_some(backend),
+    }
+    .key()
+}
+
+/// Upstream instance names per input of `instance`.
+fn input_stages_of(p: &Pipeline, instance: usize) -> BTreeMap<String, Vec<String>> {
+    p.instances[instance]
+        .inputs
+        .iter()
+        .map(|(name, refs)| {
+            let names = refs
+                .iter()
+                .map(|r| p.instances[r.instance].name.clone())
+                .collect();
+            (name.clone(), names)
+        })
+        .collect()
 }
 
 /// Compares what a stage is made from now with its last run.
@@ -262,4 +332,41 @@ fn why(
         reasons.push(RunReason::New);
     }
     reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::StageRegistry;
+
+    #[test]
+    fn the_key_hashed_in_place_is_the_key_of_the_material() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: echo, outs: [o/x], env: {N: 2e-5}}\n    matrix: {env.SEED: [1, 2]}\n  b:\n    kind: shell\n    params: {cmd: cat, outs: [p]}\n    inputs: {up: a.o/x, all: [a]}\n",
+        )
+        .expect("write");
+        let p =
+            crate::pipeline::load_pipeline(&path, None, &StageRegistry::builtin()).expect("loads");
+        let mut hex: Vec<String> = vec![String::new(); p.instances.len()];
+        let g = StageGraph::build(&p).expect("acyclic");
+        for &i in g.topo_order() {
+            for backend in ["flex", "cuda"] {
+                let material = material_of(&p, i, backend, |up| hex[up].clone());
+                assert_eq!(
+                    material_key(&p, i, backend, |up| &hex[up]),
+                    material.key(),
+                    "{}",
+                    p.instances[i].name
+                );
+            }
+            hex[i] = material_key(&p, i, "flex", |up| &hex[up]).hex();
+        }
+        let b = p.select("b")[0];
+        let material = material_of(&p, b, "flex", |up| hex[up].clone());
+        assert!(material.inputs["up"][0].ends_with("/o/x"));
+        assert_eq!(material.inputs["all"].len(), 2);
+    }
 }

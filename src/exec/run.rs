@@ -292,7 +292,7 @@ fn schedule<'a>(
                         created: now_unix(),
                         pipeline: p.file.to_string_lossy().to_string(),
                         profile: p.profile.clone(),
-                        inputs: input_keys(&item.material),
+                        inputs: input_keys(&plan.material(p, i)),
                     };
                     cache
                         .commit(&item.key, &staged.out_dir, entry)
@@ -311,8 +311,8 @@ fn schedule<'a>(
                     &inst.name,
                     &LastRun {
                         key: item.key.hex(),
-                        material: item.material.clone(),
-                        input_stages: item.input_stages.clone(),
+                        material: plan.material(p, i),
+                        input_stages: plan.input_stages(p, i),
                     },
                 )?;
                 release_children(&mut waiting_on, &mut ready, i);
@@ -355,8 +355,8 @@ fn schedule<'a>(
                     &inst.name,
                     &LastRun {
                         key: it.key.hex(),
-                        material: it.material.clone(),
-                        input_stages: it.input_stages.clone(),
+                        material: plan.material(p, it.instance),
+                        input_stages: plan.input_stages(p, it.instance),
                     },
                 )?;
             }

@@ -10,12 +10,53 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Key path -> (line, col), both 1-based.
+///
+/// A path is kept as a 128-bit hash of its keys, not as the keys themselves: a file of
+/// 100,000 stages has about 700,000 keys, and a `Vec<String>` each made scanning and
+/// freeing the map a fifth of `pipe plan` (#27). Two different paths share a hash with
+/// odds of about 2^-100 at that size.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     pub file: PathBuf,
-    positions: HashMap<Vec<String>, (usize, usize)>,
-    /// Keys written a second time under the same parent: the path and the second position.
-    repeated: Vec<(Vec<String>, (usize, usize))>,
+    positions: HashMap<PathHash, (u32, u32)>,
+    /// Names written a second time directly under a top-level key (`stages: {a, a}`):
+    /// section, name, the first line and the second position.
+    repeated: Vec<RepeatedName>,
+}
+
+#[derive(Debug, Clone)]
+struct RepeatedName {
+    section: String,
+    name: String,
+    first_line: u32,
+    at: (u32, u32),
+}
+
+/// The hash of a key path, built one key at a time (a path's hash from its parent's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct PathHash(u64, u64);
+
+impl PathHash {
+    /// The path `self` followed by `key`.
+    fn child(self, key: &str) -> PathHash {
+        use std::hash::{Hash, Hasher};
+        let half = |salt: u64, parent: u64| {
+            // `DefaultHasher::new()` has fixed keys: the same hash in every process
+            let mut h = std::hash::DefaultHasher::new();
+            h.write_u64(salt);
+            h.write_u64(parent);
+            key.hash(&mut h);
+            h.finish()
+        };
+        PathHash(
+            half(0x9e37_79b9_7f4a_7c15, self.0),
+            half(0x6a09_e667_f3bc_c909, self.1),
+        )
+    }
+
+    fn of(path: &[&str]) -> PathHash {
+        path.iter().fold(PathHash::default(), |h, k| h.child(k))
+    }
 }
 
 /// A value with the place it was written.
@@ -47,9 +88,10 @@ fn leading_key(rest: &str) -> Option<&str> {
 impl SourceMap {
     /// Scans `text` (the contents of `file`).
     pub fn scan(file: &Path, text: &str) -> Self {
-        let mut positions = HashMap::new();
+        let mut positions: HashMap<PathHash, (u32, u32)> = HashMap::new();
         let mut repeated = Vec::new();
-        let mut stack: Vec<(usize, String)> = Vec::new();
+        // the open keys: indent, path hash, key
+        let mut stack: Vec<(usize, PathHash, &str)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim_start();
             if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
@@ -62,22 +104,29 @@ impl SourceMap {
                 indent += 2;
                 rest = item.trim_start();
             }
-            while stack.last().is_some_and(|(ind, _)| *ind >= indent) {
+            while stack.last().is_some_and(|(ind, _, _)| *ind >= indent) {
                 stack.pop();
             }
             if let Some(key) = leading_key(rest) {
-                let mut path: Vec<String> = stack.iter().map(|(_, k)| k.clone()).collect();
-                path.push(key.to_string());
-                let at = (i + 1, indent + 1);
+                let parent = stack.last().map_or(PathHash::default(), |(_, h, _)| *h);
+                let path = parent.child(key);
+                let at = (line_number(i + 1), line_number(indent + 1));
                 match positions.entry(path) {
                     std::collections::hash_map::Entry::Occupied(seen) => {
-                        repeated.push((seen.key().clone(), at));
+                        if let [(_, _, section)] = stack.as_slice() {
+                            repeated.push(RepeatedName {
+                                section: section.to_string(),
+                                name: key.to_string(),
+                                first_line: seen.get().0,
+                                at,
+                            });
+                        }
                     }
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         slot.insert(at);
                     }
                 }
-                stack.push((indent, key.to_string()));
+                stack.push((indent, path, key));
             }
         }
         SourceMap {
@@ -91,39 +140,40 @@ impl SourceMap {
     /// `a:` under `stages:`), as an error at the second one. Only names one level down are
     /// checked: deeper, a block scalar's lines (a shell script) could look like keys.
     pub fn repeated_name(&self, sections: &[&str]) -> Option<super::PipelineError> {
-        let (path, (line, col)) = self
+        let r = self
             .repeated
             .iter()
-            .find(|(path, _)| path.len() == 2 && sections.contains(&path[0].as_str()))?;
-        let (first, _) = self.positions.get(path).copied().unwrap_or((0, 0));
+            .find(|r| sections.contains(&r.section.as_str()))?;
         Some(super::PipelineError::new(
             &self.file,
-            *line,
-            *col,
+            r.at.0 as usize,
+            r.at.1 as usize,
             format!(
-                "{}: `{}` is defined twice (first at line {first}; the second would silently \
+                "{}: `{}` is defined twice (first at line {}; the second would silently \
                  replace it)",
-                path[0], path[1]
+                r.section, r.name, r.first_line
             ),
         ))
     }
 
     /// Position of `path`, or of its nearest located ancestor, or 1:1.
     pub fn locate(&self, path: &[&str]) -> (usize, usize) {
-        let mut owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        while !owned.is_empty() {
-            if let Some(pos) = self.positions.get(&owned) {
-                return *pos;
+        let mut found = (1, 1);
+        let mut hash = PathHash::default();
+        for key in path {
+            hash = hash.child(key);
+            match self.positions.get(&hash) {
+                Some(&(line, col)) => found = (line as usize, col as usize),
+                // keys are only located below a located parent
+                None => break,
             }
-            owned.pop();
         }
-        (1, 1)
+        found
     }
 
     /// Whether exactly `path` was found.
     pub fn contains(&self, path: &[&str]) -> bool {
-        let owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        self.positions.contains_key(&owned)
+        self.positions.contains_key(&PathHash::of(path))
     }
 
     /// A [`super::PipelineError`] at `path`.
@@ -131,6 +181,11 @@ impl SourceMap {
         let (line, col) = self.locate(path);
         super::PipelineError::new(&self.file, line, col, message)
     }
+}
+
+/// A line or column number as stored (files past 4 billion lines are not pipelines).
+fn line_number(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
