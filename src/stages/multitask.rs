@@ -481,20 +481,20 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
             .history
             .last()
             .and_then(|r| r.dev_tasks.get(&task.name).copied());
-        let mut metrics = serde_json::json!({
-            "head": task.params.head.name(),
-            "entity_types": entity_types(&task.label_set.labels),
-        });
-        if let (Some(m), serde_json::Value::Object(test)) = (metrics.as_object_mut(), test) {
-            m.extend(test);
-            // the dev score that selects a model, under `finetune`'s name
-            let dev_key = if task.params.head == HeadKind::Regression {
-                "dev_pearson"
-            } else {
-                "dev_f1"
-            };
-            m.insert(dev_key.into(), serde_json::json!(dev_score));
-        }
+        // the dev score that selects a model, under `finetune`'s name
+        let dev_key = if task.params.head == HeadKind::Regression {
+            "dev_pearson"
+        } else {
+            "dev_f1"
+        };
+        let mut metrics = test;
+        metrics.insert("head".into(), task.params.head.name().into());
+        metrics.insert(
+            "entity_types".into(),
+            serde_json::json!(entity_types(&task.label_set.labels)),
+        );
+        metrics.insert(dev_key.into(), serde_json::json!(dev_score));
+        let metrics = serde_json::Value::Object(metrics);
         write_json(&dir.join("metrics.json"), &metrics)?;
         per_task.insert(task.name.clone(), metrics);
     }
@@ -699,11 +699,7 @@ fn task_head(
         hidden_size: config.hidden_size,
         num_layers: config.num_hidden_layers,
         num_attention_heads: config.num_attention_heads,
-        num_labels: if task.params.head.is_scoring() {
-            head_outputs(task.params.head, task.label_set.labels.len())
-        } else {
-            task.label_set.labels.len()
-        },
+        num_labels: head_outputs(task.params.head, task.label_set.labels.len()),
         lstm_hidden: p.lstm_hidden,
         dropout: p.dropout,
     };
@@ -838,7 +834,7 @@ impl Scorer<'_> {
         k: usize,
         task: &TaskRun,
         dir: &Path,
-    ) -> Result<serde_json::Value, StageError> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StageError> {
         let labels = &task.label_set.labels;
         let path = dir.join("predictions.jsonl");
         match &task.data {
@@ -883,8 +879,12 @@ impl Scorer<'_> {
 }
 
 /// Test `precision`, `recall`, `f1`.
-fn prf_json(prf: &Prf) -> serde_json::Value {
-    serde_json::json!({"precision": prf.precision, "recall": prf.recall, "f1": prf.f1})
+fn prf_json(prf: &Prf) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("precision".into(), prf.precision.into());
+    m.insert("recall".into(), prf.recall.into());
+    m.insert("f1".into(), prf.f1.into());
+    m
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), StageError> {

@@ -221,8 +221,8 @@ impl ScoreLoss {
     }
 }
 
-/// The outputs of a scoring head over a split with `num_labels` labels: 1 for
-/// `regression`, one per label for `multilabel`.
+/// The outputs of a [CLS] head over a split with `num_labels` labels: 1 for `regression`,
+/// one per label for the others (`multilabel`, the classification heads).
 pub fn head_outputs(head: HeadKind, num_labels: usize) -> usize {
     if head == HeadKind::Regression {
         1
@@ -346,22 +346,30 @@ impl SetScores {
     /// The scores under `evaluate`'s names (`pearson`, `spearman`, `mse`; `micro_f1`,
     /// `example_f1`, `macro_f1`, with the micro P/R/F1 also as `precision`, `recall`,
     /// `f1`).
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let entries: Vec<(&str, Option<f64>)> = match self {
             SetScores::Similarity {
                 pearson,
                 spearman,
                 mse,
-            } => serde_json::json!({"pearson": pearson, "spearman": spearman, "mse": mse}),
-            SetScores::Multilabel(s) => serde_json::json!({
-                "precision": s.micro.precision,
-                "recall": s.micro.recall,
-                "f1": s.micro.f1,
-                "micro_f1": s.micro.f1,
-                "example_f1": s.example_f1,
-                "macro_f1": s.macro_f1,
-            }),
-        }
+            } => vec![
+                ("pearson", *pearson),
+                ("spearman", *spearman),
+                ("mse", *mse),
+            ],
+            SetScores::Multilabel(s) => vec![
+                ("precision", Some(s.micro.precision)),
+                ("recall", Some(s.micro.recall)),
+                ("f1", Some(s.micro.f1)),
+                ("micro_f1", Some(s.micro.f1)),
+                ("example_f1", Some(s.example_f1)),
+                ("macro_f1", Some(s.macro_f1)),
+            ],
+        };
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect()
     }
 }
 
@@ -464,6 +472,46 @@ mod tests {
     fn threshold_is_strictly_above_one_half() {
         // σ(0) = 0.5 is not above the threshold; σ(0.01) is
         assert_eq!(above_threshold(&[0.0, 0.01, -3.0, 4.0]), [1, 3]);
+    }
+
+    fn set(task: Task, gold_scores: Vec<f64>, gold_indices: Vec<Vec<usize>>) -> ScoredSet {
+        ScoredSet {
+            task,
+            ids: Vec::new(),
+            units: Vec::new(),
+            gold_scores,
+            gold_labels: Vec::new(),
+            gold_indices,
+        }
+    }
+
+    #[test]
+    fn a_set_is_scored_as_evaluate_scores_its_predictions() {
+        let pairs = set(Task::Similarity, vec![1.0, 2.0, 4.0], Vec::new());
+        let s = score_set(&pairs, &[vec![1.0], vec![2.0], vec![3.0]], 0).expect("scores");
+        let SetScores::Similarity { pearson, mse, .. } = &s else {
+            panic!("{s:?}")
+        };
+        // r of (1, 2, 3) and (1, 2, 4): 3 / √(2 · 14/3)
+        let r = 3.0 / (2.0f64 * 14.0 / 3.0).sqrt();
+        assert!((pearson.expect("defined") - r).abs() < 1e-12);
+        assert!((mse.expect("defined") - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.selection(), *pearson);
+        assert_eq!(
+            s.to_json().keys().collect::<Vec<_>>(),
+            ["mse", "pearson", "spearman"]
+        );
+        // a constant prediction has no correlation
+        let flat = score_set(&pairs, &[vec![1.0], vec![1.0], vec![1.0]], 0).expect("scores");
+        assert_eq!(flat.selection(), None);
+
+        // label 0 of document 0 above the threshold, nothing for document 1: all right
+        let docs = set(Task::Multilabel, Vec::new(), vec![vec![0], vec![]]);
+        let s = score_set(&docs, &[vec![2.0, -2.0], vec![-2.0, -2.0]], 2).expect("scores");
+        assert_eq!(s.selection(), Some(1.0));
+        let json = s.to_json();
+        assert_eq!(json["example_f1"], 1.0);
+        assert_eq!(json["f1"], json["micro_f1"]);
     }
 
     #[test]
