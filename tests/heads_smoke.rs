@@ -3,7 +3,7 @@
 //! corpus → split → finetune → evaluate, the metrics recomputed here from the predictions,
 //! a second `plan` all cached; a score that is not a number stops the corpus stage at
 //! file:line and caches nothing; a head that does not fit its split's task is refused by
-//! `plan` at file:line:col.
+//! `plan` at file:line:col, in `finetune` and in `multitask`.
 
 mod common;
 
@@ -350,18 +350,38 @@ fn plan_refuses_a_head_that_does_not_fit_its_split() {
             "{msg}"
         );
     }
-    // multitask trains classification and token heads only: refused at plan
-    let mt = pipeline(
-        &fixtures().join("biosses"),
-        "  mt:\n    kind: multitask\n    inputs: {model: bert, biosses: biosses}\n    \
-         params: {tasks: {biosses: {head: regression}}}\n",
-    );
+    // a multi-task stage checks each task's head against its split the same way: a
+    // multilabel head on a relation split is refused at the line binding that split
+    let mt = base.replace("SPLIT", "chemprot").replace("HEAD", "cls")
+        + "  mt:\n    kind: multitask\n    inputs:\n      model: bert\n      biosses: biosses\n      \
+           chemprot: chemprot\n    params: {tasks: {biosses: {head: regression}, chemprot: {head: multilabel}}}\n";
+    let line = mt
+        .lines()
+        .position(|l| l.contains("chemprot: chemprot"))
+        .expect("line")
+        + 1;
     std::fs::write(dir.path().join("heads.yaml"), mt).expect("write");
     let out = pipe(dir.path(), &["plan", "heads.yaml"]);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(2), "{msg}");
+    let expected = format!(
+        "heads.yaml:{line}:7: stage `mt`: input `chemprot`: `chemprot` is for relation classification"
+    );
+    assert!(msg.contains(&expected), "expected `{expected}` in:\n{msg}");
     assert!(
-        msg.contains("param `tasks.biosses.head`: `regression` is a `finetune` head"),
+        msg.contains("but this stage needs multi-label document classification"),
+        "{msg}"
+    );
+    // `word_pair` stays a `finetune` head
+    let wp = base.replace("SPLIT", "chemprot").replace("HEAD", "cls")
+        + "  mt:\n    kind: multitask\n    inputs: {model: bert, chemprot: chemprot}\n    \
+           params: {tasks: {chemprot: {head: word_pair}}}\n";
+    std::fs::write(dir.path().join("heads.yaml"), wp).expect("write");
+    let out = pipe(dir.path(), &["plan", "heads.yaml"]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("param `tasks.chemprot.head`: `word_pair` is a `finetune` head"),
         "{msg}"
     );
 }

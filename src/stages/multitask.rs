@@ -13,6 +13,12 @@
 //!     sampling: proportional
 //! ```
 //!
+//! Heads: the sentence classification heads (`cls`, …) on relation splits, `token` /
+//! `token_crf` on NER splits, and the scoring heads on [CLS] as `finetune` trains them:
+//! `regression` on a sentence-pair split (`[CLS] a [SEP] b [SEP]`, segment ids 0/1, MSE;
+//! dev Pearson) and `multilabel` on a multi-label split (a sigmoid per label, binary
+//! cross-entropy; dev micro-F1). `word_pair` is `finetune`'s only.
+//!
 //! A matrix cell whose `tasks` name fewer splits than `inputs:` binds drops the others (the
 //! pairwise grid binds every split once and picks two per cell).
 //!
@@ -26,8 +32,10 @@
 //! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune);
 //! `tasks/<name>/` per task with `predictions.jsonl` and `labels.json` (what `evaluate`
 //! reads: bind `mt.tasks/<name>`), `head.bpk` and `metrics.json` (test P/R/F1 as `evaluate`
-//! computes them, last dev F1); `history.json` (per epoch: loss, each task's dev F1) and
-//! `metrics.json` (every task's under `tasks.<name>`, for reports).
+//! computes them, last dev F1; a `regression` task's test `pearson`, `spearman`, `mse` and
+//! `dev_pearson`, a `multilabel` task's micro P/R/F1, `example_f1`, `macro_f1`);
+//! `history.json` (per epoch: loss, each task's dev score) and `metrics.json` (every
+//! task's under `tasks.<name>`, for reports).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +60,8 @@ use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::initialize_params;
 use crate::train::multitask::{MultiTaskModel, MultiTaskObjective, Sampling, TaskHead, TaskUnits};
 use crate::train::rng::with_backend_seed;
+use crate::train::scores::{head_outputs, predict_scores, score_set, write_predictions, ScoreLoss};
+use crate::train::split_data::{read_scored_split, ScoredSet};
 use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
     fit, load_encoder, micro_prf, predict, predict_tags, read_split, read_tagged_split,
@@ -230,12 +240,12 @@ impl Stage for MultitaskStage {
                     .map(|f| ("family".to_string(), f.head, f.crf_constraints)),
             );
         for (at, head, constraints) in heads {
-            if head.is_scoring() || head == HeadKind::WordPair {
+            if head == HeadKind::WordPair {
                 return Err(ParamError::new(
                     format!("{at}.head"),
                     format!(
                         "`{head}` is a `finetune` head; multitask trains the sentence \
-                         classification and token heads"
+                         classification, scoring (`regression`, `multilabel`) and token heads"
                     ),
                 ));
             }
@@ -297,6 +307,13 @@ enum TaskData {
         dev: Option<TaggedSet>,
         test: TaggedSet,
     },
+    /// `regression` or `multilabel`.
+    Scored {
+        train: ScoredSet,
+        dev: Option<ScoredSet>,
+        test: ScoredSet,
+        loss: ScoreLoss,
+    },
 }
 
 /// One task as the run holds it.
@@ -343,6 +360,13 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
                 train.windows.len(),
                 dev.as_ref().map_or(0, |d| d.sentences.len()),
                 test.sentences.len(),
+            ),
+            TaskData::Scored {
+                train, dev, test, ..
+            } => (
+                train.units.len(),
+                dev.as_ref().map_or(0, |d| d.units.len()),
+                test.units.len(),
             ),
         };
         ctx.progress.println(format!(
@@ -415,6 +439,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         .map(|task| match &task.data {
             TaskData::Sentence { train, .. } => TaskUnits::Sentence(&train.encoded),
             TaskData::Token { train, .. } => TaskUnits::Token(&train.windows),
+            TaskData::Scored { train, loss, .. } => TaskUnits::Scored(&train.units, *loss),
         })
         .collect();
     let objective = MultiTaskObjective::new(units, pad_id, p.sampling, p.temperature);
@@ -430,7 +455,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         }
         let valid = model.valid();
         for (k, task) in tasks.iter().enumerate() {
-            if let Some(score) = scorer.dev_f1(&valid, k, task)? {
+            if let Some(score) = scorer.dev_score(&valid, k, task)? {
                 record.dev_tasks.insert(task.name.clone(), score);
             }
         }
@@ -456,14 +481,20 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
             .history
             .last()
             .and_then(|r| r.dev_tasks.get(&task.name).copied());
-        let metrics = serde_json::json!({
-            "head": task.params.head.name(),
-            "entity_types": entity_types(&task.label_set.labels),
-            "precision": test.precision,
-            "recall": test.recall,
-            "f1": test.f1,
-            "dev_f1": dev_score,
-        });
+        // the dev score that selects a model, under `finetune`'s name
+        let dev_key = if task.params.head == HeadKind::Regression {
+            "dev_pearson"
+        } else {
+            "dev_f1"
+        };
+        let mut metrics = test;
+        metrics.insert("head".into(), task.params.head.name().into());
+        metrics.insert(
+            "entity_types".into(),
+            serde_json::json!(entity_types(&task.label_set.labels)),
+        );
+        metrics.insert(dev_key.into(), serde_json::json!(dev_score));
+        let metrics = serde_json::Value::Object(metrics);
         write_json(&dir.join("metrics.json"), &metrics)?;
         per_task.insert(task.name.clone(), metrics);
     }
@@ -575,6 +606,7 @@ fn objective_units(tasks: &[TaskRun]) -> usize {
         .map(|t| match &t.data {
             TaskData::Sentence { train, .. } => train.encoded.len(),
             TaskData::Token { train, .. } => train.windows.len(),
+            TaskData::Scored { train, .. } => train.units.len(),
         })
         .sum()
 }
@@ -610,7 +642,16 @@ fn read_task(
         name: name.to_string(),
         message: format!("no {file}.jsonl in {}", dir.display()),
     };
-    let data = if params.head.is_token() {
+    let data = if let Some(loss) = ScoreLoss::of(params.head) {
+        let read =
+            |file: &str, cap| read_scored_split(&dir, file, cap, &label_set, tokenizer, p.max_len);
+        TaskData::Scored {
+            train: read("train", p.max_train)?.ok_or_else(|| missing("train"))?,
+            dev: read("dev", p.max_eval)?,
+            test: read("test", p.max_eval)?.ok_or_else(|| missing("test"))?,
+            loss,
+        }
+    } else if params.head.is_token() {
         let read = |file: &str, cap| {
             read_tagged_split(&dir, file, cap, &label_set.labels, tokenizer, p.max_len)
         };
@@ -658,7 +699,7 @@ fn task_head(
         hidden_size: config.hidden_size,
         num_layers: config.num_hidden_layers,
         num_attention_heads: config.num_attention_heads,
-        num_labels: task.label_set.labels.len(),
+        num_labels: head_outputs(task.params.head, task.label_set.labels.len()),
         lstm_hidden: p.lstm_hidden,
         dropout: p.dropout,
     };
@@ -702,6 +743,30 @@ impl Scorer<'_> {
         Ok(pred.into_iter().map(|x| x.label).collect())
     }
 
+    /// The raw outputs of task `k`'s scoring head for every unit of `set`.
+    fn score(
+        &self,
+        model: &MultiTaskModel,
+        k: usize,
+        set: &ScoredSet,
+    ) -> Result<Vec<Vec<f32>>, TrainError> {
+        let TaskHead::Sentence(head) = &model.heads[k] else {
+            return Err(TrainError::Invalid(format!("task {k} has no scoring head")));
+        };
+        let scorer = SequenceClassifier {
+            encoder: model.task_encoder(k).into_owned(),
+            head: head.clone(),
+        };
+        predict_scores(
+            &scorer,
+            &set.units,
+            self.pad_id,
+            self.batch_size,
+            self.device,
+            self.cancel,
+        )
+    }
+
     /// Predicted tags of every sentence of `set` by task `k`'s token head.
     fn tag(
         &self,
@@ -727,8 +792,10 @@ impl Scorer<'_> {
         Ok(join_windows(&set.windows, per_window, set.sentences.len()))
     }
 
-    /// Task `k`'s dev F1 (micro over the non-negative labels, or entity-level for NER).
-    fn dev_f1(
+    /// Task `k`'s dev score: F1 (micro over the non-negative labels, entity-level for NER,
+    /// micro over the labels for `multilabel`) or Pearson's r (`regression`; none when the
+    /// predictions are constant), as `finetune` selects by.
+    fn dev_score(
         &self,
         model: &MultiTaskModel,
         k: usize,
@@ -750,20 +817,24 @@ impl Scorer<'_> {
                 let pred = self.tag(model, k, dev)?;
                 Ok(Some(entity_prf(labels, &dev.gold, &pred)?.f1))
             }
+            TaskData::Scored { dev: Some(dev), .. } => {
+                let out = self.score(model, k, dev)?;
+                Ok(score_set(dev, &out, labels.len())?.selection())
+            }
             _ => Ok(None),
         }
     }
 
     /// `predictions.jsonl` of task `k`'s test set in `dir`, as `finetune` writes it, and
-    /// the test scores `evaluate` gives them (micro over the non-negative labels, or
-    /// entity-level for NER).
+    /// the test scores `evaluate` gives them (P/R/F1 micro over the non-negative labels or
+    /// entity-level for NER; a scoring head's under `evaluate`'s names).
     fn write_test_predictions(
         &self,
         model: &MultiTaskModel,
         k: usize,
         task: &TaskRun,
         dir: &Path,
-    ) -> Result<Prf, StageError> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StageError> {
         let labels = &task.label_set.labels;
         let path = dir.join("predictions.jsonl");
         match &task.data {
@@ -777,12 +848,12 @@ impl Scorer<'_> {
                     .map(|((x, e), &y)| serde_json::json!({"id": x.id, "gold": labels[e.label], "pred": labels[y]}))
                     .collect();
                 jsonl::write(&path, &lines)?;
-                Ok(micro_prf(
+                Ok(prf_json(&micro_prf(
                     labels,
                     task.label_set.negative.as_deref(),
                     &test.gold(),
                     &pred,
-                )?)
+                )?))
             }
             TaskData::Token { test, .. } => {
                 let pred = self.tag(model, k, test)?;
@@ -796,10 +867,24 @@ impl Scorer<'_> {
                     .map(|((x, g), p)| serde_json::json!({"id": x.id, "gold": names(g), "pred": names(p)}))
                     .collect();
                 jsonl::write(&path, &lines)?;
-                Ok(entity_prf(labels, &test.gold, &pred)?)
+                Ok(prf_json(&entity_prf(labels, &test.gold, &pred)?))
+            }
+            TaskData::Scored { test, .. } => {
+                let out = self.score(model, k, test)?;
+                write_predictions(&path, test, &out, labels)?;
+                Ok(score_set(test, &out, labels.len())?.to_json())
             }
         }
     }
+}
+
+/// Test `precision`, `recall`, `f1`.
+fn prf_json(prf: &Prf) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("precision".into(), prf.precision.into());
+    m.insert("recall".into(), prf.recall.into());
+    m.insert("f1".into(), prf.f1.into());
+    m
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), StageError> {

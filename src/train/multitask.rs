@@ -1,6 +1,8 @@
 //! Multi-task training (Peng et al. 2020 §2.4, after MT-DNN): one encoder shared by
 //! several tasks, one head per task. Every batch comes from one task; its loss is that
-//! task's head loss; the encoder is updated by all of them.
+//! task's head loss (cross-entropy of a classification head, a token head's loss, the MSE
+//! of a `regression` head, the binary cross-entropy of a `multilabel` head); the encoder is
+//! updated by all of them.
 //!
 //! Which task each update draws from ([`Sampling`]):
 //! - `proportional` (MT-DNN, Peng): every batch of every task once per epoch, the batches
@@ -22,6 +24,7 @@ use super::classifier::{classify, cross_entropy, Batch, EncodedInstance};
 use super::fit::{Objective, TrainSettings};
 use super::layer_decay::LayerDepths;
 use super::rng::SplitMix64;
+use super::scores::{head_scores, ScoreLoss, ScoredBatch, ScoredUnit};
 use super::tagging::{tag_emissions, TaggedBatch, WordWindow};
 use super::TrainError;
 use crate::model::bert::BertEncoder;
@@ -39,7 +42,8 @@ pub enum Sampling {
     Temperature,
 }
 
-/// One task's head: a sentence head (classification) or a token head (tagging).
+/// One task's head: a sentence head (classification, or a scoring head on [CLS]:
+/// `regression`, `multilabel`) or a token head (tagging).
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum TaskHead {
@@ -102,6 +106,8 @@ impl MultiTaskModel {
 pub enum TaskUnits<'a> {
     Sentence(&'a [EncodedInstance]),
     Token(&'a [WordWindow]),
+    /// Pairs or documents of a scoring head, and the loss its outputs take.
+    Scored(&'a [ScoredUnit], ScoreLoss),
 }
 
 impl TaskUnits<'_> {
@@ -109,6 +115,7 @@ impl TaskUnits<'_> {
         match self {
             TaskUnits::Sentence(units) => units.iter().map(|x| x.ids.len()).collect(),
             TaskUnits::Token(units) => units.iter().map(|x| x.ids.len()).collect(),
+            TaskUnits::Scored(units, _) => units.iter().map(|x| x.ids.len()).collect(),
         }
     }
 }
@@ -258,6 +265,12 @@ impl Objective for MultiTaskObjective<'_> {
                 let e = tag_emissions(&model.task_encoder(t), head, &batch);
                 Ok(vec![head.loss(e, &batch.words, &batch.tags)])
             }
+            (TaskUnits::Scored(units, loss), TaskHead::Sentence(head)) => {
+                let refs: Vec<&ScoredUnit> = local.map(|i| &units[i]).collect();
+                let batch = ScoredBatch::padded_to(&refs, self.pad_id, pad_to, device);
+                let out = head_scores(&model.task_encoder(t), head, &batch)?;
+                Ok(vec![loss.loss(out, batch.targets)])
+            }
             _ => Err(TrainError::Invalid(format!(
                 "task {t}: its head does not fit its units"
             ))),
@@ -392,6 +405,89 @@ mod tests {
         let mut optimizer = adamw(&model, 0.0);
         let after = optimizer.step(1e-2, model.clone(), grads);
         (model, after)
+    }
+
+    #[test]
+    fn scoring_tasks_train_the_shared_encoder_and_only_their_own_head() {
+        use crate::model::device::train_device;
+        use crate::model::heads::{HeadConfig, HeadKind};
+        use crate::model::BertConfig;
+        use crate::train::classifier::initialize_params;
+        use crate::train::fit::adamw;
+        use crate::train::rng::with_backend_seed;
+        use burn::optim::GradientsParams;
+
+        let device = train_device(&Device::flex());
+        let config = BertConfig::tiny(30);
+        let model = with_backend_seed(&device, 3, || {
+            let head = |kind, num_labels| {
+                HeadConfig {
+                    kind,
+                    hidden_size: config.hidden_size,
+                    num_layers: config.num_hidden_layers,
+                    num_attention_heads: config.num_attention_heads,
+                    num_labels,
+                    lstm_hidden: 8,
+                    dropout: 0.0,
+                }
+                .init(&device)
+                .map(TaskHead::Sentence)
+                .unwrap_or_else(|e| panic!("{e}"))
+            };
+            let model = MultiTaskModel::shared(
+                BertModel::new(&config, &device),
+                vec![
+                    head(HeadKind::Cls, 2),
+                    head(HeadKind::Regression, 1),
+                    head(HeadKind::Multilabel, 3),
+                ],
+            );
+            initialize_params(&model);
+            model
+        });
+        let cls = units(4, 5);
+        // pairs `[CLS] a [SEP] b [SEP]` with segment ids 0/1, and documents
+        let pairs: Vec<ScoredUnit> = (0..4)
+            .map(|i| ScoredUnit {
+                ids: vec![2, 5 + i, 3, 9, 3],
+                token_types: vec![0, 0, 0, 1, 1],
+                targets: vec![i as f32],
+            })
+            .collect();
+        let docs: Vec<ScoredUnit> = (0..4)
+            .map(|i| ScoredUnit {
+                ids: vec![2, 7 + i, 8, 3],
+                token_types: vec![0; 4],
+                targets: vec![1.0, 0.0, (i % 2) as f32],
+            })
+            .collect();
+        let objective = MultiTaskObjective::new(
+            vec![
+                TaskUnits::Sentence(&cls),
+                TaskUnits::Scored(&pairs, ScoreLoss::Mse),
+                TaskUnits::Scored(&docs, ScoreLoss::BinaryCrossEntropy),
+            ],
+            0,
+            Sampling::Proportional,
+            1.0,
+        );
+        let loss = |batch: &[usize]| {
+            objective
+                .batch_loss(&model, batch, 0, &device)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .pop()
+                .unwrap_or_else(|| panic!("one loss term"))
+        };
+        for batch in [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]] {
+            let l: f32 = loss(&batch).into_scalar();
+            assert!(l.is_finite() && l > 0.0, "{batch:?}: {l}");
+        }
+        // one update on the regression task
+        let grads = GradientsParams::from_grads(loss(&[4, 5, 6, 7]).backward(), &model);
+        let after = adamw(&model, 0.0).step(1e-2, model.clone(), grads);
+        assert_ne!(values(&model.encoder), values(&after.encoder));
+        assert_ne!(values(&model.heads[1]), values(&after.heads[1]));
+        assert_eq!(values(&model.heads[2]), values(&after.heads[2]));
     }
 
     #[test]

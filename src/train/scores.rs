@@ -2,20 +2,32 @@
 //! `regression` (sentence-pair similarity, `ŷ = w·h_CLS + b`, mean squared error) and
 //! `multilabel` (`z = W_f h_CLS + b_f`, a sigmoid per label, binary cross-entropy). Their
 //! encoded units (a pair as `[CLS] a [SEP] b [SEP]` with segment ids 0/1), padded batches,
-//! losses, training objective and inference.
+//! losses, training objective, inference, dev/test scores and `predictions.jsonl` — what
+//! `finetune` and `multitask` share.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use burn::prelude::*;
+use serde::Serialize;
 
 use super::batching::eval_batches;
 use super::classifier::SequenceClassifier;
 use super::concurrent_batches::map_batches;
 use super::fit::Objective;
 use super::layer_decay::LayerDepths;
+use super::split_data::ScoredSet;
 use super::TrainError;
-use crate::model::heads::HeadInput;
-use crate::model::{BertTokenizer, ModelError};
+use crate::data::jsonl;
+use crate::data::schema::Task;
+use crate::data::DataError;
+use crate::metrics::multilabel::MultilabelScores;
+use crate::metrics::{correlation, multilabel};
+use crate::model::heads::{Head, HeadInput, HeadKind};
+use crate::model::{BertModel, BertTokenizer, ModelError};
+
+/// The probability above which a `multilabel` head predicts a label.
+pub const THRESHOLD: f32 = 0.5;
 
 /// One unit: its word pieces with [CLS]/[SEP], their segment ids and the targets (one
 /// score, or one 0/1 per label).
@@ -143,13 +155,22 @@ impl ScoredBatch {
 
 /// The head's outputs `W_f h^L_CLS + b_f`, `[B, K]` (the segment ids reach the encoder).
 pub fn scores(model: &SequenceClassifier, batch: &ScoredBatch) -> Result<Tensor<2>, ModelError> {
-    let out = model.encoder.forward_with_token_types(
+    head_scores(&model.encoder, &model.head, batch)
+}
+
+/// [`scores`] of `head` over `encoder` (a multi-task model's task encoder and head).
+pub fn head_scores(
+    encoder: &BertModel,
+    head: &Head,
+    batch: &ScoredBatch,
+) -> Result<Tensor<2>, ModelError> {
+    let out = encoder.forward_with_token_types(
         batch.input_ids.clone(),
         Some(batch.token_type_ids.clone()),
         batch.attention_mask.clone(),
         false,
     );
-    let head = model.head.forward(HeadInput {
+    let head = head.forward(HeadInput {
         last_hidden_state: out.last_hidden_state,
         hidden_states: Vec::new(),
         attentions: Vec::new(),
@@ -179,6 +200,35 @@ pub enum ScoreLoss {
     Mse,
     /// `multilabel`: [`binary_cross_entropy`].
     BinaryCrossEntropy,
+}
+
+impl ScoreLoss {
+    /// The loss of a scoring head; `None` for the other heads.
+    pub fn of(head: HeadKind) -> Option<Self> {
+        match head {
+            HeadKind::Regression => Some(ScoreLoss::Mse),
+            HeadKind::Multilabel => Some(ScoreLoss::BinaryCrossEntropy),
+            _ => None,
+        }
+    }
+
+    /// The loss of the head's outputs `out` against `targets`, both `[B, K]`.
+    pub fn loss(self, out: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        match self {
+            ScoreLoss::Mse => mse(out, targets),
+            ScoreLoss::BinaryCrossEntropy => binary_cross_entropy(out, targets),
+        }
+    }
+}
+
+/// The outputs of a [CLS] head over a split with `num_labels` labels: 1 for `regression`,
+/// one per label for the others (`multilabel`, the classification heads).
+pub fn head_outputs(head: HeadKind, num_labels: usize) -> usize {
+    if head == HeadKind::Regression {
+        1
+    } else {
+        num_labels
+    }
 }
 
 /// Training a [`SequenceClassifier`] whose head is `regression` or `multilabel`.
@@ -217,10 +267,7 @@ impl Objective for ScoreObjective<'_> {
         let refs: Vec<&ScoredUnit> = batch.iter().map(|&i| &self.units[i]).collect();
         let batch = ScoredBatch::padded_to(&refs, self.pad_id, pad_to, device);
         let out = scores(model, &batch)?;
-        Ok(vec![match self.loss {
-            ScoreLoss::Mse => mse(out, batch.targets),
-            ScoreLoss::BinaryCrossEntropy => binary_cross_entropy(out, batch.targets),
-        }])
+        Ok(vec![self.loss.loss(out, batch.targets)])
     }
 
     fn layer_depths(&self, model: &SequenceClassifier) -> LayerDepths {
@@ -265,9 +312,207 @@ pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// Label indices whose σ(z_k) exceeds [`THRESHOLD`].
+pub fn above_threshold(logits: &[f32]) -> Vec<usize> {
+    (0..logits.len())
+        .filter(|&k| sigmoid(logits[k]) > THRESHOLD)
+        .collect()
+}
+
+/// A scoring head's outputs on a [`ScoredSet`], scored as `evaluate` scores its
+/// predictions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetScores {
+    /// Pearson's r, Spearman's ρ and the MSE; `None` where undefined (a constant side,
+    /// fewer than two pairs).
+    Similarity {
+        pearson: Option<f64>,
+        spearman: Option<f64>,
+        mse: Option<f64>,
+    },
+    /// Micro, example-based and macro F1 of the labels above [`THRESHOLD`].
+    Multilabel(MultilabelScores),
+}
+
+impl SetScores {
+    /// The dev score that selects a model: Pearson's r, or micro-F1.
+    pub fn selection(&self) -> Option<f64> {
+        match self {
+            SetScores::Similarity { pearson, .. } => *pearson,
+            SetScores::Multilabel(s) => Some(s.micro.f1),
+        }
+    }
+
+    /// The scores under `evaluate`'s names (`pearson`, `spearman`, `mse`; `micro_f1`,
+    /// `example_f1`, `macro_f1`, with the micro P/R/F1 also as `precision`, `recall`,
+    /// `f1`).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let entries: Vec<(&str, Option<f64>)> = match self {
+            SetScores::Similarity {
+                pearson,
+                spearman,
+                mse,
+            } => vec![
+                ("pearson", *pearson),
+                ("spearman", *spearman),
+                ("mse", *mse),
+            ],
+            SetScores::Multilabel(s) => vec![
+                ("precision", Some(s.micro.precision)),
+                ("recall", Some(s.micro.recall)),
+                ("f1", Some(s.micro.f1)),
+                ("micro_f1", Some(s.micro.f1)),
+                ("example_f1", Some(s.example_f1)),
+                ("macro_f1", Some(s.macro_f1)),
+            ],
+        };
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect()
+    }
+}
+
+/// Scores the head's outputs `out` (one row per unit of `set`) against its gold scores or
+/// labels (`num_labels` of them).
+pub fn score_set(
+    set: &ScoredSet,
+    out: &[Vec<f32>],
+    num_labels: usize,
+) -> Result<SetScores, TrainError> {
+    match set.task {
+        Task::Similarity => {
+            let pred: Vec<f64> = out.iter().map(|o| f64::from(o[0])).collect();
+            let gold = &set.gold_scores;
+            Ok(SetScores::Similarity {
+                pearson: correlation::pearson(&pred, gold).ok(),
+                spearman: correlation::spearman(&pred, gold).ok(),
+                mse: correlation::mse(&pred, gold).ok(),
+            })
+        }
+        Task::Multilabel => {
+            let pred: Vec<Vec<usize>> = out.iter().map(|o| above_threshold(o)).collect();
+            Ok(SetScores::Multilabel(multilabel::score(
+                num_labels,
+                &set.gold_indices,
+                &pred,
+            )?))
+        }
+        task => Err(TrainError::Invalid(format!(
+            "a scoring head does not score a {task:?} set"
+        ))),
+    }
+}
+
+/// `predictions.jsonl` line of a pair.
+#[derive(Debug, Serialize)]
+struct ScoreLine<'a> {
+    id: &'a str,
+    gold: f64,
+    pred: f64,
+}
+
+/// `predictions.jsonl` line of a document.
+#[derive(Debug, Serialize)]
+struct LabelSetLine<'a> {
+    id: &'a str,
+    gold: &'a [String],
+    pred: Vec<&'a str>,
+    /// σ(z_k) per label, in `labels.json` order.
+    p: Vec<f32>,
+}
+
+/// Writes `path` (`predictions.jsonl`, what `evaluate` reads) for the head's outputs `out`
+/// on `set`: `{"id", "gold", "pred"}` with numbers for pairs; `{"id", "gold": [labels],
+/// "pred": [labels], "p": [σ(z_k) per label]}` for documents (`labels` in `labels.json`
+/// order).
+pub fn write_predictions(
+    path: &Path,
+    set: &ScoredSet,
+    out: &[Vec<f32>],
+    labels: &[String],
+) -> Result<(), DataError> {
+    if set.task == Task::Similarity {
+        let lines: Vec<ScoreLine> = set
+            .ids
+            .iter()
+            .zip(&set.gold_scores)
+            .zip(out)
+            .map(|((id, &gold), pred)| ScoreLine {
+                id,
+                gold,
+                pred: f64::from(pred[0]),
+            })
+            .collect();
+        return jsonl::write(path, &lines);
+    }
+    let lines: Vec<LabelSetLine> = set
+        .ids
+        .iter()
+        .zip(&set.gold_labels)
+        .zip(out)
+        .map(|((id, gold), logits)| LabelSetLine {
+            id,
+            gold,
+            pred: above_threshold(logits)
+                .into_iter()
+                .filter_map(|k| labels.get(k).map(String::as_str))
+                .collect(),
+            p: logits.iter().map(|&z| sigmoid(z)).collect(),
+        })
+        .collect();
+    jsonl::write(path, &lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_is_strictly_above_one_half() {
+        // σ(0) = 0.5 is not above the threshold; σ(0.01) is
+        assert_eq!(above_threshold(&[0.0, 0.01, -3.0, 4.0]), [1, 3]);
+    }
+
+    fn set(task: Task, gold_scores: Vec<f64>, gold_indices: Vec<Vec<usize>>) -> ScoredSet {
+        ScoredSet {
+            task,
+            ids: Vec::new(),
+            units: Vec::new(),
+            gold_scores,
+            gold_labels: Vec::new(),
+            gold_indices,
+        }
+    }
+
+    #[test]
+    fn a_set_is_scored_as_evaluate_scores_its_predictions() {
+        let pairs = set(Task::Similarity, vec![1.0, 2.0, 4.0], Vec::new());
+        let s = score_set(&pairs, &[vec![1.0], vec![2.0], vec![3.0]], 0).expect("scores");
+        let SetScores::Similarity { pearson, mse, .. } = &s else {
+            panic!("{s:?}")
+        };
+        // r of (1, 2, 3) and (1, 2, 4): 3 / √(2 · 14/3)
+        let r = 3.0 / (2.0f64 * 14.0 / 3.0).sqrt();
+        assert!((pearson.expect("defined") - r).abs() < 1e-12);
+        assert!((mse.expect("defined") - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.selection(), *pearson);
+        assert_eq!(
+            s.to_json().keys().collect::<Vec<_>>(),
+            ["mse", "pearson", "spearman"]
+        );
+        // a constant prediction has no correlation
+        let flat = score_set(&pairs, &[vec![1.0], vec![1.0], vec![1.0]], 0).expect("scores");
+        assert_eq!(flat.selection(), None);
+
+        // label 0 of document 0 above the threshold, nothing for document 1: all right
+        let docs = set(Task::Multilabel, Vec::new(), vec![vec![0], vec![]]);
+        let s = score_set(&docs, &[vec![2.0, -2.0], vec![-2.0, -2.0]], 2).expect("scores");
+        assert_eq!(s.selection(), Some(1.0));
+        let json = s.to_json();
+        assert_eq!(json["example_f1"], 1.0);
+        assert_eq!(json["f1"], json["micro_f1"]);
+    }
 
     #[test]
     fn binary_cross_entropy_by_hand() {

@@ -1,6 +1,6 @@
 //! A `split` stage's output read for training: the directory of one fold, its label set,
 //! and each file's instances capped and tokenized. Used by every stage that trains or
-//! evaluates on a split (`finetune`, `probe`).
+//! evaluates on a split (`finetune`, `multitask`, `probe`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use crate::data::jsonl;
 use crate::data::schema::{Document, LabelSet, Pair, Task, LABELS_FILE};
 use crate::data::DataError;
 use crate::model::{BertTokenizer, Encoding, ModelError};
+use crate::train::scores::{encode_document, encode_pair, ScoredUnit};
 use crate::train::tagging::{word_windows, WordWindow};
 use crate::train::EncodedInstance;
 
@@ -35,6 +36,9 @@ pub enum SplitDataError {
         tokens: usize,
         tags: usize,
     },
+    /// A scoring head's split of another task.
+    #[error("{path}: a scoring head reads a similarity or multi-label split, not {task:?}")]
+    NotScored { path: PathBuf, task: Task },
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -76,6 +80,90 @@ impl SplitSet {
     pub fn gold(&self) -> Vec<usize> {
         self.encoded.iter().map(|x| x.label).collect()
     }
+}
+
+/// A split file of a scoring head read and encoded: sentence pairs (similarity) with their
+/// gold scores, or documents (multi-label) with their gold labels.
+pub struct ScoredSet {
+    /// [`Task::Similarity`] or [`Task::Multilabel`].
+    pub task: Task,
+    pub ids: Vec<String>,
+    pub units: Vec<ScoredUnit>,
+    /// Pairs: the gold score per unit.
+    pub gold_scores: Vec<f64>,
+    /// Documents: the gold label names per unit.
+    pub gold_labels: Vec<Vec<String>>,
+    /// Documents: the gold label indices per unit.
+    pub gold_indices: Vec<Vec<usize>>,
+}
+
+/// Reads and encodes `dir/name.jsonl` of a similarity split (pairs as `[CLS] a [SEP] b
+/// [SEP]`, segment ids 0/1) or a multi-label split (documents cut to `max_len` pieces), at
+/// most `cap` units (see [`capped`]); `None` when the file does not exist.
+pub fn read_scored_split(
+    dir: &Path,
+    name: &str,
+    cap: Option<usize>,
+    labels: &LabelSet,
+    tokenizer: &BertTokenizer,
+    max_len: usize,
+) -> Result<Option<ScoredSet>, SplitDataError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let mut set = ScoredSet {
+        task: labels.task,
+        ids: Vec::new(),
+        units: Vec::new(),
+        gold_scores: Vec::new(),
+        gold_labels: Vec::new(),
+        gold_indices: Vec::new(),
+    };
+    match labels.task {
+        Task::Similarity => {
+            for x in capped(jsonl::read::<Pair>(&path)?, cap) {
+                set.units.push(encode_pair(
+                    tokenizer,
+                    &x.text_a,
+                    &x.text_b,
+                    max_len,
+                    x.score as f32,
+                )?);
+                set.gold_scores.push(x.score);
+                set.ids.push(x.id);
+            }
+        }
+        Task::Multilabel => {
+            for x in capped(jsonl::read::<Document>(&path)?, cap) {
+                let indices = x
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        labels.labels.iter().position(|k| k == l).ok_or_else(|| {
+                            SplitDataError::UndeclaredLabel {
+                                path: path.clone(),
+                                id: x.id.clone(),
+                                label: l.clone(),
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<usize>, _>>()?;
+                set.units.push(encode_document(
+                    tokenizer,
+                    &x.text,
+                    max_len,
+                    &indices,
+                    labels.labels.len(),
+                )?);
+                set.gold_indices.push(indices);
+                set.gold_labels.push(x.labels);
+                set.ids.push(x.id);
+            }
+        }
+        task => return Err(SplitDataError::NotScored { path, task }),
+    }
+    Ok(Some(set))
 }
 
 /// A split directory resolved for one run: `data` itself or its `fold-K/`, and the

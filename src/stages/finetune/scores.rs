@@ -11,12 +11,9 @@
 //!   [σ(z_k) per label]}`.
 
 use burn::module::Module;
-use serde::Serialize;
 
 use super::{save_with_head, FinetuneParams, History};
-use crate::data::jsonl;
-use crate::data::schema::{Document, LabelSet, Pair, Task, LABELS_FILE};
-use crate::metrics::{correlation, multilabel};
+use crate::data::schema::LABELS_FILE;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
 use crate::model::{BertTokenizer, ModelError};
@@ -25,124 +22,11 @@ use crate::stages::{StageCtx, StageError};
 use crate::train::classifier::initialize_params;
 use crate::train::rng::with_backend_seed;
 use crate::train::scores::{
-    encode_document, encode_pair, predict_scores, sigmoid, ScoreLoss, ScoreObjective, ScoredUnit,
+    head_outputs, predict_scores, score_set, write_predictions, ScoreLoss, ScoreObjective,
+    SetScores, THRESHOLD,
 };
-use crate::train::split_data::capped;
-use crate::train::{
-    fit, load_encoder, split_source, FitEnv, SequenceClassifier, SplitSource, TrainError,
-};
-
-/// The probability above which a label is predicted.
-pub const THRESHOLD: f32 = 0.5;
-
-/// `predictions.jsonl` line of a pair.
-#[derive(Debug, Serialize)]
-struct ScoreLine<'a> {
-    id: &'a str,
-    gold: f64,
-    pred: f64,
-}
-
-/// `predictions.jsonl` line of a document.
-#[derive(Debug, Serialize)]
-struct LabelSetLine<'a> {
-    id: &'a str,
-    gold: &'a [String],
-    pred: Vec<&'a str>,
-    /// σ(z_k) per label, in `labels.json` order.
-    p: Vec<f32>,
-}
-
-/// A split file read and encoded: ids, and gold scores or gold label indices.
-struct ScoredSet {
-    ids: Vec<String>,
-    units: Vec<ScoredUnit>,
-    /// Pairs: the score per unit.
-    gold_scores: Vec<f64>,
-    /// Documents: the label names and indices per unit.
-    gold_labels: Vec<Vec<String>>,
-    gold_indices: Vec<Vec<usize>>,
-}
-
-fn read_set(
-    dir: &std::path::Path,
-    name: &str,
-    cap: Option<usize>,
-    labels: &LabelSet,
-    tokenizer: &BertTokenizer,
-    max_len: usize,
-) -> Result<Option<ScoredSet>, StageError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let mut set = ScoredSet {
-        ids: Vec::new(),
-        units: Vec::new(),
-        gold_scores: Vec::new(),
-        gold_labels: Vec::new(),
-        gold_indices: Vec::new(),
-    };
-    match labels.task {
-        Task::Similarity => {
-            for x in capped(jsonl::read::<Pair>(&path)?, cap) {
-                set.units.push(encode_pair(
-                    tokenizer,
-                    &x.text_a,
-                    &x.text_b,
-                    max_len,
-                    x.score as f32,
-                )?);
-                set.gold_scores.push(x.score);
-                set.ids.push(x.id);
-            }
-        }
-        Task::Multilabel => {
-            for x in capped(jsonl::read::<Document>(&path)?, cap) {
-                let indices = x
-                    .labels
-                    .iter()
-                    .map(|l| {
-                        labels.labels.iter().position(|k| k == l).ok_or_else(|| {
-                            StageError::Input {
-                                name: "data".into(),
-                                message: format!(
-                                    "{}: document `{}` has label `{l}`, which labels.json does not declare",
-                                    path.display(),
-                                    x.id
-                                ),
-                            }
-                        })
-                    })
-                    .collect::<Result<Vec<usize>, _>>()?;
-                set.units.push(encode_document(
-                    tokenizer,
-                    &x.text,
-                    max_len,
-                    &indices,
-                    labels.labels.len(),
-                )?);
-                set.gold_indices.push(indices);
-                set.gold_labels.push(x.labels);
-                set.ids.push(x.id);
-            }
-        }
-        task => {
-            return Err(StageError::Input {
-                name: "data".into(),
-                message: format!("a scoring head does not read a {task:?} split"),
-            })
-        }
-    }
-    Ok(Some(set))
-}
-
-/// Label indices whose σ(z) exceeds [`THRESHOLD`].
-fn above_threshold(logits: &[f32]) -> Vec<usize> {
-    (0..logits.len())
-        .filter(|&k| sigmoid(logits[k]) > THRESHOLD)
-        .collect()
-}
+use crate::train::split_data::{read_scored_split, ScoredSet};
+use crate::train::{fit, load_encoder, split_source, FitEnv, SequenceClassifier, SplitSource};
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     let data_root = ctx.inputs.path("data")?.to_path_buf();
@@ -165,7 +49,9 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     }
     let regression = p.head == HeadKind::Regression;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    let read = |name: &str, cap| read_set(&data_dir, name, cap, &label_set, &tokenizer, p.max_len);
+    let read = |name: &str, cap| {
+        read_scored_split(&data_dir, name, cap, &label_set, &tokenizer, p.max_len)
+    };
     let required = |name: &str, set: Option<ScoredSet>| {
         set.ok_or_else(|| StageError::Input {
             name: "data".into(),
@@ -187,11 +73,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
-    let outputs = if regression {
-        1
-    } else {
-        label_set.labels.len()
-    };
+    let outputs = head_outputs(p.head, label_set.labels.len());
     let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
         let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
         let head_config = HeadConfig {
@@ -222,11 +104,8 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     let predict = |model: &SequenceClassifier, set: &ScoredSet| {
         predict_scores(model, &set.units, pad_id, p.batch_size, &device, &cancel)
     };
-    let loss = if regression {
-        ScoreLoss::Mse
-    } else {
-        ScoreLoss::BinaryCrossEntropy
-    };
+    let loss = ScoreLoss::of(p.head)
+        .ok_or_else(|| StageError::Failed(format!("`{}` is not a scoring head", p.head)))?;
     let objective = ScoreObjective::new(&train.units, pad_id, loss);
     let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
         let last = record.epoch == p.epochs;
@@ -234,55 +113,26 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             return Ok(());
         };
         let out = predict(&model.valid(), dev)?;
-        if regression {
-            let pred: Vec<f64> = out.iter().map(|o| f64::from(o[0])).collect();
+        match score_set(dev, &out, label_set.labels.len())? {
             // a constant prediction has no correlation: recorded as none
-            record.dev_pearson = correlation::pearson(&pred, &dev.gold_scores).ok();
-        } else {
-            let pred: Vec<Vec<usize>> = out.iter().map(|o| above_threshold(o)).collect();
-            let s = multilabel::score(label_set.labels.len(), &dev.gold_indices, &pred)
-                .map_err(TrainError::from)?;
-            record.dev_p = Some(s.micro.precision);
-            record.dev_r = Some(s.micro.recall);
-            record.dev_f1 = Some(s.micro.f1);
+            SetScores::Similarity { pearson, .. } => record.dev_pearson = pearson,
+            SetScores::Multilabel(s) => {
+                record.dev_p = Some(s.micro.precision);
+                record.dev_r = Some(s.micro.recall);
+                record.dev_f1 = Some(s.micro.f1);
+            }
         }
         Ok(())
     })?;
 
     let out_dir = &ctx.out_dir;
     let predicted = predict(&fitted.model.valid(), &test)?;
-    let path = out_dir.join("predictions.jsonl");
-    if regression {
-        let lines: Vec<ScoreLine> = test
-            .ids
-            .iter()
-            .zip(&test.gold_scores)
-            .zip(&predicted)
-            .map(|((id, &gold), pred)| ScoreLine {
-                id,
-                gold,
-                pred: f64::from(pred[0]),
-            })
-            .collect();
-        jsonl::write(&path, &lines)?;
-    } else {
-        let lines: Vec<LabelSetLine> = test
-            .ids
-            .iter()
-            .zip(&test.gold_labels)
-            .zip(&predicted)
-            .map(|((id, gold), logits)| LabelSetLine {
-                id,
-                gold,
-                pred: above_threshold(logits)
-                    .into_iter()
-                    .map(|k| label_set.labels[k].as_str())
-                    .collect(),
-                p: logits.iter().map(|&z| sigmoid(z)).collect(),
-            })
-            .collect();
-        jsonl::write(&path, &lines)?;
-    }
+    write_predictions(
+        &out_dir.join("predictions.jsonl"),
+        &test,
+        &predicted,
+        &label_set.labels,
+    )?;
     std::fs::copy(&labels_path, out_dir.join(LABELS_FILE))
         .map_err(|e| StageError::io(&labels_path, e))?;
     ctx.write_json(
@@ -327,15 +177,4 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         )?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn threshold_is_strictly_above_one_half() {
-        // σ(0) = 0.5 is not above the threshold; σ(0.01) is
-        assert_eq!(above_threshold(&[0.0, 0.01, -3.0, 4.0]), [1, 3]);
-    }
 }
