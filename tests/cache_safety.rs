@@ -498,6 +498,35 @@ fn a_damaged_index_says_what_to_do_and_rebuild_index_recovers_it() {
     assert!(q.ok(&["cache", "verify"]).contains("cache OK"));
 }
 
+/// #27: a run that changes nothing leaves the index snapshot as it is (at 100,000
+/// results rewriting it cost more than the rest of a no-op run), and one that commits a
+/// result rewrites it, so `show` (a reader of the snapshot) finds the new result.
+#[test]
+fn a_no_op_run_leaves_the_index_snapshot_alone() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    p.ok(&["run", "p.yaml"]);
+    let snapshot = p.cache().join("index-snapshot.json");
+    let written = |f: &PathBuf| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    let before = written(&snapshot);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(p.ok(&["run", "p.yaml"]).contains("ran 0, cached 4"));
+    assert_eq!(
+        written(&snapshot),
+        before,
+        "a no-op run rewrote the snapshot"
+    );
+    // a changed stage is committed, and the snapshot a reader sees has it
+    p.write("p.yaml", &CHAIN.replace("echo delta", "echo DELTA"));
+    assert!(p.ok(&["run", "p.yaml"]).contains("ran 1, cached 3"));
+    assert_ne!(written(&snapshot), before);
+    assert_eq!(shown(&p, "d", "d.txt"), "DELTA\n");
+}
+
 /// `n` shell stages, each hashing the outputs of the one before and of the one at half
 /// its index with its own number: the last output depends on every stage.
 fn hash_chain(n: usize) -> String {

@@ -62,9 +62,15 @@ pub struct LastRun {
 /// The whole index as JSON: entries by key (hex) and last runs by `pipeline\0stage`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IndexSnapshot {
+    /// The index's [`Index::generation`] when the snapshot was taken (0 before there was one).
+    #[serde(default)]
+    pub generation: u64,
     pub entries: std::collections::BTreeMap<String, Entry>,
     pub last_run: std::collections::BTreeMap<String, LastRun>,
 }
+
+/// The key of the change count in sled's default tree.
+const GENERATION: &[u8] = b"generation";
 
 /// The error for what sled said about the index at `path`: damage (corrupt data, a
 /// format sled does not know) gets [`CacheError::IndexDamaged`] and its way out.
@@ -101,6 +107,10 @@ fn damaged(path: &Path, detail: String) -> CacheError {
 pub(super) struct Index {
     path: PathBuf,
     store: Store,
+    /// Held across each change (its generation bump and the change itself) and across
+    /// the reading of a snapshot, so that a snapshot that says generation N holds every
+    /// change up to N — never a bump whose change it missed.
+    changing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -125,6 +135,7 @@ impl Index {
             Ok(Index {
                 path: path.to_path_buf(),
                 store: Store::Sled { db, entries, last },
+                changing: Default::default(),
             })
         });
         match opened {
@@ -146,6 +157,7 @@ impl Index {
         Index {
             path: path.to_path_buf(),
             store: Store::Snapshot(snapshot),
+            changing: Default::default(),
         }
     }
 
@@ -155,7 +167,11 @@ impl Index {
             Store::Snapshot(s) => return Ok(s.clone()),
             Store::Sled { last, .. } => last,
         };
-        let mut out = IndexSnapshot::default();
+        let _no_change_meanwhile = self.change_lock();
+        let mut out = IndexSnapshot {
+            generation: self.generation()?,
+            ..IndexSnapshot::default()
+        };
         for (key, entry) in self.entries()? {
             out.entries.insert(key.hex(), entry);
         }
@@ -235,13 +251,56 @@ impl Index {
         Ok(out)
     }
 
+    /// How many times the index has changed (0 for an index from before the count): a
+    /// snapshot that holds the same number holds the same index, so opening the cache
+    /// neither rewrites nor rechecks it. Bumped *before* each change, so a crash between
+    /// the two leaves a count ahead of every snapshot, never behind; a log that sled read
+    /// only up to some damage has lost its later bumps with its later changes.
+    pub(super) fn generation(&self) -> Result<u64, CacheError> {
+        match &self.store {
+            Store::Sled { db, .. } => Ok(db
+                .get(GENERATION)
+                .map_err(|e| self.err(e))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map_or(0, u64::from_be_bytes)),
+            Store::Snapshot(s) => Ok(s.generation),
+        }
+    }
+
+    /// Held while the index changes (see [`Index::changing`]).
+    fn change_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more change of the index (see [`Index::generation`]); the caller holds
+    /// [`Index::change_lock`] until the change is made.
+    fn bump_generation(&self) -> Result<(), CacheError> {
+        let Store::Sled { db, .. } = &self.store else {
+            return Err(self.read_only());
+        };
+        db.update_and_fetch(GENERATION, |old| {
+            let n = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// One atomic insert, then a flush: the commit point of a stage.
     pub(super) fn insert_entry(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
         let Store::Sled { entries, .. } = &self.store else {
             return Err(self.read_only());
         };
         let bytes = serde_json::to_vec(entry).unwrap_or_default();
-        entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
+        {
+            let _changing = self.change_lock();
+            self.bump_generation()?;
+            entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
+        }
         self.flush()
     }
 
@@ -249,6 +308,8 @@ impl Index {
         let Store::Sled { entries, .. } = &self.store else {
             return Err(self.read_only());
         };
+        let _changing = self.change_lock();
+        self.bump_generation()?;
         entries.remove(key.0).map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -272,6 +333,31 @@ impl Index {
         }
     }
 
+    /// Whether the last run of `stage` recorded `key` (hex), without reading the rest of
+    /// the record: a no-op run asks this of every cached stage.
+    pub(super) fn last_run_is(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        key: &str,
+    ) -> Result<bool, CacheError> {
+        let at = Self::last_key(pipeline, stage);
+        let Store::Sled { last, .. } = &self.store else {
+            return Ok(self
+                .last_run(pipeline, stage)?
+                .is_some_and(|r| r.key == key));
+        };
+        let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? else {
+            return Ok(false);
+        };
+        // records are written `{"key":"<hex>",...`; anything else is read in full
+        let prefix = format!("{{\"key\":{}", serde_json::Value::from(key));
+        if v.starts_with(prefix.as_bytes()) {
+            return Ok(true);
+        }
+        Ok(serde_json::from_slice::<LastRun>(&v).is_ok_and(|r| r.key == key))
+    }
+
     pub(super) fn set_last_run(
         &self,
         pipeline: &str,
@@ -282,6 +368,8 @@ impl Index {
             return Err(self.read_only());
         };
         let bytes = serde_json::to_vec(run).unwrap_or_default();
+        let _changing = self.change_lock();
+        self.bump_generation()?;
         last.insert(Self::last_key(pipeline, stage).as_bytes(), bytes)
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -59,6 +59,7 @@ impl Cache {
             }
             fs::create_dir_all(&aside).map_err(io_err(&aside))?;
             // the snapshot goes with it: the new index starts empty
+            let _ = fs::remove_file(root.join(super::GENERATION_FILE));
             if snapshot_file.exists() {
                 let kept = aside.join(super::SNAPSHOT_FILE);
                 fs::rename(&snapshot_file, &kept).map_err(io_err(&snapshot_file))?;

@@ -348,8 +348,7 @@ fn schedule<'a>(
     for it in &plan.items {
         if it.status == Status::Cached && !damaged.contains(&it.instance) {
             let inst = &p.instances[it.instance];
-            let prev = cache.last_run(&plan.pipeline_id, &inst.name)?;
-            if prev.as_ref().is_none_or(|r| r.key != it.key.hex()) {
+            if !cache.last_run_is(&plan.pipeline_id, &inst.name, &it.key.hex())? {
                 cache.record_last_run(
                     &plan.pipeline_id,
                     &inst.name,
