@@ -122,7 +122,7 @@ enum Store {
         last: sled::Tree,
     },
     /// Another process holds the cache: its last snapshot, read only.
-    Snapshot(IndexSnapshot),
+    Snapshot(super::snapshot_text::SnapshotText),
 }
 
 impl Index {
@@ -153,7 +153,7 @@ impl Index {
     }
 
     /// A read-only index over `snapshot` (read from `path`).
-    pub(super) fn from_snapshot(path: &Path, snapshot: IndexSnapshot) -> Self {
+    pub(super) fn from_snapshot(path: &Path, snapshot: super::snapshot_text::SnapshotText) -> Self {
         Index {
             path: path.to_path_buf(),
             store: Store::Snapshot(snapshot),
@@ -164,7 +164,7 @@ impl Index {
     /// Everything in the index.
     pub(super) fn snapshot(&self) -> Result<IndexSnapshot, CacheError> {
         let last = match &self.store {
-            Store::Snapshot(s) => return Ok(s.clone()),
+            Store::Snapshot(s) => return Ok(s.to_snapshot()),
             Store::Sled { last, .. } => last,
         };
         let _no_change_meanwhile = self.change_lock();
@@ -207,14 +207,19 @@ impl Index {
     pub(super) fn contains(&self, key: &StageKey) -> Result<bool, CacheError> {
         match &self.store {
             Store::Sled { entries, .. } => entries.contains_key(key.0).map_err(|e| self.err(e)),
-            Store::Snapshot(s) => Ok(s.entries.contains_key(&key.hex())),
+            Store::Snapshot(s) => Ok(s.contains(key)),
         }
     }
 
     pub(super) fn entry(&self, key: &StageKey) -> Result<Option<Entry>, CacheError> {
         let entries = match &self.store {
             Store::Sled { entries, .. } => entries,
-            Store::Snapshot(s) => return Ok(s.entries.get(&key.hex()).cloned()),
+            Store::Snapshot(s) => {
+                return s.entry(key).map_err(|e| CacheError::Corrupt {
+                    key: key.hex(),
+                    message: format!("index entry unreadable: {e}"),
+                })
+            }
         };
         match entries.get(key.0).map_err(|e| self.err(e))? {
             None => Ok(None),
@@ -230,13 +235,7 @@ impl Index {
     pub(super) fn entries(&self) -> Result<Vec<(StageKey, Entry)>, CacheError> {
         let entries = match &self.store {
             Store::Sled { entries, .. } => entries,
-            Store::Snapshot(s) => {
-                return Ok(s
-                    .entries
-                    .iter()
-                    .filter_map(|(k, e)| StageKey::from_hex(k).map(|k| (k, e.clone())))
-                    .collect())
-            }
+            Store::Snapshot(s) => return Ok(s.entries()),
         };
         let mut out = Vec::new();
         for kv in entries.iter() {
@@ -263,7 +262,7 @@ impl Index {
                 .map_err(|e| self.err(e))?
                 .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
                 .map_or(0, u64::from_be_bytes)),
-            Store::Snapshot(s) => Ok(s.generation),
+            Store::Snapshot(s) => Ok(s.generation()),
         }
     }
 
@@ -329,7 +328,7 @@ impl Index {
                 .get(key.as_bytes())
                 .map_err(|e| self.err(e))?
                 .and_then(|v| serde_json::from_slice(&v).ok())),
-            Store::Snapshot(s) => Ok(s.last_run.get(&key).cloned()),
+            Store::Snapshot(s) => Ok(s.last_run(&key)),
         }
     }
 

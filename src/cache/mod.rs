@@ -18,6 +18,7 @@ mod index;
 mod reader;
 mod rebuild;
 mod record;
+mod snapshot_text;
 mod stamp;
 mod verify;
 
@@ -417,13 +418,15 @@ impl Cache {
                 Err(e) => return Err(e),
             }
         }
-        let snapshot: IndexSnapshot = match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| CacheError::Corrupt {
-                key: SNAPSHOT_FILE.into(),
-                message: e.to_string(),
-            })?,
+        let snapshot = match fs::read_to_string(&path) {
+            Ok(text) => {
+                snapshot_text::SnapshotText::parse(text).map_err(|e| CacheError::Corrupt {
+                    key: SNAPSHOT_FILE.into(),
+                    message: e.to_string(),
+                })?
+            }
             // nothing was ever committed here
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => IndexSnapshot::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(CacheError::Io { path, source: e }),
         };
         Ok(Cache {

@@ -2,7 +2,7 @@
 //! the executor takes at once, each in a staging folder, committing each result atomically. A failure
 //! skips only its descendants; independent branches go on.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,6 +190,14 @@ fn schedule<'a>(
             }
         }
     }
+    // the other way round: a finished stage releases its own dependents, not a scan of
+    // every waiting stage (quadratic at 100,000)
+    let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (&c, ps) in &waiting_on {
+        for &parent in ps {
+            dependents.entry(parent).or_default().push(c);
+        }
+    }
     let mut ready: VecDeque<usize> = plan
         .items
         .iter()
@@ -216,7 +224,7 @@ fn schedule<'a>(
                         inst.name, p.instances[primary].name
                     ));
                     outcomes.insert(i, StageOutcome::Cached);
-                    release_children(&mut waiting_on, &mut ready, i);
+                    release_children(&mut waiting_on, &dependents, &mut ready, i);
                     continue;
                 }
             }
@@ -315,7 +323,7 @@ fn schedule<'a>(
                         input_stages: plan.input_stages(p, i),
                     },
                 )?;
-                release_children(&mut waiting_on, &mut ready, i);
+                release_children(&mut waiting_on, &dependents, &mut ready, i);
             }
             Err(error) => {
                 ui.line(&format!("✗ {} failed: {}", inst.name, error));
@@ -540,16 +548,18 @@ fn input_keys(material: &crate::hash::KeyMaterial) -> Vec<String> {
 /// Moves the stages that waited only on `done` to `ready`.
 fn release_children(
     waiting_on: &mut BTreeMap<usize, BTreeSet<usize>>,
+    dependents: &HashMap<usize, Vec<usize>>,
     ready: &mut VecDeque<usize>,
     done: usize,
 ) {
-    let children: Vec<usize> = waiting_on
-        .iter_mut()
-        .filter_map(|(c, ps)| (ps.remove(&done) && ps.is_empty()).then_some(*c))
-        .collect();
-    for c in children {
-        waiting_on.remove(&c);
-        ready.push_back(c);
+    for &c in dependents.get(&done).into_iter().flatten() {
+        let Some(ps) = waiting_on.get_mut(&c) else {
+            continue;
+        };
+        if ps.remove(&done) && ps.is_empty() {
+            waiting_on.remove(&c);
+            ready.push_back(c);
+        }
     }
 }
 
