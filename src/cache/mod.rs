@@ -569,6 +569,11 @@ impl Cache {
             key: key.hex(),
             message: "no such entry".into(),
         })?;
+        self.manifest_of(key, &entry)
+    }
+
+    /// The manifest `entry` (of `key`) names, its blob verified.
+    fn manifest_of(&self, key: &StageKey, entry: &Entry) -> Result<Manifest, CacheError> {
         let bytes = self
             .blobs
             .read_verified(&entry.manifest)
@@ -611,7 +616,7 @@ impl Cache {
             key: key.hex(),
             message: "no such entry".into(),
         })?;
-        let manifest = self.manifest(key)?;
+        let manifest = self.manifest_of(key, &entry)?;
         for f in &manifest.files {
             let blob = self.blobs.path(&f.hash);
             stamp::check(&blob, &f.hash, f.size, f.stamp.as_ref())

@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::executor::{Executor, Finished, Job, StageExecutor, Staged};
 use super::local::LocalExecutor;
-use super::plan::{Plan, Status};
+use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
-use crate::cache::{Cache, Entry, LastRun};
+use crate::cache::{Cache, CacheError, Entry, LastRun};
 use crate::graph::StageGraph;
 use crate::pipeline::Pipeline;
 use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
@@ -516,9 +516,17 @@ fn drop_damaged_results(
     cache: &Cache,
     ui: &RunUi,
 ) -> Result<BTreeSet<usize>, RunError> {
+    use rayon::prelude::*;
     let mut damaged = BTreeSet::new();
-    for it in plan.items.iter().filter(|it| it.status == Status::Cached) {
-        match cache.check(&it.key) {
+    // checked on every core (each is a few small reads and hashes), acted on in order
+    let checks: Vec<(&PlanItem, Result<(), CacheError>)> = plan
+        .items
+        .par_iter()
+        .filter(|it| it.status == Status::Cached)
+        .map(|it| (it, cache.check(&it.key)))
+        .collect();
+    for (it, check) in checks {
+        match check {
             Ok(()) => {}
             Err(e) if e.is_damage() => {
                 ui.line(&format!("⟳ {e}"));
