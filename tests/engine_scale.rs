@@ -58,12 +58,15 @@ fn a_5000_stage_chain_plans_every_stage_after_the_one_it_reads() {
         assert_eq!(it.status, Status::Run, "{}", names[i]);
         assert_eq!(it.reasons, vec![RunReason::New], "{}", names[i]);
         assert!(keys.insert(it.key), "{} has a key of its own", names[i]);
+        let material = plan.material(&p, it.instance);
+        assert_eq!(material.key(), it.key, "{}", names[i]);
         if i == 0 {
-            assert!(it.material.inputs.is_empty());
+            assert!(material.inputs.is_empty());
         } else {
-            let up = &it.material.inputs["up"];
+            let up = &material.inputs["up"];
             assert_eq!(up, &vec![plan.items[i - 1].key.hex()], "{}", names[i]);
-            assert_eq!(it.input_stages["up"], vec![names[i - 1].to_string()]);
+            let stages = plan.input_stages(&p, it.instance);
+            assert_eq!(stages["up"], vec![names[i - 1].to_string()]);
         }
     }
 }

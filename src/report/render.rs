@@ -345,6 +345,18 @@ fn over_arg(kwargs: &Kwargs) -> Result<Vec<String>, Error> {
     }
 }
 
+/// `values(rows, metric="f1")`: the metric of each row that has it, for a template's
+/// own tests (a task that stayed at the all-negative prior: every value 0).
+fn metric_values(rows: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let set = rows_arg(&rows)?;
+    let metric: String = kwargs
+        .get::<Option<String>>("metric")?
+        .unwrap_or_else(|| "f1".to_string());
+    kwargs.assert_all_used()?;
+    let values: Vec<f64> = set.0.iter().filter_map(|r| r.metric(&metric)).collect();
+    Ok(Value::from(values))
+}
+
 fn cell(state: &RenderState, rows: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let set = rows_arg(&rows)?;
     let metric: String = kwargs
@@ -952,6 +964,7 @@ fn environment(state: &Arc<RenderState>) -> Environment<'static> {
         Ok::<_, Error>(Value::from_object(RowSet(picked, selected_by)))
     });
     env.add_function("coord_values", coord_values);
+    env.add_function("values", metric_values);
     let s = state.clone();
     env.add_function("cell", move |rows: Value, kwargs: Kwargs| {
         cell(&s, rows, kwargs)
