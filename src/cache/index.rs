@@ -161,30 +161,61 @@ impl Index {
         }
     }
 
-    /// Everything in the index.
-    pub(super) fn snapshot(&self) -> Result<IndexSnapshot, CacheError> {
-        let last = match &self.store {
-            Store::Snapshot(s) => return Ok(s.to_snapshot()),
-            Store::Sled { last, .. } => last,
+    /// Everything in the index as the JSON text of an [`IndexSnapshot`], and the
+    /// generation it holds. The stored values are JSON already: they are copied into the
+    /// text as they are (each checked to be one JSON value; one that is not is left out,
+    /// as a full parse left it out), not parsed and written again — at 100,000 results
+    /// that round trip cost seconds and a gigabyte.
+    pub(super) fn snapshot_json(&self) -> Result<(u64, Vec<u8>), CacheError> {
+        let (entries, last) = match &self.store {
+            Store::Snapshot(s) => {
+                let snapshot = s.to_snapshot();
+                let text = serde_json::to_vec(&snapshot).unwrap_or_default();
+                return Ok((snapshot.generation, text));
+            }
+            Store::Sled { entries, last, .. } => (entries, last),
         };
         let _no_change_meanwhile = self.change_lock();
-        let mut out = IndexSnapshot {
-            generation: self.generation()?,
-            ..IndexSnapshot::default()
-        };
-        for (key, entry) in self.entries()? {
-            out.entries.insert(key.hex(), entry);
+        let generation = self.generation()?;
+        let mut out = Vec::with_capacity(1 << 16);
+        out.extend_from_slice(format!("{{\"generation\":{generation},\"entries\":{{").as_bytes());
+        let mut first = true;
+        for kv in entries.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(format!("\"{}\":", StageKey(bytes).hex()).as_bytes());
+            out.extend_from_slice(&v);
         }
+        out.extend_from_slice(b"},\"last_run\":{");
+        let mut first = true;
         for kv in last.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
-            if let (Ok(k), Ok(run)) = (
-                String::from_utf8(k.to_vec()),
-                serde_json::from_slice::<LastRun>(&v),
-            ) {
-                out.last_run.insert(k, run);
+            let Ok(at) = std::str::from_utf8(&k) else {
+                continue;
+            };
+            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
+                continue;
             }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // writing into a Vec cannot fail
+            let _ = serde_json::to_writer(&mut out, at);
+            out.push(b':');
+            out.extend_from_slice(&v);
         }
-        Ok(out)
+        out.extend_from_slice(b"}}");
+        Ok((generation, out))
     }
 
     fn read_only(&self) -> CacheError {
@@ -372,5 +403,42 @@ impl Index {
         last.insert(Self::last_key(pipeline, stage).as_bytes(), bytes)
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_text_holds_every_entry_and_last_run_as_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join("index")).expect("opens");
+        let key = StageKey([3; 32]);
+        let entry = Entry {
+            stage: "a \"quoted\" [seed=1]".into(),
+            seconds: 2.5,
+            ..Entry::default()
+        };
+        index.insert_entry(&key, &entry).expect("insert");
+        let run = LastRun {
+            key: key.hex(),
+            material: KeyMaterial {
+                kind: "shell".into(),
+                version: 1,
+                params: serde_json::json!({"cmd": "echo"}),
+                inputs: Default::default(),
+                fingerprint: None,
+                backend: None,
+            },
+            input_stages: Default::default(),
+        };
+        index.set_last_run("/p.yaml", "a", &run).expect("last run");
+        let (generation, text) = index.snapshot_json().expect("snapshot");
+        assert_eq!(generation, 2, "two changes counted");
+        let read: IndexSnapshot = serde_json::from_slice(&text).expect("valid JSON");
+        assert_eq!(read.generation, 2);
+        assert_eq!(read.entries[&key.hex()].stage, entry.stage);
+        assert_eq!(read.last_run["/p.yaml\0a"], run);
     }
 }

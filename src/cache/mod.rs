@@ -307,15 +307,10 @@ fn write_snapshot(
     if index.generation()? == written.load(Ordering::Acquire) {
         return Ok(());
     }
-    let snapshot = index.snapshot()?;
-    let text = serde_json::to_vec(&snapshot).unwrap_or_default();
+    let (generation, text) = index.snapshot_json()?;
     replace_file(root, SNAPSHOT_FILE, &text)?;
-    replace_file(
-        root,
-        GENERATION_FILE,
-        snapshot.generation.to_string().as_bytes(),
-    )?;
-    written.store(snapshot.generation, Ordering::Release);
+    replace_file(root, GENERATION_FILE, generation.to_string().as_bytes())?;
+    written.store(generation, Ordering::Release);
     Ok(())
 }
 
