@@ -282,6 +282,26 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// One `multitask` epoch over two tasks against the two `finetune` epochs it replaces
+    /// (same sentences, batch and settings), with the ratio.
+    Multitask {
+        /// BERT checkpoint directory (weights and tokenizer).
+        #[arg(long, env = "PIPE_BENCH_MODEL")]
+        model: PathBuf,
+        /// One BLURB-style TSV per task (label last, sentence before it); give it twice or
+        /// more [default: ChemProt and DDI from ../shared/data].
+        #[arg(long, num_args = 1..)]
+        data: Vec<PathBuf>,
+        /// Sentences per task (the first N).
+        #[arg(long, default_value_t = 256)]
+        examples: usize,
+        /// Repetitions of both arms (the median of each is reported).
+        #[arg(long, default_value_t = 2)]
+        repeat: usize,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where `pipe run` computes stages.

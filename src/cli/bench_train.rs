@@ -41,11 +41,11 @@ const SHAPES: [(usize, usize); 2] = [(32, 128), (32, 64)];
 /// Classes of the benchmark head (ChemProt's six).
 const NUM_LABELS: usize = 6;
 /// The finetune defaults the step runs with.
-const LR: f64 = 2e-5;
-const WEIGHT_DECAY: f64 = 0.01;
-const GRAD_CLIP: f64 = 1.0;
-const BATCH_SIZE: usize = 32;
-const MAX_LEN: usize = 128;
+pub(super) const LR: f64 = 2e-5;
+pub(super) const WEIGHT_DECAY: f64 = 0.01;
+pub(super) const GRAD_CLIP: f64 = 1.0;
+pub(super) const BATCH_SIZE: usize = 32;
+pub(super) const MAX_LEN: usize = 128;
 /// Batches per timed inference pass of pipe: the evaluate stage's `predict` runs two side
 /// by side on two cores, so one batch alone would not show its speed.
 const INFER_BATCHES: usize = 4;
@@ -66,7 +66,7 @@ fn minilm_l6_config() -> BertConfig {
 }
 
 /// The classifier: the checkpoint in `model_dir` (or a random MiniLM-L6) + a `cls` head.
-fn classifier(
+pub(super) fn classifier(
     model_dir: Option<&Path>,
     num_labels: usize,
     device: &Device,
@@ -407,8 +407,13 @@ pub(super) fn bench_train(
     Ok(ExitCode::SUCCESS)
 }
 
-/// ChemProt sentences and label indices (labels sorted as strings) from BLURB's TSV.
-fn read_tsv(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, Vec<usize>, usize)> {
+/// Sentences and label indices (labels sorted as strings) from a BLURB TSV: the last column
+/// is the label, the one before it the sentence (ChemProt's `text<TAB>label`, DDI's
+/// `pair_id<TAB>sentence<TAB>label`); a first line whose last column is `label` is a header.
+pub(super) fn read_tsv(
+    path: &Path,
+    limit: Option<usize>,
+) -> Result<(Vec<String>, Vec<usize>, usize)> {
     let file = std::fs::File::open(path).with_context(|| {
         format!(
             "{} (pass --data FILE: a `text<TAB>label` file)",
@@ -424,9 +429,13 @@ fn read_tsv(path: &Path, limit: Option<usize>) -> Result<(Vec<String>, Vec<usize
         if line.trim().is_empty() {
             continue;
         }
-        let Some((text, label)) = line.rsplit_once('\t') else {
+        let mut columns = line.rsplit('\t');
+        let (Some(label), Some(text)) = (columns.next(), columns.next()) else {
             bail!("{}:{}: expected `text<TAB>label`", path.display(), n + 1);
         };
+        if n == 0 && label.trim() == "label" {
+            continue;
+        }
         rows.push((text.to_string(), label.trim().to_string()));
     }
     if rows.is_empty() {
@@ -699,5 +708,32 @@ mod ab {
                 let _ = out.logits.into_data();
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tsv_tests {
+    use super::read_tsv;
+
+    #[test]
+    fn reads_label_last_and_skips_a_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chemprot = dir.path().join("c.tsv");
+        std::fs::write(&chemprot, "a @GENE$ b\tCPR:3\nc d\tfalse\n\ne f\tCPR:3\n").expect("w");
+        let (texts, gold, n) = read_tsv(&chemprot, None).expect("reads");
+        assert_eq!(texts, ["a @GENE$ b", "c d", "e f"]);
+        assert_eq!((gold, n), (vec![0, 1, 0], 2));
+        let ddi = dir.path().join("d.tsv");
+        std::fs::write(
+            &ddi,
+            "pair_id\tsentence\tlabel\np0\tx y\tDDI-false\np1\tz\tDDI-int\n",
+        )
+        .expect("w");
+        let (texts, gold, _) = read_tsv(&ddi, Some(1)).expect("reads");
+        assert_eq!((texts, gold), (vec!["x y".to_string()], vec![0]));
+        let bad = dir.path().join("b.tsv");
+        std::fs::write(&bad, "no tab here\n").expect("w");
+        let e = read_tsv(&bad, None).expect_err("refused").to_string();
+        assert!(e.contains("b.tsv:1"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The dispatcher: each subcommand's arguments to the function (one file each) that runs
 //! it. `dag` and `kinds`, a few lines each, are here.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -157,6 +158,23 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 examples,
                 json,
             } => super::bench_train::bench_epoch(&model, &data, examples, json),
+            BenchWhat::Multitask {
+                model,
+                data,
+                examples,
+                repeat,
+                json,
+            } => {
+                let data = if data.is_empty() {
+                    super::bench_multitask::DEFAULT_TASKS
+                        .iter()
+                        .map(PathBuf::from)
+                        .collect()
+                } else {
+                    data
+                };
+                super::bench_multitask::bench_multitask(&model, &data, examples, repeat, json)
+            }
         },
     }
 }

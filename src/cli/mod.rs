@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod bench_engine;
 mod bench_machine;
+mod bench_multitask;
 mod bench_train;
 mod cache_command;
 mod cache_rebuild;
