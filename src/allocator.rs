@@ -11,13 +11,30 @@ const MMAP_THRESHOLD: i32 = 32 << 20;
 /// Free memory at the top of the heap is returned to the kernel only above this size.
 const TRIM_THRESHOLD: i32 = i32::MAX;
 
-/// Applies the settings (glibc only; a no-op elsewhere). Call once, at start-up, before
-/// threads start allocating.
+/// Applies the settings (glibc only; a no-op elsewhere), once per process, when training
+/// starts: not at start-up, because the same settings keep a large pipeline's parse
+/// buffers (hundreds of MB at 100,000 stages, freed before training) resident in `plan`
+/// and in a no-op `run` (#27).
 pub fn tune_for_training() {
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: `mallopt` only changes allocator parameters (under glibc's arena locks).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        }
+    });
+}
+
+/// Gives the heap's free pages back to the kernel (glibc only; a no-op elsewhere). After
+/// work spread over threads (each allocating from its own glibc arena), the memory those
+/// threads freed stays with their arenas, where the main thread cannot reuse it; without
+/// this, it would add to every later peak.
+pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only changes allocator parameters; called before other threads exist.
+    // SAFETY: `malloc_trim` only returns free memory to the kernel.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::malloc_trim(0);
     }
 }

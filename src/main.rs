@@ -3,6 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    pipe::allocator::tune_for_training();
     pipe::cli::main(pipe::cli::Cli::parse())
 }

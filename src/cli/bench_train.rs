@@ -294,6 +294,7 @@ pub(super) fn bench_train(
     json: bool,
     device: &str,
 ) -> Result<ExitCode> {
+    crate::allocator::tune_for_training(); // as `fit` does, so that the step is timed alike
     if steps == 0 {
         bail!("--steps must be positive");
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::args::PipelineArgs;
-use super::context::{load, open_for_reading, plan_for, Loaded};
+use super::context::{load_beside, open_for_reading, plan_for, Loaded};
 use crate::exec::{self, Plan, Status};
 use crate::pipeline::{load_pipeline, Pipeline};
 use crate::stages::StageRegistry;
@@ -36,9 +36,10 @@ pub(super) fn plan_command(
         force,
         device,
     } = request;
-    let loaded = load(&target.pipeline, target.profile.as_deref(), registry)?;
+    let (loaded, cache) = load_beside(target, registry, cache_root, || {
+        open_for_reading(cache_root)
+    })?;
     check_other_profiles(&loaded, target, registry)?;
-    let cache = open_for_reading(cache_root)?;
     let plan = plan_for(&loaded, &cache, only, force, &device)?;
     if json {
         println!(

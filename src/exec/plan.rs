@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::reason::{reasons_text, RunReason};
@@ -136,16 +137,33 @@ pub fn plan(
 
     // each key's hex text, made once and cloned into every reader's material
     let mut hex_keys: Vec<String> = vec![String::new(); n];
+    let mut keys: Vec<Option<StageKey>> = vec![None; n];
+    for &i in g.topo_order() {
+        let key = material_key(p, i, &opts.backend, |up| &hex_keys[up]);
+        hex_keys[i] = key.hex();
+        keys[i] = Some(key);
+    }
+    // the index lookups, independent of each other, on every core
+    let cached: Vec<bool> = keys
+        .par_iter()
+        .enumerate()
+        .map(|(i, key)| match key {
+            Some(key) if selected[i] && !forced.contains(&i) => cache.contains(key),
+            _ => Ok(false),
+        })
+        .collect::<Result<_, _>>()?;
     let mut items: Vec<PlanItem> = Vec::with_capacity(n);
     let mut by_instance = vec![0usize; n];
     for &i in g.topo_order() {
         let inst = &p.instances[i];
-        let key = material_key(p, i, &opts.backend, |up| &hex_keys[up]);
+        let Some(key) = keys[i].take() else {
+            continue;
+        };
         let (status, reasons) = if !selected[i] {
             (Status::NotSelected, Vec::new())
         } else if forced.contains(&i) {
             (Status::Run, vec![RunReason::Forced])
-        } else if cache.contains(&key)? {
+        } else if cached[i] {
             (Status::Cached, Vec::new())
         } else {
             let last = cache.last_run(&pipeline_id, &inst.name)?;
@@ -155,7 +173,6 @@ pub fn plan(
                 why(&key, &material, &input_stages_of(p, i), last.as_ref()),
             )
         };
-        hex_keys[i] = key.hex();
         by_instance[i] = items.len();
         items.push(PlanItem {
             instance: i,

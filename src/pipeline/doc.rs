@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A YAML mapping into a `BTreeMap` that refuses a key written twice: serde's own map
 /// impl keeps the last one silently, so a second stage `a:` would replace the first.
-fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+pub(super) fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,

@@ -11,7 +11,7 @@ use super::error::PipelineError;
 use super::instance::{Pipeline, StageInstance};
 use super::locate::SourceMap;
 use super::template::MergedStage;
-use super::{bind_inputs, contracts, include, kind, matrix, profile, template};
+use super::{bind_inputs, contracts, include, kind, matrix, parse_in_pieces, profile, template};
 use crate::stages::StageRegistry;
 
 /// What the passes share: the document being built, where everything was written, and
@@ -52,13 +52,21 @@ pub fn load_pipeline(
     matrix::expand(&mut cx)?;
     bind_inputs::bind(&mut cx)?;
     contracts::check(&mut cx)?;
-    Ok(Pipeline {
+    let pipeline = Pipeline {
         file: path.to_path_buf(),
         profile: profile.map(str::to_string),
-        description: cx.doc.description,
-        instances: cx.instances,
+        description: cx.doc.description.take(),
+        instances: std::mem::take(&mut cx.instances),
         profiles: cx.doc.profiles.keys().cloned().collect(),
-    })
+    };
+    let large = pipeline.instances.len() >= 10_000;
+    drop(cx);
+    if large {
+        // the documents, freed just now, were built on several threads: their memory
+        // stays with those threads' arenas unless given back (#27)
+        crate::allocator::release_free_memory();
+    }
+    Ok(pipeline)
 }
 
 impl<'a> Context<'a> {
@@ -107,6 +115,9 @@ impl ParsedFile {
         let map = SourceMap::scan(path, &text);
         if let Some(e) = map.repeated_name(&["stages", "templates", "profiles"]) {
             return Err(e);
+        }
+        if let Some(doc) = parse_in_pieces::stages_in_pieces(&text) {
+            return Ok(ParsedFile { doc, map });
         }
         let doc: PipelineDoc = serde_yaml::from_str(&text).map_err(|e| {
             let (line, col) = e

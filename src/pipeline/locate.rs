@@ -69,13 +69,14 @@ pub struct Located<T> {
 }
 
 /// The key at the start of a block-style mapping line, unquoted.
-fn leading_key(rest: &str) -> Option<&str> {
+pub(super) fn leading_key(rest: &str) -> Option<&str> {
     if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
         let end = rest[1..].find(q)? + 1;
         let after = rest[end + 1..].trim_start();
         return after.starts_with(':').then(|| &rest[1..end]);
     }
-    let colon = rest.find(':')?;
+    // a byte search: `str::find(char)` costs a call per candidate, a tenth of the scan
+    let colon = rest.bytes().position(|b| b == b':')?;
     let after = &rest[colon + 1..];
     if !(after.is_empty() || after.starts_with(' ') || after.starts_with('\t')) {
         return None;

@@ -162,6 +162,10 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 line,
             });
         }
+        // the params live on in each instance as JSON; the YAML copy is not read again
+        if let Some(m) = merged.get_mut(name) {
+            m.doc.params = serde_yaml::Mapping::new();
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod kind;
 mod load;
 mod locate;
 mod matrix;
+mod parse_in_pieces;
 mod profile;
 mod resources;
 mod template;

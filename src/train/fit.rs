@@ -288,6 +288,7 @@ pub fn fit_scoring_before<O: Objective>(
     before: impl FnOnce(&O::Model) -> Result<Option<serde_json::Value>, TrainError>,
     mut after_epoch: impl FnMut(&O::Model, &mut EpochRecord) -> Result<(), TrainError>,
 ) -> Result<Fitted<O::Model>, TrainError> {
+    crate::allocator::tune_for_training();
     let lengths = objective.lengths();
     check_settings(settings, lengths.len())?;
     // without bucketing every batch is padded to the longest instance (max_len once any
