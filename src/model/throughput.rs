@@ -119,6 +119,7 @@ pub fn bench_throughput(
     device: &Device,
     settings: ThroughputSettings,
 ) -> Result<Vec<Throughput>, ModelError> {
+    crate::allocator::tune_for_training(); // the allocator as training runs with it
     let config = match model_dir {
         Some(dir) => BertConfig::from_file(&dir.join("config.json"))?,
         None => config.clone(),
