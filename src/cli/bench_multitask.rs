@@ -11,20 +11,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::bench_train::{classifier, read_tsv, BATCH_SIZE, GRAD_CLIP, LR, MAX_LEN, WEIGHT_DECAY};
+use super::bench_train::{classifier, encoded_tsv, median, one_epoch, BATCH_SIZE, MAX_LEN};
 use crate::model::device::train_device;
 use crate::model::BertTokenizer;
-use crate::stages::Progress;
-use crate::train::fit::Objective;
 use crate::train::multitask::{MultiTaskModel, MultiTaskObjective, Sampling, TaskHead, TaskUnits};
-use crate::train::{
-    fit, Checkpoints, ClassificationObjective, EncodedInstance, FitEnv, TrainSettings,
-};
+use crate::train::{ClassificationObjective, EncodedInstance};
 use burn::prelude::*;
 
 /// The two tasks `bench multitask` reads by default, relative to the cwd: ChemProt and DDI
@@ -58,51 +53,6 @@ struct MultitaskFigures {
     ratio: f64,
 }
 
-fn settings() -> TrainSettings {
-    TrainSettings {
-        lr: LR,
-        epochs: 1,
-        batch_size: BATCH_SIZE,
-        warmup: 0.1,
-        weight_decay: WEIGHT_DECAY,
-        grad_clip: GRAD_CLIP,
-        seed: 1,
-        bucketing: true,
-        layer_decay: 1.0,
-        grad_accum: 1,
-        checkpoints: Checkpoints::EveryEpoch,
-        record_updates: false,
-    }
-}
-
-/// Trains `model` one epoch on `objective` in a scratch folder; the epoch's seconds.
-fn one_epoch<O: Objective>(
-    model: O::Model,
-    objective: &O,
-    device: &Device,
-    scratch: &Path,
-) -> Result<f64> {
-    let cancel = AtomicBool::new(false);
-    let progress = Progress::hidden();
-    std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let env = FitEnv {
-        device,
-        checkpoint_dir: scratch,
-        progress: &progress,
-        cancel: &cancel,
-    };
-    let result = fit(model, objective, &settings(), &env, |_, _| Ok(()));
-    let _ = std::fs::remove_dir_all(scratch);
-    let fitted = result?;
-    let record = fitted.history.last().context("the epoch left no record")?;
-    Ok(record.seconds)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 /// `pipe bench multitask`.
 pub(super) fn bench_multitask(
     model_dir: &Path,
@@ -118,12 +68,7 @@ pub(super) fn bench_multitask(
     let tokenizer = BertTokenizer::from_dir(model_dir)?;
     let mut tasks = Vec::new();
     for path in data {
-        let (texts, gold, num_labels) = read_tsv(path, Some(examples))?;
-        let mut train = Vec::with_capacity(texts.len());
-        for (text, &label) in texts.iter().zip(&gold) {
-            let encoding = tokenizer.encode(text, MAX_LEN)?;
-            train.push(EncodedInstance::new(text, &encoding, label));
-        }
+        let (train, num_labels) = encoded_tsv(path, Some(examples), &tokenizer)?;
         // `chemprot/blurb/train_blurb.tsv` → `chemprot`: the corpus, not the file
         let name = path
             .parent()
@@ -175,7 +120,8 @@ pub(super) fn bench_multitask(
                 .map(|t| TaskUnits::Sentence(&t.train))
                 .collect();
             let objective = MultiTaskObjective::new(units, pad_id, Sampling::Proportional, 1.0);
-            let seconds = one_epoch(model, &objective, &device, &scratch.join("multitask"))?;
+            let seconds =
+                one_epoch(model, &objective, true, &device, &scratch.join("multitask"))?.seconds;
             if !json {
                 println!(
                     "  rep {}: multitask {:<12} {seconds:>8.1} s",
@@ -192,7 +138,8 @@ pub(super) fn bench_multitask(
         for (i, task) in tasks.iter().enumerate() {
             let (model, _) = classifier(Some(model_dir), task.num_labels, &device)?;
             let objective = ClassificationObjective::new(&task.train, pad_id);
-            let seconds = one_epoch(model, &objective, &device, &scratch.join(&task.name))?;
+            let seconds =
+                one_epoch(model, &objective, true, &device, &scratch.join(&task.name))?.seconds;
             if !json {
                 println!(
                     "  rep {}: finetune {:<12} {seconds:>8.1} s",

@@ -10,7 +10,7 @@
 //! batches.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -30,8 +30,8 @@ use crate::train::clipping::clip_global_norm;
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
-    fit, predict, Batch, Checkpoints, ClassificationObjective, EncodedInstance, FitEnv,
-    SequenceClassifier, TrainSettings,
+    fit, predict, Batch, Checkpoints, ClassificationObjective, EncodedInstance, EpochRecord,
+    FitEnv, Objective, SequenceClassifier, TrainSettings,
 };
 
 /// The PyTorch side of `bench train` (run with `python -c`).
@@ -124,7 +124,7 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(super) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -451,6 +451,60 @@ pub(super) fn read_tsv(
     Ok((rows.into_iter().map(|(t, _)| t).collect(), gold, num_labels))
 }
 
+/// The first `limit` examples of a BLURB TSV ([`read_tsv`]) encoded for the classifier,
+/// and the number of labels.
+pub(super) fn encoded_tsv(
+    path: &Path,
+    limit: Option<usize>,
+    tokenizer: &BertTokenizer,
+) -> Result<(Vec<EncodedInstance>, usize)> {
+    let (texts, gold, num_labels) = read_tsv(path, limit)?;
+    let mut train = Vec::with_capacity(texts.len());
+    for (text, &label) in texts.iter().zip(&gold) {
+        let encoding = tokenizer.encode(text, MAX_LEN)?;
+        train.push(EncodedInstance::new(text, &encoding, label));
+    }
+    Ok((train, num_labels))
+}
+
+/// Trains `model` one epoch on `objective` with the finetune defaults above, checkpoints in
+/// `scratch` (removed after); the epoch's record.
+pub(super) fn one_epoch<O: Objective>(
+    model: O::Model,
+    objective: &O,
+    bucketing: bool,
+    device: &Device,
+    scratch: &Path,
+) -> Result<EpochRecord> {
+    let settings = TrainSettings {
+        lr: LR,
+        epochs: 1,
+        batch_size: BATCH_SIZE,
+        warmup: 0.1,
+        weight_decay: WEIGHT_DECAY,
+        grad_clip: GRAD_CLIP,
+        seed: 1,
+        bucketing,
+        layer_decay: 1.0,
+        grad_accum: 1,
+        checkpoints: Checkpoints::EveryEpoch,
+        record_updates: false,
+    };
+    std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let cancel = AtomicBool::new(false);
+    let progress = Progress::hidden();
+    let env = FitEnv {
+        device,
+        checkpoint_dir: scratch,
+        progress: &progress,
+        cancel: &cancel,
+    };
+    let result = fit(model, objective, &settings, &env, |_, _| Ok(()));
+    let _ = std::fs::remove_dir_all(scratch);
+    let mut fitted = result?;
+    fitted.history.pop().context("the epoch left no record")
+}
+
 /// One arm of `bench epoch`.
 #[derive(Debug, Serialize)]
 struct EpochFigures {
@@ -466,13 +520,8 @@ pub(super) fn bench_epoch(
     examples: Option<usize>,
     json: bool,
 ) -> Result<ExitCode> {
-    let (texts, gold, num_labels) = read_tsv(data, examples)?;
     let tokenizer = BertTokenizer::from_dir(model_dir)?;
-    let mut train = Vec::with_capacity(texts.len());
-    for (text, &label) in texts.iter().zip(&gold) {
-        let encoding = tokenizer.encode(text, MAX_LEN)?;
-        train.push(EncodedInstance::new(text, &encoding, label));
-    }
+    let (train, num_labels) = encoded_tsv(data, examples, &tokenizer)?;
     let lengths: Vec<usize> = train.iter().map(|x| x.ids.len()).collect();
     let real_tokens: usize = lengths.iter().sum();
     let mean_len = real_tokens as f64 / lengths.len() as f64;
@@ -487,41 +536,13 @@ pub(super) fn bench_epoch(
             num_cpus::get()
         );
     }
-    let cancel = AtomicBool::new(false);
-    let progress = Progress::hidden();
     let scratch = std::env::temp_dir().join(format!("pipe-bench-epoch-{}", std::process::id()));
     let mut arms = Vec::new();
     for (name, bucketing) in [("bucketed", true), ("padded", false)] {
         let device = train_device(&Device::flex());
         let (model, _) = classifier(Some(model_dir), num_labels, &device)?;
-        let checkpoint_dir: PathBuf = scratch.join(name);
-        std::fs::create_dir_all(&checkpoint_dir)
-            .with_context(|| format!("creating {}", checkpoint_dir.display()))?;
-        let settings = TrainSettings {
-            lr: LR,
-            epochs: 1,
-            batch_size: BATCH_SIZE,
-            warmup: 0.1,
-            weight_decay: WEIGHT_DECAY,
-            grad_clip: GRAD_CLIP,
-            seed: 1,
-            bucketing,
-            layer_decay: 1.0,
-            grad_accum: 1,
-            checkpoints: Checkpoints::EveryEpoch,
-            record_updates: false,
-        };
-        let env = FitEnv {
-            device: &device,
-            checkpoint_dir: &checkpoint_dir,
-            progress: &progress,
-            cancel: &cancel,
-        };
         let objective = ClassificationObjective::new(&train, tokenizer.pad_id());
-        let result = fit(model, &objective, &settings, &env, |_, _| Ok(()));
-        let _ = std::fs::remove_dir_all(&checkpoint_dir);
-        let fitted = result?;
-        let record = fitted.history.last().context("the epoch left no record")?;
+        let record = one_epoch(model, &objective, bucketing, &device, &scratch.join(name))?;
         let arm = EpochFigures {
             seconds: record.seconds,
             seq_per_s: record.seq_per_s,

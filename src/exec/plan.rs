@@ -137,33 +137,33 @@ pub fn plan(
 
     // each key's hex text, made once and cloned into every reader's material
     let mut hex_keys: Vec<String> = vec![String::new(); n];
-    let mut keys: Vec<Option<StageKey>> = vec![None; n];
+    // (instance, key) in topological order
+    let mut keyed: Vec<(usize, StageKey)> = Vec::with_capacity(n);
     for &i in g.topo_order() {
         let key = material_key(p, i, &opts.backend, |up| &hex_keys[up]);
         hex_keys[i] = key.hex();
-        keys[i] = Some(key);
+        keyed.push((i, key));
     }
     // the index lookups, independent of each other, on every core
-    let cached: Vec<bool> = keys
+    let cached: Vec<bool> = keyed
         .par_iter()
-        .enumerate()
-        .map(|(i, key)| match key {
-            Some(key) if selected[i] && !forced.contains(&i) => cache.contains(key),
-            _ => Ok(false),
+        .map(|(i, key)| {
+            if selected[*i] && !forced.contains(i) {
+                cache.contains(key)
+            } else {
+                Ok(false)
+            }
         })
         .collect::<Result<_, _>>()?;
     let mut items: Vec<PlanItem> = Vec::with_capacity(n);
     let mut by_instance = vec![0usize; n];
-    for &i in g.topo_order() {
+    for ((i, key), cached) in keyed.into_iter().zip(cached) {
         let inst = &p.instances[i];
-        let Some(key) = keys[i].take() else {
-            continue;
-        };
         let (status, reasons) = if !selected[i] {
             (Status::NotSelected, Vec::new())
         } else if forced.contains(&i) {
             (Status::Run, vec![RunReason::Forced])
-        } else if cached[i] {
+        } else if cached {
             (Status::Cached, Vec::new())
         } else {
             let last = cache.last_run(&pipeline_id, &inst.name)?;
