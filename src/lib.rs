@@ -19,4 +19,5 @@ pub mod probe;
 pub mod report;
 pub mod sources;
 pub mod stages;
+pub mod timings;
 pub mod train;

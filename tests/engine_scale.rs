@@ -125,3 +125,111 @@ fn a_matrix_reading_a_matrix_binds_cell_to_cell_and_a_table_reads_every_cell() {
         }
     }
 }
+
+/// `pipe` in `dir` with its cache there and phase timings on (they say which load ran).
+fn pipe_timed(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(args)
+        .current_dir(dir)
+        .env("PIPE_CACHE", dir.join("cache"))
+        .env("PIPE_TIMINGS", "1")
+        .output()
+        .expect("run pipe");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "pipe {args:?}: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+const READ_BACK: &str = "load: stored expansion read";
+
+/// `(stage, status)` of every row of `pipe plan --json`.
+fn statuses(plan_json: &str) -> Vec<(String, String)> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(plan_json).expect("plan --json");
+    rows.iter()
+        .map(|r| {
+            (
+                r["stage"].as_str().unwrap_or_default().to_string(),
+                r["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_unchanged_large_pipeline_is_read_back_and_any_change_to_what_it_was_made_of_is_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(
+        d.join("t.yaml"),
+        "templates:\n  echo:\n    kind: shell\n    params: {cmd: \"echo $I > o\", outs: [o]}\n",
+    )
+    .expect("write include");
+    std::fs::write(d.join("dep.txt"), "one").expect("write dep");
+    // 1,100 cells from an included template, a stage whose `deps:` file is read at plan
+    // time, a table reading every cell
+    let yaml = "include: [t.yaml]\nstages:\n  cell:\n    template: echo\n    \
+                matrix: {env.I: {range: 1100}}\n  dep:\n    kind: shell\n    \
+                params: {cmd: \"echo dep > o\", outs: [o], deps: [dep.txt]}\n  \
+                table:\n    kind: shell\n    params: {cmd: \"cat $PIPE_IN_UP_LIST > o\", outs: [o]}\n    \
+                inputs: {up: cell}\n";
+    std::fs::write(d.join("p.yaml"), yaml).expect("write pipeline");
+
+    let (_, timings) = pipe_timed(d, &["run", "p.yaml", "--quiet"]);
+    assert!(
+        !timings.contains(READ_BACK),
+        "nothing stored yet: {timings}"
+    );
+    let (plan, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(timings.contains(READ_BACK), "{timings}");
+    let rows = statuses(&plan);
+    assert_eq!(rows.len(), 1102);
+    assert!(rows.iter().all(|(_, s)| s == "cached"), "{rows:?}");
+    // the same plan as a full load gives, key for key
+    std::fs::remove_dir_all(d.join("cache/expanded")).expect("drop the records");
+    let (full, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(!timings.contains(READ_BACK), "{timings}");
+    assert_eq!(full, plan);
+
+    // a file read at plan time changed: the record is still used, the stage runs again
+    std::fs::write(d.join("dep.txt"), "two").expect("change dep");
+    let (plan, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(timings.contains(READ_BACK), "{timings}");
+    let to_run: Vec<String> = statuses(&plan)
+        .into_iter()
+        .filter(|(_, s)| s == "run")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(to_run, ["dep"]);
+
+    // the included template changed: a full load, and every cell runs again
+    std::fs::write(
+        d.join("t.yaml"),
+        "templates:\n  echo:\n    kind: shell\n    params: {cmd: \"echo $I! > o\", outs: [o]}\n",
+    )
+    .expect("change include");
+    let (plan, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(!timings.contains(READ_BACK), "{timings}");
+    let rows = statuses(&plan);
+    assert_eq!(rows.iter().filter(|(_, s)| s == "run").count(), 1102);
+
+    // a damaged record is a miss, never an error or a wrong plan
+    let (again, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(timings.contains(READ_BACK), "{timings}");
+    assert_eq!(again, plan);
+    for record in std::fs::read_dir(d.join("cache/expanded")).expect("records") {
+        let path = record.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read record");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate record");
+    }
+    let (damaged, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(!timings.contains(READ_BACK), "{timings}");
+    assert_eq!(damaged, plan);
+
+    // the pipeline itself changed (one cell's command): a full load, that one stage runs
+    std::fs::write(d.join("p.yaml"), yaml.replace("range: 1100", "range: 1101"))
+        .expect("edit pipeline");
+    let (plan, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(!timings.contains(READ_BACK), "{timings}");
+    assert_eq!(statuses(&plan).len(), 1103);
+}

@@ -96,6 +96,7 @@ pub(super) fn cache_command(
                 }
             }
             let report = cache.gc(&keep)?;
+            let expansions = crate::pipeline::ExpandedStore::in_cache(cache.root()).clear();
             let (logs, log_bytes) = crate::exec::slurm::remove_job_logs(cache.root(), &keep);
             let logs = match logs {
                 0 => String::new(),
@@ -105,7 +106,7 @@ pub(super) fn cache_command(
                 "removed {} entries and {} blobs{logs}, freed {}",
                 report.entries_removed,
                 report.blobs_removed,
-                human_bytes(report.bytes_freed + log_bytes)
+                human_bytes(report.bytes_freed + log_bytes + expansions)
             );
         }
     }

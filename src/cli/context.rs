@@ -10,7 +10,7 @@ use super::args::PipelineArgs;
 use crate::cache::Cache;
 use crate::exec::{self, Plan, PlanOptions, RunOptions};
 use crate::graph::StageGraph;
-use crate::pipeline::{load_pipeline, Pipeline};
+use crate::pipeline::{load_pipeline, load_pipeline_stored, ExpandedStore, Pipeline};
 use crate::stages::StageRegistry;
 
 /// A loaded pipeline with its graph.
@@ -21,27 +21,53 @@ pub(super) struct Loaded {
 
 /// Loads the pipeline at `path` under `profile` and builds its graph.
 pub(super) fn load(path: &Path, profile: Option<&str>, registry: &StageRegistry) -> Result<Loaded> {
-    let pipeline = load_pipeline(path, profile, registry)?;
+    with_graph(load_pipeline(path, profile, registry)?)
+}
+
+/// [`load`], through the store of expanded pipelines of the cache at `cache_root` (an
+/// unchanged large pipeline is read back, not expanded again: [`ExpandedStore`]).
+pub(super) fn load_stored(
+    path: &Path,
+    profile: Option<&str>,
+    registry: &StageRegistry,
+    cache_root: &Path,
+) -> Result<Loaded> {
+    let store = ExpandedStore::in_cache(cache_root);
+    with_graph(load_pipeline_stored(path, profile, registry, &store)?)
+}
+
+fn with_graph(pipeline: Pipeline) -> Result<Loaded> {
     let graph = StageGraph::build(&pipeline)?;
+    crate::timings::mark("graph");
     Ok(Loaded { pipeline, graph })
 }
 
-/// The pipeline of `target` loaded while `open` opens its cache on another core: at
-/// 100,000 stages each takes a few tenths of a second (#27). Where `cache_root` does not
-/// exist yet, the pipeline loads first, so that one that does not load leaves no new cache
-/// folder behind. A load error wins over the cache's.
+/// The pipeline of `target` loaded (through the cache's store of expanded pipelines) while
+/// `open` opens its cache on another core: at 100,000 stages each took a few tenths of a
+/// second (#27). Where `cache_root` does not exist yet, the pipeline loads first, so that
+/// one that does not load leaves no new cache folder behind. A load error wins over the
+/// cache's.
 pub(super) fn load_beside<C: Send>(
     target: &PipelineArgs,
     registry: &StageRegistry,
     cache_root: &Path,
     open: impl FnOnce() -> Result<C> + Send,
 ) -> Result<(Loaded, C)> {
-    let load_target = || load(&target.pipeline, target.profile.as_deref(), registry);
+    let load_target = || {
+        load_stored(
+            &target.pipeline,
+            target.profile.as_deref(),
+            registry,
+            cache_root,
+        )
+    };
     if !cache_root.exists() {
+        // (a pipeline that loaded stores its expansion, and so makes the folder)
         let loaded = load_target()?;
         return Ok((loaded, open()?));
     }
     let (loaded, cache) = rayon::join(load_target, open);
+    crate::timings::mark("cache opened (beside the load)");
     Ok((loaded?, cache?))
 }
 

@@ -13,6 +13,7 @@ use crate::stages::StageRegistry;
 
 /// Runs the command `cli` names.
 pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
+    crate::timings::start();
     let registry = StageRegistry::builtin();
     match cli.command {
         Command::Run {

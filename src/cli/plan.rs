@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::args::PipelineArgs;
 use super::context::{load_beside, open_for_reading, plan_for, Loaded};
 use crate::exec::{self, Plan, Status};
-use crate::pipeline::{load_pipeline, Pipeline};
+use crate::pipeline::{load_pipeline, load_pipeline_stored, ExpandedStore, Pipeline};
 use crate::stages::StageRegistry;
 
 /// What `pipe plan` was asked for, past the pipeline.
@@ -39,8 +39,9 @@ pub(super) fn plan_command(
     let (loaded, cache) = load_beside(target, registry, cache_root, || {
         open_for_reading(cache_root)
     })?;
-    check_other_profiles(&loaded, target, registry)?;
+    check_other_profiles(&loaded, target, registry, cache_root)?;
     let plan = plan_for(&loaded, &cache, only, force, &device)?;
+    crate::timings::mark("plan");
     if json {
         println!(
             "{}",
@@ -56,6 +57,7 @@ pub(super) fn plan_command(
     drop(cache);
     std::mem::forget(loaded);
     std::mem::forget(plan);
+    crate::timings::mark("printed, cache closed");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -65,13 +67,21 @@ fn check_other_profiles(
     loaded: &Loaded,
     target: &PipelineArgs,
     registry: &StageRegistry,
+    cache_root: &Path,
 ) -> Result<()> {
+    // through the cache's store where there is a cache (an unchanged profile reads back)
+    let store = cache_root
+        .exists()
+        .then(|| ExpandedStore::in_cache(cache_root));
     for profile in &loaded.pipeline.profiles {
         if target.profile.as_deref() == Some(profile.as_str()) {
             continue;
         }
-        load_pipeline(&target.pipeline, Some(profile), registry)
-            .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
+        match &store {
+            Some(store) => load_pipeline_stored(&target.pipeline, Some(profile), registry, store),
+            None => load_pipeline(&target.pipeline, Some(profile), registry),
+        }
+        .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ pub(super) fn run_command(
     } = request;
     let ctx = CommandContext::running(cache_root, target, registry)?;
     let plan = ctx.plan(only, force, &device)?;
+    crate::timings::mark("plan");
     let executor = match executor {
         ExecutorArg::Local => exec::Executor::Local,
         ExecutorArg::Slurm => exec::Executor::Slurm(exec::slurm::SlurmOptions {
@@ -67,6 +68,7 @@ pub(super) fn run_command(
         &opts,
     )?;
     publish(&ctx.loaded.pipeline, &plan, &ctx.cache, &summary)?;
+    crate::timings::mark("publish");
     println!("{}", summary.line());
     for (name, outcome) in &summary.outcomes {
         if let exec::StageOutcome::Failed { error } = outcome {
@@ -74,6 +76,7 @@ pub(super) fn run_command(
         }
     }
     ctx.finish(plan);
+    crate::timings::mark("cache closed");
     Ok(if summary.failed() > 0 {
         Exit::StageFailed.code()
     } else {

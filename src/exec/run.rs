@@ -141,6 +141,7 @@ fn schedule<'a>(
     let start = Instant::now();
     let mut outcomes: BTreeMap<usize, StageOutcome> = BTreeMap::new();
     let damaged = drop_damaged_results(plan, cache, ui)?;
+    crate::timings::mark("run: cached results checked");
     let runs =
         |it: &&super::plan::PlanItem| it.status == Status::Run || damaged.contains(&it.instance);
     let to_run: BTreeSet<usize> = plan
@@ -347,6 +348,7 @@ fn schedule<'a>(
             }
         }
     }
+    crate::timings::mark("run: stages run");
     if executor.interrupted() {
         cache.flush()?;
         return Err(RunError::Interrupted);
@@ -383,6 +385,7 @@ fn schedule<'a>(
         )?;
     }
     cache.flush()?;
+    crate::timings::mark("run: last runs recorded");
 
     Ok(RunSummary {
         outcomes: outcomes

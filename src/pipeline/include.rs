@@ -22,6 +22,7 @@ pub(super) fn merge(cx: &mut Context) -> Result<(), PipelineError> {
             ));
         }
         let loaded = ParsedFile::read(&inc_path)?;
+        cx.sources.push(loaded.source);
         let inc_map = Rc::new(loaded.map);
         if !loaded.doc.stages.is_empty() {
             return Err(inc_map.error(

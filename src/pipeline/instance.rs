@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use super::bind_inputs::InputTarget;
 
 /// A reference from an input to one upstream instance (optionally a path inside its output).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRef {
     /// Index into [`Pipeline::instances`].
     pub instance: usize,
@@ -15,8 +17,9 @@ pub struct InputRef {
     pub sub: Option<String>,
 }
 
-/// One runnable stage: a YAML stage, or one cell of its matrix.
-#[derive(Debug, Clone)]
+/// One runnable stage: a YAML stage, or one cell of its matrix. Serialized only into the
+/// cache's store of expanded pipelines (`expanded_store`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageInstance {
     /// `train` or, for a matrix cell, `train[fold=3,head=cls]`.
     pub name: String,
@@ -28,6 +31,7 @@ pub struct StageInstance {
     /// Params normalized by the kind (defaults filled in, canonical JSON).
     pub params: serde_json::Value,
     /// Matrix coordinates of this cell.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub coords: BTreeMap<String, serde_json::Value>,
     /// Input name -> bound upstream instances.
     pub inputs: BTreeMap<String, Vec<InputRef>>,
@@ -36,6 +40,7 @@ pub struct StageInstance {
     /// Workspace folder that receives a copy of the output (`publish:`).
     pub publish: Option<PathBuf>,
     /// What a cluster job of this cell asks for (`resources:`); not part of the key.
+    #[serde(default, skip_serializing_if = "super::Resources::is_unset")]
     pub resources: super::Resources,
     /// Where the stage is defined (for messages).
     pub file: PathBuf,

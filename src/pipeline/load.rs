@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use super::doc::PipelineDoc;
 use super::error::PipelineError;
+use super::expanded_store::{ExpandedStore, SourceFile};
 use super::instance::{Pipeline, StageInstance};
 use super::locate::SourceMap;
 use super::template::MergedStage;
@@ -34,6 +35,8 @@ pub(super) struct Context<'a> {
     pub instances: Vec<StageInstance>,
     /// Stage name -> indices of its instances in `instances`.
     pub by_base: BTreeMap<String, Vec<usize>>,
+    /// Every file read (the pipeline, then its includes), by content.
+    pub sources: Vec<SourceFile>,
 }
 
 /// Loads `path`, applies `profile`, expands and validates everything.
@@ -42,16 +45,50 @@ pub fn load_pipeline(
     profile: Option<&str>,
     registry: &StageRegistry,
 ) -> Result<Pipeline, PipelineError> {
+    load_in_full(path, profile, registry).map(|(pipeline, _)| pipeline)
+}
+
+/// [`load_pipeline`], with the expansion read from `store` when its files are as they
+/// were the last time, and stored there otherwise (see [`ExpandedStore`]). The same
+/// pipeline either way; errors come from the full load.
+pub fn load_pipeline_stored(
+    path: &Path,
+    profile: Option<&str>,
+    registry: &StageRegistry,
+    store: &ExpandedStore,
+) -> Result<Pipeline, PipelineError> {
+    if let Some(pipeline) = store.get(path, profile, registry) {
+        crate::timings::mark("load: stored expansion read");
+        return Ok(pipeline);
+    }
+    let (pipeline, sources) = load_in_full(path, profile, registry)?;
+    store.put(&pipeline, sources);
+    crate::timings::mark("load: expansion stored");
+    Ok(pipeline)
+}
+
+/// Every pass over the files; the pipeline and the files it was read from.
+fn load_in_full(
+    path: &Path,
+    profile: Option<&str>,
+    registry: &StageRegistry,
+) -> Result<(Pipeline, Vec<SourceFile>), PipelineError> {
+    use crate::timings::mark;
     let mut cx = Context::read(path, registry)?;
+    mark("load: read and parse");
     include::merge(&mut cx)?;
     template::apply(&mut cx)?;
     kind::resolve(&mut cx)?;
     if let Some(name) = profile {
         profile::apply(&mut cx, name)?;
     }
+    mark("load: templates, kinds");
     matrix::expand(&mut cx)?;
+    mark("load: matrix expansion");
     bind_inputs::bind(&mut cx)?;
+    mark("load: inputs bound");
     contracts::check(&mut cx)?;
+    mark("load: contracts");
     let pipeline = Pipeline {
         file: path.to_path_buf(),
         profile: profile.map(str::to_string),
@@ -60,19 +97,21 @@ pub fn load_pipeline(
         profiles: cx.doc.profiles.keys().cloned().collect(),
     };
     let large = pipeline.instances.len() >= 10_000;
+    let sources = std::mem::take(&mut cx.sources);
     drop(cx);
     if large {
         // the documents, freed just now, were built on several threads: their memory
         // stays with those threads' arenas unless given back (#27)
         crate::allocator::release_free_memory();
     }
-    Ok(pipeline)
+    mark("load: documents freed");
+    Ok((pipeline, sources))
 }
 
 impl<'a> Context<'a> {
     /// The pipeline file parsed, refused when it defines no stages; nothing built yet.
     fn read(path: &'a Path, registry: &'a StageRegistry) -> Result<Self, PipelineError> {
-        let ParsedFile { doc, map } = ParsedFile::read(path)?;
+        let ParsedFile { doc, map, source } = ParsedFile::read(path)?;
         let map = Rc::new(map);
         if doc.stages.is_empty() {
             return Err(map.error(
@@ -95,6 +134,7 @@ impl<'a> Context<'a> {
             kinds: BTreeMap::new(),
             instances: Vec::new(),
             by_base: BTreeMap::new(),
+            sources: vec![source],
         })
     }
 }
@@ -103,6 +143,8 @@ impl<'a> Context<'a> {
 pub(super) struct ParsedFile {
     pub doc: PipelineDoc,
     pub map: SourceMap,
+    /// The text that was parsed, by content.
+    pub source: SourceFile,
 }
 
 impl ParsedFile {
@@ -113,11 +155,12 @@ impl ParsedFile {
             PipelineError::new(path, 0, 0, format!("cannot read pipeline file: {e}"))
         })?;
         let map = SourceMap::scan(path, &text);
+        let source = SourceFile::of(path, &text);
         if let Some(e) = map.repeated_name(&["stages", "templates", "profiles"]) {
             return Err(e);
         }
         if let Some(doc) = parse_in_pieces::stages_in_pieces(&text) {
-            return Ok(ParsedFile { doc, map });
+            return Ok(ParsedFile { doc, map, source });
         }
         let doc: PipelineDoc = serde_yaml::from_str(&text).map_err(|e| {
             let (line, col) = e
@@ -126,7 +169,7 @@ impl ParsedFile {
                 .unwrap_or((1, 1));
             PipelineError::new(path, line, col, describe_yaml_error(&e))
         })?;
-        Ok(ParsedFile { doc, map })
+        Ok(ParsedFile { doc, map, source })
     }
 }
 

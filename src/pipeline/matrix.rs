@@ -29,7 +29,7 @@ pub fn set_max_cells(limit: u64) {
     MAX_CELLS.store(limit, Ordering::Relaxed);
 }
 
-fn max_cells() -> u64 {
+pub(super) fn max_cells() -> u64 {
     MAX_CELLS.load(Ordering::Relaxed)
 }
 

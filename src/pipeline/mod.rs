@@ -7,6 +7,7 @@ mod bind_inputs;
 mod contracts;
 mod doc;
 mod error;
+mod expanded_store;
 mod include;
 mod instance;
 mod kind;
@@ -20,8 +21,9 @@ mod template;
 
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 pub use error::PipelineError;
+pub use expanded_store::{ExpandedStore, STORE_FROM_INSTANCES};
 pub use instance::{InputRef, Pipeline, StageInstance};
-pub use load::load_pipeline;
+pub use load::{load_pipeline, load_pipeline_stored};
 pub use locate::{Located, SourceMap};
 pub use matrix::{set_max_cells, DEFAULT_MAX_CELLS};
 pub use resources::Resources;

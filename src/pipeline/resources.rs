@@ -29,6 +29,11 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Whether no field is set (the scheduler's defaults).
+    pub fn is_unset(&self) -> bool {
+        *self == Resources::default()
+    }
+
     /// These resources with every field `over` sets replacing this one's (`extra` flags
     /// are appended): a stage over its template, a profile over the stage.
     pub fn overlaid(&self, over: &Resources) -> Resources {
