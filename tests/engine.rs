@@ -180,6 +180,40 @@ fn plan_says_new_and_profile_changes_params() {
 }
 
 #[test]
+fn a_no_op_run_moves_each_last_run_back_after_another_profile_ran() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &format!("{CHAIN}profiles:\n  loud:\n    a:\n      cmd: echo ALPHA > a.txt\n"),
+    );
+    p.ok(&["run", "p.yaml"]);
+    p.ok(&["run", "p.yaml"]); // a no-op: the records are vouched for by one digest
+    p.ok(&["run", "p.yaml", "--profile", "loud"]);
+    let back = p.ok(&["run", "p.yaml"]);
+    assert!(back.contains("ran 0, cached 4"), "{back}");
+    // `a`'s last run is the plain one again, not the loud one
+    p.write(
+        "p.yaml",
+        &format!(
+            "{}profiles:\n  loud:\n    a:\n      cmd: echo ALPHA > a.txt\n",
+            CHAIN.replace("echo alpha", "echo Alpha")
+        ),
+    );
+    let (_, why) = p.status_of("p.yaml", "a");
+    assert!(
+        why.contains("echo alpha > a.txt → echo Alpha > a.txt"),
+        "{why}"
+    );
+    let again = p.ok(&["run", "p.yaml", "--profile", "loud"]);
+    assert!(again.contains("ran 0, cached 4"), "{again}");
+    let (_, why) = p.status_of("p.yaml", "a");
+    assert!(
+        why.contains("echo ALPHA > a.txt → echo Alpha > a.txt"),
+        "{why}"
+    );
+}
+
+#[test]
 fn matrix_expands_and_family_input_collects_all_cells() {
     let p = Project::new();
     p.write(

@@ -400,7 +400,41 @@ impl Index {
         let bytes = serde_json::to_vec(run).unwrap_or_default();
         let _changing = self.change_lock();
         self.bump_generation()?;
+        // a record changes: the pipeline's digest no longer vouches for its records
+        if let Store::Sled { db, .. } = &self.store {
+            db.remove(Self::digest_key(pipeline))
+                .map_err(|e| self.err(e))?;
+        }
         last.insert(Self::last_key(pipeline, stage).as_bytes(), bytes)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn digest_key(pipeline: &str) -> Vec<u8> {
+        format!("last-runs-digest\0{pipeline}").into_bytes()
+    }
+
+    /// The digest that vouches for the last-run records of `pipeline` (see
+    /// [`super::Cache::last_runs_vouched`]); removed by every change to one of them.
+    pub(super) fn last_runs_digest(&self, pipeline: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        match &self.store {
+            Store::Sled { db, .. } => Ok(db
+                .get(Self::digest_key(pipeline))
+                .map_err(|e| self.err(e))?
+                .map(|v| v.to_vec())),
+            Store::Snapshot(_) => Ok(None),
+        }
+    }
+
+    pub(super) fn set_last_runs_digest(
+        &self,
+        pipeline: &str,
+        digest: &[u8],
+    ) -> Result<(), CacheError> {
+        let Store::Sled { db, .. } = &self.store else {
+            return Err(self.read_only());
+        };
+        db.insert(Self::digest_key(pipeline), digest)
             .map_err(|e| self.err(e))?;
         Ok(())
     }

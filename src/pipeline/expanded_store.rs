@@ -62,13 +62,14 @@ struct Header {
     sources: Vec<SourceFile>,
 }
 
-/// The rest of a record: the pipeline as loaded.
+/// The second line of a record: the pipeline as loaded, but its instances, which follow,
+/// one a line (so that they decode on every core, into a vector of the right size).
 #[derive(Serialize, Deserialize)]
 struct Body {
     file: PathBuf,
     description: Option<String>,
     profiles: Vec<String>,
-    instances: Vec<StageInstance>,
+    instances: usize,
 }
 
 /// Where records live: `<cache>/expanded/`, one file per pipeline path, profile and
@@ -148,15 +149,18 @@ impl ExpandedStore {
         {
             return None;
         }
-        let body: Body = serde_json::from_slice(&bytes[cut + 1..]).ok()?;
+        let rest = &bytes[cut + 1..];
+        let cut = rest.iter().position(|&b| b == b'\n')?;
+        let body: Body = serde_json::from_slice(&rest[..cut]).ok()?;
         if body.file != path {
             return None;
         }
+        let instances = decode_lines(&rest[cut + 1..], body.instances)?;
         let mut pipeline = Pipeline {
             file: body.file,
             profile: profile.map(str::to_string),
             description: body.description,
-            instances: body.instances,
+            instances,
             profiles: body.profiles,
         };
         refresh_fingerprints(&mut pipeline, registry)?;
@@ -193,9 +197,14 @@ impl ExpandedStore {
                     file: &pipeline.file,
                     description: &pipeline.description,
                     profiles: &pipeline.profiles,
-                    instances: &pipeline.instances,
+                    instances: pipeline.instances.len(),
                 },
             )?;
+            for inst in &pipeline.instances {
+                out.write_all(b"\n")?;
+                serde_json::to_writer(&mut out, inst)?;
+            }
+            out.write_all(b"\n")?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
         if written.is_err() {
@@ -212,7 +221,25 @@ struct BodyRef<'a> {
     file: &'a PathBuf,
     description: &'a Option<String>,
     profiles: &'a [String],
-    instances: &'a [StageInstance],
+    instances: usize,
+}
+
+/// `n` instances, one JSON object a line (the last line ends with a newline), decoded in
+/// chunks on every core; `None` when the lines are not exactly `n` instances.
+fn decode_lines(text: &[u8], n: usize) -> Option<Vec<StageInstance>> {
+    use rayon::prelude::*;
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    // after the last newline: an empty piece, or a torn line from a damaged record
+    let (last, lines) = lines.split_last()?;
+    if !last.is_empty() || lines.len() != n {
+        return None;
+    }
+    let mut decoded: Vec<Option<StageInstance>> = Vec::with_capacity(n);
+    lines
+        .par_iter()
+        .map(|line| serde_json::from_slice(line).ok())
+        .collect_into_vec(&mut decoded);
+    decoded.into_iter().collect()
 }
 
 /// Identifies the running `pipe` build: its path, size and modification time. Any

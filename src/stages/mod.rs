@@ -68,13 +68,17 @@ pub trait Stage: Send + Sync + 'static {
         None
     }
 
-    /// Range and consistency checks done at plan time (before anything runs).
+    /// Range and consistency checks done at plan time (before anything runs). A check that
+    /// reads a file must come with a `Some` [`Stage::fingerprint`], so that a stored
+    /// expansion checks it again (`pipeline::ExpandedStore`).
     fn check(_params: &Self::Params) -> Result<(), ParamError> {
         Ok(())
     }
 
     /// Fingerprint of what determines the output beyond params and inputs (e.g. the bytes
     /// of a local `path:` source), computed at plan time; it becomes part of the key.
+    /// `None` must depend on the params alone (no local content named): a stored
+    /// expansion recomputes only the fingerprints that were `Some`.
     fn fingerprint(_params: &Self::Params) -> Result<Option<String>, ParamError> {
         Ok(None)
     }
