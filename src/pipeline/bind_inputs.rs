@@ -135,7 +135,7 @@ pub(super) fn bind(cx: &mut Context) -> Result<(), PipelineError> {
             }
             bound.insert(input.clone(), out);
         }
-        instances[i].inputs = bound;
+        instances[i].inputs = bound.into();
     }
     Ok(())
 }

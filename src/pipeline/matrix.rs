@@ -154,10 +154,15 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 uses_backend: erased.uses_backend(),
                 params: normalized,
                 coords,
-                inputs: BTreeMap::new(),
+                inputs: Default::default(),
                 fingerprint,
                 publish,
-                resources: m.doc.resources.clone().unwrap_or_default(),
+                resources: m
+                    .doc
+                    .resources
+                    .as_ref()
+                    .filter(|r| !r.is_unset())
+                    .map(|r| Box::new(r.clone())),
                 file: path.to_path_buf(),
                 line,
             });

@@ -29,9 +29,19 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// No field set: the scheduler's defaults.
+    pub const UNSET: Resources = Resources {
+        cpus: None,
+        mem: None,
+        gpus: None,
+        time: None,
+        partition: None,
+        extra: Vec::new(),
+    };
+
     /// Whether no field is set (the scheduler's defaults).
     pub fn is_unset(&self) -> bool {
-        *self == Resources::default()
+        *self == Resources::UNSET
     }
 
     /// These resources with every field `over` sets replacing this one's (`extra` flags

@@ -338,7 +338,7 @@ impl<'u> SlurmExecutor<'u> {
             script: &script,
             output: &log_dir.join("%j.log"),
             chdir: &self.cwd,
-            resources: &job.inst.resources,
+            resources: job.inst.resources(),
         })?;
         self.sbatch_time += t0.elapsed();
         let log = log_dir.join(format!("{id}.log"));
