@@ -700,17 +700,28 @@ impl Cache {
     /// and keys, [`last_runs_digest`]) is as it says: written after a run left all of
     /// them current, removed by any change to one. A no-op run of 100,000 stages asks
     /// this once instead of reading each record (#27).
+    ///
+    /// The digest is stored with the index's generation: any change to the index since
+    /// (by any `pipe`, also one from before digests, which does not remove them) voids it.
     pub fn last_runs_vouched(&self, pipeline: &str, digest: &[u8; 32]) -> Result<bool, CacheError> {
-        Ok(self
-            .index
-            .last_runs_digest(pipeline)?
-            .is_some_and(|stored| stored == digest))
+        let Some(stored) = self.index.last_runs_digest(pipeline)? else {
+            return Ok(false);
+        };
+        Ok(stored == self.vouching(digest)?)
     }
 
     /// Records that the last runs of `pipeline` are those `digest` sums (every one was
     /// checked or written by this run).
     pub fn vouch_last_runs(&self, pipeline: &str, digest: &[u8; 32]) -> Result<(), CacheError> {
-        self.index.set_last_runs_digest(pipeline, digest)
+        let value = self.vouching(digest)?;
+        self.index.set_last_runs_digest(pipeline, &value)
+    }
+
+    /// `digest` followed by the index's generation now.
+    fn vouching(&self, digest: &[u8; 32]) -> Result<Vec<u8>, CacheError> {
+        let mut value = digest.to_vec();
+        value.extend_from_slice(&self.index.generation()?.to_be_bytes());
+        Ok(value)
     }
 
     pub fn record_last_run(

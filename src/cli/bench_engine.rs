@@ -218,6 +218,55 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<(f64, u64, String
     Ok((seconds, peak_kib, stdout))
 }
 
+/// Processes started to measure [`start_up_floor`] (the per-stage figure is their mean).
+const FLOOR_SAMPLE: usize = 2000;
+
+/// What starting a stage's process alone costs, the floor under a cold run: `sample`
+/// `sh -c "echo I > o"`, each in a fresh folder, `jobs` at a time (as `pipe run` starts
+/// stages); seconds a command.
+fn start_up_floor(dir: &Path, jobs: usize, sample: usize) -> Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let root = dir.join("start-up-floor");
+    let _ = std::fs::remove_dir_all(&root);
+    let next = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= sample {
+                            return Ok(());
+                        }
+                        let folder = root.join(i.to_string());
+                        std::fs::create_dir_all(&folder)?;
+                        let status = Command::new("sh")
+                            .arg("-c")
+                            .arg(format!("echo {i} > o"))
+                            .current_dir(&folder)
+                            .stdin(Stdio::null())
+                            .status()
+                            .context("starting sh")?;
+                        if !status.success() {
+                            bail!("sh -c 'echo {i} > o' failed: {status}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a start-up worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(seconds / sample.max(1) as f64)
+}
+
 /// `ran A, cached B, …` (run) or `A to run, B cached` (plan), from the last lines.
 fn counts(stdout: &str) -> (usize, usize) {
     let number = |text: &str, after: &str| -> Option<usize> {
@@ -300,6 +349,8 @@ struct Report {
     cpu: String,
     cores: usize,
     pipeline_bytes: usize,
+    /// Seconds a stage's process start-up alone costs ([`start_up_floor`]).
+    start_up_floor_seconds: f64,
     steps: Vec<Step>,
     tools: Vec<ToolFigures>,
 }
@@ -372,6 +423,26 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
         show(&cold);
         steps.push(cold);
     }
+    let floor = start_up_floor(&ws.dir, cores, FLOOR_SAMPLE.min(n))?;
+    if !b.json {
+        let cold = steps
+            .first()
+            .map(|s| {
+                format!(
+                    ": the cold run is {:.2}× it",
+                    s.seconds / (floor * n as f64)
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<18} {:>9.3} s  {:>8.1} µs/stage  ({} × `sh -c \"echo I > o\"` in fresh folders, \
+             {cores} at a time{cold})",
+            "start-up floor",
+            floor * n as f64,
+            floor * 1e6,
+            FLOOR_SAMPLE.min(n),
+        );
+    }
     let noop = ws.median_step("no-op run", &["run", "--quiet"], b.repeat)?;
     show(&noop);
     let plan = ws.median_step("plan", &["plan"], b.repeat)?;
@@ -402,6 +473,7 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
             cpu,
             cores,
             pipeline_bytes: dag.yaml.len(),
+            start_up_floor_seconds: floor,
             steps,
             tools,
         };
