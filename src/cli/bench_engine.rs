@@ -1,7 +1,10 @@
 //! `pipe bench engine`: the engine's own cost on a generated pipeline of N trivial `shell`
 //! stages in one of three shapes. Each step (cold run, no-op rerun, `plan`, rerun after one
 //! leaf changed) runs as a child `pipe` process, timed from spawn to exit, with its peak
-//! resident memory from `wait4`. It prints figures; it is a benchmark, not a test.
+//! resident memory from `wait4`; the no-op and `plan` figures come after one untimed no-op
+//! (the steady state: the first command after a change stores the expansion), and beside
+//! the cold run the start-up floor (the same number of `sh` started, with no engine). It
+//! prints figures; it is a benchmark, not a test.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -443,6 +446,10 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
             FLOOR_SAMPLE.min(n),
         );
     }
+    // one untimed no-op first: the first command after the pipeline file or the pipe
+    // build changed loads it in full and stores its expansion (timed as "one leaf
+    // changed"); the no-op and plan figures are the steady state
+    ws.step("warm-up", &["run", "--quiet"])?;
     let noop = ws.median_step("no-op run", &["run", "--quiet"], b.repeat)?;
     show(&noop);
     let plan = ws.median_step("plan", &["plan"], b.repeat)?;
