@@ -90,6 +90,22 @@ pub fn canonical_json(value: &serde_json::Value) -> String {
     sort(value).to_string()
 }
 
+/// [`canonical_json`] of `value`, written directly (no sorted copy built first).
+pub fn canonical_text_of(value: &serde_json::Value) -> String {
+    let mut out = Vec::with_capacity(64);
+    write_canonical(&mut out, value);
+    // JSON text written from strings and serde_json's own output is UTF-8
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// A stage's params as a key takes them: the value, or its canonical text already made
+/// ([`canonical_text_of`]; a loaded pipeline keeps its params that way, #27).
+#[derive(Debug, Clone, Copy)]
+pub enum ParamsText<'a> {
+    Value(&'a serde_json::Value),
+    Canonical(&'a str),
+}
+
 /// Appends the canonical JSON text of `value` (what [`canonical_json`] returns) to `out`,
 /// without building a sorted copy first.
 fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
@@ -136,7 +152,7 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
 pub struct KeyParts<'a> {
     pub kind: &'a str,
     pub version: u32,
-    pub params: &'a serde_json::Value,
+    pub params: ParamsText<'a>,
     pub inputs: &'a BTreeMap<String, Vec<String>>,
     pub fingerprint: Option<&'a str>,
     pub backend: Option<&'a str>,
@@ -182,7 +198,10 @@ impl KeyParts<'_> {
         out.extend_from_slice(b"},\"kind\":");
         write_json_string(&mut out, self.kind);
         out.extend_from_slice(b",\"params\":");
-        write_canonical(&mut out, self.params);
+        match self.params {
+            ParamsText::Value(value) => write_canonical(&mut out, value),
+            ParamsText::Canonical(text) => out.extend_from_slice(text.as_bytes()),
+        }
         out.extend_from_slice(b",\"version\":");
         out.extend_from_slice(self.version.to_string().as_bytes());
         out.push(b'}');
@@ -205,7 +224,7 @@ impl KeyMaterial {
         KeyParts {
             kind: &self.kind,
             version: self.version,
-            params: &self.params,
+            params: ParamsText::Value(&self.params),
             inputs: &self.inputs,
             fingerprint: self.fingerprint.as_deref(),
             backend: self.backend.as_deref(),
@@ -302,6 +321,14 @@ mod tests {
         for m in materials {
             let direct = String::from_utf8(m.parts().canonical_text()).expect("utf-8");
             assert_eq!(direct, canonical_by_value(&m));
+            assert_eq!(canonical_text_of(&m.params), canonical_json(&m.params));
+            // params kept as their canonical text make the same key
+            let text = canonical_text_of(&m.params);
+            let parts = KeyParts {
+                params: ParamsText::Canonical(&text),
+                ..m.parts()
+            };
+            assert_eq!(parts.key(), m.key());
         }
     }
 

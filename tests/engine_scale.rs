@@ -213,10 +213,19 @@ fn an_unchanged_large_pipeline_is_read_back_and_any_change_to_what_it_was_made_o
     let rows = statuses(&plan);
     assert_eq!(rows.iter().filter(|(_, s)| s == "run").count(), 1102);
 
-    // a damaged record is a miss, never an error or a wrong plan
+    // a damaged record is a miss, never an error or a wrong plan: one command changed in
+    // place (still valid JSON), then the record cut in half
     let (again, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
     assert!(timings.contains(READ_BACK), "{timings}");
     assert_eq!(again, plan);
+    for record in std::fs::read_dir(d.join("cache/expanded")).expect("records") {
+        let path = record.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read record");
+        std::fs::write(&path, text.replacen("echo $I!", "echo $I?", 1)).expect("edit record");
+    }
+    let (edited, timings) = pipe_timed(d, &["plan", "p.yaml", "--json"]);
+    assert!(!timings.contains(READ_BACK), "{timings}");
+    assert_eq!(edited, plan);
     for record in std::fs::read_dir(d.join("cache/expanded")).expect("records") {
         let path = record.expect("entry").path();
         let bytes = std::fs::read(&path).expect("read record");

@@ -100,7 +100,7 @@ pub(super) fn report_command(
             },
         };
         let params: crate::stages::report::ReportParams =
-            serde_json::from_value(inst.params.clone())
+            serde_json::from_value(inst.params.value().clone())
                 .with_context(|| format!("params of `{}`", inst.name))?;
         let provenance = Provenance::for_run(
             &target.pipeline.display().to_string(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::reason::{reasons_text, RunReason};
 use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
-use crate::hash::{KeyMaterial, KeyParts, StageKey};
+use crate::hash::{KeyMaterial, KeyParts, ParamsText, StageKey};
 use crate::pipeline::Pipeline;
 
 /// Status of one instance in a plan.
@@ -226,7 +226,7 @@ fn material_of<K: AsRef<str>>(
     KeyMaterial {
         kind: inst.kind.clone(),
         version: inst.version,
-        params: inst.params.clone(),
+        params: inst.params.value().clone(),
         inputs: input_keys_of(p, instance, hex_key),
         fingerprint: inst.fingerprint.clone(),
         backend: inst.uses_backend.then(|| backend.to_string()),
@@ -245,7 +245,7 @@ fn material_key<K: AsRef<str>>(
     KeyParts {
         kind: &inst.kind,
         version: inst.version,
-        params: &inst.params,
+        params: ParamsText::Canonical(inst.params.canonical()),
         inputs: &input_keys_of(p, instance, hex_key),
         fingerprint: inst.fingerprint.as_deref(),
         backend: inst.uses_backend.then_some(backend),

@@ -26,7 +26,7 @@ use crate::stages::StageRegistry;
 pub const STORE_FROM_INSTANCES: usize = 1_000;
 
 /// Bumped whenever the record's layout or the meaning of a stored field changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// A file the expansion was read from, by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +60,9 @@ struct Header {
     profile: Option<String>,
     workdir: PathBuf,
     sources: Vec<SourceFile>,
+    /// blake3 of the rest of the record: a damaged record is a miss, never a wrong
+    /// pipeline (params are read back as the text they were written as).
+    body_blake3: String,
 }
 
 /// The second line of a record: the pipeline as loaded, but its instances, which follow,
@@ -114,8 +117,9 @@ impl ExpandedStore {
         self.dir.join(format!("{}.json", &hex[..32]))
     }
 
-    fn header(profile: Option<&str>, sources: Vec<SourceFile>) -> Option<Header> {
+    fn header(profile: Option<&str>, sources: Vec<SourceFile>, body: &[u8]) -> Option<Header> {
         Some(Header {
+            body_blake3: blake3::hash(body).to_hex().to_string(),
             format: FORMAT,
             build: build_stamp()?,
             max_cells: super::matrix::max_cells(),
@@ -137,19 +141,20 @@ impl ExpandedStore {
         let bytes = std::fs::read(self.record_path(path, profile, &workdir)).ok()?;
         let cut = bytes.iter().position(|&b| b == b'\n')?;
         let stored: Header = serde_json::from_slice(&bytes[..cut]).ok()?;
-        let expected = Self::header(profile, Vec::new())?;
+        let rest = &bytes[cut + 1..];
+        let expected = Self::header(profile, Vec::new(), rest)?;
         let same_setting = stored.format == expected.format
             && stored.build == expected.build
             && stored.max_cells == expected.max_cells
             && stored.profile == expected.profile
-            && stored.workdir == expected.workdir;
+            && stored.workdir == expected.workdir
+            && stored.body_blake3 == expected.body_blake3;
         if !same_setting
             || stored.sources.is_empty()
             || !stored.sources.iter().all(|s| s.unchanged())
         {
             return None;
         }
-        let rest = &bytes[cut + 1..];
         let cut = rest.iter().position(|&b| b == b'\n')?;
         let body: Body = serde_json::from_slice(&rest[..cut]).ok()?;
         if body.file != path {
@@ -179,7 +184,23 @@ impl ExpandedStore {
 
     fn try_put(&self, pipeline: &Pipeline, sources: Vec<SourceFile>) -> Option<()> {
         let profile = pipeline.profile.as_deref();
-        let header = Self::header(profile, sources)?;
+        let mut body = Vec::with_capacity(pipeline.instances.len() * 256);
+        serde_json::to_writer(
+            &mut body,
+            &BodyRef {
+                file: &pipeline.file,
+                description: &pipeline.description,
+                profiles: &pipeline.profiles,
+                instances: pipeline.instances.len(),
+            },
+        )
+        .ok()?;
+        for inst in &pipeline.instances {
+            body.push(b'\n');
+            serde_json::to_writer(&mut body, inst).ok()?;
+        }
+        body.push(b'\n');
+        let header = Self::header(profile, sources, &body)?;
         let target = self.record_path(&pipeline.file, profile, &header.workdir);
         std::fs::create_dir_all(&self.dir).ok()?;
         let tmp = self.dir.join(format!(
@@ -191,20 +212,7 @@ impl ExpandedStore {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             serde_json::to_writer(&mut out, &header)?;
             out.write_all(b"\n")?;
-            serde_json::to_writer(
-                &mut out,
-                &BodyRef {
-                    file: &pipeline.file,
-                    description: &pipeline.description,
-                    profiles: &pipeline.profiles,
-                    instances: pipeline.instances.len(),
-                },
-            )?;
-            for inst in &pipeline.instances {
-                out.write_all(b"\n")?;
-                serde_json::to_writer(&mut out, inst)?;
-            }
-            out.write_all(b"\n")?;
+            out.write_all(&body)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
         if written.is_err() {
@@ -271,7 +279,7 @@ fn refresh_fingerprints(pipeline: &mut Pipeline, registry: &StageRegistry) -> Op
         .try_for_each(|inst| {
             let kind = registry.get(&inst.kind)?;
             let normalized = kind.normalize(&inst.params).ok()?;
-            if normalized != inst.params {
+            if inst.params != normalized {
                 return None;
             }
             inst.fingerprint = kind.fingerprint(&normalized).ok()?;

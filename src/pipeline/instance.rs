@@ -122,8 +122,8 @@ pub struct StageInstance {
     pub kind: String,
     pub version: u32,
     pub uses_backend: bool,
-    /// Params normalized by the kind (defaults filled in, canonical JSON).
-    pub params: serde_json::Value,
+    /// Params normalized by the kind (defaults filled in), kept as canonical JSON text.
+    pub params: super::StageParams,
     /// Matrix coordinates of this cell.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub coords: BTreeMap<String, serde_json::Value>,

@@ -152,7 +152,7 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 kind: kind.clone(),
                 version: erased.version(),
                 uses_backend: erased.uses_backend(),
-                params: normalized,
+                params: super::StageParams::new(normalized),
                 coords,
                 inputs: Default::default(),
                 fingerprint,

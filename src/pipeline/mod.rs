@@ -17,6 +17,7 @@ mod matrix;
 mod parse_in_pieces;
 mod profile;
 mod resources;
+mod stage_params;
 mod template;
 
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
@@ -27,3 +28,4 @@ pub use load::{load_pipeline, load_pipeline_stored};
 pub use locate::{Located, SourceMap};
 pub use matrix::{set_max_cells, DEFAULT_MAX_CELLS};
 pub use resources::Resources;
+pub use stage_params::StageParams;

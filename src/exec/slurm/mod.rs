@@ -294,7 +294,7 @@ impl<'u> SlurmExecutor<'u> {
             kind: job.inst.kind.clone(),
             key: key.clone(),
             coords: job.inst.coords.clone(),
-            params: job.inst.params.clone(),
+            params: job.inst.params.value().clone(),
             inputs: job
                 .inputs
                 .by_name
