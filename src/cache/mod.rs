@@ -413,9 +413,9 @@ impl Cache {
                 Err(e) => return Err(e),
             }
         }
-        let snapshot = match fs::read_to_string(&path) {
-            Ok(text) => {
-                snapshot_text::SnapshotText::parse(text).map_err(|e| CacheError::Corrupt {
+        let snapshot = match File::open(&path) {
+            Ok(file) => {
+                snapshot_text::SnapshotText::scan(file).map_err(|e| CacheError::Corrupt {
                     key: SNAPSHOT_FILE.into(),
                     message: e.to_string(),
                 })?

@@ -1,15 +1,14 @@
-//! The index snapshot as a reader holds it: the file's text and where each entry and last
-//! run is in it, each parsed only when asked for.
+//! The index snapshot as a reader holds it: where each entry and last run is in the file,
+//! each read and parsed only when asked for.
 //!
 //! `pipe plan` over a filled cache of 100,000 results asks one question of most of them
 //! (is this key there?) and reads a handful; parsing every entry and every last run into
 //! maps of strings cost it a fifth of its time and 100 MB (#27).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::fs::File;
+use std::io::BufRead;
+use std::sync::Arc;
 
 use super::index::{Entry, IndexSnapshot, LastRun};
 use crate::hash::StageKey;
@@ -21,59 +20,74 @@ struct Span {
     len: usize,
 }
 
-/// A snapshot read from its JSON text, values left unparsed (see the module doc).
+/// Where the values are read from when asked for.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The text, held (tests, small snapshots).
+    Text(Arc<str>),
+    /// The file it was scanned from, kept open: the holder replaces the snapshot by a
+    /// rename, so this stays the text that was scanned.
+    File(Arc<File>),
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Text(Arc::from(""))
+    }
+}
+
+/// A snapshot's layout: where each value is, values left unread (see the module doc).
 #[derive(Debug, Clone, Default)]
 pub(super) struct SnapshotText {
-    text: String,
+    source: Source,
     generation: u64,
     entries: HashMap<StageKey, Span>,
     /// By `pipeline\0stage`.
     last_run: HashMap<String, Span>,
 }
 
-/// The snapshot's layout, its values borrowed from the text as they are.
-#[derive(Deserialize)]
-struct Layout<'a> {
-    #[serde(default)]
-    generation: u64,
-    #[serde(borrow, default)]
-    entries: HashMap<Cow<'a, str>, &'a RawValue>,
-    #[serde(borrow, default)]
-    last_run: HashMap<Cow<'a, str>, &'a RawValue>,
+/// A snapshot whose text is not the JSON object the holder writes.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ScanError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a snapshot: {0}")]
+    Layout(&'static str),
 }
 
 impl SnapshotText {
-    /// Reads the layout of `text` (an `index-snapshot.json`); keys that are not stage keys
-    /// are left out, as the full parse left them out.
-    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
-        let layout: Layout = serde_json::from_str(&text)?;
-        let base = text.as_ptr() as usize;
-        // a borrowed value is a slice of `text`: its place is its distance from the start
-        let span = |raw: &RawValue| Span {
-            start: raw.get().as_ptr() as usize - base,
-            len: raw.get().len(),
-        };
-        let entries = layout
-            .entries
-            .iter()
-            .filter_map(|(k, v)| Some((StageKey::from_hex(k)?, span(v))))
-            .collect();
-        let last_run = layout
-            .last_run
-            .iter()
-            .map(|(k, v)| (k.to_string(), span(v)))
-            .collect();
-        let generation = layout.generation;
-        Ok(SnapshotText {
-            text,
-            generation,
-            entries,
-            last_run,
-        })
+    /// The layout of `text` (an `index-snapshot.json`), which it keeps.
+    #[cfg(test)]
+    pub fn parse(text: String) -> Result<Self, ScanError> {
+        let layout = Layout::scan(text.as_bytes())?;
+        Ok(layout.into_snapshot(Source::Text(Arc::from(text))))
     }
 
-    fn value(&self, span: Span) -> &str {
-        &self.text[span.start..span.start + span.len]
+    /// The layout of the snapshot in `file`, streamed through a small buffer (never held
+    /// whole: at 100,000 results its text was 80 MB of `plan`'s memory, #27); values are
+    /// read from the file when asked for.
+    pub fn scan(file: File) -> Result<Self, ScanError> {
+        let layout = Layout::scan(std::io::BufReader::with_capacity(1 << 20, &file))?;
+        Ok(layout.into_snapshot(Source::File(Arc::new(file))))
+    }
+
+    fn value(&self, span: Span) -> Option<String> {
+        match &self.source {
+            Source::Text(text) => text
+                .get(span.start..span.start + span.len)
+                .map(str::to_string),
+            Source::File(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut bytes = vec![0; span.len];
+                file.read_exact_at(&mut bytes, span.start as u64).ok()?;
+                String::from_utf8(bytes).ok()
+            }
+        }
+    }
+
+    fn parsed<T: serde::de::DeserializeOwned>(&self, span: Span) -> Result<T, serde_json::Error> {
+        let text = self.value(span).unwrap_or_default();
+        serde_json::from_str(&text)
     }
 
     pub fn generation(&self) -> u64 {
@@ -88,7 +102,7 @@ impl SnapshotText {
     pub fn entry(&self, key: &StageKey) -> Result<Option<Entry>, serde_json::Error> {
         self.entries
             .get(key)
-            .map(|span| serde_json::from_str(self.value(*span)))
+            .map(|span| self.parsed(*span))
             .transpose()
     }
 
@@ -96,14 +110,14 @@ impl SnapshotText {
     pub fn entries(&self) -> Vec<(StageKey, Entry)> {
         self.entries
             .iter()
-            .filter_map(|(k, span)| Some((*k, serde_json::from_str(self.value(*span)).ok()?)))
+            .filter_map(|(k, span)| Some((*k, self.parsed(*span).ok()?)))
             .collect()
     }
 
     /// The last run recorded at `pipeline\0stage` (`None` too where it does not parse).
     pub fn last_run(&self, at: &str) -> Option<LastRun> {
         let span = self.last_run.get(at)?;
-        serde_json::from_str(self.value(*span)).ok()
+        self.parsed(*span).ok()
     }
 
     /// Everything, parsed.
@@ -121,6 +135,269 @@ impl SnapshotText {
                 .filter_map(|at| Some((at.clone(), self.last_run(at)?)))
                 .collect(),
         }
+    }
+}
+
+/// The members of the snapshot's object that are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Generation,
+    Entries,
+    LastRun,
+    Other,
+}
+
+/// What one pass over the text finds: the generation and each value's place. A byte
+/// scanner, not a JSON parser: it follows strings and nesting to find the members of
+/// `entries` and `last_run` and where each value starts and ends; the values themselves
+/// are parsed (and their errors found) when read.
+#[derive(Default)]
+struct Layout {
+    generation: u64,
+    entries: HashMap<StageKey, Span>,
+    last_run: HashMap<String, Span>,
+}
+
+/// The scanner's state between bytes (the text comes in buffers).
+#[derive(Default)]
+struct Scanner {
+    pos: usize,
+    /// Containers open.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// A member name is being read (its raw bytes, escapes kept).
+    reading_key: bool,
+    key: Vec<u8>,
+    /// The next string at depth 1 (or 2, inside a section) is a member name.
+    expect_key: [bool; 3],
+    section: Option<Section>,
+    /// Inside a section: after the `:` of a member, its value until `,` or `}`.
+    in_value: bool,
+    value_start: Option<usize>,
+    value_end: usize,
+    generation: Vec<u8>,
+    seen_top: bool,
+}
+
+impl Layout {
+    fn scan(mut input: impl BufRead) -> Result<Layout, ScanError> {
+        let mut scanner = Scanner::default();
+        let mut layout = Layout::default();
+        loop {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            let mut i = 0;
+            while i < n {
+                // inside a string only a quote or a backslash matters: skip to it
+                if scanner.in_string && !scanner.escaped {
+                    let run = memchr::memchr2(b'"', b'\\', &chunk[i..]).unwrap_or(n - i);
+                    scanner.string_run(&chunk[i..i + run]);
+                    i += run;
+                    if i == n {
+                        break;
+                    }
+                }
+                scanner.byte(chunk[i], &mut layout)?;
+                i += 1;
+            }
+            input.consume(n);
+        }
+        if !scanner.seen_top || scanner.depth != 0 || scanner.in_string {
+            return Err(ScanError::Layout("the text ends inside the object"));
+        }
+        Ok(layout)
+    }
+
+    fn into_snapshot(self, source: Source) -> SnapshotText {
+        SnapshotText {
+            source,
+            generation: self.generation,
+            entries: self.entries,
+            last_run: self.last_run,
+        }
+    }
+}
+
+impl Scanner {
+    fn tracked(&self) -> bool {
+        matches!(self.section, Some(Section::Entries | Section::LastRun))
+    }
+
+    fn byte(&mut self, b: u8, layout: &mut Layout) -> Result<(), ScanError> {
+        let p = self.pos;
+        self.pos += 1;
+        if self.in_string {
+            if self.in_value {
+                self.value_end = p + 1;
+            }
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.reading_key {
+                    self.reading_key = false;
+                    return Ok(());
+                }
+            }
+            if self.reading_key {
+                self.key.push(b);
+            }
+            return Ok(());
+        }
+        if b.is_ascii_whitespace() {
+            return Ok(());
+        }
+        let d = self.depth;
+        match b {
+            b'"' => {
+                self.in_string = true;
+                let key_here = (d == 1 && self.expect_key[1])
+                    || (d == 2 && self.tracked() && self.expect_key[2]);
+                if key_here {
+                    self.expect_key[d] = false;
+                    self.reading_key = true;
+                    self.key.clear();
+                } else {
+                    self.value_byte(p);
+                }
+            }
+            b':' => {
+                if d == 1 {
+                    self.section = Some(match self.key.as_slice() {
+                        b"generation" => Section::Generation,
+                        b"entries" => Section::Entries,
+                        b"last_run" => Section::LastRun,
+                        _ => Section::Other,
+                    });
+                    self.generation.clear();
+                } else if d == 2 && self.tracked() {
+                    self.in_value = true;
+                    self.value_start = None;
+                }
+            }
+            b',' => {
+                if d == 2 && self.tracked() {
+                    self.end_member(layout)?;
+                    self.expect_key[2] = true;
+                } else if d == 1 {
+                    self.end_top_member(layout)?;
+                    self.expect_key[1] = true;
+                } else {
+                    self.value_byte(p);
+                }
+            }
+            b'{' | b'[' => {
+                self.value_byte(p);
+                if d == 0 {
+                    if b != b'{' || self.seen_top {
+                        return Err(ScanError::Layout("not one JSON object"));
+                    }
+                    self.seen_top = true;
+                }
+                self.depth += 1;
+                if self.depth <= 2 {
+                    self.expect_key[self.depth] = b == b'{';
+                }
+            }
+            b'}' | b']' => {
+                if d == 0 {
+                    return Err(ScanError::Layout("a bracket closes nothing"));
+                }
+                if d == 2 && self.tracked() {
+                    self.end_member(layout)?;
+                } else if d == 1 {
+                    self.end_top_member(layout)?;
+                }
+                self.depth -= 1;
+                if self.depth >= 2 {
+                    self.value_byte(p);
+                }
+            }
+            _ => {
+                if d == 1 && self.section == Some(Section::Generation) {
+                    self.generation.push(b);
+                }
+                self.value_byte(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes inside a string that are neither its end nor an escape.
+    fn string_run(&mut self, run: &[u8]) {
+        if run.is_empty() {
+            return;
+        }
+        self.pos += run.len();
+        if self.in_value {
+            self.value_end = self.pos;
+        }
+        if self.reading_key {
+            self.key.extend_from_slice(run);
+        }
+    }
+
+    /// A byte of a section member's value at position `p`.
+    fn value_byte(&mut self, p: usize) {
+        if self.in_value {
+            self.value_start.get_or_insert(p);
+            self.value_end = p + 1;
+        }
+    }
+
+    /// The member of `entries` or `last_run` whose value ended here.
+    fn end_member(&mut self, layout: &mut Layout) -> Result<(), ScanError> {
+        if !self.in_value {
+            return Ok(());
+        }
+        self.in_value = false;
+        let Some(start) = self.value_start.take() else {
+            return Err(ScanError::Layout("a member without a value"));
+        };
+        let span = Span {
+            start,
+            len: self.value_end - start,
+        };
+        match self.section {
+            Some(Section::Entries) => {
+                // keys that are not stage keys are left out, as the full parse left them
+                let key = std::str::from_utf8(&self.key)
+                    .ok()
+                    .and_then(StageKey::from_hex);
+                if let Some(key) = key {
+                    layout.entries.insert(key, span);
+                }
+            }
+            Some(Section::LastRun) => {
+                let mut quoted = Vec::with_capacity(self.key.len() + 2);
+                quoted.push(b'"');
+                quoted.extend_from_slice(&self.key);
+                quoted.push(b'"');
+                let at: String = serde_json::from_slice(&quoted)
+                    .map_err(|_| ScanError::Layout("a last-run name is not a JSON string"))?;
+                layout.last_run.insert(at, span);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A member of the top object ended (a section, or the generation).
+    fn end_top_member(&mut self, layout: &mut Layout) -> Result<(), ScanError> {
+        if self.section == Some(Section::Generation) {
+            layout.generation = std::str::from_utf8(&self.generation)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or(ScanError::Layout("the generation is not a number"))?;
+        }
+        self.section = None;
+        Ok(())
     }
 }
 
@@ -159,5 +436,56 @@ mod tests {
         let back = read.to_snapshot();
         assert_eq!(back.entries.len(), 1);
         assert_eq!(back.generation, 12);
+    }
+
+    #[test]
+    fn a_scanned_file_reads_as_the_parsed_snapshot_and_a_cut_one_is_refused() {
+        let mut snapshot = IndexSnapshot {
+            generation: 4096,
+            ..IndexSnapshot::default()
+        };
+        for i in 0..50u8 {
+            snapshot.entries.insert(
+                StageKey([i; 32]).hex(),
+                Entry {
+                    stage: format!("s{i}[q=\"{{}}\",w=\\]"),
+                    kind: "shell".into(),
+                    inputs: vec!["ab".repeat(32)],
+                    ..Entry::default()
+                },
+            );
+            let material: crate::hash::KeyMaterial = serde_json::from_value(serde_json::json!({
+                "kind": "shell", "version": 1, "inputs": {},
+                "params": {"cmd": format!("echo '}}{i}' \"[\" > o"), "n": [1, {"x": null}]}
+            }))
+            .expect("material");
+            snapshot.last_run.insert(
+                format!("/p/pipe \"line\".yaml\0s{i}"),
+                LastRun {
+                    key: StageKey([i; 32]).hex(),
+                    material,
+                    input_stages: Default::default(),
+                },
+            );
+        }
+        let text = serde_json::to_string(&snapshot).expect("json");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index-snapshot.json");
+        std::fs::write(&path, &text).expect("write");
+        let scanned = SnapshotText::scan(File::open(&path).expect("open")).expect("scans");
+        // the file replaced after the scan (as the holder does): values come from the old one
+        std::fs::write(dir.path().join("new"), "{}").expect("write");
+        std::fs::rename(dir.path().join("new"), &path).expect("replace");
+        let back = scanned.to_snapshot();
+        assert_eq!(back.generation, 4096);
+        assert_eq!(
+            serde_json::to_value(&back).expect("json"),
+            serde_json::to_value(&snapshot).expect("json")
+        );
+        let cut = &text[..text.len() - 3];
+        std::fs::write(&path, cut).expect("write");
+        assert!(SnapshotText::scan(File::open(&path).expect("open")).is_err());
+        std::fs::write(&path, "[1, 2]").expect("write");
+        assert!(SnapshotText::scan(File::open(&path).expect("open")).is_err());
     }
 }
