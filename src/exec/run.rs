@@ -287,6 +287,8 @@ fn schedule<'a>(
         let i = done.instance;
         let inst = &p.instances[i];
         let item = plan.item(i);
+        // what the key was made from: the entry's input keys and the last-run record
+        let material = plan.material(p, i);
         let committed = done.result.and_then(|staged| {
             let result = inputs_unchanged(p, plan, cache, i)
                 .map_err(|e| e.to_string())
@@ -301,7 +303,7 @@ fn schedule<'a>(
                         created: now_unix(),
                         pipeline: p.file.to_string_lossy().to_string(),
                         profile: p.profile.clone(),
-                        inputs: input_keys(&plan.material(p, i)),
+                        inputs: input_keys(&material),
                     };
                     cache
                         .commit(&item.key, &staged.out_dir, entry)
@@ -320,7 +322,7 @@ fn schedule<'a>(
                     &inst.name,
                     &LastRun {
                         key: item.key.hex(),
-                        material: plan.material(p, i),
+                        material,
                         input_stages: plan.input_stages(p, i),
                     },
                 )?;

@@ -10,6 +10,9 @@ pub struct RunUi {
     multi: MultiProgress,
     live: bool,
     quiet: bool,
+    /// The one bar every stage gets when nothing is drawn: a hidden bar still builds a
+    /// style from its template, a few percent of a cold run of trivial stages (#27).
+    hidden: ProgressBar,
 }
 
 impl RunUi {
@@ -21,13 +24,18 @@ impl RunUi {
         } else {
             MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         };
-        RunUi { multi, live, quiet }
+        RunUi {
+            multi,
+            live,
+            quiet,
+            hidden: ProgressBar::hidden(),
+        }
     }
 
     /// A bar for a stage that starts running (a spinner until the stage sets a length).
     pub fn stage_bar(&self, name: &str) -> ProgressBar {
         if !self.live {
-            return ProgressBar::hidden();
+            return self.hidden.clone();
         }
         let bar = self.multi.add(ProgressBar::new(0));
         let style = ProgressStyle::with_template(
