@@ -54,6 +54,13 @@ impl Exit {
 
 /// The table printed under `pipe --help`.
 pub const EXIT_CODES_HELP: &str = "\
+Environment:
+  PIPE_CACHE      the cache folder (as --cache)
+  PIPE_MIRROR     folders searched first for fetched files (colon-separated)
+  PIPE_SIMD       avx2 | baseline: lower pipe's own CPU kernels (a comparison)
+  PIPE_TIMINGS=1  print each phase's time and resident memory on stderr
+  PIPE_MAX_CELLS  the most stage instances a pipeline may expand to
+
 Exit codes:
   0  done
   1  a stage failed (run), corrupt files found (cache verify)
