@@ -834,7 +834,6 @@ impl Cache {
     }
 }
 
-/// The error for the file `f` of `key`'s result, found at `path`.
 /// The digest of a set of last-run records: each stage's name and key, in the order
 /// given (see [`Cache::last_runs_vouched`]).
 pub fn last_runs_digest<'a>(records: impl Iterator<Item = (&'a str, &'a StageKey)>) -> [u8; 32] {
@@ -847,6 +846,7 @@ pub fn last_runs_digest<'a>(records: impl Iterator<Item = (&'a str, &'a StageKey
     *h.finalize().as_bytes()
 }
 
+/// The error for the file `f` of `key`'s result, found at `path`.
 fn damaged(
     entry: &Entry,
     key: &StageKey,

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::args::PipelineArgs;
 use super::context::{load_beside, open_for_reading, plan_for, Loaded};
 use crate::exec::{self, Plan, Status};
-use crate::pipeline::{load_pipeline, load_pipeline_stored, ExpandedStore, Pipeline};
+use crate::pipeline::{load_pipeline_stored, ExpandedStore, Pipeline};
 use crate::stages::StageRegistry;
 
 /// What `pipe plan` was asked for, past the pipeline.
@@ -69,19 +69,14 @@ fn check_other_profiles(
     registry: &StageRegistry,
     cache_root: &Path,
 ) -> Result<()> {
-    // through the cache's store where there is a cache (an unchanged profile reads back)
-    let store = cache_root
-        .exists()
-        .then(|| ExpandedStore::in_cache(cache_root));
+    // through the cache's store, as the selected profile (an unchanged one reads back)
+    let store = ExpandedStore::in_cache(cache_root);
     for profile in &loaded.pipeline.profiles {
         if target.profile.as_deref() == Some(profile.as_str()) {
             continue;
         }
-        match &store {
-            Some(store) => load_pipeline_stored(&target.pipeline, Some(profile), registry, store),
-            None => load_pipeline(&target.pipeline, Some(profile), registry),
-        }
-        .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
+        load_pipeline_stored(&target.pipeline, Some(profile), registry, &store)
+            .with_context(|| format!("profile `{profile}` (checked though not selected)"))?;
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ impl SourceFile {
 }
 
 /// The first line of a record: what must match before the body is read.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Header {
     format: u32,
     /// The `pipe` executable that expanded it.
@@ -117,15 +117,20 @@ impl ExpandedStore {
         self.dir.join(format!("{}.json", &hex[..32]))
     }
 
-    fn header(profile: Option<&str>, sources: Vec<SourceFile>, body: &[u8]) -> Option<Header> {
+    fn header(
+        profile: Option<&str>,
+        workdir: PathBuf,
+        sources: Vec<SourceFile>,
+        body: &[u8],
+    ) -> Option<Header> {
         Some(Header {
-            body_blake3: blake3::hash(body).to_hex().to_string(),
             format: FORMAT,
             build: build_stamp()?,
             max_cells: super::matrix::max_cells(),
             profile: profile.map(str::to_string),
-            workdir: std::env::current_dir().ok()?,
+            workdir,
             sources,
+            body_blake3: body_hash(body),
         })
     }
 
@@ -141,17 +146,17 @@ impl ExpandedStore {
         let bytes = std::fs::read(self.record_path(path, profile, &workdir)).ok()?;
         let cut = bytes.iter().position(|&b| b == b'\n')?;
         let stored: Header = serde_json::from_slice(&bytes[..cut]).ok()?;
+        // the cheap comparisons first; the files and the body are hashed only after them
+        let same_setting = stored.format == FORMAT
+            && stored.build == build_stamp()?
+            && stored.max_cells == super::matrix::max_cells()
+            && stored.profile.as_deref() == profile
+            && stored.workdir == workdir;
         let rest = &bytes[cut + 1..];
-        let expected = Self::header(profile, Vec::new(), rest)?;
-        let same_setting = stored.format == expected.format
-            && stored.build == expected.build
-            && stored.max_cells == expected.max_cells
-            && stored.profile == expected.profile
-            && stored.workdir == expected.workdir
-            && stored.body_blake3 == expected.body_blake3;
         if !same_setting
             || stored.sources.is_empty()
             || !stored.sources.iter().all(|s| s.unchanged())
+            || stored.body_blake3 != body_hash(rest)
         {
             return None;
         }
@@ -200,7 +205,7 @@ impl ExpandedStore {
             serde_json::to_writer(&mut body, inst).ok()?;
         }
         body.push(b'\n');
-        let header = Self::header(profile, sources, &body)?;
+        let header = Self::header(profile, std::env::current_dir().ok()?, sources, &body)?;
         let target = self.record_path(&pipeline.file, profile, &header.workdir);
         std::fs::create_dir_all(&self.dir).ok()?;
         let tmp = self.dir.join(format!(
@@ -248,6 +253,10 @@ fn decode_lines(text: &[u8], n: usize) -> Option<Vec<StageInstance>> {
         .map(|line| serde_json::from_slice(line).ok())
         .collect_into_vec(&mut decoded);
     decoded.into_iter().collect()
+}
+
+fn body_hash(body: &[u8]) -> String {
+    blake3::hash(body).to_hex().to_string()
 }
 
 /// Identifies the running `pipe` build: its path, size and modification time. Any
