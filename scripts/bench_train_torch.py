@@ -4,10 +4,14 @@ BERT encoder + the `cls` head (dropout 0.1, linear on the [CLS] state), cross-en
 backward, global-norm clipping at 1.0 and AdamW (lr 2e-5, weight decay 0.01, eps 1e-6);
 inference is one forward pass in eval mode. Prints one JSON object per shape on stdout.
 
-Usage: python bench_train_torch.py CONFIG_JSON_OR_MODEL_DIR SHAPES WARMUP STEPS LABELS [DEVICE]
+Usage: python bench_train_torch.py CONFIG_JSON_OR_MODEL_DIR SHAPES WARMUP STEPS LABELS [DEVICE [AMP]]
   SHAPES: comma-separated BATCHxSEQ, e.g. 32x128,32x64
   DEVICE: cpu (default) or cuda:N; on a GPU each timing waits for the device to finish
+  AMP: none (default), bfloat16 or float16: also time the step and the inference pass with
+       automatic mixed precision (torch.autocast; float16 with a GradScaler), as PyTorch's
+       AMP recipe does it, from the same weights
 """
+import contextlib
 import json
 import os
 import statistics
@@ -38,6 +42,8 @@ def main():
     source, shapes, warmup, steps, labels = sys.argv[1:6]
     warmup, steps, labels = int(warmup), int(steps), int(labels)
     device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    amp_name = sys.argv[7] if len(sys.argv) > 7 else "none"
+    amp = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[amp_name]
     torch.manual_seed(0)
     encoder = build_encoder(source).to(device)
     hidden = encoder.config.hidden_size
@@ -58,36 +64,50 @@ def main():
         mask = torch.ones(batch, seq_len, dtype=torch.long).to(device)
         gold = torch.randint(0, labels, (batch,)).to(device)
 
-        encoder.train()
-        head.train()
-        train_times = []
-        for step in range(warmup + steps):
-            start = time.perf_counter()
-            h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            logits = head(h[:, 0])
-            loss = torch.nn.functional.cross_entropy(logits, gold)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-            optimizer.step()
-            loss.item()
-            synchronize(device)
-            if step >= warmup:
-                train_times.append(time.perf_counter() - start)
-
-        encoder.eval()
-        head.eval()
-        infer_times = []
-        with torch.inference_mode():
+        def time_steps(amp):
+            """Median seconds of a training step and of an inference pass, under `amp`."""
+            context = (
+                (lambda: torch.autocast(device_type=device.type, dtype=amp))
+                if amp is not None
+                else contextlib.nullcontext
+            )
+            scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+            encoder.train()
+            head.train()
+            train_times = []
             for step in range(warmup + steps):
                 start = time.perf_counter()
-                h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-                head(h[:, 0]).argmax(1).cpu()
+                with context():
+                    h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                    logits = head(h[:, 0])
+                    loss = torch.nn.functional.cross_entropy(logits, gold)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                loss.item()
                 synchronize(device)
                 if step >= warmup:
-                    infer_times.append(time.perf_counter() - start)
+                    train_times.append(time.perf_counter() - start)
 
-        train_s, infer_s = median(train_times), median(infer_times)
+            encoder.eval()
+            head.eval()
+            infer_times = []
+            with torch.inference_mode():
+                for step in range(warmup + steps):
+                    start = time.perf_counter()
+                    with context():
+                        h = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                        head(h[:, 0]).argmax(1).cpu()
+                    synchronize(device)
+                    if step >= warmup:
+                        infer_times.append(time.perf_counter() - start)
+            return median(train_times), median(infer_times)
+
+        train_s, infer_s = time_steps(None)
+        amp_train_s, amp_infer_s = time_steps(amp) if amp is not None else (None, None)
         print(
             json.dumps(
                 {
@@ -97,6 +117,9 @@ def main():
                     "train_seq_per_s": batch / train_s,
                     "infer_s_per_step": infer_s,
                     "infer_seq_per_s": batch / infer_s,
+                    "amp_train_s_per_step": amp_train_s,
+                    "amp_infer_s_per_step": amp_infer_s,
+                    "amp_dtype": str(amp) if amp is not None else None,
                     "torch_version": torch.__version__,
                     "threads": torch.get_num_threads(),
                     "device": str(device),

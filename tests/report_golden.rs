@@ -54,6 +54,7 @@ fn provenance() -> Provenance {
         profile: Some("cpu".into()),
         pipe_commit: "0123456789ab (fixture)".into(),
         backend: "flex / cpu".into(),
+        precision: None,
     }
 }
 

@@ -266,6 +266,11 @@ pub enum BenchWhat {
         /// PyTorch runs on the same device (`cuda:N`) or on the CPU (any other).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Precision of pipe's matrix products (mixed precision, f32 master weights; f16
+        /// scales the loss). On a GPU PyTorch runs twice beside it: in f32 and with AMP
+        /// (`torch.autocast`, bf16 unless this is f16).
+        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+        precision: PrecisionArg,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {
@@ -302,6 +307,24 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--precision`: the type of the encoder's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<PrecisionArg> for crate::model::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => crate::model::Precision::F32,
+            PrecisionArg::Bf16 => crate::model::Precision::Bf16,
+            PrecisionArg::F16 => crate::model::Precision::F16,
+        }
+    }
 }
 
 /// Where `pipe run` computes stages.

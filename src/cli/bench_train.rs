@@ -23,15 +23,16 @@ use serde::Serialize;
 use super::bench_machine::MachineFigures;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
+use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
 use crate::stages::Progress;
 use crate::train::classifier::{cross_entropy, initialize_params};
-use crate::train::clipping::clip_global_norm;
+use crate::train::clipping::{clip_global_norm, scale_grads};
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
     fit, predict, Batch, Checkpoints, ClassificationObjective, EncodedInstance, EpochRecord,
-    FitEnv, Objective, SequenceClassifier, TrainSettings,
+    FitEnv, LossScale, Objective, SequenceClassifier, TrainSettings,
 };
 
 /// The PyTorch side of `bench train` (run with `python -c`).
@@ -143,6 +144,28 @@ fn time_pipe(
     (batch_size, seq_len): (usize, usize),
     warmup: usize,
     steps: usize,
+    precision: Precision,
+) -> Result<RustTiming> {
+    autocast(precision, || {
+        time_pipe_in_scope(
+            model_dir,
+            device,
+            (batch_size, seq_len),
+            warmup,
+            steps,
+            precision,
+        )
+    })
+}
+
+/// [`time_pipe`] inside its precision's autocast scope.
+fn time_pipe_in_scope(
+    model_dir: Option<&Path>,
+    device: &Device,
+    (batch_size, seq_len): (usize, usize),
+    warmup: usize,
+    steps: usize,
+    precision: Precision,
 ) -> Result<RustTiming> {
     let peak_is_per_shape = reset_peak_rss();
     let train_dev = train_device(device);
@@ -158,14 +181,27 @@ fn time_pipe(
     let mut optimizer = adamw(&model, WEIGHT_DECAY);
     let batch = Batch::new(&refs, config.pad_token_id, &train_dev);
     let mut train_times = Vec::with_capacity(steps);
+    // the step `fit` takes: f16 scales the loss, unscales the gradients and reads their norm
+    let mut loss_scale = LossScale::for_precision(precision);
     for step in 0..warmup + steps {
         let start = Instant::now();
         let out = with_backend_seed(&train_dev, step as u64, || model.forward(&batch))?;
         let loss = cross_entropy(out.logits, batch.labels.clone());
         let value = loss.clone().inner();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (grads, _) = clip_global_norm(&model, grads, GRAD_CLIP);
-        model = optimizer.step(LR, model, grads);
+        let (grads, finite) = if loss_scale.is_dynamic() {
+            let s = loss_scale.scale();
+            let grads = GradientsParams::from_grads(loss.mul_scalar(s).backward(), &model);
+            let grads = scale_grads(&model, grads, 1.0 / s);
+            let (grads, norm) = clip_global_norm(&model, grads, GRAD_CLIP);
+            let norm = norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>()));
+            (grads, loss_scale.update(norm))
+        } else {
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (clip_global_norm(&model, grads, GRAD_CLIP).0, true)
+        };
+        if finite {
+            model = optimizer.step(LR, model, grads);
+        }
         // the backend runs ops eagerly; reading the loss makes sure the step is done
         let _: f32 = value.into_scalar();
         if step >= warmup {
@@ -226,6 +262,11 @@ fn torch_python() -> Option<String> {
 struct TorchTiming {
     train_s_per_step: f64,
     infer_s_per_step: f64,
+    /// With automatic mixed precision (`torch.autocast`), when asked for.
+    #[serde(default)]
+    amp_train_s_per_step: Option<f64>,
+    #[serde(default)]
+    amp_infer_s_per_step: Option<f64>,
     torch_version: String,
     threads: usize,
 }
@@ -237,6 +278,7 @@ fn time_torch(
     (batch, seq_len): (usize, usize),
     warmup: usize,
     steps: usize,
+    amp: Option<&str>,
 ) -> Result<TorchTiming> {
     let output = Command::new(python)
         .arg("-c")
@@ -247,6 +289,7 @@ fn time_torch(
         .arg(steps.to_string())
         .arg(NUM_LABELS.to_string())
         .arg(torch_device)
+        .arg(amp.unwrap_or("none"))
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running {python}"))?;
@@ -267,6 +310,8 @@ fn time_torch(
 struct TrainFigures {
     backend: &'static str,
     device: String,
+    /// pipe's `--precision`.
+    precision: &'static str,
     batch: usize,
     seq_len: usize,
     train_s_per_step: f64,
@@ -281,6 +326,12 @@ struct TrainFigures {
     /// pipe's throughput over PyTorch's (> 1: pipe is faster).
     train_vs_torch: Option<f64>,
     infer_vs_torch: Option<f64>,
+    /// PyTorch with AMP (`torch.autocast` in `torch_amp_dtype`), on a GPU.
+    torch_amp_dtype: Option<&'static str>,
+    torch_amp_train_seq_per_s: Option<f64>,
+    torch_amp_infer_seq_per_s: Option<f64>,
+    train_vs_torch_amp: Option<f64>,
+    infer_vs_torch_amp: Option<f64>,
     torch_version: Option<String>,
     warmup_steps: usize,
     timed_steps: usize,
@@ -293,6 +344,7 @@ pub(super) fn bench_train(
     steps: usize,
     json: bool,
     device: &str,
+    precision: Precision,
 ) -> Result<ExitCode> {
     crate::allocator::tune_for_training(); // as `fit` does, so that the step is timed alike
     if steps == 0 {
@@ -305,6 +357,11 @@ pub(super) fn bench_train(
         DeviceSpec::Cuda(index) => format!("cuda:{index}"),
         _ => "cpu".to_string(),
     };
+    // AMP is PyTorch's GPU recipe; on the CPU it is only timed f32
+    let torch_amp = matches!(spec, DeviceSpec::Cuda(_)).then_some(match precision {
+        Precision::F16 => "float16",
+        _ => "bfloat16",
+    });
     let python = torch_python();
     let model_source = match model_dir {
         Some(dir) => dir.display().to_string(),
@@ -316,7 +373,10 @@ pub(super) fn bench_train(
              ({} cores), PyTorch on {torch_device}; step = forward + backward + clip + AdamW; \
              infer = pipe's evaluation loop over {INFER_BATCHES} batches (per batch), PyTorch's \
              forward in inference mode; median of {steps} steps after {warmup} warm-up; pipe \
-             and PyTorch alternate shape by shape",
+             and PyTorch alternate shape by shape; pipe's products in {precision}{}",
+            torch_amp.map_or(String::new(), |dtype| format!(
+                "; PyTorch in f32 and with AMP ({dtype})"
+            )),
             model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
                 .display()
                 .to_string()),
@@ -336,7 +396,7 @@ pub(super) fn bench_train(
     }
     let mut figures = Vec::new();
     for shape in SHAPES {
-        let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps)?;
+        let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps, precision)?;
         let torch = match &python {
             Some(python) => Some(time_torch(
                 python,
@@ -345,14 +405,18 @@ pub(super) fn bench_train(
                 shape,
                 warmup,
                 steps,
+                torch_amp,
             )?),
             None => None,
         };
+        let amp_train = torch.as_ref().and_then(|t| t.amp_train_s_per_step);
+        let amp_infer = torch.as_ref().and_then(|t| t.amp_infer_s_per_step);
         let (batch, seq_len) = shape;
         let per_s = |s: f64| batch as f64 / s;
         let f = TrainFigures {
             backend: spec.backend_name(),
             device: device.to_string(),
+            precision: precision.name(),
             batch,
             seq_len,
             train_s_per_step: pipe.train_s,
@@ -366,6 +430,11 @@ pub(super) fn bench_train(
             torch_infer_seq_per_s: torch.as_ref().map(|t| per_s(t.infer_s_per_step)),
             train_vs_torch: torch.as_ref().map(|t| t.train_s_per_step / pipe.train_s),
             infer_vs_torch: torch.as_ref().map(|t| t.infer_s_per_step / pipe.infer_s),
+            torch_amp_dtype: amp_train.and(torch_amp),
+            torch_amp_train_seq_per_s: amp_train.map(per_s),
+            torch_amp_infer_seq_per_s: amp_infer.map(per_s),
+            train_vs_torch_amp: amp_train.map(|s| s / pipe.train_s),
+            infer_vs_torch_amp: amp_infer.map(|s| s / pipe.infer_s),
             torch_version: torch.as_ref().map(|t| t.torch_version.clone()),
             warmup_steps: warmup,
             timed_steps: steps,
@@ -397,6 +466,21 @@ pub(super) fn bench_train(
                     f.train_vs_torch.unwrap_or(f64::NAN),
                     f.infer_vs_torch.unwrap_or(f64::NAN)
                 );
+                if let (Some(train), Some(infer), Some(dtype)) = (
+                    f.torch_amp_train_seq_per_s,
+                    f.torch_amp_infer_seq_per_s,
+                    f.torch_amp_dtype,
+                ) {
+                    println!(
+                        "{batch}x{seq_len:<4} torch AMP ({dtype})  train {train:>6.1} seq/s   \
+                         infer {infer:>6.1} seq/s",
+                    );
+                    println!(
+                        "{batch}x{seq_len:<4} pipe/torch AMP  train {:.2}x   infer {:.2}x",
+                        f.train_vs_torch_amp.unwrap_or(f64::NAN),
+                        f.infer_vs_torch_amp.unwrap_or(f64::NAN)
+                    );
+                }
             }
         }
         figures.push(f);
@@ -489,6 +573,7 @@ pub(super) fn one_epoch<O: Objective>(
         grad_accum: 1,
         checkpoints: Checkpoints::EveryEpoch,
         record_updates: false,
+        precision: Precision::F32,
     };
     std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let cancel = AtomicBool::new(false);

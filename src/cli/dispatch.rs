@@ -152,7 +152,15 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 steps,
                 json,
                 device,
-            } => super::bench_train::bench_train(model.as_deref(), warmup, steps, json, &device),
+                precision,
+            } => super::bench_train::bench_train(
+                model.as_deref(),
+                warmup,
+                steps,
+                json,
+                &device,
+                precision.into(),
+            ),
             BenchWhat::Epoch {
                 model,
                 data,

@@ -13,6 +13,7 @@ use super::args::PipelineArgs;
 use super::context::{load, plan_everything, Loaded};
 use crate::cache::Cache;
 use crate::exec::{Plan, Status};
+use crate::report::provenance::precision_summary;
 use crate::report::{diff_metrics, render_diff_markdown, Provenance, ResultRow};
 use crate::stages::report::render_report;
 use crate::stages::{InputArtifact, Inputs, Progress, StageCtx, StageRegistry};
@@ -97,16 +98,13 @@ pub(super) fn report_command(
             run: crate::stages::RunInfo {
                 pipeline: target.pipeline.display().to_string(),
                 profile: target.profile.clone(),
+                precision: precision_summary(&loaded.pipeline.instances),
             },
         };
         let params: crate::stages::report::ReportParams =
             serde_json::from_value(inst.params.value().clone())
                 .with_context(|| format!("params of `{}`", inst.name))?;
-        let provenance = Provenance::for_run(
-            &target.pipeline.display().to_string(),
-            target.profile.as_deref(),
-            device,
-        );
+        let provenance = Provenance::for_run(&ctx.run, device);
         let result = render_report(&ctx, &params, &provenance);
         let _ = std::fs::remove_dir_all(&scratch);
         result.with_context(|| format!("rendering `{}`", inst.name))?;

@@ -150,6 +150,13 @@ fn schedule<'a>(
         .filter(runs)
         .map(|it| it.instance)
         .collect();
+    // for a report's provenance; read only when a report runs (it parses the params of
+    // every training stage)
+    let precision = to_run
+        .iter()
+        .any(|&i| p.instances[i].kind == "report")
+        .then(|| crate::report::provenance::precision_summary(&p.instances))
+        .flatten();
     for it in plan.items.iter().filter(|it| !runs(it)) {
         match it.status {
             Status::Cached => {
@@ -264,6 +271,7 @@ fn schedule<'a>(
                 run: crate::stages::RunInfo {
                     pipeline: p.file.display().to_string(),
                     profile: p.profile.clone(),
+                    precision: precision.clone(),
                 },
             };
             if let Err(error) = executor.start(job) {

@@ -25,7 +25,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::tokenizer::Encoding;
-use super::{checkpoint, fused, ModelError};
+use super::{checkpoint, fused, precision, ModelError};
 
 /// The additive attention bias on padded key positions. exp(-10⁴ + s) underflows to exactly
 /// 0 in f32 for any realistic score s, and the value is still representable in f16.
@@ -406,9 +406,9 @@ impl BertSelfAttention {
         // A = softmax(Q Kᵀ / √d_k + M), dropout on A, then A V.
         // Scaling Q ([B, h, T, d_k]) is cheaper than scaling the T×T scores.
         let scale = 1.0 / (self.d_head as f64).sqrt();
-        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        let scores = precision::matmul(q.mul_scalar(scale), k.swap_dims(2, 3));
         let probs = fused::masked_softmax(scores, bias);
-        let context = fused::dropout(&self.dropout, probs.clone()).matmul(v);
+        let context = precision::matmul(fused::dropout(&self.dropout, probs.clone()), v);
         let context = context.swap_dims(1, 2).reshape([b, t, d]);
         (context, output_attentions.then_some(probs))
     }
@@ -416,10 +416,10 @@ impl BertSelfAttention {
 
 /// `linear.forward(x)` over the B·T token rows of `x` `[B, T, d]` as one `[B·T, d]`
 /// matrix product (burn keeps `[B, T, d]` inputs batched: B products of T rows, each
-/// packing the whole weight again).
+/// packing the whole weight again), in the [`precision::autocast`] scope's type.
 pub(crate) fn token_rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let y = linear.forward(x.reshape([b * t, d]));
+    let y = precision::linear(linear, x.reshape([b * t, d]));
     let out = y.dims()[1];
     y.reshape([b, t, out])
 }

@@ -11,6 +11,7 @@ pub mod crf;
 pub mod device;
 pub mod fused;
 pub mod heads;
+pub mod precision;
 pub mod slicing;
 pub mod throughput;
 pub mod tokenizer;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use bert::{BertConfig, BertInput, BertModel, BertOutput, HiddenAct};
 pub use device::{backend_name, parse_device, DeviceSpec};
+pub use precision::Precision;
 pub use throughput::{bench_throughput, Throughput, ThroughputSettings};
 pub use tokenizer::{BertTokenizer, Encoding};
 

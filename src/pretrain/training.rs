@@ -22,6 +22,7 @@ use super::masking::{mask, MaskVocab, Masked, Masking};
 use super::mlm_head::MaskedLm;
 use super::nsp_head::{IS_NEXT, NOT_NEXT};
 use crate::model::Encoding;
+use crate::model::Precision;
 use crate::stages::Progress;
 use crate::train::classifier::cross_entropy;
 use crate::train::concurrent_batches::map_batches;
@@ -106,6 +107,9 @@ pub struct MlmSettings {
     /// Next-sentence prediction beside the MLM (the sequences are sentence pairs).
     #[serde(default)]
     pub nsp: bool,
+    /// The type of the encoder's matrix products (f16 scales the loss).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// One update in `history.json`.
@@ -485,6 +489,7 @@ pub fn train_mlm(
         grad_accum: settings.grad_accum,
         checkpoints: Checkpoints::EveryUpdates(settings.checkpoint_every),
         record_updates: true,
+        precision: settings.precision,
     };
     let fit_env = FitEnv {
         device: env.device,

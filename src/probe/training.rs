@@ -243,6 +243,7 @@ mod tests {
             grad_accum: 1,
             checkpoints: Checkpoints::Never,
             record_updates: false,
+            precision: crate::model::Precision::F32,
         };
         let fitted = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));

@@ -18,17 +18,50 @@ pub struct Provenance {
     pub pipe_commit: String,
     /// Compute backend and device of the results (e.g. `flex / cpu`).
     pub backend: String,
+    /// The training stages' precisions, when any is not f32 (see [`precision_summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
+}
+
+/// Stage kinds whose `precision` param sets the type of the encoder's matrix products.
+const TRAINING_KINDS: [&str; 4] = ["finetune", "multitask", "pretrain", "probe"];
+
+/// How many training stages of `instances` run in each precision (`bf16 (4 stages), f32
+/// (2 stages)`), or `None` when every one runs in f32 (what every result made before the
+/// setting existed used, so their reports stay as they were).
+pub fn precision_summary(instances: &[crate::pipeline::StageInstance]) -> Option<String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for inst in instances
+        .iter()
+        .filter(|i| TRAINING_KINDS.contains(&i.kind.as_str()))
+    {
+        let precision = inst
+            .params
+            .get("precision")
+            .and_then(|v| v.as_str())
+            .unwrap_or("f32");
+        *counts.entry(precision.to_string()).or_default() += 1;
+    }
+    if counts.keys().all(|p| p == "f32") {
+        return None;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(p, n)| format!("{p} ({n} stage{})", if *n == 1 { "" } else { "s" }))
+        .collect();
+    Some(parts.join(", "))
 }
 
 impl Provenance {
-    /// Provenance of a run of `pipeline` with `profile` on `device` (e.g. `cpu`, `cuda:0`),
-    /// rendered by this build of `pipe`.
-    pub fn for_run(pipeline: &str, profile: Option<&str>, device: &str) -> Provenance {
+    /// Provenance of the run `run` on `device` (e.g. `cpu`, `cuda:0`), rendered by this
+    /// build of `pipe`.
+    pub fn for_run(run: &crate::stages::RunInfo, device: &str) -> Provenance {
         Provenance {
-            pipeline: pipeline.to_string(),
-            profile: profile.map(str::to_string),
+            pipeline: run.pipeline.clone(),
+            profile: run.profile.clone(),
             pipe_commit: Self::pipe_commit_of_this_build(),
             backend: format!("{} / {device}", crate::model::backend_name(device)),
+            precision: run.precision.clone(),
         }
     }
 
@@ -61,6 +94,12 @@ impl Provenance {
         let _ = writeln!(s, "| profile | `{profile}` |");
         let _ = writeln!(s, "| pipe commit | `{}` |", self.pipe_commit);
         let _ = writeln!(s, "| backend / device | {} |", self.backend);
+        if let Some(precision) = &self.precision {
+            let _ = writeln!(
+                s,
+                "| precision of the encoder's products | {precision} (mixed: f32 weights) |"
+            );
+        }
         let _ = writeln!(s, "| results | {} |", rows.len());
         if rows.is_empty() {
             return s;

@@ -126,6 +126,9 @@ pub struct RunInfo {
     /// The pipeline file as given on the command line.
     pub pipeline: String,
     pub profile: Option<String>,
+    /// The training stages' precisions when any is not f32 (`bf16 (4 stages), f32 (2)`),
+    /// for the report's provenance; see [`crate::report::provenance::precision_summary`].
+    pub precision: Option<String>,
 }
 
 /// Everything a running stage may use. Created by the executor.

@@ -55,6 +55,7 @@ use crate::metrics::Prf;
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
+use crate::model::precision::{autocast, Precision};
 use crate::model::slicing::{shared_layers, slice};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::initialize_params;
@@ -158,6 +159,11 @@ pub struct MultitaskParams {
         skip_serializing_if = "training_defaults::is_no_layer_decay"
     )]
     pub layer_decay: f64,
+    /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
+    /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
+    /// loss). (Left out of the key at its default, f32.)
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_temperature() -> f64 {
@@ -183,6 +189,7 @@ impl MultitaskParams {
             grad_accum: 1,
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
+            precision: self.precision,
         }
     }
 }
@@ -291,7 +298,8 @@ impl Stage for MultitaskStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
-        run(ctx, p)
+        // training and every scoring pass of the stage in its precision
+        autocast(p.precision, || run(ctx, p))
     }
 }
 

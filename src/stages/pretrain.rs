@@ -27,6 +27,7 @@ use super::training_checks::{check_optimizer_params, check_positive, check_tiny,
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
+use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::pretrain::masking::{MaskVocab, Masking};
 use crate::pretrain::mlm_head::{MaskedLm, MlmHead};
@@ -70,6 +71,11 @@ pub struct PretrainParams {
     /// sub-domain pre-training keeps): sequences become sentence pairs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nsp: bool,
+    /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
+    /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
+    /// loss). (Left out of the key at its default, f32.)
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     #[serde(default = "one_u64")]
     pub seed: u64,
     /// Fraction of documents held out to score the MLM before and after.
@@ -136,6 +142,7 @@ impl PretrainParams {
             masking: self.masking,
             checkpoint_every: self.checkpoint_every,
             nsp: self.nsp,
+            precision: self.precision,
         }
     }
 }
@@ -193,7 +200,8 @@ impl Stage for PretrainStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
-        run(ctx, p)
+        // training and every scoring pass of the stage in its precision
+        autocast(p.precision, || run(ctx, p))
     }
 }
 

@@ -34,6 +34,7 @@ use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
 use crate::metrics::evaluation::{evaluate_dir, EvaluateParams, Evaluation};
 use crate::model::device::{train_device, DeviceSpec};
+use crate::model::precision::{autocast, Precision};
 use crate::model::BertTokenizer;
 use crate::probe::{
     extract, fit_probe, knowledge_deltas, mix_weights, predict_probe, LayerDelta, ProbeConfig,
@@ -93,6 +94,11 @@ pub struct ProbeParams {
     /// With `init: random`: the tiny smoke-test encoder, with the tokenizer's vocabulary.
     #[serde(default)]
     pub tiny: bool,
+    /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
+    /// precision with f32 master weights, see [`crate::model::precision`]; the probe's own
+    /// MLP trains in f32 either way). (Left out of the key at its default, f32.)
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_hidden() -> usize {
@@ -118,6 +124,9 @@ impl ProbeParams {
             // the stage keeps each trained P^l instead (`probe-layer-l.json`)
             checkpoints: Checkpoints::Never,
             record_updates: false,
+            // `precision` is the encoder's, whose passes compute the states; the probe's
+            // own small MLP trains in f32
+            precision: Precision::F32,
         }
     }
 
@@ -186,7 +195,8 @@ impl Stage for ProbeStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
-        run(ctx, p)
+        // training and every scoring pass of the stage in its precision
+        autocast(p.precision, || run(ctx, p))
     }
 }
 

@@ -160,8 +160,7 @@ impl Stage for ReportStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &ReportParams) -> Result<(), StageError> {
-        let provenance =
-            Provenance::for_run(&ctx.run.pipeline, ctx.run.profile.as_deref(), &ctx.device);
+        let provenance = Provenance::for_run(&ctx.run, &ctx.device);
         let rendered = render_report(ctx, p, &provenance)?;
         let missing = rendered.missing_results();
         if !missing.is_empty() {

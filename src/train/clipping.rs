@@ -41,6 +41,25 @@ pub fn clip_global_norm<M: Module>(
     (scaler.grads, Some(norm))
 }
 
+/// Multiplies every gradient by `factor` (f16 training divides out its loss scale so).
+pub fn scale_grads<M: Module>(model: &M, grads: GradientsParams, factor: f64) -> GradientsParams {
+    struct ByFactor {
+        grads: GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for ByFactor {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads
+                    .register::<D>(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut by = ByFactor { grads, factor };
+    model.visit(&mut by);
+    by.grads
+}
+
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
     total: Option<Tensor<1>>,

@@ -10,6 +10,7 @@ pub mod concurrent_batches;
 pub mod encoder_init;
 pub mod fit;
 pub mod layer_decay;
+pub mod loss_scale;
 pub mod multitask;
 pub mod predict;
 pub mod rng;
@@ -27,6 +28,7 @@ pub use fit::{
     fit, fit_scoring_before, Checkpoints, ClassificationObjective, EpochRecord, FitEnv, Fitted,
     Objective, TrainSettings, UpdateRecord,
 };
+pub use loss_scale::LossScale;
 pub use predict::{micro_prf, predict, Prediction};
 pub use split_data::{
     read_split, read_tagged_split, split_source, SplitDataError, SplitInstance, SplitSentence,

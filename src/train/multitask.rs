@@ -311,6 +311,7 @@ mod tests {
             grad_accum: 1,
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
+            precision: crate::model::Precision::F32,
         }
     }
 

@@ -317,6 +317,7 @@ impl<'u> SlurmExecutor<'u> {
             device: job.device.clone(),
             pipeline: job.run.pipeline.clone(),
             profile: job.run.profile.clone(),
+            precision: job.run.precision.clone(),
         };
         let spec_file = spec_path(&staging);
         let text = serde_json::to_vec_pretty(&spec).unwrap_or_default();

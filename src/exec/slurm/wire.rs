@@ -32,6 +32,9 @@ pub struct WorkerSpec {
     pub device: String,
     pub pipeline: String,
     pub profile: Option<String>,
+    /// [`crate::stages::RunInfo::precision`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 /// One upstream artifact of an input.

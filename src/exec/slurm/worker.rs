@@ -132,6 +132,7 @@ pub fn exec_stage(spec_path: &Path, registry: &StageRegistry) -> Result<bool, Wo
                 run: RunInfo {
                     pipeline: spec.pipeline.clone(),
                     profile: spec.profile.clone(),
+                    precision: spec.precision.clone(),
                 },
             };
             compute(stage, &mut ctx, &spec.params)

@@ -5,7 +5,9 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention as scaled_dot_product;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{s, Tensor};
+use burn::tensor::{s, FloatDType, Tensor};
+
+use crate::model::precision;
 
 /// GELU with the exact erf: burn's `gelu`.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -32,7 +34,20 @@ pub fn attention(
     heads: usize,
 ) -> Tensor<3> {
     let [b, t, d] = q.dims();
-    let split = |x: Tensor<3>| x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
+    // in an autocast scope Q, K, V and M enter the kernel in the half type (its softmax
+    // statistics are the kernel's own business) and the context comes back f32
+    let half = precision::half_type();
+    let split = |x: Tensor<3>| {
+        let x = x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
+        match half {
+            Some(half) => x.cast(half),
+            None => x,
+        }
+    };
+    let mask = match half {
+        Some(half) => mask.cast(half),
+        None => mask,
+    };
     let context = scaled_dot_product(
         split(q),
         split(k),
@@ -41,6 +56,10 @@ pub fn attention(
         Some(mask),
         AttentionModuleOptions::default(),
     );
+    let context = match half {
+        Some(_) => context.cast(FloatDType::F32),
+        None => context,
+    };
     context.swap_dims(1, 2).reshape([b, t, d])
 }
 
@@ -59,9 +78,10 @@ pub fn training_attention(
     let [b, t, d] = q.dims();
     let split = |x: Tensor<3>| x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
     let scale = 1.0 / ((d / heads) as f64).sqrt();
-    let scores = split(q).mul_scalar(scale).matmul(split(k).swap_dims(2, 3));
+    // the products in the autocast scope's type (f32 outside one), the softmax in f32
+    let scores = precision::matmul(split(q).mul_scalar(scale), split(k).swap_dims(2, 3));
     let probs = super::masked_softmax(scores, mask);
-    let context = super::dropout(dropout, probs).matmul(split(v));
+    let context = precision::matmul(super::dropout(dropout, probs), split(v));
     context.swap_dims(1, 2).reshape([b, t, d])
 }
 

@@ -30,6 +30,7 @@ use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, PairFeatures, TransitionConstraints};
+use crate::model::precision::{autocast, Precision};
 use crate::model::vocab::grow_word_embeddings;
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::train::classifier::{entity_tags, initialize_params};
@@ -129,6 +130,11 @@ pub struct FinetuneParams {
         skip_serializing_if = "training_defaults::is_no_layer_decay"
     )]
     pub layer_decay: f64,
+    /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
+    /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
+    /// loss). (Left out of the key at its default, f32.)
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// How entity tags reach the encoder.
@@ -177,6 +183,7 @@ impl FinetuneParams {
             grad_accum: 1,
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
+            precision: self.precision,
         }
     }
 }
@@ -269,7 +276,8 @@ impl Stage for FinetuneStage {
     }
 
     fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
-        run(ctx, p)
+        // training and every scoring pass of the stage in its precision
+        autocast(p.precision, || run(ctx, p))
     }
 }
 
