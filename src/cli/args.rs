@@ -271,6 +271,9 @@ pub enum BenchWhat {
         /// (`torch.autocast`, bf16 unless this is f16).
         #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
         precision: PrecisionArg,
+        /// The shapes to time, BATCHxSEQ, comma-separated.
+        #[arg(long, default_value = "32x128,32x64")]
+        shapes: String,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {

@@ -38,6 +38,8 @@ use crate::train::{
 /// The PyTorch side of `bench train` (run with `python -c`).
 const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_train_torch.py");
 /// Shapes of `bench train`: batch × tokens.
+/// The shapes the ignored A/B benchmark test times.
+#[cfg(test)]
 const SHAPES: [(usize, usize); 2] = [(32, 128), (32, 64)];
 /// Classes of the benchmark head (ChemProt's six).
 const NUM_LABELS: usize = 6;
@@ -206,6 +208,13 @@ fn time_pipe_in_scope(
         let _: f32 = value.into_scalar();
         if step >= warmup {
             train_times.push(start.elapsed().as_secs_f64());
+        } else {
+            // on a GPU the warm-up steps compile and tune kernels: say how long they take
+            eprintln!(
+                "{batch_size}x{seq_len} warm-up step {}: {:.1} s",
+                step + 1,
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     // Inference as the evaluate stage runs it: `predict` over INFER_BATCHES batches (side
@@ -337,6 +346,20 @@ struct TrainFigures {
     timed_steps: usize,
 }
 
+/// `32x128,32x64` as (batch, sequence length) pairs.
+fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>> {
+    text.split(',')
+        .map(|shape| {
+            let parsed = shape
+                .trim()
+                .split_once('x')
+                .and_then(|(b, t)| Some((b.parse().ok()?, t.parse().ok()?)))
+                .filter(|&(b, t): &(usize, usize)| b > 0 && t > 0);
+            parsed.with_context(|| format!("--shapes: `{shape}` is not BATCHxSEQ (e.g. 32x128)"))
+        })
+        .collect()
+}
+
 /// `pipe bench train`.
 pub(super) fn bench_train(
     model_dir: Option<&Path>,
@@ -345,7 +368,9 @@ pub(super) fn bench_train(
     json: bool,
     device: &str,
     precision: Precision,
+    shapes: &str,
 ) -> Result<ExitCode> {
+    let shapes = parse_shapes(shapes)?;
     crate::allocator::tune_for_training(); // as `fit` does, so that the step is timed alike
     if steps == 0 {
         bail!("--steps must be positive");
@@ -373,15 +398,15 @@ pub(super) fn bench_train(
              ({} cores), PyTorch on {torch_device}; step = forward + backward + clip + AdamW; \
              infer = pipe's evaluation loop over {INFER_BATCHES} batches (per batch), PyTorch's \
              forward in inference mode; median of {steps} steps after {warmup} warm-up; pipe \
-             and PyTorch alternate shape by shape; pipe's products in {precision}{}",
-            torch_amp.map_or(String::new(), |dtype| format!(
-                "; PyTorch in f32 and with AMP ({dtype})"
-            )),
+             and PyTorch alternate shape by shape; pipe's products in {precision}{amp}",
             model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
                 .display()
                 .to_string()),
             spec.backend_name(),
             num_cpus::get(),
+            amp = torch_amp.map_or(String::new(), |dtype| format!(
+                "; PyTorch in f32 and with AMP ({dtype})"
+            )),
         );
         if python.is_none() {
             println!(
@@ -395,7 +420,7 @@ pub(super) fn bench_train(
         println!("{}", machine.summary());
     }
     let mut figures = Vec::new();
-    for shape in SHAPES {
+    for shape in shapes {
         let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps, precision)?;
         let torch = match &python {
             Some(python) => Some(time_torch(

@@ -153,6 +153,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 json,
                 device,
                 precision,
+                shapes,
             } => super::bench_train::bench_train(
                 model.as_deref(),
                 warmup,
@@ -160,6 +161,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 json,
                 &device,
                 precision.into(),
+                &shapes,
             ),
             BenchWhat::Epoch {
                 model,

@@ -52,7 +52,21 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !fused_enabled() {
         return reference::gelu(x);
     }
-    flex::gelu(x).unwrap_or_else(reference::gelu)
+    flex::gelu(x).unwrap_or_else(erf_gelu)
+}
+
+/// GELU composed from erf, x · ½(1 + erf(x/√2)), for the backends without pipe's kernel:
+/// burn's own `gelu` computes the exact forward but its default backward is the derivative
+/// of the tanh approximation (`gelu_backward`, off by up to 3e-3 on a GPU), while autodiff
+/// of this form gives the exact Φ(x) + x φ(x). Fusion makes it one kernel each way.
+fn erf_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let phi = x
+        .clone()
+        .div_scalar(std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5);
+    x * phi
 }
 
 /// `dropout.forward(x)`: x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p) per element, while

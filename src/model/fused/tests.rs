@@ -66,6 +66,19 @@ fn gelu_matches_reference_forward_and_backward() {
     assert_close("gelu backward", dx, dx_ref);
 }
 
+/// The erf-composed GELU other backends run gives the exact gradient, as the fused kernel
+/// does (burn's default `gelu_backward` is the tanh approximation's derivative).
+#[test]
+fn erf_gelu_matches_the_fused_kernel_forward_and_backward() {
+    let device = Device::flex();
+    let x = random([4, 9, 37], 3.0, &device);
+    let w = random([4, 9, 37], 1.0, &device);
+    let (y, dx) = gradient(&x, &w, gelu);
+    let (y_erf, dx_erf) = gradient(&x, &w, super::erf_gelu);
+    assert_close("erf gelu", y, y_erf);
+    assert_close("erf gelu backward", dx, dx_erf);
+}
+
 #[test]
 fn masked_softmax_matches_reference_with_padding() {
     let device = Device::flex();
