@@ -101,9 +101,13 @@ impl BlobStore {
     ) -> Result<(), CacheError> {
         let parent = dest.parent().unwrap_or(&self.dir);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
+        // unique per install: two threads of one run may store the same content at once
+        // (two stages that wrote the same bytes)
+        static INSTALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let tmp = parent.join(format!(
-            ".tmp-{}-{}",
+            ".tmp-{}-{}-{}",
             std::process::id(),
+            INSTALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             dest.file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()

@@ -499,11 +499,16 @@ impl Cache {
         Ok(dir)
     }
 
-    /// The resumable-state directory of `key` (kept across crashes).
+    /// The resumable-state directory of `key` (kept across crashes), made if missing.
     pub fn checkpoint_dir(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
-        let dir = self.root.join("checkpoints").join(key.hex());
+        let dir = self.checkpoint_path(key);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(dir)
+    }
+
+    /// Where [`Self::checkpoint_dir`] of `key` is, without making it.
+    pub fn checkpoint_path(&self, key: &StageKey) -> PathBuf {
+        self.root.join("checkpoints").join(key.hex())
     }
 
     /// Stores every file under `out_dir` and records `key` -> manifest atomically.

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::commit::CommitSpec;
 
 use super::slurm::SlurmOptions;
 use crate::hash::StageKey;
@@ -35,6 +38,8 @@ pub struct Job<'a> {
     pub checkpoint_dir: PathBuf,
     pub device: String,
     pub run: RunInfo,
+    /// How to commit its result; the local executor does so on the worker thread.
+    pub commit: Arc<CommitSpec>,
 }
 
 /// The outputs of a job that succeeded, waiting to be committed.
@@ -49,6 +54,8 @@ pub struct Staged {
     /// What the computing process says it wrote (relative path -> (blake3 hex, size)),
     /// checked against `out_dir` before the commit; `None` when it is this process.
     pub written: Option<BTreeMap<String, (String, u64)>>,
+    /// Already committed by the executor (the local one commits on the worker thread).
+    pub committed: bool,
 }
 
 /// A job that ended.

@@ -56,6 +56,7 @@ impl<'scope, 'env> StageExecutor<'env> for LocalExecutor<'scope, 'env> {
         let bar = self.ui.stage_bar(&job.inst.name);
         let tx = self.tx.clone();
         let cancel = self.cancel.clone();
+        let cache = self.cache;
         self.in_flight += 1;
         self.scope.spawn(move || {
             let t0 = Instant::now();
@@ -85,14 +86,24 @@ impl<'scope, 'env> StageExecutor<'env> for LocalExecutor<'scope, 'env> {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
             let seconds = t0.elapsed().as_secs_f64();
-            let _ = tx.send(Finished {
-                instance: job.instance,
-                result: result.map(|()| Staged {
+            // committed here, beside the other workers, not one at a time by the scheduler
+            let result = result.and_then(|()| {
+                let staged = Staged {
                     out_dir,
                     seconds,
                     cleanup: tmp,
                     written: None,
-                }),
+                    committed: false,
+                };
+                job.commit.commit(cache, &staged)?;
+                Ok(Staged {
+                    committed: true,
+                    ..staged
+                })
+            });
+            let _ = tx.send(Finished {
+                instance: job.instance,
+                result,
             });
         });
         Ok(())

@@ -2,6 +2,7 @@
 //! scheduler that hands ready stages to an executor (`local` threads or `slurm` jobs)
 //! and commits each result atomically.
 
+mod commit;
 mod executor;
 mod local;
 mod plan;

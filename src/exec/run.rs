@@ -4,14 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Instant;
 
-use super::executor::{Executor, Finished, Job, StageExecutor, Staged};
+use super::commit::CommitSpec;
+use super::executor::{Executor, Finished, Job, StageExecutor};
 use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
-use crate::cache::{Cache, CacheError, Entry, LastRun};
+use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
 use crate::pipeline::Pipeline;
 use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
@@ -92,13 +94,6 @@ pub enum RunError {
     Slurm(#[from] super::slurm::SlurmError),
     #[error("interrupted: the jobs this run had submitted were cancelled")]
     Interrupted,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Runs every `Run` item of `plan`, with the executor `opts.executor` names.
@@ -219,6 +214,8 @@ fn schedule<'a>(
     // Jobs that failed before they could start (inputs unavailable, kind not built).
     let mut failed_to_start: VecDeque<Finished> = VecDeque::new();
     let mut running = 0usize;
+    // what committing each started job needs, until it ends
+    let mut commits: HashMap<usize, Arc<CommitSpec>> = HashMap::new();
 
     loop {
         while running < jobs && !executor.interrupted() {
@@ -260,19 +257,28 @@ fn schedule<'a>(
                 false => super::reason::reasons_text(&item.reasons),
             };
             ui.line(&format!("▶ {} ({}): {}", inst.name, inst.kind, reasons));
+            let spec = Arc::new(CommitSpec::new(p, plan, i));
+            commits.insert(i, spec.clone());
             let job = Job {
                 instance: i,
                 inst,
                 stage,
                 key: item.key,
                 inputs,
-                checkpoint_dir: cache.checkpoint_dir(&item.key)?,
+                // only the training kinds keep resumable state: a folder made for every
+                // other stage would cost a mkdir now and a removal at its commit
+                checkpoint_dir: if inst.uses_backend {
+                    cache.checkpoint_dir(&item.key)?
+                } else {
+                    cache.checkpoint_path(&item.key)
+                },
                 device: opts.device.clone(),
                 run: crate::stages::RunInfo {
                     pipeline: p.file.display().to_string(),
                     profile: p.profile.clone(),
                     precision: precision.clone(),
                 },
+                commit: spec,
             };
             if let Err(error) = executor.start(job) {
                 failed_to_start.push_back(Finished {
@@ -295,32 +301,15 @@ fn schedule<'a>(
         let i = done.instance;
         let inst = &p.instances[i];
         let item = plan.item(i);
-        // what the key was made from: the entry's input keys and the last-run record
-        let material = plan.material(p, i);
-        let committed = done.result.and_then(|staged| {
-            let result = inputs_unchanged(p, plan, cache, i)
-                .map_err(|e| e.to_string())
-                .and_then(|()| check_staged(&staged))
-                .and_then(|()| {
-                    let entry = Entry {
-                        manifest: String::new(),
-                        stage: inst.name.clone(),
-                        kind: inst.kind.clone(),
-                        seconds: staged.seconds,
-                        bytes: 0,
-                        created: now_unix(),
-                        pipeline: p.file.to_string_lossy().to_string(),
-                        profile: p.profile.clone(),
-                        inputs: input_keys(&material),
-                    };
-                    cache
-                        .commit(&item.key, &staged.out_dir, entry)
-                        .map(|_| staged.seconds)
-                        .map_err(|e| format!("committing outputs: {e}"))
-                });
-            let _ = std::fs::remove_dir_all(&staged.cleanup);
-            result
-        });
+        // committed by the worker that computed it (local), else here (slurm)
+        let spec = commits.remove(&i);
+        let committed = done
+            .result
+            .and_then(|staged| match (staged.committed, &spec) {
+                (true, _) => Ok(staged.seconds),
+                (false, Some(spec)) => spec.commit(cache, &staged),
+                (false, None) => Err("internal: no commit prepared for this job".to_string()),
+            });
         match committed {
             Ok(seconds) => {
                 ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
@@ -330,7 +319,7 @@ fn schedule<'a>(
                     &inst.name,
                     &LastRun {
                         key: item.key.hex(),
-                        material,
+                        material: spec.map_or_else(|| plan.material(p, i), |s| s.material.clone()),
                         input_stages: plan.input_stages(p, i),
                     },
                 )?;
@@ -430,110 +419,6 @@ fn schedule<'a>(
     })
 }
 
-/// Refuses a staged output that is not what the process that computed it says it wrote
-/// (a file missing, added, or changed since: a half-copied folder on a shared file system).
-/// A stage that changed one of its inputs while it ran (#22 item 2).
-#[derive(Debug, thiserror::Error)]
-pub enum InputChanged {
-    #[error(
-        "it changed its input `{input}` while it ran (file {file} of `{producer}`: {damage}); \
-         inputs are read-only: nothing is committed, and `{producer}` runs again at the next run"
-    )]
-    File {
-        input: String,
-        producer: String,
-        file: String,
-        damage: crate::cache::Damage,
-    },
-    #[error(
-        "its input `{input}` (the output of `{producer}`) is gone from the cache after it ran \
-         ({source}): nothing is committed, and `{producer}` runs again at the next run"
-    )]
-    Entry {
-        input: String,
-        producer: String,
-        source: crate::cache::CacheError,
-    },
-}
-
-/// Checks, after a stage ran, that every input it was given is still what was committed.
-///
-/// Stages read their inputs as hard links to the stored blobs (no copy, whatever their
-/// size); a command running as root, or one that makes a file writable first, could change
-/// a blob in place, and with it every result that shares that blob. The check costs what
-/// the check before the run did (stamps; blobs up to 64 KiB rehashed). A changed input's
-/// result is dropped, so its producer runs again, and the stage's own output is refused.
-fn inputs_unchanged(
-    p: &Pipeline,
-    plan: &Plan,
-    cache: &Cache,
-    i: usize,
-) -> Result<(), InputChanged> {
-    for (name, refs) in &p.instances[i].inputs {
-        for r in refs {
-            let key = plan.item(r.instance).key;
-            if let Err(e) = cache.check(&key) {
-                if e.is_damage() {
-                    let _ = cache.remove(&key);
-                    let (input, producer) = (name.clone(), p.instances[r.instance].name.clone());
-                    return Err(match e {
-                        crate::cache::CacheError::Damaged(d) => InputChanged::File {
-                            input,
-                            producer,
-                            file: d.file,
-                            damage: d.damage,
-                        },
-                        source => InputChanged::Entry {
-                            input,
-                            producer,
-                            source,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_staged(staged: &Staged) -> Result<(), String> {
-    let Some(written) = &staged.written else {
-        return Ok(());
-    };
-    let mut found = Vec::new();
-    list_files(&staged.out_dir, &staged.out_dir, &mut found).map_err(|e| {
-        format!(
-            "reading the staged outputs {}: {e}",
-            staged.out_dir.display()
-        )
-    })?;
-    let found: BTreeSet<String> = found.into_iter().collect();
-    if let Some(rel) = written.keys().find(|rel| !found.contains(*rel)) {
-        return Err(format!(
-            "the staged output lacks `{rel}`, which the job wrote (not committed)"
-        ));
-    }
-    for rel in &found {
-        let Some((hash, size)) = written.get(rel) else {
-            return Err(format!(
-                "the staged output has `{rel}`, which the job did not write (not committed)"
-            ));
-        };
-        let path = staged.out_dir.join(rel);
-        let (h, s) = crate::cache::hash_file(&path)
-            .map_err(|e| format!("reading the staged output {}: {e}", path.display()))?;
-        if &h != hash || s != *size {
-            return Err(format!(
-                "the staged output `{rel}` is not what the job wrote ({s} bytes, blake3 \
-                 {}…, the job wrote {size} bytes, {}…; not committed)",
-                h.get(..12).unwrap_or(&h),
-                hash.get(..12).unwrap_or(hash)
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Every file under `dir` (links to files followed), as `/`-separated paths relative to
 /// `root`: what a commit stores.
 pub(crate) fn list_files(
@@ -590,17 +475,6 @@ fn drop_damaged_results(
         cache.flush()?;
     }
     Ok(damaged)
-}
-
-/// The keys (hex) of the results a stage is computed from.
-fn input_keys(material: &crate::hash::KeyMaterial) -> Vec<String> {
-    let keys: BTreeSet<String> = material
-        .inputs
-        .values()
-        .flatten()
-        .filter_map(|k| k.get(..64).map(str::to_string))
-        .collect();
-    keys.into_iter().collect()
 }
 
 /// Moves the stages that waited only on `done` to `ready`.
@@ -671,44 +545,4 @@ pub fn resolve_inputs(
         by_name.insert(name.clone(), arts);
     }
     Ok(Inputs { by_name })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn staged_with(dir: &std::path::Path, files: &[(&str, &str)]) -> Staged {
-        let out_dir = dir.join("out");
-        std::fs::create_dir_all(out_dir.join("sub")).unwrap();
-        let mut written = BTreeMap::new();
-        for (rel, text) in files {
-            std::fs::write(out_dir.join(rel), text).unwrap();
-            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
-            written.insert(rel.to_string(), (hash, text.len() as u64));
-        }
-        Staged {
-            out_dir,
-            seconds: 0.0,
-            cleanup: dir.to_path_buf(),
-            written: Some(written),
-        }
-    }
-
-    #[test]
-    fn a_staged_output_is_committed_only_as_the_job_wrote_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let staged = staged_with(dir.path(), &[("a", "alpha"), ("sub/b", "beta")]);
-        assert_eq!(check_staged(&staged), Ok(()));
-        // changed after the job wrote it (a half-copied file)
-        std::fs::write(staged.out_dir.join("sub/b"), "be").unwrap();
-        let err = check_staged(&staged).unwrap_err();
-        assert!(err.contains("`sub/b` is not what the job wrote"), "{err}");
-        std::fs::write(staged.out_dir.join("sub/b"), "beta").unwrap();
-        // a file the job did not write, then one missing
-        std::fs::write(staged.out_dir.join("extra"), "x").unwrap();
-        assert!(check_staged(&staged).unwrap_err().contains("`extra`"));
-        std::fs::remove_file(staged.out_dir.join("extra")).unwrap();
-        std::fs::remove_file(staged.out_dir.join("a")).unwrap();
-        assert!(check_staged(&staged).unwrap_err().contains("lacks `a`"));
-    }
 }

@@ -392,6 +392,8 @@ impl<'u> SlurmExecutor<'u> {
                     seconds: r.seconds,
                     cleanup: f.staging.clone(),
                     written: Some(r.files),
+                    // committed by the scheduler, after the files are checked
+                    committed: false,
                 }),
             },
         };

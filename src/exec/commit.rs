@@ -1,0 +1,243 @@
+//! Committing a computed stage: its inputs checked again (a stage must not have changed
+//! them), its staged outputs checked against what the computing process says it wrote,
+//! then stored atomically ([`Cache::commit`]) and the staging folder removed. The local
+//! executor commits on the worker thread that computed the stage, so commits run side by
+//! side; the scheduler commits what a Slurm job staged.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::executor::Staged;
+use super::plan::Plan;
+use super::run::list_files;
+use crate::cache::{Cache, Entry};
+use crate::hash::{KeyMaterial, StageKey};
+use crate::pipeline::Pipeline;
+
+/// What committing one stage instance's result needs, prepared by the scheduler when it
+/// starts the job (so a worker thread needs neither the pipeline nor the plan).
+#[derive(Debug)]
+pub struct CommitSpec {
+    key: StageKey,
+    /// The entry to store, but for what the commit fills in (manifest, size, time).
+    entry: Entry,
+    /// Each input result: the input's name, its producer's name and key.
+    inputs: Vec<(String, String, StageKey)>,
+    /// What the key was made from (the last-run record keeps it).
+    pub material: KeyMaterial,
+}
+
+impl CommitSpec {
+    /// The commit of instance `i` of `p` under `plan`.
+    pub fn new(p: &Pipeline, plan: &Plan, i: usize) -> Self {
+        let inst = &p.instances[i];
+        let material = plan.material(p, i);
+        let inputs = inst
+            .inputs
+            .iter()
+            .flat_map(|(name, refs)| {
+                refs.iter().map(move |r| {
+                    let producer = p.instances[r.instance].name.clone();
+                    (name.clone(), producer, plan.item(r.instance).key)
+                })
+            })
+            .collect();
+        let entry = Entry {
+            manifest: String::new(),
+            stage: inst.name.clone(),
+            kind: inst.kind.clone(),
+            seconds: 0.0,
+            bytes: 0,
+            created: 0,
+            pipeline: p.file.to_string_lossy().to_string(),
+            profile: p.profile.clone(),
+            inputs: input_keys(&material),
+        };
+        CommitSpec {
+            key: plan.item(i).key,
+            entry,
+            inputs,
+            material,
+        }
+    }
+
+    /// Checks the inputs and the staged outputs, stores them, removes the staging folder
+    /// (whatever the outcome); returns the seconds the stage ran.
+    pub fn commit(&self, cache: &Cache, staged: &Staged) -> Result<f64, String> {
+        let result = self
+            .inputs_unchanged(cache)
+            .map_err(|e| e.to_string())
+            .and_then(|()| check_staged(staged))
+            .and_then(|()| {
+                let entry = Entry {
+                    seconds: staged.seconds,
+                    created: now_unix(),
+                    ..self.entry.clone()
+                };
+                cache
+                    .commit(&self.key, &staged.out_dir, entry)
+                    .map(|_| staged.seconds)
+                    .map_err(|e| format!("committing outputs: {e}"))
+            });
+        let _ = std::fs::remove_dir_all(&staged.cleanup);
+        result
+    }
+
+    /// Checks, after a stage ran, that every input it was given is still what was
+    /// committed.
+    ///
+    /// Stages read their inputs as hard links to the stored blobs (no copy, whatever their
+    /// size); a command running as root, or one that makes a file writable first, could
+    /// change a blob in place, and with it every result that shares that blob. The check
+    /// costs what the check before the run did (stamps; blobs up to 64 KiB rehashed). A
+    /// changed input's result is dropped, so its producer runs again, and the stage's own
+    /// output is refused.
+    fn inputs_unchanged(&self, cache: &Cache) -> Result<(), InputChanged> {
+        for (name, producer, key) in &self.inputs {
+            if let Err(e) = cache.check(key) {
+                if e.is_damage() {
+                    let _ = cache.remove(key);
+                    let (input, producer) = (name.clone(), producer.clone());
+                    return Err(match e {
+                        crate::cache::CacheError::Damaged(d) => InputChanged::File {
+                            input,
+                            producer,
+                            file: d.file,
+                            damage: d.damage,
+                        },
+                        source => InputChanged::Entry {
+                            input,
+                            producer,
+                            source,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys (hex) of the results a stage is computed from.
+fn input_keys(material: &KeyMaterial) -> Vec<String> {
+    let keys: BTreeSet<String> = material
+        .inputs
+        .values()
+        .flatten()
+        .filter_map(|k| k.get(..64).map(str::to_string))
+        .collect();
+    keys.into_iter().collect()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A stage that changed one of its inputs while it ran (#22 item 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputChanged {
+    #[error(
+        "it changed its input `{input}` while it ran (file {file} of `{producer}`: {damage}); \
+         inputs are read-only: nothing is committed, and `{producer}` runs again at the next run"
+    )]
+    File {
+        input: String,
+        producer: String,
+        file: String,
+        damage: crate::cache::Damage,
+    },
+    #[error(
+        "its input `{input}` (the output of `{producer}`) is gone from the cache after it ran \
+         ({source}): nothing is committed, and `{producer}` runs again at the next run"
+    )]
+    Entry {
+        input: String,
+        producer: String,
+        source: crate::cache::CacheError,
+    },
+}
+
+/// Refuses a staged output that is not what the process that computed it says it wrote
+/// (a file missing, added, or changed since: a half-copied folder on a shared file system).
+fn check_staged(staged: &Staged) -> Result<(), String> {
+    let Some(written) = &staged.written else {
+        return Ok(());
+    };
+    let mut found = Vec::new();
+    list_files(&staged.out_dir, &staged.out_dir, &mut found).map_err(|e| {
+        format!(
+            "reading the staged outputs {}: {e}",
+            staged.out_dir.display()
+        )
+    })?;
+    let found: BTreeSet<String> = found.into_iter().collect();
+    if let Some(rel) = written.keys().find(|rel| !found.contains(*rel)) {
+        return Err(format!(
+            "the staged output lacks `{rel}`, which the job wrote (not committed)"
+        ));
+    }
+    for rel in &found {
+        let Some((hash, size)) = written.get(rel) else {
+            return Err(format!(
+                "the staged output has `{rel}`, which the job did not write (not committed)"
+            ));
+        };
+        let path = staged.out_dir.join(rel);
+        let (h, s) = crate::cache::hash_file(&path)
+            .map_err(|e| format!("reading the staged output {}: {e}", path.display()))?;
+        if &h != hash || s != *size {
+            return Err(format!(
+                "the staged output `{rel}` is not what the job wrote ({s} bytes, blake3 \
+                 {}…, the job wrote {size} bytes, {}…; not committed)",
+                h.get(..12).unwrap_or(&h),
+                hash.get(..12).unwrap_or(hash)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn staged_with(dir: &std::path::Path, files: &[(&str, &str)]) -> Staged {
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(out_dir.join("sub")).unwrap();
+        let mut written = BTreeMap::new();
+        for (rel, text) in files {
+            std::fs::write(out_dir.join(rel), text).unwrap();
+            let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+            written.insert(rel.to_string(), (hash, text.len() as u64));
+        }
+        Staged {
+            out_dir,
+            seconds: 0.0,
+            cleanup: dir.to_path_buf(),
+            written: Some(written),
+            committed: false,
+        }
+    }
+
+    #[test]
+    fn a_staged_output_is_committed_only_as_the_job_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = staged_with(dir.path(), &[("a", "alpha"), ("sub/b", "beta")]);
+        assert_eq!(check_staged(&staged), Ok(()));
+        // changed after the job wrote it (a half-copied file)
+        std::fs::write(staged.out_dir.join("sub/b"), "be").unwrap();
+        let err = check_staged(&staged).unwrap_err();
+        assert!(err.contains("`sub/b` is not what the job wrote"), "{err}");
+        std::fs::write(staged.out_dir.join("sub/b"), "beta").unwrap();
+        // a file the job did not write, then one missing
+        std::fs::write(staged.out_dir.join("extra"), "x").unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("`extra`"));
+        std::fs::remove_file(staged.out_dir.join("extra")).unwrap();
+        std::fs::remove_file(staged.out_dir.join("a")).unwrap();
+        assert!(check_staged(&staged).unwrap_err().contains("lacks `a`"));
+    }
+}
