@@ -869,3 +869,18 @@ mod tsv_tests {
         assert!(e.contains("b.tsv:1"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shape_tests {
+    #[test]
+    fn shapes_are_batch_by_length_pairs() {
+        assert_eq!(
+            super::parse_shapes("32x128, 8x64").unwrap(),
+            vec![(32, 128), (8, 64)]
+        );
+        for bad in ["32", "32x", "0x128", "32x128,", "axb"] {
+            let err = super::parse_shapes(bad).unwrap_err().to_string();
+            assert!(err.contains("is not BATCHxSEQ"), "{bad}: {err}");
+        }
+    }
+}

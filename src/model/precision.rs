@@ -57,16 +57,6 @@ impl Precision {
             Precision::F16 => "f16",
         }
     }
-
-    /// Parses a name as written in YAML or on the command line.
-    pub fn parse(name: &str) -> Option<Precision> {
-        match name {
-            "f32" => Some(Precision::F32),
-            "bf16" => Some(Precision::Bf16),
-            "f16" => Some(Precision::F16),
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Display for Precision {
@@ -131,12 +121,18 @@ mod tests {
     #[test]
     fn names_round_trip_and_f32_is_the_default() {
         for p in [Precision::F32, Precision::Bf16, Precision::F16] {
-            assert_eq!(Precision::parse(p.name()), Some(p));
             let yaml = serde_yaml::to_string(&p).unwrap();
             assert_eq!(yaml.trim(), p.name());
+            assert_eq!(serde_yaml::from_str::<Precision>(p.name()).unwrap(), p);
         }
         assert!(Precision::default().is_f32());
-        assert_eq!(Precision::parse("fp16"), None);
+        let err = serde_yaml::from_str::<Precision>("fp16")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected one of `f32`, `bf16`, `f16`"),
+            "{err}"
+        );
     }
 
     #[test]
