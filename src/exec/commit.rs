@@ -14,6 +14,16 @@ use crate::cache::{Cache, Entry};
 use crate::hash::{KeyMaterial, StageKey};
 use crate::pipeline::Pipeline;
 
+/// One result a stage was given, for the check after it ran.
+#[derive(Debug)]
+struct InputResult {
+    /// The input it is bound under.
+    input: String,
+    /// The stage instance that made it.
+    producer: String,
+    key: StageKey,
+}
+
 /// What committing one stage instance's result needs, prepared by the scheduler when it
 /// starts the job (so a worker thread needs neither the pipeline nor the plan).
 #[derive(Debug)]
@@ -21,8 +31,8 @@ pub struct CommitSpec {
     key: StageKey,
     /// The entry to store, but for what the commit fills in (manifest, size, time).
     entry: Entry,
-    /// Each input result: the input's name, its producer's name and key.
-    inputs: Vec<(String, String, StageKey)>,
+    /// The results the stage was given.
+    inputs: Vec<InputResult>,
     /// What the key was made from (the last-run record keeps it).
     pub material: KeyMaterial,
 }
@@ -36,9 +46,10 @@ impl CommitSpec {
             .inputs
             .iter()
             .flat_map(|(name, refs)| {
-                refs.iter().map(move |r| {
-                    let producer = p.instances[r.instance].name.clone();
-                    (name.clone(), producer, plan.item(r.instance).key)
+                refs.iter().map(move |r| InputResult {
+                    input: name.clone(),
+                    producer: p.instances[r.instance].name.clone(),
+                    key: plan.item(r.instance).key,
                 })
             })
             .collect();
@@ -93,11 +104,16 @@ impl CommitSpec {
     /// changed input's result is dropped, so its producer runs again, and the stage's own
     /// output is refused.
     fn inputs_unchanged(&self, cache: &Cache) -> Result<(), InputChanged> {
-        for (name, producer, key) in &self.inputs {
+        for InputResult {
+            input,
+            producer,
+            key,
+        } in &self.inputs
+        {
             if let Err(e) = cache.check(key) {
                 if e.is_damage() {
                     let _ = cache.remove(key);
-                    let (input, producer) = (name.clone(), producer.clone());
+                    let (input, producer) = (input.clone(), producer.clone());
                     return Err(match e {
                         crate::cache::CacheError::Damaged(d) => InputChanged::File {
                             input,
