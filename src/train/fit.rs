@@ -132,6 +132,14 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training throughput, sequences per second.
     pub seq_per_s: f64,
+    /// `precision: f16`: updates skipped because their gradients overflowed (each halved
+    /// the loss scale, see [`LossScale`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_updates: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One update, kept with [`TrainSettings::record_updates`].
@@ -400,6 +408,7 @@ fn fit_in_precision<O: Objective>(
         let mut loss_sum: Option<Tensor<1>> = None;
         let resumed_sum = state.epoch_loss_sum.take();
         let mut shown_loss = f64::NAN;
+        let mut skipped_updates = 0;
         for (u, micro_batches) in updates.iter().enumerate().skip(done_in_epoch) {
             let mut accumulator = GradientsAccumulator::<O::Model>::new();
             let mut single = None;
@@ -466,6 +475,7 @@ fn fit_in_precision<O: Objective>(
                 || loss_scale.update(norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>())));
             let lr = schedule.lr(state.step);
             model = if !finite {
+                skipped_updates += 1;
                 model
             } else if rates.is_uniform() {
                 optimizer.step(lr, model, grads)
@@ -529,6 +539,7 @@ fn fit_in_precision<O: Objective>(
             dev_tasks: BTreeMap::new(),
             seconds,
             seq_per_s: refs_seen(&updates[done_in_epoch..]) as f64 / seconds,
+            skipped_updates,
         };
         after_epoch(&model, &mut record)?;
         if !settings.record_updates {
@@ -687,6 +698,12 @@ mod tests {
     fn update_losses(precision: Precision) -> Vec<f64> {
         let fitted = tiny_run(true, precision, true);
         fitted.updates.iter().map(|u| u.losses[0]).collect()
+    }
+
+    /// Updates an f16 run skipped, epoch by epoch.
+    fn f16_skips() -> Vec<usize> {
+        let fitted = tiny_run(true, Precision::F16, true);
+        fitted.history.iter().map(|r| r.skipped_updates).collect()
     }
 
     /// The 4-epoch, 20-update run of a tiny classifier on [`instances`].
@@ -882,6 +899,8 @@ mod tests {
     fn half_precision_losses_follow_f32() {
         let f32_losses = update_losses(Precision::F32);
         assert_eq!(f32_losses.len(), 20);
+        // gradients this small do not overflow f16 even at the initial scale of 2¹⁶
+        assert_eq!(f16_skips(), vec![0; 4]);
         for precision in [Precision::Bf16, Precision::F16] {
             let half = update_losses(precision);
             assert_eq!(half.len(), 20, "{precision}");
