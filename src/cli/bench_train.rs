@@ -27,7 +27,6 @@ use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
 use crate::stages::Progress;
 use crate::train::classifier::{cross_entropy, initialize_params};
-use crate::train::clipping::{clip_global_norm, scale_grads};
 use crate::train::fit::adamw;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
@@ -37,8 +36,7 @@ use crate::train::{
 
 /// The PyTorch side of `bench train` (run with `python -c`).
 const TORCH_SCRIPT: &str = include_str!("../../scripts/bench_train_torch.py");
-/// Shapes of `bench train`: batch × tokens.
-/// The shapes the ignored A/B benchmark test times.
+/// The shapes (batch × tokens) the ignored A/B benchmark test times.
 #[cfg(test)]
 const SHAPES: [(usize, usize); 2] = [(32, 128), (32, 64)];
 /// Classes of the benchmark head (ChemProt's six).
@@ -148,27 +146,6 @@ fn time_pipe(
     steps: usize,
     precision: Precision,
 ) -> Result<RustTiming> {
-    autocast(precision, || {
-        time_pipe_in_scope(
-            model_dir,
-            device,
-            (batch_size, seq_len),
-            warmup,
-            steps,
-            precision,
-        )
-    })
-}
-
-/// [`time_pipe`] inside its precision's autocast scope.
-fn time_pipe_in_scope(
-    model_dir: Option<&Path>,
-    device: &Device,
-    (batch_size, seq_len): (usize, usize),
-    warmup: usize,
-    steps: usize,
-    precision: Precision,
-) -> Result<RustTiming> {
     let peak_is_per_shape = reset_peak_rss();
     let train_dev = train_device(device);
     let (mut model, config) = classifier(model_dir, NUM_LABELS, &train_dev)?;
@@ -190,18 +167,8 @@ fn time_pipe_in_scope(
         let out = with_backend_seed(&train_dev, step as u64, || model.forward(&batch))?;
         let loss = cross_entropy(out.logits, batch.labels.clone());
         let value = loss.clone().inner();
-        let (grads, finite) = if loss_scale.is_dynamic() {
-            let s = loss_scale.scale();
-            let grads = GradientsParams::from_grads(loss.mul_scalar(s).backward(), &model);
-            let grads = scale_grads(&model, grads, 1.0 / s);
-            let (grads, norm) = clip_global_norm(&model, grads, GRAD_CLIP);
-            let norm = norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>()));
-            (grads, loss_scale.update(norm))
-        } else {
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            (clip_global_norm(&model, grads, GRAD_CLIP).0, true)
-        };
-        if finite {
+        let grads = GradientsParams::from_grads(loss_scale.scaled(loss).backward(), &model);
+        if let Some(grads) = loss_scale.unscale_and_clip(&model, grads, GRAD_CLIP) {
             model = optimizer.step(LR, model, grads);
         }
         // the backend runs ops eagerly; reading the loss makes sure the step is done
@@ -421,7 +388,10 @@ pub(super) fn bench_train(
     }
     let mut figures = Vec::new();
     for shape in shapes {
-        let pipe = time_pipe(model_dir, &burn_device, shape, warmup, steps, precision)?;
+        // the whole step, and `predict`, in the precision's autocast scope
+        let pipe = autocast(precision, || {
+            time_pipe(model_dir, &burn_device, shape, warmup, steps, precision)
+        })?;
         let torch = match &python {
             Some(python) => Some(time_torch(
                 python,
@@ -829,7 +799,7 @@ mod ab {
                 let out = with_backend_seed(&train_dev, step, || taken.forward(&batch)).unwrap();
                 let loss = cross_entropy(out.logits, batch.labels.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &taken);
-                let (grads, _) = clip_global_norm(&taken, grads, GRAD_CLIP);
+                let (grads, _) = crate::train::clipping::clip_global_norm(&taken, grads, GRAD_CLIP);
                 model = optimizer.step(LR, taken, grads);
                 step += 1;
             });

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::batching::{shuffled_batches, train_batches};
 use super::checkpoint::{self, TrainState};
 use super::classifier::{cross_entropy, Batch, EncodedInstance, SequenceClassifier};
-use super::clipping::{clip_global_norm, no_decay_params, scale_grads};
+use super::clipping::no_decay_params;
 use super::layer_decay::{step_by_rate, LayerDepths, ParamRates};
 use super::loss_scale::LossScale;
 use super::rng::{with_backend_seed, SplitMix64};
@@ -452,35 +452,24 @@ fn fit_in_precision<O: Objective>(
                     }
                 }
                 add_detached(&mut loss_sum, &loss);
-                let loss = if loss_scale.is_dynamic() {
-                    loss.mul_scalar(loss_scale.scale())
-                } else {
-                    loss
-                };
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grads = GradientsParams::from_grads(loss_scale.scaled(loss).backward(), &model);
                 if micro_batches.len() == 1 {
                     single = Some(grads);
                 } else {
                     accumulator.accumulate(&model, grads);
                 }
             }
-            let mut grads = single.unwrap_or_else(|| accumulator.grads());
-            if loss_scale.is_dynamic() {
-                grads = scale_grads(&model, grads, 1.0 / loss_scale.scale());
-            }
-            let (grads, norm) = clip_global_norm(&model, grads, settings.grad_clip);
-            // f16: an update whose gradients overflowed is skipped (reading the norm waits
-            // for the device, as GradScaler's check does)
-            let finite = !loss_scale.is_dynamic()
-                || loss_scale.update(norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>())));
+            let grads = single.unwrap_or_else(|| accumulator.grads());
+            // f16: an update whose gradients overflowed is skipped
+            let grads = loss_scale.unscale_and_clip(&model, grads, settings.grad_clip);
             let lr = schedule.lr(state.step);
-            model = if !finite {
-                skipped_updates += 1;
-                model
-            } else if rates.is_uniform() {
-                optimizer.step(lr, model, grads)
-            } else {
-                step_by_rate(&mut optimizer, lr, &rates, model, grads)
+            model = match grads {
+                None => {
+                    skipped_updates += 1;
+                    model
+                }
+                Some(grads) if rates.is_uniform() => optimizer.step(lr, model, grads),
+                Some(grads) => step_by_rate(&mut optimizer, lr, &rates, model, grads),
             };
             state.step += 1;
             env.progress.set_position(state.step as u64);

@@ -5,6 +5,11 @@
 //! norm) is skipped with S halved. After [`LossScale::GROWTH_INTERVAL`] clean updates in a
 //! row S doubles again. bf16 and f32 train with S = 1 and never skip.
 
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+
+use super::clipping::{clip_global_norm, scale_grads};
 use crate::model::Precision;
 
 /// The current scale S and the run of clean updates since it last changed.
@@ -33,19 +38,42 @@ impl LossScale {
         }
     }
 
-    /// Whether the loss is scaled at all (f16).
-    pub fn is_dynamic(&self) -> bool {
-        self.dynamic
-    }
-
     /// The factor S the loss is multiplied by before the backward pass.
     pub fn scale(&self) -> f64 {
         self.scale
     }
 
+    /// The loss to call `backward` on: `loss` · S under f16, `loss` itself otherwise.
+    pub fn scaled(&self, loss: Tensor<1>) -> Tensor<1> {
+        if self.dynamic {
+            loss.mul_scalar(self.scale)
+        } else {
+            loss
+        }
+    }
+
+    /// An update's gradients (of the [`Self::scaled`] loss) divided by S and clipped to
+    /// the global norm `max_norm` ([`clip_global_norm`]), or `None` when they overflowed:
+    /// the update is skipped and S halved. Under f16 it reads the norm, waiting for the
+    /// device (as `GradScaler`'s check does); otherwise it only clips.
+    pub fn unscale_and_clip<M: Module>(
+        &mut self,
+        model: &M,
+        grads: GradientsParams,
+        max_norm: f64,
+    ) -> Option<GradientsParams> {
+        if !self.dynamic {
+            return Some(clip_global_norm(model, grads, max_norm).0);
+        }
+        let grads = scale_grads(model, grads, 1.0 / self.scale);
+        let (grads, norm) = clip_global_norm(model, grads, max_norm);
+        let norm = norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>()));
+        self.update(norm).then_some(grads)
+    }
+
     /// Records the outcome of an update whose gradient norm (before unscaling) was
     /// `grad_norm`; returns whether the optimizer may step (the gradients are finite).
-    pub fn update(&mut self, grad_norm: f64) -> bool {
+    fn update(&mut self, grad_norm: f64) -> bool {
         if !self.dynamic {
             return true;
         }

@@ -37,28 +37,23 @@ pub fn attention(
     // in an autocast scope Q, K, V and M enter the kernel in the half type (its softmax
     // statistics are the kernel's own business) and the context comes back f32
     let half = precision::half_type();
-    let split = |x: Tensor<3>| {
-        let x = x.reshape([b, t, heads, d / heads]).swap_dims(1, 2);
-        match half {
-            Some(half) => x.cast(half),
-            None => x,
-        }
+    let in_half = |x: Tensor<4>| match half {
+        Some(half) => x.cast(half),
+        None => x,
     };
-    let mask = match half {
-        Some(half) => mask.cast(half),
-        None => mask,
-    };
+    let split = |x: Tensor<3>| in_half(x.reshape([b, t, heads, d / heads]).swap_dims(1, 2));
     let context = scaled_dot_product(
         split(q),
         split(k),
         split(v),
         None,
-        Some(mask),
+        Some(in_half(mask)),
         AttentionModuleOptions::default(),
     );
-    let context = match half {
-        Some(_) => context.cast(FloatDType::F32),
-        None => context,
+    let context = if half.is_some() {
+        context.cast(FloatDType::F32)
+    } else {
+        context
     };
     context.swap_dims(1, 2).reshape([b, t, d])
 }
