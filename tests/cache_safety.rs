@@ -747,3 +747,71 @@ fn links_in_an_output_are_refused_never_followed() {
         assert_eq!(p.plan("p.yaml"), vec![("s".to_string(), "run".to_string())]);
     }
 }
+
+/// #27: sled is not flushed at every commit, so a run killed right after its first
+/// commits leaves them in their records but maybe not in the index. The next run must
+/// still find every one of them cached (the open after a killed holder puts them back).
+#[test]
+fn a_killed_run_keeps_every_result_it_committed() {
+    use std::os::unix::process::CommandExt;
+    let quick = 6;
+    let mut yaml = String::from("stages:\n");
+    for i in 0..quick {
+        yaml.push_str(&format!(
+            "  q{i}:\n    kind: shell\n    params:\n      cmd: \"echo {i} > o\"\n      outs: [o]\n"
+        ));
+    }
+    // waits for the test to let it go: the run is killed while it waits
+    yaml.push_str(
+        "  last:\n    kind: shell\n    params:\n      cmd: \"while [ ! -e \\\"$PIPE_PROJECT/go\\\" ]; do sleep 0.05; done; while read -r d; do cat \\\"$d/o\\\"; done < \\\"$PIPE_IN_UP_LIST\\\" > o\"\n      outs: [o]\n    inputs:\n      up: [",
+    );
+    yaml.push_str(
+        &(0..quick)
+            .map(|i| format!("q{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    yaml.push_str("]\n");
+    let p = Project::new();
+    p.write("p.yaml", &yaml);
+    let mut run = p
+        .cmd(&["run", "p.yaml", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("run");
+    // killed as soon as the quick stages' records are written, before any snapshot write
+    // (the first comes 300 ms after a commit) could have flushed the index
+    let records = |root: &Path| -> usize {
+        std::fs::read_dir(root.join("entries"))
+            .map(|subs| {
+                subs.flatten()
+                    .filter_map(|sub| std::fs::read_dir(sub.path()).ok())
+                    .flat_map(|files| files.flatten())
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let t0 = std::time::Instant::now();
+    while records(&p.cache()) < quick {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the quick stages never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: kills the process group this test just started
+    unsafe {
+        libc::kill(-(run.id() as i32), libc::SIGKILL);
+    }
+    let _ = run.wait();
+    let plan = p.plan("p.yaml");
+    let cached = plan.iter().filter(|(_, s)| s == "cached").count();
+    assert_eq!(cached, quick, "after the kill: {plan:?}");
+    p.write("go", "");
+    let out = p.ok(&["run", "p.yaml"]);
+    assert!(out.contains(&format!("ran 1, cached {quick}")), "{out}");
+    assert_eq!(shown(&p, "last", "o"), "0\n1\n2\n3\n4\n5\n");
+}

@@ -5,8 +5,11 @@
 //! file, fsynced and renamed into `blobs/<aa>/<blake3>`; then the manifest (itself a
 //! blob) is stored; then the entry's record file (`entries/`, what `pipe cache
 //! rebuild-index` rebuilds a damaged index from); then ONE sled insert maps the key to the
-//! manifest, and sled is flushed. A run killed before that insert leaves only unreferenced
-//! blobs (removed by `pipe cache gc`), never a half entry.
+//! manifest. A run killed before the record is written leaves only unreferenced blobs
+//! (removed by `pipe cache gc`), never a half entry. sled is flushed before each snapshot
+//! write (within moments of a commit) and when the cache closes, not at every commit: the
+//! next holder after a killed one finds the records whose inserts sled lost and puts them
+//! back, each verified ([`Cache::open`]).
 //!
 //! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:
 //! [`Cache::open_for_reading`] reads `index-snapshot.json`, which the holder rewrites
@@ -213,6 +216,11 @@ impl Drop for Cache {
     /// (a reader takes a pid there for a running holder).
     fn drop(&mut self) {
         let Some(lock) = &self.lock else { return };
+        // what the last snapshot write did not flush (last-run records, late commits)
+        if self.index.flush().is_err() {
+            // keep the pid in LOCK: the next holder puts back what sled lost
+            return;
+        }
         if let Some(writer) = &self.snapshot {
             if writer
                 .dirty
@@ -225,9 +233,17 @@ impl Drop for Cache {
     }
 }
 
+/// The cache's lock, held.
+struct HeldLock {
+    file: File,
+    /// The last holder did not close the cache (killed, or its machine went down): its
+    /// pid was still in `LOCK`. Its last commits may be in their records but not in sled.
+    after_unclean_exit: bool,
+}
+
 /// Takes the exclusive lock of the cache at `root` (creating the folder), writing this
 /// process's pid into it; [`CacheError::Busy`] at once when another process holds it.
-fn take_lock(root: &Path) -> Result<File, CacheError> {
+fn take_lock(root: &Path) -> Result<HeldLock, CacheError> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let lock_path = root.join("LOCK");
     let mut lock = fs::OpenOptions::new()
@@ -252,9 +268,14 @@ fn take_lock(root: &Path) -> Result<File, CacheError> {
             });
         }
     }
+    // a clean close empties the file (see `Drop for Cache`)
+    let after_unclean_exit = lock.metadata().map_err(io_err(&lock_path))?.len() > 0;
     lock.set_len(0).map_err(io_err(&lock_path))?;
     write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
-    Ok(lock)
+    Ok(HeldLock {
+        file: lock,
+        after_unclean_exit,
+    })
 }
 
 /// Refuses an index that lacks results its last snapshot lists: sled reads a damaged log
@@ -307,6 +328,9 @@ fn write_snapshot(
     if index.generation()? == written.load(Ordering::Acquire) {
         return Ok(());
     }
+    // a snapshot lists only what sled holds durably (an open checks the index against it);
+    // commits insert under this lock, so none lands between the flush and the read
+    index.flush()?;
     let (generation, text) = index.snapshot_json()?;
     replace_file(root, SNAPSHOT_FILE, &text)?;
     replace_file(root, GENERATION_FILE, generation.to_string().as_bytes())?;
@@ -353,17 +377,33 @@ impl Cache {
     /// Opens (creating if needed) the cache at `root` and takes its lock; a second
     /// process gets [`CacheError::Busy`] at once.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        let lock = take_lock(root)?;
+        let HeldLock {
+            file: lock,
+            after_unclean_exit,
+        } = take_lock(root)?;
         let blobs = BlobStore::new(root.join("blobs"))?;
-        let index = index::Index::open(&root.join("index"))?;
-        // a snapshot of this very index needs neither the check nor a rewrite: the
-        // common case, and at 100,000 entries both cost more than the rest of a no-op run
-        let generation = index.generation()?;
-        let snapshot_current =
-            snapshot_generation(root) == Some(generation) && root.join(SNAPSHOT_FILE).is_file();
-        if !snapshot_current {
-            check_against_snapshot(&index, root)?;
-        }
+        let opened = index::Index::open(&root.join("index")).and_then(|index| {
+            // a snapshot of this very index needs neither the check nor a rewrite: the
+            // common case, and at 100,000 entries both cost more than the rest of a
+            // no-op run
+            let generation = index.generation()?;
+            let snapshot_current =
+                snapshot_generation(root) == Some(generation) && root.join(SNAPSHOT_FILE).is_file();
+            if !snapshot_current {
+                check_against_snapshot(&index, root)?;
+            }
+            Ok((index, generation, snapshot_current))
+        });
+        let (index, generation, snapshot_current) = match opened {
+            Ok(opened) => opened,
+            // sled's log torn by the kill: every result is still in its record and blobs
+            Err(CacheError::IndexDamaged { detail, .. }) if after_unclean_exit => {
+                let _ = lock.set_len(0);
+                drop(lock);
+                return Cache::rebuild_after_kill(root, &detail);
+            }
+            Err(e) => return Err(e),
+        };
         for dir in ["tmp", "views", "checkpoints"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
@@ -386,7 +426,7 @@ impl Cache {
             written.into_inner()
         };
         let snapshot = SnapshotWriter::start(index.clone(), root.to_path_buf(), written);
-        Ok(Cache {
+        let cache = Cache {
             root: root.to_path_buf(),
             blobs,
             index,
@@ -396,7 +436,54 @@ impl Cache {
             records: record::Records::new(root),
             unrecorded: Default::default(),
             snapshot: Some(snapshot),
-        })
+        };
+        if after_unclean_exit {
+            cache.put_back_unflushed_commits()?;
+        }
+        Ok(cache)
+    }
+
+    /// The index a killed holder left damaged, rebuilt from the records at once (what
+    /// `pipe cache rebuild-index` does), saying so on stderr.
+    fn rebuild_after_kill(root: &Path, detail: &str) -> Result<Self, CacheError> {
+        eprintln!(
+            "note: the cache index {} was left damaged ({detail}) by a pipe process that \
+             was killed; rebuilding it from the results' records",
+            root.join("index").display()
+        );
+        let (cache, rebuilt) = Cache::rebuild_index(root)?;
+        eprintln!(
+            "note: {} results recovered, {} left out (their files no longer verify); the \
+             old index is kept in {}",
+            rebuilt.recovered,
+            rebuilt.skipped.len(),
+            rebuilt
+                .old_index
+                .as_deref()
+                .map_or_else(|| "-".into(), |p| p.display().to_string())
+        );
+        Ok(cache)
+    }
+
+    /// After a holder that did not close: puts back into the index each recorded result
+    /// that sled lost (committed after its last flush), if its manifest and files verify;
+    /// a record that does not verify is removed, as `rebuild-index` does. Reads only the
+    /// records the index lacks.
+    fn put_back_unflushed_commits(&self) -> Result<(), CacheError> {
+        let lost = self
+            .records
+            .matching(|key| !self.index.contains(key).unwrap_or(true));
+        if lost.is_empty() {
+            return Ok(());
+        }
+        for (key, entry) in lost {
+            match self.verify_candidate(&entry) {
+                Ok(()) => self.index.insert_entry(&key, &entry)?,
+                Err(_) => self.records.remove(&key)?,
+            }
+        }
+        self.index_changed();
+        self.index.flush()
     }
 
     /// Opens the cache for commands that only read it (`plan`, `report`, `show`,
@@ -405,8 +492,12 @@ impl Cache {
     /// own `tmp/reader-views-<pid>`, removed when the returned value drops.
     pub fn open_for_reading(root: &Path) -> Result<Self, CacheError> {
         let path = root.join(SNAPSHOT_FILE);
-        if !path.is_file() && root.join("index").exists() {
-            // a cache last written before snapshots existed: have one written, once
+        // a pid in LOCK: a holder is running, or the last one was killed and its last
+        // commits may be missing from the snapshot (the open below puts them back)
+        let holder_or_killed = fs::metadata(root.join("LOCK")).is_ok_and(|m| m.len() > 0);
+        if (!path.is_file() && root.join("index").exists()) || holder_or_killed {
+            // a cache last written before snapshots existed, or left by a killed holder:
+            // have the snapshot written (a running holder answers Busy at once)
             match Cache::open(root) {
                 Ok(holder) => drop(holder),
                 Err(CacheError::Busy { .. }) => {}
@@ -539,7 +630,7 @@ impl Cache {
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
         self.records.write(key, &entry)?;
         {
-            // no snapshot is taken between the insert and its flush
+            // no snapshot is taken between the insert and the flush before it
             let _no_snapshot = SNAPSHOT_WRITE
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -738,7 +829,8 @@ impl Cache {
         self.index.set_last_run(pipeline, stage, run)
     }
 
-    /// Makes recorded last runs durable (entries are flushed at each commit).
+    /// Makes the index durable: recorded last runs, and the commits since the last
+    /// snapshot write (a commit's own durability is its record's).
     ///
     /// The snapshot is written first: killed between the two, the index on disk still
     /// holds every entry the snapshot lists (an entry only the snapshot lists is how a

@@ -34,7 +34,7 @@ impl Cache {
     /// Rebuilds the index of the cache at `root` (taking its lock) from every result
     /// whose manifest and files verify (each file rehashed); returns the open cache.
     pub fn rebuild_index(root: &Path) -> Result<(Cache, Rebuilt), CacheError> {
-        let lock = take_lock(root)?;
+        let lock = take_lock(root)?.file;
         let index_dir = root.join("index");
         let mut candidates: BTreeMap<StageKey, Entry> = BTreeMap::new();
         let snapshot = read_snapshot(&root.join(super::SNAPSHOT_FILE));
@@ -66,6 +66,9 @@ impl Cache {
             }
             rebuilt.old_index = Some(aside);
         }
+        // released as a clean close is: the open below must not take this for a killed
+        // holder (the candidates above already hold every record)
+        let _ = lock.set_len(0);
         drop(lock);
         let cache = Cache::open(root)?;
         for (key, entry) in candidates {
@@ -96,7 +99,7 @@ impl Cache {
     }
 
     /// Whether `entry`'s manifest and every file it lists verify (rehashed).
-    fn verify_candidate(&self, entry: &Entry) -> Result<(), String> {
+    pub(super) fn verify_candidate(&self, entry: &Entry) -> Result<(), String> {
         let bytes = self
             .blobs
             .read_verified(&entry.manifest)

@@ -56,6 +56,14 @@ impl Records {
 
     /// Every readable record (unreadable ones, e.g. half-written temp files, are skipped).
     pub(super) fn all(&self) -> Vec<(StageKey, Entry)> {
+        self.matching(|_| true)
+    }
+
+    /// The readable records of the keys `wanted` accepts (only those files are read).
+    pub(super) fn matching(
+        &self,
+        mut wanted: impl FnMut(&StageKey) -> bool,
+    ) -> Vec<(StageKey, Entry)> {
         let mut out = Vec::new();
         let Ok(subs) = fs::read_dir(&self.dir) else {
             return out;
@@ -65,10 +73,17 @@ impl Records {
                 continue;
             };
             for f in files.flatten() {
-                let name = f.file_name().to_string_lossy().to_string();
-                let Some(key) = name.strip_suffix(".json").and_then(StageKey::from_hex) else {
+                let name = f.file_name();
+                let Some(key) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(StageKey::from_hex)
+                else {
                     continue;
                 };
+                if !wanted(&key) {
+                    continue;
+                }
                 let entry = fs::read(f.path())
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
