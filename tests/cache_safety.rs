@@ -552,6 +552,10 @@ fn blob_of_stage(p: &Project, stage: &str) -> PathBuf {
         .flatten()
     {
         for f in std::fs::read_dir(sub.path()).expect("entries/aa").flatten() {
+            // not the temp file of a record whose commit was killed
+            if !f.file_name().to_string_lossy().ends_with(".json") {
+                continue;
+            }
             let Ok(text) = std::fs::read(f.path()) else {
                 continue;
             };

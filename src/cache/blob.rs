@@ -16,10 +16,15 @@ pub struct BlobStore {
 /// Streams a file through blake3; returns (hex hash, size).
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    hash_open_file(&mut f, len)
+}
+
+/// [`hash_file`] of a file already open, `len` bytes long by its metadata.
+fn hash_open_file(f: &mut File, len: u64) -> std::io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
     // most outputs are small: read them whole, not into a zeroed 1 MiB buffer each (that
     // memset was a quarter of a no-op run over 100,000 cached results)
-    let len = f.metadata()?.len();
     if len <= SMALL_FILE {
         let mut bytes = Vec::with_capacity(len as usize + 1);
         f.read_to_end(&mut bytes)?;
@@ -54,17 +59,46 @@ impl BlobStore {
         self.dir.join(prefix).join(hash)
     }
 
-    /// Stores a copy of `src`; returns (hash, size). Content already present is not
-    /// rewritten, unless the stored copy no longer matches its hash (then it is replaced).
-    pub fn put_file(&self, src: &Path) -> Result<(String, u64), CacheError> {
-        let (hash, size) = hash_file(src).map_err(io_err(src))?;
+    /// Stores the file `src` of the cache's own staging area; returns its hash, size and
+    /// the stored blob's [`Stamp`]. The file itself is moved in (made read-only, fsynced,
+    /// renamed) when nothing else links to it and it lies on the store's file system;
+    /// else a copy is stored. Content already present is not rewritten, unless the
+    /// stored copy no longer matches its hash (then it is replaced).
+    pub fn put_staged_file(&self, src: &Path) -> Result<(String, u64, Stamp), CacheError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut file = File::open(src).map_err(io_err(src))?;
+        let meta = file.metadata().map_err(io_err(src))?;
+        let (hash, size) = hash_open_file(&mut file, meta.len()).map_err(io_err(src))?;
         let dest = self.path(&hash);
-        if !self.holds(&dest, &hash, size) {
-            self.install(&dest, |tmp| {
-                fs::copy(src, tmp).map(|_| ()).map_err(io_err(src))
-            })?;
+        if self.holds(&dest, &hash, size) {
+            let stamp = self.stamp(&hash)?;
+            return Ok((hash, size, stamp));
         }
-        Ok((hash, size))
+        // a second link (`ln` of a user's file, or of an input's blob) shares the inode:
+        // making it read-only and moving it would reach the other name too
+        if meta.nlink() == 1 {
+            let parent = dest.parent().unwrap_or(&self.dir);
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            let mut perms = meta.permissions();
+            perms.set_readonly(true);
+            file.set_permissions(perms).map_err(io_err(src))?;
+            file.sync_all().map_err(io_err(src))?;
+            match fs::rename(src, &dest) {
+                Ok(()) => {
+                    sync_dir(parent);
+                    // inode and mtime: neither the mode change nor the rename moves them
+                    return Ok((hash, size, Stamp::of(&meta)));
+                }
+                // another file system: copied below
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+                Err(e) => return Err(io_err(&dest)(e)),
+            }
+        }
+        let stamp = self.install(&dest, |tmp| {
+            let mut from = File::open(src)?;
+            std::io::copy(&mut from, tmp).map(|_| ())
+        })?;
+        Ok((hash, size, stamp))
     }
 
     /// Stores `bytes`; returns (hash, size).
@@ -72,10 +106,7 @@ impl BlobStore {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let dest = self.path(&hash);
         if !self.holds(&dest, &hash, bytes.len() as u64) {
-            self.install(&dest, |tmp| {
-                let mut f = File::create(tmp).map_err(io_err(tmp))?;
-                f.write_all(bytes).map_err(io_err(tmp))
-            })?;
+            self.install(&dest, |tmp| tmp.write_all(bytes))?;
         }
         Ok((hash, bytes.len() as u64))
     }
@@ -93,12 +124,14 @@ impl BlobStore {
         Ok(Stamp::of(&meta))
     }
 
-    /// Writes through a temp file, fsyncs it, makes it read-only, renames it into place.
+    /// Writes through a temp file created read-only (its one handle still writes),
+    /// fsyncs it, renames it into place; returns the blob's stamp.
     fn install(
         &self,
         dest: &Path,
-        write: impl FnOnce(&Path) -> Result<(), CacheError>,
-    ) -> Result<(), CacheError> {
+        write: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<Stamp, CacheError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let parent = dest.parent().unwrap_or(&self.dir);
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         // unique per install: two threads of one run may store the same content at once
@@ -112,17 +145,18 @@ impl BlobStore {
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         ));
-        write(&tmp)?;
-        let f = File::open(&tmp).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        let mut perms = f.metadata().map_err(io_err(&tmp))?.permissions();
-        perms.set_readonly(true);
-        fs::set_permissions(&tmp, perms).map_err(io_err(&tmp))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        write(&mut file).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let meta = file.metadata().map_err(io_err(&tmp))?;
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        sync_dir(parent);
+        Ok(Stamp::of(&meta))
     }
 
     /// Reads a blob and checks its hash.
@@ -193,6 +227,13 @@ impl BlobStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Makes a rename in `dir` durable (best effort: some file systems cannot fsync a folder).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 

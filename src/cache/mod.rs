@@ -603,6 +603,8 @@ impl Cache {
     }
 
     /// Stores every file under `out_dir` and records `key` -> manifest atomically.
+    /// `out_dir` is a staging folder of this cache, removed after: its files are moved
+    /// into the blob store where they can be.
     pub fn commit(
         &self,
         key: &StageKey,
@@ -615,8 +617,7 @@ impl Cache {
         let mut manifest = Manifest { files: Vec::new() };
         for rel in files {
             let path = out_dir.join(&rel);
-            let (hash, size) = self.blobs.put_file(&path)?;
-            let stamp = self.blobs.stamp(&hash)?;
+            let (hash, size, stamp) = self.blobs.put_staged_file(&path)?;
             manifest.files.push(ManifestFile {
                 path: rel_string(&rel),
                 hash,

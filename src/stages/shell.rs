@@ -72,7 +72,7 @@ fn tree_hash(path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
 
 /// Copies an `outs:` file or folder into the output; a symbolic link is refused, never
 /// followed (see the cache's commit).
-fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     let kind = std::fs::symlink_metadata(src)?.file_type();
     if kind.is_symlink() {
         return Err(std::io::Error::other(
@@ -83,14 +83,15 @@ fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dest)?;
         for e in std::fs::read_dir(src)? {
             let e = e?;
-            copy_tree(&e.path(), &dest.join(e.file_name()))?;
+            move_tree(&e.path(), &dest.join(e.file_name()))?;
         }
         Ok(())
     } else {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(src, dest).map(|_| ())
+        // the working folder and the staged outputs share a file system: a rename, no copy
+        std::fs::rename(src, dest).or_else(|_| std::fs::copy(src, dest).map(|_| ()))
     }
 }
 
@@ -184,8 +185,10 @@ impl Stage for ShellStage {
         let output = cmd
             .output()
             .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
-        let stdout_log = ctx.scratch.join("stdout.log");
-        let _ = std::fs::write(&stdout_log, &output.stdout);
+        if !output.stdout.is_empty() {
+            let stdout_log = ctx.scratch.join("stdout.log");
+            let _ = std::fs::write(&stdout_log, &output.stdout);
+        }
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(StageError::Command {
@@ -193,14 +196,18 @@ impl Stage for ShellStage {
                 stderr_tail: tail(&stderr, 20),
             });
         }
+        if let Some(o) = p.outs.iter().find(|o| !workdir.join(o).exists()) {
+            return Err(StageError::Failed(format!(
+                "declared output `{o}` was not produced by the command"
+            )));
+        }
         for o in &p.outs {
-            let src = workdir.join(o);
-            if !src.exists() {
-                return Err(StageError::Failed(format!(
-                    "declared output `{o}` was not produced by the command"
-                )));
+            let (src, dest) = (workdir.join(o), ctx.out_dir.join(o));
+            // gone with a declared folder that holds it, moved before
+            if !src.exists() && dest.exists() {
+                continue;
             }
-            copy_tree(&src, &ctx.out_dir.join(o)).map_err(|e| StageError::io(&src, e))?;
+            move_tree(&src, &dest).map_err(|e| StageError::io(&src, e))?;
         }
         Ok(())
     }
