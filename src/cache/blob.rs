@@ -245,3 +245,52 @@ pub struct StoredFile {
     pub path: PathBuf,
     pub size: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_staged_file_is_moved_in_and_a_linked_one_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path().join("blobs")).unwrap();
+        let staged = dir.path().join("o");
+        fs::write(&staged, "alpha\n").unwrap();
+        let inode = fs::metadata(&staged).unwrap().ino();
+        let (hash, size, stamp) = store.put_staged_file(&staged).unwrap();
+        assert_eq!(hash, blake3::hash(b"alpha\n").to_hex().to_string());
+        assert_eq!(size, 6);
+        let blob = store.path(&hash);
+        let meta = fs::metadata(&blob).unwrap();
+        // moved: the same inode, now read-only, and gone from the staging folder
+        assert_eq!((meta.ino(), stamp), (inode, Stamp::of(&meta)));
+        assert_eq!(meta.permissions().mode() & 0o222, 0);
+        assert!(!staged.exists());
+
+        // a file with a second name (a user's file linked in) is copied: the other name
+        // keeps its mode and stays out of the store
+        let users = dir.path().join("users.txt");
+        fs::write(&users, "beta\n").unwrap();
+        fs::hard_link(&users, &staged).unwrap();
+        let (hash, _, _) = store.put_staged_file(&staged).unwrap();
+        let blob = fs::metadata(store.path(&hash)).unwrap();
+        let theirs = fs::metadata(&users).unwrap();
+        assert_ne!(blob.ino(), theirs.ino());
+        assert_ne!(theirs.permissions().mode() & 0o200, 0);
+        assert_eq!(blob.permissions().mode() & 0o222, 0);
+        assert_eq!(fs::read(store.path(&hash)).unwrap(), b"beta\n");
+    }
+
+    #[test]
+    fn bytes_are_stored_read_only_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path().join("blobs")).unwrap();
+        let (hash, size) = store.put_bytes(b"{}").unwrap();
+        assert_eq!(size, 2);
+        assert_eq!(store.read_verified(&hash).unwrap(), b"{}");
+        let mode = fs::metadata(store.path(&hash)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0);
+        assert_eq!(store.put_bytes(b"{}").unwrap().0, hash);
+    }
+}
