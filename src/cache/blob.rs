@@ -1,5 +1,6 @@
 //! Content-addressed blob store: `blobs/<first 2 hex>/<blake3 hex>`, read-only files.
-//! Identical outputs are stored once.
+//! Identical outputs are stored once. Writes here are made durable by the commit's wait
+//! at the cache's [`super::durable::SyncPoint`], not one fsync each.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -60,9 +61,9 @@ impl BlobStore {
     }
 
     /// Stores the file `src` of the cache's own staging area; returns its hash, size and
-    /// the stored blob's [`Stamp`]. The file itself is moved in (made read-only, fsynced,
-    /// renamed) when nothing else links to it and it lies on the store's file system;
-    /// else a copy is stored. Content already present is not rewritten, unless the
+    /// the stored blob's [`Stamp`]. The file itself is moved in (made read-only, renamed)
+    /// when nothing else links to it and it lies on the store's file system; else a copy
+    /// is stored. Not yet durable: the commit waits at the cache's sync point. Content already present is not rewritten, unless the
     /// stored copy no longer matches its hash (then it is replaced).
     pub fn put_staged_file(&self, src: &Path) -> Result<(String, u64, Stamp), CacheError> {
         use std::os::unix::fs::MetadataExt;
@@ -82,10 +83,8 @@ impl BlobStore {
             let mut perms = meta.permissions();
             perms.set_readonly(true);
             file.set_permissions(perms).map_err(io_err(src))?;
-            file.sync_all().map_err(io_err(src))?;
             match fs::rename(src, &dest) {
                 Ok(()) => {
-                    sync_dir(parent);
                     // inode and mtime: neither the mode change nor the rename moves them
                     return Ok((hash, size, Stamp::of(&meta)));
                 }
@@ -124,8 +123,8 @@ impl BlobStore {
         Ok(Stamp::of(&meta))
     }
 
-    /// Writes through a temp file created read-only (its one handle still writes),
-    /// fsyncs it, renames it into place; returns the blob's stamp.
+    /// Writes through a temp file created read-only (its one handle still writes) and
+    /// renames it into place; returns the blob's stamp.
     fn install(
         &self,
         dest: &Path,
@@ -152,10 +151,8 @@ impl BlobStore {
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         write(&mut file).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
         let meta = file.metadata().map_err(io_err(&tmp))?;
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
-        sync_dir(parent);
         Ok(Stamp::of(&meta))
     }
 
@@ -230,13 +227,6 @@ impl BlobStore {
     }
 }
 
-/// Makes a rename in `dir` durable (best effort: some file systems cannot fsync a folder).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 /// One file in the blob store's folders.
 #[derive(Debug, Clone)]
 pub struct StoredFile {
@@ -289,7 +279,10 @@ mod tests {
         let (hash, size) = store.put_bytes(b"{}").unwrap();
         assert_eq!(size, 2);
         assert_eq!(store.read_verified(&hash).unwrap(), b"{}");
-        let mode = fs::metadata(store.path(&hash)).unwrap().permissions().mode();
+        let mode = fs::metadata(store.path(&hash))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o222, 0);
         assert_eq!(store.put_bytes(b"{}").unwrap().0, hash);
     }

@@ -218,7 +218,7 @@ impl Index {
         Ok((generation, out))
     }
 
-    fn read_only(&self) -> CacheError {
+    pub(super) fn read_only(&self) -> CacheError {
         CacheError::ReadOnly {
             path: self.path.clone(),
         }

@@ -1,11 +1,11 @@
 //! The cache: a content-addressed blob store plus a sled index from stage keys to
 //! manifests. One `pipe` process holds it at a time (an exclusive lock file).
 //!
-//! Commit protocol (crash-safe at any instant): every output file is written to a temp
-//! file, fsynced and renamed into `blobs/<aa>/<blake3>`; then the manifest (itself a
-//! blob) is stored; then the entry's record file (`entries/`, what `pipe cache
-//! rebuild-index` rebuilds a damaged index from); then ONE sled insert maps the key to the
-//! manifest. A run killed before the record is written leaves only unreferenced blobs
+//! Commit protocol (crash-safe at any instant): every output file is moved (or written
+//! through a temp file) into `blobs/<aa>/<blake3>`; then the manifest (itself a blob) is
+//! stored; then the entry's record file (`entries/`, what `pipe cache rebuild-index`
+//! rebuilds a damaged index from); then one `syncfs`, shared by the commits that wait
+//! for it together ([`durable`]); then ONE sled insert maps the key to the manifest. A run killed before the record is written leaves only unreferenced blobs
 //! (removed by `pipe cache gc`), never a half entry. sled is flushed before each snapshot
 //! write (within moments of a commit) and when the cache closes, not at every commit: the
 //! next holder after a killed one finds the records whose inserts sled lost and puts them
@@ -17,6 +17,7 @@
 //! any blob, and when it closes; a reader sees the index as of that file.
 
 mod blob;
+mod durable;
 mod index;
 mod reader;
 mod rebuild;
@@ -143,6 +144,8 @@ pub struct Cache {
     /// Entries removed since the last flush, whose records go once the removal is durable
     /// (a record must outlive its entry, never the reverse).
     unrecorded: std::sync::Mutex<Vec<StageKey>>,
+    /// Where commits wait for their files to be on disk (`None` for a reader).
+    sync_point: Option<durable::SyncPoint>,
 }
 
 /// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
@@ -436,6 +439,7 @@ impl Cache {
             records: record::Records::new(root),
             unrecorded: Default::default(),
             snapshot: Some(snapshot),
+            sync_point: Some(durable::SyncPoint::open(root).map_err(io_err(root))?),
         };
         if after_unclean_exit {
             cache.put_back_unflushed_commits()?;
@@ -463,6 +467,14 @@ impl Cache {
                 .map_or_else(|| "-".into(), |p| p.display().to_string())
         );
         Ok(cache)
+    }
+
+    /// Returns once every file this thread wrote to the cache is on disk.
+    pub(super) fn wait_durable(&self) -> Result<(), CacheError> {
+        match &self.sync_point {
+            Some(point) => point.wait_durable().map_err(io_err(&self.root)),
+            None => Err(self.index.read_only()),
+        }
     }
 
     /// After a holder that did not close: puts back into the index each recorded result
@@ -525,6 +537,7 @@ impl Cache {
             records: record::Records::new(root),
             unrecorded: Default::default(),
             snapshot: None,
+            sync_point: None,
         })
     }
 
@@ -630,6 +643,7 @@ impl Cache {
         entry.manifest = manifest_hash;
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
         self.records.write(key, &entry)?;
+        self.wait_durable()?;
         {
             // no snapshot is taken between the insert and the flush before it
             let _no_snapshot = SNAPSHOT_WRITE

@@ -88,6 +88,8 @@ impl Cache {
                 }
             }
         }
+        // the records just written, on disk before the index that they back is flushed
+        cache.wait_durable()?;
         for (at, run) in &snapshot.last_run {
             if let Some((pipeline, stage)) = at.split_once('\0') {
                 cache.index.set_last_run(pipeline, stage, run)?;

@@ -1,5 +1,5 @@
 //! One file per committed result, `entries/<aa>/<key hex>.json` (the [`Entry`]: its
-//! manifest's blob hash and what made it), written (tmp, fsync, rename) just before the
+//! manifest's blob hash and what made it), written (tmp, rename) and synced just before the
 //! index insert that commits it. With the blobs, these files hold everything the sled
 //! index holds about results, so `pipe cache rebuild-index` can rebuild a damaged index.
 
@@ -27,7 +27,8 @@ impl Records {
         self.dir.join(&hex[..2]).join(format!("{hex}.json"))
     }
 
-    /// Writes the record of `key` durably (tmp, fsync, rename, fsync of the folder).
+    /// Writes the record of `key` (tmp, rename: never half a record), durable at the
+    /// commit's wait at the cache's sync point.
     pub(super) fn write(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.dir);
@@ -36,12 +37,7 @@ impl Records {
         let text = serde_json::to_vec(entry).unwrap_or_default();
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&text).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
     /// Removes the record of `key` (no error when there is none).
