@@ -24,16 +24,22 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 /// [`hash_file`] of a file already open, `len` bytes long by its metadata.
 fn hash_open_file(f: &mut File, len: u64) -> std::io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
     // most outputs are small: read them whole, not into a zeroed 1 MiB buffer each (that
     // memset was a quarter of a no-op run over 100,000 cached results)
     if len <= SMALL_FILE {
         let mut bytes = Vec::with_capacity(len as usize + 1);
-        f.read_to_end(&mut bytes)?;
+        // through `take`: File's own read_to_end asks for the size again (a stat and a
+        // seek a file, at every check of every small blob)
+        (&mut *f).take(len + 1).read_to_end(&mut bytes)?;
         hasher.update(&bytes);
-        return Ok((hasher.finalize().to_hex().to_string(), bytes.len() as u64));
+        size = bytes.len() as u64;
+        if size <= len {
+            return Ok((hasher.finalize().to_hex().to_string(), size));
+        }
+        // it grew since its size was read: the rest is streamed
     }
     let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -78,12 +84,10 @@ impl BlobStore {
         // a second link (`ln` of a user's file, or of an input's blob) shares the inode:
         // making it read-only and moving it would reach the other name too
         if meta.nlink() == 1 {
-            let parent = dest.parent().unwrap_or(&self.dir);
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
             let mut perms = meta.permissions();
             perms.set_readonly(true);
             file.set_permissions(perms).map_err(io_err(src))?;
-            match fs::rename(src, &dest) {
+            match with_parent(&dest, || fs::rename(src, &dest)) {
                 Ok(()) => {
                     // inode and mtime: neither the mode change nor the rename moves them
                     return Ok((hash, size, Stamp::of(&meta)));
@@ -132,7 +136,6 @@ impl BlobStore {
     ) -> Result<Stamp, CacheError> {
         use std::os::unix::fs::OpenOptionsExt;
         let parent = dest.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
         // unique per install: two threads of one run may store the same content at once
         // (two stages that wrote the same bytes)
         static INSTALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -144,12 +147,14 @@ impl BlobStore {
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         ));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let mut file = with_parent(&tmp, || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&tmp)
+        })
+        .map_err(io_err(&tmp))?;
         write(&mut file).map_err(io_err(&tmp))?;
         let meta = file.metadata().map_err(io_err(&tmp))?;
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
@@ -224,6 +229,24 @@ impl BlobStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Runs `op`, which makes `path`; when its folder is missing, makes the folder and runs
+/// it again. The folders (`blobs/<aa>`, `entries/<aa>`) exist after the first few
+/// commits: asking first would cost two system calls a file.
+pub(super) fn with_parent<T>(
+    path: &Path,
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            op()
+        }
+        other => other,
     }
 }
 

@@ -32,10 +32,9 @@ impl Records {
     pub(super) fn write(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
         let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), key.hex()));
         let text = serde_json::to_vec(entry).unwrap_or_default();
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut f = super::blob::with_parent(&tmp, || File::create(&tmp)).map_err(io_err(&tmp))?;
         f.write_all(&text).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }

@@ -87,11 +87,18 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
         }
         Ok(())
     } else {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
         // the working folder and the staged outputs share a file system: a rename, no copy
-        std::fs::rename(src, dest).or_else(|_| std::fs::copy(src, dest).map(|_| ()))
+        let moved = std::fs::rename(src, dest).or_else(|e| {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            // a declared output in a subfolder: made here first
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(src, dest)
+        });
+        moved.or_else(|_| std::fs::copy(src, dest).map(|_| ()))
     }
 }
 
