@@ -28,6 +28,7 @@ mod verify;
 
 pub use blob::{hash_file, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
+use rebuild::verify_candidate;
 pub use rebuild::{Rebuilt, Skipped};
 pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
 pub use verify::{Corruption, CorruptionCause};
@@ -281,6 +282,28 @@ fn take_lock(root: &Path) -> Result<HeldLock, CacheError> {
     })
 }
 
+/// After a holder that did not close: puts back into the index each recorded result that
+/// sled lost (committed after its last flush, or removed by a `gc` killed before it
+/// removed the records), if its manifest and files verify; a record that does not verify
+/// is removed, as `rebuild-index` does. Reads only the records the index lacks.
+fn put_back_unflushed_commits(
+    index: &index::Index,
+    records: &record::Records,
+    blobs: &BlobStore,
+) -> Result<(), CacheError> {
+    let lost = records.matching(|key| !index.contains(key).unwrap_or(true));
+    if lost.is_empty() {
+        return Ok(());
+    }
+    for (key, entry) in lost {
+        match verify_candidate(blobs, &entry) {
+            Ok(()) => index.insert_entry(&key, &entry)?,
+            Err(_) => records.remove(&key)?,
+        }
+    }
+    index.flush()
+}
+
 /// Refuses an index that lacks results its last snapshot lists: sled reads a damaged log
 /// only up to the damage and says nothing, so that is how a damaged index shows (the
 /// snapshot is kept for `pipe cache rebuild-index`, not overwritten).
@@ -385,7 +408,13 @@ impl Cache {
             after_unclean_exit,
         } = take_lock(root)?;
         let blobs = BlobStore::new(root.join("blobs"))?;
+        let records = record::Records::new(root);
         let opened = index::Index::open(&root.join("index")).and_then(|index| {
+            if after_unclean_exit {
+                // first, so that the check below does not take a commit whose insert the
+                // kill lost, or a removal whose snapshot it kept, for damage
+                put_back_unflushed_commits(&index, &records, &blobs)?;
+            }
             // a snapshot of this very index needs neither the check nor a rewrite: the
             // common case, and at 100,000 entries both cost more than the rest of a
             // no-op run
@@ -436,14 +465,11 @@ impl Cache {
             lock: Some(lock),
             held_by: None,
             reader: None,
-            records: record::Records::new(root),
+            records,
             unrecorded: Default::default(),
             snapshot: Some(snapshot),
             sync_point: Some(durable::SyncPoint::open(root).map_err(io_err(root))?),
         };
-        if after_unclean_exit {
-            cache.put_back_unflushed_commits()?;
-        }
         Ok(cache)
     }
 
@@ -475,27 +501,6 @@ impl Cache {
             Some(point) => point.wait_durable().map_err(io_err(&self.root)),
             None => Err(self.index.read_only()),
         }
-    }
-
-    /// After a holder that did not close: puts back into the index each recorded result
-    /// that sled lost (committed after its last flush), if its manifest and files verify;
-    /// a record that does not verify is removed, as `rebuild-index` does. Reads only the
-    /// records the index lacks.
-    fn put_back_unflushed_commits(&self) -> Result<(), CacheError> {
-        let lost = self
-            .records
-            .matching(|key| !self.index.contains(key).unwrap_or(true));
-        if lost.is_empty() {
-            return Ok(());
-        }
-        for (key, entry) in lost {
-            match self.verify_candidate(&entry) {
-                Ok(()) => self.index.insert_entry(&key, &entry)?,
-                Err(_) => self.records.remove(&key)?,
-            }
-        }
-        self.index_changed();
-        self.index.flush()
     }
 
     /// Opens the cache for commands that only read it (`plan`, `report`, `show`,

@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::stamp;
-use super::{index, io_err, record, take_lock, Cache, CacheError, Entry, IndexSnapshot, Manifest};
+use super::{
+    index, io_err, record, take_lock, BlobStore, Cache, CacheError, Entry, IndexSnapshot, Manifest,
+};
 use crate::hash::StageKey;
 
 /// What [`Cache::rebuild_index`] did.
@@ -72,7 +74,7 @@ impl Cache {
         drop(lock);
         let cache = Cache::open(root)?;
         for (key, entry) in candidates {
-            match cache.verify_candidate(&entry) {
+            match verify_candidate(&cache.blobs, &entry) {
                 Ok(()) => {
                     cache.records.write(&key, &entry)?;
                     cache.index.insert_entry(&key, &entry)?;
@@ -99,21 +101,20 @@ impl Cache {
         cache.flush()?;
         Ok((cache, rebuilt))
     }
+}
 
-    /// Whether `entry`'s manifest and every file it lists verify (rehashed).
-    pub(super) fn verify_candidate(&self, entry: &Entry) -> Result<(), String> {
-        let bytes = self
-            .blobs
-            .read_verified(&entry.manifest)
-            .map_err(|e| format!("manifest: {e}"))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| format!("manifest unreadable: {e}"))?;
-        for f in &manifest.files {
-            stamp::check(&self.blobs.path(&f.hash), &f.hash, f.size, None)
-                .map_err(|d| format!("file {}: {d}", f.path))?;
-        }
-        Ok(())
+/// Whether `entry`'s manifest and every file it lists verify (rehashed).
+pub(super) fn verify_candidate(blobs: &BlobStore, entry: &Entry) -> Result<(), String> {
+    let bytes = blobs
+        .read_verified(&entry.manifest)
+        .map_err(|e| format!("manifest: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("manifest unreadable: {e}"))?;
+    for f in &manifest.files {
+        stamp::check(&blobs.path(&f.hash), &f.hash, f.size, None)
+            .map_err(|d| format!("file {}: {d}", f.path))?;
     }
+    Ok(())
 }
 
 /// The last snapshot of the index (empty when there is none or it does not parse).

@@ -40,6 +40,9 @@ pub struct Job<'a> {
     pub run: RunInfo,
     /// How to commit its result; the local executor does so on the worker thread.
     pub commit: Arc<CommitSpec>,
+    /// The line that says it starts (`▶ name (kind): why`), shown by the executor when
+    /// the job starts running (the local one may hold a job ready before a worker is free).
+    pub start_line: String,
 }
 
 /// The outputs of a job that succeeded, waiting to be committed.

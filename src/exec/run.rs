@@ -256,7 +256,7 @@ fn schedule<'a>(
                 true => "its cached output was damaged".to_string(),
                 false => super::reason::reasons_text(&item.reasons),
             };
-            ui.line(&format!("▶ {} ({}): {}", inst.name, inst.kind, reasons));
+            let start_line = format!("▶ {} ({}): {}", inst.name, inst.kind, reasons);
             let spec = Arc::new(CommitSpec::new(p, plan, i));
             commits.insert(i, spec.clone());
             let job = Job {
@@ -279,6 +279,7 @@ fn schedule<'a>(
                     precision: precision.clone(),
                 },
                 commit: spec,
+                start_line,
             };
             if let Err(error) = executor.start(job) {
                 failed_to_start.push_back(Finished {

@@ -474,6 +474,7 @@ impl<'a> StageExecutor<'a> for SlurmExecutor<'_> {
     }
 
     fn start(&mut self, job: Job<'a>) -> Result<(), String> {
+        self.ui.line(&job.start_line);
         let key = job.key.hex();
         match self.try_reattach(job.instance, &key) {
             Ok(true) => return Ok(()),
