@@ -1075,3 +1075,52 @@ fn gc_removes_the_job_logs_of_results_it_does_not_keep() {
     assert!(logs.join(&kept).join("12.log").is_file());
     assert!(!logs.join(&gone).exists());
 }
+
+/// #27: the local executor holds one job ready beyond `--jobs`; still, no more than
+/// `--jobs` stages run at once, and a stage's "▶" line shows when it starts running.
+#[test]
+fn jobs_bounds_the_stages_running_at_once_and_start_lines_follow_them() {
+    let p = Project::new();
+    // each stage notes its start and end in a shared log, sleeping between
+    let mut yaml = String::from("stages:\n");
+    for name in ["a", "b", "c", "d"] {
+        yaml.push_str(&format!(
+            "  {name}:\n    kind: shell\n    params:\n      cmd: 'echo start {name} >> \"$PIPE_PROJECT/log\"; sleep 0.2; echo end {name} >> \"$PIPE_PROJECT/log\"; echo {name} > o'\n      outs: [o]\n"
+        ));
+    }
+    p.write("p.yaml", &yaml);
+    let text = p.ok(&["run", "p.yaml", "--jobs", "1"]);
+    let log = std::fs::read_to_string(p.path().join("log")).expect("log");
+    let mut running = 0;
+    for line in log.lines() {
+        running += if line.starts_with("start") { 1 } else { -1 };
+        assert!(running <= 1, "two stages ran at once with --jobs 1:\n{log}");
+    }
+    // on the terminal: each start after the end of the one before
+    let events: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('▶') || l.starts_with('✓'))
+        .collect();
+    assert_eq!(events.len(), 8, "{text}");
+    for pair in events.chunks(2) {
+        assert!(
+            pair[0].starts_with('▶') && pair[1].starts_with('✓'),
+            "a start line shown while another stage ran:\n{text}"
+        );
+    }
+    let log = std::fs::read_to_string(p.path().join("log")).expect("log");
+    std::fs::remove_file(p.path().join("log")).expect("rm log");
+    // two at a time with --jobs 2, from an empty cache
+    std::fs::remove_dir_all(p.path().join("cache")).expect("rm cache");
+    p.ok(&["run", "p.yaml", "--jobs", "2"]);
+    let log2 = std::fs::read_to_string(p.path().join("log")).expect("log");
+    let (mut running, mut most) = (0, 0);
+    for line in log2.lines() {
+        running += if line.starts_with("start") { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(
+        most, 2,
+        "--jobs 2 ran at most {most} at once:\n{log2}\n(before: {log})"
+    );
+}

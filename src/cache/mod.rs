@@ -5,10 +5,11 @@
 //! through a temp file) into `blobs/<aa>/<blake3>`; then the manifest (itself a blob) is
 //! stored; then the entry's record file (`entries/`, what `pipe cache rebuild-index`
 //! rebuilds a damaged index from); then one `syncfs`, shared by the commits that wait
-//! for it together ([`durable`]); then ONE sled insert maps the key to the manifest. A run killed before the record is written leaves only unreferenced blobs
-//! (removed by `pipe cache gc`), never a half entry. sled is flushed before each snapshot
-//! write (within moments of a commit) and when the cache closes, not at every commit: the
-//! next holder after a killed one finds the records whose inserts sled lost and puts them
+//! for it together ([`durable`]); then ONE sled insert maps the key to the manifest. A
+//! run killed before the record is written leaves only unreferenced blobs (removed by
+//! `pipe cache gc`), never a half entry. sled is flushed before each snapshot write
+//! (within moments of a commit) and when the cache closes, not at every commit: the next
+//! holder after a killed one finds the records whose inserts sled lost and puts them
 //! back, each verified ([`Cache::open`]).
 //!
 //! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:

@@ -66,6 +66,9 @@ pub struct Staged {
 pub struct Finished {
     pub instance: usize,
     pub result: Result<Staged, String>,
+    /// Its end line (`✓ …` or `✗ … failed: …`) is shown already: the local executor's
+    /// worker shows it before it takes its next job, so that lines keep the order of events.
+    pub reported: bool,
 }
 
 /// An executor: starts jobs and reports them as they end.

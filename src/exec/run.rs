@@ -241,6 +241,7 @@ fn schedule<'a>(
                     failed_to_start.push_back(Finished {
                         instance: i,
                         result: Err(e.to_string()),
+                        reported: false,
                     });
                     continue;
                 }
@@ -249,6 +250,7 @@ fn schedule<'a>(
                 failed_to_start.push_back(Finished {
                     instance: i,
                     result: Err(format!("stage kind `{}` is not implemented", inst.kind)),
+                    reported: false,
                 });
                 continue;
             };
@@ -285,6 +287,7 @@ fn schedule<'a>(
                 failed_to_start.push_back(Finished {
                     instance: i,
                     result: Err(error),
+                    reported: false,
                 });
             }
         }
@@ -311,9 +314,12 @@ fn schedule<'a>(
                 (false, Some(spec)) => spec.commit(cache, &staged),
                 (false, None) => Err("internal: no commit prepared for this job".to_string()),
             });
+        let reported = done.reported;
         match committed {
             Ok(seconds) => {
-                ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
+                if !reported {
+                    ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
+                }
                 outcomes.insert(i, StageOutcome::Ran { seconds });
                 cache.record_last_run(
                     &plan.pipeline_id,
@@ -327,7 +333,9 @@ fn schedule<'a>(
                 release_children(&mut waiting_on, &dependents, &mut ready, i);
             }
             Err(error) => {
-                ui.line(&format!("✗ {} failed: {}", inst.name, error));
+                if !reported {
+                    ui.line(&format!("✗ {} failed: {}", inst.name, error));
+                }
                 outcomes.insert(i, StageOutcome::Failed { error });
                 let mut failed = vec![i];
                 failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));

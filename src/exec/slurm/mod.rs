@@ -403,6 +403,7 @@ impl<'u> SlurmExecutor<'u> {
         Ok(Finished {
             instance: f.instance,
             result,
+            reported: false,
         })
     }
 
@@ -438,6 +439,7 @@ impl<'u> SlurmExecutor<'u> {
                 f.log.display(),
                 log_tail.map(|t| format!(": {t}")).unwrap_or_default()
             )),
+            reported: false,
         })
     }
 
@@ -462,6 +464,7 @@ impl<'u> SlurmExecutor<'u> {
                 self.ended.push_back(Finished {
                     instance: f.instance,
                     result: Err(format!("job {id} cancelled ({why})")),
+                    reported: false,
                 });
             }
         }
