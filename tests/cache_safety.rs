@@ -239,13 +239,15 @@ fn gc_killed_at_random_moments_never_leaves_an_entry_without_its_blob() {
     let stray = p.cache().join("blobs/00/.tmp-999999-00abc");
     std::fs::create_dir_all(stray.parent().expect("parent")).expect("mkdir");
     std::fs::write(&stray, b"half a blob").expect("write");
+    // and so is the temp file of a record whose commit was killed before its rename
+    let stray_record = p.cache().join("entries/00/.tmp-999999-00abc");
+    std::fs::create_dir_all(stray_record.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&stray_record, b"{\"manifest\":").expect("write");
     let gc = p.ok(&["cache", "gc", "keep.yaml"]);
     assert!(gc.contains("removed"), "{gc}");
-    assert!(
-        !stray.exists(),
-        "gc left {} in place:\n{gc}",
-        stray.display()
-    );
+    for left in [&stray, &stray_record] {
+        assert!(!left.exists(), "gc left {} in place:\n{gc}", left.display());
+    }
     let verify = p.ok(&["cache", "verify"]);
     assert!(verify.contains("cache OK"), "{verify}");
 }

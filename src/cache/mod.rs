@@ -929,6 +929,7 @@ impl Cache {
                 report.bytes_freed += file.size;
             }
         }
+        report.bytes_freed += self.records.remove_leftovers();
         let ck_root = self.root.join("checkpoints");
         if let Ok(rd) = fs::read_dir(&ck_root) {
             for e in rd.flatten() {

@@ -49,6 +49,31 @@ impl Records {
         }
     }
 
+    /// Removes the temp files of records whose commit was killed before its rename
+    /// (`entries/<aa>/.tmp-…`); returns the bytes freed. Only for the holder of the
+    /// cache's lock, when none of its own commits runs (`gc`).
+    pub(super) fn remove_leftovers(&self) -> u64 {
+        let mut freed = 0;
+        let Ok(subs) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        for sub in subs.flatten() {
+            let Ok(files) = fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if !f.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let size = f.metadata().map_or(0, |m| m.len());
+                if fs::remove_file(f.path()).is_ok() {
+                    freed += size;
+                }
+            }
+        }
+        freed
+    }
+
     /// Every readable record (unreadable ones, e.g. half-written temp files, are skipped).
     pub(super) fn all(&self) -> Vec<(StageKey, Entry)> {
         self.matching(|_| true)
