@@ -102,6 +102,21 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The last 64 KiB of the file at `path` as text (empty when unreadable): enough for the
+/// tail of a failed command's stderr, however long its log.
+fn read_end(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const MOST: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(MOST)));
+    let mut bytes = Vec::new();
+    let _ = file.take(MOST).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -189,18 +204,22 @@ impl Stage for ShellStage {
                 other => cmd.env(k, other.to_string()),
             };
         }
-        let output = cmd
-            .output()
+        // the command writes its output to files in the scratch folder, not into pipes that
+        // this process would poll and copy: a long log never sits in memory, and a trivial
+        // stage costs fewer system calls and wake-ups (#27)
+        let stdout_log = ctx.scratch.join("stdout.log");
+        let stderr_log = ctx.scratch.join("stderr.log");
+        let log_file =
+            |path: &Path| std::fs::File::create(path).map_err(|e| StageError::io(path, e));
+        let status = cmd
+            .stdout(log_file(&stdout_log)?)
+            .stderr(log_file(&stderr_log)?)
+            .status()
             .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
-        if !output.stdout.is_empty() {
-            let stdout_log = ctx.scratch.join("stdout.log");
-            let _ = std::fs::write(&stdout_log, &output.stdout);
-        }
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+        if !status.success() {
             return Err(StageError::Command {
-                status: output.status.to_string(),
-                stderr_tail: tail(&stderr, 20),
+                status: status.to_string(),
+                stderr_tail: tail(&read_end(&stderr_log), 20),
             });
         }
         if let Some(o) = p.outs.iter().find(|o| !workdir.join(o).exists()) {
