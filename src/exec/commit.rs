@@ -2,12 +2,12 @@
 //! them), its staged outputs checked against what the computing process says it wrote,
 //! then stored atomically ([`Cache::commit`]) and the staging folder removed. The local
 //! executor commits on the worker thread that computed the stage, so commits run side by
-//! side; the scheduler commits what a Slurm job staged.
+//! side; the Slurm executor commits what a job staged when it collects it.
 
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::executor::Staged;
+use super::executor::{Committed, Staged};
 use super::plan::Plan;
 use super::run::list_files;
 use crate::cache::{Cache, Entry};
@@ -73,8 +73,8 @@ impl CommitSpec {
     }
 
     /// Checks the inputs and the staged outputs, stores them, removes the staging folder
-    /// (whatever the outcome); returns the seconds the stage ran.
-    pub fn commit(&self, cache: &Cache, staged: &Staged) -> Result<f64, String> {
+    /// (whatever the outcome).
+    pub fn commit(&self, cache: &Cache, staged: &Staged) -> Result<Committed, String> {
         let result = self
             .inputs_unchanged(cache)
             .map_err(|e| e.to_string())
@@ -87,7 +87,10 @@ impl CommitSpec {
                 };
                 cache
                     .commit(&self.key, &staged.out_dir, entry)
-                    .map(|_| staged.seconds)
+                    .map(|_| Committed {
+                        seconds: staged.seconds,
+                        material: self.material.clone(),
+                    })
                     .map_err(|e| format!("committing outputs: {e}"))
             });
         let _ = std::fs::remove_dir_all(&staged.cleanup);
@@ -235,7 +238,6 @@ mod tests {
             seconds: 0.0,
             cleanup: dir.to_path_buf(),
             written: Some(written),
-            committed: false,
         }
     }
 

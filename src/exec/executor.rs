@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::commit::CommitSpec;
 
 use super::slurm::SlurmOptions;
-use crate::hash::StageKey;
+use crate::hash::{KeyMaterial, StageKey};
 use crate::pipeline::StageInstance;
 use crate::stages::{ErasedStage, Inputs, RunInfo, StageCtx};
 
@@ -45,6 +45,15 @@ pub struct Job<'a> {
     pub start_line: String,
 }
 
+/// A job's result, committed to the cache by the executor that ran it.
+#[derive(Debug)]
+pub struct Committed {
+    /// Seconds the stage itself ran.
+    pub seconds: f64,
+    /// What its key was made from (its last-run record keeps it).
+    pub material: KeyMaterial,
+}
+
 /// The outputs of a job that succeeded, waiting to be committed.
 #[derive(Debug)]
 pub struct Staged {
@@ -57,15 +66,13 @@ pub struct Staged {
     /// What the computing process says it wrote (relative path -> (blake3 hex, size)),
     /// checked against `out_dir` before the commit; `None` when it is this process.
     pub written: Option<BTreeMap<String, (String, u64)>>,
-    /// Already committed by the executor (the local one commits on the worker thread).
-    pub committed: bool,
 }
 
 /// A job that ended.
 #[derive(Debug)]
 pub struct Finished {
     pub instance: usize,
-    pub result: Result<Staged, String>,
+    pub result: Result<Committed, String>,
     /// Its end line (`✓ …` or `✗ … failed: …`) is shown already: the local executor's
     /// worker shows it before it takes its next job, so that lines keep the order of events.
     pub reported: bool,

@@ -187,17 +187,12 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
             seconds,
             cleanup: tmp,
             written: None,
-            committed: false,
         };
-        job.commit.commit(cache, &staged)?;
-        Ok(Staged {
-            committed: true,
-            ..staged
-        })
+        job.commit.commit(cache, &staged)
     });
     // shown here, before this worker takes its next job and shows that one's start
     match &result {
-        Ok(staged) => ui.line(&format!("✓ {} ({:.1}s)", job.inst.name, staged.seconds)),
+        Ok(done) => ui.line(&format!("✓ {} ({:.1}s)", job.inst.name, done.seconds)),
         Err(error) => ui.line(&format!("✗ {} failed: {error}", job.inst.name)),
     }
     Finished {

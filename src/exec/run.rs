@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::commit::CommitSpec;
-use super::executor::{Executor, Finished, Job, StageExecutor};
+use super::executor::{Committed, Executor, Finished, Job, StageExecutor};
 use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
@@ -214,8 +214,6 @@ fn schedule<'a>(
     // Jobs that failed before they could start (inputs unavailable, kind not built).
     let mut failed_to_start: VecDeque<Finished> = VecDeque::new();
     let mut running = 0usize;
-    // what committing each started job needs, until it ends
-    let mut commits: HashMap<usize, Arc<CommitSpec>> = HashMap::new();
 
     loop {
         while running < jobs && !executor.interrupted() {
@@ -260,7 +258,6 @@ fn schedule<'a>(
             };
             let start_line = format!("▶ {} ({}): {}", inst.name, inst.kind, reasons);
             let spec = Arc::new(CommitSpec::new(p, plan, i));
-            commits.insert(i, spec.clone());
             let job = Job {
                 instance: i,
                 inst,
@@ -305,18 +302,10 @@ fn schedule<'a>(
         let i = done.instance;
         let inst = &p.instances[i];
         let item = plan.item(i);
-        // committed by the worker that computed it (local), else here (slurm)
-        let spec = commits.remove(&i);
-        let committed = done
-            .result
-            .and_then(|staged| match (staged.committed, &spec) {
-                (true, _) => Ok(staged.seconds),
-                (false, Some(spec)) => spec.commit(cache, &staged),
-                (false, None) => Err("internal: no commit prepared for this job".to_string()),
-            });
+        // committed by the executor that ran it
         let reported = done.reported;
-        match committed {
-            Ok(seconds) => {
+        match done.result {
+            Ok(Committed { seconds, material }) => {
                 if !reported {
                     ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
                 }
@@ -326,7 +315,7 @@ fn schedule<'a>(
                     &inst.name,
                     &LastRun {
                         key: item.key.hex(),
-                        material: spec.map_or_else(|| plan.material(p, i), |s| s.material.clone()),
+                        material,
                         input_stages: plan.input_stages(p, i),
                     },
                 )?;

@@ -19,11 +19,13 @@ pub use worker::{exec_stage, WorkerError, EXIT_CACHE_NOT_VISIBLE};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use journal::{Journal, Line, Submitted};
 use wire::{result_path, spec_path, SpecInput, WorkerResult, WorkerSpec, SPEC_FORMAT};
 
+use super::commit::CommitSpec;
 use super::executor::{Finished, Job, StageExecutor, Staged};
 use super::run::RunError;
 use super::ui::RunUi;
@@ -142,6 +144,8 @@ struct Flight {
     stage: String,
     staging: PathBuf,
     log: PathBuf,
+    /// How its staged result is committed once it is there.
+    commit: Arc<CommitSpec>,
 }
 
 /// Submits one batch job per stage instance and reports them as they end.
@@ -158,6 +162,8 @@ pub struct SlurmExecutor<'u> {
     in_flight: BTreeMap<String, Flight>,
     ended: VecDeque<Finished>,
     ui: &'u RunUi,
+    /// Where the staged results are committed (`cache` is its folder).
+    results: &'u Cache,
     interrupts: signals::Interrupts,
     interrupted: bool,
     last_squeue: Instant,
@@ -173,7 +179,7 @@ impl<'u> SlurmExecutor<'u> {
     /// SIGINT/SIGTERM (to cancel this run's jobs) until it drops.
     pub fn new(
         opts: &SlurmOptions,
-        cache: &Cache,
+        cache: &'u Cache,
         _pipeline: &Pipeline,
         ui: &'u RunUi,
     ) -> Result<Self, SlurmError> {
@@ -216,6 +222,7 @@ impl<'u> SlurmExecutor<'u> {
             in_flight: BTreeMap::new(),
             ended: VecDeque::new(),
             ui,
+            results: cache,
             interrupts: signals::Interrupts::catch(),
             interrupted: false,
             last_squeue: Instant::now(),
@@ -244,7 +251,12 @@ impl<'u> SlurmExecutor<'u> {
 
     /// Takes over a job an earlier controller submitted for `key`, when it still runs or
     /// left a result.
-    fn try_reattach(&mut self, instance: usize, key: &str) -> Result<bool, SlurmError> {
+    fn try_reattach(
+        &mut self,
+        instance: usize,
+        key: &str,
+        commit: &Arc<CommitSpec>,
+    ) -> Result<bool, SlurmError> {
         let Some(prev) = self.reattach.remove(key) else {
             return Ok(false);
         };
@@ -272,6 +284,7 @@ impl<'u> SlurmExecutor<'u> {
                 stage: prev.stage,
                 staging: prev.staging,
                 log: prev.log,
+                commit: commit.clone(),
             },
         );
         Ok(true)
@@ -364,6 +377,7 @@ impl<'u> SlurmExecutor<'u> {
                 stage: job.inst.name.clone(),
                 staging,
                 log,
+                commit: job.commit.clone(),
             },
         );
         Ok(())
@@ -387,14 +401,17 @@ impl<'u> SlurmExecutor<'u> {
             )),
             Ok(r) => match r.error {
                 Some(error) => Err(format!("{error} (job {id}, log {})", f.log.display())),
-                None => Ok(Staged {
-                    out_dir: f.staging.join("out"),
-                    seconds: r.seconds,
-                    cleanup: f.staging.clone(),
-                    written: Some(r.files),
-                    // committed by the scheduler, after the files are checked
-                    committed: false,
-                }),
+                // committed here, once the staged files are checked against what the job
+                // says it wrote (the commit removes the staging folder)
+                None => f.commit.commit(
+                    self.results,
+                    &Staged {
+                        out_dir: f.staging.join("out"),
+                        seconds: r.seconds,
+                        cleanup: f.staging.clone(),
+                        written: Some(r.files),
+                    },
+                ),
             },
         };
         if result.is_err() {
@@ -479,7 +496,7 @@ impl<'a> StageExecutor<'a> for SlurmExecutor<'_> {
     fn start(&mut self, job: Job<'a>) -> Result<(), String> {
         self.ui.line(&job.start_line);
         let key = job.key.hex();
-        match self.try_reattach(job.instance, &key) {
+        match self.try_reattach(job.instance, &key, &job.commit) {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => return Err(e.to_string()),
