@@ -35,6 +35,17 @@ impl Project {
     fn pipe(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run pipe")
     }
+    /// `pipe ARGS` started in a process group of its own (for [`kill_group`]), its output
+    /// dropped.
+    fn spawn_in_own_group(&self, args: &[&str]) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn pipe")
+    }
     /// Runs and asserts success; returns stdout + stderr.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.pipe(args);
@@ -64,6 +75,15 @@ impl Project {
         let h = blake3::hash(content).to_hex().to_string();
         self.cache().join("blobs").join(&h[..2]).join(&h)
     }
+}
+
+/// SIGKILLs the process group `child` leads (pipe and the shells it started) and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    // SAFETY: kills the process group that `spawn_in_own_group` started
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
 }
 
 /// `pipe ARGS` in `dir`, its cache there.
@@ -584,7 +604,6 @@ fn blob_of_stage(p: &Project, stage: &str) -> PathBuf {
 /// reruns to the byte-identical output of a clean run, and verify finds nothing wrong.
 #[test]
 fn kills_and_damage_never_change_what_a_rerun_produces() {
-    use std::os::unix::process::CommandExt;
     let stages = 30;
     let last = format!("s{:02}", stages - 1);
     let clean = Project::new();
@@ -611,19 +630,9 @@ fn kills_and_damage_never_change_what_a_rerun_produces() {
         let _ = gc.kill();
         let _ = gc.wait();
         // a run that recomputes them, killed (with its shells) at some moment
-        let mut run = p
-            .cmd(&["run", "p.yaml", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("run");
+        let mut run = p.spawn_in_own_group(&["run", "p.yaml", "--quiet"]);
         std::thread::sleep(std::time::Duration::from_micros(moments.below(run_micros)));
-        // SAFETY: kills the process group this test just started
-        unsafe {
-            libc::kill(-(run.id() as i32), libc::SIGKILL);
-        }
-        let _ = run.wait();
+        kill_group(&mut run);
         let out = p.pipe(&["run", "p.yaml", "--quiet"]);
         assert!(out.status.success(), "round {round}:\n{}", both(&out));
         assert_eq!(shown(&p, &last, "o.txt"), expected, "round {round}");
@@ -759,7 +768,6 @@ fn links_in_an_output_are_refused_never_followed() {
 /// still find every one of them cached (the open after a killed holder puts them back).
 #[test]
 fn a_killed_run_keeps_every_result_it_committed() {
-    use std::os::unix::process::CommandExt;
     let quick = 6;
     let mut yaml = String::from("stages:\n");
     for i in 0..quick {
@@ -780,13 +788,7 @@ fn a_killed_run_keeps_every_result_it_committed() {
     yaml.push_str("]\n");
     let p = Project::new();
     p.write("p.yaml", &yaml);
-    let mut run = p
-        .cmd(&["run", "p.yaml", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("run");
+    let mut run = p.spawn_in_own_group(&["run", "p.yaml", "--quiet"]);
     // killed as soon as the quick stages' records are written, before any snapshot write
     // (the first comes 300 ms after a commit) could have flushed the index
     let records = |root: &Path| -> usize {
@@ -808,11 +810,7 @@ fn a_killed_run_keeps_every_result_it_committed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    // SAFETY: kills the process group this test just started
-    unsafe {
-        libc::kill(-(run.id() as i32), libc::SIGKILL);
-    }
-    let _ = run.wait();
+    kill_group(&mut run);
     let plan = p.plan("p.yaml");
     let cached = plan.iter().filter(|(_, s)| s == "cached").count();
     assert_eq!(cached, quick, "after the kill: {plan:?}");

@@ -69,8 +69,9 @@ impl BlobStore {
     /// Stores the file `src` of the cache's own staging area; returns its hash, size and
     /// the stored blob's [`Stamp`]. The file itself is moved in (made read-only, renamed)
     /// when nothing else links to it and it lies on the store's file system; else a copy
-    /// is stored. Not yet durable: the commit waits at the cache's sync point. Content already present is not rewritten, unless the
-    /// stored copy no longer matches its hash (then it is replaced).
+    /// is stored. Not yet durable: the commit waits at the cache's sync point. Content
+    /// already present is not rewritten, unless the stored copy no longer matches its
+    /// hash (then it is replaced).
     pub fn put_staged_file(&self, src: &Path) -> Result<(String, u64, Stamp), CacheError> {
         use std::os::unix::fs::MetadataExt;
         let mut file = File::open(src).map_err(io_err(src))?;
@@ -97,9 +98,10 @@ impl BlobStore {
                 Err(e) => return Err(io_err(&dest)(e)),
             }
         }
+        // the handle that hashed it, read again from the start
         let stamp = self.install(&dest, |tmp| {
-            let mut from = File::open(src)?;
-            std::io::copy(&mut from, tmp).map(|_| ())
+            std::io::Seek::rewind(&mut file)?;
+            std::io::copy(&mut file, tmp).map(|_| ())
         })?;
         Ok((hash, size, stamp))
     }
@@ -233,9 +235,9 @@ impl BlobStore {
 }
 
 /// Runs `op`, which makes `path`; when its folder is missing, makes the folder and runs
-/// it again. The folders (`blobs/<aa>`, `entries/<aa>`) exist after the first few
-/// commits: asking first would cost two system calls a file.
-pub(super) fn with_parent<T>(
+/// it again. The folders (`blobs/<aa>`, `entries/<aa>`, a stage's output folder) exist
+/// nearly always: asking first would cost two system calls a file.
+pub fn with_parent<T>(
     path: &Path,
     mut op: impl FnMut() -> std::io::Result<T>,
 ) -> std::io::Result<T> {

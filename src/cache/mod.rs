@@ -27,7 +27,7 @@ mod snapshot_text;
 mod stamp;
 mod verify;
 
-pub use blob::{hash_file, BlobStore, StoredFile};
+pub use blob::{hash_file, with_parent, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
 use rebuild::verify_candidate;
 pub use rebuild::{Rebuilt, Skipped};
@@ -852,12 +852,13 @@ impl Cache {
         self.index.set_last_run(pipeline, stage, run)
     }
 
-    /// Makes the index durable: recorded last runs, and the commits since the last
-    /// snapshot write (a commit's own durability is its record's).
+    /// Makes the index durable (recorded last runs, commits and removals since the last
+    /// snapshot write), writes the snapshot if the index changed, then removes the
+    /// records of removed entries, whose removal is now durable.
     ///
-    /// The snapshot is written first: killed between the two, the index on disk still
-    /// holds every entry the snapshot lists (an entry only the snapshot lists is how a
-    /// damaged index is recognized at open).
+    /// Killed between the index flush and the snapshot write, the snapshot on disk may
+    /// list removed entries: the next open puts back the ones whose records and files are
+    /// still there before it checks the index against the snapshot.
     pub fn flush(&self) -> Result<(), CacheError> {
         if let Some(writer) = &self.snapshot {
             write_snapshot(&self.index, &self.root, &writer.written)?;

@@ -34,7 +34,7 @@ impl Records {
         let parent = path.parent().unwrap_or(&self.dir);
         let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), key.hex()));
         let text = serde_json::to_vec(entry).unwrap_or_default();
-        let mut f = super::blob::with_parent(&tmp, || File::create(&tmp)).map_err(io_err(&tmp))?;
+        let mut f = super::with_parent(&tmp, || File::create(&tmp)).map_err(io_err(&tmp))?;
         f.write_all(&text).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
@@ -54,24 +54,27 @@ impl Records {
     /// cache's lock, when none of its own commits runs (`gc`).
     pub(super) fn remove_leftovers(&self) -> u64 {
         let mut freed = 0;
-        let Ok(subs) = fs::read_dir(&self.dir) else {
-            return 0;
-        };
-        for sub in subs.flatten() {
-            let Ok(files) = fs::read_dir(sub.path()) else {
+        for f in self.files() {
+            if !f.file_name().to_string_lossy().starts_with(".tmp-") {
                 continue;
-            };
-            for f in files.flatten() {
-                if !f.file_name().to_string_lossy().starts_with(".tmp-") {
-                    continue;
-                }
-                let size = f.metadata().map_or(0, |m| m.len());
-                if fs::remove_file(f.path()).is_ok() {
-                    freed += size;
-                }
+            }
+            let size = f.metadata().map_or(0, |m| m.len());
+            if fs::remove_file(f.path()).is_ok() {
+                freed += size;
             }
         }
         freed
+    }
+
+    /// Every file in the record folders (`entries/<aa>/`), temp files included; folders
+    /// that cannot be read are passed over.
+    fn files(&self) -> impl Iterator<Item = fs::DirEntry> {
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|sub| fs::read_dir(sub.path()).ok())
+            .flat_map(|files| files.flatten())
     }
 
     /// Every readable record (unreadable ones, e.g. half-written temp files, are skipped).
@@ -85,31 +88,23 @@ impl Records {
         mut wanted: impl FnMut(&StageKey) -> bool,
     ) -> Vec<(StageKey, Entry)> {
         let mut out = Vec::new();
-        let Ok(subs) = fs::read_dir(&self.dir) else {
-            return out;
-        };
-        for sub in subs.flatten() {
-            let Ok(files) = fs::read_dir(sub.path()) else {
+        for f in self.files() {
+            let name = f.file_name();
+            let Some(key) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(StageKey::from_hex)
+            else {
                 continue;
             };
-            for f in files.flatten() {
-                let name = f.file_name();
-                let Some(key) = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .and_then(StageKey::from_hex)
-                else {
-                    continue;
-                };
-                if !wanted(&key) {
-                    continue;
-                }
-                let entry = fs::read(f.path())
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
-                if let Some(entry) = entry {
-                    out.push((key, entry));
-                }
+            if !wanted(&key) {
+                continue;
+            }
+            let entry = fs::read(f.path())
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            if let Some(entry) = entry {
+                out.push((key, entry));
             }
         }
         out

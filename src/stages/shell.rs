@@ -70,8 +70,8 @@ fn tree_hash(path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies an `outs:` file or folder into the output; a symbolic link is refused, never
-/// followed (see the cache's commit).
+/// Moves an `outs:` file or folder into the output (copied where a rename cannot be made);
+/// a symbolic link is refused, never followed (see the cache's commit).
 fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     let kind = std::fs::symlink_metadata(src)?.file_type();
     if kind.is_symlink() {
@@ -88,17 +88,9 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
         Ok(())
     } else {
         // the working folder and the staged outputs share a file system: a rename, no copy
-        let moved = std::fs::rename(src, dest).or_else(|e| {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(e);
-            }
-            // a declared output in a subfolder: made here first
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::rename(src, dest)
-        });
-        moved.or_else(|_| std::fs::copy(src, dest).map(|_| ()))
+        // (the folder of a declared output in a subfolder is made when the rename finds none)
+        crate::cache::with_parent(dest, || std::fs::rename(src, dest))
+            .or_else(|_| std::fs::copy(src, dest).map(|_| ()))
     }
 }
 
