@@ -1,15 +1,18 @@
 //! The encoder's steps on a GPU (burn's cubecl kernels; fused ones with `--features
-//! gpu-fusion`) held to the CPU's fused kernels: GELU, the masked softmax and LayerNorm within 1e-5 (f32) forward
-//! and backward; attention, whose products run as TF32 on tensor cores (10-bit mantissa),
-//! within 2e-3; the bf16 products of mixed precision within one bf16 rounding of the
-//! output (both devices round the operands and the product to bf16, their accumulation
-//! orders differ).
+//! gpu-fusion`) held to the CPU's fused kernels: GELU, the masked softmax and LayerNorm
+//! within 1e-5 (f32) forward and backward; attention, whose products run as TF32 on tensor
+//! cores, within 3e-3 (measured 1.9e-3 with `gpu-fusion`, 2.1e-3 without: TF32 rounds the
+//! operands to a 10-bit mantissa, and the two builds sum in other orders); the bf16 products
+//! of mixed precision within one bf16 rounding of the output (both devices round the
+//! operands and the product to bf16, their accumulation orders differ); and the flat AdamW
+//! of `fit` off the CPU against burn's per-parameter AdamW.
 //!
 //! These run in a `--features cuda` build on a machine with a GPU (`PIPE_TEST_GPU`, default
 //! `cuda:0`); elsewhere each test says SKIPPED and passes. On an H200 (session 25, fusion
 //! and autotune on): GELU 4.8e-7 / 7.2e-7, LayerNorm 7.2e-7 / 7.2e-7, masked softmax
 //! 1.2e-7 / 8.9e-8 (forward / backward), attention 1.0e-3 / 1.9e-3, bf16 product 0.25 at an
-//! entry of 91.5 (half a bf16 step).
+//! entry of 91.5 (half a bf16 step). Session 27 (plain `cuda` build): attention 1.0e-3 /
+//! 2.1e-3; flat AdamW within 8.6e-7 of the per-parameter update after four updates.
 
 use burn::nn::{DropoutConfig, LayerNormConfig};
 use burn::prelude::*;
@@ -142,7 +145,7 @@ fn attention_matches_the_cpu_within_tf32_rounding() {
             Tensor::cat(vec![context.clone(), context.clone(), context], 2)
         },
         &qkv,
-        2e-3,
+        3e-3,
         &gpu,
     );
 }
@@ -165,4 +168,73 @@ fn bf16_products_match_the_cpu_within_one_rounding() {
     // and the half products really are rounded: not the f32 product
     let full = max_abs_diff(a.clone().matmul(b.clone()), product(&Device::flex()));
     assert!(full > 1e-3, "bf16 product equals the f32 one ({full})");
+}
+
+/// Two linear layers: the weights decay, the biases do not.
+#[derive(burn::module::Module, Debug)]
+struct TwoLayers {
+    a: burn::nn::Linear,
+    b: burn::nn::Linear,
+}
+
+fn layer_values(model: &TwoLayers) -> Tensor<1> {
+    let mut parts = Vec::new();
+    for layer in [&model.a, &model.b] {
+        parts.push(layer.weight.val().inner().flatten::<1>(0, 1));
+        if let Some(bias) = &layer.bias {
+            parts.push(bias.val().inner());
+        }
+    }
+    Tensor::cat(parts, 0)
+}
+
+/// The flat AdamW `fit` uses off the CPU against burn's per-parameter AdamW, both on the
+/// GPU from the same weights and inputs (so the same gradients): four updates with clipping
+/// and weight decay, the weights within 1e-6 + 1e-5·|w| after each.
+#[test]
+fn flat_adamw_follows_the_per_parameter_update_on_the_gpu() {
+    use burn::optim::GradientsParams;
+    use pipe::train::clipping::clip_global_norm;
+    use pipe::train::flat_adamw::FlatAdamW;
+    use pipe::train::layer_decay::ParamRates;
+    use pipe::train::LossScale;
+
+    let Some(gpu) = gpu() else { return };
+    let device = gpu.autodiff();
+    let init = TwoLayers {
+        a: burn::nn::LinearConfig::new(96, 64).init(&device),
+        b: burn::nn::LinearConfig::new(64, 8).init(&device),
+    };
+    let (mut flat_model, mut per_model) = (init.clone(), init);
+    let mut flat = FlatAdamW::new(&flat_model, 0.01, 1e-6);
+    let mut per = pipe::train::fit::adamw(&per_model, 0.01);
+    let mut scale = LossScale::for_precision(Precision::F32);
+    let loss = |m: &TwoLayers, x: &Tensor<2>| {
+        m.b.forward(m.a.forward(x.clone()).tanh())
+            .powf_scalar(2.0)
+            .mean()
+    };
+    for step in 0..4 {
+        let x = on(&random([16, 96], 10 + step), &device);
+        let lr = 1e-3;
+        let g_flat = GradientsParams::from_grads(loss(&flat_model, &x).backward(), &flat_model);
+        (flat_model, _) = flat
+            .step(
+                lr,
+                &ParamRates::default(),
+                flat_model,
+                g_flat,
+                0.05,
+                &mut scale,
+            )
+            .expect("a flat update");
+        let g_per = GradientsParams::from_grads(loss(&per_model, &x).backward(), &per_model);
+        let (g_per, _) = clip_global_norm(&per_model, g_per, 0.05);
+        per_model = per.step(lr, per_model, g_per);
+        let (a, b) = (layer_values(&flat_model), layer_values(&per_model));
+        let largest = b.clone().abs().max().into_scalar::<f32>();
+        let diff = max_abs_diff(a, b);
+        eprintln!("flat AdamW update {step}: max |flat − per-parameter| {diff:.2e}");
+        assert!(diff <= 1e-6 + 1e-5 * largest, "update {step}: {diff}");
+    }
 }

@@ -274,6 +274,11 @@ pub enum BenchWhat {
         /// The shapes to time, BATCHxSEQ, comma-separated.
         #[arg(long, default_value = "32x128,32x64")]
         shapes: String,
+        /// Also time each part of pipe's step on its own (forward + loss, backward, clip +
+        /// AdamW; the device synchronised after each) and one small elementwise op, the
+        /// cost of a kernel launch: where a step's time goes.
+        #[arg(long)]
+        phases: bool,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {

@@ -10,7 +10,7 @@
 //! batches.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -27,7 +27,8 @@ use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
 use crate::stages::Progress;
 use crate::train::classifier::{cross_entropy, initialize_params};
-use crate::train::fit::adamw;
+use crate::train::layer_decay::ParamRates;
+use crate::train::param_update::ParamUpdate;
 use crate::train::rng::{with_backend_seed, SplitMix64};
 use crate::train::{
     fit, predict, Batch, Checkpoints, ClassificationObjective, EncodedInstance, EpochRecord,
@@ -136,16 +137,16 @@ struct RustTiming {
     infer_s: f64,
     peak_rss_mib: Option<f64>,
     peak_is_per_shape: bool,
+    phases: Option<StepPhases>,
 }
 
 fn time_pipe(
-    model_dir: Option<&Path>,
+    opts: &TrainBench,
     device: &Device,
     (batch_size, seq_len): (usize, usize),
-    warmup: usize,
-    steps: usize,
-    precision: Precision,
 ) -> Result<RustTiming> {
+    let (warmup, steps, precision) = (opts.warmup, opts.steps, opts.precision);
+    let model_dir = opts.model.as_deref();
     let peak_is_per_shape = reset_peak_rss();
     let train_dev = train_device(device);
     let (mut model, config) = classifier(model_dir, NUM_LABELS, &train_dev)?;
@@ -157,23 +158,33 @@ fn time_pipe(
     }
     let instances = synthetic_instances(batch_size, seq_len, config.vocab_size);
     let refs: Vec<&EncodedInstance> = instances.iter().collect();
-    let mut optimizer = adamw(&model, WEIGHT_DECAY);
+    // the optimizer `fit` uses on this device (flat off the CPU)
+    let mut optimizer = ParamUpdate::new(&model, WEIGHT_DECAY, &train_dev, false);
+    let rates = ParamRates::default();
     let batch = Batch::new(&refs, config.pad_token_id, &train_dev);
     let mut train_times = Vec::with_capacity(steps);
     // the step `fit` takes: f16 scales the loss, unscales the gradients and reads their norm
     let mut loss_scale = LossScale::for_precision(precision);
+    let mut phases = opts.phases.then(|| PhaseClock::new(&train_dev, steps));
     for step in 0..warmup + steps {
         let start = Instant::now();
+        let timed = step >= warmup;
+        let mut mark = |phase: Phase| match phases.as_mut().filter(|_| timed) {
+            Some(clock) => clock.mark(phase),
+            None => Ok(()),
+        };
+        mark(Phase::Start)?;
         let out = with_backend_seed(&train_dev, step as u64, || model.forward(&batch))?;
         let loss = cross_entropy(out.logits, batch.labels.clone());
         let value = loss.clone().inner();
+        mark(Phase::Forward)?;
         let grads = GradientsParams::from_grads(loss_scale.scaled(loss).backward(), &model);
-        if let Some(grads) = loss_scale.unscale_and_clip(&model, grads, GRAD_CLIP) {
-            model = optimizer.step(LR, model, grads);
-        }
+        mark(Phase::Backward)?;
+        (model, _) = optimizer.update(LR, &rates, model, grads, &mut loss_scale, GRAD_CLIP)?;
+        mark(Phase::Update)?;
         // the backend runs ops eagerly; reading the loss makes sure the step is done
         let _: f32 = value.into_scalar();
-        if step >= warmup {
+        if timed {
             train_times.push(start.elapsed().as_secs_f64());
         } else {
             // on a GPU the warm-up steps compile and tune kernels: say how long they take
@@ -217,7 +228,98 @@ fn time_pipe(
         infer_s: median(infer_times),
         peak_rss_mib: peak_rss_mib(),
         peak_is_per_shape,
+        phases: phases.map(PhaseClock::medians),
     })
+}
+
+/// A part of the training step that `--phases` times on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Forward,
+    Backward,
+    /// Clipping and the AdamW step.
+    Update,
+}
+
+/// Median seconds of each part of the step, the device synchronised after each part (so
+/// their sum exceeds the step's time by the waits the synchronisation adds).
+#[derive(Debug, Clone, Serialize)]
+struct StepPhases {
+    forward_and_loss_s: f64,
+    backward_s: f64,
+    /// Clipping and AdamW.
+    update_s: f64,
+}
+
+/// `--phases`: synchronises the device at each [`Phase`] mark and keeps the time since the
+/// previous mark.
+struct PhaseClock {
+    device: Device,
+    last: Instant,
+    /// Seconds of each phase after `Start`, in step order.
+    seconds: [Vec<f64>; 3],
+}
+
+impl PhaseClock {
+    fn new(device: &Device, steps: usize) -> Self {
+        PhaseClock {
+            device: device.clone(),
+            last: Instant::now(),
+            seconds: std::array::from_fn(|_| Vec::with_capacity(steps)),
+        }
+    }
+
+    fn mark(&mut self, phase: Phase) -> Result<()> {
+        self.device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;
+        let now = Instant::now();
+        let slot = match phase {
+            Phase::Start => None,
+            Phase::Forward => Some(0),
+            Phase::Backward => Some(1),
+            Phase::Update => Some(2),
+        };
+        if let Some(slot) = slot {
+            self.seconds[slot].push((now - self.last).as_secs_f64());
+        }
+        self.last = now;
+        Ok(())
+    }
+
+    fn medians(self) -> StepPhases {
+        let [forward, backward, update] = self.seconds;
+        StepPhases {
+            forward_and_loss_s: median(forward),
+            backward_s: median(backward),
+            update_s: median(update),
+        }
+    }
+}
+
+/// Microseconds per small elementwise op (`x + 1` on 384 floats) on `device`, the device
+/// synchronised once at the end: on a GPU the cost of a kernel launch, which bounds a step
+/// made of thousands of small ops.
+fn launch_cost_us(device: &Device) -> Result<f64> {
+    const OPS: usize = 2000;
+    let sync = |d: &Device| {
+        d.sync()
+            .map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))
+    };
+    let mut x = Tensor::<1>::zeros([384], device);
+    for _ in 0..100 {
+        x = x.add_scalar(1.0);
+    }
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..OPS {
+        x = x.add_scalar(1.0);
+    }
+    sync(device)?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(x);
+    Ok(seconds * 1e6 / OPS as f64)
 }
 
 /// The interpreter that imports `torch` and `transformers`: `PIPE_TORCH_PYTHON`, else
@@ -311,6 +413,10 @@ struct TrainFigures {
     torch_version: Option<String>,
     warmup_steps: usize,
     timed_steps: usize,
+    /// `--phases`: each part of pipe's step timed on its own.
+    phases: Option<StepPhases>,
+    /// `--phases`: microseconds per small elementwise op on the device.
+    small_op_us: Option<f64>,
 }
 
 /// `32x128,32x64` as (batch, sequence length) pairs.
@@ -327,17 +433,23 @@ fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>> {
         .collect()
 }
 
+/// `pipe bench train`'s options, parsed once (see `args::BenchWhat::Train`).
+pub(super) struct TrainBench {
+    pub model: Option<PathBuf>,
+    pub warmup: usize,
+    pub steps: usize,
+    pub json: bool,
+    pub device: String,
+    pub precision: Precision,
+    pub shapes: String,
+    pub phases: bool,
+}
+
 /// `pipe bench train`.
-pub(super) fn bench_train(
-    model_dir: Option<&Path>,
-    warmup: usize,
-    steps: usize,
-    json: bool,
-    device: &str,
-    precision: Precision,
-    shapes: &str,
-) -> Result<ExitCode> {
-    let shapes = parse_shapes(shapes)?;
+pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
+    let (warmup, steps, json, precision) = (opts.warmup, opts.steps, opts.json, opts.precision);
+    let (model_dir, device) = (opts.model.as_deref(), opts.device.as_str());
+    let shapes = parse_shapes(&opts.shapes)?;
     crate::allocator::tune_for_training(); // as `fit` does, so that the step is timed alike
     if steps == 0 {
         bail!("--steps must be positive");
@@ -386,12 +498,17 @@ pub(super) fn bench_train(
     if !json {
         println!("{}", machine.summary());
     }
+    let launch_us = match opts.phases {
+        true => Some(launch_cost_us(&burn_device)?),
+        false => None,
+    };
+    if let (Some(us), false) = (launch_us, json) {
+        println!("one small elementwise op (x + 1 on 384 floats): {us:.1} µs");
+    }
     let mut figures = Vec::new();
     for shape in shapes {
         // the whole step, and `predict`, in the precision's autocast scope
-        let pipe = autocast(precision, || {
-            time_pipe(model_dir, &burn_device, shape, warmup, steps, precision)
-        })?;
+        let pipe = autocast(precision, || time_pipe(opts, &burn_device, shape))?;
         let torch = match &python {
             Some(python) => Some(time_torch(
                 python,
@@ -433,6 +550,8 @@ pub(super) fn bench_train(
             torch_version: torch.as_ref().map(|t| t.torch_version.clone()),
             warmup_steps: warmup,
             timed_steps: steps,
+            phases: pipe.phases.clone(),
+            small_op_us: launch_us,
         };
         if !json {
             let rss = match (f.peak_rss_mib, pipe.peak_is_per_shape) {
@@ -445,6 +564,13 @@ pub(super) fn bench_train(
                  seq/s   peak RSS {rss}",
                 f.train_s_per_step, f.train_seq_per_s, f.infer_s_per_step, f.infer_seq_per_s
             );
+            if let Some(p) = &f.phases {
+                println!(
+                    "{batch}x{seq_len:<4} pipe   phases: forward + loss {:.4} s   backward {:.4} s   \
+                     clip + AdamW {:.4} s",
+                    p.forward_and_loss_s, p.backward_s, p.update_s
+                );
+            }
             if let Some(t) = &torch {
                 println!(
                     "{batch}x{seq_len:<4} torch  train {:.3} s/step {:>6.1} seq/s   infer {:.3} s {:>6.1} \
@@ -666,6 +792,7 @@ pub(super) fn bench_epoch(
 mod ab {
     use super::*;
     use crate::model::fused;
+    use crate::train::fit::adamw;
     use burn::tensor::Distribution;
 
     /// Repetitions of each arm (`PIPE_AB_REPS`, default 5).

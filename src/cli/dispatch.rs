@@ -154,15 +154,17 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 device,
                 precision,
                 shapes,
-            } => super::bench_train::bench_train(
-                model.as_deref(),
+                phases,
+            } => super::bench_train::bench_train(&super::bench_train::TrainBench {
+                model,
                 warmup,
                 steps,
                 json,
-                &device,
-                precision.into(),
-                &shapes,
-            ),
+                device,
+                precision: precision.into(),
+                shapes,
+                phases,
+            }),
             BenchWhat::Epoch {
                 model,
                 data,

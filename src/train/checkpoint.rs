@@ -1,6 +1,7 @@
 //! Resumable training state. After each epoch, `epoch-K/` in the stage's checkpoint
 //! directory (or, for a run checkpointed every N updates, `step-K/` after update K) holds the model (`model.bpk`), the optimizer state (`optimizer.bpk`, AdamW
-//! moments keyed by parameter id) and `state.json` (epoch, update count, shuffling RNG,
+//! moments keyed by parameter id; off the CPU `optimizer-flat.bpk` and `.json`, the flat
+//! moments of [`super::flat_adamw`]) and `state.json` (epoch, update count, shuffling RNG,
 //! history, settings). The directory is written under a temporary name and renamed, so a
 //! run killed mid-write leaves the previous epoch's checkpoint intact.
 
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::fit::{EpochRecord, TrainSettings, UpdateRecord};
+use super::param_update::ParamUpdate;
 use super::rng::SplitMix64;
 use super::TrainError;
 
@@ -47,7 +49,7 @@ pub struct TrainState {
 pub fn save<M: Module + Clone>(
     dir: &Path,
     model: &M,
-    optimizer: &ModuleOptimizer,
+    optimizer: &ParamUpdate,
     state: &TrainState,
 ) -> Result<(), TrainError> {
     save_numbered(
@@ -69,7 +71,7 @@ pub fn latest(dir: &Path) -> Result<Option<(PathBuf, TrainState)>, TrainError> {
 pub fn save_step<M: Module + Clone>(
     dir: &Path,
     model: &M,
-    optimizer: &ModuleOptimizer,
+    optimizer: &ParamUpdate,
     state: &TrainState,
 ) -> Result<(), TrainError> {
     save_numbered(dir, STEP_PREFIX, state.step, model, optimizer, state)
@@ -87,7 +89,7 @@ pub fn save_numbered<M: Module + Clone, S: Serialize>(
     prefix: &str,
     number: usize,
     model: &M,
-    optimizer: &ModuleOptimizer,
+    optimizer: &ParamUpdate,
     state: &S,
 ) -> Result<(), TrainError> {
     let name = format!("{prefix}{number}");
@@ -100,15 +102,12 @@ pub fn save_numbered<M: Module + Clone, S: Serialize>(
         .clone()
         .save_file(&model_path)
         .map_err(|e| TrainError::checkpoint(&model_path, e))?;
-    let optimizer_path = tmp.join(OPTIMIZER_FILE);
-    optimizer
-        .save(&optimizer_path)
-        .map_err(|e| TrainError::checkpoint(&optimizer_path, e))?;
+    let optimizer_files = optimizer.save(&tmp)?;
     let state_path = tmp.join(STATE_FILE);
     let text =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::checkpoint(&state_path, e))?;
     std::fs::write(&state_path, text).map_err(|e| TrainError::io(&state_path, e))?;
-    for file in [&model_path, &optimizer_path, &state_path] {
+    for file in optimizer_files.iter().chain([&model_path, &state_path]) {
         sync_file(file)?;
     }
     remove_dir_if_present(&target)?;

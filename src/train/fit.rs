@@ -16,16 +16,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::ParamGroup;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::adamw::FusedAdamW;
 use super::batching::{shuffled_batches, train_batches};
 use super::checkpoint::{self, TrainState};
 use super::classifier::{cross_entropy, Batch, EncodedInstance, SequenceClassifier};
 use super::clipping::no_decay_params;
-use super::layer_decay::{step_by_rate, LayerDepths, ParamRates};
+use super::layer_decay::{LayerDepths, ParamRates};
 use super::loss_scale::LossScale;
+use super::param_update::ParamUpdate;
 use super::rng::{with_backend_seed, SplitMix64};
 use super::schedule::LinearWarmupDecay;
 use super::TrainError;
@@ -33,7 +35,7 @@ use crate::model::precision::{self, Precision};
 use crate::stages::Progress;
 
 /// AdamW's ε, as BERT's optimizer.
-const ADAM_EPSILON: f32 = 1e-6;
+pub(super) const ADAM_EPSILON: f32 = 1e-6;
 /// Updates between reads of the running loss (each read waits for the device).
 const LOSS_READ_EVERY: usize = 10;
 
@@ -188,6 +190,10 @@ pub trait Objective {
 
     /// Generator stream of the epoch shuffles.
     const SHUFFLE_STREAM: u64 = 0;
+    /// Whether its updates train different parts of the model in turn (a multi-task
+    /// objective's batches each reach one head): such a run keeps one AdamW state per
+    /// parameter on every device (see [`ParamUpdate`]).
+    const UPDATES_TRAIN_PARTS_IN_TURN: bool = false;
     /// Dropout of batch `m` (counted over the run) draws from stream `DROPOUT_STREAM + m`.
     /// (Objectives that had their own loop before keep their streams, so that their cached
     /// results stay valid.)
@@ -334,7 +340,12 @@ fn fit_in_precision<O: Objective>(
     let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, total_steps);
 
     let mut model = model;
-    let mut optimizer = adamw(&model, settings.weight_decay);
+    let mut optimizer = ParamUpdate::new(
+        &model,
+        settings.weight_decay,
+        env.device,
+        O::UPDATES_TRAIN_PARTS_IN_TURN,
+    );
     let mut state = TrainState {
         settings: settings.clone(),
         epochs_done: 0,
@@ -361,7 +372,7 @@ fn fit_in_precision<O: Objective>(
         }
         model = checkpoint::restore_model(&path, model)?;
         // the no-decay group matches parameters by id, and the ids come from the checkpoint
-        optimizer = checkpoint::restore_optimizer(&path, adamw(&model, settings.weight_decay))?;
+        optimizer = optimizer.restore(&path, &model, env.device)?;
         resumed_after_epoch = Some(saved.epochs_done);
         env.progress.println(format!(
             "resuming after update {}/{total_steps} (epoch {}/{}) from {}",
@@ -460,17 +471,20 @@ fn fit_in_precision<O: Objective>(
                 }
             }
             let grads = single.unwrap_or_else(|| accumulator.grads());
-            // f16: an update whose gradients overflowed is skipped
-            let grads = loss_scale.unscale_and_clip(&model, grads, settings.grad_clip);
             let lr = schedule.lr(state.step);
-            model = match grads {
-                None => {
-                    skipped_updates += 1;
-                    model
-                }
-                Some(grads) if rates.is_uniform() => optimizer.step(lr, model, grads),
-                Some(grads) => step_by_rate(&mut optimizer, lr, &rates, model, grads),
-            };
+            // f16: an update whose gradients overflowed is skipped
+            let (updated, applied) = optimizer.update(
+                lr,
+                &rates,
+                model,
+                grads,
+                &mut loss_scale,
+                settings.grad_clip,
+            )?;
+            model = updated;
+            if !applied {
+                skipped_updates += 1;
+            }
             state.step += 1;
             env.progress.set_position(state.step as u64);
             let done = state.step - steps_at_start;
@@ -568,19 +582,14 @@ fn add_detached(sum: &mut Option<Tensor<1>>, loss: &Tensor<1>) {
 
 /// AdamW with decoupled weight decay on every parameter except the 1-D ones (biases,
 /// LayerNorm, a probe's `α` and `γ`), as BERT's optimizer.
+/// On the CPU each parameter's update is one fused pass, bit-identical to burn's
+/// ([`super::adamw`]).
 pub fn adamw<M: Module>(model: &M, weight_decay: f64) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .with_epsilon(ADAM_EPSILON)
-        .init()
-        .with_group(
-            ParamGroup::from_ids(no_decay_params(model)),
-            AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(ADAM_EPSILON)
-                .build(),
-            None,
-        )
+    ModuleOptimizer::from(FusedAdamW::new(weight_decay as f32, ADAM_EPSILON)).with_group(
+        ParamGroup::from_ids(no_decay_params(model)),
+        FusedAdamW::new(0.0, ADAM_EPSILON),
+        None,
+    )
 }
 
 fn check_settings(s: &TrainSettings, n_train: usize) -> Result<(), TrainError> {

@@ -126,6 +126,12 @@ impl ParamRates {
         self
     }
 
+    /// The rate factor of parameter `id` (group 0's for one in no group).
+    pub fn factor(&self, id: ParamId) -> f64 {
+        let group = self.group.get(&id).copied().unwrap_or(0);
+        self.factors.get(group).copied().unwrap_or(1.0)
+    }
+
     /// Whether every parameter steps at the scheduled rate (one optimizer step suffices).
     pub fn is_uniform(&self) -> bool {
         self.factors.iter().all(|&f| f == 1.0)

@@ -73,6 +73,17 @@ impl LossScale {
 
     /// Records the outcome of an update whose gradient norm (before unscaling) was
     /// `grad_norm`; returns whether the optimizer may step (the gradients are finite).
+    /// Whether S changes with overflows (f16); bf16 and f32 keep S = 1.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic
+    }
+
+    /// Records an update's gradient norm (after unscaling): false when it overflowed, and
+    /// the update must be skipped; S halves then, or doubles after a clean run.
+    pub fn record(&mut self, grad_norm: f64) -> bool {
+        self.update(grad_norm)
+    }
+
     fn update(&mut self, grad_norm: f64) -> bool {
         if !self.dynamic {
             return true;

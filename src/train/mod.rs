@@ -2,6 +2,7 @@
 //! ([`fit`], which fine-tuning, multi-task training, pre-training and probing drive through
 //! their [`Objective`]s), and inference.
 
+pub mod adamw;
 pub mod batching;
 pub mod checkpoint;
 pub mod classifier;
@@ -9,9 +10,11 @@ pub mod clipping;
 pub mod concurrent_batches;
 pub mod encoder_init;
 pub mod fit;
+pub mod flat_adamw;
 pub mod layer_decay;
 pub mod loss_scale;
 pub mod multitask;
+pub mod param_update;
 pub mod predict;
 pub mod rng;
 pub mod schedule;

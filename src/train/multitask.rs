@@ -193,6 +193,8 @@ impl<'a> MultiTaskObjective<'a> {
 }
 
 impl Objective for MultiTaskObjective<'_> {
+    // each batch is one task's: the other heads get no gradient
+    const UPDATES_TRAIN_PARTS_IN_TURN: bool = true;
     type Model = MultiTaskModel;
 
     fn lengths(&self) -> &[usize] {

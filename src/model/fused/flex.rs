@@ -644,3 +644,75 @@ fn lstm_tracked(x_proj: TrackedTensor, w_hh: TrackedTensor) -> TrackedTensor {
         OpsKind::UnTracked(prep) => prep.finish(run.states),
     }
 }
+
+// ---------------------------------------------------------------- AdamW
+
+/// Whether `x` is a plain (untracked) f32 `flex` tensor; the check converts a clone, so
+/// `x` keeps its data and its reference count.
+fn is_plain_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32
+        && !x.device().is_autodiff()
+        && x.clone().try_into_primitive::<Flex>().is_ok()
+}
+
+/// `x` as a contiguous tensor that this code alone holds, so its storage can be written in
+/// place: `x` itself when it already is one, else a copy of its values.
+fn exclusive(x: FlexTensor) -> FlexTensor {
+    let n = x.layout().num_elements();
+    let whole = x.layout().contiguous_offsets() == Some((0, n))
+        && x.bytes().len() == n * std::mem::size_of::<f32>();
+    if whole && x.is_unique() {
+        x
+    } else {
+        let shape = x.shape();
+        from_vec(values(&contiguous(x)).to_vec(), shape)
+    }
+}
+
+/// The parameter, gradient and moments (m, v) of one AdamW update, as the caller gave them.
+pub type AdamWInputs<const D: usize> = (Tensor<D>, Tensor<D>, Option<(Tensor<D>, Tensor<D>)>);
+
+/// One AdamW update of θ with gradient g and moments (m, v) (none at t = 1) on plain `flex`
+/// f32 tensors, in one pass ([`kernels::adamw`]); returns (θ, m, v) updated. θ and the
+/// moments are written in place when nothing else holds them.
+pub fn adamw<const D: usize>(
+    theta: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    scalars: kernels::AdamWScalars,
+) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>), AdamWInputs<D>> {
+    let all_flex = is_plain_flex_f32(&theta)
+        && is_plain_flex_f32(&grad)
+        && moments
+            .as_ref()
+            .is_none_or(|(m, v)| is_plain_flex_f32(m) && is_plain_flex_f32(v));
+    if !all_flex || moments.is_none() != scalars.first {
+        return Err((theta, grad, moments));
+    }
+    let primitive = |x: Tensor<D>| {
+        x.try_into_primitive::<Flex>()
+            .expect("checked to be a flex tensor above")
+    };
+    let shape = theta.shape();
+    let mut theta = exclusive(primitive(theta));
+    let grad = contiguous(primitive(grad));
+    let (mut m, mut v) = match moments {
+        Some((m, v)) => (exclusive(primitive(m)), exclusive(primitive(v))),
+        None => (
+            FlexTensor::zeros(shape.clone(), DType::F32),
+            FlexTensor::zeros(shape, DType::F32),
+        ),
+    };
+    kernels::adamw(
+        theta.storage_mut::<f32>(),
+        values(&grad),
+        m.storage_mut::<f32>(),
+        v.storage_mut::<f32>(),
+        scalars,
+    );
+    Ok((
+        Tensor::from_primitive::<Flex>(theta),
+        Tensor::from_primitive::<Flex>(m),
+        Tensor::from_primitive::<Flex>(v),
+    ))
+}

@@ -1,7 +1,8 @@
 //! Fused CPU kernels for the encoder's memory-bound steps: GELU, the masked softmax of
 //! attention and LayerNorm, each one pass forward and one pass backward instead of burn's
 //! chain of elementwise ops (and, under autodiff, a graph node per op); and the SLL heads'
-//! LSTM recurrence, one kernel for all steps instead of a dozen graph nodes per step.
+//! LSTM recurrence, one kernel for all steps instead of a dozen graph nodes per step; and the
+//! AdamW update, one pass per parameter instead of fifteen tensor ops.
 //!
 //! Dropout keeps burn's arithmetic (x ⊙ m · 1/(1 − p)); only its mask is drawn faster, from
 //! the same generator stream, in parallel ([`dropout`], [`SeededStream`]). A fused
@@ -19,6 +20,8 @@ pub mod reference;
 pub mod simd;
 
 pub use dropout::SeededStream;
+pub use flex::AdamWInputs;
+pub use kernels::AdamWScalars;
 pub use simd::{SimdLevel, SimdLevelError};
 
 use std::cell::Cell;
@@ -170,6 +173,23 @@ pub fn layer_norm<const D: usize>(layer_norm: &LayerNorm, epsilon: f64, x: Tenso
     flex::layer_norm(x, gamma, beta, epsilon).unwrap_or_else(|(x, gamma, beta)| {
         burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
     })
+}
+
+/// One AdamW update of θ with gradient g and moments (m, v) (`None` at t = 1), returning
+/// (θ, m, v) updated: on plain `flex` f32 tensors one pass over memory, bit-identical to
+/// burn's `AdamW::step`; elsewhere (or inside [`with_reference_kernels`]) `Err` hands the
+/// inputs back for burn's own step.
+#[allow(clippy::result_large_err)] // the `Err` hands the tensors back, unchanged
+pub fn adamw<const D: usize>(
+    theta: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    scalars: AdamWScalars,
+) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>), AdamWInputs<D>> {
+    if !fused_enabled() {
+        return Err((theta, grad, moments));
+    }
+    flex::adamw(theta, grad, moments, scalars)
 }
 
 #[cfg(test)]
