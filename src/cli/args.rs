@@ -279,6 +279,10 @@ pub enum BenchWhat {
         /// cost of a kernel launch: where a step's time goes.
         #[arg(long)]
         phases: bool,
+        /// The random encoder's shape, without `--model`: MiniLM-L6 (the CPU profiles'
+        /// model) or BERT-base (BioBERT's, the `paper` profiles').
+        #[arg(long, value_enum, default_value_t = super::bench_train::RandomEncoder::Minilm)]
+        encoder: super::bench_train::RandomEncoder,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {

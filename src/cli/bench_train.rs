@@ -67,9 +67,58 @@ fn minilm_l6_config() -> BertConfig {
     }
 }
 
+/// BERT-base's encoder shape (BioBERT's, the papers' `paper` profiles), with BioBERT's
+/// cased vocabulary.
+fn bert_base_config() -> BertConfig {
+    BertConfig {
+        vocab_size: 28996,
+        hidden_size: 768,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        intermediate_size: 3072,
+        hidden_act: HiddenAct::Gelu,
+        ..BertConfig::tiny(28996)
+    }
+}
+
+/// The shape of `bench train`'s random encoder (without `--model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RandomEncoder {
+    /// all-MiniLM-L6-v2's: 6 layers, hidden 384 (the CPU profiles' model).
+    Minilm,
+    /// BERT-base's: 12 layers, hidden 768 (BioBERT; the `paper` profiles' model).
+    BertBase,
+}
+
+impl RandomEncoder {
+    fn config(self) -> BertConfig {
+        match self {
+            RandomEncoder::Minilm => minilm_l6_config(),
+            RandomEncoder::BertBase => bert_base_config(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RandomEncoder::Minilm => "MiniLM-L6",
+            RandomEncoder::BertBase => "BERT-base",
+        }
+    }
+}
+
 /// The classifier: the checkpoint in `model_dir` (or a random MiniLM-L6) + a `cls` head.
 pub(super) fn classifier(
     model_dir: Option<&Path>,
+    num_labels: usize,
+    device: &Device,
+) -> Result<(SequenceClassifier, BertConfig), ModelError> {
+    classifier_of(model_dir, RandomEncoder::Minilm, num_labels, device)
+}
+
+/// The classifier: the checkpoint in `model_dir` (or a random `encoder`) + a `cls` head.
+fn classifier_of(
+    model_dir: Option<&Path>,
+    encoder: RandomEncoder,
     num_labels: usize,
     device: &Device,
 ) -> Result<(SequenceClassifier, BertConfig), ModelError> {
@@ -77,7 +126,7 @@ pub(super) fn classifier(
         let (encoder, config) = match model_dir {
             Some(dir) => BertModel::load(dir, device)?,
             None => {
-                let config = minilm_l6_config();
+                let config = encoder.config();
                 (BertModel::new(&config, device), config)
             }
         };
@@ -149,7 +198,7 @@ fn time_pipe(
     let model_dir = opts.model.as_deref();
     let peak_is_per_shape = reset_peak_rss();
     let train_dev = train_device(device);
-    let (mut model, config) = classifier(model_dir, NUM_LABELS, &train_dev)?;
+    let (mut model, config) = classifier_of(model_dir, opts.encoder, NUM_LABELS, &train_dev)?;
     if seq_len > config.max_position_embeddings {
         bail!(
             "{seq_len} tokens exceed the model's {}",
@@ -443,6 +492,7 @@ pub(super) struct TrainBench {
     pub precision: Precision,
     pub shapes: String,
     pub phases: bool,
+    pub encoder: RandomEncoder,
 }
 
 /// `pipe bench train`.
@@ -469,7 +519,7 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
     let python = torch_python();
     let model_source = match model_dir {
         Some(dir) => dir.display().to_string(),
-        None => serde_json::to_string(&minilm_l6_config())?,
+        None => serde_json::to_string(&opts.encoder.config())?,
     };
     if !json {
         println!(
@@ -478,7 +528,7 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
              infer = pipe's evaluation loop over {INFER_BATCHES} batches (per batch), PyTorch's \
              forward in inference mode; median of {steps} steps after {warmup} warm-up; pipe \
              and PyTorch alternate shape by shape; pipe's products in {precision}{amp}",
-            model_dir.map_or("MiniLM-L6 (random init)".to_string(), |d| d
+            model_dir.map_or(format!("{} (random init)", opts.encoder.name()), |d| d
                 .display()
                 .to_string()),
             spec.backend_name(),

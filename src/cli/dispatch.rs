@@ -155,6 +155,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 precision,
                 shapes,
                 phases,
+                encoder,
             } => super::bench_train::bench_train(&super::bench_train::TrainBench {
                 model,
                 warmup,
@@ -164,6 +165,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 precision: precision.into(),
                 shapes,
                 phases,
+                encoder,
             }),
             BenchWhat::Epoch {
                 model,
