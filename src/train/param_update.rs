@@ -106,3 +106,24 @@ impl ParamUpdate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::device::{train_device, DeviceSpec};
+    use burn::nn::LinearConfig;
+
+    #[test]
+    fn the_cpu_keeps_the_per_parameter_optimizer() {
+        // `fit` trains on the autodiff twin of the device `--device cpu` names
+        let cpu = DeviceSpec::parse("cpu")
+            .and_then(|spec| spec.device())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let device = train_device(&cpu);
+        let model = LinearConfig::new(3, 2).init(&device);
+        for per_parameter in [false, true] {
+            let update = ParamUpdate::new(&model, 0.01, &device, per_parameter);
+            assert!(matches!(update, ParamUpdate::PerParameter { .. }));
+        }
+    }
+}
