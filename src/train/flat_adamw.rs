@@ -122,9 +122,9 @@ impl FlatAdamW {
             self.start(&model, &grads, rates)?;
         }
         let layout = self.layout.as_ref().expect("laid out above");
-        let theta = self.theta.take().expect("θ is set with the layout");
-        let device = theta.device();
+        let device = layout.decays.device();
         let mut g = gather(&model, grads, layout, &device)?;
+        let theta = self.theta.take().expect("θ is set with the layout");
         if loss_scale.is_dynamic() {
             g = g.div_scalar(loss_scale.scale());
         }
@@ -598,9 +598,13 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         let only_a = GradientsParams::from_grads(loss(&model, &x, false).backward(), &model);
+        let kept = model.clone();
         let Err(err) = flat.step(1e-2, &rates, model, only_a, 1.0, &mut scale) else {
             panic!("b's parameters got no gradient, and the update went on");
         };
         assert!(err.to_string().contains("got no gradient"), "{err}");
+        // the refused update left the state as it was: the next full one goes on
+        let full = grads(&kept, &x);
+        assert!(flat.step(1e-2, &rates, kept, full, 1.0, &mut scale).is_ok());
     }
 }
