@@ -31,10 +31,11 @@ const BETA_1: f64 = 0.9;
 const BETA_2: f64 = 0.999;
 /// Added to the norm before dividing, as [`super::clipping`].
 const NORM_EPS: f64 = 1e-6;
-/// Each parameter starts at a multiple of this many elements in the flat vectors (256
-/// bytes in f32), so that a parameter is a view of θ, not a copy: burn's GPU backends slice
-/// without copying only at aligned offsets.
-const ALIGN: usize = 64;
+/// Each parameter starts and ends at a multiple of this many elements in the flat vectors
+/// (512 bytes in f32), so that a parameter is a view of θ, not a copy: burn's cubecl
+/// backends slice without copying only where the bytes before and after the slice are both
+/// multiples of the device's memory alignment (512 on CUDA, cubecl-cuda's `mem_alignment`).
+const ALIGN: usize = 128;
 /// The checkpoint file of the flat moments m and v.
 pub const STATE_FILE: &str = "optimizer-flat.bpk";
 /// Beside it, their length and t.
