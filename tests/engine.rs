@@ -924,6 +924,50 @@ fn a_device_this_build_lacks_is_refused_with_the_feature_to_build() {
     );
 }
 
+/// `bench train --phases` says where a step's time goes: each part timed alone, in the text
+/// and in `--json`, and the cost of one small op.
+#[test]
+fn bench_train_phases_say_where_the_step_goes() {
+    let p = Project::new();
+    let args = [
+        "bench", "train", "--shapes", "2x8", "--warmup", "0", "--steps", "1", "--phases",
+    ];
+    let run = |json: bool| {
+        let mut cmd = p.cmd(&args);
+        if json {
+            cmd.arg("--json");
+        }
+        // pipe alone: PyTorch is not part of this test
+        let out = cmd
+            .env("PIPE_TORCH_PYTHON", "false")
+            .output()
+            .expect("run pipe");
+        assert!(out.status.success(), "{}", both(&out));
+        out
+    };
+    let text = both(&run(false));
+    assert!(
+        text.contains("one small elementwise op (x + 1 on 384 floats):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2x8    pipe   phases: forward + loss ") && text.contains("clip + AdamW"),
+        "{text}"
+    );
+    let out = run(true);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", both(&out)));
+    let shape = &report["shapes"][0];
+    for part in ["forward_and_loss_s", "backward_s", "update_s"] {
+        let seconds = shape["phases"][part].as_f64().unwrap_or(f64::NAN);
+        assert!(seconds > 0.0, "{part}: {shape}");
+    }
+    assert!(
+        shape["small_op_us"].as_f64().is_some_and(|us| us > 0.0),
+        "{shape}"
+    );
+}
+
 #[test]
 fn stats_of_a_failing_stage_prints_its_error() {
     let p = Project::new();
