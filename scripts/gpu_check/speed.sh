@@ -4,7 +4,8 @@
 # `pipe bench train --phases` at 32×128 in each of PRECISIONS (default "f32 bf16"), beside
 # PyTorch f32 and PyTorch AMP on the same GPU, with the cost of one small op and each part
 # of pipe's step timed alone. PIPE may be an .xz file (the carry limit); it is unpacked
-# beside it. SHAPES, STEPS, BENCH_S (seconds per run) adjust the runs.
+# beside it. SHAPES, STEPS, BENCH_S (seconds per run) adjust the runs; ENCODERS (default
+# "minilm"; "minilm bert-base" for both) picks the random encoders.
 set -u
 PIPE=$1 OUT=${2:-gpucheck/out}
 mkdir -p "$OUT"
@@ -14,10 +15,13 @@ fi
 [ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-for p in ${PRECISIONS:-f32 bf16}; do
-  echo "== bench train --precision $p"
-  start=$(date +%s)
-  timeout "${BENCH_S:-150}" "$PIPE" bench train --device cuda:0 --shapes "${SHAPES:-32x128}" \
-    --warmup 2 --steps "${STEPS:-8}" --phases --precision "$p" 2>&1 | tee "$OUT/bench_$p.txt"
-  echo "(run took $(( $(date +%s) - start )) s, exit ${PIPESTATUS[0]})"
+for e in ${ENCODERS:-minilm}; do
+  for p in ${PRECISIONS:-f32 bf16}; do
+    echo "== bench train --encoder $e --precision $p"
+    start=$(date +%s)
+    timeout "${BENCH_S:-150}" "$PIPE" bench train --device cuda:0 --encoder "$e" \
+      --shapes "${SHAPES:-32x128}" --warmup 2 --steps "${STEPS:-8}" --phases --precision "$p" \
+      2>&1 | tee "$OUT/bench_${e}_$p.txt"
+    echo "(run took $(( $(date +%s) - start )) s, exit ${PIPESTATUS[0]})"
+  done
 done
