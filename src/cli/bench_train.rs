@@ -320,9 +320,7 @@ impl PhaseClock {
     }
 
     fn mark(&mut self, phase: Phase) -> Result<()> {
-        self.device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;
+        sync(&self.device)?;
         let now = Instant::now();
         let slot = match phase {
             Phase::Start => None,
@@ -352,10 +350,6 @@ impl PhaseClock {
 /// made of thousands of small ops.
 fn launch_cost_us(device: &Device) -> Result<f64> {
     const OPS: usize = 2000;
-    let sync = |d: &Device| {
-        d.sync()
-            .map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))
-    };
     let mut x = Tensor::<1>::zeros([384], device);
     for _ in 0..100 {
         x = x.add_scalar(1.0);
@@ -366,9 +360,14 @@ fn launch_cost_us(device: &Device) -> Result<f64> {
         x = x.add_scalar(1.0);
     }
     sync(device)?;
-    let seconds = start.elapsed().as_secs_f64();
-    drop(x);
-    Ok(seconds * 1e6 / OPS as f64)
+    Ok(start.elapsed().as_secs_f64() * 1e6 / OPS as f64)
+}
+
+/// Waits for everything queued on `device` to finish.
+fn sync(device: &Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))
 }
 
 /// The interpreter that imports `torch` and `transformers`: `PIPE_TORCH_PYTHON`, else

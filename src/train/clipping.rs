@@ -7,7 +7,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 /// Added to the norm before dividing (as PyTorch).
-const NORM_EPS: f64 = 1e-6;
+pub(super) const NORM_EPS: f64 = 1e-6;
 
 /// Scales `grads` so that their global L2 norm is at most `max_norm`; returns them with the
 /// norm before clipping (a 1-element tensor; reading it forces a sync, so callers that only

@@ -22,15 +22,13 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use super::clipping::no_decay_params;
+use super::clipping::{no_decay_params, NORM_EPS};
 use super::layer_decay::ParamRates;
 use super::{LossScale, TrainError};
 
 /// β₁ and β₂, as [`super::adamw`].
 const BETA_1: f64 = 0.9;
 const BETA_2: f64 = 0.999;
-/// Added to the norm before dividing, as [`super::clipping`].
-const NORM_EPS: f64 = 1e-6;
 /// Each parameter starts and ends at a multiple of this many elements in the flat vectors
 /// (512 bytes in f32), so that a parameter is a view of θ, not a copy: burn's cubecl
 /// backends slice without copying only where the bytes before and after the slice are both
@@ -42,7 +40,7 @@ pub const STATE_FILE: &str = "optimizer-flat.bpk";
 pub const STATE_INFO_FILE: &str = "optimizer-flat.json";
 
 /// Where one parameter lies in the flat vectors.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Segment {
     id: ParamId,
     offset: usize,
@@ -69,10 +67,10 @@ pub struct FlatAdamW {
     no_decay: HashSet<ParamId>,
     layout: Option<Layout>,
     theta: Option<Tensor<1>>,
+    /// m and v: none before the first update (unless restored from a checkpoint, when their
+    /// length is checked against the layout at the first update).
     moments: Option<(Tensor<1>, Tensor<1>)>,
     t: usize,
-    /// Moments loaded from a checkpoint, taken at the first update (when the layout is known).
-    restored: Option<(Tensor<1>, Tensor<1>, usize)>,
 }
 
 /// The flat moments as a module, so they are saved and loaded as the model is (burnpack).
@@ -101,7 +99,6 @@ impl FlatAdamW {
             theta: None,
             moments: None,
             t: 0,
-            restored: None,
         }
     }
 
@@ -264,7 +261,7 @@ impl FlatAdamW {
             rates: (!uniform)
                 .then(|| Tensor::from_data(TensorData::new(plan.factors, [plan.len]), &device)),
         };
-        if let Some((m, v, t)) = self.restored.take() {
+        if let Some((m, v)) = self.moments.take() {
             let saved = m.shape().num_elements();
             if saved != layout.len {
                 return Err(TrainError::Invalid(format!(
@@ -274,7 +271,6 @@ impl FlatAdamW {
                 )));
             }
             self.moments = Some((m.to_device(&device), v.to_device(&device)));
-            self.t = t;
         }
         self.theta = Some(theta);
         self.layout = Some(layout);
@@ -284,14 +280,10 @@ impl FlatAdamW {
     /// Writes m and v to `dir/`[`STATE_FILE`], their length and t to [`STATE_INFO_FILE`];
     /// returns the files written.
     pub fn save(&self, dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
-        let (m, v) = match (&self.moments, &self.restored) {
-            (Some((m, v)), _) => (m.clone(), v.clone()),
-            (None, Some((m, v, _))) => (m.clone(), v.clone()),
-            (None, None) => {
-                return Err(TrainError::Invalid(
-                    "no optimizer state to save before the first update".into(),
-                ))
-            }
+        let Some((m, v)) = self.moments.clone() else {
+            return Err(TrainError::Invalid(
+                "no optimizer state to save before the first update".into(),
+            ));
         };
         let info_path = dir.join(STATE_INFO_FILE);
         let info = FlatInfo {
@@ -338,7 +330,7 @@ impl FlatAdamW {
             .try_load_file(&path)
             .map_err(|e| TrainError::checkpoint(&path, e))?;
         self.t = info.t;
-        self.restored = Some((moments.m.val(), moments.v.val(), info.t));
+        self.moments = Some((moments.m.val(), moments.v.val()));
         Ok(self)
     }
 }

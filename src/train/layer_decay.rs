@@ -126,10 +126,14 @@ impl ParamRates {
         self
     }
 
-    /// The rate factor of parameter `id` (group 0's for one in no group).
+    /// The group of parameter `id`: 0 for one placed in none.
+    fn group_of(&self, id: ParamId) -> usize {
+        self.group.get(&id).copied().unwrap_or(0)
+    }
+
+    /// The rate factor of parameter `id`.
     pub fn factor(&self, id: ParamId) -> f64 {
-        let group = self.group.get(&id).copied().unwrap_or(0);
-        self.factors.get(group).copied().unwrap_or(1.0)
+        self.factors.get(self.group_of(id)).copied().unwrap_or(1.0)
     }
 
     /// Whether every parameter steps at the scheduled rate (one optimizer step suffices).
@@ -201,7 +205,7 @@ struct Split<'a> {
 impl ModuleVisitor for Split<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.from.remove::<D>(param.id) {
-            let group = self.rates.group.get(&param.id).copied().unwrap_or(0);
+            let group = self.rates.group_of(param.id);
             self.groups[group].register::<D>(param.id, g);
         }
     }

@@ -68,23 +68,18 @@ impl LossScale {
         let grads = scale_grads(model, grads, 1.0 / self.scale);
         let (grads, norm) = clip_global_norm(model, grads, max_norm);
         let norm = norm.map_or(0.0, |n| f64::from(n.into_scalar::<f32>()));
-        self.update(norm).then_some(grads)
+        self.record(norm).then_some(grads)
     }
 
-    /// Records the outcome of an update whose gradient norm (before unscaling) was
-    /// `grad_norm`; returns whether the optimizer may step (the gradients are finite).
     /// Whether S changes with overflows (f16); bf16 and f32 keep S = 1.
     pub fn is_dynamic(&self) -> bool {
         self.dynamic
     }
 
-    /// Records an update's gradient norm (after unscaling): false when it overflowed, and
-    /// the update must be skipped; S halves then, or doubles after a clean run.
+    /// Records the outcome of an update whose gradients, unscaled, have norm `grad_norm`;
+    /// returns whether the optimizer may step (the gradients are finite). After an overflow
+    /// S halves; after a clean run it doubles.
     pub fn record(&mut self, grad_norm: f64) -> bool {
-        self.update(grad_norm)
-    }
-
-    fn update(&mut self, grad_norm: f64) -> bool {
         if !self.dynamic {
             return true;
         }
@@ -111,7 +106,7 @@ mod tests {
         for p in [Precision::F32, Precision::Bf16] {
             let mut s = LossScale::for_precision(p);
             assert_eq!(s.scale(), 1.0);
-            assert!(s.update(f64::INFINITY));
+            assert!(s.record(f64::INFINITY));
             assert_eq!(s.scale(), 1.0);
         }
     }
@@ -120,20 +115,20 @@ mod tests {
     fn f16_halves_on_overflow_and_doubles_after_a_clean_run() {
         let mut s = LossScale::for_precision(Precision::F16);
         assert_eq!(s.scale(), 65_536.0);
-        assert!(!s.update(f64::NAN));
-        assert!(!s.update(f64::INFINITY));
+        assert!(!s.record(f64::NAN));
+        assert!(!s.record(f64::INFINITY));
         assert_eq!(s.scale(), 16_384.0);
         for _ in 0..LossScale::GROWTH_INTERVAL - 1 {
-            assert!(s.update(3.0));
+            assert!(s.record(3.0));
         }
         assert_eq!(s.scale(), 16_384.0);
-        assert!(s.update(3.0));
+        assert!(s.record(3.0));
         assert_eq!(s.scale(), 32_768.0);
         // an overflow resets the run
         for _ in 0..10 {
-            s.update(1.0);
+            s.record(1.0);
         }
-        s.update(f64::INFINITY);
+        s.record(f64::INFINITY);
         assert_eq!(s.scale(), 16_384.0);
     }
 
@@ -141,7 +136,7 @@ mod tests {
     fn the_scale_stops_at_one() {
         let mut s = LossScale::for_precision(Precision::F16);
         for _ in 0..40 {
-            s.update(f64::INFINITY);
+            s.record(f64::INFINITY);
         }
         assert_eq!(s.scale(), 1.0);
     }

@@ -647,12 +647,10 @@ fn lstm_tracked(x_proj: TrackedTensor, w_hh: TrackedTensor) -> TrackedTensor {
 
 // ---------------------------------------------------------------- AdamW
 
-/// Whether `x` is a plain (untracked) f32 `flex` tensor; the check converts a clone, so
-/// `x` keeps its data and its reference count.
+/// Whether `x` is a plain (untracked) f32 `flex` tensor; the check places a clone, which
+/// it drops, so `x` keeps its reference count.
 fn is_plain_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32
-        && !x.device().is_autodiff()
-        && x.clone().try_into_primitive::<Flex>().is_ok()
+    matches!(place(x.clone()), Placed::Flex(_))
 }
 
 /// `x` as a contiguous tensor that this code alone holds, so its storage can be written in
