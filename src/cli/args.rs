@@ -283,6 +283,11 @@ pub enum BenchWhat {
         /// model) or BERT-base (BioBERT's, the `paper` profiles').
         #[arg(long, value_enum, default_value_t = super::bench_train::RandomEncoder::Minilm)]
         encoder: super::bench_train::RandomEncoder,
+        /// Run pipe's step with burn's reference forms of LayerNorm, softmax, attention,
+        /// GELU and dropout instead of pipe's kernels (on the CPU) and one-node forms (on a
+        /// GPU): the A/B of what those are worth.
+        #[arg(long)]
+        reference_kernels: bool,
     },
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {

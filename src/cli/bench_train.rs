@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::bench_machine::MachineFigures;
 use crate::model::device::{train_device, DeviceSpec};
+use crate::model::fused;
 use crate::model::heads::{HeadConfig, HeadKind};
 use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, HiddenAct, ModelError};
@@ -438,6 +439,8 @@ struct TrainFigures {
     device: String,
     /// pipe's `--precision`.
     precision: &'static str,
+    /// `--reference-kernels`: burn's reference forms instead of pipe's kernels.
+    reference_kernels: bool,
     batch: usize,
     seq_len: usize,
     train_s_per_step: f64,
@@ -492,6 +495,7 @@ pub(super) struct TrainBench {
     pub shapes: String,
     pub phases: bool,
     pub encoder: RandomEncoder,
+    pub reference_kernels: bool,
 }
 
 /// `pipe bench train`.
@@ -526,7 +530,7 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
              ({} cores), PyTorch on {torch_device}; step = forward + backward + clip + AdamW; \
              infer = pipe's evaluation loop over {INFER_BATCHES} batches (per batch), PyTorch's \
              forward in inference mode; median of {steps} steps after {warmup} warm-up; pipe \
-             and PyTorch alternate shape by shape; pipe's products in {precision}{amp}",
+             and PyTorch alternate shape by shape; pipe's products in {precision}{amp}{kernels}",
             model_dir.map_or(format!("{} (random init)", opts.encoder.name()), |d| d
                 .display()
                 .to_string()),
@@ -535,6 +539,10 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
             amp = torch_amp.map_or(String::new(), |dtype| format!(
                 "; PyTorch in f32 and with AMP ({dtype})"
             )),
+            kernels = match opts.reference_kernels {
+                true => "; pipe with burn's reference forms (--reference-kernels)",
+                false => "",
+            },
         );
         if python.is_none() {
             println!(
@@ -557,7 +565,11 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
     let mut figures = Vec::new();
     for shape in shapes {
         // the whole step, and `predict`, in the precision's autocast scope
-        let pipe = autocast(precision, || time_pipe(opts, &burn_device, shape))?;
+        let time = || autocast(precision, || time_pipe(opts, &burn_device, shape));
+        let pipe = match opts.reference_kernels {
+            true => fused::with_reference_kernels(time),
+            false => time(),
+        }?;
         let torch = match &python {
             Some(python) => Some(time_torch(
                 python,
@@ -578,6 +590,7 @@ pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
             backend: spec.backend_name(),
             device: device.to_string(),
             precision: precision.name(),
+            reference_kernels: opts.reference_kernels,
             batch,
             seq_len,
             train_s_per_step: pipe.train_s,

@@ -156,6 +156,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 shapes,
                 phases,
                 encoder,
+                reference_kernels,
             } => super::bench_train::bench_train(&super::bench_train::TrainBench {
                 model,
                 warmup,
@@ -166,6 +167,7 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
                 shapes,
                 phases,
                 encoder,
+                reference_kernels,
             }),
             BenchWhat::Epoch {
                 model,

@@ -13,6 +13,9 @@
 //! the reference form everywhere else, or on this thread inside [`with_reference_kernels`].
 //! Tests hold each kernel to its reference form.
 
+// the one-node forms serve the GPU backends; the CPU build compiles them for their tests
+#[cfg(any(test, feature = "cuda", feature = "wgpu"))]
+mod composed;
 mod dropout;
 mod flex;
 mod kernels;
@@ -50,12 +53,26 @@ fn fused_enabled() -> bool {
     !REFERENCE_ONLY.with(Cell::get)
 }
 
+/// The backend whose tracked tensors take [`composed`]'s one-node forms: the cubecl backend
+/// behind both `cuda` and `wgpu`.
+#[cfg(feature = "cuda")]
+type Gpu = burn::backend::Cuda;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+type Gpu = burn::backend::Wgpu;
+
 /// GELU(x) = x Φ(x) with the exact (erf) Φ.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !fused_enabled() {
         return reference::gelu(x);
     }
-    flex::gelu(x).unwrap_or_else(erf_gelu)
+    flex::gelu(x).unwrap_or_else(|x| {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        let x = match composed::gelu::<Gpu, D>(x) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        erf_gelu(x)
+    })
 }
 
 /// GELU composed from erf, x · ½(1 + erf(x/√2)), for the backends without pipe's kernel:
@@ -99,8 +116,15 @@ pub fn masked_softmax(scores: Tensor<4>, mask: Tensor<4>) -> Tensor<4> {
     if !fused_enabled() {
         return reference::masked_softmax(scores, mask);
     }
-    flex::masked_softmax(scores, mask)
-        .unwrap_or_else(|(scores, mask)| reference::masked_softmax(scores, mask))
+    let fallback = |(scores, mask)| {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        let (scores, mask) = match composed::masked_softmax::<Gpu>(scores, mask) {
+            Ok(p) => return p,
+            Err(inputs) => inputs,
+        };
+        reference::masked_softmax(scores, mask)
+    };
+    flex::masked_softmax(scores, mask).unwrap_or_else(fallback)
 }
 
 /// Multi-head attention for inference: `[B, T, d]` query, key and value projections, the
@@ -142,9 +166,16 @@ pub fn training_attention(
     if !fused_enabled() {
         return reference::training_attention(q, k, v, mask, heads, dropout);
     }
-    flex::training_attention(q, k, v, mask, heads, dropout.prob).unwrap_or_else(
-        |(q, k, v, mask)| reference::training_attention(q, k, v, mask, heads, dropout),
-    )
+    let fallback = |(q, k, v, mask)| {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        let (q, k, v, mask) =
+            match composed::training_attention::<Gpu>(q, k, v, mask, heads, dropout.prob) {
+                Ok(context) => return context,
+                Err(inputs) => inputs,
+            };
+        reference::training_attention(q, k, v, mask, heads, dropout)
+    };
+    flex::training_attention(q, k, v, mask, heads, dropout.prob).unwrap_or_else(fallback)
 }
 
 /// The LSTM recurrence from zero state: `x_proj [B, T, 4d]` holds W_ih x_t + b for every
@@ -171,6 +202,11 @@ pub fn layer_norm<const D: usize>(layer_norm: &LayerNorm, epsilon: f64, x: Tenso
     let gamma = layer_norm.gamma.val();
     let beta = layer_norm.beta.as_ref().map(|b| b.val());
     flex::layer_norm(x, gamma, beta, epsilon).unwrap_or_else(|(x, gamma, beta)| {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        let (x, gamma, beta) = match composed::layer_norm::<Gpu, D>(x, gamma, beta, epsilon) {
+            Ok(y) => return y,
+            Err(inputs) => inputs,
+        };
         burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
     })
 }

@@ -306,3 +306,157 @@ fn reference_switch_is_per_thread_and_restored() {
     assert!(fused_enabled());
     assert_close("gelu", gelu(x.clone()), reference::gelu(x));
 }
+
+/// The one-node forms the GPU backends run ([`composed`]), here on `flex` under autodiff,
+/// against the reference forms: forward and every gradient.
+mod composed_forms {
+    use super::*;
+    use crate::train::rng::with_backend_seed;
+    use burn::backend::Flex;
+    use burn::nn::DropoutConfig;
+
+    #[test]
+    fn gelu_matches_the_erf_form_forward_and_backward() {
+        let device = Device::flex();
+        let x = random([4, 9, 37], 3.0, &device);
+        let w = random([4, 9, 37], 1.0, &device);
+        let (y, dx) = gradient(&x, &w, |x| {
+            composed::gelu::<Flex, 3>(x)
+                .unwrap_or_else(|_| panic!("the one-node form did not apply"))
+        });
+        let (y_erf, dx_erf) = gradient(&x, &w, super::super::erf_gelu);
+        assert_close("gelu", y, y_erf);
+        assert_close("gelu backward", dx, dx_erf);
+    }
+
+    #[test]
+    fn layer_norm_matches_reference_forward_and_backward() {
+        let (rows, d) = ([3, 7], 48);
+        let plain = Device::flex();
+        let device = plain.clone().autodiff();
+        let x = random([rows[0], rows[1], d], 2.0, &plain).add_scalar(0.5);
+        let w = random([rows[0], rows[1], d], 1.0, &plain);
+        let gamma = random([d], 1.0, &plain).add_scalar(1.0);
+        let beta = random([d], 1.0, &plain);
+        let epsilon = 1e-5;
+        let run = |one_node: bool| {
+            let [g, b] = [&gamma, &beta]
+                .map(|p| Tensor::<1>::from_data(p.to_data(), &device).require_grad());
+            let x = Tensor::<3>::from_data(x.to_data(), &device).require_grad();
+            let y = if one_node {
+                composed::layer_norm::<Flex, 3>(x.clone(), g.clone(), Some(b.clone()), epsilon)
+                    .unwrap_or_else(|_| panic!("the one-node form did not apply"))
+            } else {
+                burn::tensor::module::layer_norm(x.clone(), g.clone(), Some(b.clone()), epsilon)
+            };
+            let grads = (y.clone() * Tensor::<3>::from_data(w.to_data(), &device))
+                .sum()
+                .backward();
+            (
+                y.inner(),
+                x.grad(&grads).expect("dx"),
+                g.grad(&grads).expect("dgamma"),
+                b.grad(&grads).expect("dbeta"),
+            )
+        };
+        let (y, dx, dg, db) = run(true);
+        let (y_ref, dx_ref, dg_ref, db_ref) = run(false);
+        assert_close("layer norm", y, y_ref);
+        assert_close("layer norm dx", dx, dx_ref);
+        assert_close("layer norm dgamma", dg, dg_ref);
+        assert_close("layer norm dbeta", db, db_ref);
+    }
+
+    #[test]
+    fn masked_softmax_matches_reference_forward_and_backward() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        let (b, h, t) = (3, 4, 11);
+        let scores = random([b, h, t, t], 4.0, &plain);
+        let w = random([b, h, t, t], 1.0, &plain);
+        let row_mask = padding_mask(&[11, 6, 1], t, &ad);
+        let full_mask = row_mask.clone().repeat_dim(2, t);
+        for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+            let (y, ds) = gradient(&scores, &w, |s| {
+                composed::masked_softmax::<Flex>(s, mask.clone())
+                    .unwrap_or_else(|_| panic!("the one-node form did not apply"))
+            });
+            let (y_ref, ds_ref) =
+                gradient(&scores, &w, |s| reference::masked_softmax(s, mask.clone()));
+            assert_close(name, y, y_ref);
+            assert_close(name, ds, ds_ref);
+        }
+    }
+
+    #[test]
+    fn training_attention_matches_reference_with_the_same_dropout_draws() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        let (b, t, heads, d_head) = (3, 13, 4, 8);
+        let [q, k, v] = [0, 1, 2].map(|_| random([b, t, heads * d_head], 2.0, &plain));
+        let w = random([b, t, heads * d_head], 1.0, &plain);
+        let row_mask = padding_mask(&[13, 7, 1], t, &ad);
+        let full_mask = row_mask.clone().repeat_dim(2, t);
+        for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+            for p_drop in [0.0, 0.1, 0.5] {
+                let dropout = DropoutConfig::new(p_drop).init();
+                // the output and the gradients of Σ O ⊙ w with respect to q, k and v, the
+                // dropout mask drawn from the backend's generator at seed 7 in both forms
+                let run = |one_node: bool| {
+                    let [qt, kt, vt] = [&q, &k, &v]
+                        .map(|x| Tensor::<3>::from_data(x.to_data(), &ad).require_grad());
+                    let (q, k, v) = (qt.clone(), kt.clone(), vt.clone());
+                    let o = with_backend_seed(&ad, 7, || {
+                        if one_node {
+                            composed::training_attention::<Flex>(
+                                q,
+                                k,
+                                v,
+                                mask.clone(),
+                                heads,
+                                p_drop,
+                            )
+                            .unwrap_or_else(|_| panic!("the one-node form did not apply"))
+                        } else {
+                            with_reference_kernels(|| {
+                                reference::training_attention(
+                                    q,
+                                    k,
+                                    v,
+                                    mask.clone(),
+                                    heads,
+                                    &dropout,
+                                )
+                            })
+                        }
+                    });
+                    let grads = (o.clone() * Tensor::<3>::from_data(w.to_data(), &ad))
+                        .sum()
+                        .backward();
+                    let g = |x: &Tensor<3>| x.grad(&grads).expect("a gradient reaches it");
+                    (o.inner(), g(&qt), g(&kt), g(&vt))
+                };
+                let what = format!("{name}, p = {p_drop}");
+                let (o, dq, dk, dv) = run(true);
+                let (o_ref, dq_ref, dk_ref, dv_ref) = run(false);
+                assert_close(&what, o, o_ref);
+                assert_close(&format!("{what}: dq"), dq, dq_ref);
+                assert_close(&format!("{what}: dk"), dk, dk_ref);
+                assert_close(&format!("{what}: dv"), dv, dv_ref);
+            }
+        }
+    }
+
+    /// Untracked or non-f32 inputs are handed back unchanged, for the reference form.
+    #[test]
+    fn inputs_it_cannot_take_come_back() {
+        let plain = Device::flex();
+        let x = random([2, 3, 8], 1.0, &plain);
+        let gamma = random([8], 1.0, &plain);
+        let back = composed::layer_norm::<Flex, 3>(x.clone(), gamma, None, 1e-5);
+        let Err((x_back, _, None)) = back else {
+            panic!("an untracked LayerNorm without β was taken")
+        };
+        assert_eq!(values(x_back), values(x));
+    }
+}

@@ -1,0 +1,451 @@
+//! LayerNorm, the masked softmax and attention while training as one autodiff node each on
+//! any backend, their forward and backward passes composed from the backend's primitive ops
+//! (for the GPU backends, where pipe has no kernels of its own).
+//!
+//! burn's autodiff of the same formulas records a node per elementary op and differentiates
+//! each one: every broadcast's gradient is a reduction, a division's gradient three ops, a
+//! head split's gradient a copy. Written out by hand the backward passes are short: GELU's
+//! 7 ops, LayerNorm's 11, the softmax's 4, attention's 13 with its softmax and dropout. A GPU
+//! step is bound by the number of kernels it launches (README, "On a GPU"), so fewer ops is
+//! a faster step; the values are the reference forms' up to rounding, as the tests hold.
+//!
+//! Each function returns `Err(inputs)` unchanged unless its tensors are tracked f32 tensors
+//! of backend `B` (a constant mask may be tracked or not).
+
+// Each `Err` hands the (large) tensors back, unchanged, for the reference form.
+#![allow(clippy::result_large_err)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
+use burn::tensor::{DType, Distribution, FloatDType, Shape, Tensor};
+
+use super::flex::{AttentionInputs, LayerNormInputs};
+
+/// A float tensor of `B` under autodiff.
+type Tracked<B> = FloatTensor<Autodiff<B>>;
+
+/// `x` as a tracked f32 tensor of `B`, if it is one.
+fn tracked<B: Backend, const D: usize>(x: &Tensor<D>) -> Option<Tracked<B>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    if x.dtype() != DType::F32 || !x.device().is_autodiff() {
+        return None;
+    }
+    x.clone().try_into_primitive::<Autodiff<B>>().ok()
+}
+
+/// The f32 tensor of `B` under `x`, without its autodiff graph (a constant such as a mask).
+fn constant<B: Backend, const D: usize>(x: &Tensor<D>) -> Option<FloatTensor<B>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    if x.device().is_autodiff() {
+        tracked::<B, D>(x).map(|t| t.into_primitive())
+    } else {
+        x.clone().try_into_primitive::<B>().ok()
+    }
+}
+
+// ---------------------------------------------------------------- GELU
+
+/// GELU(x) = x Φ(x) with the exact (erf) Φ on a tracked f32 tensor of `B`, one node whose
+/// backward pass is Φ(x) + x φ(x) (7 ops, where autodiff of the erf form takes 10).
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let Some(xt) = tracked::<B, D>(&x) else {
+        return Err(x);
+    };
+    let input = xt.primitive().clone();
+    // Φ(x) = ½(1 + erf(x/√2))
+    let erf = B::float_erf(B::float_mul_scalar(
+        input.clone(),
+        std::f64::consts::FRAC_1_SQRT_2.into(),
+    ));
+    let phi = B::float_mul_scalar(B::float_add_scalar(erf, 1.0.into()), 0.5.into());
+    let y = B::float_mul(input.clone(), phi.clone());
+    let tracked = match GeluBackward
+        .prepare::<NoCheckpointing>([xt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((input, phi), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: Backend> Backward<B, 1> for GeluBackward {
+    /// x and Φ(x).
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, phi) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            // φ(x) = exp(−x²/2)/√(2π); ∂y/∂x = Φ(x) + x φ(x)
+            let half_square =
+                B::float_mul_scalar(B::float_mul(x.clone(), x.clone()), (-0.5).into());
+            let density = B::float_mul_scalar(
+                B::float_exp(half_square),
+                (1.0 / (2.0 * std::f64::consts::PI).sqrt()).into(),
+            );
+            let slope = B::float_add(phi, B::float_mul(x, density));
+            B::float_mul(dy, slope)
+        });
+    }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+/// γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis of a tracked f32 tensor of `B`, one node.
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Result<Tensor<D>, LayerNormInputs<D>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let (Some(xt), Some(gt), Some(bt)) = (
+        tracked::<B, D>(&x),
+        tracked::<B, 1>(&gamma),
+        beta.as_ref().and_then(tracked::<B, 1>),
+    ) else {
+        return Err((x, gamma, beta));
+    };
+    Ok(Tensor::from_primitive::<Autodiff<B>>(layer_norm_tracked(
+        xt, gt, bt, epsilon,
+    )))
+}
+
+/// `[1, …, 1, d]`: a `[d]` vector shaped to broadcast over rows of rank `rank`.
+fn row_shape(rank: usize, d: usize) -> Shape {
+    let mut dims = vec![1; rank];
+    dims[rank - 1] = d;
+    Shape::from(dims)
+}
+
+fn layer_norm_tracked<B: Backend>(
+    x: Tracked<B>,
+    gamma: Tracked<B>,
+    beta: Tracked<B>,
+    epsilon: f64,
+) -> Tracked<B> {
+    let input = x.primitive().clone();
+    let shape = input.shape();
+    let last = shape.num_dims() - 1;
+    let row = row_shape(shape.num_dims(), shape[last]);
+    let gamma_row = B::float_reshape(gamma.primitive().clone(), row.clone());
+    let beta_row = B::float_reshape(beta.primitive().clone(), row);
+    let mu = B::float_mean_dim(input.clone(), last);
+    let centred = B::float_sub(input, mu);
+    let variance = B::float_mean_dim(B::float_mul(centred.clone(), centred.clone()), last);
+    // 1/σ = (σ² + ε)^(−1/2)
+    let inv_std =
+        B::float_powf_scalar(B::float_add_scalar(variance, epsilon.into()), (-0.5).into());
+    let x_hat = B::float_mul(centred, inv_std.clone());
+    let y = B::float_add(B::float_mul(x_hat.clone(), gamma_row.clone()), beta_row);
+    match LayerNormBackward
+        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            LayerNormState {
+                x_hat,
+                inv_std,
+                gamma_row,
+            },
+            y,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormState<T> {
+    /// x̂ = (x − μ)/σ.
+    x_hat: T,
+    /// 1/σ per row, `[…, 1]`.
+    inv_std: T,
+    /// γ shaped `[1, …, 1, d]`.
+    gamma_row: T,
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: Backend> Backward<B, 3> for LayerNormBackward {
+    type State = LayerNormState<FloatTensor<B>>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let LayerNormState {
+            x_hat,
+            inv_std,
+            gamma_row,
+        } = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let shape = x_hat.shape();
+        let last = shape.num_dims() - 1;
+        let d = shape[last];
+        let rows = shape.num_elements() / d.max(1);
+        // Σ over all rows of a `[…, d]` tensor, as `[d]`
+        let column_sums = |t: FloatTensor<B>| {
+            B::float_reshape(
+                B::float_sum_dim(B::float_reshape(t, Shape::new([rows, d])), 0),
+                Shape::new([d]),
+            )
+        };
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        if let Some(node) = gamma_node {
+            // ∂L/∂γ = Σ_rows dy ⊙ x̂
+            let d_gamma = column_sums(B::float_mul(dy.clone(), x_hat.clone()));
+            grads.register::<B>(node.id, d_gamma);
+        }
+        if let Some(node) = beta_node {
+            grads.register::<B>(node.id, column_sums(dy.clone()));
+        }
+        if let Some(node) = x_node {
+            // ∂L/∂x = (1/σ)(g − mean(g) − x̂ · mean(g ⊙ x̂)) with g = dy ⊙ γ
+            let g = B::float_mul(dy, gamma_row);
+            let mean_g = B::float_mean_dim(g.clone(), last);
+            let mean_g_x_hat = B::float_mean_dim(B::float_mul(g.clone(), x_hat.clone()), last);
+            let centred = B::float_sub(B::float_sub(g, mean_g), B::float_mul(x_hat, mean_g_x_hat));
+            grads.register::<B>(node.id, B::float_mul(centred, inv_std));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- masked softmax
+
+/// softmax(S + M) over the last axis, S `[B, h, T, T]` tracked, M a constant; one node.
+pub fn masked_softmax<B: Backend>(
+    scores: Tensor<4>,
+    mask: Tensor<4>,
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>)>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let (Some(s), Some(m)) = (tracked::<B, 4>(&scores), constant::<B, 4>(&mask)) else {
+        return Err((scores, mask));
+    };
+    let p = softmax_forward::<B>(s.primitive().clone(), m);
+    let tracked = match SoftmaxBackward
+        .prepare::<NoCheckpointing>([s.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(p.clone(), p),
+        OpsKind::UnTracked(prep) => prep.finish(p),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
+}
+
+/// P = softmax(S + M) over the last axis, shifted by the row maximum.
+fn softmax_forward<B: Backend>(s: FloatTensor<B>, m: FloatTensor<B>) -> FloatTensor<B> {
+    let z = B::float_add(s, m);
+    let last = z.shape().num_dims() - 1;
+    let max = B::float_max_dim(z.clone(), last);
+    let e = B::float_exp(B::float_sub(z, max));
+    let sum = B::float_sum_dim(e.clone(), last);
+    B::float_div(e, sum)
+}
+
+/// ∂L/∂S = P ⊙ (∂L/∂P − Σ_j ∂L/∂P_j P_j).
+fn softmax_backward<B: Backend>(p: FloatTensor<B>, dp: FloatTensor<B>) -> FloatTensor<B> {
+    let last = p.shape().num_dims() - 1;
+    let row_dot = B::float_sum_dim(B::float_mul(dp.clone(), p.clone()), last);
+    B::float_mul(p, B::float_sub(dp, row_dot))
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
+    /// P.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let p = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dp| {
+            softmax_backward::<B>(p, dp)
+        });
+    }
+}
+
+// ---------------------------------------------------------------- attention (training)
+
+/// O_h = dropout(softmax(Q_h K_hᵀ/√d_k + M)) V_h for `[B, T, d]` tracked projections and h
+/// heads, as one node; the dropout mask is drawn from `B`'s generator exactly as burn's
+/// `Dropout` draws it (one Bernoulli(1 − p) tensor of the probabilities' shape).
+pub fn training_attention<B: Backend>(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+    p_drop: f64,
+) -> Result<Tensor<3>, AttentionInputs>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let [b, t, d] = q.dims();
+    let usable = heads > 0
+        && d % heads == 0
+        && k.dims() == [b, t, d]
+        && v.dims() == [b, t, d]
+        && (0.0..1.0).contains(&p_drop);
+    let parts = (
+        tracked::<B, 3>(&q),
+        tracked::<B, 3>(&k),
+        tracked::<B, 3>(&v),
+        constant::<B, 4>(&mask),
+    );
+    let (true, (Some(qt), Some(kt), Some(vt), Some(m))) = (usable, parts) else {
+        return Err((q, k, v, mask));
+    };
+    let heads_shape = HeadsShape {
+        b,
+        t,
+        h: heads,
+        d_k: d / heads,
+    };
+    let scale = 1.0 / (heads_shape.d_k as f64).sqrt();
+    // Q scaled before the product: cheaper than scaling the T × T scores
+    let q_scaled =
+        B::float_mul_scalar(heads_shape.split::<B>(qt.primitive().clone()), scale.into());
+    let k_h = heads_shape.split::<B>(kt.primitive().clone());
+    let v_h = heads_shape.split::<B>(vt.primitive().clone());
+    let scores = B::float_matmul(q_scaled.clone(), B::float_swap_dims(k_h.clone(), 2, 3));
+    let p = softmax_forward::<B>(scores, m);
+    // as burn's Dropout: Z ~ Bernoulli(1 − p), then (P ⊙ Z) · 1/(1 − p); kept as Z/(1 − p)
+    let keep_scaled = (p_drop > 0.0).then(|| {
+        let p_keep = 1.0 - p_drop;
+        let z = B::float_random(
+            p.shape(),
+            Distribution::Bernoulli(p_keep),
+            &p.device(),
+            FloatDType::F32,
+        );
+        B::float_mul_scalar(z, (1.0 / p_keep).into())
+    });
+    let p_dropped = match &keep_scaled {
+        Some(keep) => B::float_mul(p.clone(), keep.clone()),
+        None => p.clone(),
+    };
+    let context = B::float_matmul(p_dropped.clone(), v_h.clone());
+    let out = heads_shape.merge::<B>(context);
+    let tracked = match AttentionBackward
+        .prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            AttentionState {
+                q_scaled,
+                k_h,
+                v_h,
+                p,
+                keep_scaled,
+                p_dropped,
+                scale,
+                heads_shape,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
+}
+
+/// The sizes of a multi-head split: B sequences of T tokens, h heads of width d_k.
+#[derive(Debug, Clone, Copy)]
+struct HeadsShape {
+    b: usize,
+    t: usize,
+    h: usize,
+    d_k: usize,
+}
+
+impl HeadsShape {
+    /// `[B, T, h·d_k]` -> `[B, h, T, d_k]` (a strided view).
+    fn split<B: Backend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
+        let x = B::float_reshape(x, Shape::new([self.b, self.t, self.h, self.d_k]));
+        B::float_swap_dims(x, 1, 2)
+    }
+
+    /// `[B, h, T, d_k]` -> `[B, T, h·d_k]`.
+    fn merge<B: Backend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
+        let x = B::float_swap_dims(x, 1, 2);
+        B::float_reshape(x, Shape::new([self.b, self.t, self.h * self.d_k]))
+    }
+}
+
+/// What the backward pass of [`training_attention`] reads, `[B, h, T, ·]` each.
+#[derive(Debug, Clone)]
+struct AttentionState<T> {
+    /// Q/√d_k.
+    q_scaled: T,
+    k_h: T,
+    v_h: T,
+    /// P = softmax(Q Kᵀ/√d_k + M).
+    p: T,
+    /// Z/(1 − p), `None` without dropout.
+    keep_scaled: Option<T>,
+    /// P ⊙ Z/(1 − p).
+    p_dropped: T,
+    /// 1/√d_k.
+    scale: f64,
+    heads_shape: HeadsShape,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: Backend> Backward<B, 3> for AttentionBackward {
+    type State = AttentionState<FloatTensor<B>>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let shape = s.heads_shape;
+        let d_out = shape.split::<B>(grads.consume::<B>(&ops.node));
+        let [q_node, k_node, v_node] = ops.parents;
+        if let Some(node) = v_node {
+            // ∂L/∂V = P̃ᵀ ∂L/∂O, P̃ the dropped-out probabilities
+            let dv = B::float_matmul(B::float_swap_dims(s.p_dropped, 2, 3), d_out.clone());
+            grads.register::<B>(node.id, shape.merge::<B>(dv));
+        }
+        if q_node.is_none() && k_node.is_none() {
+            return;
+        }
+        let d_p_dropped = B::float_matmul(d_out, B::float_swap_dims(s.v_h, 2, 3));
+        let d_p = match s.keep_scaled {
+            Some(keep) => B::float_mul(d_p_dropped, keep),
+            None => d_p_dropped,
+        };
+        let d_scores = softmax_backward::<B>(s.p, d_p);
+        if let Some(node) = q_node {
+            // S = (Q/√d_k) Kᵀ: ∂L/∂Q = (∂L/∂S K)/√d_k
+            let dq = B::float_mul_scalar(B::float_matmul(d_scores.clone(), s.k_h), s.scale.into());
+            grads.register::<B>(node.id, shape.merge::<B>(dq));
+        }
+        if let Some(node) = k_node {
+            // ∂L/∂K = ∂L/∂Sᵀ (Q/√d_k)
+            let dk = B::float_matmul(B::float_swap_dims(d_scores, 2, 3), s.q_scaled);
+            grads.register::<B>(node.id, shape.merge::<B>(dk));
+        }
+    }
+}
