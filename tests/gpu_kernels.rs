@@ -4,8 +4,11 @@
 //! cores, within 3e-3 (measured 1.9e-3 with `gpu-fusion`, 2.1e-3 without: TF32 rounds the
 //! operands to a 10-bit mantissa, and the two builds sum in other orders); the bf16 products
 //! of mixed precision within one bf16 rounding of the output (both devices round the
-//! operands and the product to bf16, their accumulation orders differ); and the flat AdamW
-//! of `fit` off the CPU against burn's per-parameter AdamW.
+//! operands and the product to bf16, their accumulation orders differ); a linear layer's
+//! output and gradients (its bias gradient a product on a GPU) and attention for inference
+//! within TF32 rounding; and the flat AdamW of `fit` off the CPU against burn's
+//! per-parameter AdamW. On a GPU the encoder's steps run as pipe's one-node forms
+//! (`src/model/fused/composed.rs`).
 //!
 //! These run in a `--features cuda` build on a machine with a GPU (`PIPE_TEST_GPU`, default
 //! `cuda:0`); elsewhere each test says SKIPPED and passes. On an H200 (session 25, fusion
@@ -168,6 +171,74 @@ fn bf16_products_match_the_cpu_within_one_rounding() {
     // and the half products really are rounded: not the f32 product
     let full = max_abs_diff(a.clone().matmul(b.clone()), product(&Device::flex()));
     assert!(full > 1e-3, "bf16 product equals the f32 one ({full})");
+}
+
+/// max |a − b| over max(1, max |b|): products run as TF32 on tensor cores, so their errors
+/// grow with the values.
+fn relative_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+    max_abs_diff(a, b) / scale
+}
+
+/// A linear layer while training (on a GPU the product through burn, the bias as pipe's
+/// one-node `add_bias`, whose gradient is the column sums as a product with a row of
+/// ones): the output and the gradients of x, W and b against the CPU, within TF32 rounding.
+#[test]
+fn linear_and_its_bias_gradient_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let (n, d_in, d_out) = (1000, 64, 96);
+    let x: Tensor<2> = random([n, d_in], 20);
+    let w: Tensor<2> = random([d_in, d_out], 21);
+    let b: Tensor<1> = random([d_out], 22);
+    let g: Tensor<2> = random([n, d_out], 23);
+    let run = |device: &Device| {
+        let device = device.clone().autodiff();
+        let mut layer = burn::nn::LinearConfig::new(d_in, d_out).init(&device);
+        layer.weight = burn::module::Param::from_tensor(on(&w, &device));
+        layer.bias = Some(burn::module::Param::from_tensor(on(&b, &device)));
+        let x = on(&x, &device).require_grad();
+        let y = fused::linear(&layer, x.clone());
+        let grads = (y.clone() * on(&g, &device)).sum().backward();
+        let bias = layer.bias.as_ref().expect("a bias");
+        [
+            y.inner().flatten::<1>(0, 1),
+            x.grad(&grads).expect("dx").flatten::<1>(0, 1),
+            layer.weight.grad(&grads).expect("dW").flatten::<1>(0, 1),
+            bias.grad(&grads).expect("db"),
+        ]
+        .map(|t| Tensor::<1>::from_data(t.to_data(), &Device::flex()))
+    };
+    let (cpu, on_gpu) = (run(&Device::flex()), run(&gpu));
+    for ((name, c), g) in ["y", "dx", "dW", "db"].iter().zip(cpu).zip(on_gpu) {
+        let diff = relative_diff(g, c);
+        eprintln!("linear {name}: max |GPU − CPU| / max(1, |CPU|) {diff:.2e}");
+        assert!(diff <= 3e-3, "linear {name}: {diff}");
+    }
+}
+
+/// Attention for inference (no autodiff): on a GPU pipe's composed form, on the CPU the
+/// fused kernel; within TF32 rounding.
+#[test]
+fn inference_attention_matches_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let (b, t, d, heads) = (2, 48, 64, 4);
+    let [q, k, v]: [Tensor<3>; 3] = [30, 31, 32].map(|seed| random([b, t, d], seed));
+    let mut bias = vec![0.0f32; b * t];
+    bias[t + 30..].iter_mut().for_each(|x| *x = -1.0e4);
+    let mask = burn::tensor::TensorData::new(bias, [b, 1, 1, t]);
+    let run = |device: &Device| {
+        let context = fused::attention(
+            on(&q, device),
+            on(&k, device),
+            on(&v, device),
+            Tensor::<4>::from_data(mask.clone(), device),
+            heads,
+        );
+        Tensor::<3>::from_data(context.to_data(), &Device::flex())
+    };
+    let diff = relative_diff(run(&gpu), run(&Device::flex()));
+    eprintln!("inference attention: max |GPU − CPU| / max(1, |CPU|) {diff:.2e}");
+    assert!(diff <= 3e-3, "{diff}");
 }
 
 /// Two linear layers: the weights decay, the biases do not.

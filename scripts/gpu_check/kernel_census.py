@@ -27,8 +27,10 @@ def segments(lines):
                 yield current
             current = []
             continue
+        # a kernel line is `| <duration> | <name>` (names may hold ` | ` themselves); a
+        # summary table's rows start with a name
         m = re.match(r"^\| (\S+)\s*\| (.+)$", line.rstrip("\n"))
-        if not m or m.group(2).count("|") > 0:
+        if not m:
             continue
         t = seconds(m.group(1))
         if t is not None:

@@ -4,7 +4,8 @@
 # repository root:
 #   scripts/gpu_check/profile.sh PIPE [OUT_DIR]
 # cubecl's profiler logs every kernel; `--phases` syncs after the forward pass, the backward
-# pass and the update, and kernel_census.py counts each part. PIPE may be an .xz file.
+# pass and the update, and kernel_census.py counts each part. PIPE may be an .xz file;
+# FORMS="one-node" skips the reference run.
 set -u
 PIPE=$1 OUT=${2:-gpucheck/out}
 mkdir -p "$OUT"
@@ -13,7 +14,7 @@ if [[ $PIPE == *.xz ]]; then
 fi
 [ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 here=$(dirname "$0")
-for forms in one-node reference; do
+for forms in ${FORMS:-one-node reference}; do
   flag=""; [ $forms = reference ] && flag=--reference-kernels
   echo "== profile, $forms forms"
   CUBECL_DEBUG_LOG="$OUT/cubecl-$forms.log" CUBECL_DEBUG_OPTION=profile PIPE_TORCH_PYTHON=false \

@@ -99,11 +99,11 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 /// `linear.forward(x)` for rows `x` `[N, d_in]`: x W in the scope's half type, + b in f32.
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     if half_type().is_none() {
-        return linear.forward(x);
+        return crate::model::fused::linear(linear, x);
     }
     let y = matmul(x, linear.weight.val());
     match &linear.bias {
-        Some(bias) => y + bias.val().unsqueeze::<2>(),
+        Some(bias) => crate::model::fused::add_bias(y, bias.val()),
         None => y,
     }
 }

@@ -1,16 +1,19 @@
-//! LayerNorm, the masked softmax and attention while training as one autodiff node each on
-//! any backend, their forward and backward passes composed from the backend's primitive ops
-//! (for the GPU backends, where pipe has no kernels of its own).
+//! GELU, LayerNorm, the masked softmax, attention and a linear layer's bias as one autodiff
+//! node each on any backend, their forward and backward passes composed from the backend's
+//! primitive ops (for the GPU backends, where pipe has no kernels of its own); and attention
+//! for inference from the same ops.
 //!
 //! burn's autodiff of the same formulas records a node per elementary op and differentiates
 //! each one: every broadcast's gradient is a reduction, a division's gradient three ops, a
 //! head split's gradient a copy. Written out by hand the backward passes are short: GELU's
-//! 7 ops, LayerNorm's 11, the softmax's 4, attention's 13 with its softmax and dropout. A GPU
-//! step is bound by the number of kernels it launches (README, "On a GPU"), so fewer ops is
-//! a faster step; the values are the reference forms' up to rounding, as the tests hold.
+//! 7 ops, LayerNorm's 11, the softmax's 4, attention's 13 with its softmax and dropout.
+//! Measured on an H200 (README, "On a GPU", session 28) that took a MiniLM backward pass
+//! from 831 kernels to 483 but not its time: the step is bound by the GPU, and half of the
+//! backward pass's GPU time was cubecl's reductions across rows for the bias and LayerNorm
+//! gradients, which here run as products instead ([`column_sums`]).
 //!
-//! Each function returns `Err(inputs)` unchanged unless its tensors are tracked f32 tensors
-//! of backend `B` (a constant mask may be tracked or not).
+//! Each function returns `Err(inputs)` unchanged unless its tensors are f32 tensors of
+//! backend `B`, tracked (training) or plain ([`attention`]); a constant mask may be either.
 
 // Each `Err` hands the (large) tensors back, unchanged, for the reference form.
 #![allow(clippy::result_large_err)]
@@ -51,6 +54,68 @@ where
         tracked::<B, D>(x).map(|t| t.into_primitive())
     } else {
         x.clone().try_into_primitive::<B>().ok()
+    }
+}
+
+/// Σ over the rows of a `[N, d]` tensor, as `[d]`: the product 1ᵀX with a row of ones.
+/// cubecl reduces across rows with one thread per column, each reading all N rows in turn:
+/// at N = 4,096 (32 × 128 tokens) ~290 µs a reduction on an H200, some 16 ms of a MiniLM
+/// backward pass spent on bias and LayerNorm gradients (README, "On a GPU"); the product
+/// spreads the rows over the whole GPU.
+fn column_sums<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = x.shape();
+    let (n, d) = (shape[0], shape[1]);
+    let ones = B::float_ones(Shape::new([1, n]), &x.device(), FloatDType::F32);
+    B::float_reshape(B::float_matmul(ones, x), Shape::new([d]))
+}
+
+// ---------------------------------------------------------------- bias
+
+/// Whether `x` is a tracked f32 tensor of `B`: what the one-node forms take.
+pub fn takes<B: Backend, const D: usize>(x: &Tensor<D>) -> bool
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    tracked::<B, D>(x).is_some()
+}
+
+/// y + b over the rows of a tracked `[N, d]` tensor y, b `[d]` (a linear layer's bias), one
+/// node: ∂L/∂y passes through and ∂L/∂b = 1ᵀ ∂L/∂y is a product ([`column_sums`]).
+pub fn add_bias<B: Backend>(
+    y: Tensor<2>,
+    bias: Tensor<1>,
+) -> Result<Tensor<2>, (Tensor<2>, Tensor<1>)>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let (Some(yt), Some(bt)) = (tracked::<B, 2>(&y), tracked::<B, 1>(&bias)) else {
+        return Err((y, bias));
+    };
+    let d = bt.primitive().shape()[0];
+    let b_row = B::float_reshape(bt.primitive().clone(), Shape::new([1, d]));
+    let out = B::float_add(yt.primitive().clone(), b_row);
+    let tracked = BiasBackward
+        .prepare::<NoCheckpointing>([yt.node(), bt.node()])
+        .compute_bound()
+        .stateless(out);
+    Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
+}
+
+#[derive(Debug)]
+struct BiasBackward;
+
+impl<B: Backend> Backward<B, 2> for BiasBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let [y_node, b_node] = ops.parents;
+        if let Some(node) = b_node {
+            grads.register::<B>(node.id, column_sums::<B>(dy.clone()));
+        }
+        if let Some(node) = y_node {
+            grads.register::<B>(node.id, dy);
+        }
     }
 }
 
@@ -202,13 +267,8 @@ impl<B: Backend> Backward<B, 3> for LayerNormBackward {
         let last = shape.num_dims() - 1;
         let d = shape[last];
         let rows = shape.num_elements() / d.max(1);
-        // Σ over all rows of a `[…, d]` tensor, as `[d]`
-        let column_sums = |t: FloatTensor<B>| {
-            B::float_reshape(
-                B::float_sum_dim(B::float_reshape(t, Shape::new([rows, d])), 0),
-                Shape::new([d]),
-            )
-        };
+        let column_sums =
+            |t: FloatTensor<B>| column_sums::<B>(B::float_reshape(t, Shape::new([rows, d])));
         let [x_node, gamma_node, beta_node] = ops.parents;
         if let Some(node) = gamma_node {
             // ∂L/∂γ = Σ_rows dy ⊙ x̂
@@ -284,6 +344,58 @@ impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
             softmax_backward::<B>(p, dp)
         });
     }
+}
+
+// ---------------------------------------------------------------- attention (inference)
+
+/// `x` as a plain (untracked) f32 tensor of `B`, if it is one.
+fn plain<B: Backend, const D: usize>(x: &Tensor<D>) -> Option<FloatTensor<B>>
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    if x.dtype() != DType::F32 || x.device().is_autodiff() {
+        return None;
+    }
+    x.clone().try_into_primitive::<B>().ok()
+}
+
+/// O_h = softmax(Q_h K_hᵀ/√d_k + M) V_h for plain `[B, T, d]` f32 projections of `B` and h
+/// heads, from the same ops as the training form's forward pass: on cubecl burn's own
+/// attention spent ~170 µs on each of several elementwise passes over the scores at 32 ×
+/// 128 on an H200, where the training form's passes took 20–30 µs (README, "On a GPU").
+pub fn attention<B: Backend>(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<4>,
+    heads: usize,
+) -> Result<Tensor<3>, AttentionInputs>
+where
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    let [b, t, d] = q.dims();
+    let usable = heads > 0 && d % heads == 0 && k.dims() == [b, t, d] && v.dims() == [b, t, d];
+    let parts = (
+        plain::<B, 3>(&q),
+        plain::<B, 3>(&k),
+        plain::<B, 3>(&v),
+        plain::<B, 4>(&mask),
+    );
+    let (true, (Some(q_p), Some(k_p), Some(v_p), Some(m))) = (usable, parts) else {
+        return Err((q, k, v, mask));
+    };
+    let shape = HeadsShape {
+        b,
+        t,
+        h: heads,
+        d_k: d / heads,
+    };
+    let scale = 1.0 / (shape.d_k as f64).sqrt();
+    let q_scaled = B::float_mul_scalar(shape.split::<B>(q_p), scale.into());
+    let k_t = B::float_swap_dims(shape.split::<B>(k_p), 2, 3);
+    let p = softmax_forward::<B>(B::float_matmul(q_scaled, k_t), m);
+    let context = B::float_matmul(p, shape.split::<B>(v_p));
+    Ok(Tensor::from_primitive::<B>(shape.merge::<B>(context)))
 }
 
 // ---------------------------------------------------------------- attention (training)

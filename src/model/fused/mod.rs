@@ -29,7 +29,7 @@ pub use simd::{SimdLevel, SimdLevelError};
 
 use std::cell::Cell;
 
-use burn::nn::{Dropout, LayerNorm};
+use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::{Tensor, TensorData};
 
 thread_local! {
@@ -144,8 +144,19 @@ pub fn attention(
     if !fused_enabled() {
         return reference::attention(q, k, v, mask, heads);
     }
-    flex::attention(q, k, v, mask, heads)
-        .unwrap_or_else(|(q, k, v, mask)| reference::attention(q, k, v, mask, heads))
+    let fallback = |(q, k, v, mask)| {
+        // in an autocast scope the reference form runs the products in the half type
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        let (q, k, v, mask) = match crate::model::precision::half_type() {
+            None => match composed::attention::<Gpu>(q, k, v, mask, heads) {
+                Ok(context) => return context,
+                Err(inputs) => inputs,
+            },
+            Some(_) => (q, k, v, mask),
+        };
+        reference::attention(q, k, v, mask, heads)
+    };
+    flex::attention(q, k, v, mask, heads).unwrap_or_else(fallback)
 }
 
 /// Multi-head attention while training, with dropout on the probabilities: `[B, T, d]`
@@ -191,6 +202,33 @@ pub fn lstm(x_proj: Tensor<3>, w_hh: Tensor<2>) -> Tensor<3> {
         return reference::lstm(x_proj, w_hh);
     }
     flex::lstm(x_proj, w_hh).unwrap_or_else(|(x_proj, w_hh)| reference::lstm(x_proj, w_hh))
+}
+
+/// `linear.forward(x)` for `[N, d_in]` rows: while training on a GPU x W through burn and
+/// the bias as [`add_bias`]; elsewhere burn's `Linear`.
+pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(bias) =
+        (linear.bias.as_ref()).filter(|_| fused_enabled() && composed::takes::<Gpu, 2>(&x))
+    {
+        return add_bias(x.matmul(linear.weight.val()), bias.val());
+    }
+    linear.forward(x)
+}
+
+/// y + b over the rows of `y` `[N, d]`: while training on a GPU one node whose gradient for b
+/// (the column sums of ∂L/∂y) is a product, not cubecl's reduction across rows
+/// ([`composed::add_bias`]); elsewhere burn's broadcast add.
+pub fn add_bias(y: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    let (y, bias) = match fused_enabled() {
+        true => match composed::add_bias::<Gpu>(y, bias) {
+            Ok(out) => return out,
+            Err(inputs) => inputs,
+        },
+        false => (y, bias),
+    };
+    y + bias.unsqueeze::<2>()
 }
 
 /// `layer_norm.forward(x)` = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis, with the module's

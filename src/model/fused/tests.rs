@@ -447,12 +447,62 @@ mod composed_forms {
         }
     }
 
+    #[test]
+    fn bias_add_matches_the_broadcast_add_forward_and_backward() {
+        let plain = Device::flex();
+        let ad = plain.clone().autodiff();
+        let (n, d) = (37, 24);
+        let [y, w] = [0, 1].map(|_| random([n, d], 2.0, &plain));
+        let b = random([d], 1.0, &plain);
+        let run = |one_node: bool| {
+            let yt = Tensor::<2>::from_data(y.to_data(), &ad).require_grad();
+            let bt = Tensor::<1>::from_data(b.to_data(), &ad).require_grad();
+            let out = match one_node {
+                true => composed::add_bias::<Flex>(yt.clone(), bt.clone())
+                    .unwrap_or_else(|_| panic!("the one-node form did not apply")),
+                false => yt.clone() + bt.clone().unsqueeze::<2>(),
+            };
+            let grads = (out.clone() * Tensor::<2>::from_data(w.to_data(), &ad))
+                .sum()
+                .backward();
+            (
+                out.inner(),
+                yt.grad(&grads).expect("dy"),
+                bt.grad(&grads).expect("db"),
+            )
+        };
+        let (out, dy, db) = run(true);
+        let (out_ref, dy_ref, db_ref) = run(false);
+        assert_close("bias add", out, out_ref);
+        assert_close("bias add dy", dy, dy_ref);
+        assert_close("bias add db", db, db_ref);
+    }
+
+    #[test]
+    fn inference_attention_matches_reference() {
+        let device = Device::flex();
+        let (b, t, heads, d_head) = (3, 13, 4, 8);
+        let [q, k, v] = [0, 1, 2].map(|_| random([b, t, heads * d_head], 2.0, &device));
+        let row_mask = padding_mask(&[13, 7, 1], t, &device);
+        let full_mask = row_mask.clone().repeat_dim(2, t);
+        for (name, mask) in [("[B,1,1,T] mask", row_mask), ("[B,1,T,T] mask", full_mask)] {
+            let one_node =
+                composed::attention::<Flex>(q.clone(), k.clone(), v.clone(), mask.clone(), heads)
+                    .unwrap_or_else(|_| panic!("the composed form did not apply"));
+            let reference = reference::attention(q.clone(), k.clone(), v.clone(), mask, heads);
+            assert_close(name, one_node, reference);
+        }
+    }
+
     /// Untracked or non-f32 inputs are handed back unchanged, for the reference form.
     #[test]
     fn inputs_it_cannot_take_come_back() {
         let plain = Device::flex();
         let x = random([2, 3, 8], 1.0, &plain);
         let gamma = random([8], 1.0, &plain);
+        assert!(!composed::takes::<Flex, 3>(&x));
+        let tracked = Tensor::<3>::from_data(x.to_data(), &plain.clone().autodiff());
+        assert!(composed::takes::<Flex, 3>(&tracked));
         let back = composed::layer_norm::<Flex, 3>(x.clone(), gamma, None, 1e-5);
         let Err((x_back, _, None)) = back else {
             panic!("an untracked LayerNorm without β was taken")
