@@ -60,6 +60,18 @@ type Gpu = burn::backend::Cuda;
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 type Gpu = burn::backend::Wgpu;
 
+/// Whether `x` takes the GPU backends' one-node forms ([`composed`]): a tracked f32 tensor of
+/// the cubecl backend in a `cuda` or `wgpu` build, outside [`with_reference_kernels`]. For
+/// tests that must know they test those forms, not a fallback.
+pub fn gpu_forms_apply<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if fused_enabled() {
+        return composed::takes::<Gpu, D>(x);
+    }
+    let _ = x;
+    false
+}
+
 /// GELU(x) = x Φ(x) with the exact (erf) Φ.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !fused_enabled() {
