@@ -373,27 +373,17 @@ pub fn attention<B: Backend>(
 where
     DispatchTensor: DispatchKindConversion<B>,
 {
-    let [b, t, d] = q.dims();
-    let usable = heads > 0 && d % heads == 0 && k.dims() == [b, t, d] && v.dims() == [b, t, d];
     let parts = (
+        HeadsShape::of(&q, &k, &v, heads),
         plain::<B, 3>(&q),
         plain::<B, 3>(&k),
         plain::<B, 3>(&v),
         plain::<B, 4>(&mask),
     );
-    let (true, (Some(q_p), Some(k_p), Some(v_p), Some(m))) = (usable, parts) else {
+    let (Some(shape), Some(q_p), Some(k_p), Some(v_p), Some(m)) = parts else {
         return Err((q, k, v, mask));
     };
-    let shape = HeadsShape {
-        b,
-        t,
-        h: heads,
-        d_k: d / heads,
-    };
-    let scale = 1.0 / (shape.d_k as f64).sqrt();
-    let q_scaled = B::float_mul_scalar(shape.split::<B>(q_p), scale.into());
-    let k_t = B::float_swap_dims(shape.split::<B>(k_p), 2, 3);
-    let p = softmax_forward::<B>(B::float_matmul(q_scaled, k_t), m);
+    let (_, _, p) = shape.probabilities::<B>(q_p, k_p, m);
     let context = B::float_matmul(p, shape.split::<B>(v_p));
     Ok(Tensor::from_primitive::<B>(shape.merge::<B>(context)))
 }
@@ -414,35 +404,19 @@ pub fn training_attention<B: Backend>(
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
 {
-    let [b, t, d] = q.dims();
-    let usable = heads > 0
-        && d % heads == 0
-        && k.dims() == [b, t, d]
-        && v.dims() == [b, t, d]
-        && (0.0..1.0).contains(&p_drop);
     let parts = (
+        HeadsShape::of(&q, &k, &v, heads).filter(|_| (0.0..1.0).contains(&p_drop)),
         tracked::<B, 3>(&q),
         tracked::<B, 3>(&k),
         tracked::<B, 3>(&v),
         constant::<B, 4>(&mask),
     );
-    let (true, (Some(qt), Some(kt), Some(vt), Some(m))) = (usable, parts) else {
+    let (Some(heads_shape), Some(qt), Some(kt), Some(vt), Some(m)) = parts else {
         return Err((q, k, v, mask));
     };
-    let heads_shape = HeadsShape {
-        b,
-        t,
-        h: heads,
-        d_k: d / heads,
-    };
-    let scale = 1.0 / (heads_shape.d_k as f64).sqrt();
-    // Q scaled before the product: cheaper than scaling the T × T scores
-    let q_scaled =
-        B::float_mul_scalar(heads_shape.split::<B>(qt.primitive().clone()), scale.into());
-    let k_h = heads_shape.split::<B>(kt.primitive().clone());
+    let (q_scaled, k_h, p) =
+        heads_shape.probabilities::<B>(qt.primitive().clone(), kt.primitive().clone(), m);
     let v_h = heads_shape.split::<B>(vt.primitive().clone());
-    let scores = B::float_matmul(q_scaled.clone(), B::float_swap_dims(k_h.clone(), 2, 3));
-    let p = softmax_forward::<B>(scores, m);
     // as burn's Dropout: Z ~ Bernoulli(1 − p), then (P ⊙ Z) · 1/(1 − p); kept as Z/(1 − p)
     let keep_scaled = (p_drop > 0.0).then(|| {
         let p_keep = 1.0 - p_drop;
@@ -473,7 +447,6 @@ where
                 p,
                 keep_scaled,
                 p_dropped,
-                scale,
                 heads_shape,
             },
             out,
@@ -493,6 +466,37 @@ struct HeadsShape {
 }
 
 impl HeadsShape {
+    /// The split of `[B, T, d]` projections into h heads, if they agree and h divides d.
+    fn of(q: &Tensor<3>, k: &Tensor<3>, v: &Tensor<3>, h: usize) -> Option<Self> {
+        let [b, t, d] = q.dims();
+        let usable = h > 0 && d % h == 0 && k.dims() == [b, t, d] && v.dims() == [b, t, d];
+        usable.then_some(HeadsShape {
+            b,
+            t,
+            h,
+            d_k: d / h,
+        })
+    }
+
+    /// 1/√d_k.
+    fn scale(self) -> f64 {
+        1.0 / (self.d_k as f64).sqrt()
+    }
+
+    /// Q/√d_k and K split into heads, and P = softmax(Q Kᵀ/√d_k + M), from `[B, T, d]` Q
+    /// and K. Q is scaled before the product: cheaper than scaling the T × T scores.
+    fn probabilities<B: Backend>(
+        self,
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        mask: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let q_scaled = B::float_mul_scalar(self.split::<B>(q), self.scale().into());
+        let k_h = self.split::<B>(k);
+        let scores = B::float_matmul(q_scaled.clone(), B::float_swap_dims(k_h.clone(), 2, 3));
+        (q_scaled, k_h, softmax_forward::<B>(scores, mask))
+    }
+
     /// `[B, T, h·d_k]` -> `[B, h, T, d_k]` (a strided view).
     fn split<B: Backend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
         let x = B::float_reshape(x, Shape::new([self.b, self.t, self.h, self.d_k]));
@@ -519,8 +523,6 @@ struct AttentionState<T> {
     keep_scaled: Option<T>,
     /// P ⊙ Z/(1 − p).
     p_dropped: T,
-    /// 1/√d_k.
-    scale: f64,
     heads_shape: HeadsShape,
 }
 
@@ -551,7 +553,10 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
         let d_scores = softmax_backward::<B>(s.p, d_p);
         if let Some(node) = q_node {
             // S = (Q/√d_k) Kᵀ: ∂L/∂Q = (∂L/∂S K)/√d_k
-            let dq = B::float_mul_scalar(B::float_matmul(d_scores.clone(), s.k_h), s.scale.into());
+            let dq = B::float_mul_scalar(
+                B::float_matmul(d_scores.clone(), s.k_h),
+                shape.scale().into(),
+            );
             grads.register::<B>(node.id, shape.merge::<B>(dq));
         }
         if let Some(node) = k_node {
