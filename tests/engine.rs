@@ -935,7 +935,8 @@ fn bench_train_phases_say_where_the_step_goes() {
     let run = |json: bool| {
         let mut cmd = p.cmd(&args);
         if json {
-            cmd.arg("--json");
+            // the A/B arm with burn's reference forms reports itself as such
+            cmd.args(["--json", "--reference-kernels"]);
         }
         // pipe alone: PyTorch is not part of this test
         let out = cmd
@@ -964,6 +965,11 @@ fn bench_train_phases_say_where_the_step_goes() {
     }
     assert!(
         shape["small_op_us"].as_f64().is_some_and(|us| us > 0.0),
+        "{shape}"
+    );
+    assert_eq!(
+        shape["reference_kernels"],
+        serde_json::json!(true),
         "{shape}"
     );
 }
