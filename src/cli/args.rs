@@ -284,8 +284,8 @@ pub enum BenchWhat {
         #[arg(long, value_enum, default_value_t = super::bench_train::RandomEncoder::Minilm)]
         encoder: super::bench_train::RandomEncoder,
         /// Run pipe's step with burn's reference forms of LayerNorm, softmax, attention,
-        /// GELU and dropout instead of pipe's kernels (on the CPU) and one-node forms (on a
-        /// GPU): the A/B of what those are worth.
+        /// GELU, dropout (and on a GPU the linear layers' bias) instead of pipe's kernels (on
+        /// the CPU) and one-node forms (on a GPU): the A/B of what those are worth.
         #[arg(long)]
         reference_kernels: bool,
     },
