@@ -21,12 +21,13 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, Ops};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, TensorMetadata};
 use burn::tensor::{DType, Distribution, FloatDType, Shape, Tensor};
 
 use super::flex::{AttentionInputs, LayerNormInputs};
+use super::node;
 
 /// A float tensor of `B` under autodiff.
 type Tracked<B> = FloatTensor<Autodiff<B>>;
@@ -138,14 +139,7 @@ where
     ));
     let phi = B::float_mul_scalar(B::float_add_scalar(erf, 1.0.into()), 0.5.into());
     let y = B::float_mul(input.clone(), phi.clone());
-    let tracked = match GeluBackward
-        .prepare::<NoCheckpointing>([xt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((input, phi), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let tracked = node::with_backward(GeluBackward, [xt.node()], (input, phi), y);
     Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
 }
 
@@ -223,21 +217,16 @@ fn layer_norm_tracked<B: Backend>(
         B::float_powf_scalar(B::float_add_scalar(variance, epsilon.into()), (-0.5).into());
     let x_hat = B::float_mul(centred, inv_std.clone());
     let y = B::float_add(B::float_mul(x_hat.clone(), gamma_row.clone()), beta_row);
-    match LayerNormBackward
-        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            LayerNormState {
-                x_hat,
-                inv_std,
-                gamma_row,
-            },
-            y,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    node::with_backward(
+        LayerNormBackward,
+        [x.node(), gamma.node(), beta.node()],
+        LayerNormState {
+            x_hat,
+            inv_std,
+            gamma_row,
+        },
+        y,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -303,14 +292,7 @@ where
         return Err((scores, mask));
     };
     let p = softmax_forward::<B>(s.primitive().clone(), m);
-    let tracked = match SoftmaxBackward
-        .prepare::<NoCheckpointing>([s.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(p.clone(), p),
-        OpsKind::UnTracked(prep) => prep.finish(p),
-    };
+    let tracked = node::with_backward(SoftmaxBackward, [s.node()], p.clone(), p);
     Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
 }
 
@@ -434,25 +416,20 @@ where
     };
     let context = B::float_matmul(p_dropped.clone(), v_h.clone());
     let out = heads_shape.merge::<B>(context);
-    let tracked = match AttentionBackward
-        .prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            AttentionState {
-                q_scaled,
-                k_h,
-                v_h,
-                p,
-                keep_scaled,
-                p_dropped,
-                heads_shape,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let tracked = node::with_backward(
+        AttentionBackward,
+        [qt.node(), kt.node(), vt.node()],
+        AttentionState {
+            q_scaled,
+            k_h,
+            v_h,
+            p,
+            keep_scaled,
+            p_dropped,
+            heads_shape,
+        },
+        out,
+    );
     Ok(Tensor::from_primitive::<Autodiff<B>>(tracked))
 }
 

@@ -10,9 +10,8 @@
 #![allow(clippy::result_large_err)]
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::TensorMetadata;
@@ -20,6 +19,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 use super::kernels::{self, MaskLayout};
+use super::node;
 
 /// `flex` under autodiff (no gradient checkpointing, the training device's default).
 type Tracked = Autodiff<Flex>;
@@ -130,14 +130,7 @@ impl Backward<Flex, 1> for GeluBackward {
 fn gelu_tracked(x: TrackedTensor) -> TrackedTensor {
     let input = contiguous(x.primitive().clone());
     let y = gelu_forward(&input);
-    match GeluBackward
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(input, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    node::with_backward(GeluBackward, [x.node()], input, y)
 }
 
 // ---------------------------------------------------------------- masked softmax
@@ -196,14 +189,7 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 
 fn softmax_tracked(s: TrackedTensor, m: &FlexTensor, layout: MaskLayout) -> TrackedTensor {
     let p = softmax_forward(&contiguous(s.primitive().clone()), m, layout);
-    match SoftmaxBackward
-        .prepare::<NoCheckpointing>([s.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((p.clone(), layout.keys), p),
-        OpsKind::UnTracked(prep) => prep.finish(p),
-    }
+    node::with_backward(SoftmaxBackward, [s.node()], (p.clone(), layout.keys), p)
 }
 
 // ---------------------------------------------------------------- LayerNorm
@@ -316,21 +302,16 @@ fn layer_norm_tracked(
         &contiguous(beta.primitive().clone()),
         epsilon,
     );
-    match LayerNormBackward
-        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            LayerNormState {
-                x_hat,
-                inv_std: std::sync::Arc::new(inv_std),
-                gamma: g,
-            },
-            y,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    node::with_backward(
+        LayerNormBackward,
+        [x.node(), gamma.node(), beta.node()],
+        LayerNormState {
+            x_hat,
+            inv_std: std::sync::Arc::new(inv_std),
+            gamma: g,
+        },
+        y,
+    )
 }
 
 // ---------------------------------------------------------------- attention (inference)
@@ -459,14 +440,12 @@ pub fn training_attention(
         &mut out,
     );
     let out = from_vec(out, Shape::new([b, t, d]));
-    let tracked = match AttentionBackward
-        .prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(state, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let tracked = node::with_backward(
+        AttentionBackward,
+        [qt.node(), kt.node(), vt.node()],
+        state,
+        out,
+    );
     Ok(Tensor::from_primitive::<Tracked>(tracked))
 }
 
@@ -635,14 +614,12 @@ fn lstm_tracked(x_proj: TrackedTensor, w_hh: TrackedTensor) -> TrackedTensor {
         &contiguous(x_proj.primitive().clone()),
         &contiguous(w_hh.primitive().clone()),
     );
-    match LstmBackward
-        .prepare::<NoCheckpointing>([x_proj.node(), w_hh.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(run.saved, run.states),
-        OpsKind::UnTracked(prep) => prep.finish(run.states),
-    }
+    node::with_backward(
+        LstmBackward,
+        [x_proj.node(), w_hh.node()],
+        run.saved,
+        run.states,
+    )
 }
 
 // ---------------------------------------------------------------- AdamW

@@ -19,6 +19,7 @@ mod composed;
 mod dropout;
 mod flex;
 mod kernels;
+mod node;
 pub mod reference;
 pub mod simd;
 
