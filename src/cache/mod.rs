@@ -355,11 +355,13 @@ fn write_snapshot(
     if index.generation()? == written.load(Ordering::Acquire) {
         return Ok(());
     }
-    // a snapshot lists only what sled holds durably (an open checks the index against it);
-    // commits insert under this lock, so none lands between the flush and the read
+    // a snapshot lists what sled holds durably (an open checks the index against it), and
+    // at most the commits made while it is read, whose records are durable (an open after
+    // a kill puts them back into sled before that check)
     index.flush()?;
-    let (generation, text) = index.snapshot_json()?;
-    replace_file(root, SNAPSHOT_FILE, &text)?;
+    let generation = replace_file_with(root, SNAPSHOT_FILE, |out, path| {
+        index.write_snapshot_json(out, path)
+    })?;
     replace_file(root, GENERATION_FILE, generation.to_string().as_bytes())?;
     written.store(generation, Ordering::Release);
     Ok(())
@@ -367,14 +369,42 @@ fn write_snapshot(
 
 /// Writes `root/name` as a whole (a temp file renamed over it).
 fn replace_file(root: &Path, name: &str, contents: &[u8]) -> Result<(), CacheError> {
+    replace_file_with(root, name, |out, path| {
+        out.write_all(contents).map_err(io_err(path))
+    })
+}
+
+/// Writes `root/name` as a whole with `write` (streamed into a temp file, buffered, then
+/// renamed over it); returns what `write` returns.
+fn replace_file_with<T>(
+    root: &Path,
+    name: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<File>, &Path) -> Result<T, CacheError>,
+) -> Result<T, CacheError> {
+    use std::io::Write;
     let path = root.join(name);
     let tmp = root.join(format!(
         ".{name}.{}.{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
-    fs::write(&tmp, contents).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 16, File::create(&tmp).map_err(io_err(&tmp))?);
+    let written = write(&mut out, &tmp).and_then(|value| {
+        out.flush().map_err(io_err(&tmp))?;
+        Ok(value)
+    });
+    drop(out);
+    match written {
+        Ok(value) => {
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// The generation of the index that `index-snapshot.json` holds (`None` when unknown).
@@ -652,13 +682,8 @@ impl Cache {
         entry.bytes = manifest.files.iter().map(|f| f.size).sum();
         self.records.write(key, &entry)?;
         self.wait_durable()?;
-        {
-            // no snapshot is taken between the insert and the flush before it
-            let _no_snapshot = SNAPSHOT_WRITE
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.index.insert_entry(key, &entry)?;
-        }
+        // not held up while a snapshot is written (see `write_snapshot`)
+        self.index.insert_entry(key, &entry)?;
         self.index_changed();
         // A recommit of a key (`--force`) may change its files: drop the stale view.
         let _ = fs::remove_file(
