@@ -1174,3 +1174,38 @@ fn jobs_bounds_the_stages_running_at_once_and_start_lines_follow_them() {
         "--jobs 2 ran at most {most} at once:\n{log2}\n(before: {log})"
     );
 }
+
+/// `bench engine` says what the engine adds to a cold run beside the start-up floor: the
+/// CPU of the run (pipe and its `sh`s) and of the floor, in the text and in `--json`.
+#[test]
+fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
+    let p = Project::new();
+    let dir = p.path().join("bench");
+    let dir = dir.to_str().expect("utf-8 path");
+    let args = ["bench", "engine", "--stages", "40", "--repeat", "1"];
+    let out = p
+        .cmd(&args)
+        .args(["--dir", dir])
+        .output()
+        .expect("run pipe");
+    let text = both(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("engine CPU"), "{text}");
+    assert!(text.contains("cores busy"), "{text}");
+    let out = p
+        .cmd(&args)
+        .args(["--dir", dir, "--cold", "--json"])
+        .output()
+        .expect("run pipe");
+    assert!(out.status.success(), "{}", both(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", both(&out)));
+    let cold = &report["steps"][0];
+    assert_eq!(cold["step"], "cold run", "{report}");
+    assert_eq!(cold["ran"].as_u64(), report["stages"].as_u64(), "{report}");
+    // 40 `sh` started: their CPU is counted with the run's
+    let cpu = cold["cpu_seconds"].as_f64().unwrap_or(0.0);
+    assert!(cpu > 0.0, "{report}");
+    let floor = report["start_up_floor_cpu_seconds"].as_f64().unwrap_or(0.0);
+    assert!(floor > 0.0 && floor * 40.0 < cpu * 10.0, "{report}");
+}

@@ -214,7 +214,8 @@ pub enum CacheAction {
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
     /// The engine's own cost on a generated pipeline of N trivial `shell` stages: cold run,
-    /// no-op rerun, `plan`, rerun after one leaf changed — wall time and peak RSS of each.
+    /// no-op rerun, `plan`, rerun after one leaf changed — wall time, CPU and peak RSS of
+    /// each, and the CPU a cold run adds to the start-up floor.
     Engine {
         /// Stage instances in the generated pipeline.
         #[arg(long, default_value_t = 1000)]

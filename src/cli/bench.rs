@@ -88,14 +88,13 @@ fn time_tool(
     for &(beside, program, args) in steps {
         let mut cmd = Command::new(program);
         cmd.args(args).current_dir(dir);
-        let (seconds, peak_rss_kib, _) =
-            measure(&mut cmd, dir).with_context(|| format!("{tool}: {program}"))?;
+        let m = measure(&mut cmd, dir).with_context(|| format!("{tool}: {program}"))?;
         out.push(ToolFigures {
             tool,
             command: format!("{program} {}", args.join(" ")),
             beside,
-            seconds,
-            peak_rss_kib,
+            seconds: m.seconds,
+            peak_rss_kib: m.peak_rss_kib,
         });
     }
     Ok(out)

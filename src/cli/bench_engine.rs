@@ -173,6 +173,8 @@ pub(super) fn generate(shape: EngineShape, n: usize, changed: Option<&str>) -> D
 pub(super) struct Step {
     pub step: &'static str,
     pub seconds: f64,
+    /// CPU seconds (user + system) of the child and of the processes it started.
+    pub cpu_seconds: f64,
     /// Peak resident set of the child (`ru_maxrss`), KiB.
     pub peak_rss_kib: u64,
     /// Stages that ran (`plan`: would run) and were found cached.
@@ -180,9 +182,26 @@ pub(super) struct Step {
     pub cached: usize,
 }
 
-/// Runs `cmd` with stdout and stderr to files in `dir`; wall seconds from spawn to exit
-/// and the child's peak RSS, with its stdout. A nonzero exit is an error (with stderr).
-pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<(f64, u64, String)> {
+/// What [`measure`] saw of one child process.
+pub(super) struct Measured {
+    /// Wall seconds from spawn to exit.
+    pub seconds: f64,
+    /// CPU seconds (user + system) of the child and of the processes it waited for.
+    pub cpu_seconds: f64,
+    /// Its peak resident set (`ru_maxrss`), KiB.
+    pub peak_rss_kib: u64,
+    pub stdout: String,
+}
+
+/// User + system seconds of `usage`.
+fn cpu_seconds(usage: &libc::rusage) -> f64 {
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs `cmd` with stdout and stderr to files in `dir`: its wall and CPU seconds, peak
+/// RSS and stdout. A nonzero exit is an error (with stderr).
+pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
     let out_path = dir.join("step.stdout");
     let err_path = dir.join("step.stderr");
     let out = File::create(&out_path).with_context(|| format!("{}", out_path.display()))?;
@@ -217,21 +236,48 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<(f64, u64, String
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
-    let peak_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-    Ok((seconds, peak_kib, stdout))
+    Ok(Measured {
+        seconds,
+        // Linux's `wait4` counts the processes the child waited for too: a run's `sh`s
+        cpu_seconds: cpu_seconds(&usage),
+        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        stdout,
+    })
 }
 
 /// Processes started to measure [`start_up_floor`] (the per-stage figure is their mean).
 const FLOOR_SAMPLE: usize = 2000;
 
+/// What starting a stage's process alone costs, a command's share of the wall and CPU
+/// seconds of `sample` runs of it.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Floor {
+    seconds: f64,
+    /// The `sh` and the thread that started it (user + system).
+    cpu_seconds: f64,
+}
+
+/// CPU seconds (user + system) of this process and of its children waited for so far.
+fn own_and_children_cpu() -> f64 {
+    let usage_of = |who| {
+        // SAFETY: an all-zero `rusage` is a valid value of this plain C struct, and
+        // `getrusage` only writes into it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut usage) };
+        cpu_seconds(&usage)
+    };
+    usage_of(libc::RUSAGE_SELF) + usage_of(libc::RUSAGE_CHILDREN)
+}
+
 /// What starting a stage's process alone costs, the floor under a cold run: `sample`
 /// `sh -c "echo I > o"`, each in a fresh folder, `jobs` at a time (as `pipe run` starts
-/// stages); seconds a command.
-fn start_up_floor(dir: &Path, jobs: usize, sample: usize) -> Result<f64> {
+/// stages); per command.
+fn start_up_floor(dir: &Path, jobs: usize, sample: usize) -> Result<Floor> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let root = dir.join("start-up-floor");
     let _ = std::fs::remove_dir_all(&root);
     let next = AtomicUsize::new(0);
+    let cpu0 = own_and_children_cpu();
     let t0 = Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..jobs.max(1))
@@ -266,8 +312,13 @@ fn start_up_floor(dir: &Path, jobs: usize, sample: usize) -> Result<f64> {
         Ok(())
     })?;
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu_seconds = own_and_children_cpu() - cpu0;
     let _ = std::fs::remove_dir_all(&root);
-    Ok(seconds / sample.max(1) as f64)
+    let sample = sample.max(1) as f64;
+    Ok(Floor {
+        seconds: seconds / sample,
+        cpu_seconds: cpu_seconds / sample,
+    })
 }
 
 /// `ran A, cached B, …` (run) or `A to run, B cached` (plan), from the last lines.
@@ -320,12 +371,13 @@ impl Workspace {
     }
 
     fn step(&self, step: &'static str, args: &[&str]) -> Result<Step> {
-        let (seconds, peak_rss_kib, stdout) = measure(&mut self.pipe(args)?, &self.dir)?;
-        let (ran, cached) = counts(&stdout);
+        let m = measure(&mut self.pipe(args)?, &self.dir)?;
+        let (ran, cached) = counts(&m.stdout);
         Ok(Step {
             step,
-            seconds,
-            peak_rss_kib,
+            seconds: m.seconds,
+            cpu_seconds: m.cpu_seconds,
+            peak_rss_kib: m.peak_rss_kib,
             ran,
             cached,
         })
@@ -354,6 +406,8 @@ struct Report {
     pipeline_bytes: usize,
     /// Seconds a stage's process start-up alone costs ([`start_up_floor`]).
     start_up_floor_seconds: f64,
+    /// Its CPU seconds (the `sh` and the thread that started it).
+    start_up_floor_cpu_seconds: f64,
     steps: Vec<Step>,
     tools: Vec<ToolFigures>,
 }
@@ -433,7 +487,7 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
             .map(|s| {
                 format!(
                     ": the cold run is {:.2}× it",
-                    s.seconds / (floor * n as f64)
+                    s.seconds / (floor.seconds * n as f64)
                 )
             })
             .unwrap_or_default();
@@ -441,10 +495,13 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
             "{:<18} {:>9.3} s  {:>8.1} µs/stage  ({} × `sh -c \"echo I > o\"` in fresh folders, \
              {cores} at a time{cold})",
             "start-up floor",
-            floor * n as f64,
-            floor * 1e6,
+            floor.seconds * n as f64,
+            floor.seconds * 1e6,
             FLOOR_SAMPLE.min(n),
         );
+        if let Some(cold) = steps.first() {
+            println!("{}", engine_share(cold, floor, n, cores));
+        }
     }
     // one untimed no-op first: the first command after the pipeline file or the pipe
     // build changed loads it in full and stores its expansion (timed as "one leaf
@@ -480,7 +537,8 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
             cpu,
             cores,
             pipeline_bytes: dag.yaml.len(),
-            start_up_floor_seconds: floor,
+            start_up_floor_seconds: floor.seconds,
+            start_up_floor_cpu_seconds: floor.cpu_seconds,
             steps,
             tools,
         };
@@ -490,6 +548,27 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&ws.dir);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a cold run's time goes beside the floor's: the CPU the engine adds a stage (the
+/// run's CPU, pipe's and its processes', less the floor's), and how busy each kept the
+/// cores. A cold run bound by process start-up adds little CPU and keeps the cores as
+/// busy as the floor does.
+fn engine_share(cold: &Step, floor: Floor, n: usize, cores: usize) -> String {
+    let n = n.max(1) as f64;
+    let busy = |cpu: f64, wall: f64| 100.0 * cpu / (wall * cores.max(1) as f64).max(1e-9);
+    format!(
+        "{:<18} {:>9.3} s  {:>8.1} µs/stage  (CPU of the cold run, pipe and its `sh`s: \
+         {:.1} µs a stage, the floor's {:.1}; cores busy {:.0}% in the cold run, {:.0}% in \
+         the floor)",
+        "engine CPU",
+        cold.cpu_seconds - floor.cpu_seconds * n,
+        (cold.cpu_seconds / n - floor.cpu_seconds) * 1e6,
+        cold.cpu_seconds / n * 1e6,
+        floor.cpu_seconds * 1e6,
+        busy(cold.cpu_seconds, cold.seconds),
+        busy(floor.cpu_seconds, floor.seconds),
+    )
 }
 
 #[cfg(test)]
