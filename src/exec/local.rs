@@ -174,7 +174,7 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
             cancel: cancel.clone(),
             run: job.run,
         };
-        result = compute(job.stage, &mut ctx, &job.inst.params);
+        result = compute(job.stage, &mut ctx, &job.inst.params.parsed());
     }
     bar.finish_and_clear();
     if result.is_err() {

@@ -226,7 +226,7 @@ fn material_of<K: AsRef<str>>(
     KeyMaterial {
         kind: inst.kind.clone(),
         version: inst.version,
-        params: inst.params.value().clone(),
+        params: inst.params.parsed().into_owned(),
         inputs: input_keys_of(p, instance, hex_key),
         fingerprint: inst.fingerprint.clone(),
         backend: inst.uses_backend.then(|| backend.to_string()),

@@ -72,7 +72,7 @@ fn check_contracts(
             })
             .collect();
         let names: Vec<&str> = inst.inputs.keys().map(String::as_str).collect();
-        let facts = erased.tasks(&inst.params, &names, &|input| {
+        let facts = erased.tasks(&inst.params.parsed(), &names, &|input| {
             upstream.get(input).map(|&(t, _)| t)
         });
         for (input, refs) in &inst.inputs {
@@ -161,7 +161,7 @@ fn select_named_inputs(
     else {
         return Ok(());
     };
-    let named = erased.named_inputs(&inst.params);
+    let named = erased.named_inputs(&inst.params.parsed());
     let bound: Vec<&str> = merged[&inst.base]
         .doc
         .inputs

@@ -307,7 +307,7 @@ impl<'u> SlurmExecutor<'u> {
             kind: job.inst.kind.clone(),
             key: key.clone(),
             coords: job.inst.coords.clone(),
-            params: job.inst.params.value().clone(),
+            params: job.inst.params.parsed().into_owned(),
             inputs: job
                 .inputs
                 .by_name
