@@ -61,7 +61,7 @@ fn merge(out: &mut StageDoc, tpl: &StageDoc) {
     }
     out.params = params;
     let mut inputs = tpl.inputs.clone();
-    inputs.append(&mut out.inputs);
+    inputs.overlay(std::mem::take(&mut out.inputs));
     out.inputs = inputs;
     let mut matrix = tpl.matrix.clone();
     matrix.append(&mut out.matrix);
