@@ -20,34 +20,39 @@ pub(super) struct MergedStage {
 
 /// Moves `cx.doc.stages` into `cx.stages`, each with its template merged.
 pub(super) fn apply(cx: &mut Context) -> Result<(), PipelineError> {
-    let mut merged: BTreeMap<String, MergedStage> = BTreeMap::new();
-    for (name, mut out) in std::mem::take(&mut cx.doc.stages) {
-        if !valid_stage_name(&name) {
-            return Err(cx.map.error(
-                &["stages", &name],
-                format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
-            ));
-        }
-        let mut map_of_template = None;
-        if let Some(t) = &out.template {
-            let Some(tpl) = cx.doc.templates.get(t) else {
-                let known: Vec<&String> = cx.doc.templates.keys().collect();
-                return Err(cx.map.error(
-                    &["stages", &name, "template"],
-                    format!("unknown template `{t}` (defined: {known:?})"),
+    let stages = std::mem::take(&mut cx.doc.stages);
+    let (templates, map, template_maps) = (&cx.doc.templates, &cx.map, &cx.template_maps);
+    // collected, not inserted one by one: a map built from its sorted entries fills its
+    // nodes, where inserting them in order leaves each about half empty (at 100,000
+    // stages of ~400 bytes, 30 MB of empty slots, #27)
+    let merged = stages
+        .into_iter()
+        .map(|(name, mut out)| {
+            if !valid_stage_name(&name) {
+                return Err(map.error(
+                    &["stages", &name],
+                    format!("stage name `{name}` may use only letters, digits, `_` and `-`"),
                 ));
-            };
-            map_of_template = cx.template_maps.get(t).cloned();
-            merge(&mut out, tpl);
-        }
-        merged.insert(
-            name,
-            MergedStage {
+            }
+            let mut map_of_template = None;
+            if let Some(t) = &out.template {
+                let Some(tpl) = templates.get(t) else {
+                    let known: Vec<&String> = templates.keys().collect();
+                    return Err(map.error(
+                        &["stages", &name, "template"],
+                        format!("unknown template `{t}` (defined: {known:?})"),
+                    ));
+                };
+                map_of_template = template_maps.get(t).cloned();
+                merge(&mut out, tpl);
+            }
+            let stage = MergedStage {
                 doc: out,
                 map_of_template,
-            },
-        );
-    }
+            };
+            Ok((name, stage))
+        })
+        .collect::<Result<BTreeMap<String, MergedStage>, PipelineError>>()?;
     cx.stages = merged;
     Ok(())
 }
