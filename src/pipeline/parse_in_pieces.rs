@@ -12,12 +12,10 @@
 //! lines at the entries' indentation, a syntax error — [`stages_in_pieces`] gives up and
 //! the caller parses the whole file, which also yields the error messages users see.
 
-use std::collections::BTreeMap;
-
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::doc::{unique_keys, PipelineDoc, StageDoc};
+use super::doc::{PipelineDoc, StageDoc};
 use super::locate::leading_key;
 
 /// Below this many stages one pass is as fast and the pieces are not worth it.
@@ -25,12 +23,38 @@ const MIN_STAGES: usize = 2_000;
 /// Pieces per thread: enough that a slow piece does not leave a core idle at the end.
 const PIECES_PER_THREAD: usize = 8;
 
-/// A piece: `stages:` and some of its entries.
+/// A piece: `stages:` and some of its entries, in the order written (a name written twice
+/// is found when the pieces are put together).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StagesPiece {
-    #[serde(deserialize_with = "unique_keys")]
-    stages: BTreeMap<String, StageDoc>,
+    #[serde(deserialize_with = "entries_as_written")]
+    stages: Vec<(String, StageDoc)>,
+}
+
+/// A mapping's entries as a list: a piece's `BTreeMap`, built by inserting them one by one,
+/// left its nodes about half empty, 23 MB at the parse's peak for 100,000 stages (#27).
+fn entries_as_written<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, StageDoc)>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(String, StageDoc)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Entries)
 }
 
 /// Where the block-style `stages:` section's body starts and ends in `text` (byte
@@ -125,13 +149,13 @@ pub(super) fn stages_in_pieces(text: &str) -> Option<PipelineDoc> {
     if !doc.stages.is_empty() {
         return None;
     }
-    for piece in pieces {
-        for (name, stage) in piece {
-            if doc.stages.insert(name, stage).is_some() {
-                return None; // a name twice: the one-pass parse says where
-            }
-        }
+    // sorted, then made into the map in one go (its nodes filled)
+    let mut entries: Vec<(String, StageDoc)> = pieces.into_iter().flatten().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return None; // a name twice: the one-pass parse says where
     }
+    doc.stages = entries.into_iter().collect();
     // the pieces' events were freed in the workers' arenas
     crate::allocator::release_free_memory();
     Some(doc)
@@ -192,6 +216,15 @@ mod tests {
         let mut broken = generated(MIN_STAGES);
         broken.insert_str(broken.find("  s4:").expect("s4"), "  bad: [unclosed\n");
         assert!(stages_in_pieces(&broken).is_none());
+        // a name written twice, next to itself (one piece) or far apart (two pieces): the
+        // one-pass parse refuses it, saying where
+        for gap in [4, MIN_STAGES - 4] {
+            let mut twice = generated(MIN_STAGES);
+            let second = format!("  s{gap}:\n");
+            let at = twice.find(&second).expect("entry");
+            twice.replace_range(at..at + second.len(), "  s0:\n");
+            assert!(stages_in_pieces(&twice).is_none(), "gap {gap}");
+        }
         // entries at two indentations, a list, a flow section: not the pieces path
         assert!(stages_in_pieces("stages:\n    a: {}\n  b: {}\n").is_none());
         assert!(stages_in_pieces("stages:\n  - a\n").is_none());
