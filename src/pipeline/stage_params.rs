@@ -18,8 +18,8 @@ pub struct StageParams {
 
 impl StageParams {
     /// Params from their value: the text made now, the value let go (a full load of
-    /// 100,000 stages kept 63 MB of them to its peak, read by nothing but the contract
-    /// check, which parses its own; #27).
+    /// 100,000 stages kept 63 MB of them to its peak; the passes over every stage parse
+    /// their own with [`StageParams::parsed`], #27).
     pub fn new(value: Value) -> StageParams {
         let canonical = crate::hash::canonical_text_of(&value).into_boxed_str();
         StageParams {
