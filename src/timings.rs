@@ -52,27 +52,23 @@ pub fn mark(name: &str) {
 }
 
 /// CPU seconds (user + system) so far of this process's own threads and of the child
-/// processes it has waited for (Linux: `/proc/self/stat`, fields 14-17, in clock ticks):
-/// a cold run's cost split between the engine and the stages' `sh`.
-fn cpu_seconds() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces: count fields after its `)`.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let ticks: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    if ticks.len() < 4 || per_second <= 0.0 {
-        return None;
-    }
-    Some((
-        (ticks[0] + ticks[1]) / per_second,
-        (ticks[2] + ticks[3]) / per_second,
-    ))
+/// processes it has waited for (`getrusage`): a cold run's cost split between the engine
+/// and the stages' `sh`; `pipe bench engine` reads it around its start-up floor.
+pub fn cpu_seconds() -> Option<(f64, f64)> {
+    let of = |who| {
+        // SAFETY: an all-zero `rusage` is a valid value of this plain C struct, and
+        // `getrusage` only writes into it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is valid for writes for the duration of the call.
+        (unsafe { libc::getrusage(who, &mut usage) } == 0).then(|| rusage_cpu_seconds(&usage))
+    };
+    Some((of(libc::RUSAGE_SELF)?, of(libc::RUSAGE_CHILDREN)?))
+}
+
+/// User + system seconds of `usage` (from `getrusage` or `wait4`).
+pub fn rusage_cpu_seconds(usage: &libc::rusage) -> f64 {
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The process's resident memory now (Linux: `/proc/self/statm`, in pages of 4 KiB).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::CacheError;
+use super::{io_err, CacheError};
 use crate::hash::{KeyMaterial, StageKey};
 
 /// A committed stage result.
@@ -172,15 +172,10 @@ impl Index {
         out: &mut impl std::io::Write,
         path: &Path,
     ) -> Result<u64, CacheError> {
-        let io = |source| CacheError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let (entries, last) = match &self.store {
             Store::Snapshot(s) => {
                 let snapshot = s.to_snapshot();
-                serde_json::to_writer(&mut *out, &snapshot)
-                    .map_err(|e| io(std::io::Error::other(e)))?;
+                serde_json::to_writer(&mut *out, &snapshot).map_err(|e| io_err(path)(e.into()))?;
                 return Ok(snapshot.generation);
             }
             Store::Sled { entries, last, .. } => (entries, last),
@@ -196,7 +191,7 @@ impl Index {
             let _no_change_meanwhile = self.change_lock();
             self.generation()?
         };
-        write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io)?;
+        write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io_err(path))?;
         let mut first = true;
         for kv in entries.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
@@ -208,10 +203,10 @@ impl Index {
             }
             let comma = if first { "" } else { "," };
             first = false;
-            write!(out, "{comma}\"{}\":", StageKey(bytes).hex()).map_err(io)?;
-            out.write_all(&v).map_err(io)?;
+            write!(out, "{comma}\"{}\":", StageKey(bytes).hex()).map_err(io_err(path))?;
+            out.write_all(&v).map_err(io_err(path))?;
         }
-        out.write_all(b"},\"last_run\":{").map_err(io)?;
+        out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
         let mut first = true;
         for kv in last.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
@@ -222,14 +217,14 @@ impl Index {
                 continue;
             }
             if !first {
-                out.write_all(b",").map_err(io)?;
+                out.write_all(b",").map_err(io_err(path))?;
             }
             first = false;
-            serde_json::to_writer(&mut *out, at).map_err(|e| io(std::io::Error::other(e)))?;
-            out.write_all(b":").map_err(io)?;
-            out.write_all(&v).map_err(io)?;
+            serde_json::to_writer(&mut *out, at).map_err(|e| io_err(path)(e.into()))?;
+            out.write_all(b":").map_err(io_err(path))?;
+            out.write_all(&v).map_err(io_err(path))?;
         }
-        out.write_all(b"}}").map_err(io)?;
+        out.write_all(b"}}").map_err(io_err(path))?;
         Ok(generation)
     }
 

@@ -193,12 +193,6 @@ pub(super) struct Measured {
     pub stdout: String,
 }
 
-/// User + system seconds of `usage`.
-fn cpu_seconds(usage: &libc::rusage) -> f64 {
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
 /// Runs `cmd` with stdout and stderr to files in `dir`: its wall and CPU seconds, peak
 /// RSS and stdout. A nonzero exit is an error (with stderr).
 pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
@@ -239,7 +233,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
     Ok(Measured {
         seconds,
         // Linux's `wait4` counts the processes the child waited for too: a run's `sh`s
-        cpu_seconds: cpu_seconds(&usage),
+        cpu_seconds: crate::timings::rusage_cpu_seconds(&usage),
         peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         stdout,
     })
@@ -250,7 +244,7 @@ const FLOOR_SAMPLE: usize = 2000;
 
 /// What starting a stage's process alone costs, a command's share of the wall and CPU
 /// seconds of `sample` runs of it.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 struct Floor {
     seconds: f64,
     /// The `sh` and the thread that started it (user + system).
@@ -259,14 +253,7 @@ struct Floor {
 
 /// CPU seconds (user + system) of this process and of its children waited for so far.
 fn own_and_children_cpu() -> f64 {
-    let usage_of = |who| {
-        // SAFETY: an all-zero `rusage` is a valid value of this plain C struct, and
-        // `getrusage` only writes into it.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(who, &mut usage) };
-        cpu_seconds(&usage)
-    };
-    usage_of(libc::RUSAGE_SELF) + usage_of(libc::RUSAGE_CHILDREN)
+    crate::timings::cpu_seconds().map_or(0.0, |(own, children)| own + children)
 }
 
 /// What starting a stage's process alone costs, the floor under a cold run: `sample`
