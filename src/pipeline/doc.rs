@@ -102,11 +102,6 @@ pub struct StageDoc {
 pub struct InputDocs(Vec<(String, InputDoc)>);
 
 impl InputDocs {
-    /// The bindings, by input name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &InputDoc)> + Clone {
-        self.0.iter().map(|(name, doc)| (name, doc))
-    }
-
     pub fn keys(&self) -> impl Iterator<Item = &String> + Clone {
         self.0.iter().map(|(name, _)| name)
     }
@@ -126,6 +121,7 @@ impl InputDocs {
     }
 }
 
+/// The bindings, by input name.
 impl<'a> IntoIterator for &'a InputDocs {
     type Item = (&'a String, &'a InputDoc);
     type IntoIter = std::iter::Map<

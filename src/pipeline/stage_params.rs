@@ -35,10 +35,7 @@ impl StageParams {
     pub fn parsed(&self) -> std::borrow::Cow<'_, Value> {
         match self.value.get() {
             Some(value) => std::borrow::Cow::Borrowed(value),
-            // the text was written from a value: it parses (Null only if the record lied)
-            None => std::borrow::Cow::Owned(
-                serde_json::from_str(&self.canonical).unwrap_or(Value::Null),
-            ),
+            None => std::borrow::Cow::Owned(self.parse()),
         }
     }
 
@@ -49,9 +46,13 @@ impl StageParams {
 
     /// The params as a value, parsed from the text the first time.
     pub fn value(&self) -> &Value {
-        // the text was written from a value: it parses (Null only if the record lied)
-        self.value
-            .get_or_init(|| serde_json::from_str(&self.canonical).unwrap_or(Value::Null))
+        self.value.get_or_init(|| self.parse())
+    }
+
+    /// The text parsed: it was written from a value, so it parses (Null only if the record
+    /// lied).
+    fn parse(&self) -> Value {
+        serde_json::from_str(&self.canonical).unwrap_or(Value::Null)
     }
 }
 
