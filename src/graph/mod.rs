@@ -129,7 +129,7 @@ fn cycle_error(p: &Pipeline, graph: &DiGraph<usize, ()>) -> PipelineError {
         format!("cycle: {} -> {}", names.join(" -> "), names[0])
     };
     match first {
-        Some(inst) => PipelineError::new(&inst.file, inst.line, 3, text),
+        Some(inst) => PipelineError::new(&p.file, inst.line, 3, text),
         None => PipelineError::new(&p.file, 1, 1, text),
     }
 }

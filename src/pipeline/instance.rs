@@ -139,8 +139,8 @@ pub struct StageInstance {
     /// with [`StageInstance::resources`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Box<super::Resources>>,
-    /// Where the stage is defined (for messages).
-    pub file: PathBuf,
+    /// The line of the pipeline file ([`Pipeline::file`]) where the stage is defined (for
+    /// messages).
     pub line: usize,
 }
 

@@ -29,8 +29,6 @@ pub(super) struct Context<'a> {
     pub template_maps: BTreeMap<String, Rc<SourceMap>>,
     /// Stage name -> its definition with its template merged (from the templates pass).
     pub stages: BTreeMap<String, MergedStage>,
-    /// Stage name -> its kind (from the kinds pass).
-    pub kinds: BTreeMap<String, String>,
     /// The expanded instances in expansion order (from the matrix pass).
     pub instances: Vec<StageInstance>,
     /// Stage name -> indices of its instances in `instances`.
@@ -131,7 +129,6 @@ impl<'a> Context<'a> {
             map,
             template_maps,
             stages: BTreeMap::new(),
-            kinds: BTreeMap::new(),
             instances: Vec::new(),
             by_base: BTreeMap::new(),
             sources: vec![source],
@@ -154,15 +151,16 @@ impl ParsedFile {
         let text = std::fs::read_to_string(path).map_err(|e| {
             PipelineError::new(path, 0, 0, format!("cannot read pipeline file: {e}"))
         })?;
-        let map = SourceMap::scan(path, &text);
         let source = SourceFile::of(path, &text);
+        let map = SourceMap::scan(path, text);
         if let Some(e) = map.repeated_name(&["stages", "templates", "profiles"]) {
             return Err(e);
         }
-        if let Some(doc) = parse_in_pieces::stages_in_pieces(&text) {
+        let text = map.text();
+        if let Some(doc) = parse_in_pieces::stages_in_pieces(text) {
             return Ok(ParsedFile { doc, map, source });
         }
-        let doc: PipelineDoc = serde_yaml::from_str(&text).map_err(|e| {
+        let doc: PipelineDoc = serde_yaml::from_str(text).map_err(|e| {
             let (line, col) = e
                 .location()
                 .map(|l| (l.line(), l.column()))

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Key path -> (line, col), both 1-based.
 ///
@@ -15,14 +16,26 @@ use std::path::{Path, PathBuf};
 /// 100,000 stages has about 700,000 keys, and a `Vec<String>` each made scanning and
 /// freeing the map a fifth of `pipe plan` (#27). Two different paths share a hash with
 /// odds of about 2^-100 at that size.
+///
+/// Only the top two levels (`stages`, `stages.train`: what a load looks up for every
+/// stage) are located when the file is read; the deeper keys, wanted only for an error's
+/// position, are scanned from the kept text at the first such lookup. Scanned eagerly,
+/// they were 26 MB of a 100,000-stage file's load, twice the file (#27).
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     pub file: PathBuf,
-    positions: HashMap<PathHash, (u32, u32)>,
+    text: Box<str>,
+    /// The keys of the top two levels.
+    shallow: HashMap<PathHash, (u32, u32)>,
+    /// Every key, scanned at the first lookup below the top two levels.
+    deep: OnceLock<HashMap<PathHash, (u32, u32)>>,
     /// Names written a second time directly under a top-level key (`stages: {a, a}`):
     /// section, name, the first line and the second position.
     repeated: Vec<RepeatedName>,
 }
+
+/// Keys at these depths and above are located when a file is read.
+const SHALLOW_DEPTH: usize = 2;
 
 #[derive(Debug, Clone)]
 struct RepeatedName {
@@ -87,54 +100,33 @@ pub(super) fn leading_key(rest: &str) -> Option<&str> {
 }
 
 impl SourceMap {
-    /// Scans `text` (the contents of `file`).
-    pub fn scan(file: &Path, text: &str) -> Self {
-        let mut positions: HashMap<PathHash, (u32, u32)> = HashMap::new();
+    /// Scans `text` (the contents of `file`), which the map keeps ([`SourceMap::text`]).
+    pub fn scan(file: &Path, text: impl Into<Box<str>>) -> Self {
+        let text: Box<str> = text.into();
         let mut repeated = Vec::new();
-        // the open keys: indent, path hash, key
-        let mut stack: Vec<(usize, PathHash, &str)> = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let trimmed = raw.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
-                continue;
-            }
-            let mut indent = raw.len() - trimmed.len();
-            let mut rest = trimmed;
-            // `- key: value` starts a mapping inside a list item.
-            while let Some(item) = rest.strip_prefix("- ") {
-                indent += 2;
-                rest = item.trim_start();
-            }
-            while stack.last().is_some_and(|(ind, _, _)| *ind >= indent) {
-                stack.pop();
-            }
-            if let Some(key) = leading_key(rest) {
-                let parent = stack.last().map_or(PathHash::default(), |(_, h, _)| *h);
-                let path = parent.child(key);
-                let at = (line_number(i + 1), line_number(indent + 1));
-                match positions.entry(path) {
-                    std::collections::hash_map::Entry::Occupied(seen) => {
-                        if let [(_, _, section)] = stack.as_slice() {
-                            repeated.push(RepeatedName {
-                                section: section.to_string(),
-                                name: key.to_string(),
-                                first_line: seen.get().0,
-                                at,
-                            });
-                        }
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(at);
-                    }
-                }
-                stack.push((indent, path, key));
-            }
-        }
+        let shallow = scan_positions(&text, SHALLOW_DEPTH, Some(&mut repeated));
         SourceMap {
             file: file.to_path_buf(),
-            positions,
+            text,
+            shallow,
+            deep: OnceLock::new(),
             repeated,
         }
+    }
+
+    /// The text the positions are of.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The positions of keys `depth` levels down: the top levels' as scanned, the deeper
+    /// ones scanned now the first time.
+    fn positions(&self, depth: usize) -> &HashMap<PathHash, (u32, u32)> {
+        if depth <= SHALLOW_DEPTH {
+            return &self.shallow;
+        }
+        self.deep
+            .get_or_init(|| scan_positions(&self.text, usize::MAX, None))
     }
 
     /// The first name written twice directly under one of `sections` (e.g. a second stage
@@ -159,11 +151,12 @@ impl SourceMap {
 
     /// Position of `path`, or of its nearest located ancestor, or 1:1.
     pub fn locate(&self, path: &[&str]) -> (usize, usize) {
+        let positions = self.positions(path.len());
         let mut found = (1, 1);
         let mut hash = PathHash::default();
         for key in path {
             hash = hash.child(key);
-            match self.positions.get(&hash) {
+            match positions.get(&hash) {
                 Some(&(line, col)) => found = (line as usize, col as usize),
                 // keys are only located below a located parent
                 None => break,
@@ -174,7 +167,7 @@ impl SourceMap {
 
     /// Whether exactly `path` was found.
     pub fn contains(&self, path: &[&str]) -> bool {
-        self.positions.contains_key(&PathHash::of(path))
+        self.positions(path.len()).contains_key(&PathHash::of(path))
     }
 
     /// A [`super::PipelineError`] at `path`.
@@ -182,6 +175,61 @@ impl SourceMap {
         let (line, col) = self.locate(path);
         super::PipelineError::new(&self.file, line, col, message)
     }
+}
+
+/// The position of every key of `text` at most `max_depth` levels down (1: top-level
+/// keys); with `repeated`, the names written twice directly under a top-level key too.
+fn scan_positions(
+    text: &str,
+    max_depth: usize,
+    mut repeated: Option<&mut Vec<RepeatedName>>,
+) -> HashMap<PathHash, (u32, u32)> {
+    let mut positions: HashMap<PathHash, (u32, u32)> = HashMap::new();
+    // the open keys: indent, path hash, key
+    let mut stack: Vec<(usize, PathHash, &str)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut indent = raw.len() - trimmed.len();
+        let mut rest = trimmed;
+        // `- key: value` starts a mapping inside a list item.
+        while let Some(item) = rest.strip_prefix("- ") {
+            indent += 2;
+            rest = item.trim_start();
+        }
+        while stack.last().is_some_and(|(ind, _, _)| *ind >= indent) {
+            stack.pop();
+        }
+        if stack.len() >= max_depth {
+            continue;
+        }
+        if let Some(key) = leading_key(rest) {
+            let parent = stack.last().map_or(PathHash::default(), |(_, h, _)| *h);
+            let path = parent.child(key);
+            let at = (line_number(i + 1), line_number(indent + 1));
+            match positions.entry(path) {
+                std::collections::hash_map::Entry::Occupied(seen) => {
+                    if let (Some(repeated), [(_, _, section)]) =
+                        (repeated.as_deref_mut(), stack.as_slice())
+                    {
+                        repeated.push(RepeatedName {
+                            section: section.to_string(),
+                            name: key.to_string(),
+                            first_line: seen.get().0,
+                            at,
+                        });
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(at);
+                }
+            }
+            stack.push((indent, path, key));
+        }
+    }
+    positions
 }
 
 /// A line or column number as stored (files past 4 billion lines are not pipelines).
@@ -201,6 +249,21 @@ mod tests {
         assert_eq!(sm.locate(&["stages", "eval", "kind"]), (7, 5));
         // Unknown leaf falls back to its parent.
         assert_eq!(sm.locate(&["stages", "eval", "params", "x"]), (6, 3));
+    }
+
+    #[test]
+    fn keys_below_the_top_two_levels_are_scanned_at_the_first_lookup_of_one() {
+        let text = "stages:\n  train:\n    kind: finetune\n    params:\n      lr: 2e-5\n";
+        let sm = SourceMap::scan(Path::new("p.yaml"), text);
+        assert_eq!(sm.locate(&["stages", "train"]), (2, 3));
+        assert!(sm.contains(&["stages", "train"]));
+        assert!(sm.deep.get().is_none(), "a stage's line needs no deep scan");
+        assert!(!sm
+            .shallow
+            .contains_key(&PathHash::of(&["stages", "train", "kind"])));
+        assert_eq!(sm.locate(&["stages", "train", "params", "lr"]), (5, 7));
+        assert!(sm.deep.get().is_some());
+        assert_eq!(sm.text(), text);
     }
 
     #[test]

@@ -37,11 +37,9 @@ pub(super) fn max_cells() -> u64 {
 /// `cx.by_base`; inputs are bound by the next pass.
 pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
     let Context {
-        path,
         registry,
         map,
         stages: merged,
-        kinds,
         instances,
         by_base,
         ..
@@ -49,14 +47,14 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
     for name in expansion_order(merged) {
         let name = &name;
         let m = &merged[name];
-        let kind = &kinds[name];
+        // set for every stage by the kinds pass
+        let Some(kind) = &m.doc.kind else {
+            continue;
+        };
         let Some(erased) = registry.get(kind) else {
             continue;
         };
-        let mut base_params = serde_json::Map::new();
-        for (k, v) in &m.doc.params {
-            base_params.insert(key_str(k), yaml_to_json(v));
-        }
+        let base_params = m.doc.params.to_map();
         // Count the cells before making them: a mistyped range must not exhaust memory.
         let stage_cells = m
             .doc
@@ -157,19 +155,13 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 inputs: Default::default(),
                 fingerprint,
                 publish,
-                resources: m
-                    .doc
-                    .resources
-                    .as_ref()
-                    .filter(|r| !r.is_unset())
-                    .map(|r| Box::new(r.clone())),
-                file: path.to_path_buf(),
+                resources: m.doc.resources.as_ref().filter(|r| !r.is_unset()).cloned(),
                 line,
             });
         }
-        // the params live on in each instance as JSON; the YAML copy is not read again
+        // the params live on in each instance; the document's copy is not read again
         if let Some(m) = merged.get_mut(name) {
-            m.doc.params = serde_yaml::Mapping::new();
+            m.doc.params = Default::default();
         }
     }
     Ok(())

@@ -29,17 +29,17 @@ const PIECES_PER_THREAD: usize = 8;
 #[serde(deny_unknown_fields)]
 struct StagesPiece {
     #[serde(deserialize_with = "entries_as_written")]
-    stages: Vec<(String, StageDoc)>,
+    stages: Vec<(String, Box<StageDoc>)>,
 }
 
 /// A mapping's entries as a list: a piece's `BTreeMap`, built by inserting them one by one,
 /// left its nodes about half empty, 23 MB at the parse's peak for 100,000 stages (#27).
 fn entries_as_written<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<(String, StageDoc)>, D::Error> {
+) -> Result<Vec<(String, Box<StageDoc>)>, D::Error> {
     struct Entries;
     impl<'de> serde::de::Visitor<'de> for Entries {
-        type Value = Vec<(String, StageDoc)>;
+        type Value = Vec<(String, Box<StageDoc>)>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a mapping")
         }
@@ -150,7 +150,7 @@ pub(super) fn stages_in_pieces(text: &str) -> Option<PipelineDoc> {
         return None;
     }
     // sorted, then made into the map in one go (its nodes filled)
-    let mut entries: Vec<(String, StageDoc)> = pieces.into_iter().flatten().collect();
+    let mut entries: Vec<(String, Box<StageDoc>)> = pieces.into_iter().flatten().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
         return None; // a name twice: the one-pass parse says where

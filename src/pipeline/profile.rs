@@ -28,9 +28,9 @@ pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
     for (selector, values) in ordered {
         let targets: Vec<String> = match selector.strip_prefix("kind:") {
             Some(kind) => cx
-                .kinds
+                .stages
                 .iter()
-                .filter(|(_, k)| k.as_str() == kind)
+                .filter(|(_, m)| m.doc.kind.as_deref() == Some(kind))
                 .map(|(n, _)| n.clone())
                 .collect(),
             None if cx.stages.contains_key(selector) => vec![selector.clone()],
@@ -59,7 +59,7 @@ pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
                             )
                         })?;
                     let base = m.doc.resources.take().unwrap_or_default();
-                    m.doc.resources = Some(base.overlaid(&over));
+                    m.doc.resources = Some(Box::new(base.overlaid(&over)));
                 } else if key == "matrix" {
                     let axes: BTreeMap<String, MatrixAxisDoc> = serde_yaml::from_value(v.clone())
                         .map_err(|e| {
@@ -86,7 +86,7 @@ pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
                             ),
                         ));
                     }
-                    m.doc.params.insert(k.clone(), v.clone());
+                    m.doc.params.insert(k, v);
                 }
             }
         }

@@ -12,7 +12,7 @@ use super::locate::SourceMap;
 
 /// Template + stage, merged; where each piece was written.
 pub(super) struct MergedStage {
-    pub doc: StageDoc,
+    pub doc: Box<StageDoc>,
     /// Positions of the template's file, when the stage has a template. Shared, not
     /// copied: a source map is as large as its file.
     pub map_of_template: Option<Rc<SourceMap>>,
@@ -60,11 +60,7 @@ pub(super) fn apply(cx: &mut Context) -> Result<(), PipelineError> {
 /// Fills `out` from template `tpl` where the stage does not say otherwise.
 fn merge(out: &mut StageDoc, tpl: &StageDoc) {
     out.kind = out.kind.take().or_else(|| tpl.kind.clone());
-    let mut params = tpl.params.clone();
-    for (k, v) in std::mem::take(&mut out.params) {
-        params.insert(k, v);
-    }
-    out.params = params;
+    out.params = std::mem::take(&mut out.params).over(&tpl.params);
     let mut inputs = tpl.inputs.clone();
     inputs.overlay(std::mem::take(&mut out.inputs));
     out.inputs = inputs;
@@ -73,7 +69,7 @@ fn merge(out: &mut StageDoc, tpl: &StageDoc) {
     out.matrix = matrix;
     out.publish = out.publish.take().or_else(|| tpl.publish.clone());
     out.resources = match (&tpl.resources, out.resources.take()) {
-        (Some(t), Some(o)) => Some(t.overlaid(&o)),
+        (Some(t), Some(o)) => Some(Box::new(t.overlaid(&o))),
         (t, o) => o.or_else(|| t.clone()),
     };
     if out.foreach.is_empty() {
