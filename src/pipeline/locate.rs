@@ -3,8 +3,9 @@
 //!
 //! serde_yaml gives positions only for syntax and schema errors, so this scans the block
 //! structure of the text: indentation defines nesting. Flow-style maps are located at
-//! their parent key, which is still the right line. Each file is scanned once, when it is
-//! read ([`super::load`]); every later lookup is one hash-map probe per path prefix.
+//! their parent key, which is still the right line. A file's top two levels are scanned
+//! when it is read ([`super::load`]), the rest at most once more, at the first error that
+//! points below them; every lookup is one hash-map probe per path prefix.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub struct SourceMap {
     repeated: Vec<RepeatedName>,
 }
 
-/// Keys at these depths and above are located when a file is read.
+/// Keys this many levels down, or fewer, are located when a file is read.
 const SHALLOW_DEPTH: usize = 2;
 
 #[derive(Debug, Clone)]
