@@ -46,7 +46,7 @@ fn cached_inputs(
             arts.push(InputArtifact {
                 stage: up.name.clone(),
                 key: item.key.hex(),
-                coords: up.coords.clone(),
+                coords: up.coords.to_map(),
                 path,
             });
         }
@@ -87,7 +87,7 @@ pub(super) fn report_command(
         let ctx = StageCtx {
             name: inst.name.clone(),
             key: plan.item(i).key.hex(),
-            coords: inst.coords.clone(),
+            coords: inst.coords.to_map(),
             inputs,
             out_dir: dest.clone(),
             scratch: scratch.clone(),
@@ -139,7 +139,7 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
             input: inst.base.clone(),
             stage: inst.name.clone(),
             key: it.key.hex(),
-            coords: inst.coords.clone(),
+            coords: inst.coords.to_map(),
             metrics,
             history: None,
             stats: None,

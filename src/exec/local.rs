@@ -164,7 +164,7 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
         let mut ctx = StageCtx {
             name: job.inst.name.clone(),
             key: job.key.hex(),
-            coords: job.inst.coords.clone(),
+            coords: job.inst.coords.to_map(),
             inputs: job.inputs,
             out_dir: out_dir.clone(),
             scratch,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::doc::InputDoc;
 use super::error::PipelineError;
-use super::instance::{coord_key, coord_text, Coords, InputRef, StageInstance};
+use super::instance::{coord_key, coord_text, CellCoords, InputRef, StageInstance};
 use super::load::Context;
 
 /// An input reference as written: `stage`, `stage.sub/path`, or with coordinate filters
@@ -56,7 +56,7 @@ impl InputTarget {
     }
 
     /// Whether an upstream cell's coordinates pass the filters.
-    pub(super) fn admits(&self, coords: &Coords) -> bool {
+    pub(super) fn admits(&self, coords: &CellCoords) -> bool {
         self.filters
             .iter()
             .all(|(k, v)| coords.get(k).is_some_and(|c| coord_text(c) == *v))
@@ -161,7 +161,7 @@ impl CellGroups {
         up: &str,
         cells: &[usize],
         instances: &[StageInstance],
-        me: &Coords,
+        me: &CellCoords,
     ) -> Vec<usize> {
         let Some(&first) = cells.first() else {
             return Vec::new();
@@ -169,7 +169,7 @@ impl CellGroups {
         let shared: Vec<String> = instances[first]
             .coords
             .keys()
-            .filter(|k| me.contains_key(*k))
+            .filter(|k| me.contains_key(k))
             .cloned()
             .collect();
         if shared.is_empty() {
@@ -187,7 +187,7 @@ impl CellGroups {
                     let mut groups = CellsByCoords::new();
                     for &c in cells {
                         let at = &instances[c].coords;
-                        let values = shared.iter().map(|k| coord_key(&at[k])).collect();
+                        let values = shared.iter().map(|k| coord_key(&at[k.as_str()])).collect();
                         groups.entry(values).or_default().push(c);
                     }
                     groups
@@ -195,7 +195,8 @@ impl CellGroups {
             });
         match groups {
             Some(groups) => {
-                let values: Vec<String> = shared.iter().map(|k| coord_key(&me[k])).collect();
+                let values: Vec<String> =
+                    shared.iter().map(|k| coord_key(&me[k.as_str()])).collect();
                 groups.get(&values).cloned().unwrap_or_default()
             }
             None => cells.to_vec(),

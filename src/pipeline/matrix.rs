@@ -151,7 +151,7 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 version: erased.version(),
                 uses_backend: erased.uses_backend(),
                 params: super::StageParams::new(normalized),
-                coords,
+                coords: coords.into(),
                 inputs: Default::default(),
                 fingerprint,
                 publish,
@@ -383,7 +383,7 @@ fn follow_coords(
                         .doc
                         .foreach
                         .iter()
-                        .map(|a| (a.clone(), c[a].clone()))
+                        .map(|a| (a.clone(), c[a.as_str()].clone()))
                         .collect();
                     if seen.insert(combo.values().map(coord_key).collect()) {
                         combos.push(combo);

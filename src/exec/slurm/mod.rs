@@ -306,7 +306,7 @@ impl<'u> SlurmExecutor<'u> {
             stage: job.inst.name.clone(),
             kind: job.inst.kind.clone(),
             key: key.clone(),
-            coords: job.inst.coords.clone(),
+            coords: job.inst.coords.to_map(),
             params: job.inst.params.parsed().into_owned(),
             inputs: job
                 .inputs
