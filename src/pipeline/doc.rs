@@ -79,7 +79,7 @@ pub struct StageDoc {
     #[serde(default)]
     pub params: ParamsDoc,
     /// Input name -> upstream stage (`stage`, `stage.sub/path`) or a list of them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_sorted_keys")]
     pub inputs: InputDocs,
     /// Param -> values; the stage is expanded into the cartesian product.
     #[serde(default, deserialize_with = "unique_keys")]
@@ -161,50 +161,19 @@ impl<'de> Deserialize<'de> for ParamsDoc {
     }
 }
 
-/// A stage's `inputs:`, input name -> binding, sorted by name: a list, not a `BTreeMap`,
-/// whose first node has room for eleven inputs (632 bytes) where most stages bind one (63
-/// MB over a file of 100,000 stages, #27).
-#[derive(Debug, Clone, Default)]
-pub struct InputDocs(Vec<(String, InputDoc)>);
+/// A stage's `inputs:`, input name -> binding, sorted by name (read through
+/// [`unique_keys`]: a name written twice is refused).
+pub type InputDocs = super::sorted_map::SortedMap<InputDoc>;
 
-impl InputDocs {
-    pub fn keys(&self) -> impl Iterator<Item = &String> + Clone {
-        self.0.iter().map(|(name, _)| name)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &InputDoc> + Clone {
-        self.0.iter().map(|(_, doc)| doc)
-    }
-
-    /// `over`'s bindings laid over these (a stage's own inputs over its template's).
-    pub fn overlay(&mut self, over: InputDocs) {
-        for (name, doc) in over.0 {
-            match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
-                Ok(at) => self.0[at].1 = doc,
-                Err(at) => self.0.insert(at, (name, doc)),
-            }
-        }
-    }
-}
-
-/// The bindings, by input name.
-impl<'a> IntoIterator for &'a InputDocs {
-    type Item = (&'a String, &'a InputDoc);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, InputDoc)>,
-        fn(&'a (String, InputDoc)) -> (&'a String, &'a InputDoc),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(name, doc)| (name, doc))
-    }
-}
-
-/// A mapping whose every name is unique (a name written twice is refused, as elsewhere).
-impl<'de> Deserialize<'de> for InputDocs {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map: BTreeMap<String, InputDoc> = unique_keys(deserializer)?;
-        Ok(InputDocs(map.into_iter().collect()))
-    }
+/// [`unique_keys`] into a [`SortedMap`](super::sorted_map::SortedMap).
+fn unique_sorted_keys<'de, D, V>(
+    deserializer: D,
+) -> Result<super::sorted_map::SortedMap<V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    unique_keys(deserializer).map(Into::into)
 }
 
 /// An input binding: one reference or several.
