@@ -102,6 +102,30 @@ fn damaged(path: &Path, detail: String) -> CacheError {
     }
 }
 
+/// The snapshot that held the holder's index when it opened it, read for the entries the
+/// holder has not changed since instead of sled. sled keeps every tree node it reads
+/// in memory: a no-op run checks each cached result's entry, and at 100,000 results those
+/// reads were 84 MB of its peak (#27); a snapshot's values are read from its file and
+/// dropped.
+pub(super) struct OpenedAs {
+    path: PathBuf,
+    /// The index generation at open, which the snapshot must hold.
+    generation: u64,
+    /// Scanned at the first read (`None`: unreadable, or not of `generation`: sled answers).
+    scanned: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
+    /// The entries this process changed (each added before its change): sled answers
+    /// for them.
+    changed: std::sync::Mutex<std::collections::HashSet<StageKey>>,
+}
+
+impl OpenedAs {
+    fn changed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<StageKey>> {
+        self.changed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.
 #[derive(Clone)]
 pub(super) struct Index {
@@ -120,6 +144,9 @@ enum Store {
         db: sled::Db,
         entries: sled::Tree,
         last: sled::Tree,
+        /// Its entries as a snapshot of this very generation lists them (see
+        /// [`Index::read_entries_from`]).
+        opened_as: Option<std::sync::Arc<OpenedAs>>,
     },
     /// Another process holds the cache: its last snapshot, read only.
     Snapshot(super::snapshot_text::SnapshotText),
@@ -134,7 +161,12 @@ impl Index {
             let last = db.open_tree("last_run")?;
             Ok(Index {
                 path: path.to_path_buf(),
-                store: Store::Sled { db, entries, last },
+                store: Store::Sled {
+                    db,
+                    entries,
+                    last,
+                    opened_as: None,
+                },
                 changing: Default::default(),
             })
         });
@@ -150,6 +182,45 @@ impl Index {
                     .unwrap_or_else(|| "sled failed to read it".into()),
             )),
         }
+    }
+
+    /// Has the entries this process has not changed read from the snapshot at `snapshot`,
+    /// which holds the index as it is now, at `generation` (the caller found it so; the
+    /// scan checks again). Its lists are the same as sled's: entries that would
+    /// not parse were left out of it, and are taken for absent (their stage runs again).
+    pub(super) fn read_entries_from(&mut self, snapshot: &Path, generation: u64) {
+        if let Store::Sled { opened_as, .. } = &mut self.store {
+            *opened_as = Some(std::sync::Arc::new(OpenedAs {
+                path: snapshot.to_path_buf(),
+                generation,
+                scanned: Default::default(),
+                changed: Default::default(),
+            }));
+        }
+    }
+
+    /// The snapshot that still lists the entry of `key` as it is, if any (see
+    /// [`OpenedAs`]).
+    fn unchanged_snapshot(&self, key: &StageKey) -> Option<&super::snapshot_text::SnapshotText> {
+        let Store::Sled {
+            opened_as: Some(opened),
+            ..
+        } = &self.store
+        else {
+            return None;
+        };
+        if opened.changed().contains(key) {
+            return None;
+        }
+        opened
+            .scanned
+            .get_or_init(|| {
+                let file = std::fs::File::open(&opened.path).ok()?;
+                super::snapshot_text::SnapshotText::scan_entries(file)
+                    .ok()
+                    .filter(|s| s.generation() == opened.generation)
+            })
+            .as_ref()
     }
 
     /// A read-only index over `snapshot` (read from `path`).
@@ -246,6 +317,9 @@ impl Index {
     }
 
     pub(super) fn contains(&self, key: &StageKey) -> Result<bool, CacheError> {
+        if let Some(s) = self.unchanged_snapshot(key) {
+            return Ok(s.contains(key));
+        }
         match &self.store {
             Store::Sled { entries, .. } => entries.contains_key(key.0).map_err(|e| self.err(e)),
             Store::Snapshot(s) => Ok(s.contains(key)),
@@ -253,9 +327,9 @@ impl Index {
     }
 
     pub(super) fn entry(&self, key: &StageKey) -> Result<Option<Entry>, CacheError> {
-        let entries = match &self.store {
-            Store::Sled { entries, .. } => entries,
-            Store::Snapshot(s) => {
+        let entries = match (&self.store, self.unchanged_snapshot(key)) {
+            (Store::Sled { entries, .. }, None) => entries,
+            (Store::Snapshot(s), _) | (_, Some(s)) => {
                 return s.entry(key).map_err(|e| CacheError::Corrupt {
                     key: key.hex(),
                     message: format!("index entry unreadable: {e}"),
@@ -314,6 +388,17 @@ impl Index {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Has sled answer for `key` from now on (see [`OpenedAs`]); before its change.
+    fn note_change(&self, key: &StageKey) {
+        if let Store::Sled {
+            opened_as: Some(opened),
+            ..
+        } = &self.store
+        {
+            opened.changed().insert(*key);
+        }
+    }
+
     /// Counts one more change of the index (see [`Index::generation`]); the caller holds
     /// [`Index::change_lock`] until the change is made.
     fn bump_generation(&self) -> Result<(), CacheError> {
@@ -339,6 +424,7 @@ impl Index {
         {
             let _changing = self.change_lock();
             self.bump_generation()?;
+            self.note_change(key);
             entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
         }
         // Not flushed here: the entry's record (written and fsynced before) is what makes
@@ -354,6 +440,7 @@ impl Index {
         };
         let _changing = self.change_lock();
         self.bump_generation()?;
+        self.note_change(key);
         entries.remove(key.0).map_err(|e| self.err(e))?;
         Ok(())
     }

@@ -457,7 +457,7 @@ impl Cache {
             }
             Ok((index, generation, snapshot_current))
         });
-        let (index, generation, snapshot_current) = match opened {
+        let (mut index, generation, snapshot_current) = match opened {
             Ok(opened) => opened,
             // sled's log torn by the kill: every result is still in its record and blobs
             Err(CacheError::IndexDamaged { detail, .. }) if after_unclean_exit => {
@@ -488,6 +488,9 @@ impl Cache {
             write_snapshot(&index, root, &written)?;
             written.into_inner()
         };
+        if written == generation {
+            index.read_entries_from(&root.join(SNAPSHOT_FILE), generation);
+        }
         let snapshot = SnapshotWriter::start(index.clone(), root.to_path_buf(), written);
         let cache = Cache {
             root: root.to_path_buf(),

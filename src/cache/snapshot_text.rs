@@ -59,7 +59,7 @@ impl SnapshotText {
     /// The layout of `text` (an `index-snapshot.json`), which it keeps.
     #[cfg(test)]
     pub fn parse(text: String) -> Result<Self, ScanError> {
-        let layout = Layout::scan(text.as_bytes())?;
+        let layout = Layout::scan(text.as_bytes(), Sections::All)?;
         Ok(layout.into_snapshot(Source::Text(Arc::from(text))))
     }
 
@@ -67,7 +67,21 @@ impl SnapshotText {
     /// whole: at 100,000 results its text was 80 MB of `plan`'s memory, #27); values are
     /// read from the file when asked for.
     pub fn scan(file: File) -> Result<Self, ScanError> {
-        let layout = Layout::scan(std::io::BufReader::with_capacity(1 << 20, &file))?;
+        let layout = Layout::scan(
+            std::io::BufReader::with_capacity(1 << 20, &file),
+            Sections::All,
+        )?;
+        Ok(layout.into_snapshot(Source::File(Arc::new(file))))
+    }
+
+    /// [`SnapshotText::scan`] up to the end of `entries` (written before `last_run`):
+    /// the holder reads its entries here but its last runs from sled, and the last runs
+    /// are half the text.
+    pub fn scan_entries(file: File) -> Result<Self, ScanError> {
+        let layout = Layout::scan(
+            std::io::BufReader::with_capacity(1 << 20, &file),
+            Sections::UpToEntries,
+        )?;
         Ok(layout.into_snapshot(Source::File(Arc::new(file))))
     }
 
@@ -147,6 +161,14 @@ enum Section {
     Other,
 }
 
+/// How much of the text a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sections {
+    All,
+    /// Stops where `entries` ends (the generation comes before it).
+    UpToEntries,
+}
+
 /// What one pass over the text finds: the generation and each value's place. A byte
 /// scanner, not a JSON parser: it follows strings and nesting to find the members of
 /// `entries` and `last_run` and where each value starts and ends; the values themselves
@@ -178,10 +200,12 @@ struct Scanner {
     value_end: usize,
     generation: Vec<u8>,
     seen_top: bool,
+    /// The `entries` member has ended.
+    entries_done: bool,
 }
 
 impl Layout {
-    fn scan(mut input: impl BufRead) -> Result<Layout, ScanError> {
+    fn scan(mut input: impl BufRead, sections: Sections) -> Result<Layout, ScanError> {
         let mut scanner = Scanner::default();
         let mut layout = Layout::default();
         loop {
@@ -203,6 +227,9 @@ impl Layout {
                 }
                 scanner.byte(chunk[i], &mut layout)?;
                 i += 1;
+                if sections == Sections::UpToEntries && scanner.entries_done {
+                    return Ok(layout);
+                }
             }
             input.consume(n);
         }
@@ -395,6 +422,9 @@ impl Scanner {
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .ok_or(ScanError::Layout("the generation is not a number"))?;
+        }
+        if self.section == Some(Section::Entries) {
+            self.entries_done = true;
         }
         self.section = None;
         Ok(())
