@@ -102,27 +102,80 @@ fn damaged(path: &Path, detail: String) -> CacheError {
     }
 }
 
-/// The snapshot that held the holder's index when it opened it, read for the entries the
-/// holder has not changed since instead of sled. sled keeps every tree node it reads
-/// in memory: a no-op run checks each cached result's entry, and at 100,000 results those
-/// reads were 84 MB of its peak (#27); a snapshot's values are read from its file and
-/// dropped.
+/// The snapshot that held the holder's index when it opened it. sled keeps every tree
+/// node it reads in memory: a no-op run checks each cached result's entry, and each
+/// snapshot written after a run read the whole index back out of sled; at 100,000 results
+/// these reads were 84 and 91 MB of the run's peak (#27). So the holder reads the entries
+/// it has not changed since from this snapshot (values read from its file and dropped),
+/// and writes each later snapshot as this one less what it changed, plus what it changed
+/// as sled has it now ([`Index::write_merged_snapshot`]).
 pub(super) struct OpenedAs {
     path: PathBuf,
     /// The index generation at open, which the snapshot must hold.
     generation: u64,
     /// Scanned at the first read (`None`: unreadable, or not of `generation`: sled answers).
     scanned: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
-    /// The entries this process changed (each added before its change): sled answers
-    /// for them.
-    changed: std::sync::Mutex<std::collections::HashSet<StageKey>>,
+    changes: std::sync::Mutex<Changes>,
+}
+
+/// What this process changed in the index since it opened it (each noted before its
+/// change, under the change lock): sled answers for these.
+#[derive(Default)]
+struct Changes {
+    entries: std::collections::HashSet<StageKey>,
+    /// By `pipeline\0stage`.
+    last_runs: std::collections::HashSet<String>,
+    /// Too many to keep track of (most of a large index, as in a cold run): sled answers
+    /// for everything.
+    given_up: bool,
+}
+
+impl Changes {
+    /// Below this many changes the sets are kept whatever the index's size.
+    const ALWAYS_KEPT: usize = 4096;
+
+    fn len(&self) -> usize {
+        self.entries.len() + self.last_runs.len()
+    }
 }
 
 impl OpenedAs {
-    fn changed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<StageKey>> {
-        self.changed
+    fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
+        self.changes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The scanned snapshot, while it still tells the index apart from the changes.
+    fn snapshot(&self) -> Option<&super::snapshot_text::SnapshotText> {
+        self.scanned
+            .get_or_init(|| {
+                let file = std::fs::File::open(&self.path).ok()?;
+                super::snapshot_text::SnapshotText::scan_entries(file)
+                    .ok()
+                    .filter(|s| s.generation() == self.generation)
+            })
+            .as_ref()
+    }
+
+    /// Notes a change; past a quarter of the index (results and last runs alike) gives
+    /// up keeping track, which frees the sets.
+    fn note(&self, change: impl FnOnce(&mut Changes)) {
+        let mut changes = self.changes();
+        if changes.given_up {
+            return;
+        }
+        change(&mut changes);
+        if changes.len() > Changes::ALWAYS_KEPT {
+            let results = self.snapshot().map_or(0, |s| s.entry_count());
+            // last runs about as many as results
+            if changes.len() > results / 2 {
+                *changes = Changes {
+                    given_up: true,
+                    ..Changes::default()
+                };
+            }
+        }
     }
 }
 
@@ -194,7 +247,7 @@ impl Index {
                 path: snapshot.to_path_buf(),
                 generation,
                 scanned: Default::default(),
-                changed: Default::default(),
+                changes: Default::default(),
             }));
         }
     }
@@ -209,18 +262,13 @@ impl Index {
         else {
             return None;
         };
-        if opened.changed().contains(key) {
-            return None;
+        {
+            let changes = opened.changes();
+            if changes.given_up || changes.entries.contains(key) {
+                return None;
+            }
         }
-        opened
-            .scanned
-            .get_or_init(|| {
-                let file = std::fs::File::open(&opened.path).ok()?;
-                super::snapshot_text::SnapshotText::scan_entries(file)
-                    .ok()
-                    .filter(|s| s.generation() == opened.generation)
-            })
-            .as_ref()
+        opened.snapshot()
     }
 
     /// A read-only index over `snapshot` (read from `path`).
@@ -251,6 +299,9 @@ impl Index {
             }
             Store::Sled { entries, last, .. } => (entries, last),
         };
+        if let Some(generation) = self.write_merged_snapshot(out, path)? {
+            return Ok(generation);
+        }
         // The generation first, under the change lock, but not the read: a commit or a
         // last-run record made while the entries are read is not held up (at 100,000
         // results a read takes long enough to stall every worker for a tenth of a cold
@@ -297,6 +348,88 @@ impl Index {
         }
         out.write_all(b"}}").map_err(io_err(path))?;
         Ok(generation)
+    }
+
+    /// [`Index::write_snapshot_json`] from the snapshot the holder opened with and what it
+    /// changed since (see [`OpenedAs`]); `None` where that is not known (the caller then
+    /// reads the whole index from sled).
+    fn write_merged_snapshot(
+        &self,
+        out: &mut impl std::io::Write,
+        path: &Path,
+    ) -> Result<Option<u64>, CacheError> {
+        let Store::Sled {
+            entries,
+            last,
+            opened_as: Some(opened),
+            ..
+        } = &self.store
+        else {
+            return Ok(None);
+        };
+        let Some(base) = opened.snapshot() else {
+            return Ok(None);
+        };
+        // every change the generation counts is in the sets (both are taken under the
+        // change lock); a later one may or may not be in the text, as below
+        let (generation, mut changed_entries, mut changed_last) = {
+            let _no_change_meanwhile = self.change_lock();
+            let changes = opened.changes();
+            if changes.given_up {
+                return Ok(None);
+            }
+            let changed_entries: Vec<StageKey> = changes.entries.iter().copied().collect();
+            let changed_last: Vec<String> = changes.last_runs.iter().cloned().collect();
+            (self.generation()?, changed_entries, changed_last)
+        };
+        changed_entries.sort_unstable();
+        changed_last.sort_unstable();
+        let kept = base
+            .kept_members(
+                |k| changed_entries.binary_search(k).is_ok(),
+                |at| {
+                    changed_last
+                        .binary_search_by(|c| c.as_str().cmp(at))
+                        .is_ok()
+                },
+            )
+            .map_err(|e| CacheError::Corrupt {
+                key: opened.path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io_err(path))?;
+        let mut any = kept.copy_entries(base, out).map_err(io_err(path))?;
+        for key in &changed_entries {
+            let Some(v) = entries.get(key.0).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
+                continue;
+            }
+            let comma = if any { "," } else { "" };
+            any = true;
+            write!(out, "{comma}\"{}\":", key.hex()).map_err(io_err(path))?;
+            out.write_all(&v).map_err(io_err(path))?;
+        }
+        out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
+        let mut any = kept.copy_last_runs(base, out).map_err(io_err(path))?;
+        for at in &changed_last {
+            let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
+                continue;
+            }
+            if any {
+                out.write_all(b",").map_err(io_err(path))?;
+            }
+            any = true;
+            serde_json::to_writer(&mut *out, at).map_err(|e| io_err(path)(e.into()))?;
+            out.write_all(b":").map_err(io_err(path))?;
+            out.write_all(&v).map_err(io_err(path))?;
+        }
+        out.write_all(b"}}").map_err(io_err(path))?;
+        Ok(Some(generation))
     }
 
     pub(super) fn read_only(&self) -> CacheError {
@@ -388,14 +521,30 @@ impl Index {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Has sled answer for `key` from now on (see [`OpenedAs`]); before its change.
+    /// Has sled answer for the entry of `key` from now on (see [`OpenedAs`]); the caller
+    /// holds the change lock, before the change.
     fn note_change(&self, key: &StageKey) {
         if let Store::Sled {
             opened_as: Some(opened),
             ..
         } = &self.store
         {
-            opened.changed().insert(*key);
+            opened.note(|c| {
+                c.entries.insert(*key);
+            });
+        }
+    }
+
+    /// [`Index::note_change`] for the last-run record at `at`.
+    fn note_last_run_change(&self, at: &str) {
+        if let Store::Sled {
+            opened_as: Some(opened),
+            ..
+        } = &self.store
+        {
+            opened.note(|c| {
+                c.last_runs.insert(at.to_string());
+            });
         }
     }
 
@@ -499,15 +648,16 @@ impl Index {
             return Err(self.read_only());
         };
         let bytes = serde_json::to_vec(run).unwrap_or_default();
+        let at = Self::last_key(pipeline, stage);
         let _changing = self.change_lock();
         self.bump_generation()?;
+        self.note_last_run_change(&at);
         // a record changes: the pipeline's digest no longer vouches for its records
         if let Store::Sled { db, .. } = &self.store {
             db.remove(Self::digest_key(pipeline))
                 .map_err(|e| self.err(e))?;
         }
-        last.insert(Self::last_key(pipeline, stage).as_bytes(), bytes)
-            .map_err(|e| self.err(e))?;
+        last.insert(at.as_bytes(), bytes).map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -578,5 +728,124 @@ mod tests {
         assert_eq!(read.generation, 2);
         assert_eq!(read.entries[&key.hex()].stage, entry.stage);
         assert_eq!(read.last_run["/p.yaml\0a"], run);
+    }
+
+    /// The index as a snapshot written from sled alone.
+    fn full_snapshot(index: &Index) -> IndexSnapshot {
+        let mut whole = index.clone();
+        if let Store::Sled { opened_as, .. } = &mut whole.store {
+            *opened_as = None;
+        }
+        let mut text = Vec::new();
+        whole
+            .write_snapshot_json(&mut text, Path::new("full"))
+            .expect("snapshot");
+        serde_json::from_slice(&text).expect("valid JSON")
+    }
+
+    fn run_of(key: &StageKey, cmd: &str) -> LastRun {
+        LastRun {
+            key: key.hex(),
+            material: KeyMaterial {
+                kind: "shell".into(),
+                version: 1,
+                params: serde_json::json!({ "cmd": cmd }),
+                inputs: Default::default(),
+                fingerprint: None,
+                backend: None,
+            },
+            input_stages: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_holder_reads_unchanged_entries_from_its_opening_snapshot_and_writes_the_next_one_from_it(
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        let snapshot = dir.path().join("index-snapshot.json");
+        let entry = |stage: &str| Entry {
+            stage: stage.into(),
+            ..Entry::default()
+        };
+        let keys: Vec<StageKey> = (0..6u8).map(|i| StageKey([i; 32])).collect();
+        let generation = {
+            let index = Index::open(&path).expect("opens");
+            for (i, key) in keys.iter().enumerate() {
+                index
+                    .insert_entry(key, &entry(&format!("s{i}")))
+                    .expect("insert");
+                index
+                    .set_last_run("/p.yaml", &format!("s{i}"), &run_of(key, "echo"))
+                    .expect("last run");
+            }
+            let mut out = std::fs::File::create(&snapshot).expect("create");
+            let generation = index
+                .write_snapshot_json(&mut out, &snapshot)
+                .expect("written");
+            index.flush().expect("flush");
+            generation
+        };
+        let mut index = Index::open(&path).expect("reopens");
+        index.read_entries_from(&snapshot, generation);
+        assert!(
+            index.unchanged_snapshot(&keys[0]).is_some(),
+            "read from the snapshot"
+        );
+        assert_eq!(
+            index.entry(&keys[0]).expect("reads").expect("there").stage,
+            "s0"
+        );
+        // changes: one entry replaced, one removed, one added, a last run rewritten
+        index
+            .insert_entry(&keys[1], &entry("s1 again"))
+            .expect("insert");
+        index.remove(&keys[2]).expect("remove");
+        let added = StageKey([9; 32]);
+        index.insert_entry(&added, &entry("new")).expect("insert");
+        index
+            .set_last_run("/p.yaml", "s3", &run_of(&keys[3], "echo again"))
+            .expect("last run");
+        assert!(index.unchanged_snapshot(&keys[1]).is_none(), "sled answers");
+        assert_eq!(
+            index.entry(&keys[1]).expect("reads").expect("there").stage,
+            "s1 again"
+        );
+        assert!(!index.contains(&keys[2]).expect("reads"));
+        assert!(index.contains(&added).expect("reads"));
+        assert!(index.contains(&keys[4]).expect("reads"));
+        let mut text = Vec::new();
+        let written = index
+            .write_snapshot_json(&mut text, Path::new("merged"))
+            .expect("merged snapshot");
+        assert_eq!(written, generation + 4);
+        let merged: IndexSnapshot = serde_json::from_slice(&text).expect("valid JSON");
+        let whole = full_snapshot(&index);
+        assert_eq!(
+            serde_json::to_value(&merged).expect("json"),
+            serde_json::to_value(&whole).expect("json"),
+            "the merged snapshot is the one sled would give"
+        );
+        assert_eq!(merged.entries.len(), 6);
+        assert_eq!(
+            merged.last_run["/p.yaml\0s3"].material.params["cmd"],
+            "echo again"
+        );
+        // past what it keeps track of (a cold run's worth), sled answers for everything
+        for i in 0..=Changes::ALWAYS_KEPT as u32 {
+            let mut bytes = [0xab; 32];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            index
+                .insert_entry(&StageKey(bytes), &entry("bulk"))
+                .expect("insert");
+        }
+        assert!(index.unchanged_snapshot(&keys[4]).is_none(), "given up");
+        assert!(index.contains(&keys[4]).expect("reads"));
+        let mut text = Vec::new();
+        index
+            .write_snapshot_json(&mut text, Path::new("whole"))
+            .expect("snapshot");
+        let after: IndexSnapshot = serde_json::from_slice(&text).expect("valid JSON");
+        assert_eq!(after.entries.len(), 6 + Changes::ALWAYS_KEPT + 1);
     }
 }

@@ -99,6 +99,68 @@ impl SnapshotText {
         }
     }
 
+    /// The text from its start (a file is read at offsets, never moved).
+    fn reader(&self) -> Box<dyn BufRead + '_> {
+        match &self.source {
+            Source::Text(text) => Box::new(text.as_bytes()),
+            Source::File(file) => Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                FileFrom { file, at: 0 },
+            )),
+        }
+    }
+
+    /// The members of its `entries` and `last_run` that `leave_out_entry` and
+    /// `leave_out_last_run` do not name, as runs of text to copy as they are: what the
+    /// holder's next snapshot keeps of the one it opened with (see [`KeptMembers`]).
+    pub fn kept_members(
+        &self,
+        leave_out_entry: impl Fn(&StageKey) -> bool,
+        leave_out_last_run: impl Fn(&str) -> bool,
+    ) -> Result<KeptMembers, ScanError> {
+        let mut kept = KeptMembers {
+            leave_out_entry,
+            leave_out_last_run,
+            entries: Vec::new(),
+            last_run: Vec::new(),
+            previous_kept: false,
+        };
+        scan(self.reader(), Sections::All, &mut kept)?;
+        Ok(KeptMembers {
+            leave_out_entry: (),
+            leave_out_last_run: (),
+            entries: kept.entries,
+            last_run: kept.last_run,
+            previous_kept: false,
+        })
+    }
+
+    /// Writes `runs` of its text to `out`, separated by commas; whether it wrote any.
+    fn copy_runs(&self, runs: &[Span], out: &mut impl std::io::Write) -> std::io::Result<bool> {
+        for (i, run) in runs.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            match &self.source {
+                Source::Text(text) => {
+                    out.write_all(&text.as_bytes()[run.start..run.start + run.len])?
+                }
+                Source::File(file) => {
+                    let from = FileFrom {
+                        file,
+                        at: run.start as u64,
+                    };
+                    let copied =
+                        std::io::copy(&mut std::io::Read::take(from, run.len as u64), out)?;
+                    if copied != run.len as u64 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+            }
+        }
+        Ok(!runs.is_empty())
+    }
+
     fn parsed<T: serde::de::DeserializeOwned>(&self, span: Span) -> Result<T, serde_json::Error> {
         let text = self.value(span).unwrap_or_default();
         serde_json::from_str(&text)
@@ -106,6 +168,11 @@ impl SnapshotText {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// How many entries it lists.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
     }
 
     pub fn contains(&self, key: &StageKey) -> bool {
@@ -161,6 +228,98 @@ enum Section {
     Other,
 }
 
+/// A file read from offset `at` on, at offsets (`pread`): readers share the file.
+struct FileFrom<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl std::io::Read for FileFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// The members of a snapshot kept in the next one: each section's runs of consecutive
+/// kept members (`"name":value,"name":value`), copied as they are. The holder's next
+/// snapshot is the one it opened with less the results it changed since, plus those
+/// results as sled has them now: the text of 100,000 unchanged results is copied, not
+/// read back out of sled, which keeps every node it reads (#27). `L` and `R` are the
+/// leave-out tests while scanning, `()` after.
+pub(super) struct KeptMembers<L = (), R = ()> {
+    leave_out_entry: L,
+    leave_out_last_run: R,
+    entries: Vec<Span>,
+    last_run: Vec<Span>,
+    /// The member before this one (of the same section) was kept: a kept member extends
+    /// its run.
+    previous_kept: bool,
+}
+
+impl KeptMembers {
+    /// Writes the kept members of `entries` (of `text`, which was scanned) to `out`,
+    /// comma-separated; whether there were any.
+    pub fn copy_entries(
+        &self,
+        text: &SnapshotText,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<bool> {
+        text.copy_runs(&self.entries, out)
+    }
+
+    /// [`KeptMembers::copy_entries`] for `last_run`.
+    pub fn copy_last_runs(
+        &self,
+        text: &SnapshotText,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<bool> {
+        text.copy_runs(&self.last_run, out)
+    }
+}
+
+impl<L: Fn(&StageKey) -> bool, R: Fn(&str) -> bool> Members for KeptMembers<L, R> {
+    fn generation(&mut self, _: u64) {}
+
+    fn member(
+        &mut self,
+        section: Section,
+        name: &[u8],
+        member_start: usize,
+        value: Span,
+    ) -> Result<(), ScanError> {
+        let (keep, runs) = match section {
+            Section::Entries => {
+                // names that are not stage keys are left out, as a read leaves them out
+                let key = std::str::from_utf8(name).ok().and_then(StageKey::from_hex);
+                let keep = key.is_some_and(|key| !(self.leave_out_entry)(&key));
+                (keep, &mut self.entries)
+            }
+            Section::LastRun => (
+                !(self.leave_out_last_run)(&last_run_name(name)?),
+                &mut self.last_run,
+            ),
+            Section::Generation | Section::Other => return Ok(()),
+        };
+        // a section's first member finds no run of its own section to extend
+        let end = value.start + value.len;
+        match runs.last_mut() {
+            Some(run) if keep && self.previous_kept => {
+                run.len = end - run.start;
+            }
+            _ if keep => runs.push(Span {
+                start: member_start,
+                len: end - member_start,
+            }),
+            _ => {}
+        }
+        self.previous_kept = keep;
+        Ok(())
+    }
+}
+
 /// How much of the text a scan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sections {
@@ -178,6 +337,45 @@ struct Layout {
     generation: u64,
     entries: HashMap<StageKey, Span>,
     last_run: HashMap<String, Span>,
+}
+
+/// A last-run name as written in the text (escapes kept), unescaped.
+fn last_run_name(raw: &[u8]) -> Result<String, ScanError> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice(&quoted)
+        .map_err(|_| ScanError::Layout("a last-run name is not a JSON string"))
+}
+
+impl Members for Layout {
+    fn generation(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
+    fn member(
+        &mut self,
+        section: Section,
+        name: &[u8],
+        _member_start: usize,
+        value: Span,
+    ) -> Result<(), ScanError> {
+        match section {
+            Section::Entries => {
+                // keys that are not stage keys are left out, as the full parse left them
+                let key = std::str::from_utf8(name).ok().and_then(StageKey::from_hex);
+                if let Some(key) = key {
+                    self.entries.insert(key, value);
+                }
+            }
+            Section::LastRun => {
+                self.last_run.insert(last_run_name(name)?, value);
+            }
+            Section::Generation | Section::Other => {}
+        }
+        Ok(())
+    }
 }
 
 /// The scanner's state between bytes (the text comes in buffers).
@@ -202,40 +400,66 @@ struct Scanner {
     seen_top: bool,
     /// The `entries` member has ended.
     entries_done: bool,
+    /// Where the member being read starts (its name's quote).
+    member_start: usize,
+}
+
+/// What a scan reports, member by member.
+trait Members {
+    fn generation(&mut self, generation: u64);
+    /// A member of `section` (`entries` or `last_run`): its name as written (escapes
+    /// kept), where the member starts (its name's quote) and where its value is.
+    fn member(
+        &mut self,
+        section: Section,
+        name: &[u8],
+        member_start: usize,
+        value: Span,
+    ) -> Result<(), ScanError>;
+}
+
+/// One pass of the scanner over `input`, reporting to `members`.
+fn scan(
+    mut input: impl BufRead,
+    sections: Sections,
+    members: &mut impl Members,
+) -> Result<(), ScanError> {
+    let mut scanner = Scanner::default();
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        let mut i = 0;
+        while i < n {
+            // inside a string only a quote or a backslash matters: skip to it
+            if scanner.in_string && !scanner.escaped {
+                let run = memchr::memchr2(b'"', b'\\', &chunk[i..]).unwrap_or(n - i);
+                scanner.string_run(&chunk[i..i + run]);
+                i += run;
+                if i == n {
+                    break;
+                }
+            }
+            scanner.byte(chunk[i], members)?;
+            i += 1;
+            if sections == Sections::UpToEntries && scanner.entries_done {
+                return Ok(());
+            }
+        }
+        input.consume(n);
+    }
+    if !scanner.seen_top || scanner.depth != 0 || scanner.in_string {
+        return Err(ScanError::Layout("the text ends inside the object"));
+    }
+    Ok(())
 }
 
 impl Layout {
-    fn scan(mut input: impl BufRead, sections: Sections) -> Result<Layout, ScanError> {
-        let mut scanner = Scanner::default();
+    fn scan(input: impl BufRead, sections: Sections) -> Result<Layout, ScanError> {
         let mut layout = Layout::default();
-        loop {
-            let chunk = input.fill_buf()?;
-            if chunk.is_empty() {
-                break;
-            }
-            let n = chunk.len();
-            let mut i = 0;
-            while i < n {
-                // inside a string only a quote or a backslash matters: skip to it
-                if scanner.in_string && !scanner.escaped {
-                    let run = memchr::memchr2(b'"', b'\\', &chunk[i..]).unwrap_or(n - i);
-                    scanner.string_run(&chunk[i..i + run]);
-                    i += run;
-                    if i == n {
-                        break;
-                    }
-                }
-                scanner.byte(chunk[i], &mut layout)?;
-                i += 1;
-                if sections == Sections::UpToEntries && scanner.entries_done {
-                    return Ok(layout);
-                }
-            }
-            input.consume(n);
-        }
-        if !scanner.seen_top || scanner.depth != 0 || scanner.in_string {
-            return Err(ScanError::Layout("the text ends inside the object"));
-        }
+        scan(input, sections, &mut layout)?;
         Ok(layout)
     }
 
@@ -254,7 +478,7 @@ impl Scanner {
         matches!(self.section, Some(Section::Entries | Section::LastRun))
     }
 
-    fn byte(&mut self, b: u8, layout: &mut Layout) -> Result<(), ScanError> {
+    fn byte(&mut self, b: u8, layout: &mut impl Members) -> Result<(), ScanError> {
         let p = self.pos;
         self.pos += 1;
         if self.in_string {
@@ -290,6 +514,7 @@ impl Scanner {
                     self.expect_key[d] = false;
                     self.reading_key = true;
                     self.key.clear();
+                    self.member_start = p;
                 } else {
                     self.value_byte(p);
                 }
@@ -379,7 +604,7 @@ impl Scanner {
     }
 
     /// The member of `entries` or `last_run` whose value ended here.
-    fn end_member(&mut self, layout: &mut Layout) -> Result<(), ScanError> {
+    fn end_member(&mut self, members: &mut impl Members) -> Result<(), ScanError> {
         if !self.in_value {
             return Ok(());
         }
@@ -387,41 +612,27 @@ impl Scanner {
         let Some(start) = self.value_start.take() else {
             return Err(ScanError::Layout("a member without a value"));
         };
-        let span = Span {
+        let value = Span {
             start,
             len: self.value_end - start,
         };
         match self.section {
-            Some(Section::Entries) => {
-                // keys that are not stage keys are left out, as the full parse left them
-                let key = std::str::from_utf8(&self.key)
-                    .ok()
-                    .and_then(StageKey::from_hex);
-                if let Some(key) = key {
-                    layout.entries.insert(key, span);
-                }
+            Some(section @ (Section::Entries | Section::LastRun)) => {
+                members.member(section, &self.key, self.member_start, value)
             }
-            Some(Section::LastRun) => {
-                let mut quoted = Vec::with_capacity(self.key.len() + 2);
-                quoted.push(b'"');
-                quoted.extend_from_slice(&self.key);
-                quoted.push(b'"');
-                let at: String = serde_json::from_slice(&quoted)
-                    .map_err(|_| ScanError::Layout("a last-run name is not a JSON string"))?;
-                layout.last_run.insert(at, span);
-            }
-            _ => {}
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// A member of the top object ended (a section, or the generation).
-    fn end_top_member(&mut self, layout: &mut Layout) -> Result<(), ScanError> {
+    fn end_top_member(&mut self, members: &mut impl Members) -> Result<(), ScanError> {
         if self.section == Some(Section::Generation) {
-            layout.generation = std::str::from_utf8(&self.generation)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or(ScanError::Layout("the generation is not a number"))?;
+            members.generation(
+                std::str::from_utf8(&self.generation)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or(ScanError::Layout("the generation is not a number"))?,
+            );
         }
         if self.section == Some(Section::Entries) {
             self.entries_done = true;
@@ -517,5 +728,47 @@ mod tests {
         assert!(SnapshotText::scan(File::open(&path).expect("open")).is_err());
         std::fs::write(&path, "[1, 2]").expect("write");
         assert!(SnapshotText::scan(File::open(&path).expect("open")).is_err());
+    }
+
+    #[test]
+    fn kept_members_copy_as_runs_of_the_text_whatever_is_left_out() {
+        let mut snapshot = IndexSnapshot::default();
+        for i in 0..5u8 {
+            snapshot
+                .entries
+                .insert(StageKey([i; 32]).hex(), Entry::default());
+        }
+        let material: crate::hash::KeyMaterial = serde_json::from_value(serde_json::json!({
+            "kind": "shell", "version": 1, "inputs": {}, "params": {}
+        }))
+        .expect("material");
+        for at in ["p\0a", "p\0b"] {
+            let run = LastRun {
+                key: String::new(),
+                material: material.clone(),
+                input_stages: Default::default(),
+            };
+            snapshot.last_run.insert(at.into(), run);
+        }
+        let text =
+            SnapshotText::parse(serde_json::to_string(&snapshot).expect("json")).expect("scans");
+        // the first, a middle and the last entry left out; every last run
+        let left_out = [0u8, 2, 4];
+        let kept = text
+            .kept_members(|k| left_out.contains(&k.0[0]), |_| true)
+            .expect("scans");
+        assert_eq!(kept.entries.len(), 2, "two runs of one member each");
+        let mut out = b"{\"generation\":0,\"entries\":{".to_vec();
+        assert!(kept.copy_entries(&text, &mut out).expect("copies"));
+        out.extend_from_slice(b"},\"last_run\":{");
+        assert!(!kept.copy_last_runs(&text, &mut out).expect("copies"));
+        out.extend_from_slice(b"}}");
+        let back: IndexSnapshot = serde_json::from_slice(&out).expect("valid JSON");
+        let keys: Vec<String> = back.entries.keys().cloned().collect();
+        assert_eq!(keys, [StageKey([1; 32]).hex(), StageKey([3; 32]).hex()]);
+        assert!(back.last_run.is_empty());
+        // nothing left out: one run a section, the text as it was
+        let kept = text.kept_members(|_| false, |_| false).expect("scans");
+        assert_eq!((kept.entries.len(), kept.last_run.len()), (1, 1));
     }
 }
