@@ -115,6 +115,8 @@ pub(super) struct OpenedAs {
     generation: u64,
     /// Scanned at the first read (`None`: unreadable, or not of `generation`: sled answers).
     scanned: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
+    /// Its last runs, scanned apart at the first read of one (a no-op run reads none).
+    last_runs: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
     changes: std::sync::Mutex<Changes>,
 }
 
@@ -152,6 +154,18 @@ impl OpenedAs {
             .get_or_init(|| {
                 let file = std::fs::File::open(&self.path).ok()?;
                 super::snapshot_text::SnapshotText::scan_entries(file)
+                    .ok()
+                    .filter(|s| s.generation() == self.generation)
+            })
+            .as_ref()
+    }
+
+    /// The scanned last runs (see [`OpenedAs::snapshot`]).
+    fn last_runs(&self) -> Option<&super::snapshot_text::SnapshotText> {
+        self.last_runs
+            .get_or_init(|| {
+                let file = std::fs::File::open(&self.path).ok()?;
+                super::snapshot_text::SnapshotText::scan_last_runs(file)
                     .ok()
                     .filter(|s| s.generation() == self.generation)
             })
@@ -247,6 +261,7 @@ impl Index {
                 path: snapshot.to_path_buf(),
                 generation,
                 scanned: Default::default(),
+                last_runs: Default::default(),
                 changes: Default::default(),
             }));
         }
@@ -269,6 +284,24 @@ impl Index {
             }
         }
         opened.snapshot()
+    }
+
+    /// The snapshot that still holds the last run at `at` as it is, if any.
+    fn unchanged_last_runs(&self, at: &str) -> Option<&super::snapshot_text::SnapshotText> {
+        let Store::Sled {
+            opened_as: Some(opened),
+            ..
+        } = &self.store
+        else {
+            return None;
+        };
+        {
+            let changes = opened.changes();
+            if changes.given_up || changes.last_runs.contains(at) {
+                return None;
+            }
+        }
+        opened.last_runs()
     }
 
     /// A read-only index over `snapshot` (read from `path`).
@@ -604,6 +637,9 @@ impl Index {
         stage: &str,
     ) -> Result<Option<LastRun>, CacheError> {
         let key = Self::last_key(pipeline, stage);
+        if let Some(s) = self.unchanged_last_runs(&key) {
+            return Ok(s.last_run(&key));
+        }
         match &self.store {
             Store::Sled { last, .. } => Ok(last
                 .get(key.as_bytes())
@@ -622,6 +658,9 @@ impl Index {
         key: &str,
     ) -> Result<bool, CacheError> {
         let at = Self::last_key(pipeline, stage);
+        if let Some(s) = self.unchanged_last_runs(&at) {
+            return Ok(s.last_run_is(&at, key));
+        }
         let Store::Sled { last, .. } = &self.store else {
             return Ok(self
                 .last_run(pipeline, stage)?
@@ -814,6 +853,28 @@ mod tests {
         assert!(!index.contains(&keys[2]).expect("reads"));
         assert!(index.contains(&added).expect("reads"));
         assert!(index.contains(&keys[4]).expect("reads"));
+        assert!(
+            index.unchanged_last_runs("/p.yaml\0s4").is_some(),
+            "read from the snapshot"
+        );
+        assert!(index
+            .last_run_is("/p.yaml", "s4", &keys[4].hex())
+            .expect("reads"));
+        assert!(!index
+            .last_run_is("/p.yaml", "s4", &keys[5].hex())
+            .expect("reads"));
+        assert_eq!(
+            index.last_run("/p.yaml", "s4").expect("reads"),
+            Some(run_of(&keys[4], "echo"))
+        );
+        assert!(
+            index.unchanged_last_runs("/p.yaml\0s3").is_none(),
+            "sled answers"
+        );
+        assert_eq!(
+            index.last_run("/p.yaml", "s3").expect("reads"),
+            Some(run_of(&keys[3], "echo again"))
+        );
         let mut text = Vec::new();
         let written = index
             .write_snapshot_json(&mut text, Path::new("merged"))

@@ -56,6 +56,15 @@ pub(super) enum ScanError {
 }
 
 impl SnapshotText {
+    /// [`SnapshotText::scan`] for the last runs alone (see [`SnapshotText::scan_entries`]).
+    pub fn scan_last_runs(file: File) -> Result<Self, ScanError> {
+        let layout = Layout::scan(
+            std::io::BufReader::with_capacity(1 << 20, &file),
+            Sections::LastRuns,
+        )?;
+        Ok(layout.into_snapshot(Source::File(Arc::new(file))))
+    }
+
     /// The layout of `text` (an `index-snapshot.json`), which it keeps.
     #[cfg(test)]
     pub fn parse(text: String) -> Result<Self, ScanError> {
@@ -201,6 +210,23 @@ impl SnapshotText {
         self.parsed(*span).ok()
     }
 
+    /// Whether the last run at `pipeline\0stage` recorded `key` (hex): records are
+    /// written `{"key":"<hex>",...`, so most are told by their first bytes.
+    pub fn last_run_is(&self, at: &str, key: &str) -> bool {
+        let Some(span) = self.last_run.get(at) else {
+            return false;
+        };
+        let prefix = format!("{{\"key\":{}", serde_json::Value::from(key));
+        let head = Span {
+            start: span.start,
+            len: span.len.min(prefix.len()),
+        };
+        if self.value(head).is_some_and(|h| h == prefix) {
+            return true;
+        }
+        self.last_run(at).is_some_and(|r| r.key == key)
+    }
+
     /// Everything, parsed.
     pub fn to_snapshot(&self) -> IndexSnapshot {
         IndexSnapshot {
@@ -326,6 +352,8 @@ enum Sections {
     All,
     /// Stops where `entries` ends (the generation comes before it).
     UpToEntries,
+    /// The generation and `last_run`; the entries are passed over.
+    LastRuns,
 }
 
 /// What one pass over the text finds: the generation and each value's place. A byte
@@ -337,6 +365,7 @@ struct Layout {
     generation: u64,
     entries: HashMap<StageKey, Span>,
     last_run: HashMap<String, Span>,
+    skip_entries: bool,
 }
 
 /// A last-run name as written in the text (escapes kept), unescaped.
@@ -362,6 +391,7 @@ impl Members for Layout {
         value: Span,
     ) -> Result<(), ScanError> {
         match section {
+            Section::Entries if self.skip_entries => {}
             Section::Entries => {
                 // keys that are not stage keys are left out, as the full parse left them
                 let key = std::str::from_utf8(name).ok().and_then(StageKey::from_hex);
@@ -458,7 +488,10 @@ fn scan(
 
 impl Layout {
     fn scan(input: impl BufRead, sections: Sections) -> Result<Layout, ScanError> {
-        let mut layout = Layout::default();
+        let mut layout = Layout {
+            skip_entries: sections == Sections::LastRuns,
+            ..Layout::default()
+        };
         scan(input, sections, &mut layout)?;
         Ok(layout)
     }
