@@ -33,7 +33,7 @@ fn fixture_index() -> Vec<(String, InputArtifact)> {
             let artifact = InputArtifact {
                 stage: r["stage"].as_str().unwrap().to_string(),
                 key: r["key"].as_str().unwrap().to_string(),
-                coords,
+                coords: coords.into(),
                 path: fixtures().join(r["dir"].as_str().unwrap()),
             };
             (r["input"].as_str().unwrap().to_string(), artifact)
@@ -44,7 +44,9 @@ fn fixture_index() -> Vec<(String, InputArtifact)> {
 fn fixture_rows() -> Vec<ResultRow> {
     fixture_index()
         .into_iter()
-        .map(|(input, a)| ResultRow::load(&input, &a.stage, &a.key, a.coords, &a.path).unwrap())
+        .map(|(input, a)| {
+            ResultRow::load(&input, &a.stage, &a.key, a.coords.to_map(), &a.path).unwrap()
+        })
         .collect()
 }
 

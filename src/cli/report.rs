@@ -46,7 +46,7 @@ fn cached_inputs(
             arts.push(InputArtifact {
                 stage: up.name.clone(),
                 key: item.key.hex(),
-                coords: up.coords.to_map(),
+                coords: up.coords.clone(),
                 path,
             });
         }

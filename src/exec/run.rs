@@ -536,7 +536,7 @@ pub fn resolve_inputs(
             arts.push(InputArtifact {
                 stage: up.name.clone(),
                 key: key.hex(),
-                coords: up.coords.to_map(),
+                coords: up.coords.clone(),
                 path,
             });
         }

@@ -17,8 +17,10 @@ pub struct InputArtifact {
     pub stage: String,
     /// Its stage key (hex).
     pub key: String,
-    /// Its matrix coordinates (empty when the upstream stage has no matrix).
-    pub coords: BTreeMap<String, serde_json::Value>,
+    /// Its matrix coordinates (empty when the upstream stage has no matrix): a sorted
+    /// list, not a `BTreeMap`, whose first entry alone took 632 bytes (a table reading
+    /// 50,000 cells held 32 MB of them, #27).
+    pub coords: crate::pipeline::CellCoords,
     /// Path of the artifact (a directory, or a file/dir inside it for `stage.output`).
     pub path: PathBuf,
 }
@@ -168,7 +170,7 @@ impl StageCtx {
                 .push(InputArtifact {
                     stage: format!("{input}-source"),
                     key: String::new(),
-                    coords: BTreeMap::new(),
+                    coords: Default::default(),
                     path: path.to_path_buf(),
                 });
         }

@@ -260,7 +260,7 @@ impl Stage for CvAggregateStage {
                 .zip(m.get("n").and_then(Value::as_u64))
                 .map(|(a, b)| a + b);
             per_fold.push(FoldScore {
-                coords: f.coords.clone(),
+                coords: f.coords.to_map(),
                 stage: f.stage.clone(),
                 key: f.key.clone(),
                 prf: counts(&m, &f.stage)?,
@@ -314,6 +314,8 @@ mod tests {
                 ("fold".to_string(), json!(i)),
                 ("head".to_string(), json!(head)),
             ]
+            .into_iter()
+            .collect::<BTreeMap<_, _>>()
             .into(),
             path: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("tests/fixtures/report/predictions/ppi_fold{i}")),

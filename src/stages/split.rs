@@ -54,7 +54,7 @@ mod tests {
                 vec![InputArtifact {
                     stage: input.to_string(),
                     key: "k".into(),
-                    coords: BTreeMap::new(),
+                    coords: Default::default(),
                     path: path.to_path_buf(),
                 }],
             );

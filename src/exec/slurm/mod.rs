@@ -318,7 +318,7 @@ impl<'u> SlurmExecutor<'u> {
                         .map(|a| SpecInput {
                             stage: a.stage.clone(),
                             key: a.key.clone(),
-                            coords: a.coords.clone(),
+                            coords: a.coords.to_map(),
                             path: a.path.clone(),
                         })
                         .collect();

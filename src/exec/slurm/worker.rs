@@ -96,7 +96,7 @@ pub fn exec_stage(spec_path: &Path, registry: &StageRegistry) -> Result<bool, Wo
                 .push(InputArtifact {
                     stage: a.stage.clone(),
                     key: a.key.clone(),
-                    coords: a.coords.clone(),
+                    coords: a.coords.clone().into(),
                     path: a.path.clone(),
                 });
         }
