@@ -549,6 +549,28 @@ fn a_no_op_run_leaves_the_index_snapshot_alone() {
     assert_eq!(shown(&p, "d", "d.txt"), "DELTA\n");
 }
 
+/// #27: the snapshot a run leaves is the one it opened with, less the results it changed,
+/// plus those results as they are now: a reader sees both what the run replaced or added
+/// and every result it left alone.
+#[test]
+fn the_snapshot_after_a_run_holds_what_it_changed_and_what_it_kept() {
+    let p = Project::new();
+    p.write("p.yaml", CHAIN);
+    assert!(p.ok(&["run", "p.yaml"]).contains("ran 4, cached 0"));
+    // a new result for d; a, b and c committed again under their own keys
+    p.write("p.yaml", &CHAIN.replace("echo delta", "echo DELTA"));
+    assert!(p
+        .ok(&["run", "p.yaml", "--force", "a"])
+        .contains("ran 4, cached 0"));
+    assert_eq!(shown(&p, "d", "d.txt"), "DELTA\n");
+    assert_eq!(shown(&p, "c", "c.txt"), "ALPHA\nALPHA\n");
+    // the result of the old d, untouched by that run, is still listed
+    p.write("p.yaml", CHAIN);
+    assert!(p.ok(&["plan", "p.yaml"]).contains("0 to run, 4 cached"));
+    assert_eq!(shown(&p, "d", "d.txt"), "delta\n");
+    assert!(p.ok(&["run", "p.yaml"]).contains("ran 0, cached 4"));
+}
+
 /// `n` shell stages, each hashing the outputs of the one before and of the one at half
 /// its index with its own number: the last output depends on every stage.
 fn hash_chain(n: usize) -> String {
