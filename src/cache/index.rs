@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot_text::SnapshotText;
 use super::{io_err, CacheError};
 use crate::hash::{KeyMaterial, StageKey};
 
@@ -114,9 +115,9 @@ pub(super) struct OpenedAs {
     /// The index generation at open, which the snapshot must hold.
     generation: u64,
     /// Scanned at the first read (`None`: unreadable, or not of `generation`: sled answers).
-    scanned: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
+    scanned: std::sync::OnceLock<Option<SnapshotText>>,
     /// Its last runs, scanned apart at the first read of one (a no-op run reads none).
-    last_runs: std::sync::OnceLock<Option<super::snapshot_text::SnapshotText>>,
+    last_runs: std::sync::OnceLock<Option<SnapshotText>>,
     changes: std::sync::Mutex<Changes>,
 }
 
@@ -148,28 +149,37 @@ impl OpenedAs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The scanned snapshot, while it still tells the index apart from the changes.
-    fn snapshot(&self) -> Option<&super::snapshot_text::SnapshotText> {
-        self.scanned
-            .get_or_init(|| {
-                let file = std::fs::File::open(&self.path).ok()?;
-                super::snapshot_text::SnapshotText::scan_entries(file)
-                    .ok()
-                    .filter(|s| s.generation() == self.generation)
-            })
-            .as_ref()
+    /// The snapshot's entries, scanned at the first read.
+    fn snapshot(&self) -> Option<&SnapshotText> {
+        self.scanned_once(&self.scanned, SnapshotText::scan_entries)
     }
 
-    /// The scanned last runs (see [`OpenedAs::snapshot`]).
-    fn last_runs(&self) -> Option<&super::snapshot_text::SnapshotText> {
-        self.last_runs
-            .get_or_init(|| {
-                let file = std::fs::File::open(&self.path).ok()?;
-                super::snapshot_text::SnapshotText::scan_last_runs(file)
-                    .ok()
-                    .filter(|s| s.generation() == self.generation)
-            })
-            .as_ref()
+    /// The snapshot's last runs, scanned at the first read of one.
+    fn last_runs(&self) -> Option<&SnapshotText> {
+        self.scanned_once(&self.last_runs, SnapshotText::scan_last_runs)
+    }
+
+    /// `cell`, scanned from the snapshot's file by `scan` the first time; `None` where
+    /// the file no longer scans or no longer holds [`OpenedAs::generation`].
+    fn scanned_once<'a>(
+        &self,
+        cell: &'a std::sync::OnceLock<Option<SnapshotText>>,
+        scan: fn(std::fs::File) -> Result<SnapshotText, super::snapshot_text::ScanError>,
+    ) -> Option<&'a SnapshotText> {
+        cell.get_or_init(|| {
+            let file = std::fs::File::open(&self.path).ok()?;
+            scan(file)
+                .ok()
+                .filter(|s| s.generation() == self.generation)
+        })
+        .as_ref()
+    }
+
+    /// Whether what `changed` looks for is as the snapshot has it: this process has not
+    /// changed it, nor given up keeping track.
+    fn unchanged(&self, changed: impl FnOnce(&Changes) -> bool) -> bool {
+        let changes = self.changes();
+        !changes.given_up && !changed(&changes)
     }
 
     /// Notes a change; past a quarter of the index (results and last runs alike) gives
@@ -216,7 +226,7 @@ enum Store {
         opened_as: Option<std::sync::Arc<OpenedAs>>,
     },
     /// Another process holds the cache: its last snapshot, read only.
-    Snapshot(super::snapshot_text::SnapshotText),
+    Snapshot(SnapshotText),
 }
 
 impl Index {
@@ -269,43 +279,35 @@ impl Index {
 
     /// The snapshot that still lists the entry of `key` as it is, if any (see
     /// [`OpenedAs`]).
-    fn unchanged_snapshot(&self, key: &StageKey) -> Option<&super::snapshot_text::SnapshotText> {
-        let Store::Sled {
-            opened_as: Some(opened),
-            ..
-        } = &self.store
-        else {
-            return None;
-        };
-        {
-            let changes = opened.changes();
-            if changes.given_up || changes.entries.contains(key) {
-                return None;
-            }
-        }
-        opened.snapshot()
+    fn unchanged_snapshot(&self, key: &StageKey) -> Option<&SnapshotText> {
+        let opened = self.opened_as()?;
+        opened
+            .unchanged(|c| c.entries.contains(key))
+            .then(|| opened.snapshot())
+            .flatten()
     }
 
     /// The snapshot that still holds the last run at `at` as it is, if any.
-    fn unchanged_last_runs(&self, at: &str) -> Option<&super::snapshot_text::SnapshotText> {
-        let Store::Sled {
-            opened_as: Some(opened),
-            ..
-        } = &self.store
-        else {
-            return None;
-        };
-        {
-            let changes = opened.changes();
-            if changes.given_up || changes.last_runs.contains(at) {
-                return None;
-            }
+    fn unchanged_last_runs(&self, at: &str) -> Option<&SnapshotText> {
+        let opened = self.opened_as()?;
+        opened
+            .unchanged(|c| c.last_runs.contains(at))
+            .then(|| opened.last_runs())
+            .flatten()
+    }
+
+    fn opened_as(&self) -> Option<&OpenedAs> {
+        match &self.store {
+            Store::Sled {
+                opened_as: Some(opened),
+                ..
+            } => Some(opened),
+            _ => None,
         }
-        opened.last_runs()
     }
 
     /// A read-only index over `snapshot` (read from `path`).
-    pub(super) fn from_snapshot(path: &Path, snapshot: super::snapshot_text::SnapshotText) -> Self {
+    pub(super) fn from_snapshot(path: &Path, snapshot: SnapshotText) -> Self {
         Index {
             path: path.to_path_buf(),
             store: Store::Snapshot(snapshot),
@@ -556,11 +558,7 @@ impl Index {
     /// Has sled answer for the entry of `key` from now on (see [`OpenedAs`]); the caller
     /// holds the change lock, before the change.
     fn note_change(&self, key: &StageKey) {
-        if let Store::Sled {
-            opened_as: Some(opened),
-            ..
-        } = &self.store
-        {
+        if let Some(opened) = self.opened_as() {
             opened.note(|c| {
                 c.entries.insert(*key);
             });
@@ -569,11 +567,7 @@ impl Index {
 
     /// [`Index::note_change`] for the last-run record at `at`.
     fn note_last_run_change(&self, at: &str) {
-        if let Store::Sled {
-            opened_as: Some(opened),
-            ..
-        } = &self.store
-        {
+        if let Some(opened) = self.opened_as() {
             opened.note(|c| {
                 c.last_runs.insert(at.to_string());
             });

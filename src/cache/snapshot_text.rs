@@ -4,6 +4,10 @@
 //! `pipe plan` over a filled cache of 100,000 results asks one question of most of them
 //! (is this key there?) and reads a handful; parsing every entry and every last run into
 //! maps of strings cost it a fifth of its time and 100 MB (#27).
+//!
+//! The process that holds the cache reads its own opening snapshot the same way, and
+//! copies its unchanged members into the next one ([`KeptMembers`]): sled keeps in memory
+//! every node it reads (see `super::index::OpenedAs`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -56,15 +60,6 @@ pub(super) enum ScanError {
 }
 
 impl SnapshotText {
-    /// [`SnapshotText::scan`] for the last runs alone (see [`SnapshotText::scan_entries`]).
-    pub fn scan_last_runs(file: File) -> Result<Self, ScanError> {
-        let layout = Layout::scan(
-            std::io::BufReader::with_capacity(1 << 20, &file),
-            Sections::LastRuns,
-        )?;
-        Ok(layout.into_snapshot(Source::File(Arc::new(file))))
-    }
-
     /// The layout of `text` (an `index-snapshot.json`), which it keeps.
     #[cfg(test)]
     pub fn parse(text: String) -> Result<Self, ScanError> {
@@ -76,21 +71,23 @@ impl SnapshotText {
     /// whole: at 100,000 results its text was 80 MB of `plan`'s memory, #27); values are
     /// read from the file when asked for.
     pub fn scan(file: File) -> Result<Self, ScanError> {
-        let layout = Layout::scan(
-            std::io::BufReader::with_capacity(1 << 20, &file),
-            Sections::All,
-        )?;
-        Ok(layout.into_snapshot(Source::File(Arc::new(file))))
+        Self::scan_file(file, Sections::All)
     }
 
-    /// [`SnapshotText::scan`] up to the end of `entries` (written before `last_run`):
-    /// the holder reads its entries here but its last runs from sled, and the last runs
-    /// are half the text.
+    /// [`SnapshotText::scan`] up to the end of `entries` (written before `last_run`, and
+    /// half the text): the holder's entries (see [`super::index::OpenedAs`]).
     pub fn scan_entries(file: File) -> Result<Self, ScanError> {
-        let layout = Layout::scan(
-            std::io::BufReader::with_capacity(1 << 20, &file),
-            Sections::UpToEntries,
-        )?;
+        Self::scan_file(file, Sections::UpToEntries)
+    }
+
+    /// [`SnapshotText::scan`] for the last runs alone: the holder's, scanned when it
+    /// first asks for one (a no-op run asks for none).
+    pub fn scan_last_runs(file: File) -> Result<Self, ScanError> {
+        Self::scan_file(file, Sections::LastRuns)
+    }
+
+    fn scan_file(file: File, sections: Sections) -> Result<Self, ScanError> {
+        let layout = Layout::scan(std::io::BufReader::with_capacity(1 << 20, &file), sections)?;
         Ok(layout.into_snapshot(Source::File(Arc::new(file))))
     }
 
