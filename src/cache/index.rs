@@ -203,6 +203,27 @@ impl OpenedAs {
     }
 }
 
+/// Writes `"name":value` to a snapshot's text (`path` names it in an error), after a comma
+/// where `any` member came before it; a stored value that is not one JSON value is left
+/// out, as a full parse of the snapshot would leave it out.
+fn write_member(
+    out: &mut impl std::io::Write,
+    path: &Path,
+    any: &mut bool,
+    name: &str,
+    value: &[u8],
+) -> Result<(), CacheError> {
+    if serde_json::from_slice::<&serde_json::value::RawValue>(value).is_err() {
+        return Ok(());
+    }
+    if std::mem::replace(any, true) {
+        out.write_all(b",").map_err(io_err(path))?;
+    }
+    serde_json::to_writer(&mut *out, name).map_err(|e| io_err(path)(e.into()))?;
+    out.write_all(b":").map_err(io_err(path))?;
+    out.write_all(value).map_err(io_err(path))
+}
+
 /// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.
 #[derive(Clone)]
 pub(super) struct Index {
@@ -349,37 +370,22 @@ impl Index {
             self.generation()?
         };
         write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io_err(path))?;
-        let mut first = true;
+        let mut any = false;
         for kv in entries.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
                 continue;
             };
-            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
-                continue;
-            }
-            let comma = if first { "" } else { "," };
-            first = false;
-            write!(out, "{comma}\"{}\":", StageKey(bytes).hex()).map_err(io_err(path))?;
-            out.write_all(&v).map_err(io_err(path))?;
+            write_member(out, path, &mut any, &StageKey(bytes).hex(), &v)?;
         }
         out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
-        let mut first = true;
+        let mut any = false;
         for kv in last.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let Ok(at) = std::str::from_utf8(&k) else {
                 continue;
             };
-            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
-                continue;
-            }
-            if !first {
-                out.write_all(b",").map_err(io_err(path))?;
-            }
-            first = false;
-            serde_json::to_writer(&mut *out, at).map_err(|e| io_err(path)(e.into()))?;
-            out.write_all(b":").map_err(io_err(path))?;
-            out.write_all(&v).map_err(io_err(path))?;
+            write_member(out, path, &mut any, at, &v)?;
         }
         out.write_all(b"}}").map_err(io_err(path))?;
         Ok(generation)
@@ -434,33 +440,16 @@ impl Index {
         write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io_err(path))?;
         let mut any = kept.copy_entries(base, out).map_err(io_err(path))?;
         for key in &changed_entries {
-            let Some(v) = entries.get(key.0).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
-                continue;
+            if let Some(v) = entries.get(key.0).map_err(|e| self.err(e))? {
+                write_member(out, path, &mut any, &key.hex(), &v)?;
             }
-            let comma = if any { "," } else { "" };
-            any = true;
-            write!(out, "{comma}\"{}\":", key.hex()).map_err(io_err(path))?;
-            out.write_all(&v).map_err(io_err(path))?;
         }
         out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
         let mut any = kept.copy_last_runs(base, out).map_err(io_err(path))?;
         for at in &changed_last {
-            let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            if serde_json::from_slice::<&serde_json::value::RawValue>(&v).is_err() {
-                continue;
+            if let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? {
+                write_member(out, path, &mut any, at, &v)?;
             }
-            if any {
-                out.write_all(b",").map_err(io_err(path))?;
-            }
-            any = true;
-            serde_json::to_writer(&mut *out, at).map_err(|e| io_err(path)(e.into()))?;
-            out.write_all(b":").map_err(io_err(path))?;
-            out.write_all(&v).map_err(io_err(path))?;
         }
         out.write_all(b"}}").map_err(io_err(path))?;
         Ok(Some(generation))
