@@ -104,17 +104,19 @@ fn damaged(path: &Path, detail: String) -> CacheError {
 }
 
 /// The snapshot that held the holder's index when it opened it. sled keeps every tree
-/// node it reads in memory: a no-op run checks each cached result's entry, and each
-/// snapshot written after a run read the whole index back out of sled; at 100,000 results
-/// these reads were 84 and 91 MB of the run's peak (#27). So the holder reads the entries
-/// it has not changed since from this snapshot (values read from its file and dropped),
-/// and writes each later snapshot as this one less what it changed, plus what it changed
-/// as sled has it now ([`Index::write_merged_snapshot`]).
+/// node it reads in memory: a no-op run checks each cached result's entry, a run after an
+/// edit asks of each cached stage whether its last run is current, and each snapshot
+/// written after a run read the whole index back out of sled; at 100,000 results these
+/// reads were 84, 33 and 91 MB of a run's peak (#27). So the holder reads the entries and
+/// last runs it has not changed since from this snapshot (values read from its file and
+/// dropped), and writes each later snapshot as this one less what it changed, plus what it
+/// changed as sled has it now ([`Index::write_merged_snapshot`]).
 pub(super) struct OpenedAs {
     path: PathBuf,
     /// The index generation at open, which the snapshot must hold.
     generation: u64,
-    /// Scanned at the first read (`None`: unreadable, or not of `generation`: sled answers).
+    /// Its entries, scanned at the first read (`None`: unreadable, or not of
+    /// `generation`: sled answers).
     scanned: std::sync::OnceLock<Option<SnapshotText>>,
     /// Its last runs, scanned apart at the first read of one (a no-op run reads none).
     last_runs: std::sync::OnceLock<Option<SnapshotText>>,
@@ -242,8 +244,8 @@ enum Store {
         db: sled::Db,
         entries: sled::Tree,
         last: sled::Tree,
-        /// Its entries as a snapshot of this very generation lists them (see
-        /// [`Index::read_entries_from`]).
+        /// The snapshot it was opened with, read for what this process has not changed
+        /// (see [`Index::read_unchanged_from`]).
         opened_as: Option<std::sync::Arc<OpenedAs>>,
     },
     /// Another process holds the cache: its last snapshot, read only.
@@ -282,11 +284,11 @@ impl Index {
         }
     }
 
-    /// Has the entries this process has not changed read from the snapshot at `snapshot`,
-    /// which holds the index as it is now, at `generation` (the caller found it so; the
-    /// scan checks again). Its lists are the same as sled's: entries that would
+    /// Has the entries and last runs this process has not changed read from the snapshot
+    /// at `snapshot`, which holds the index as it is now, at `generation` (the caller found
+    /// it so; each scan checks again). Its lists are the same as sled's: values that would
     /// not parse were left out of it, and are taken for absent (their stage runs again).
-    pub(super) fn read_entries_from(&mut self, snapshot: &Path, generation: u64) {
+    pub(super) fn read_unchanged_from(&mut self, snapshot: &Path, generation: u64) {
         if let Store::Sled { opened_as, .. } = &mut self.store {
             *opened_as = Some(std::sync::Arc::new(OpenedAs {
                 path: snapshot.to_path_buf(),
@@ -808,7 +810,7 @@ mod tests {
             generation
         };
         let mut index = Index::open(&path).expect("reopens");
-        index.read_entries_from(&snapshot, generation);
+        index.read_unchanged_from(&snapshot, generation);
         assert!(
             index.unchanged_snapshot(&keys[0]).is_some(),
             "read from the snapshot"

@@ -15,7 +15,9 @@
 //! Commands that only read (`plan`, `show`, `report`, `cache ls`) never take the lock:
 //! [`Cache::open_for_reading`] reads `index-snapshot.json`, which the holder rewrites
 //! (tmp + rename) within moments of every change of the index, at once before it deletes
-//! any blob, and when it closes; a reader sees the index as of that file.
+//! any blob, and when it closes; a reader sees the index as of that file. The holder
+//! itself reads what it has not changed from the snapshot it opened with, and writes each
+//! later one from it (see `index::OpenedAs`).
 
 mod blob;
 mod durable;
@@ -488,8 +490,10 @@ impl Cache {
             write_snapshot(&index, root, &written)?;
             written.into_inner()
         };
+        // the snapshot on disk is this very index: what this process does not change is
+        // read from it, not from sled (which keeps every node it reads in memory)
         if written == generation {
-            index.read_entries_from(&root.join(SNAPSHOT_FILE), generation);
+            index.read_unchanged_from(&root.join(SNAPSHOT_FILE), generation);
         }
         let snapshot = SnapshotWriter::start(index.clone(), root.to_path_buf(), written);
         let cache = Cache {
