@@ -60,6 +60,15 @@ pub struct LastRun {
     pub input_stages: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+impl LastRun {
+    /// How the stored record of a run of `key` begins: records are written
+    /// `{"key":"<hex>",...` (the field comes first), so most are told by these bytes
+    /// alone; any other text is read in full.
+    pub(super) fn written_head(key: &str) -> String {
+        format!("{{\"key\":{}", serde_json::Value::from(key))
+    }
+}
+
 /// The whole index as JSON: entries by key (hex) and last runs by `pipeline\0stage`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IndexSnapshot {
@@ -642,20 +651,14 @@ impl Index {
         key: &str,
     ) -> Result<bool, CacheError> {
         let at = Self::last_key(pipeline, stage);
-        if let Some(s) = self.unchanged_last_runs(&at) {
-            return Ok(s.last_run_is(&at, key));
-        }
-        let Store::Sled { last, .. } = &self.store else {
-            return Ok(self
-                .last_run(pipeline, stage)?
-                .is_some_and(|r| r.key == key));
+        let last = match (&self.store, self.unchanged_last_runs(&at)) {
+            (Store::Sled { last, .. }, None) => last,
+            (Store::Snapshot(s), _) | (_, Some(s)) => return Ok(s.last_run_is(&at, key)),
         };
         let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? else {
             return Ok(false);
         };
-        // records are written `{"key":"<hex>",...`; anything else is read in full
-        let prefix = format!("{{\"key\":{}", serde_json::Value::from(key));
-        if v.starts_with(prefix.as_bytes()) {
+        if v.starts_with(LastRun::written_head(key).as_bytes()) {
             return Ok(true);
         }
         Ok(serde_json::from_slice::<LastRun>(&v).is_ok_and(|r| r.key == key))

@@ -124,21 +124,14 @@ impl SnapshotText {
         leave_out_entry: impl Fn(&StageKey) -> bool,
         leave_out_last_run: impl Fn(&str) -> bool,
     ) -> Result<KeptMembers, ScanError> {
-        let mut kept = KeptMembers {
+        let mut keeping = Keeping {
             leave_out_entry,
             leave_out_last_run,
-            entries: Vec::new(),
-            last_run: Vec::new(),
+            kept: KeptMembers::default(),
             previous_kept: false,
         };
-        scan(self.reader(), Sections::All, &mut kept)?;
-        Ok(KeptMembers {
-            leave_out_entry: (),
-            leave_out_last_run: (),
-            entries: kept.entries,
-            last_run: kept.last_run,
-            previous_kept: false,
-        })
+        scan(self.reader(), Sections::All, &mut keeping)?;
+        Ok(keeping.kept)
     }
 
     /// Writes `runs` of its text to `out`, separated by commas; whether it wrote any.
@@ -207,18 +200,18 @@ impl SnapshotText {
         self.parsed(*span).ok()
     }
 
-    /// Whether the last run at `pipeline\0stage` recorded `key` (hex): records are
-    /// written `{"key":"<hex>",...`, so most are told by their first bytes.
+    /// Whether the last run at `pipeline\0stage` recorded `key` (hex), told by the
+    /// record's first bytes where they are [`LastRun::written_head`].
     pub fn last_run_is(&self, at: &str, key: &str) -> bool {
         let Some(span) = self.last_run.get(at) else {
             return false;
         };
-        let prefix = format!("{{\"key\":{}", serde_json::Value::from(key));
+        let expected = LastRun::written_head(key);
         let head = Span {
             start: span.start,
-            len: span.len.min(prefix.len()),
+            len: span.len.min(expected.len()),
         };
-        if self.value(head).is_some_and(|h| h == prefix) {
+        if self.value(head).is_some_and(|h| h == expected) {
             return true;
         }
         self.last_run(at).is_some_and(|r| r.key == key)
@@ -270,13 +263,19 @@ impl std::io::Read for FileFrom<'_> {
 /// kept members (`"name":value,"name":value`), copied as they are. The holder's next
 /// snapshot is the one it opened with less the results it changed since, plus those
 /// results as sled has them now: the text of 100,000 unchanged results is copied, not
-/// read back out of sled, which keeps every node it reads (#27). `L` and `R` are the
-/// leave-out tests while scanning, `()` after.
-pub(super) struct KeptMembers<L = (), R = ()> {
-    leave_out_entry: L,
-    leave_out_last_run: R,
+/// read back out of sled, which keeps every node it reads (#27).
+#[derive(Default)]
+pub(super) struct KeptMembers {
     entries: Vec<Span>,
     last_run: Vec<Span>,
+}
+
+/// A scan that finds the [`KeptMembers`]: `leave_out_entry` and `leave_out_last_run` name
+/// the members left out.
+struct Keeping<L, R> {
+    leave_out_entry: L,
+    leave_out_last_run: R,
+    kept: KeptMembers,
     /// The member before this one (of the same section) was kept: a kept member extends
     /// its run.
     previous_kept: bool,
@@ -303,7 +302,7 @@ impl KeptMembers {
     }
 }
 
-impl<L: Fn(&StageKey) -> bool, R: Fn(&str) -> bool> Members for KeptMembers<L, R> {
+impl<L: Fn(&StageKey) -> bool, R: Fn(&str) -> bool> Members for Keeping<L, R> {
     fn generation(&mut self, _: u64) {}
 
     fn member(
@@ -318,11 +317,11 @@ impl<L: Fn(&StageKey) -> bool, R: Fn(&str) -> bool> Members for KeptMembers<L, R
                 // names that are not stage keys are left out, as a read leaves them out
                 let key = std::str::from_utf8(name).ok().and_then(StageKey::from_hex);
                 let keep = key.is_some_and(|key| !(self.leave_out_entry)(&key));
-                (keep, &mut self.entries)
+                (keep, &mut self.kept.entries)
             }
             Section::LastRun => (
                 !(self.leave_out_last_run)(&last_run_name(name)?),
-                &mut self.last_run,
+                &mut self.kept.last_run,
             ),
             Section::Generation | Section::Other => return Ok(()),
         };

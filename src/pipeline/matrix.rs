@@ -98,7 +98,8 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
         // room for every cell at once: grown by doubling, the vector of a 50,000-cell stage
         // held a third more than it needed (#27)
         instances.reserve(cells_len);
-        by_base.entry(name.clone()).or_default().reserve(cells_len);
+        let cells_of_stage = by_base.entry(name.clone()).or_default();
+        cells_of_stage.reserve(cells_len);
         for (axes, followed) in cells {
             let mut params = base_params.clone();
             for (k, v) in &axes {
@@ -144,10 +145,7 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                     PathBuf::from(dir)
                 }
             });
-            by_base
-                .entry(name.clone())
-                .or_default()
-                .push(instances.len());
+            cells_of_stage.push(instances.len());
             instances.push(StageInstance {
                 name: inst_name,
                 base: name.clone(),
