@@ -30,6 +30,7 @@ use std::process::ExitCode;
 /// Runs one parsed command line; prints errors; returns the process exit code.
 pub fn main(mut cli: Cli) -> ExitCode {
     exit_quietly_on_closed_pipe();
+    crate::allocator::tune_for_engine();
     // Stages run in scratch folders of their own: every path they are given ($PIPE_OUT,
     // $PIPE_IN_*) must be absolute, so the cache's is made absolute once, here.
     if let Ok(cache) = std::path::absolute(&cli.cache) {

@@ -11,44 +11,47 @@ use super::executor::{Committed, Staged};
 use super::plan::Plan;
 use super::run::list_files;
 use crate::cache::{Cache, Entry};
-use crate::hash::{KeyMaterial, StageKey};
+use crate::hash::StageKey;
 use crate::pipeline::Pipeline;
 
-/// One result a stage was given, for the check after it ran.
+/// One result a stage was given, for the check after it ran (names borrowed from the
+/// pipeline: a table reading 50,000 cells held two copies of each, #27).
 #[derive(Debug)]
-struct InputResult {
+struct InputResult<'a> {
     /// The input it is bound under.
-    input: String,
+    input: &'a str,
     /// The stage instance that made it.
-    producer: String,
+    producer: &'a str,
     key: StageKey,
 }
 
 /// What committing one stage instance's result needs, prepared by the scheduler when it
 /// starts the job (so a worker thread needs neither the pipeline nor the plan).
+///
+/// What the key was made from is not kept here: the scheduler has the plan, and makes it
+/// for the last-run record once the result is committed.
 #[derive(Debug)]
-pub struct CommitSpec {
+pub struct CommitSpec<'a> {
     key: StageKey,
-    /// The entry to store, but for what the commit fills in (manifest, size, time).
+    /// The entry to store, but for what the commit fills in (manifest, size, time, and
+    /// the input keys, made from `inputs` then: held here as well, a table's 50,000 keys
+    /// were copied once more at its commit).
     entry: Entry,
     /// The results the stage was given.
-    inputs: Vec<InputResult>,
-    /// What the key was made from (the last-run record keeps it).
-    pub material: KeyMaterial,
+    inputs: Vec<InputResult<'a>>,
 }
 
-impl CommitSpec {
+impl<'a> CommitSpec<'a> {
     /// The commit of instance `i` of `p` under `plan`.
-    pub fn new(p: &Pipeline, plan: &Plan, i: usize) -> Self {
+    pub fn new(p: &'a Pipeline, plan: &Plan, i: usize) -> Self {
         let inst = &p.instances[i];
-        let material = plan.material(p, i);
-        let inputs = inst
+        let inputs: Vec<InputResult<'a>> = inst
             .inputs
             .iter()
             .flat_map(|(name, refs)| {
                 refs.iter().map(move |r| InputResult {
-                    input: name.clone(),
-                    producer: p.instances[r.instance].name.clone(),
+                    input: name.as_str(),
+                    producer: p.instances[r.instance].name.as_str(),
                     key: plan.item(r.instance).key,
                 })
             })
@@ -62,13 +65,12 @@ impl CommitSpec {
             created: 0,
             pipeline: p.file.to_string_lossy().to_string(),
             profile: p.profile.clone(),
-            inputs: input_keys(&material),
+            inputs: Vec::new(),
         };
         CommitSpec {
             key: plan.item(i).key,
             entry,
             inputs,
-            material,
         }
     }
 
@@ -83,13 +85,13 @@ impl CommitSpec {
                 let entry = Entry {
                     seconds: staged.seconds,
                     created: now_unix(),
+                    inputs: input_keys(&self.inputs),
                     ..self.entry.clone()
                 };
                 cache
                     .commit(&self.key, &staged.out_dir, entry)
                     .map(|_| Committed {
                         seconds: staged.seconds,
-                        material: self.material.clone(),
                     })
                     .map_err(|e| format!("committing outputs: {e}"))
             });
@@ -116,7 +118,7 @@ impl CommitSpec {
             if let Err(e) = cache.check(key) {
                 if e.is_damage() {
                     let _ = cache.remove(key);
-                    let (input, producer) = (input.clone(), producer.clone());
+                    let (input, producer) = (input.to_string(), producer.to_string());
                     return Err(match e {
                         crate::cache::CacheError::Damaged(d) => InputChanged::File {
                             input,
@@ -137,15 +139,13 @@ impl CommitSpec {
     }
 }
 
-/// The keys (hex) of the results a stage is computed from.
-fn input_keys(material: &KeyMaterial) -> Vec<String> {
-    let keys: BTreeSet<String> = material
-        .inputs
-        .values()
-        .flatten()
-        .filter_map(|k| k.get(..64).map(str::to_string))
-        .collect();
-    keys.into_iter().collect()
+/// The keys (hex, sorted, each once) of the results a stage is computed from.
+fn input_keys(inputs: &[InputResult]) -> Vec<String> {
+    let mut keys: Vec<StageKey> = inputs.iter().map(|r| r.key).collect();
+    // the bytes' order is their hex text's order
+    keys.sort_unstable();
+    keys.dedup();
+    keys.iter().map(StageKey::hex).collect()
 }
 
 fn now_unix() -> u64 {

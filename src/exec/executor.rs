@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::commit::CommitSpec;
 
 use super::slurm::SlurmOptions;
-use crate::hash::{KeyMaterial, StageKey};
+use crate::hash::StageKey;
 use crate::pipeline::StageInstance;
 use crate::stages::{ErasedStage, Inputs, RunInfo, StageCtx};
 
@@ -39,7 +39,7 @@ pub struct Job<'a> {
     pub device: String,
     pub run: RunInfo,
     /// How to commit its result; the local executor does so on the worker thread.
-    pub commit: Arc<CommitSpec>,
+    pub commit: Arc<CommitSpec<'a>>,
     /// The line that says it starts (`▶ name (kind): why`), shown by the executor when
     /// the job starts running (the local one may hold a job ready before a worker is free).
     pub start_line: String,
@@ -50,8 +50,6 @@ pub struct Job<'a> {
 pub struct Committed {
     /// Seconds the stage itself ran.
     pub seconds: f64,
-    /// What its key was made from (its last-run record keeps it).
-    pub material: KeyMaterial,
 }
 
 /// The outputs of a job that succeeded, waiting to be committed.
@@ -98,6 +96,10 @@ pub(crate) fn compute(
     ctx: &mut StageCtx,
     params: &serde_json::Value,
 ) -> Result<(), String> {
+    if stage.uses_backend() {
+        // a model's tensors are reused from the heap, not mapped afresh each step
+        crate::allocator::tune_for_training();
+    }
     match catch_unwind(AssertUnwindSafe(|| stage.run(ctx, params))) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -1,7 +1,7 @@
 //! The plan: every instance's key, and whether it is cached or must run (and why).
 //! Computed before anything runs, from content only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -268,6 +268,51 @@ fn input_stages_of(p: &Pipeline, instance: usize) -> BTreeMap<String, Vec<String
         .collect()
 }
 
+/// Which upstream stages of one input give a new or changed result (`now_keys` beside
+/// `now_stages`, by name against the last run's), and which it no longer reads. A last
+/// run without stage names (or with lists of another length) is compared by position.
+fn upstream_changes(
+    now_keys: &[String],
+    now_stages: &[String],
+    old_keys: &[String],
+    old_stages: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let name = |stages: &[String], i: usize| {
+        stages
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", i + 1))
+    };
+    if old_stages.len() != old_keys.len() || now_stages.len() != now_keys.len() {
+        let changed = (0..now_keys.len())
+            .filter(|&i| old_keys.get(i) != Some(&now_keys[i]))
+            .map(|i| name(now_stages, i))
+            .collect();
+        let removed = (now_keys.len()..old_keys.len())
+            .map(|i| name(old_stages, i))
+            .collect();
+        return (changed, removed);
+    }
+    let before: HashMap<&str, &str> = old_stages
+        .iter()
+        .map(String::as_str)
+        .zip(old_keys.iter().map(String::as_str))
+        .collect();
+    let changed = now_stages
+        .iter()
+        .zip(now_keys)
+        .filter(|(stage, key)| before.get(stage.as_str()) != Some(&key.as_str()))
+        .map(|(stage, _)| stage.clone())
+        .collect();
+    let now: HashSet<&str> = now_stages.iter().map(String::as_str).collect();
+    let removed = old_stages
+        .iter()
+        .filter(|stage| !now.contains(stage.as_str()))
+        .cloned()
+        .collect();
+    (changed, removed)
+}
+
 /// Compares what a stage is made from now with its last run.
 fn why(
     key: &StageKey,
@@ -320,10 +365,19 @@ fn why(
             None => reasons.push(RunReason::InputAdded {
                 input: name.clone(),
             }),
-            Some(old) if old != ks => reasons.push(RunReason::InputChanged {
-                input: name.clone(),
-                upstream: now_stages.get(name).cloned().unwrap_or_default(),
-            }),
+            Some(old) if old != ks => {
+                let (changed, removed) = upstream_changes(
+                    ks,
+                    now_stages.get(name).map_or(&[][..], Vec::as_slice),
+                    old,
+                    last.input_stages.get(name).map_or(&[][..], Vec::as_slice),
+                );
+                reasons.push(RunReason::InputChanged {
+                    input: name.clone(),
+                    changed,
+                    removed,
+                })
+            }
             _ => {}
         }
     }
@@ -355,6 +409,32 @@ fn why(
 mod tests {
     use super::*;
     use crate::stages::StageRegistry;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_changed_input_names_the_upstream_stages_whose_result_changed() {
+        // one cell of three changed, one gone, one new
+        let (changed, removed) = upstream_changes(
+            &names(&["k1", "k2*", "k4"]),
+            &names(&["t[1]", "t[2]", "t[4]"]),
+            &names(&["k1", "k2", "k3"]),
+            &names(&["t[1]", "t[2]", "t[3]"]),
+        );
+        assert_eq!(changed, names(&["t[2]", "t[4]"]));
+        assert_eq!(removed, names(&["t[3]"]));
+        // a record without stage names: by position
+        let (changed, removed) = upstream_changes(
+            &names(&["k1", "k2*"]),
+            &names(&["a", "b"]),
+            &names(&["k1", "k2", "k3"]),
+            &[],
+        );
+        assert_eq!(changed, names(&["b"]));
+        assert_eq!(removed, names(&["#3"]));
+    }
 
     #[test]
     fn the_key_hashed_in_place_is_the_key_of_the_material() {

@@ -24,10 +24,14 @@ pub enum RunReason {
     ParamRemoved {
         param: String,
     },
-    /// An input now resolves to a different upstream result.
+    /// An input now resolves to different upstream results: `changed` names the upstream
+    /// stages whose result is new or changed (not every stage the input reads: a table
+    /// over 50,000 cells, one of them changed, names that one), `removed` those it no
+    /// longer reads.
     InputChanged {
         input: String,
-        upstream: Vec<String>,
+        changed: Vec<String>,
+        removed: Vec<String>,
     },
     InputAdded {
         input: String,
@@ -61,6 +65,16 @@ fn value_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// Up to three names, then how many more: one line of `pipe plan` stays one line.
+fn few_names(names: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
 impl fmt::Display for RunReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -76,8 +90,23 @@ impl fmt::Display for RunReason {
                 write!(f, "param `{param}` added ({})", value_text(value))
             }
             RunReason::ParamRemoved { param } => write!(f, "param `{param}` removed"),
-            RunReason::InputChanged { input, upstream } => {
-                write!(f, "input `{input}` changed ({})", upstream.join(", "))
+            RunReason::InputChanged {
+                input,
+                changed,
+                removed,
+            } => {
+                write!(f, "input `{input}` changed")?;
+                let mut parts = Vec::new();
+                if !changed.is_empty() {
+                    parts.push(few_names(changed));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("no longer {}", few_names(removed)));
+                }
+                if !parts.is_empty() {
+                    write!(f, " ({})", parts.join("; "))?;
+                }
+                Ok(())
             }
             RunReason::InputAdded { input } => write!(f, "input `{input}` added"),
             RunReason::InputRemoved { input } => write!(f, "input `{input}` removed"),
@@ -99,4 +128,33 @@ pub fn reasons_text(reasons: &[RunReason]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(changed: &[&str], removed: &[&str]) -> String {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect();
+        RunReason::InputChanged {
+            input: "up".into(),
+            changed: names(changed),
+            removed: names(removed),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_changed_input_names_a_few_upstream_stages_and_counts_the_rest() {
+        assert_eq!(changed(&["b"], &[]), "input `up` changed (b)");
+        assert_eq!(
+            changed(&["a", "b", "c", "d", "e"], &[]),
+            "input `up` changed (a, b, c and 2 more)"
+        );
+        assert_eq!(
+            changed(&["a"], &["x", "y"]),
+            "input `up` changed (a; no longer x, y)"
+        );
+        assert_eq!(changed(&[], &[]), "input `up` changed");
+    }
 }

@@ -96,6 +96,19 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
 
 /// The last 64 KiB of the file at `path` as text (empty when unreadable): enough for the
 /// tail of a failed command's stderr, however long its log.
+/// Writes `arts`' paths to `list`, one per line.
+fn write_listing(list: &Path, arts: &[super::InputArtifact]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(list)?);
+    for a in arts {
+        out.write_all(a.path.as_os_str().as_encoded_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    Ok(())
+}
+
 fn read_end(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
     const MOST: u64 = 64 * 1024;
@@ -168,23 +181,24 @@ impl Stage for ShellStage {
             .stdin(Stdio::null());
         for (name, arts) in &ctx.inputs.by_name {
             let var = format!("PIPE_IN_{}", env_name(name));
-            let paths: Vec<String> = arts
-                .iter()
-                .map(|a| a.path.to_string_lossy().to_string())
-                .collect();
-            // Always: a file listing the paths one per line, for inputs of any size.
+            // Always: a file listing the paths one per line, for inputs of any size; written
+            // as it goes (a table reading 50,000 cells held three copies of its paths, #27).
             let list = ctx.scratch.join(format!("inputs-{}.list", env_name(name)));
-            let mut listing = paths.join("\n");
-            listing.push('\n');
-            std::fs::write(&list, listing).map_err(|e| StageError::io(&list, e))?;
+            write_listing(&list, arts).map_err(|e| StageError::io(&list, e))?;
             cmd.env(format!("{var}_LIST"), &list);
-            cmd.env(format!("{var}_COUNT"), paths.len().to_string());
+            cmd.env(format!("{var}_COUNT"), arts.len().to_string());
             // The colon-joined form and one variable per path only while they fit: Linux
             // caps one environment string at 128 KiB (a 2,000-way fan-in passes that), and
             // `sh` would not start at all.
-            let joined = paths.join(":");
-            if joined.len() <= MAX_JOINED_INPUT_BYTES {
-                cmd.env(&var, joined);
+            let joined_len = arts
+                .iter()
+                .map(|a| a.path.as_os_str().len() + 1)
+                .sum::<usize>()
+                .saturating_sub(1);
+            if joined_len <= MAX_JOINED_INPUT_BYTES {
+                let paths: Vec<&std::ffi::OsStr> =
+                    arts.iter().map(|a| a.path.as_os_str()).collect();
+                cmd.env(&var, paths.join(std::ffi::OsStr::new(":")));
                 for (i, path) in paths.iter().enumerate() {
                     cmd.env(format!("{var}_{i}"), path);
                 }

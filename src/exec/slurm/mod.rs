@@ -138,14 +138,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
 }
 
 /// A job this controller waits for.
-struct Flight {
+struct Flight<'a> {
     instance: usize,
     key: String,
     stage: String,
     staging: PathBuf,
     log: PathBuf,
     /// How its staged result is committed once it is there.
-    commit: Arc<CommitSpec>,
+    commit: Arc<CommitSpec<'a>>,
 }
 
 /// Submits one batch job per stage instance and reports them as they end.
@@ -159,7 +159,7 @@ pub struct SlurmExecutor<'u> {
     journal: Journal,
     /// Jobs an earlier controller submitted and did not see end, by key.
     reattach: BTreeMap<String, Submitted>,
-    in_flight: BTreeMap<String, Flight>,
+    in_flight: BTreeMap<String, Flight<'u>>,
     ended: VecDeque<Finished>,
     ui: &'u RunUi,
     /// Where the staged results are committed (`cache` is its folder).
@@ -255,7 +255,7 @@ impl<'u> SlurmExecutor<'u> {
         &mut self,
         instance: usize,
         key: &str,
-        commit: &Arc<CommitSpec>,
+        commit: &Arc<CommitSpec<'u>>,
     ) -> Result<bool, SlurmError> {
         let Some(prev) = self.reattach.remove(key) else {
             return Ok(false);
@@ -290,7 +290,7 @@ impl<'u> SlurmExecutor<'u> {
         Ok(true)
     }
 
-    fn submit(&mut self, job: &Job) -> Result<(), SlurmError> {
+    fn submit(&mut self, job: &Job<'u>) -> Result<(), SlurmError> {
         let key = job.key.hex();
         self.counter += 1;
         let staging = self.jobs_dir.join(format!(
@@ -488,7 +488,7 @@ impl<'u> SlurmExecutor<'u> {
     }
 }
 
-impl<'a> StageExecutor<'a> for SlurmExecutor<'_> {
+impl<'a> StageExecutor<'a> for SlurmExecutor<'a> {
     fn capacity(&self) -> usize {
         self.opts.max_jobs.max(1)
     }
