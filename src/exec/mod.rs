@@ -10,6 +10,7 @@ mod reason;
 mod run;
 pub mod slurm;
 mod ui;
+mod waiting;
 
 pub use executor::{Executor, Finished, Job, StageExecutor, Staged};
 pub use plan::{plan, Plan, PlanItem, PlanOptions, Status};

@@ -13,8 +13,10 @@ use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
+use super::waiting::Waiting;
 use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
+use crate::hash::StageKey;
 use crate::pipeline::Pipeline;
 use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
 
@@ -140,17 +142,14 @@ fn schedule<'a>(
     crate::timings::mark("run: cached results checked");
     let runs =
         |it: &&super::plan::PlanItem| it.status == Status::Run || damaged.contains(&it.instance);
-    let to_run: BTreeSet<usize> = plan
-        .items
-        .iter()
-        .filter(runs)
-        .map(|it| it.instance)
-        .collect();
+    let mut runs_flag = vec![false; p.instances.len()];
+    for it in plan.items.iter().filter(runs) {
+        runs_flag[it.instance] = true;
+    }
     // for a report's provenance; read only when a report runs (it parses the params of
     // every training stage)
-    let precision = to_run
-        .iter()
-        .any(|&i| p.instances[i].kind == "report")
+    let precision = (0..p.instances.len())
+        .any(|i| runs_flag[i] && p.instances[i].kind == "report")
         .then(|| crate::report::provenance::precision_summary(&p.instances))
         .flatten();
     for it in plan.items.iter().filter(|it| !runs(it)) {
@@ -164,53 +163,41 @@ fn schedule<'a>(
             Status::Run => {}
         }
     }
-    // Parents that must run first, per stage to run.
-    let mut waiting_on: BTreeMap<usize, BTreeSet<usize>> = to_run
-        .iter()
-        .map(|&i| {
-            let ps = g
-                .parents(i)
+    // What each stage to run waits for: its parents that run too.
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    for it in plan.items.iter().filter(runs) {
+        let child = it.instance;
+        edges.extend(
+            g.parents(child)
                 .into_iter()
-                .filter(|u| to_run.contains(u))
-                .collect();
-            (i, ps)
-        })
-        .collect();
+                .filter(|&u| runs_flag[u])
+                .map(|u| (u as u32, child as u32)),
+        );
+    }
     // Instances that compute an earlier instance's key (the same checkpoint fetched under
     // two names, a cell shared by two tables): only the first runs; each twin waits for it
     // and then finds the result in the cache.
     let mut twin_of: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut first_with_key = BTreeMap::new();
-    for it in plan.items.iter().filter(runs) {
-        match first_with_key.get(&it.key) {
-            Some(&primary) => {
-                twin_of.insert(it.instance, primary);
-                if let Some(ps) = waiting_on.get_mut(&it.instance) {
-                    ps.insert(primary);
+    {
+        let mut first_with_key: HashMap<StageKey, usize> = HashMap::new();
+        for it in plan.items.iter().filter(runs) {
+            match first_with_key.get(&it.key) {
+                Some(&primary) => {
+                    twin_of.insert(it.instance, primary);
+                    edges.push((primary as u32, it.instance as u32));
+                }
+                None => {
+                    first_with_key.insert(it.key, it.instance);
                 }
             }
-            None => {
-                first_with_key.insert(it.key, it.instance);
-            }
         }
     }
-    // the other way round: a finished stage releases its own dependents, not a scan of
-    // every waiting stage (quadratic at 100,000)
-    let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (&c, ps) in &waiting_on {
-        for &parent in ps {
-            dependents.entry(parent).or_default().push(c);
-        }
-    }
-    let mut ready: VecDeque<usize> = plan
-        .items
-        .iter()
-        .map(|it| it.instance)
-        .filter(|i| waiting_on.get(i).is_some_and(BTreeSet::is_empty))
-        .collect();
-    for i in &ready {
-        waiting_on.remove(i);
-    }
+    let (mut waiting, mut ready) = Waiting::new(
+        p.instances.len(),
+        edges,
+        plan.items.iter().map(|it| it.instance),
+        &runs_flag,
+    );
     let jobs = executor.capacity().max(1);
     // Jobs that failed before they could start (inputs unavailable, kind not built).
     let mut failed_to_start: VecDeque<Finished> = VecDeque::new();
@@ -228,7 +215,7 @@ fn schedule<'a>(
                         inst.name, p.instances[primary].name
                     ));
                     outcomes[i] = Some(StageOutcome::Cached);
-                    release_children(&mut waiting_on, &dependents, &mut ready, i);
+                    waiting.release(i, &mut ready);
                     continue;
                 }
             }
@@ -320,7 +307,7 @@ fn schedule<'a>(
                         input_stages: plan.input_stages(p, i),
                     },
                 )?;
-                release_children(&mut waiting_on, &dependents, &mut ready, i);
+                waiting.release(i, &mut ready);
             }
             Err(error) => {
                 if !reported {
@@ -330,7 +317,7 @@ fn schedule<'a>(
                 let mut failed = vec![i];
                 failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
                 for d in g.with_descendants(&failed) {
-                    if d != i && waiting_on.remove(&d).is_some() {
+                    if d != i && waiting.cancel(d) {
                         ui.line(&format!(
                             "⊘ {} skipped (upstream {} failed)",
                             p.instances[d].name, inst.name
@@ -469,24 +456,6 @@ fn drop_damaged_results(
         cache.flush()?;
     }
     Ok(damaged)
-}
-
-/// Moves the stages that waited only on `done` to `ready`.
-fn release_children(
-    waiting_on: &mut BTreeMap<usize, BTreeSet<usize>>,
-    dependents: &HashMap<usize, Vec<usize>>,
-    ready: &mut VecDeque<usize>,
-    done: usize,
-) {
-    for &c in dependents.get(&done).into_iter().flatten() {
-        let Some(ps) = waiting_on.get_mut(&c) else {
-            continue;
-        };
-        if ps.remove(&done) && ps.is_empty() {
-            waiting_on.remove(&c);
-            ready.push_back(c);
-        }
-    }
 }
 
 /// Materializes the inputs of instance `i` from the cache.
