@@ -56,7 +56,7 @@ fn a_5000_stage_chain_plans_every_stage_after_the_one_it_reads() {
     let mut keys = std::collections::BTreeSet::new();
     for (i, it) in plan.items.iter().enumerate() {
         assert_eq!(it.status, Status::Run, "{}", names[i]);
-        assert_eq!(it.reasons, vec![RunReason::New], "{}", names[i]);
+        assert_eq!(*it.reasons, [RunReason::New], "{}", names[i]);
         assert!(keys.insert(it.key), "{} has a key of its own", names[i]);
         let material = plan.material(&p, it.instance);
         assert_eq!(material.key(), it.key, "{}", names[i]);

@@ -14,5 +14,5 @@ mod waiting;
 
 pub use executor::{Executor, Finished, Job, StageExecutor, Staged};
 pub use plan::{plan, Plan, PlanItem, PlanOptions, Status};
-pub use reason::{reasons_text, RunReason};
+pub use reason::{reasons_text, Reasons, RunReason};
 pub use run::{run_plan, RunError, RunOptions, RunSummary, StageOutcome};

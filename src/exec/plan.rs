@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::reason::{reasons_text, RunReason};
+use super::reason::{reasons_text, Reasons, RunReason};
 use crate::cache::{Cache, CacheError, LastRun};
 use crate::graph::StageGraph;
 use crate::hash::{KeyMaterial, KeyParts, ParamsText, StageKey};
@@ -33,7 +33,7 @@ pub struct PlanItem {
     pub instance: usize,
     pub key: StageKey,
     pub status: Status,
-    pub reasons: Vec<RunReason>,
+    pub reasons: Reasons,
 }
 
 /// Keys and statuses for a whole pipeline, in topological order.
@@ -178,7 +178,7 @@ pub fn plan(
             instance: i,
             key,
             status,
-            reasons,
+            reasons: reasons.into(),
         });
     }
     Ok(Plan {

@@ -121,6 +121,54 @@ impl fmt::Display for RunReason {
     }
 }
 
+/// A stage's reasons, as a slice. The lone reasons most stages have (new, forced, none)
+/// are kept without an allocation: a cold run of 100,000 stages held 10 MB of one-reason
+/// lists (#27).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reasons(ReasonList);
+
+#[derive(Debug, Clone, PartialEq, Default)]
+enum ReasonList {
+    #[default]
+    None,
+    New,
+    Forced,
+    Several(Vec<RunReason>),
+}
+
+static NEW: [RunReason; 1] = [RunReason::New];
+static FORCED: [RunReason; 1] = [RunReason::Forced];
+
+impl From<Vec<RunReason>> for Reasons {
+    fn from(reasons: Vec<RunReason>) -> Self {
+        Reasons(match reasons.as_slice() {
+            [] => ReasonList::None,
+            [RunReason::New] => ReasonList::New,
+            [RunReason::Forced] => ReasonList::Forced,
+            _ => ReasonList::Several(reasons),
+        })
+    }
+}
+
+impl std::ops::Deref for Reasons {
+    type Target = [RunReason];
+
+    fn deref(&self) -> &[RunReason] {
+        match &self.0 {
+            ReasonList::None => &[],
+            ReasonList::New => &NEW,
+            ReasonList::Forced => &FORCED,
+            ReasonList::Several(reasons) => reasons,
+        }
+    }
+}
+
+impl Serialize for Reasons {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
 /// Joins reasons for one line of `pipe plan`.
 pub fn reasons_text(reasons: &[RunReason]) -> String {
     reasons
@@ -142,6 +190,23 @@ mod tests {
             removed: names(removed),
         }
         .to_string()
+    }
+
+    #[test]
+    fn lone_reasons_read_back_as_they_were_given() {
+        for reasons in [
+            vec![],
+            vec![RunReason::New],
+            vec![RunReason::Forced],
+            vec![RunReason::SourceChanged, RunReason::New],
+        ] {
+            let kept = Reasons::from(reasons.clone());
+            assert_eq!(*kept, *reasons);
+            assert_eq!(
+                serde_json::to_value(&kept).unwrap(),
+                serde_json::to_value(&reasons).unwrap()
+            );
+        }
     }
 
     #[test]
