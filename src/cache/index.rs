@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_text::SnapshotText;
+use super::stored_value::{
+    decode_entry, decode_last_run, encode_entry, encode_last_run, json_text, last_run_records,
+    ValueKind,
+};
 use super::{io_err, CacheError};
 use crate::hash::{KeyMaterial, StageKey};
 
@@ -215,24 +219,24 @@ impl OpenedAs {
 }
 
 /// Writes `"name":value` to a snapshot's text (`path` names it in an error), after a comma
-/// where `any` member came before it; a stored value that is not one JSON value is left
-/// out, as a full parse of the snapshot would leave it out.
+/// where `any` member came before it; the stored value is listed as JSON, and one that does
+/// not decode is left out, as a full parse of the snapshot would leave it out.
 fn write_member(
     out: &mut impl std::io::Write,
     path: &Path,
     any: &mut bool,
     name: &str,
-    value: &[u8],
+    (value, kind): (&[u8], ValueKind),
 ) -> Result<(), CacheError> {
-    if serde_json::from_slice::<&serde_json::value::RawValue>(value).is_err() {
+    let Some(value) = json_text(value, kind) else {
         return Ok(());
-    }
+    };
     if std::mem::replace(any, true) {
         out.write_all(b",").map_err(io_err(path))?;
     }
     serde_json::to_writer(&mut *out, name).map_err(|e| io_err(path)(e.into()))?;
     out.write_all(b":").map_err(io_err(path))?;
-    out.write_all(value).map_err(io_err(path))
+    out.write_all(&value).map_err(io_err(path))
 }
 
 /// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.
@@ -387,7 +391,13 @@ impl Index {
             let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
                 continue;
             };
-            write_member(out, path, &mut any, &StageKey(bytes).hex(), &v)?;
+            write_member(
+                out,
+                path,
+                &mut any,
+                &StageKey(bytes).hex(),
+                (&v, ValueKind::Entry),
+            )?;
         }
         out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
         let mut any = false;
@@ -396,7 +406,7 @@ impl Index {
             let Ok(at) = std::str::from_utf8(&k) else {
                 continue;
             };
-            write_member(out, path, &mut any, at, &v)?;
+            write_member(out, path, &mut any, at, (&v, ValueKind::LastRun))?;
         }
         out.write_all(b"}}").map_err(io_err(path))?;
         Ok(generation)
@@ -452,14 +462,14 @@ impl Index {
         let mut any = kept.copy_entries(base, out).map_err(io_err(path))?;
         for key in &changed_entries {
             if let Some(v) = entries.get(key.0).map_err(|e| self.err(e))? {
-                write_member(out, path, &mut any, &key.hex(), &v)?;
+                write_member(out, path, &mut any, &key.hex(), (&v, ValueKind::Entry))?;
             }
         }
         out.write_all(b"},\"last_run\":{").map_err(io_err(path))?;
         let mut any = kept.copy_last_runs(base, out).map_err(io_err(path))?;
         for at in &changed_last {
             if let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? {
-                write_member(out, path, &mut any, at, &v)?;
+                write_member(out, path, &mut any, at, (&v, ValueKind::LastRun))?;
             }
         }
         out.write_all(b"}}").map_err(io_err(path))?;
@@ -505,12 +515,10 @@ impl Index {
         };
         match entries.get(key.0).map_err(|e| self.err(e))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| CacheError::Corrupt {
-                    key: key.hex(),
-                    message: format!("index entry unreadable: {e}"),
-                }),
+            Some(v) => decode_entry(&v).map(Some).map_err(|e| CacheError::Corrupt {
+                key: key.hex(),
+                message: format!("index entry unreadable: {e}"),
+            }),
         }
     }
 
@@ -525,7 +533,7 @@ impl Index {
             let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
                 continue;
             };
-            if let Ok(entry) = serde_json::from_slice::<Entry>(&v) {
+            if let Ok(entry) = decode_entry(&v) {
                 out.push((StageKey(bytes), entry));
             }
         }
@@ -595,7 +603,7 @@ impl Index {
         let Store::Sled { entries, .. } = &self.store else {
             return Err(self.read_only());
         };
-        let bytes = serde_json::to_vec(entry).unwrap_or_default();
+        let bytes = encode_entry(entry);
         {
             let _changing = self.change_lock();
             self.bump_generation()?;
@@ -637,7 +645,7 @@ impl Index {
             Store::Sled { last, .. } => Ok(last
                 .get(key.as_bytes())
                 .map_err(|e| self.err(e))?
-                .and_then(|v| serde_json::from_slice(&v).ok())),
+                .and_then(|v| decode_last_run(&v).ok())),
             Store::Snapshot(s) => Ok(s.last_run(&key)),
         }
     }
@@ -658,10 +666,7 @@ impl Index {
         let Some(v) = last.get(at.as_bytes()).map_err(|e| self.err(e))? else {
             return Ok(false);
         };
-        if v.starts_with(LastRun::written_head(key).as_bytes()) {
-            return Ok(true);
-        }
-        Ok(serde_json::from_slice::<LastRun>(&v).is_ok_and(|r| r.key == key))
+        Ok(last_run_records(&v, key))
     }
 
     pub(super) fn set_last_run(
@@ -673,7 +678,7 @@ impl Index {
         let Store::Sled { last, .. } = &self.store else {
             return Err(self.read_only());
         };
-        let bytes = serde_json::to_vec(run).unwrap_or_default();
+        let bytes = encode_last_run(run);
         let at = Self::last_key(pipeline, stage);
         let _changing = self.change_lock();
         self.bump_generation()?;
@@ -754,6 +759,59 @@ mod tests {
         assert_eq!(read.generation, 2);
         assert_eq!(read.entries[&key.hex()].stage, entry.stage);
         assert_eq!(read.last_run["/p.yaml\0a"], run);
+    }
+
+    #[test]
+    fn json_values_an_earlier_build_stored_are_read_and_snapshotted_beside_binary_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join("index")).expect("opens");
+        let Store::Sled { entries, last, .. } = &index.store else {
+            panic!("a holder's index is sled's");
+        };
+        let (old, new) = (StageKey([1; 32]), StageKey([2; 32]));
+        let entry = |stage: &str| Entry {
+            manifest: StageKey([9; 32]).hex(),
+            stage: stage.into(),
+            inputs: vec![old.hex()],
+            ..Entry::default()
+        };
+        // as builds before the binary form wrote them
+        let json = serde_json::to_vec(&entry("old")).expect("json");
+        entries.insert(old.0, json).expect("insert");
+        let at = Index::last_key("/p.yaml", "old");
+        let run = run_of(&old, "echo old");
+        last.insert(at.as_bytes(), serde_json::to_vec(&run).expect("json"))
+            .expect("insert");
+        index.insert_entry(&new, &entry("new")).expect("insert");
+        index
+            .set_last_run("/p.yaml", "new", &run_of(&new, "echo new"))
+            .expect("last run");
+
+        assert_eq!(
+            index.entry(&old).expect("reads").expect("there").stage,
+            "old"
+        );
+        assert_eq!(
+            index.entry(&new).expect("reads").expect("there").inputs,
+            vec![old.hex()]
+        );
+        assert_eq!(index.last_run("/p.yaml", "old").expect("reads"), Some(run));
+        assert!(index
+            .last_run_is("/p.yaml", "old", &old.hex())
+            .expect("reads"));
+        assert!(index
+            .last_run_is("/p.yaml", "new", &new.hex())
+            .expect("reads"));
+        assert!(!index
+            .last_run_is("/p.yaml", "new", &old.hex())
+            .expect("reads"));
+        let snapshot = full_snapshot(&index);
+        assert_eq!(snapshot.entries[&old.hex()].stage, "old");
+        assert_eq!(
+            snapshot.entries[&new.hex()].manifest,
+            StageKey([9; 32]).hex()
+        );
+        assert_eq!(snapshot.last_run["/p.yaml\0new"], run_of(&new, "echo new"));
     }
 
     /// The index as a snapshot written from sled alone.

@@ -27,6 +27,7 @@ mod rebuild;
 mod record;
 mod snapshot_text;
 mod stamp;
+mod stored_value;
 mod verify;
 
 pub use blob::{hash_file, with_parent, BlobStore, StoredFile};
