@@ -171,7 +171,9 @@ impl Out {
     }
 
     fn hash(&mut self, s: &str) {
-        let (head, rest) = s.split_at(s.len().min(64));
+        // a text whose 64th byte is inside a character is no key (and not cut there)
+        let at = if s.is_char_boundary(64) { 64 } else { s.len() };
+        let (head, rest) = s.split_at(at.min(s.len()));
         // only a text that reads back the same (lowercase hex) is kept as bytes
         match StageKey::from_hex(head).filter(|k| k.hex() == head) {
             Some(key) if rest.is_empty() => {
