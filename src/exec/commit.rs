@@ -26,7 +26,7 @@ struct InputResult<'a> {
 }
 
 /// What committing one stage instance's result needs, prepared by the scheduler when it
-/// starts the job (so a worker thread needs neither the pipeline nor the plan).
+/// starts the job (so a worker thread needs no plan; names are the pipeline's, borrowed).
 ///
 /// What the key was made from is not kept here: the scheduler has the plan, and makes it
 /// for the last-run record once the result is committed.
