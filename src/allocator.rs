@@ -4,8 +4,8 @@
 //! 32 MiB): after a pipeline of 100,000 stages is loaded and its expansion stored, every
 //! later buffer of a few MiB comes from the heap, where its pages stay resident once it
 //! is freed, in whichever thread's arena held it. The engine fixes the threshold
-//! ([`tune_for_engine`]): a run after an edit of a 100,000-stage matrix peaked at 227-245
-//! MB resident with the moving one, 179-208 MB with it fixed (#27).
+//! ([`tune_for_engine`]): a run after an edit of a 100,000-stage matrix peaked at 225-257
+//! MB resident with the moving one, 172-207 MB with it fixed (four runs each, #27).
 //!
 //! A training step allocates and frees many tensors of a few MiB each. glibc serves
 //! blocks above its (dynamic) mmap threshold with fresh `mmap`s and returns freed memory
@@ -15,6 +15,8 @@
 
 /// Blocks below this size come from the heap, not from a fresh `mmap`.
 const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Free memory at the top of the heap is returned to the kernel only above this size.
+const TRIM_THRESHOLD: i32 = i32::MAX;
 /// The engine's threshold: glibc's own starting value, kept fixed.
 const ENGINE_MMAP_THRESHOLD: i32 = 128 << 10;
 
@@ -28,13 +30,11 @@ pub fn tune_for_engine() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, ENGINE_MMAP_THRESHOLD);
     }
 }
-/// Free memory at the top of the heap is returned to the kernel only above this size.
-const TRIM_THRESHOLD: i32 = i32::MAX;
 
 /// Applies the settings (glibc only; a no-op elsewhere), once per process, when training
-/// (or any stage that runs a model) starts: not at start-up, because the same settings keep a large pipeline's parse
-/// buffers (hundreds of MB at 100,000 stages, freed before training) resident in `plan`
-/// and in a no-op `run` (#27).
+/// (or any stage that runs a model) starts: not at start-up, because the same settings
+/// keep a large pipeline's parse buffers (hundreds of MB at 100,000 stages, freed before
+/// training) resident in `plan` and in a no-op `run` (#27).
 pub fn tune_for_training() {
     static TUNED: std::sync::Once = std::sync::Once::new();
     TUNED.call_once(|| {

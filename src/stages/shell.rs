@@ -94,8 +94,6 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The last 64 KiB of the file at `path` as text (empty when unreadable): enough for the
-/// tail of a failed command's stderr, however long its log.
 /// Writes `arts`' paths to `list`, one per line.
 fn write_listing(list: &Path, arts: &[super::InputArtifact]) -> std::io::Result<()> {
     use std::io::Write;
@@ -109,6 +107,8 @@ fn write_listing(list: &Path, arts: &[super::InputArtifact]) -> std::io::Result<
     Ok(())
 }
 
+/// The last 64 KiB of the file at `path` as text (empty when unreadable): enough for the
+/// tail of a failed command's stderr, however long its log.
 fn read_end(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
     const MOST: u64 = 64 * 1024;
