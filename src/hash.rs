@@ -51,6 +51,22 @@ impl fmt::Display for StageKey {
     }
 }
 
+/// Written as its 64 hex digits (as in every file and value that names a key).
+impl Serialize for StageKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StageKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        StageKey::from_hex(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{text}` is not a stage key (64 hex digits)"))
+        })
+    }
+}
+
 impl fmt::Debug for StageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "StageKey({})", self.short())

@@ -32,7 +32,7 @@ fn fixture_index() -> Vec<(String, InputArtifact)> {
                 serde_json::from_value(r["coords"].clone()).unwrap();
             let artifact = InputArtifact {
                 stage: r["stage"].as_str().unwrap().to_string(),
-                key: r["key"].as_str().unwrap().to_string(),
+                key: pipe::hash::StageKey::from_hex(r["key"].as_str().unwrap()),
                 coords: coords.into(),
                 path: fixtures().join(r["dir"].as_str().unwrap()),
             };
@@ -45,7 +45,7 @@ fn fixture_rows() -> Vec<ResultRow> {
     fixture_index()
         .into_iter()
         .map(|(input, a)| {
-            ResultRow::load(&input, &a.stage, &a.key, a.coords.to_map(), &a.path).unwrap()
+            ResultRow::load(&input, &a.stage, &a.key_hex(), a.coords.to_map(), &a.path).unwrap()
         })
         .collect()
 }

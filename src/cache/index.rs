@@ -32,10 +32,12 @@ pub struct Entry {
     /// Pipeline file and profile that made it.
     pub pipeline: String,
     pub profile: Option<String>,
-    /// Keys (hex) of the results it was computed from, so that `pipe cache verify` can
-    /// find what was derived from a damaged result (empty for entries made before).
+    /// Keys of the results it was computed from, so that `pipe cache verify` can find
+    /// what was derived from a damaged result (empty for entries made before); written as
+    /// hex. Held as keys, not hex text: a table over 50,000 cells made 5 MB of text at
+    /// its commit (#27).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<StageKey>,
 }
 
 /// Files of one stage output.
@@ -71,6 +73,32 @@ impl LastRun {
     pub(super) fn written_head(key: &str) -> String {
         format!("{{\"key\":{}", serde_json::Value::from(key))
     }
+}
+
+/// A last run to record, borrowed from the plan and the pipeline: what a [`LastRun`]
+/// reads back as, without its copies (a table reading 50,000 cells made 8 MB of hex keys
+/// and names to record one, #27). Stored as [`LastRun`] is.
+#[derive(Debug)]
+pub struct LastRunOf<'a> {
+    pub key: StageKey,
+    pub kind: &'a str,
+    pub version: u32,
+    /// The params' canonical JSON text.
+    pub params: &'a str,
+    /// Input name (in order) -> the results bound to it.
+    pub inputs: Vec<(&'a str, Vec<RecordedInput<'a>>)>,
+    pub fingerprint: Option<&'a str>,
+    pub backend: Option<&'a str>,
+}
+
+/// One result a recorded run was given.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedInput<'a> {
+    pub key: StageKey,
+    /// The file or folder of it bound (`stage.sub/path`), if not the whole output.
+    pub sub: Option<&'a str>,
+    /// The stage instance that made it.
+    pub stage: &'a str,
 }
 
 /// The whole index as JSON: entries by key (hex) and last runs by `pipeline\0stage`.
@@ -675,10 +703,19 @@ impl Index {
         stage: &str,
         run: &LastRun,
     ) -> Result<(), CacheError> {
+        self.set_last_run_value(pipeline, stage, encode_last_run(run))
+    }
+
+    /// Records a last run given as its stored value.
+    pub(super) fn set_last_run_value(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), CacheError> {
         let Store::Sled { last, .. } = &self.store else {
             return Err(self.read_only());
         };
-        let bytes = encode_last_run(run);
         let at = Self::last_key(pipeline, stage);
         let _changing = self.change_lock();
         self.bump_generation()?;
@@ -772,7 +809,7 @@ mod tests {
         let entry = |stage: &str| Entry {
             manifest: StageKey([9; 32]).hex(),
             stage: stage.into(),
-            inputs: vec![old.hex()],
+            inputs: vec![old],
             ..Entry::default()
         };
         // as builds before the binary form wrote them
@@ -793,7 +830,7 @@ mod tests {
         );
         assert_eq!(
             index.entry(&new).expect("reads").expect("there").inputs,
-            vec![old.hex()]
+            vec![old]
         );
         assert_eq!(index.last_run("/p.yaml", "old").expect("reads"), Some(run));
         assert!(index

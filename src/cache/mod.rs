@@ -31,7 +31,7 @@ mod stored_value;
 mod verify;
 
 pub use blob::{hash_file, with_parent, BlobStore, StoredFile};
-pub use index::{Entry, IndexSnapshot, LastRun, Manifest, ManifestFile};
+pub use index::{Entry, IndexSnapshot, LastRun, LastRunOf, Manifest, ManifestFile, RecordedInput};
 use rebuild::verify_candidate;
 pub use rebuild::{Rebuilt, Skipped};
 pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
@@ -880,9 +880,10 @@ impl Cache {
         &self,
         pipeline: &str,
         stage: &str,
-        run: &LastRun,
+        run: &LastRunOf,
     ) -> Result<(), CacheError> {
-        self.index.set_last_run(pipeline, stage, run)
+        self.index
+            .set_last_run_value(pipeline, stage, stored_value::encode_last_run_of(run))
     }
 
     /// Makes the index durable (recorded last runs, commits and removals since the last

@@ -33,9 +33,14 @@ impl Records {
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.dir);
         let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), key.hex()));
-        let text = serde_json::to_vec(entry).unwrap_or_default();
-        let mut f = super::with_parent(&tmp, || File::create(&tmp)).map_err(io_err(&tmp))?;
-        f.write_all(&text).map_err(io_err(&tmp))?;
+        let f = super::with_parent(&tmp, || File::create(&tmp)).map_err(io_err(&tmp))?;
+        // streamed: a table over 50,000 cells records 3.4 MB of input keys (#27)
+        let mut out = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut out, entry)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.flush())
+            .map_err(io_err(&tmp))?;
+        drop(out);
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 

@@ -720,7 +720,7 @@ mod tests {
                 Entry {
                     stage: format!("s{i}[q=\"{{}}\",w=\\]"),
                     kind: "shell".into(),
-                    inputs: vec!["ab".repeat(32)],
+                    inputs: vec![StageKey([0xab; 32])],
                     ..Entry::default()
                 },
             );

@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::index::{Entry, LastRun};
+use super::index::{Entry, LastRun, LastRunOf};
 use crate::hash::{KeyMaterial, StageKey};
 
 /// The first byte of a binary value (its format's version).
@@ -46,7 +46,7 @@ pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
     out.opt_text(e.profile.as_deref());
     out.uint(e.inputs.len() as u64);
     for key in &e.inputs {
-        out.hash(key);
+        out.key(key);
     }
     out.0
 }
@@ -65,7 +65,10 @@ pub(super) fn decode_entry(v: &[u8]) -> Result<Entry, ValueError> {
         created: r.uint()?,
         pipeline: r.text()?,
         profile: r.opt_text()?,
-        inputs: r.list(In::hash)?,
+        inputs: {
+            let n = r.len()?;
+            (0..n).map(|_| r.key()).collect::<Result<_, _>>()?
+        },
     };
     r.end()?;
     Ok(entry)
@@ -83,6 +86,46 @@ pub(super) fn encode_last_run(run: &LastRun) -> Vec<u8> {
     out.opt_text(m.fingerprint.as_deref());
     out.opt_text(m.backend.as_deref());
     out.map(&run.input_stages, Out::text);
+    out.0
+}
+
+/// [`encode_last_run`] of the run `run` borrows (the same bytes).
+pub(super) fn encode_last_run_of(run: &LastRunOf) -> Vec<u8> {
+    let results: usize = run.inputs.iter().map(|(_, bound)| bound.len()).sum();
+    let mut out = Out(Vec::with_capacity(256 + 56 * results));
+    out.0.push(BINARY);
+    out.key(&run.key);
+    out.text(run.kind);
+    out.uint(u64::from(run.version));
+    out.text(run.params);
+    out.uint(run.inputs.len() as u64);
+    for (name, bound) in &run.inputs {
+        out.text(name);
+        out.uint(bound.len() as u64);
+        for input in bound {
+            match input.sub {
+                None => out.key(&input.key),
+                // as `Out::hash` writes `<hex>/<sub>`
+                Some(sub) => {
+                    out.0.push(HASH_AND_PATH);
+                    out.0.extend_from_slice(&input.key.0);
+                    out.uint(sub.len() as u64 + 1);
+                    out.0.push(b'/');
+                    out.0.extend_from_slice(sub.as_bytes());
+                }
+            }
+        }
+    }
+    out.opt_text(run.fingerprint);
+    out.opt_text(run.backend);
+    out.uint(run.inputs.len() as u64);
+    for (name, bound) in &run.inputs {
+        out.text(name);
+        out.uint(bound.len() as u64);
+        for input in bound {
+            out.text(input.stage);
+        }
+    }
     out.0
 }
 
@@ -168,6 +211,12 @@ impl Out {
                 self.text(s);
             }
         }
+    }
+
+    /// A stage key, as [`Out::hash`] writes one given its hex.
+    fn key(&mut self, key: &StageKey) {
+        self.0.push(HASH);
+        self.0.extend_from_slice(&key.0);
     }
 
     fn hash(&mut self, s: &str) {
@@ -259,14 +308,23 @@ impl In<'_> {
         Ok(f64::from_le_bytes(b))
     }
 
-    fn hash(&mut self) -> Result<String, ValueError> {
-        let key = |r: &mut Self| -> Result<String, ValueError> {
-            let b: [u8; 32] = r.bytes(32)?.try_into().map_err(|_| ValueError::Binary)?;
-            Ok(StageKey(b).hex())
-        };
+    fn key_bytes(&mut self) -> Result<StageKey, ValueError> {
+        let b: [u8; 32] = self.bytes(32)?.try_into().map_err(|_| ValueError::Binary)?;
+        Ok(StageKey(b))
+    }
+
+    /// A field [`Out::key`] wrote (any other is damage).
+    fn key(&mut self) -> Result<StageKey, ValueError> {
         match self.byte()? {
-            HASH => key(self),
-            HASH_AND_PATH => Ok(key(self)? + &self.text()?),
+            HASH => self.key_bytes(),
+            _ => Err(ValueError::Binary),
+        }
+    }
+
+    fn hash(&mut self) -> Result<String, ValueError> {
+        match self.byte()? {
+            HASH => Ok(self.key_bytes()?.hex()),
+            HASH_AND_PATH => Ok(self.key_bytes()?.hex() + &self.text()?),
             TEXT => self.text(),
             _ => Err(ValueError::Binary),
         }
@@ -317,7 +375,7 @@ mod tests {
             created: 1_796_450_876,
             pipeline: "/p/bench.yaml".into(),
             profile: Some("cpu".into()),
-            inputs: vec![hex(2), hex(3)],
+            inputs: vec![StageKey([2; 32]), StageKey([3; 32])],
         }
     }
 

@@ -63,8 +63,8 @@ impl Cache {
         let mut problems = Vec::new();
         let mut bad_blobs: BTreeMap<String, Damage> = BTreeMap::new();
         let mut good_blobs: BTreeSet<String> = BTreeSet::new();
-        // key hex -> (stage, since when its content is wrong)
-        let mut wrong: BTreeMap<String, (String, Since)> = BTreeMap::new();
+        // key -> (stage, since when its content is wrong)
+        let mut wrong: BTreeMap<StageKey, (String, Since)> = BTreeMap::new();
         let entries = self.entries()?;
         let mut dropped: BTreeSet<StageKey> = BTreeSet::new();
         for (key, entry) in &entries {
@@ -109,7 +109,7 @@ impl Cache {
                 continue;
             }
             if let Some(since) = since {
-                wrong.insert(key.hex(), (entry.stage.clone(), since));
+                wrong.insert(*key, (entry.stage.clone(), since));
             }
             for (file, message) in broken {
                 problems.push(Corruption {
@@ -131,7 +131,7 @@ impl Cache {
                     wrong
                         .get(input)
                         .filter(|(_, since)| since.may_have_been_read_at(entry.created))
-                        .map(|(stage, since)| (input.clone(), stage.clone(), *since))
+                        .map(|(stage, since)| (input.hex(), stage.clone(), *since))
                 });
                 if let Some((input, stage, since)) = source {
                     problems.push(Corruption {
@@ -139,7 +139,7 @@ impl Cache {
                         stage: entry.stage.clone(),
                         cause: CorruptionCause::DerivedFrom { stage, key: input },
                     });
-                    wrong.insert(key.hex(), (entry.stage.clone(), since));
+                    wrong.insert(*key, (entry.stage.clone(), since));
                     dropped.insert(*key);
                     found = true;
                 }

@@ -102,7 +102,7 @@ pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
             continue;
         }
         let inst = &p.instances[it.instance];
-        let at = *row_of.entry(inst.base.as_str()).or_insert_with(|| {
+        let at = *row_of.entry(&*inst.base).or_insert_with(|| {
             rows.push(StageCells {
                 stage: &inst.base,
                 kind: &inst.kind,

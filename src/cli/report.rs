@@ -45,7 +45,7 @@ fn cached_inputs(
             };
             arts.push(InputArtifact {
                 stage: up.name.clone(),
-                key: item.key.hex(),
+                key: Some(item.key),
                 coords: up.coords.clone(),
                 path,
             });
@@ -66,7 +66,7 @@ pub(super) fn report_command(
         super::context::CommandContext::reading(cache_root, target, registry)?;
     let plan = plan_everything(&loaded, &cache, device)?;
     let reports: Vec<usize> = (0..loaded.pipeline.instances.len())
-        .filter(|&i| loaded.pipeline.instances[i].kind == "report")
+        .filter(|&i| &*loaded.pipeline.instances[i].kind == "report")
         .collect();
     if reports.is_empty() {
         bail!(
@@ -125,8 +125,7 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
     let mut rows = Vec::new();
     for it in &plan.items {
         let inst = &loaded.pipeline.instances[it.instance];
-        if it.status != Status::Cached || !matches!(inst.kind.as_str(), "evaluate" | "cv_aggregate")
-        {
+        if it.status != Status::Cached || !matches!(&*inst.kind, "evaluate" | "cv_aggregate") {
             continue;
         }
         let dir = cache.materialize(&it.key)?;
@@ -136,7 +135,7 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
             Err(_) => continue,
         };
         rows.push(ResultRow {
-            input: inst.base.clone(),
+            input: inst.base.to_string(),
             stage: inst.name.clone(),
             key: it.key.hex(),
             coords: inst.coords.to_map(),

@@ -14,8 +14,7 @@ use crate::cache::{Cache, Entry};
 use crate::hash::StageKey;
 use crate::pipeline::Pipeline;
 
-/// One result a stage was given, for the check after it ran (names borrowed from the
-/// pipeline: a table reading 50,000 cells held two copies of each, #27).
+/// One result a stage was given, for the check after it ran.
 #[derive(Debug)]
 struct InputResult<'a> {
     /// The input it is bound under.
@@ -26,40 +25,29 @@ struct InputResult<'a> {
 }
 
 /// What committing one stage instance's result needs, prepared by the scheduler when it
-/// starts the job (so a worker thread needs no plan; names are the pipeline's, borrowed).
+/// starts the job.
 ///
-/// What the key was made from is not kept here: the scheduler has the plan, and makes it
-/// for the last-run record once the result is committed.
-#[derive(Debug)]
+/// The results the stage was given are read from the pipeline and the plan, borrowed, when
+/// the commit checks them: a list of them made for each job held 3.2 MB for a table
+/// reading 50,000 cells (#27). What the key was made from is not kept here either: the
+/// scheduler makes it for the last-run record once the result is committed.
 pub struct CommitSpec<'a> {
-    key: StageKey,
+    p: &'a Pipeline,
+    plan: &'a Plan,
+    instance: usize,
     /// The entry to store, but for what the commit fills in (manifest, size, time, and
-    /// the input keys, made from `inputs` then: held here as well, a table's 50,000 keys
-    /// were copied once more at its commit).
+    /// the input keys).
     entry: Entry,
-    /// The results the stage was given.
-    inputs: Vec<InputResult<'a>>,
 }
 
 impl<'a> CommitSpec<'a> {
     /// The commit of instance `i` of `p` under `plan`.
-    pub fn new(p: &'a Pipeline, plan: &Plan, i: usize) -> Self {
+    pub fn new(p: &'a Pipeline, plan: &'a Plan, i: usize) -> Self {
         let inst = &p.instances[i];
-        let inputs: Vec<InputResult<'a>> = inst
-            .inputs
-            .iter()
-            .flat_map(|(name, refs)| {
-                refs.iter().map(move |r| InputResult {
-                    input: name.as_str(),
-                    producer: p.instances[r.instance].name.as_str(),
-                    key: plan.item(r.instance).key,
-                })
-            })
-            .collect();
         let entry = Entry {
             manifest: String::new(),
             stage: inst.name.clone(),
-            kind: inst.kind.clone(),
+            kind: inst.kind.to_string(),
             seconds: 0.0,
             bytes: 0,
             created: 0,
@@ -68,10 +56,26 @@ impl<'a> CommitSpec<'a> {
             inputs: Vec::new(),
         };
         CommitSpec {
-            key: plan.item(i).key,
+            p,
+            plan,
+            instance: i,
             entry,
-            inputs,
         }
+    }
+
+    /// The results the stage was given, by input.
+    fn inputs(&self) -> impl Iterator<Item = InputResult<'a>> + '_ {
+        let (p, plan) = (self.p, self.plan);
+        p.instances[self.instance]
+            .inputs
+            .iter()
+            .flat_map(move |(name, refs)| {
+                refs.iter().map(move |r| InputResult {
+                    input: name.as_str(),
+                    producer: p.instances[r.instance].name.as_str(),
+                    key: plan.item(r.instance).key,
+                })
+            })
     }
 
     /// Checks the inputs and the staged outputs, stores them, removes the staging folder
@@ -85,11 +89,11 @@ impl<'a> CommitSpec<'a> {
                 let entry = Entry {
                     seconds: staged.seconds,
                     created: now_unix(),
-                    inputs: input_keys(&self.inputs),
+                    inputs: input_keys(self.inputs()),
                     ..self.entry.clone()
                 };
                 cache
-                    .commit(&self.key, &staged.out_dir, entry)
+                    .commit(&self.plan.item(self.instance).key, &staged.out_dir, entry)
                     .map(|_| Committed {
                         seconds: staged.seconds,
                     })
@@ -113,11 +117,11 @@ impl<'a> CommitSpec<'a> {
             input,
             producer,
             key,
-        } in &self.inputs
+        } in self.inputs()
         {
-            if let Err(e) = cache.check(key) {
+            if let Err(e) = cache.check(&key) {
                 if e.is_damage() {
-                    let _ = cache.remove(key);
+                    let _ = cache.remove(&key);
                     let (input, producer) = (input.to_string(), producer.to_string());
                     return Err(match e {
                         crate::cache::CacheError::Damaged(d) => InputChanged::File {
@@ -139,13 +143,13 @@ impl<'a> CommitSpec<'a> {
     }
 }
 
-/// The keys (hex, sorted, each once) of the results a stage is computed from.
-fn input_keys(inputs: &[InputResult]) -> Vec<String> {
-    let mut keys: Vec<StageKey> = inputs.iter().map(|r| r.key).collect();
+/// The keys (sorted, each once) of the results a stage is computed from.
+fn input_keys<'a>(inputs: impl Iterator<Item = InputResult<'a>>) -> Vec<StageKey> {
+    let mut keys: Vec<StageKey> = inputs.map(|r| r.key).collect();
     // the bytes' order is their hex text's order
     keys.sort_unstable();
     keys.dedup();
-    keys.iter().map(StageKey::hex).collect()
+    keys
 }
 
 fn now_unix() -> u64 {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::reason::{reasons_text, Reasons, RunReason};
-use crate::cache::{Cache, CacheError, LastRun};
+use crate::cache::{Cache, CacheError, LastRun, LastRunOf, RecordedInput};
 use crate::graph::StageGraph;
 use crate::hash::{KeyMaterial, KeyParts, ParamsText, StageKey};
 use crate::pipeline::Pipeline;
@@ -80,6 +80,35 @@ impl Plan {
     /// provenance).
     pub fn input_stages(&self, p: &Pipeline, instance: usize) -> BTreeMap<String, Vec<String>> {
         input_stages_of(p, instance)
+    }
+
+    /// The last run to record for `instance` once its result is there: what
+    /// [`Plan::material`] and [`Plan::input_stages`] read back as, borrowed.
+    pub fn last_run<'a>(&'a self, p: &'a Pipeline, instance: usize) -> LastRunOf<'a> {
+        let inst = &p.instances[instance];
+        LastRunOf {
+            key: self.item(instance).key,
+            kind: &inst.kind,
+            version: inst.version,
+            params: inst.params.canonical(),
+            inputs: inst
+                .inputs
+                .iter()
+                .map(|(name, refs)| {
+                    let bound = refs
+                        .iter()
+                        .map(|r| RecordedInput {
+                            key: self.item(r.instance).key,
+                            sub: r.sub.as_deref(),
+                            stage: &p.instances[r.instance].name,
+                        })
+                        .collect();
+                    (name.as_str(), bound)
+                })
+                .collect(),
+            fingerprint: inst.fingerprint.as_deref(),
+            backend: inst.uses_backend.then_some(self.backend.as_str()),
+        }
     }
 
     /// `(stage, key, status, reason)` rows for `pipe plan --json`.
@@ -224,7 +253,7 @@ fn material_of<K: AsRef<str>>(
 ) -> KeyMaterial {
     let inst = &p.instances[instance];
     KeyMaterial {
-        kind: inst.kind.clone(),
+        kind: inst.kind.to_string(),
         version: inst.version,
         params: inst.params.parsed().into_owned(),
         inputs: input_keys_of(p, instance, hex_key),
@@ -465,5 +494,45 @@ mod tests {
         let material = material_of(&p, b, "flex", |up| hex[up].clone());
         assert!(material.inputs["up"][0].ends_with("/o/x"));
         assert_eq!(material.inputs["all"].len(), 2);
+    }
+
+    #[test]
+    fn a_recorded_last_run_reads_back_as_the_material_and_upstream_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: echo, outs: [o/x], env: {N: 2e-5}}\n    matrix: {env.SEED: [1, 2]}\n  b:\n    kind: shell\n    params: {cmd: cat, outs: [p]}\n    inputs: {up: a.o/x, all: [a]}\n",
+        )
+        .expect("write");
+        let mut p =
+            crate::pipeline::load_pipeline(&path, None, &StageRegistry::builtin()).expect("loads");
+        // as a training kind's: its key and record name the backend
+        let b = p.select("b")[0];
+        p.instances[b].uses_backend = true;
+        let g = StageGraph::build(&p).expect("acyclic");
+        let cache = Cache::open(&dir.path().join("cache")).expect("cache");
+        let opts = PlanOptions {
+            backend: "flex".into(),
+            ..PlanOptions::default()
+        };
+        let plan = plan(&p, &g, &cache, &opts).expect("plans");
+        for it in &plan.items {
+            let name = &p.instances[it.instance].name;
+            cache
+                .record_last_run(&plan.pipeline_id, name, &plan.last_run(&p, it.instance))
+                .expect("records");
+            let expected = LastRun {
+                key: it.key.hex(),
+                material: plan.material(&p, it.instance),
+                input_stages: plan.input_stages(&p, it.instance),
+            };
+            let read = cache.last_run(&plan.pipeline_id, name).expect("reads");
+            assert_eq!(read.as_ref(), Some(&expected), "{name}");
+        }
+        let read = cache.last_run(&plan.pipeline_id, "b").expect("reads");
+        let material = read.expect("recorded").material;
+        assert_eq!(material.backend.as_deref(), Some("flex"));
+        assert!(material.inputs["up"][0].ends_with("/o/x"));
     }
 }

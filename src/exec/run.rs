@@ -14,7 +14,7 @@ use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
 use super::ui::RunUi;
 use super::waiting::Waiting;
-use crate::cache::{Cache, CacheError, LastRun};
+use crate::cache::{Cache, CacheError};
 use crate::graph::StageGraph;
 use crate::hash::StageKey;
 use crate::pipeline::Pipeline;
@@ -128,7 +128,7 @@ pub fn run_plan(
 fn schedule<'a>(
     p: &'a Pipeline,
     g: &StageGraph,
-    plan: &Plan,
+    plan: &'a Plan,
     cache: &Cache,
     registry: &'a StageRegistry,
     opts: &RunOptions,
@@ -149,7 +149,7 @@ fn schedule<'a>(
     // for a report's provenance; read only when a report runs (it parses the params of
     // every training stage)
     let precision = (0..p.instances.len())
-        .any(|i| runs_flag[i] && p.instances[i].kind == "report")
+        .any(|i| runs_flag[i] && &*p.instances[i].kind == "report")
         .then(|| crate::report::provenance::precision_summary(&p.instances))
         .flatten();
     for it in plan.items.iter().filter(|it| !runs(it)) {
@@ -289,7 +289,6 @@ fn schedule<'a>(
         running -= 1;
         let i = done.instance;
         let inst = &p.instances[i];
-        let item = plan.item(i);
         // committed by the executor that ran it
         let reported = done.reported;
         match done.result {
@@ -298,15 +297,7 @@ fn schedule<'a>(
                     ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
                 }
                 outcomes[i] = Some(StageOutcome::Ran { seconds });
-                cache.record_last_run(
-                    &plan.pipeline_id,
-                    &inst.name,
-                    &LastRun {
-                        key: item.key.hex(),
-                        material: plan.material(p, i),
-                        input_stages: plan.input_stages(p, i),
-                    },
-                )?;
+                cache.record_last_run(&plan.pipeline_id, &inst.name, &plan.last_run(p, i))?;
                 waiting.release(i, &mut ready);
             }
             Err(error) => {
@@ -370,11 +361,7 @@ fn schedule<'a>(
         cache.record_last_run(
             &plan.pipeline_id,
             &p.instances[it.instance].name,
-            &LastRun {
-                key: it.key.hex(),
-                material: plan.material(p, it.instance),
-                input_stages: plan.input_stages(p, it.instance),
-            },
+            &plan.last_run(p, it.instance),
         )?;
     }
     // every record now current: each stage ran (and was recorded) or was cached (and
@@ -468,7 +455,7 @@ pub fn resolve_inputs(
     let inst = &p.instances[i];
     let mut by_name: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
     for (name, refs) in &inst.inputs {
-        let mut arts = Vec::new();
+        let mut arts = Vec::with_capacity(refs.len());
         for r in refs {
             let up = &p.instances[r.instance];
             let key = plan.item(r.instance).key;
@@ -500,7 +487,7 @@ pub fn resolve_inputs(
             };
             arts.push(InputArtifact {
                 stage: up.name.clone(),
-                key: key.hex(),
+                key: Some(key),
                 coords: up.coords.clone(),
                 path,
             });

@@ -75,7 +75,7 @@ pub(super) fn bind(cx: &mut Context) -> Result<(), PipelineError> {
     let mut groups = CellGroups::default();
     for i in 0..instances.len() {
         let base = instances[i].base.clone();
-        let m = &merged[&base];
+        let m = &merged[&*base];
         let mut bound: BTreeMap<String, Vec<InputRef>> = BTreeMap::new();
         for (input, refs) in &m.doc.inputs {
             let refs: Vec<String> = match refs {

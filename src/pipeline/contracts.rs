@@ -45,7 +45,7 @@ fn check_contracts(
     for i in 0..instances.len() {
         select_named_inputs(&mut instances[i], merged, map, registry, &mut named_used)?;
         let inst = &instances[i];
-        let base = inst.base.as_str();
+        let base = &*inst.base;
         let at_input = |input: &str, e: ContractError| {
             map.error(
                 &["stages", base, "inputs", input],
@@ -170,7 +170,7 @@ fn select_named_inputs(
         return Ok(());
     };
     let named = erased.named_inputs(&inst.params.parsed());
-    let bound: Vec<&str> = merged[&inst.base]
+    let bound: Vec<&str> = merged[&*inst.base]
         .doc
         .inputs
         .keys()
@@ -185,7 +185,7 @@ fn select_named_inputs(
     inst.inputs
         .retain(|name, _| named.contains(name) || declared.iter().any(|s| s.name == name));
     named_used
-        .entry(inst.base.clone())
+        .entry(inst.base.to_string())
         .or_insert_with(|| (contract, BTreeSet::new()))
         .1
         .extend(named);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +32,13 @@ pub type CellCoords = SortedMap<serde_json::Value>;
 pub struct StageInstance {
     /// `train` or, for a matrix cell, `train[fold=3,head=cls]`.
     pub name: String,
-    /// The stage name in the YAML.
-    pub base: String,
-    pub kind: String,
+    /// The stage name in the YAML (one text shared by the stage's cells: a copy in each
+    /// of 100,000 cells was 4 MB, #27).
+    #[serde(deserialize_with = "shared_text")]
+    pub base: Arc<str>,
+    /// Its kind (shared as `base` is).
+    #[serde(deserialize_with = "shared_text")]
+    pub kind: Arc<str>,
     pub version: u32,
     pub uses_backend: bool,
     /// Params normalized by the kind (defaults filled in), kept as canonical JSON text.
@@ -56,6 +61,30 @@ pub struct StageInstance {
     /// The line of the pipeline file ([`Pipeline::file`]) where the stage is defined (for
     /// messages).
     pub line: usize,
+}
+
+/// Decodes a stage name or kind as the text already decoded on this thread where it is the
+/// same (a stored expansion lists each cell with its own copy).
+fn shared_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    use std::cell::RefCell;
+    /// The most texts kept for sharing, a thread (the most recent ones).
+    const KEPT: usize = 32;
+    thread_local! {
+        static SEEN: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+    }
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if let Some(same) = seen.iter().rev().find(|s| ***s == *text) {
+            return same.clone();
+        }
+        if seen.len() == KEPT {
+            seen.remove(0);
+        }
+        let shared: Arc<str> = text.into();
+        seen.push(shared.clone());
+        shared
+    }))
 }
 
 impl StageInstance {
@@ -86,10 +115,10 @@ impl Pipeline {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                s.base == name
+                &*s.base == name
                     || s.name == name
                     || target.as_ref().is_some_and(|t| {
-                        !t.filters.is_empty() && t.up == s.base && t.admits(&s.coords)
+                        !t.filters.is_empty() && *t.up == *s.base && t.admits(&s.coords)
                     })
             })
             .map(|(i, _)| i)
@@ -115,5 +144,36 @@ pub(super) fn coord_key(v: &serde_json::Value) -> String {
             crate::hash::canonical_json(v)
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_decoded_on_one_thread_share_their_stage_name_and_kind() {
+        let cell = |i: usize| StageInstance {
+            name: format!("train[I={i}]"),
+            base: "train".into(),
+            kind: "shell".into(),
+            version: 1,
+            uses_backend: false,
+            params: super::super::StageParams::new(serde_json::json!({"cmd": "echo"})),
+            coords: CellCoords::default(),
+            inputs: BoundInputs::default(),
+            fingerprint: None,
+            publish: None,
+            resources: None,
+            line: 3,
+        };
+        let decoded: Vec<StageInstance> = (0..3)
+            .map(|i| serde_json::to_string(&cell(i)).expect("encodes"))
+            .map(|line| serde_json::from_str(&line).expect("decodes"))
+            .collect();
+        assert_eq!(&*decoded[2].base, "train");
+        assert_eq!(decoded[2].name, "train[I=2]");
+        assert!(Arc::ptr_eq(&decoded[0].base, &decoded[2].base));
+        assert!(Arc::ptr_eq(&decoded[0].kind, &decoded[1].kind));
     }
 }

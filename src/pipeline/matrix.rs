@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::bind_inputs::InputTarget;
 use super::doc::{key_str, yaml_to_json, InputDoc, MatrixAxisDoc};
@@ -100,6 +101,9 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
         instances.reserve(cells_len);
         let cells_of_stage = by_base.entry(name.clone()).or_default();
         cells_of_stage.reserve(cells_len);
+        // one text for every cell's stage name and kind
+        let (shared_base, shared_kind): (Arc<str>, Arc<str>) =
+            (name.as_str().into(), kind.as_str().into());
         for (axes, followed) in cells {
             let mut params = base_params.clone();
             for (k, v) in &axes {
@@ -148,8 +152,8 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
             cells_of_stage.push(instances.len());
             instances.push(StageInstance {
                 name: inst_name,
-                base: name.clone(),
-                kind: kind.clone(),
+                base: shared_base.clone(),
+                kind: shared_kind.clone(),
                 version: erased.version(),
                 uses_backend: erased.uses_backend(),
                 params: super::StageParams::new(normalized),

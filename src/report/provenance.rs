@@ -33,7 +33,7 @@ pub fn precision_summary(instances: &[crate::pipeline::StageInstance]) -> Option
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for inst in instances
         .iter()
-        .filter(|i| TRAINING_KINDS.contains(&i.kind.as_str()))
+        .filter(|i| TRAINING_KINDS.contains(&&*i.kind))
     {
         let precision = inst
             .params

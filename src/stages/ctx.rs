@@ -8,6 +8,7 @@ use std::sync::Arc;
 use indicatif::ProgressBar;
 
 use super::StageError;
+use crate::hash::StageKey;
 
 /// One upstream artifact bound to an input: the output directory of one stage instance
 /// (or a named file or folder inside it), read-only.
@@ -15,14 +16,23 @@ use super::StageError;
 pub struct InputArtifact {
     /// Expanded name of the upstream stage instance, e.g. `finetune[fold=3,head=cls]`.
     pub stage: String,
-    /// Its stage key (hex).
-    pub key: String,
+    /// Its stage key (`None` for a path handed to a stage run on its own, see
+    /// [`StageCtx::standalone`]). Not hex text: a table reading 50,000 cells held 5 MB of
+    /// it (#27).
+    pub key: Option<StageKey>,
     /// Its matrix coordinates (empty when the upstream stage has no matrix): a sorted
     /// list, not a `BTreeMap`, whose first entry alone took 632 bytes (a table reading
     /// 50,000 cells held 32 MB of them, #27).
     pub coords: crate::pipeline::CellCoords,
     /// Path of the artifact (a directory, or a file/dir inside it for `stage.output`).
     pub path: PathBuf,
+}
+
+impl InputArtifact {
+    /// Its key as hex (empty when it has none), as reports and job specs write it.
+    pub fn key_hex(&self) -> String {
+        self.key.as_ref().map(StageKey::hex).unwrap_or_default()
+    }
 }
 
 /// Inputs by the name used in the YAML `inputs:` map. An input that refers to a matrix
@@ -169,7 +179,7 @@ impl StageCtx {
                 .or_insert_with(Vec::new)
                 .push(InputArtifact {
                     stage: format!("{input}-source"),
-                    key: String::new(),
+                    key: None,
                     coords: Default::default(),
                     path: path.to_path_buf(),
                 });

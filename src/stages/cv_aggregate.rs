@@ -262,7 +262,7 @@ impl Stage for CvAggregateStage {
             per_fold.push(FoldScore {
                 coords: f.coords.to_map(),
                 stage: f.stage.clone(),
-                key: f.key.clone(),
+                key: f.key_hex(),
                 prf: counts(&m, &f.stage)?,
             });
             all_metrics.push(m);
@@ -309,7 +309,7 @@ mod tests {
     fn fold(i: i64, head: &str) -> InputArtifact {
         InputArtifact {
             stage: format!("finetune[fold={i},head={head}]"),
-            key: format!("key{i}"),
+            key: Some(crate::hash::StageKey([i as u8; 32])),
             coords: [
                 ("fold".to_string(), json!(i)),
                 ("head".to_string(), json!(head)),

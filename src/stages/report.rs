@@ -81,7 +81,7 @@ pub fn rows_from_inputs(inputs: &Inputs) -> Result<Vec<ResultRow>, ReportError> 
 
 /// One result row from one bound artifact.
 pub fn row_from_artifact(input: &str, a: &InputArtifact) -> Result<ResultRow, ReportError> {
-    ResultRow::load(input, &a.stage, &a.key, a.coords.to_map(), &a.path)
+    ResultRow::load(input, &a.stage, &a.key_hex(), a.coords.to_map(), &a.path)
 }
 
 /// Adds every file under `dir` (sorted, recursively) to `hasher`.

@@ -53,7 +53,7 @@ mod tests {
                 input.to_string(),
                 vec![InputArtifact {
                     stage: input.to_string(),
-                    key: "k".into(),
+                    key: None,
                     coords: Default::default(),
                     path: path.to_path_buf(),
                 }],

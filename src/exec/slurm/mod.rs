@@ -304,7 +304,7 @@ impl<'u> SlurmExecutor<'u> {
             format: SPEC_FORMAT,
             cache: self.cache.clone(),
             stage: job.inst.name.clone(),
-            kind: job.inst.kind.clone(),
+            kind: job.inst.kind.to_string(),
             key: key.clone(),
             coords: job.inst.coords.to_map(),
             params: job.inst.params.parsed().into_owned(),
@@ -317,7 +317,7 @@ impl<'u> SlurmExecutor<'u> {
                         .iter()
                         .map(|a| SpecInput {
                             stage: a.stage.clone(),
-                            key: a.key.clone(),
+                            key: a.key_hex(),
                             coords: a.coords.to_map(),
                             path: a.path.clone(),
                         })

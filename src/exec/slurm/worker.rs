@@ -95,7 +95,8 @@ pub fn exec_stage(spec_path: &Path, registry: &StageRegistry) -> Result<bool, Wo
                 .or_default()
                 .push(InputArtifact {
                     stage: a.stage.clone(),
-                    key: a.key.clone(),
+                    // the spec writes a key's hex, or nothing for none
+                    key: crate::hash::StageKey::from_hex(&a.key),
                     coords: a.coords.clone().into(),
                     path: a.path.clone(),
                 });
