@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot_text::SnapshotText;
 use super::stored_value::{
-    decode_entry, decode_last_run, encode_entry, encode_last_run, json_text, last_run_records,
+    as_json, decode_entry, decode_last_run, encode_entry, encode_last_run, last_run_records,
     ValueKind,
 };
 use super::{io_err, CacheError};
@@ -256,7 +256,7 @@ fn write_member(
     name: &str,
     (value, kind): (&[u8], ValueKind),
 ) -> Result<(), CacheError> {
-    let Some(value) = json_text(value, kind) else {
+    let Some(value) = as_json(value, kind) else {
         return Ok(());
     };
     if std::mem::replace(any, true) {
@@ -264,7 +264,7 @@ fn write_member(
     }
     serde_json::to_writer(&mut *out, name).map_err(|e| io_err(path)(e.into()))?;
     out.write_all(b":").map_err(io_err(path))?;
-    out.write_all(&value).map_err(io_err(path))
+    value.write_to(out).map_err(io_err(path))
 }
 
 /// Cloning is cheap (sled trees are shared handles): the snapshot writer thread keeps one.

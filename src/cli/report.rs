@@ -50,7 +50,7 @@ fn cached_inputs(
                 path,
             });
         }
-        by_name.insert(name.clone(), arts);
+        by_name.insert(name.to_string(), arts);
     }
     Ok((Inputs { by_name }, missing))
 }

@@ -71,7 +71,7 @@ impl<'a> CommitSpec<'a> {
             .iter()
             .flat_map(move |(name, refs)| {
                 refs.iter().map(move |r| InputResult {
-                    input: name.as_str(),
+                    input: name,
                     producer: p.instances[r.instance].name.as_str(),
                     key: plan.item(r.instance).key,
                 })

@@ -103,7 +103,7 @@ impl Plan {
                             stage: &p.instances[r.instance].name,
                         })
                         .collect();
-                    (name.as_str(), bound)
+                    (name, bound)
                 })
                 .collect(),
             fingerprint: inst.fingerprint.as_deref(),
@@ -239,7 +239,7 @@ fn input_keys_of<K: AsRef<str>>(
                     }
                 })
                 .collect();
-            (name.clone(), keys)
+            (name.to_string(), keys)
         })
         .collect()
 }
@@ -292,7 +292,7 @@ fn input_stages_of(p: &Pipeline, instance: usize) -> BTreeMap<String, Vec<String
                 .iter()
                 .map(|r| p.instances[r.instance].name.clone())
                 .collect();
-            (name.clone(), names)
+            (name.to_string(), names)
         })
         .collect()
 }

@@ -465,7 +465,7 @@ pub fn resolve_inputs(
                     let _ = cache.remove(&key);
                 }
                 StageError::Input {
-                    name: name.clone(),
+                    name: name.to_string(),
                     message: format!("output of `{}` unavailable: {e}", up.name),
                 }
             })?;
@@ -474,7 +474,7 @@ pub fn resolve_inputs(
                     let path = view.join(sub);
                     if !path.exists() {
                         return Err(StageError::Input {
-                            name: name.clone(),
+                            name: name.to_string(),
                             message: format!(
                                 "`{}.{sub}` does not exist in the output of `{}`",
                                 up.base, up.name
@@ -492,7 +492,7 @@ pub fn resolve_inputs(
                 path,
             });
         }
-        by_name.insert(name.clone(), arts);
+        by_name.insert(name.to_string(), arts);
     }
     Ok(Inputs { by_name })
 }

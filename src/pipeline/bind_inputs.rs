@@ -2,7 +2,7 @@
 //! (`stage`, `stage.sub/path`, `stage[axis=value]`) to the upstream instances whose shared
 //! matrix coordinates agree with the reader's own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use super::doc::InputDoc;
 use super::error::PipelineError;
@@ -76,7 +76,7 @@ pub(super) fn bind(cx: &mut Context) -> Result<(), PipelineError> {
     for i in 0..instances.len() {
         let base = instances[i].base.clone();
         let m = &merged[&*base];
-        let mut bound: BTreeMap<String, Vec<InputRef>> = BTreeMap::new();
+        let mut bound = super::BoundInputs::default();
         for (input, refs) in &m.doc.inputs {
             let refs: Vec<String> = match refs {
                 InputDoc::One(r) => vec![r.clone()],
@@ -133,9 +133,9 @@ pub(super) fn bind(cx: &mut Context) -> Result<(), PipelineError> {
                     sub: sub.clone(),
                 }));
             }
-            bound.insert(input.clone(), out);
+            bound.insert(input, out);
         }
-        instances[i].inputs = bound.into();
+        instances[i].inputs = bound;
     }
     Ok(())
 }
@@ -170,7 +170,7 @@ impl CellGroups {
             .coords
             .keys()
             .filter(|k| me.contains_key(k))
-            .cloned()
+            .map(str::to_string)
             .collect();
         if shared.is_empty() {
             return cells.to_vec();
@@ -179,7 +179,7 @@ impl CellGroups {
             .by_axes
             .entry((up.to_string(), shared.clone()))
             .or_insert_with(|| {
-                let axes: Vec<&String> = instances[first].coords.keys().collect();
+                let axes: Vec<&str> = instances[first].coords.keys().collect();
                 let uniform = cells
                     .iter()
                     .all(|&c| instances[c].coords.keys().eq(axes.iter().copied()));

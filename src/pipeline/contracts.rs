@@ -59,7 +59,7 @@ fn check_contracts(
         // the names are a stage's, checked at its first cell (a set of the stage names
         // checked so far was 7 MB at 100,000 stages, #27)
         if by_base.get(base).and_then(|cells| cells.first()) == Some(&i) {
-            let written = merged[base].doc.inputs.keys().map(String::as_str);
+            let written = merged[base].doc.inputs.keys();
             contract::check_names(erased.kind(), contract, written).map_err(|e| {
                 let input = match &e {
                     ContractError::Unknown { name, .. } => name.clone(),
@@ -76,10 +76,10 @@ fn check_contracts(
                 let first = tasks[refs.first()?.instance]?;
                 refs.iter()
                     .all(|r| tasks[r.instance].map(|(t, _)| t) == Some(first.0))
-                    .then_some((input.as_str(), first))
+                    .then_some((input, first))
             })
             .collect();
-        let names: Vec<&str> = inst.inputs.keys().map(String::as_str).collect();
+        let names: Vec<&str> = inst.inputs.keys().collect();
         let facts = erased.tasks(&inst.params.parsed(), &names, &|input| {
             upstream.get(input).map(|&(t, _)| t)
         });
@@ -92,7 +92,7 @@ fn check_contracts(
                 contract::check_arity(spec, &bound).map_err(|e| at_input(input, e))?;
             }
             let (Some(&needed), Some(&(found, origin))) =
-                (facts.required.get(input), upstream.get(input.as_str()))
+                (facts.required.get(input), upstream.get(input))
             else {
                 continue;
             };
@@ -106,7 +106,7 @@ fn check_contracts(
                     .first()
                     .map_or(String::new(), |r| instances[r.instance].name.clone());
                 let e = ContractError::WrongTask {
-                    name: input.clone(),
+                    name: input.to_string(),
                     upstream,
                     found: TaskName(found),
                     needed: TaskName(needed),
@@ -131,13 +131,15 @@ fn check_contracts(
         else {
             continue;
         };
-        let unused = merged[&base].doc.inputs.keys().find(|name| {
-            !used.contains(*name) && !declared.iter().any(|s| s.name == name.as_str())
-        });
+        let unused = merged[&base]
+            .doc
+            .inputs
+            .keys()
+            .find(|name| !used.contains(*name) && !declared.iter().any(|s| s.name == *name));
         if let Some(name) = unused {
             let e = ContractError::NamedUnused {
                 param: by_param,
-                name: name.clone(),
+                name: name.to_string(),
             };
             return Err(map.error(
                 &["stages", &base, "inputs", name],
@@ -170,20 +172,16 @@ fn select_named_inputs(
         return Ok(());
     };
     let named = erased.named_inputs(&inst.params.parsed());
-    let bound: Vec<&str> = merged[&*inst.base]
-        .doc
-        .inputs
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let bound: Vec<&str> = merged[&*inst.base].doc.inputs.keys().collect();
     contract::check_named(contract, &named, &bound).map_err(|e| {
         map.error(
             &["stages", &inst.base, "params", by_param],
             format!("stage `{}`: {e}", inst.name),
         )
     })?;
-    inst.inputs
-        .retain(|name, _| named.contains(name) || declared.iter().any(|s| s.name == name));
+    inst.inputs.retain(|name, _| {
+        named.iter().any(|n| n == name) || declared.iter().any(|s| s.name == name)
+    });
     named_used
         .entry(inst.base.to_string())
         .or_insert_with(|| (contract, BTreeSet::new()))

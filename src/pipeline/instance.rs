@@ -34,10 +34,10 @@ pub struct StageInstance {
     pub name: String,
     /// The stage name in the YAML (one text shared by the stage's cells: a copy in each
     /// of 100,000 cells was 4 MB, #27).
-    #[serde(deserialize_with = "shared_text")]
+    #[serde(deserialize_with = "super::shared_text::deserialize")]
     pub base: Arc<str>,
     /// Its kind (shared as `base` is).
-    #[serde(deserialize_with = "shared_text")]
+    #[serde(deserialize_with = "super::shared_text::deserialize")]
     pub kind: Arc<str>,
     pub version: u32,
     pub uses_backend: bool,
@@ -61,30 +61,6 @@ pub struct StageInstance {
     /// The line of the pipeline file ([`Pipeline::file`]) where the stage is defined (for
     /// messages).
     pub line: usize,
-}
-
-/// Decodes a stage name or kind as the text already decoded on this thread where it is the
-/// same (a stored expansion lists each cell with its own copy).
-fn shared_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-    use std::cell::RefCell;
-    /// The most texts kept for sharing, a thread (the most recent ones).
-    const KEPT: usize = 32;
-    thread_local! {
-        static SEEN: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
-    }
-    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    Ok(SEEN.with(|seen| {
-        let mut seen = seen.borrow_mut();
-        if let Some(same) = seen.iter().rev().find(|s| ***s == *text) {
-            return same.clone();
-        }
-        if seen.len() == KEPT {
-            seen.remove(0);
-        }
-        let shared: Arc<str> = text.into();
-        seen.push(shared.clone());
-        shared
-    }))
 }
 
 impl StageInstance {

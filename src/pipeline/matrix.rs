@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use super::bind_inputs::InputTarget;
 use super::doc::{key_str, yaml_to_json, InputDoc, MatrixAxisDoc};
@@ -16,6 +15,7 @@ use super::error::PipelineError;
 use super::instance::{coord_key, coord_text, Coords, StageInstance};
 use super::load::Context;
 use super::locate::SourceMap;
+use super::shared_text::shared;
 use super::template::MergedStage;
 use crate::stages::ParamError;
 
@@ -102,8 +102,7 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
         let cells_of_stage = by_base.entry(name.clone()).or_default();
         cells_of_stage.reserve(cells_len);
         // one text for every cell's stage name and kind
-        let (shared_base, shared_kind): (Arc<str>, Arc<str>) =
-            (name.as_str().into(), kind.as_str().into());
+        let (shared_base, shared_kind) = (shared(name), shared(kind));
         for (axes, followed) in cells {
             let mut params = base_params.clone();
             for (k, v) in &axes {

@@ -17,6 +17,7 @@ mod matrix;
 mod parse_in_pieces;
 mod profile;
 mod resources;
+mod shared_text;
 mod sorted_map;
 mod stage_params;
 mod template;

@@ -1,15 +1,19 @@
 //! A map of the few entries a stage or a cell has (its inputs as written, its bound
 //! inputs, its matrix coordinates), kept as a list sorted by key. A `BTreeMap` allocates a
 //! node with room for eleven entries (500 to 630 bytes) for its first one; once per stage,
-//! that was most of a 100,000-stage pipeline's memory (#27).
+//! that was most of a 100,000-stage pipeline's memory (#27). Its keys are shared texts
+//! ([`super::shared_text`]): every cell of a stage names the same axes and inputs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::shared_text::shared;
+
 /// Key -> value, sorted by key; read and written as a map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SortedMap<V>(Vec<(String, V)>);
+pub struct SortedMap<V>(Vec<(Arc<str>, V)>);
 
 impl<V> Default for SortedMap<V> {
     fn default() -> Self {
@@ -19,7 +23,7 @@ impl<V> Default for SortedMap<V> {
 
 impl<V> SortedMap<V> {
     fn at(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key))
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
@@ -31,22 +35,25 @@ impl<V> SortedMap<V> {
     }
 
     /// Sets `key` to `value` (replacing what it held).
-    pub fn insert(&mut self, key: String, value: V) {
-        match self.at(&key) {
+    pub fn insert(&mut self, key: &str, value: V) {
+        match self.at(key) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
+            Err(i) => self.0.insert(i, (shared(key), value)),
         }
     }
 
     /// `over`'s entries laid over these (a stage's own inputs over its template's).
     pub fn overlay(&mut self, over: SortedMap<V>) {
         for (key, value) in over.0 {
-            self.insert(key, value);
+            match self.at(&key) {
+                Ok(i) => self.0[i].1 = value,
+                Err(i) => self.0.insert(i, (key, value)),
+            }
         }
     }
 
     /// Keeps the entries `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut V) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut V) -> bool) {
         self.0.retain_mut(|(key, value)| keep(key, value));
     }
 
@@ -59,12 +66,12 @@ impl<V> SortedMap<V> {
     }
 
     /// `(key, value)` in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> + Clone {
-        self.0.iter().map(|(key, value)| (key, value))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> + Clone {
+        self.0.iter().map(|(key, value)| (&**key, value))
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> + Clone {
-        self.0.iter().map(|(key, _)| key)
+    pub fn keys(&self) -> impl Iterator<Item = &str> + Clone {
+        self.0.iter().map(|(key, _)| &**key)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> + Clone {
@@ -75,7 +82,9 @@ impl<V> SortedMap<V> {
 impl<V: Clone> SortedMap<V> {
     /// The entries as a `BTreeMap` (what stages and reports are handed).
     pub fn to_map(&self) -> BTreeMap<String, V> {
-        self.0.iter().cloned().collect()
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 }
 
@@ -93,24 +102,24 @@ impl<V> std::ops::Index<&str> for SortedMap<V> {
 impl<V> From<BTreeMap<String, V>> for SortedMap<V> {
     fn from(map: BTreeMap<String, V>) -> Self {
         // a BTreeMap iterates in key order: already sorted
-        SortedMap(map.into_iter().collect())
+        SortedMap(map.into_iter().map(|(k, v)| (shared(&k), v)).collect())
     }
 }
 
 impl<V> From<SortedMap<V>> for BTreeMap<String, V> {
     fn from(map: SortedMap<V>) -> Self {
-        map.0.into_iter().collect()
+        map.0.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }
 
 impl<'a, V> IntoIterator for &'a SortedMap<V> {
-    type Item = (&'a String, &'a V);
+    type Item = (&'a str, &'a V);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, V)>,
-        fn(&'a (String, V)) -> (&'a String, &'a V),
+        std::slice::Iter<'a, (Arc<str>, V)>,
+        fn(&'a (Arc<str>, V)) -> (&'a str, &'a V),
     >;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(key, value)| (key, value))
+        self.0.iter().map(|(key, value)| (&**key, value))
     }
 }
 
@@ -136,12 +145,12 @@ mod tests {
     #[test]
     fn entries_stay_sorted_and_read_and_write_as_a_map() {
         let mut map = SortedMap::default();
-        map.insert("model".to_string(), 3);
-        map.insert("data".to_string(), 2);
+        map.insert("model", 3);
+        map.insert("data", 2);
         assert_eq!(map.keys().collect::<Vec<_>>(), ["data", "model"]);
         assert_eq!((map.get("data"), map["model"]), (Some(&2), 3));
         assert!(map.get("x").is_none() && !map.contains_key("x"));
-        map.insert("data".to_string(), 5);
+        map.insert("data", 5);
         assert_eq!(map.len(), 2);
         let json = serde_json::to_string(&map).expect("serializes");
         assert_eq!(json, r#"{"data":5,"model":3}"#);
@@ -152,16 +161,12 @@ mod tests {
             BTreeMap::from([("data".to_string(), 5), ("model".to_string(), 3)])
         );
         let mut over = SortedMap::default();
-        over.insert("model".to_string(), 9);
-        over.insert("a".to_string(), 1);
+        over.insert("model", 9);
+        over.insert("a", 1);
         map.overlay(over);
         assert_eq!(
             map.iter().collect::<Vec<_>>(),
-            [
-                (&"a".to_string(), &1),
-                (&"data".to_string(), &5),
-                (&"model".to_string(), &9)
-            ]
+            [("a", &1), ("data", &5), ("model", &9)]
         );
         map.retain(|key, _| key != "data");
         assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "model"]);

@@ -120,7 +120,7 @@ fn check_family(folds: &[InputArtifact], over: &str) -> Result<(), StageError> {
         }
         seen.push(v);
         let names = first.coords.keys().chain(f.coords.keys());
-        for name in names.filter(|n| n.as_str() != over) {
+        for name in names.filter(|n| *n != over) {
             let (a, b) = (first.coords.get(name), f.coords.get(name));
             let same = matches!((a, b), (Some(x), Some(y)) if same_value(x, y));
             if !same {
