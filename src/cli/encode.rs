@@ -35,7 +35,8 @@ fn checkpoint_dir(cache_root: &Path, source: &str) -> Result<PathBuf> {
         if summary.failed() > 0 {
             let why = summary
                 .outcomes
-                .values()
+                .iter()
+                .flatten()
                 .find_map(|o| match o {
                     exec::StageOutcome::Failed { error } => Some(error.clone()),
                     _ => None,

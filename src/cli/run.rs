@@ -70,9 +70,9 @@ pub(super) fn run_command(
     publish(&ctx.loaded.pipeline, &plan, &ctx.cache, &summary)?;
     crate::timings::mark("publish");
     println!("{}", summary.line());
-    for (name, outcome) in &summary.outcomes {
-        if let exec::StageOutcome::Failed { error } = outcome {
-            println!("failed: {name}: {error}");
+    for (outcome, inst) in summary.outcomes.iter().zip(&ctx.loaded.pipeline.instances) {
+        if let Some(exec::StageOutcome::Failed { error }) = outcome {
+            println!("failed: {}: {error}", inst.name);
         }
     }
     ctx.finish(plan);
@@ -90,7 +90,7 @@ fn publish(p: &Pipeline, plan: &Plan, cache: &Cache, summary: &exec::RunSummary)
     for (i, inst) in p.instances.iter().enumerate() {
         let Some(dest) = &inst.publish else { continue };
         let done = matches!(
-            summary.outcomes.get(&inst.name),
+            summary.outcomes[i],
             Some(exec::StageOutcome::Ran { .. } | exec::StageOutcome::Cached)
         );
         if !done {

@@ -27,11 +27,15 @@ pub(super) fn stats_command(
         let summary = run_quietly(&ctx.loaded, &plan, &ctx.cache, registry)?;
         if summary.failed() > 0 {
             // the stage's own error (or an upstream one's): what the user must fix
+            let instances = &ctx.loaded.pipeline.instances;
             let errors: Vec<String> = summary
                 .outcomes
                 .iter()
-                .filter_map(|(name, outcome)| match outcome {
-                    StageOutcome::Failed { error } => Some(format!("`{name}`: {error}")),
+                .zip(instances)
+                .filter_map(|(outcome, inst)| match outcome {
+                    Some(StageOutcome::Failed { error }) => {
+                        Some(format!("`{}`: {error}", inst.name))
+                    }
                     _ => None,
                 })
                 .collect();
