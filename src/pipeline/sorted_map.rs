@@ -34,11 +34,16 @@ impl<V> SortedMap<V> {
         self.at(key).is_ok()
     }
 
-    /// Sets `key` to `value` (replacing what it held).
+    /// Sets `key` to `value` (replacing what it held). Room is made for this entry only:
+    /// these maps hold a few entries, and a vector grown for its first one has room for
+    /// four (120 bytes unused in each of 100,000 cells, #27).
     pub fn insert(&mut self, key: &str, value: V) {
         match self.at(key) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (shared(key), value)),
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (shared(key), value));
+            }
         }
     }
 
@@ -47,7 +52,10 @@ impl<V> SortedMap<V> {
         for (key, value) in over.0 {
             match self.at(&key) {
                 Ok(i) => self.0[i].1 = value,
-                Err(i) => self.0.insert(i, (key, value)),
+                Err(i) => {
+                    self.0.reserve_exact(1);
+                    self.0.insert(i, (key, value));
+                }
             }
         }
     }
