@@ -81,10 +81,10 @@ pub(super) fn encode_last_run(run: &LastRun) -> Vec<u8> {
     out.text(&m.kind);
     out.uint(u64::from(m.version));
     out.text(&m.params.to_string());
-    out.map(&m.inputs, Out::hash);
+    out.map(owned_lists(&m.inputs), |out, key| out.hash(key));
     out.opt_text(m.fingerprint.as_deref());
     out.opt_text(m.backend.as_deref());
-    out.map(&run.input_stages, Out::text);
+    out.map(owned_lists(&run.input_stages), |out, name| out.text(name));
     out.0
 }
 
@@ -97,34 +97,25 @@ pub(super) fn encode_last_run_of(run: &LastRunOf) -> Vec<u8> {
     out.text(run.kind);
     out.uint(u64::from(run.version));
     out.text(run.params);
-    out.uint(run.inputs.len() as u64);
-    for (name, bound) in &run.inputs {
-        out.text(name);
-        out.uint(bound.len() as u64);
-        for input in bound {
-            match input.sub {
-                None => out.key(&input.key),
-                // as `Out::hash` writes `<hex>/<sub>`
-                Some(sub) => {
-                    out.0.push(HASH_AND_PATH);
-                    out.0.extend_from_slice(&input.key.0);
-                    out.uint(sub.len() as u64 + 1);
-                    out.0.push(b'/');
-                    out.0.extend_from_slice(sub.as_bytes());
-                }
-            }
+    let inputs = || {
+        run.inputs
+            .iter()
+            .map(|(name, bound)| (*name, bound.as_slice()))
+    };
+    out.map(inputs(), |out, input| match input.sub {
+        None => out.key(&input.key),
+        // as `Out::hash` writes `<hex>/<sub>`
+        Some(sub) => {
+            out.0.push(HASH_AND_PATH);
+            out.0.extend_from_slice(&input.key.0);
+            out.uint(sub.len() as u64 + 1);
+            out.0.push(b'/');
+            out.0.extend_from_slice(sub.as_bytes());
         }
-    }
+    });
     out.opt_text(run.fingerprint);
     out.opt_text(run.backend);
-    out.uint(run.inputs.len() as u64);
-    for (name, bound) in &run.inputs {
-        out.text(name);
-        out.uint(bound.len() as u64);
-        for input in bound {
-            out.text(input.stage);
-        }
-    }
+    out.map(inputs(), |out, input| out.text(input.stage));
     out.0
 }
 
@@ -340,6 +331,14 @@ fn json_text(v: &[u8], kind: ValueKind) -> Option<Vec<u8>> {
     Some(text)
 }
 
+/// A map of lists as [`Out::map`] takes it.
+fn owned_lists(
+    m: &BTreeMap<String, Vec<String>>,
+) -> impl ExactSizeIterator<Item = (&str, &[String])> {
+    m.iter()
+        .map(|(name, list)| (name.as_str(), list.as_slice()))
+}
+
 /// A value being written.
 struct Out(Vec<u8>);
 
@@ -402,9 +401,14 @@ impl Out {
         }
     }
 
-    fn map(&mut self, m: &BTreeMap<String, Vec<String>>, item: fn(&mut Self, &str)) {
-        self.uint(m.len() as u64);
-        for (name, values) in m {
+    /// Name -> list, in the order given, each list item by `item`.
+    fn map<'m, T: 'm>(
+        &mut self,
+        entries: impl ExactSizeIterator<Item = (&'m str, &'m [T])>,
+        item: impl Fn(&mut Self, &T),
+    ) {
+        self.uint(entries.len() as u64);
+        for (name, values) in entries {
             self.text(name);
             self.uint(values.len() as u64);
             for v in values {
@@ -466,16 +470,11 @@ impl<'a> In<'a> {
     }
 
     fn text(&mut self) -> Result<String, ValueError> {
-        let n = self.len()?;
-        String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| ValueError::Binary)
+        self.str().map(str::to_owned)
     }
 
     fn opt_text(&mut self) -> Result<Option<String>, ValueError> {
-        match self.byte()? {
-            0 => Ok(None),
-            1 => self.text().map(Some),
-            _ => Err(ValueError::Binary),
-        }
+        Ok(self.opt_str()?.map(str::to_owned))
     }
 
     fn f64(&mut self) -> Result<f64, ValueError> {
