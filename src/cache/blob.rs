@@ -22,7 +22,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 }
 
 /// [`hash_file`] of a file already open, `len` bytes long by its metadata.
-fn hash_open_file(f: &mut File, len: u64) -> std::io::Result<(String, u64)> {
+pub(super) fn hash_open_file(f: &mut File, len: u64) -> std::io::Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
     // most outputs are small: read them whole, not into a zeroed 1 MiB buffer each (that
@@ -78,9 +78,8 @@ impl BlobStore {
         let meta = file.metadata().map_err(io_err(src))?;
         let (hash, size) = hash_open_file(&mut file, meta.len()).map_err(io_err(src))?;
         let dest = self.path(&hash);
-        if self.holds(&dest, &hash, size) {
-            let stamp = self.stamp(&hash)?;
-            return Ok((hash, size, stamp));
+        if let Some(stored) = self.holds(&dest, &hash, size) {
+            return Ok((hash, size, Stamp::of(&stored)));
         }
         // a second link (`ln` of a user's file, or of an input's blob) shares the inode:
         // making it read-only and moving it would reach the other name too
@@ -99,43 +98,37 @@ impl BlobStore {
             }
         }
         // the handle that hashed it, read again from the start
-        let stamp = self.install(&dest, |tmp| {
+        let stored = self.install(&dest, |tmp| {
             std::io::Seek::rewind(&mut file)?;
             std::io::copy(&mut file, tmp).map(|_| ())
         })?;
-        Ok((hash, size, stamp))
+        let meta = stored.metadata().map_err(io_err(&dest))?;
+        Ok((hash, size, Stamp::of(&meta)))
     }
 
     /// Stores `bytes`; returns (hash, size).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), CacheError> {
         let hash = blake3::hash(bytes).to_hex().to_string();
         let dest = self.path(&hash);
-        if !self.holds(&dest, &hash, bytes.len() as u64) {
+        if self.holds(&dest, &hash, bytes.len() as u64).is_none() {
             self.install(&dest, |tmp| tmp.write_all(bytes))?;
         }
         Ok((hash, bytes.len() as u64))
     }
 
-    /// Whether `dest` exists and holds the content `hash` (rehashed: a damaged copy must
-    /// not be stamped anew by the commit that finds it).
-    fn holds(&self, dest: &Path, hash: &str, size: u64) -> bool {
-        dest.exists() && stamp::check(dest, hash, size, None).is_ok()
-    }
-
-    /// The stamp of the stored blob `hash` as it is now.
-    pub fn stamp(&self, hash: &str) -> Result<Stamp, CacheError> {
-        let path = self.path(hash);
-        let meta = fs::metadata(&path).map_err(io_err(&path))?;
-        Ok(Stamp::of(&meta))
+    /// `dest`'s metadata when it exists and holds the content `hash` (rehashed: a
+    /// damaged copy must not be stamped anew by the commit that finds it).
+    fn holds(&self, dest: &Path, hash: &str, size: u64) -> Option<fs::Metadata> {
+        stamp::check(dest, hash, size, None).ok()
     }
 
     /// Writes through a temp file created read-only (its one handle still writes) and
-    /// renames it into place; returns the blob's stamp.
+    /// renames it into place; returns that handle (for the stamp where one is wanted).
     fn install(
         &self,
         dest: &Path,
         write: impl FnOnce(&mut File) -> std::io::Result<()>,
-    ) -> Result<Stamp, CacheError> {
+    ) -> Result<File, CacheError> {
         use std::os::unix::fs::OpenOptionsExt;
         let parent = dest.parent().unwrap_or(&self.dir);
         // unique per install: two threads of one run may store the same content at once
@@ -158,15 +151,19 @@ impl BlobStore {
         })
         .map_err(io_err(&tmp))?;
         write(&mut file).map_err(io_err(&tmp))?;
-        let meta = file.metadata().map_err(io_err(&tmp))?;
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
-        Ok(Stamp::of(&meta))
+        Ok(file)
     }
 
     /// Reads a blob and checks its hash.
     pub fn read_verified(&self, hash: &str) -> Result<Vec<u8>, String> {
         let path = self.path(hash);
-        let bytes = fs::read(&path).map_err(|e| format!("blob {hash} unreadable: {e}"))?;
+        // through `take`, as in `hash_open_file`: `fs::read` asks for the size first (a
+        // stat more at every read of a manifest)
+        let mut bytes = Vec::with_capacity(8 * 1024);
+        File::open(&path)
+            .and_then(|f| f.take(u64::MAX).read_to_end(&mut bytes))
+            .map_err(|e| format!("blob {hash} unreadable: {e}"))?;
         let actual = blake3::hash(&bytes).to_hex().to_string();
         if actual != hash {
             return Err(format!(

@@ -121,6 +121,24 @@ impl CacheError {
     }
 }
 
+/// A file's identity on its file system (device and inode): a view's file is its blob
+/// when both have the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            inode: meta.ino(),
+        }
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
         path: path.to_path_buf(),
@@ -642,10 +660,15 @@ impl Cache {
         let dir = self
             .scratch_root()
             .join(format!("{}-{}", key.short(), std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        // made first, looked at only when it is there already (one call a stage, not two)
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                fs::create_dir(&dir).map_err(io_err(&dir))?;
+            }
+            Err(_) => fs::create_dir_all(&dir).map_err(io_err(&dir))?,
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(dir)
     }
 
@@ -739,14 +762,14 @@ impl Cache {
     /// still be what was committed (see [`stamp`]), else [`CacheError::Damaged`]. A reader
     /// builds its own views in its own folder (the holder's `views/` stay the holder's).
     pub fn materialize(&self, key: &StageKey) -> Result<PathBuf, CacheError> {
-        let (entry, manifest) = self.checked(key)?;
+        let (entry, manifest, blobs) = self.checked(key)?;
         let view = self.build_view(key, &manifest, false)?;
-        if self.view_mismatch(&view, &manifest).is_ok() {
+        if self.view_mismatch(&view, &manifest, &blobs).is_ok() {
             return Ok(view);
         }
         // the blobs are right, the view is not (changed or removed in place): rebuilt
         let view = self.build_view(key, &manifest, true)?;
-        self.view_mismatch(&view, &manifest)
+        self.view_mismatch(&view, &manifest, &blobs)
             .map_err(|(f, path, damage)| damaged(&entry, key, f, path, damage))?;
         Ok(view)
     }
@@ -757,35 +780,35 @@ impl Cache {
         self.checked(key).map(|_| ())
     }
 
-    /// The entry and manifest of `key`, every blob checked.
-    fn checked(&self, key: &StageKey) -> Result<(Entry, Manifest), CacheError> {
+    /// The entry and manifest of `key`, every blob checked, and each file's blob as the
+    /// check found it.
+    fn checked(&self, key: &StageKey) -> Result<(Entry, Manifest, Vec<FileId>), CacheError> {
         let entry = self.index.entry(key)?.ok_or_else(|| CacheError::Corrupt {
             key: key.hex(),
             message: "no such entry".into(),
         })?;
         let manifest = self.manifest_of(key, &entry)?;
+        let mut blobs = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {
             let blob = self.blobs.path(&f.hash);
-            stamp::check(&blob, &f.hash, f.size, f.stamp.as_ref())
+            let meta = stamp::check(&blob, &f.hash, f.size, f.stamp.as_ref())
                 .map_err(|d| damaged(&entry, key, f, blob, d))?;
+            blobs.push(FileId::of(&meta));
         }
-        Ok((entry, manifest))
+        Ok((entry, manifest, blobs))
     }
 
-    /// The first file of `view` that is not its (checked) blob: the same inode, or the
-    /// same content for a copy.
+    /// The first file of `view` that is not its (checked) blob (`blobs`, by file): the
+    /// same inode, or the same content for a copy.
     fn view_mismatch<'m>(
         &self,
         view: &Path,
         manifest: &'m Manifest,
+        blobs: &[FileId],
     ) -> Result<(), (&'m ManifestFile, PathBuf, Damage)> {
-        use std::os::unix::fs::MetadataExt;
-        for f in &manifest.files {
+        for (f, blob) in manifest.files.iter().zip(blobs) {
             let path = view.join(&f.path);
-            let same_inode = match (fs::metadata(&path), fs::metadata(self.blobs.path(&f.hash))) {
-                (Ok(v), Ok(b)) => v.ino() == b.ino() && v.dev() == b.dev(),
-                _ => false,
-            };
+            let same_inode = fs::metadata(&path).is_ok_and(|v| FileId::of(&v) == *blob);
             if !same_inode {
                 stamp::check(&path, &f.hash, f.size, None).map_err(|d| (f, path, d))?;
             }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::hash_file;
+use super::blob::hash_open_file;
 
 /// Blobs up to this size are rehashed at every use, whatever their stamp says.
 pub const ALWAYS_HASH_UP_TO: u64 = 64 * 1024;
@@ -62,8 +62,14 @@ impl Damage {
 }
 
 /// Checks the file at `path` against what was committed: its blake3 `hash`, `size` and
-/// `stamp` (`None` for results committed before stamps: always rehashed).
-pub fn check(path: &Path, hash: &str, size: u64, stamp: Option<&Stamp>) -> Result<(), Damage> {
+/// `stamp` (`None` for results committed before stamps: always rehashed). Returns its
+/// metadata as read for the check (a caller comparing inodes need not read it again).
+pub fn check(
+    path: &Path,
+    hash: &str,
+    size: u64,
+    stamp: Option<&Stamp>,
+) -> Result<Metadata, Damage> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Damage::Missing),
@@ -76,14 +82,16 @@ pub fn check(path: &Path, hash: &str, size: u64, stamp: Option<&Stamp>) -> Resul
         });
     }
     if size > ALWAYS_HASH_UP_TO && stamp == Some(&Stamp::of(&meta)) {
-        return Ok(());
+        return Ok(meta);
     }
-    match hash_file(path) {
-        Ok((actual, _)) if actual == hash => Ok(()),
+    // hashed by the size just read (a file that grew since is read to its end)
+    match std::fs::File::open(path).and_then(|mut f| hash_open_file(&mut f, size)) {
+        Ok((actual, _)) if actual == hash => Ok(meta),
         Ok((actual, _)) => Err(Damage::ContentChanged {
             expected: hash.to_string(),
             actual,
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Damage::Missing),
         Err(e) => Err(Damage::Unreadable(e.to_string())),
     }
 }

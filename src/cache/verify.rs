@@ -80,7 +80,7 @@ impl Cache {
                         let damage = match bad_blobs.get(&f.hash) {
                             Some(d) => d.clone(),
                             None => match stamp::check(&path, &f.hash, f.size, None) {
-                                Ok(()) => {
+                                Ok(_) => {
                                     good_blobs.insert(f.hash.clone());
                                     continue;
                                 }

@@ -99,7 +99,7 @@ impl<'a> CommitSpec<'a> {
                     })
                     .map_err(|e| format!("committing outputs: {e}"))
             });
-        let _ = std::fs::remove_dir_all(&staged.cleanup);
+        super::staging::remove_staging(&staged.cleanup);
         result
     }
 

@@ -178,7 +178,7 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
     }
     bar.finish_and_clear();
     if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        super::staging::remove_staging(&tmp);
     }
     let seconds = t0.elapsed().as_secs_f64();
     let result = result.and_then(|()| {

@@ -9,6 +9,7 @@ mod plan;
 mod reason;
 mod run;
 pub mod slurm;
+mod staging;
 mod ui;
 mod waiting;
 

@@ -1,6 +1,6 @@
 //! Terminal output of a run: a live bar per running stage on a TTY, plain lines otherwise.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -54,7 +54,12 @@ impl RunUi {
         if self.live {
             let _ = self.multi.println(text);
         } else if !self.quiet {
-            eprintln!("{text}");
+            // one write a line (`eprintln!` makes two on the unbuffered stderr: a trivial
+            // stage's two lines were four system calls, #27)
+            let mut line = String::with_capacity(text.len() + 1);
+            line.push_str(text);
+            line.push('\n');
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 }
