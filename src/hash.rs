@@ -19,11 +19,17 @@ pub struct StageKey(pub [u8; 32]);
 impl StageKey {
     /// Full lowercase hex (64 chars).
     pub fn hex(&self) -> String {
+        // ASCII digits only
+        String::from_utf8_lossy(&self.hex_digits()).into_owned()
+    }
+
+    /// [`Self::hex`] without an allocation, for writers that copy it out at once.
+    pub fn hex_digits(&self) -> [u8; 64] {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
         }
         out
     }

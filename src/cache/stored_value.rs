@@ -274,12 +274,8 @@ impl<W: std::io::Write> JsonOut<'_, W> {
 
     /// A key's hex, quoted, from its bytes (no text made).
     fn key(&mut self, key: &StageKey) -> Result<(), ValueError> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut quoted = [b'"'; 66];
-        for (i, b) in key.0.iter().enumerate() {
-            quoted[1 + 2 * i] = DIGITS[usize::from(b >> 4)];
-            quoted[2 + 2 * i] = DIGITS[usize::from(b & 0xf)];
-        }
+        quoted[1..65].copy_from_slice(&key.hex_digits());
         self.0
             .write_all(&quoted)
             .map_err(|e| serde_json::Error::io(e).into())

@@ -465,17 +465,22 @@ mod tests {
         assert_eq!(removed, names(&["#3"]));
     }
 
-    #[test]
-    fn the_key_hashed_in_place_is_the_key_of_the_material() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("p.yaml");
+    /// A two-seed matrix `a` and a stage `b` reading one file of each cell (`up`) and
+    /// every cell whole (`all`), loaded from a file in `dir`.
+    fn matrix_and_reader(dir: &std::path::Path) -> Pipeline {
+        let path = dir.join("p.yaml");
         std::fs::write(
             &path,
             "stages:\n  a:\n    kind: shell\n    params: {cmd: echo, outs: [o/x], env: {N: 2e-5}}\n    matrix: {env.SEED: [1, 2]}\n  b:\n    kind: shell\n    params: {cmd: cat, outs: [p]}\n    inputs: {up: a.o/x, all: [a]}\n",
         )
         .expect("write");
-        let p =
-            crate::pipeline::load_pipeline(&path, None, &StageRegistry::builtin()).expect("loads");
+        crate::pipeline::load_pipeline(&path, None, &StageRegistry::builtin()).expect("loads")
+    }
+
+    #[test]
+    fn the_key_hashed_in_place_is_the_key_of_the_material() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = matrix_and_reader(dir.path());
         let mut hex: Vec<String> = vec![String::new(); p.instances.len()];
         let g = StageGraph::build(&p).expect("acyclic");
         for &i in g.topo_order() {
@@ -499,14 +504,7 @@ mod tests {
     #[test]
     fn a_recorded_last_run_reads_back_as_the_material_and_upstream_names() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("p.yaml");
-        std::fs::write(
-            &path,
-            "stages:\n  a:\n    kind: shell\n    params: {cmd: echo, outs: [o/x], env: {N: 2e-5}}\n    matrix: {env.SEED: [1, 2]}\n  b:\n    kind: shell\n    params: {cmd: cat, outs: [p]}\n    inputs: {up: a.o/x, all: [a]}\n",
-        )
-        .expect("write");
-        let mut p =
-            crate::pipeline::load_pipeline(&path, None, &StageRegistry::builtin()).expect("loads");
+        let mut p = matrix_and_reader(dir.path());
         // as a training kind's: its key and record name the backend
         let b = p.select("b")[0];
         p.instances[b].uses_backend = true;
