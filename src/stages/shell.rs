@@ -71,9 +71,9 @@ fn tree_hash(path: &Path, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
 }
 
 /// Moves an `outs:` file or folder into the output (copied where a rename cannot be made);
-/// a symbolic link is refused, never followed (see the cache's commit).
-fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let kind = std::fs::symlink_metadata(src)?.file_type();
+/// a symbolic link is refused, never followed (see the cache's commit). `kind` is `src`'s
+/// own type, not its target's, as the caller read it (a folder's entries from the listing).
+fn move_tree(src: &Path, kind: std::fs::FileType, dest: &Path) -> std::io::Result<()> {
     if kind.is_symlink() {
         return Err(std::io::Error::other(
             "a symbolic link: outputs are regular files (links are never followed)",
@@ -83,7 +83,7 @@ fn move_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dest)?;
         for e in std::fs::read_dir(src)? {
             let e = e?;
-            move_tree(&e.path(), &dest.join(e.file_name()))?;
+            move_tree(&e.path(), e.file_type()?, &dest.join(e.file_name()))?;
         }
         Ok(())
     } else {
@@ -234,7 +234,9 @@ impl Stage for ShellStage {
         for o in &p.outs {
             let (src, dest) = (workdir.join(o), ctx.out_dir.join(o));
             match std::fs::symlink_metadata(&src) {
-                Ok(_) => move_tree(&src, &dest).map_err(|e| StageError::io(&src, e))?,
+                Ok(meta) => {
+                    move_tree(&src, meta.file_type(), &dest).map_err(|e| StageError::io(&src, e))?
+                }
                 // gone with a declared folder that holds it, moved before
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && dest.exists() => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
