@@ -830,32 +830,48 @@ impl Cache {
         };
         let view = views.join(key.hex());
         let complete = views.join(format!("{}.complete", key.hex()));
-        if !rebuild && complete.exists() && view.is_dir() {
+        let was_complete = complete.exists();
+        if !rebuild && was_complete && view.is_dir() {
             return Ok(view);
         }
-        let _ = fs::remove_file(&complete);
-        fs::create_dir_all(&views).map_err(io_err(&views))?;
+        if was_complete {
+            let _ = fs::remove_file(&complete);
+        }
+        // Each step is tried first and repaired only where it fails: a stage reading 50,000
+        // results builds 50,000 views, and the checks made up half the calls (#27).
         let staging =
             self.scratch_root()
                 .join(format!("view-{}-{}", key.short(), std::process::id()));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        match fs::create_dir(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+                fs::create_dir(&staging).map_err(io_err(&staging))?;
+            }
+            Err(_) => fs::create_dir_all(&staging).map_err(io_err(&staging))?,
         }
-        fs::create_dir_all(&staging).map_err(io_err(&staging))?;
         for f in &manifest.files {
             let dest = staging.join(&f.path);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            if f.path.contains('/') {
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
             }
             let src = self.blobs.path(&f.hash);
             if fs::hard_link(&src, &dest).is_err() {
                 fs::copy(&src, &dest).map_err(io_err(&src))?;
             }
         }
-        if view.exists() {
-            fs::remove_dir_all(&view).map_err(io_err(&view))?;
+        if fs::rename(&staging, &view).is_err() {
+            // an earlier view in the way (a rename replaces an empty folder only), or the
+            // views folder removed
+            if view.exists() {
+                fs::remove_dir_all(&view).map_err(io_err(&view))?;
+            } else {
+                fs::create_dir_all(&views).map_err(io_err(&views))?;
+            }
+            fs::rename(&staging, &view).map_err(io_err(&view))?;
         }
-        fs::rename(&staging, &view).map_err(io_err(&view))?;
         fs::write(&complete, b"").map_err(io_err(&complete))?;
         Ok(view)
     }

@@ -77,9 +77,9 @@ pub(super) fn report_command(
     for i in reports {
         let inst = &loaded.pipeline.instances[i];
         let (inputs, missing) = cached_inputs(&loaded, &plan, &cache, i)?;
-        let dest: PathBuf = match (output, &inst.publish) {
+        let dest: PathBuf = match (output, inst.publish()) {
             (Some(o), _) => o.to_path_buf(),
-            (None, Some(p)) => p.clone(),
+            (None, Some(p)) => p.to_path_buf(),
             (None, None) => PathBuf::from("reports").join(&inst.name),
         };
         std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;

@@ -88,7 +88,7 @@ pub(super) fn run_command(
 /// were found cached), replacing what an earlier run published there.
 fn publish(p: &Pipeline, plan: &Plan, cache: &Cache, summary: &exec::RunSummary) -> Result<()> {
     for (i, inst) in p.instances.iter().enumerate() {
-        let Some(dest) = &inst.publish else { continue };
+        let Some(dest) = inst.publish() else { continue };
         let done = matches!(
             summary.outcomes[i],
             Some(exec::StageOutcome::Ran { .. } | exec::StageOutcome::Cached)

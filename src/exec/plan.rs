@@ -106,7 +106,7 @@ impl Plan {
                     (name, bound)
                 })
                 .collect(),
-            fingerprint: inst.fingerprint.as_deref(),
+            fingerprint: inst.fingerprint(),
             backend: inst.uses_backend.then_some(self.backend.as_str()),
         }
     }
@@ -257,7 +257,7 @@ fn material_of<K: AsRef<str>>(
         version: inst.version,
         params: inst.params.parsed().into_owned(),
         inputs: input_keys_of(p, instance, hex_key),
-        fingerprint: inst.fingerprint.clone(),
+        fingerprint: inst.fingerprint().map(String::from),
         backend: inst.uses_backend.then(|| backend.to_string()),
     }
 }
@@ -276,7 +276,7 @@ fn material_key<K: AsRef<str>>(
         version: inst.version,
         params: ParamsText::Canonical(inst.params.canonical()),
         inputs: &input_keys_of(p, instance, hex_key),
-        fingerprint: inst.fingerprint.as_deref(),
+        fingerprint: inst.fingerprint(),
         backend: inst.uses_backend.then_some(backend),
     }
     .key()

@@ -284,14 +284,17 @@ fn refresh_fingerprints(pipeline: &mut Pipeline, registry: &StageRegistry) -> Op
     pipeline
         .instances
         .par_iter_mut()
-        .filter(|inst| inst.fingerprint.is_some())
+        .filter(|inst| inst.fingerprint().is_some())
         .try_for_each(|inst| {
             let kind = registry.get(&inst.kind)?;
             let normalized = kind.normalize(&inst.params).ok()?;
             if inst.params != normalized {
                 return None;
             }
-            inst.fingerprint = kind.fingerprint(&normalized).ok()?;
+            let fingerprint = kind.fingerprint(&normalized).ok()?;
+            if let Some(ties) = inst.workspace.as_mut() {
+                ties.fingerprint = fingerprint;
+            }
             Some(())
         })
 }

@@ -49,10 +49,11 @@ pub struct StageInstance {
     /// Input name -> bound upstream instances.
     #[serde(default, skip_serializing_if = "BoundInputs::is_empty")]
     pub inputs: BoundInputs,
-    /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
-    pub fingerprint: Option<String>,
-    /// Workspace folder that receives a copy of the output (`publish:`).
-    pub publish: Option<PathBuf>,
+    /// What ties it to the workspace outside the cache (`None` for most stages: 48 bytes
+    /// in each of 100,000 cells otherwise, #27). Read it with [`StageInstance::fingerprint`]
+    /// and [`StageInstance::publish`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<Box<WorkspaceTies>>,
     /// What a cluster job of this cell asks for (`resources:`), `None` when nothing is set
     /// (most stages: 112 bytes in every instance otherwise); not part of the key. Read it
     /// with [`StageInstance::resources`].
@@ -63,7 +64,40 @@ pub struct StageInstance {
     pub line: usize,
 }
 
+/// A stage's ties to the workspace: content it reads from there and a folder it copies
+/// its output to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceTies {
+    /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
+    pub fingerprint: Option<String>,
+    /// Workspace folder that receives a copy of the output (`publish:`).
+    pub publish: Option<PathBuf>,
+}
+
+impl WorkspaceTies {
+    /// The ties of a stage with this `fingerprint` and `publish` folder, `None` when it
+    /// has neither.
+    pub fn boxed(fingerprint: Option<String>, publish: Option<PathBuf>) -> Option<Box<Self>> {
+        (fingerprint.is_some() || publish.is_some()).then(|| {
+            Box::new(WorkspaceTies {
+                fingerprint,
+                publish,
+            })
+        })
+    }
+}
+
 impl StageInstance {
+    /// Extra content fingerprint (e.g. of a local `path:` source), part of the key.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.workspace.as_ref()?.fingerprint.as_deref()
+    }
+
+    /// Workspace folder that receives a copy of the output (`publish:`).
+    pub fn publish(&self) -> Option<&std::path::Path> {
+        self.workspace.as_ref()?.publish.as_deref()
+    }
+
     /// What a cluster job of this cell asks for (the scheduler's defaults when unset).
     pub fn resources(&self) -> &super::Resources {
         static UNSET: super::Resources = super::Resources::UNSET;
@@ -128,6 +162,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cell_without_workspace_ties_stays_small() {
+        // a 100,000-cell matrix holds every instance at once: 8 bytes here are 0.8 MB (#27)
+        assert!(WorkspaceTies::boxed(None, None).is_none());
+        let size = std::mem::size_of::<StageInstance>();
+        assert!(size <= 168, "StageInstance is {size} bytes");
+    }
+
+    #[test]
     fn cells_decoded_on_one_thread_share_their_stage_name_and_kind() {
         let cell = |i: usize| StageInstance {
             name: format!("train[I={i}]"),
@@ -138,8 +180,7 @@ mod tests {
             params: super::super::StageParams::new(serde_json::json!({"cmd": "echo"})),
             coords: CellCoords::default(),
             inputs: BoundInputs::default(),
-            fingerprint: None,
-            publish: None,
+            workspace: None,
             resources: None,
             line: 3,
         };

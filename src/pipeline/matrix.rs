@@ -158,8 +158,7 @@ pub(super) fn expand(cx: &mut Context) -> Result<(), PipelineError> {
                 params: super::StageParams::new(normalized),
                 coords: coords.into(),
                 inputs: Default::default(),
-                fingerprint,
-                publish,
+                workspace: super::WorkspaceTies::boxed(fingerprint, publish),
                 resources: m.doc.resources.as_ref().filter(|r| !r.is_unset()).cloned(),
                 line,
             });

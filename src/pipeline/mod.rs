@@ -25,7 +25,7 @@ mod template;
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 pub use error::PipelineError;
 pub use expanded_store::{ExpandedStore, STORE_FROM_INSTANCES};
-pub use instance::{BoundInputs, CellCoords, InputRef, Pipeline, StageInstance};
+pub use instance::{BoundInputs, CellCoords, InputRef, Pipeline, StageInstance, WorkspaceTies};
 pub use load::{load_pipeline, load_pipeline_stored};
 pub use locate::{Located, SourceMap};
 pub use matrix::{set_max_cells, DEFAULT_MAX_CELLS};
