@@ -549,6 +549,59 @@ fn a_no_op_run_leaves_the_index_snapshot_alone() {
     assert_eq!(shown(&p, "d", "d.txt"), "DELTA\n");
 }
 
+/// #27: a running `pipe run` writes the index snapshot when a reader asks for it, not
+/// after its commits (rewriting a 100,000-result index every few commits took a tenth of a
+/// core through a cold run): a commit alone leaves the snapshot as it was, and `plan`
+/// beside the run still sees that commit.
+#[test]
+fn the_holder_writes_its_snapshot_when_a_reader_asks() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "stages:\n  quick:\n    kind: shell\n    params: {cmd: echo hi > \"$PIPE_OUT/q.txt\"}\n  \
+         slow:\n    kind: shell\n    inputs: {up: quick}\n    params: {cmd: sleep 4}\n",
+    );
+    let mut run = p
+        .cmd(&["run", "s.yaml", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pipe");
+    let generation = || std::fs::read_to_string(p.cache().join("index-snapshot.generation"));
+    let records = || {
+        std::fs::read_dir(p.cache().join("entries"))
+            .map(|dirs| {
+                dirs.flatten()
+                    .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let waited = std::time::Instant::now();
+    while records() == 0 {
+        assert!(
+            waited.elapsed().as_secs() < 20,
+            "`quick` was never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let at_commit = generation().expect("the snapshot written at open");
+    // longer than the holder's pace of sled flushes and request checks
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(
+        generation().expect("generation"),
+        at_commit,
+        "rewritten unasked"
+    );
+    let plan = both(&p.pipe(&["plan", "s.yaml"]));
+    assert!(plan.contains("cached  quick"), "{plan}");
+    assert!(plan.contains("is in use by another pipe process"), "{plan}");
+    assert_ne!(generation().expect("generation"), at_commit);
+    assert!(!p.cache().join("snapshot-wanted").exists());
+    assert!(run.wait().expect("wait").success());
+}
+
 /// #27: the snapshot a run leaves is the one it opened with, less the results it changed,
 /// plus those results as they are now: a reader sees both what the run replaced or added
 /// and every result it left alone.

@@ -171,14 +171,17 @@ pub struct Cache {
     sync_point: Option<durable::SyncPoint>,
 }
 
-/// Rewrites the snapshot in the background, at most every [`SnapshotWriter::PERIOD`],
-/// after the index changed: a cold run of a thousand quick stages does not rewrite it a
-/// thousand times, and a long stage that starts right after a commit does not leave
-/// readers with an index that lacks that commit. A large index waits longer between
-/// writes (nine times the last write), so that rewriting 100,000 entries stays a tenth of
-/// one core however fast stages commit.
+/// Writes the snapshot when a reader asks for it (`snapshot-wanted` beside it, see
+/// [`request_snapshot`]) and the index changed since the last one, and at close; not on
+/// every change: rewriting a 100,000-entry index after each few commits took a tenth of
+/// a core through a whole cold run, for readers that mostly never came (#27). sled is
+/// flushed every [`SnapshotWriter::FLUSH_EVERY`] while commits come, so that after a kill
+/// the next open puts back only the last moments' results from their records.
 struct SnapshotWriter {
+    /// The index changed since the snapshot on disk was written.
     dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The index changed since sled was last flushed.
+    unflushed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The index generation the snapshot on disk holds ([`NONE_WRITTEN`] when unknown).
     written: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -189,33 +192,55 @@ struct SnapshotWriter {
 const NONE_WRITTEN: u64 = u64::MAX;
 
 impl SnapshotWriter {
-    const PERIOD: std::time::Duration = std::time::Duration::from_millis(300);
+    /// How often the thread looks for a reader's request (one `stat`).
+    const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+    /// How often sled is flushed while the index changes.
+    const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
     fn start(index: index::Index, root: PathBuf, written: u64) -> Self {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
         let dirty = Arc::new(AtomicBool::new(false));
+        let unflushed = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(written));
-        let (d, s, w) = (dirty.clone(), stop.clone(), written.clone());
+        let (d, u, s, w) = (
+            dirty.clone(),
+            unflushed.clone(),
+            stop.clone(),
+            written.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("pipe-index-snapshot".into())
             .spawn(move || {
-                let mut pause = Self::PERIOD;
+                let wanted = root.join(SNAPSHOT_WANTED);
+                let mut flushed_at = std::time::Instant::now();
                 while !s.load(Ordering::Acquire) {
                     // woken early on drop
-                    std::thread::park_timeout(pause);
-                    if d.swap(false, Ordering::AcqRel) {
-                        let started = std::time::Instant::now();
-                        // best effort: a reader without a fresh snapshot sees an older one
-                        let _ = write_snapshot(&index, &root, &w);
-                        pause = Self::PERIOD.max(started.elapsed() * 9);
+                    std::thread::park_timeout(Self::TICK);
+                    // best effort, both: sled is flushed again at close, and a reader
+                    // without a fresh snapshot reads the last one
+                    if wanted.exists() {
+                        if d.swap(false, Ordering::AcqRel) {
+                            if write_snapshot(&index, &root, &w).is_err() {
+                                // tried again at the next request and at close
+                                d.store(true, Ordering::Release);
+                            }
+                            flushed_at = std::time::Instant::now();
+                        }
+                        let _ = fs::remove_file(&wanted);
+                    }
+                    if flushed_at.elapsed() >= Self::FLUSH_EVERY && u.swap(false, Ordering::AcqRel)
+                    {
+                        let _ = index.flush();
+                        flushed_at = std::time::Instant::now();
                     }
                 }
             })
             .ok();
         SnapshotWriter {
             dirty,
+            unflushed,
             stop,
             written,
             thread,
@@ -224,6 +249,8 @@ impl SnapshotWriter {
 
     fn mark_dirty(&self) {
         self.dirty.store(true, std::sync::atomic::Ordering::Release);
+        self.unflushed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -443,6 +470,34 @@ const GENERATION_FILE: &str = "index-snapshot.generation";
 /// The JSON copy of the index that readers use while another process holds the cache.
 const SNAPSHOT_FILE: &str = "index-snapshot.json";
 
+/// A reader's request to the running holder for a fresh [`SNAPSHOT_FILE`]: made by the
+/// reader, removed by the holder once the snapshot holds its index.
+const SNAPSHOT_WANTED: &str = "snapshot-wanted";
+
+/// The longest a reader waits for the holder's snapshot (a holder of a `pipe` from before
+/// snapshots on request never answers; the reader then reads the last one written).
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the process holding the cache at `root` for a snapshot of its index as it is now
+/// and waits until it is written, the holder ends, or [`SNAPSHOT_WAIT`] passes. A reader
+/// that may not write there reads the last snapshot at once.
+fn request_snapshot(root: &Path) {
+    let wanted = root.join(SNAPSHOT_WANTED);
+    if File::create(&wanted).is_err() {
+        return;
+    }
+    let asked = std::time::Instant::now();
+    let mut polls = 0u32;
+    while wanted.exists() && asked.elapsed() < SNAPSHOT_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        polls += 1;
+        // a holder killed meanwhile never answers
+        if polls.is_multiple_of(10) && reader::holder(root).is_none() {
+            break;
+        }
+    }
+}
+
 /// What [`Cache::gc`] removed.
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
@@ -562,7 +617,8 @@ impl Cache {
 
     /// Opens the cache for commands that only read it (`plan`, `report`, `show`,
     /// `cache ls`) without taking its lock, so a reader never keeps a writer out: the index
-    /// is the snapshot the last (or current) holder wrote; the views it builds live in its
+    /// is the snapshot the last holder wrote, or the one the running holder writes when
+    /// asked ([`request_snapshot`]); the views it builds live in its
     /// own `tmp/reader-views-<pid>`, removed when the returned value drops.
     pub fn open_for_reading(root: &Path) -> Result<Self, CacheError> {
         let path = root.join(SNAPSHOT_FILE);
@@ -571,10 +627,11 @@ impl Cache {
         let holder_or_killed = fs::metadata(root.join("LOCK")).is_ok_and(|m| m.len() > 0);
         if (!path.is_file() && root.join("index").exists()) || holder_or_killed {
             // a cache last written before snapshots existed, or left by a killed holder:
-            // have the snapshot written (a running holder answers Busy at once)
+            // have the snapshot written (a running holder answers Busy at once, and is
+            // asked for it)
             match Cache::open(root) {
                 Ok(holder) => drop(holder),
-                Err(CacheError::Busy { .. }) => {}
+                Err(CacheError::Busy { .. }) => request_snapshot(root),
                 // a reader that may not write the lock file reads the snapshot as it is
                 Err(CacheError::Io { .. }) if path.is_file() => {}
                 Err(e) => return Err(e),
@@ -610,7 +667,7 @@ impl Cache {
         self.held_by.as_ref().map(|holder| {
             format!(
                 "note: the cache {} is in use by another pipe process{holder}; reading the \
-                 results it had committed when its index was last written",
+                 results it had committed when it wrote its index for this command",
                 self.root.display()
             )
         })
