@@ -176,7 +176,8 @@ pub struct Cache {
 /// every change: rewriting a 100,000-entry index after each few commits took a tenth of
 /// a core through a whole cold run, for readers that mostly never came (#27). sled is
 /// flushed every [`SnapshotWriter::FLUSH_EVERY`] while commits come, so that after a kill
-/// the next open puts back only the last moments' results from their records.
+/// the next open puts back only the last moments' results from their records, and its
+/// garbage collected then ([`collect_sled_garbage`]).
 struct SnapshotWriter {
     /// The index changed since the snapshot on disk was written.
     dirty: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -186,6 +187,19 @@ struct SnapshotWriter {
     /// The index generation the snapshot on disk holds ([`NONE_WRITTEN`] when unknown).
     written: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Frees the node versions sled replaced: it defers each free until no thread can still
+/// read it (crossbeam's epochs), and runs a few deferred batches only every 128th
+/// operation of a thread. A cold run's inserts made them faster than that: a 100,000-cell
+/// matrix peaked at 202-211 MiB, not 190, once the snapshot writes (whose reads of every
+/// entry had collected them) stopped (#27). Each call collects up to 64 x 8 batches of 64;
+/// called beside each sled flush (every 300 ms while commits come), it keeps the peak at
+/// 190 MiB at no measurable cost; every 50 ms it measured ~10% more of pipe's CPU.
+fn collect_sled_garbage() {
+    for _ in 0..64 {
+        sled::pin().flush();
+    }
 }
 
 /// [`SnapshotWriter::written`] before any snapshot is known to hold the index.
@@ -232,6 +246,7 @@ impl SnapshotWriter {
                     }
                     if flushed_at.elapsed() >= Self::FLUSH_EVERY && u.swap(false, Ordering::AcqRel)
                     {
+                        collect_sled_garbage();
                         let _ = index.flush();
                         flushed_at = std::time::Instant::now();
                     }
