@@ -1176,7 +1176,8 @@ fn jobs_bounds_the_stages_running_at_once_and_start_lines_follow_them() {
 }
 
 /// `bench engine` says what the engine adds to a cold run beside the start-up floor: the
-/// CPU of the run (pipe and its `sh`s) and of the floor, in the text and in `--json`.
+/// CPU of the run (pipe and its `sh`s), pipe's own, and the floor's, in the text and in
+/// `--json`.
 #[test]
 fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
     let p = Project::new();
@@ -1191,6 +1192,7 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
     let text = both(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("engine CPU"), "{text}");
+    assert!(text.contains("pipe's own"), "{text}");
     assert!(text.contains("cores busy"), "{text}");
     let out = p
         .cmd(&args)
@@ -1208,4 +1210,7 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
     assert!(cpu > 0.0, "{report}");
     let floor = report["start_up_floor_cpu_seconds"].as_f64().unwrap_or(0.0);
     assert!(floor > 0.0 && floor * 40.0 < cpu * 10.0, "{report}");
+    // pipe's own share of it, its `sh`s left out
+    let own = cold["pipe_cpu_seconds"].as_f64().expect("pipe's own CPU (Linux)");
+    assert!(own <= cpu, "{report}");
 }

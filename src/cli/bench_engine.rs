@@ -175,6 +175,9 @@ pub(super) struct Step {
     pub seconds: f64,
     /// CPU seconds (user + system) of the child and of the processes it started.
     pub cpu_seconds: f64,
+    /// CPU seconds of the `pipe` process alone, all its threads, none of its `sh`s
+    /// (`None` where `/proc` does not say).
+    pub pipe_cpu_seconds: Option<f64>,
     /// Peak resident set of the child (`ru_maxrss`), KiB.
     pub peak_rss_kib: u64,
     /// Stages that ran (`plan`: would run) and were found cached.
@@ -188,9 +191,27 @@ pub(super) struct Measured {
     pub seconds: f64,
     /// CPU seconds (user + system) of the child and of the processes it waited for.
     pub cpu_seconds: f64,
+    /// CPU seconds of the child alone ([`own_cpu_seconds`]).
+    pub own_cpu_seconds: Option<f64>,
     /// Its peak resident set (`ru_maxrss`), KiB.
     pub peak_rss_kib: u64,
     pub stdout: String,
+}
+
+/// User + system seconds of the exited, not yet reaped process `pid` itself (all its
+/// threads, not its children), from `/proc/PID/stat` (Linux; `None` elsewhere): the
+/// engine's own CPU in a cold run, which the run's total mixes with its processes' and
+/// the start-up floor measures only to within a tenth run to run (#27).
+fn own_cpu_seconds(pid: libc::pid_t) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the command name (which may hold spaces): state, then utime and stime are
+    // the 12th and 13th fields
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // SAFETY: `sysconf` only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
 }
 
 /// Runs `cmd` with stdout and stderr to files in `dir`: its wall and CPU seconds, peak
@@ -208,6 +229,19 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         .spawn()
         .context("starting pipe")?;
     let pid = libc::pid_t::try_from(child.id()).context("child pid")?;
+    // waited for without reaping it first, so that its own figures can still be read
+    // SAFETY: an all-zero `siginfo_t` is a valid value of this plain C struct, and
+    // `waitid` only writes into it; `pid` is our own child.
+    let exited = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            libc::id_t::try_from(pid).unwrap_or_default(),
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        ) == 0
+    };
+    let own_cpu_seconds = exited.then(|| own_cpu_seconds(pid)).flatten();
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -234,6 +268,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         seconds,
         // Linux's `wait4` counts the processes the child waited for too: a run's `sh`s
         cpu_seconds: crate::timings::rusage_cpu_seconds(&usage),
+        own_cpu_seconds,
         peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         stdout,
     })
@@ -364,6 +399,7 @@ impl Workspace {
             step,
             seconds: m.seconds,
             cpu_seconds: m.cpu_seconds,
+            pipe_cpu_seconds: m.own_cpu_seconds,
             peak_rss_kib: m.peak_rss_kib,
             ran,
             cached,
@@ -541,14 +577,18 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
 }
 
 /// Where a cold run's time goes beside the floor's: the CPU the engine adds a stage (the
-/// run's CPU, pipe's and its processes', less the floor's), and how busy each kept the
-/// cores. A cold run bound by process start-up adds little CPU and keeps the cores as
-/// busy as the floor does.
+/// run's CPU, pipe's and its processes', less the floor's; and `pipe`'s own where known),
+/// and how busy each kept the cores. A cold run bound by process start-up adds little CPU
+/// and keeps the cores as busy as the floor does.
 fn engine_share(cold: &Step, floor: Floor, n: usize, cores: usize) -> String {
     let n = n.max(1) as f64;
     let busy = |cpu: f64, wall: f64| 100.0 * cpu / (wall * cores.max(1) as f64).max(1e-9);
+    let own = cold
+        .pipe_cpu_seconds
+        .map(|own| format!("pipe's own {:.1} µs a stage; ", own / n * 1e6))
+        .unwrap_or_default();
     format!(
-        "{:<18} {:>9.3} s  {:>8.1} µs/stage  (CPU of the cold run, pipe and its `sh`s: \
+        "{:<18} {:>9.3} s  {:>8.1} µs/stage  ({own}CPU of the cold run, pipe and its `sh`s: \
          {:.1} µs a stage, the floor's {:.1}; cores busy {:.0}% in the cold run, {:.0}% in \
          the floor)",
         "engine CPU",
