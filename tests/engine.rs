@@ -1211,6 +1211,8 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
     let floor = report["start_up_floor_cpu_seconds"].as_f64().unwrap_or(0.0);
     assert!(floor > 0.0 && floor * 40.0 < cpu * 10.0, "{report}");
     // pipe's own share of it, its `sh`s left out
-    let own = cold["pipe_cpu_seconds"].as_f64().expect("pipe's own CPU (Linux)");
+    let own = cold["pipe_cpu_seconds"]
+        .as_f64()
+        .expect("pipe's own CPU (Linux)");
     assert!(own <= cpu, "{report}");
 }
