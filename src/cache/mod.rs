@@ -513,6 +513,19 @@ fn request_snapshot(root: &Path) {
     }
 }
 
+/// Makes `dir` an empty folder: made first, looked at only when it is there already
+/// (one call where nothing is in the way, not two), its parents made only when missing.
+fn fresh_dir(dir: &Path) -> Result<(), CacheError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_dir_all(dir).map_err(io_err(dir))?;
+            fs::create_dir(dir).map_err(io_err(dir))
+        }
+        Err(_) => fs::create_dir_all(dir).map_err(io_err(dir)),
+    }
+}
+
 /// What [`Cache::gc`] removed.
 #[derive(Debug, Clone, Default)]
 pub struct GcReport {
@@ -732,15 +745,7 @@ impl Cache {
         let dir = self
             .scratch_root()
             .join(format!("{}-{}", key.short(), std::process::id()));
-        // made first, looked at only when it is there already (one call a stage, not two)
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-                fs::create_dir(&dir).map_err(io_err(&dir))?;
-            }
-            Err(_) => fs::create_dir_all(&dir).map_err(io_err(&dir))?,
-        }
+        fresh_dir(&dir)?;
         Ok(dir)
     }
 
@@ -914,14 +919,7 @@ impl Cache {
         let staging =
             self.scratch_root()
                 .join(format!("view-{}-{}", key.short(), std::process::id()));
-        match fs::create_dir(&staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
-                fs::create_dir(&staging).map_err(io_err(&staging))?;
-            }
-            Err(_) => fs::create_dir_all(&staging).map_err(io_err(&staging))?,
-        }
+        fresh_dir(&staging)?;
         for f in &manifest.files {
             let dest = staging.join(&f.path);
             if f.path.contains('/') {
