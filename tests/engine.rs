@@ -1193,6 +1193,7 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("engine CPU"), "{text}");
     assert!(text.contains("pipe's own"), "{text}");
+    assert!(text.contains("its scheduler thread's"), "{text}");
     assert!(text.contains("cores busy"), "{text}");
     let out = p
         .cmd(&args)
@@ -1215,4 +1216,9 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
         .as_f64()
         .expect("pipe's own CPU (Linux)");
     assert!(own <= cpu, "{report}");
+    // and its scheduler thread's, a part of pipe's own
+    let scheduler = cold["scheduler_cpu_seconds"]
+        .as_f64()
+        .expect("the scheduler thread's CPU (Linux)");
+    assert!((0.0..=own).contains(&scheduler), "{report}");
 }

@@ -242,3 +242,45 @@ fn an_unchanged_large_pipeline_is_read_back_and_any_change_to_what_it_was_made_o
     assert!(!timings.contains(READ_BACK), "{timings}");
     assert_eq!(statuses(&plan).len(), 1103);
 }
+
+/// Workers make their stages' input views side by side: 60 results, each read by 4 stages
+/// that become ready together and start at once (`--jobs 4`), so that several workers ask
+/// for the same view while it is being built (each reader's command differs, or they would
+/// be one key run once). Every stage runs and reads its producer's file; a second run
+/// finds all of them cached.
+#[test]
+fn stages_that_read_one_result_at_once_each_get_its_view() {
+    const ROOTS: usize = 60;
+    const READERS: usize = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut yaml = String::from("stages:\n");
+    for r in 0..ROOTS {
+        write!(
+            yaml,
+            "  r{r}:\n    kind: shell\n    params:\n      cmd: \"echo {r} > o\"\n      outs: [o]\n"
+        )
+        .expect("write");
+        for k in 0..READERS {
+            write!(
+                yaml,
+                "  r{r}_{k}:\n    kind: shell\n    params:\n      cmd: \"cat $PIPE_IN_UP/o > o; echo {k} >> o\"\n      outs: [o]\n    inputs:\n      up: [r{r}]\n"
+            )
+            .expect("write");
+        }
+    }
+    std::fs::write(dir.path().join("p.yaml"), yaml).expect("write pipeline");
+    let (out, _) = pipe_timed(dir.path(), &["run", "--jobs", "4", "p.yaml"]);
+    let stages = ROOTS * (READERS + 1);
+    assert!(
+        out.contains(&format!("ran {stages}, cached 0")),
+        "every stage runs: {out}"
+    );
+    let (again, _) = pipe_timed(dir.path(), &["show", "p.yaml", "r59_3", "o"]);
+    assert_eq!(
+        again.trim(),
+        "59\n3",
+        "the reader copied its producer's file"
+    );
+    let (noop, _) = pipe_timed(dir.path(), &["run", "p.yaml"]);
+    assert!(noop.contains(&format!("ran 0, cached {stages}")), "{noop}");
+}

@@ -169,6 +169,10 @@ pub struct Cache {
     unrecorded: std::sync::Mutex<Vec<StageKey>>,
     /// Where commits wait for their files to be on disk (`None` for a reader).
     sync_point: Option<durable::SyncPoint>,
+    /// Held while a view is looked at or built, one lock for each sixteenth of the keys:
+    /// workers resolve their stages' inputs side by side, and stages of a fan-out read
+    /// the same result (#27).
+    view_builds: [std::sync::Mutex<()>; 16],
 }
 
 /// Writes the snapshot when a reader asks for it (`snapshot-wanted` beside it, see
@@ -609,6 +613,7 @@ impl Cache {
             unrecorded: Default::default(),
             snapshot: Some(snapshot),
             sync_point: Some(durable::SyncPoint::open(root).map_err(io_err(root))?),
+            view_builds: Default::default(),
         };
         Ok(cache)
     }
@@ -687,6 +692,7 @@ impl Cache {
             unrecorded: Default::default(),
             snapshot: None,
             sync_point: None,
+            view_builds: Default::default(),
         })
     }
 
@@ -893,6 +899,13 @@ impl Cache {
         Ok(())
     }
 
+    /// The lock held while the view of `key` is built or removed.
+    fn view_lock(&self, key: &StageKey) -> std::sync::MutexGuard<'_, ()> {
+        self.view_builds[usize::from(key.0[0]) % self.view_builds.len()]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The view folder of `key` (built from `manifest` unless a complete one exists and
     /// `rebuild` is false).
     fn build_view(
@@ -907,6 +920,8 @@ impl Cache {
         };
         let view = views.join(key.hex());
         let complete = views.join(format!("{}.complete", key.hex()));
+        // one builder of a view at a time (they share its staging folder and its place)
+        let _building = self.view_lock(key);
         let was_complete = complete.exists();
         if !rebuild && was_complete && view.is_dir() {
             return Ok(view);
@@ -1032,6 +1047,8 @@ impl Cache {
             .push(*key);
         self.index_changed();
         let view = self.root.join("views").join(key.hex());
+        // not while a worker builds it
+        let _removing = self.view_lock(key);
         let _ = fs::remove_file(
             self.root
                 .join("views")

@@ -178,6 +178,9 @@ pub(super) struct Step {
     /// CPU seconds of the `pipe` process alone, all its threads, none of its `sh`s
     /// (`None` where `/proc` does not say).
     pub pipe_cpu_seconds: Option<f64>,
+    /// CPU seconds of its main thread alone, the scheduler's: the part of a cold run that
+    /// more cores do not divide (`None` where `/proc` does not say).
+    pub scheduler_cpu_seconds: Option<f64>,
     /// Peak resident set of the child (`ru_maxrss`), KiB.
     pub peak_rss_kib: u64,
     /// Stages that ran (`plan`: would run) and were found cached.
@@ -193,6 +196,8 @@ pub(super) struct Measured {
     pub cpu_seconds: f64,
     /// CPU seconds of the child alone ([`own_cpu_seconds`]).
     pub own_cpu_seconds: Option<f64>,
+    /// CPU seconds of the child's main thread alone.
+    pub main_thread_cpu_seconds: Option<f64>,
     /// Its peak resident set (`ru_maxrss`), KiB.
     pub peak_rss_kib: u64,
     pub stdout: String,
@@ -203,7 +208,18 @@ pub(super) struct Measured {
 /// engine's own CPU in a cold run, which the run's total mixes with its processes' and
 /// the start-up floor measures only to within a tenth run to run (#27).
 fn own_cpu_seconds(pid: libc::pid_t) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system seconds of the main thread alone of the exited, not yet reaped process
+/// `pid` (its thread-group leader stays until the reaping, with its own figures).
+fn main_thread_cpu_seconds(pid: libc::pid_t) -> Option<f64> {
+    stat_cpu_seconds(&format!("/proc/{pid}/task/{pid}/stat"))
+}
+
+/// User + system seconds from a `/proc` `stat` file (a process's or one thread's).
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // after the command name (which may hold spaces): state, then utime and stime are
     // the 12th and 13th fields
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
@@ -242,6 +258,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         ) == 0
     };
     let own_cpu_seconds = exited.then(|| own_cpu_seconds(pid)).flatten();
+    let main_thread_cpu_seconds = exited.then(|| main_thread_cpu_seconds(pid)).flatten();
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -269,6 +286,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         // Linux's `wait4` counts the processes the child waited for too: a run's `sh`s
         cpu_seconds: crate::timings::rusage_cpu_seconds(&usage),
         own_cpu_seconds,
+        main_thread_cpu_seconds,
         peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         stdout,
     })
@@ -400,6 +418,7 @@ impl Workspace {
             seconds: m.seconds,
             cpu_seconds: m.cpu_seconds,
             pipe_cpu_seconds: m.own_cpu_seconds,
+            scheduler_cpu_seconds: m.main_thread_cpu_seconds,
             peak_rss_kib: m.peak_rss_kib,
             ran,
             cached,
@@ -577,15 +596,20 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
 }
 
 /// Where a cold run's time goes beside the floor's: the CPU the engine adds a stage (the
-/// run's CPU, pipe's and its processes', less the floor's; and `pipe`'s own where known),
-/// and how busy each kept the cores. A cold run bound by process start-up adds little CPU
+/// run's CPU, pipe's and its processes', less the floor's; and `pipe`'s own where known,
+/// with its scheduler thread's, which more cores do not divide), and how busy each kept
+/// the cores. A cold run bound by process start-up adds little CPU
 /// and keeps the cores as busy as the floor does.
 fn engine_share(cold: &Step, floor: Floor, n: usize, cores: usize) -> String {
     let n = n.max(1) as f64;
     let busy = |cpu: f64, wall: f64| 100.0 * cpu / (wall * cores.max(1) as f64).max(1e-9);
+    let scheduler = cold
+        .scheduler_cpu_seconds
+        .map(|main| format!(", its scheduler thread's {:.1}", main / n * 1e6))
+        .unwrap_or_default();
     let own = cold
         .pipe_cpu_seconds
-        .map(|own| format!("pipe's own {:.1} µs a stage; ", own / n * 1e6))
+        .map(|own| format!("pipe's own {:.1} µs a stage{scheduler}; ", own / n * 1e6))
         .unwrap_or_default();
     format!(
         "{:<18} {:>9.3} s  {:>8.1} µs/stage  ({own}CPU of the cold run, pipe and its `sh`s: \

@@ -29,8 +29,8 @@ struct InputResult<'a> {
 ///
 /// The results the stage was given are read from the pipeline and the plan, borrowed, when
 /// the commit checks them: a list of them made for each job held 3.2 MB for a table
-/// reading 50,000 cells (#27). What the key was made from is not kept here either: the
-/// scheduler makes it for the last-run record once the result is committed.
+/// reading 50,000 cells (#27). What the key was made from is not kept here either: it is
+/// made from the plan for the last-run record once the result is committed.
 pub struct CommitSpec<'a> {
     p: &'a Pipeline,
     plan: &'a Plan,
@@ -78,8 +78,9 @@ impl<'a> CommitSpec<'a> {
             })
     }
 
-    /// Checks the inputs and the staged outputs, stores them, removes the staging folder
-    /// (whatever the outcome).
+    /// Checks the inputs and the staged outputs, stores them, records the run as the
+    /// stage's last in this pipeline, and removes the staging folder (whatever the
+    /// outcome).
     pub fn commit(&self, cache: &Cache, staged: &Staged) -> Result<Committed, String> {
         let result = self
             .inputs_unchanged(cache)
@@ -92,12 +93,22 @@ impl<'a> CommitSpec<'a> {
                     inputs: input_keys(self.inputs()),
                     ..self.entry.clone()
                 };
+                let (p, plan, i) = (self.p, self.plan, self.instance);
                 cache
-                    .commit(&self.plan.item(self.instance).key, &staged.out_dir, entry)
-                    .map(|_| Committed {
-                        seconds: staged.seconds,
-                    })
-                    .map_err(|e| format!("committing outputs: {e}"))
+                    .commit(&plan.item(i).key, &staged.out_dir, entry)
+                    .map_err(|e| format!("committing outputs: {e}"))?;
+                // here, not on the scheduler's thread: its record is as much file work
+                // as a commit's smaller parts (#27)
+                cache
+                    .record_last_run(
+                        &plan.pipeline_id,
+                        &p.instances[i].name,
+                        &plan.last_run(p, i),
+                    )
+                    .map_err(|e| format!("recording its run: {e}"))?;
+                Ok(Committed {
+                    seconds: staged.seconds,
+                })
             });
         super::staging::remove_staging(&staged.cleanup);
         result

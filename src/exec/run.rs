@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::commit::CommitSpec;
-use super::executor::{Committed, Executor, Finished, Job, StageExecutor};
+use super::executor::{Committed, Executor, Finished, Job, PendingInputs, StageExecutor};
 use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
@@ -222,8 +222,7 @@ fn schedule<'a>(
                 }
             }
             running += 1;
-            // Resolve inputs now (their producers are committed).
-            let inputs = match resolve_inputs(p, plan, cache, i) {
+            let inputs = match PendingInputs::of(p, plan, cache, i) {
                 Ok(inputs) => inputs,
                 Err(e) => {
                     failed_to_start.push_back(Finished {
@@ -253,6 +252,7 @@ fn schedule<'a>(
                 inst,
                 stage,
                 key: item.key,
+                // resolved where the job runs (their producers are committed)
                 inputs,
                 // only the training kinds keep resumable state: a folder made for every
                 // other stage would cost a mkdir now and a removal at its commit
@@ -298,8 +298,8 @@ fn schedule<'a>(
                 if !reported {
                     ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
                 }
+                // its last run recorded with its commit
                 outcomes[i] = Some(StageOutcome::Ran { seconds });
-                cache.record_last_run(&plan.pipeline_id, &inst.name, &plan.last_run(p, i))?;
                 waiting.release(i, &mut ready);
             }
             Err(error) => {

@@ -31,6 +31,7 @@ use super::run::RunError;
 use super::ui::RunUi;
 use crate::cache::Cache;
 use crate::pipeline::Pipeline;
+use crate::stages::Inputs;
 
 /// How to use the cluster.
 #[derive(Debug, Clone)]
@@ -290,7 +291,7 @@ impl<'u> SlurmExecutor<'u> {
         Ok(true)
     }
 
-    fn submit(&mut self, job: &Job<'u>) -> Result<(), SlurmError> {
+    fn submit(&mut self, job: &Job<'u>, inputs: &Inputs) -> Result<(), SlurmError> {
         let key = job.key.hex();
         self.counter += 1;
         let staging = self.jobs_dir.join(format!(
@@ -308,8 +309,7 @@ impl<'u> SlurmExecutor<'u> {
             key: key.clone(),
             coords: job.inst.coords.to_map(),
             params: job.inst.params.parsed().into_owned(),
-            inputs: job
-                .inputs
+            inputs: inputs
                 .by_name
                 .iter()
                 .map(|(name, arts)| {
@@ -493,7 +493,12 @@ impl<'a> StageExecutor<'a> for SlurmExecutor<'a> {
         self.opts.max_jobs.max(1)
     }
 
-    fn start(&mut self, job: Job<'a>) -> Result<(), String> {
+    fn start(&mut self, mut job: Job<'a>) -> Result<(), String> {
+        // views the batch job reads from the shared cache
+        let inputs = job
+            .inputs
+            .resolve(self.results)
+            .map_err(|e| e.to_string())?;
         self.ui.line(&job.start_line);
         let key = job.key.hex();
         match self.try_reattach(job.instance, &key, &job.commit) {
@@ -501,7 +506,7 @@ impl<'a> StageExecutor<'a> for SlurmExecutor<'a> {
             Ok(false) => {}
             Err(e) => return Err(e.to_string()),
         }
-        self.submit(&job).map_err(|e| e.to_string())
+        self.submit(&job, &inputs).map_err(|e| e.to_string())
     }
 
     fn next_finished(&mut self) -> Result<Option<Finished>, RunError> {
