@@ -224,8 +224,9 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
 
 impl<'scope, 'env> StageExecutor<'env> for LocalExecutor<'scope, 'env> {
     /// One job more than `--jobs`: it waits queued for the first worker that is free,
-    /// which then starts it at once instead of waiting for the scheduler to hand one over (a gap of a few hundred µs a stage, a sixth of a cold
-    /// run of trivial stages). At most `--jobs` run at any time.
+    /// which then starts it at once instead of waiting for the scheduler to hand one
+    /// over (a gap of a few hundred µs a stage, a sixth of a cold run of trivial stages).
+    /// At most `--jobs` run at any time.
     fn capacity(&self) -> usize {
         self.jobs + 1
     }
