@@ -598,8 +598,8 @@ pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
 /// Where a cold run's time goes beside the floor's: the CPU the engine adds a stage (the
 /// run's CPU, pipe's and its processes', less the floor's; and `pipe`'s own where known,
 /// with its scheduler thread's, which more cores do not divide), and how busy each kept
-/// the cores. A cold run bound by process start-up adds little CPU
-/// and keeps the cores as busy as the floor does.
+/// the cores. A cold run bound by process start-up adds little CPU and keeps the cores as
+/// busy as the floor does.
 fn engine_share(cold: &Step, floor: Floor, n: usize, cores: usize) -> String {
     let n = n.max(1) as f64;
     let busy = |cpu: f64, wall: f64| 100.0 * cpu / (wall * cores.max(1) as f64).max(1e-9);

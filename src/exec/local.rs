@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::thread::Scope;
 use std::time::Instant;
 
-use super::executor::{compute, Finished, Job, StageExecutor, Staged};
+use super::executor::{compute, Committed, Finished, Job, StageExecutor, Staged};
 use super::run::RunError;
 use super::ui::RunUi;
 use crate::cache::Cache;
@@ -147,31 +147,35 @@ impl Drop for LocalExecutor<'_, '_> {
     }
 }
 
-/// Computes a job in its folder and commits its result, on the worker's thread (so
-/// commits run side by side, not one at a time on the scheduler's).
+/// Runs a job on the worker's thread (so commits run side by side, not one at a time on
+/// the scheduler's) and says how it ended.
 fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>) -> Finished {
-    let Task { mut job } = task;
+    let Task { job } = task;
+    let (instance, inst) = (job.instance, job.inst);
+    let result = run_job(job, cache, ui, cancel);
+    // shown here, before this worker takes its next job and shows that one's start
+    match &result {
+        Ok(done) => ui.line(&format!("✓ {} ({:.1}s)", inst.name, done.seconds)),
+        Err(error) => ui.line(&format!("✗ {} failed: {error}", inst.name)),
+    }
+    Finished {
+        instance,
+        result,
+        reported: true,
+    }
+}
+
+/// Resolves a job's inputs, computes it in its private folder and commits its result.
+fn run_job(
+    mut job: Job<'_>,
+    cache: &Cache,
+    ui: &RunUi,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Committed, String> {
     // its inputs' views and its private folder in the cache, made here: on the
     // scheduler's thread they were a quarter of its time a stage (#27)
-    let prepared = job
-        .inputs
-        .resolve(cache)
-        .map_err(|e| e.to_string())
-        .and_then(|inputs| {
-            let tmp = cache.tmp_dir(&job.key).map_err(|e| e.to_string())?;
-            Ok((inputs, tmp))
-        });
-    let (inputs, tmp) = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            ui.line(&format!("✗ {} failed: {error}", job.inst.name));
-            return Finished {
-                instance: job.instance,
-                result: Err(error),
-                reported: true,
-            };
-        }
-    };
+    let inputs = job.inputs.resolve(cache).map_err(|e| e.to_string())?;
+    let tmp = cache.tmp_dir(&job.key).map_err(|e| e.to_string())?;
     ui.line(&job.start_line);
     let bar = ui.stage_bar(&job.inst.name);
     let t0 = Instant::now();
@@ -201,7 +205,7 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
         super::staging::remove_staging(&tmp);
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let result = result.and_then(|()| {
+    result.and_then(|()| {
         let staged = Staged {
             out_dir,
             seconds,
@@ -209,17 +213,7 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
             written: None,
         };
         job.commit.commit(cache, &staged)
-    });
-    // shown here, before this worker takes its next job and shows that one's start
-    match &result {
-        Ok(done) => ui.line(&format!("✓ {} ({:.1}s)", job.inst.name, done.seconds)),
-        Err(error) => ui.line(&format!("✗ {} failed: {error}", job.inst.name)),
-    }
-    Finished {
-        instance: job.instance,
-        result,
-        reported: true,
-    }
+    })
 }
 
 impl<'scope, 'env> StageExecutor<'env> for LocalExecutor<'scope, 'env> {
