@@ -1,7 +1,8 @@
-//! The executor seam: the scheduler ([`super::run_plan`]) decides what is ready and commits
-//! results; an executor only computes one stage instance into a staging folder and says
-//! when it is done. `local` computes in threads of this process; `slurm` submits one batch
-//! job per instance (see [`super::slurm`]).
+//! The executor seam: the scheduler ([`super::run_plan`]) decides what is ready; an
+//! executor resolves a job's inputs, computes the stage instance into a staging folder,
+//! commits its result ([`CommitSpec`]) and says when it is done. `local` computes on worker
+//! threads of this process; `slurm` submits one batch job per instance and commits what
+//! the job staged (see [`super::slurm`]).
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,14 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::commit::CommitSpec;
-
-use super::plan::Plan;
-use super::run::resolve_inputs;
+use super::inputs::PendingInputs;
 use super::slurm::SlurmOptions;
-use crate::cache::Cache;
 use crate::hash::StageKey;
-use crate::pipeline::{Pipeline, StageInstance};
-use crate::stages::{ErasedStage, Inputs, RunInfo, StageCtx, StageError};
+use crate::pipeline::StageInstance;
+use crate::stages::{ErasedStage, RunInfo, StageCtx};
 
 /// Where stage instances are computed.
 #[derive(Debug, Clone, Default)]
@@ -46,59 +44,6 @@ pub struct Job<'a> {
     /// The line that says it starts (`▶ name (kind): why`), shown by the executor when
     /// the job starts running (the local one may hold a job ready before a worker is free).
     pub start_line: String,
-}
-
-/// The results a job reads, named, to be made ready ([`PendingInputs::resolve`]) by the
-/// executor where it runs the job: each is checked and given a view in the cache, file
-/// work that on the scheduler's thread was a quarter of its time a stage, the one part of
-/// a cold run that more cores do not divide (#27). The local executor resolves them on the
-/// worker thread that then runs the stage.
-pub enum PendingInputs<'a> {
-    /// The inputs of an instance of a pipeline under a plan (their producers committed).
-    Named {
-        p: &'a Pipeline,
-        plan: &'a Plan,
-        instance: usize,
-    },
-    /// Resolved already (by the scheduler: see [`PendingInputs::RESOLVED_BY_SCHEDULER`]).
-    Resolved(Inputs),
-}
-
-impl<'a> PendingInputs<'a> {
-    /// A stage reading at least this many results has them resolved on the scheduler's
-    /// thread: its views and paths (about 14 MB at a table over 50,000 cells) then reuse
-    /// what the scheduler's heap freed after planning, where a worker's heap grew by as
-    /// much and kept it (+5 MiB peak RSS, #27). Such stages are few, so their serial
-    /// cost is too.
-    pub const RESOLVED_BY_SCHEDULER: usize = 4096;
-
-    /// The inputs of instance `i` of `p` under `plan`: resolved now when it reads at
-    /// least [`Self::RESOLVED_BY_SCHEDULER`] results, else named.
-    pub fn of(
-        p: &'a Pipeline,
-        plan: &'a Plan,
-        cache: &Cache,
-        i: usize,
-    ) -> Result<Self, StageError> {
-        let results: usize = p.instances[i].inputs.values().map(Vec::len).sum();
-        Ok(match results >= Self::RESOLVED_BY_SCHEDULER {
-            true => PendingInputs::Resolved(resolve_inputs(p, plan, cache, i)?),
-            false => PendingInputs::Named {
-                p,
-                plan,
-                instance: i,
-            },
-        })
-    }
-
-    /// Checks each result and makes its read-only view ([`resolve_inputs`]); resolved
-    /// inputs are handed over (once).
-    pub fn resolve(&mut self, cache: &Cache) -> Result<Inputs, StageError> {
-        match self {
-            PendingInputs::Named { p, plan, instance } => resolve_inputs(p, plan, cache, *instance),
-            PendingInputs::Resolved(inputs) => Ok(std::mem::take(inputs)),
-        }
-    }
 }
 
 /// A job's result, committed to the cache by the executor that ran it.

@@ -4,6 +4,7 @@
 
 mod commit;
 mod executor;
+mod inputs;
 mod local;
 mod plan;
 mod reason;

@@ -3,12 +3,12 @@
 //! skips only its descendants; independent branches go on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::commit::CommitSpec;
-use super::executor::{Committed, Executor, Finished, Job, PendingInputs, StageExecutor};
+use super::executor::{Committed, Executor, Finished, Job, StageExecutor};
+use super::inputs::PendingInputs;
 use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
 use super::slurm::SlurmExecutor;
@@ -18,7 +18,7 @@ use crate::cache::{Cache, CacheError};
 use crate::graph::StageGraph;
 use crate::hash::StageKey;
 use crate::pipeline::Pipeline;
-use crate::stages::{InputArtifact, Inputs, StageError, StageRegistry};
+use crate::stages::StageRegistry;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -441,56 +441,4 @@ fn drop_damaged_results(
         cache.flush()?;
     }
     Ok(damaged)
-}
-
-/// Materializes the inputs of instance `i` from the cache.
-pub fn resolve_inputs(
-    p: &Pipeline,
-    plan: &Plan,
-    cache: &Cache,
-    i: usize,
-) -> Result<Inputs, StageError> {
-    let inst = &p.instances[i];
-    let mut by_name: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
-    for (name, refs) in &inst.inputs {
-        let mut arts = Vec::with_capacity(refs.len());
-        for r in refs {
-            let up = &p.instances[r.instance];
-            let key = plan.item(r.instance).key;
-            let view = cache.materialize(&key).map_err(|e| {
-                if e.is_damage() {
-                    // nothing is computed from it; the next run computes it again
-                    let _ = cache.remove(&key);
-                }
-                StageError::Input {
-                    name: name.to_string(),
-                    message: format!("output of `{}` unavailable: {e}", up.name),
-                }
-            })?;
-            let path: PathBuf = match &r.sub {
-                Some(sub) => {
-                    let path = view.join(sub);
-                    if !path.exists() {
-                        return Err(StageError::Input {
-                            name: name.to_string(),
-                            message: format!(
-                                "`{}.{sub}` does not exist in the output of `{}`",
-                                up.base, up.name
-                            ),
-                        });
-                    }
-                    path
-                }
-                None => view,
-            };
-            arts.push(InputArtifact {
-                stage: up.name.clone(),
-                key: Some(key),
-                coords: up.coords.clone(),
-                path,
-            });
-        }
-        by_name.insert(name.to_string(), arts);
-    }
-    Ok(Inputs { by_name })
 }
