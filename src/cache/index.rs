@@ -275,22 +275,7 @@ pub(super) struct Index {
     /// Held across each change (its generation bump and the change itself) and across
     /// the reading of a snapshot, so that a snapshot that says generation N holds every
     /// change up to N — never a bump whose change it missed.
-    changing: std::sync::Arc<std::sync::Mutex<Generation>>,
-}
-
-/// What [`Index::changing`] guards: whether the index changed since its generation was
-/// last read for a snapshot or a vouch ([`Index::read_generation`]).
-///
-/// The count is bumped twice around the changes between two reads, not once a change: by
-/// the first change after a read, before it (so any change after a snapshot leaves the
-/// count above the snapshot's), and by the next read, after the last of them (so a log
-/// that sled reads only up to some damage, which loses a bump with everything after it,
-/// shows a count below that of a snapshot holding a change it lost). A sled write a
-/// change was 6% of the engine's CPU in a cold run of trivial stages, each of which
-/// makes two changes (#27).
-#[derive(Default)]
-struct Generation {
-    changed_since_read: bool,
+    changing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -423,7 +408,10 @@ impl Index {
         // generation above the one written here, so this snapshot is never taken for
         // current. An entry listed is safe to hand a reader: its record and blobs were
         // made durable before it was inserted.
-        let generation = self.read_generation()?;
+        let generation = {
+            let _no_change_meanwhile = self.change_lock();
+            self.generation()?
+        };
         write!(out, "{{\"generation\":{generation},\"entries\":{{").map_err(io_err(path))?;
         let mut any = false;
         for kv in entries.iter() {
@@ -475,18 +463,14 @@ impl Index {
         // every change the generation counts is in the sets (both are taken under the
         // change lock); a later one may or may not be in the text, as below
         let (generation, mut changed_entries, mut changed_last) = {
-            let mut no_change_meanwhile = self.change_lock();
+            let _no_change_meanwhile = self.change_lock();
             let changes = opened.changes();
             if changes.given_up {
                 return Ok(None);
             }
             let changed_entries: Vec<StageKey> = changes.entries.iter().copied().collect();
             let changed_last: Vec<String> = changes.last_runs.iter().cloned().collect();
-            (
-                self.seal_generation(&mut no_change_meanwhile)?,
-                changed_entries,
-                changed_last,
-            )
+            (self.generation()?, changed_entries, changed_last)
         };
         changed_entries.sort_unstable();
         changed_last.sort_unstable();
@@ -600,25 +584,8 @@ impl Index {
         }
     }
 
-    /// The generation, read for a snapshot or a vouch that says it holds the index as it
-    /// is now: bumped first where the index changed since the last such read, and bumped
-    /// again by the next change (see [`Generation`]).
-    pub(super) fn read_generation(&self) -> Result<u64, CacheError> {
-        let mut no_change_meanwhile = self.change_lock();
-        self.seal_generation(&mut no_change_meanwhile)
-    }
-
-    /// [`Index::read_generation`] under the change lock the caller holds.
-    fn seal_generation(&self, changing: &mut Generation) -> Result<u64, CacheError> {
-        if changing.changed_since_read {
-            self.add_to_generation()?;
-            changing.changed_since_read = false;
-        }
-        self.generation()
-    }
-
     /// Held while the index changes (see [`Index::changing`]).
-    fn change_lock(&self) -> std::sync::MutexGuard<'_, Generation> {
+    fn change_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.changing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -643,19 +610,9 @@ impl Index {
         }
     }
 
-    /// Counts a change of the index about to be made (see [`Index::generation`]), unless
-    /// one since the last read counted it already ([`Generation`]); the caller holds
-    /// [`Index::change_lock`] (`changing`) until the change is made.
-    fn bump_generation(&self, changing: &mut Generation) -> Result<(), CacheError> {
-        if !changing.changed_since_read {
-            self.add_to_generation()?;
-            changing.changed_since_read = true;
-        }
-        Ok(())
-    }
-
-    /// Adds one to the generation in sled.
-    fn add_to_generation(&self) -> Result<(), CacheError> {
+    /// Counts one more change of the index (see [`Index::generation`]); the caller holds
+    /// [`Index::change_lock`] until the change is made.
+    fn bump_generation(&self) -> Result<(), CacheError> {
         let Store::Sled { db, .. } = &self.store else {
             return Err(self.read_only());
         };
@@ -676,8 +633,8 @@ impl Index {
         };
         let bytes = encode_entry(entry);
         {
-            let mut changing = self.change_lock();
-            self.bump_generation(&mut changing)?;
+            let _changing = self.change_lock();
+            self.bump_generation()?;
             self.note_change(key);
             entries.insert(key.0, bytes).map_err(|e| self.err(e))?;
         }
@@ -692,8 +649,8 @@ impl Index {
         let Store::Sled { entries, .. } = &self.store else {
             return Err(self.read_only());
         };
-        let mut changing = self.change_lock();
-        self.bump_generation(&mut changing)?;
+        let _changing = self.change_lock();
+        self.bump_generation()?;
         self.note_change(key);
         entries.remove(key.0).map_err(|e| self.err(e))?;
         Ok(())
@@ -760,8 +717,8 @@ impl Index {
             return Err(self.read_only());
         };
         let at = Self::last_key(pipeline, stage);
-        let mut changing = self.change_lock();
-        self.bump_generation(&mut changing)?;
+        let _changing = self.change_lock();
+        self.bump_generation()?;
         self.note_last_run_change(&at);
         // a record changes: the pipeline's digest no longer vouches for its records
         if let Store::Sled { db, .. } = &self.store {
@@ -834,30 +791,9 @@ mod tests {
         let generation = index
             .write_snapshot_json(&mut text, Path::new("snapshot"))
             .expect("snapshot");
-        assert_eq!(
-            generation, 2,
-            "bumped before the first change and at the read"
-        );
+        assert_eq!(generation, 2, "two changes counted");
         let read: IndexSnapshot = serde_json::from_slice(&text).expect("valid JSON");
         assert_eq!(read.generation, 2);
-        assert_eq!(
-            index.read_generation().expect("reads"),
-            2,
-            "unchanged since"
-        );
-        index.set_last_run("/p.yaml", "a", &run).expect("last run");
-        assert_eq!(
-            index.generation().expect("reads"),
-            3,
-            "a change after a read"
-        );
-        index.set_last_run("/p.yaml", "b", &run).expect("last run");
-        assert_eq!(index.generation().expect("reads"), 3, "shares that bump");
-        assert_eq!(
-            index.read_generation().expect("reads"),
-            4,
-            "sealed by the read"
-        );
         assert_eq!(read.entries[&key.hex()].stage, entry.stage);
         assert_eq!(read.last_run["/p.yaml\0a"], run);
     }
@@ -1025,8 +961,7 @@ mod tests {
         let written = index
             .write_snapshot_json(&mut text, Path::new("merged"))
             .expect("merged snapshot");
-        // four changes: a bump before the first, another as the snapshot reads the count
-        assert_eq!(written, generation + 2);
+        assert_eq!(written, generation + 4);
         let merged: IndexSnapshot = serde_json::from_slice(&text).expect("valid JSON");
         let whole = full_snapshot(&index);
         assert_eq!(

@@ -996,7 +996,7 @@ impl Cache {
     /// `digest` followed by the index's generation now.
     fn vouching(&self, digest: &[u8; 32]) -> Result<Vec<u8>, CacheError> {
         let mut value = digest.to_vec();
-        value.extend_from_slice(&self.index.read_generation()?.to_be_bytes());
+        value.extend_from_slice(&self.index.generation()?.to_be_bytes());
         Ok(value)
     }
 
