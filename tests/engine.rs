@@ -1222,3 +1222,124 @@ fn bench_engine_says_the_cpu_a_cold_run_adds_to_the_floor() {
         .expect("the scheduler thread's CPU (Linux)");
     assert!((0.0..=own).contains(&scheduler), "{report}");
 }
+
+/// a small result, a large one (300 kB in a sub-folder), and one computed from the first.
+const SHARED: &str = r#"
+stages:
+  a:
+    kind: shell
+    params:
+      cmd: echo alpha > "$PIPE_OUT/a.txt"
+  big:
+    kind: shell
+    params:
+      cmd: mkdir "$PIPE_OUT/weights" && head -c 300000 /dev/zero > "$PIPE_OUT/weights/w.bin"
+  b:
+    kind: shell
+    inputs:
+      up: a
+    params:
+      cmd: tr a-z A-Z < "$PIPE_IN_UP/a.txt" > "$PIPE_OUT/b.txt"
+"#;
+
+#[test]
+fn results_pushed_to_a_remote_are_pulled_into_another_cache_and_not_computed_again() {
+    let p = Project::new();
+    p.write("p.yaml", SHARED);
+    p.ok(&["run", "p.yaml"]);
+    let push = p.ok(&[
+        "cache",
+        "push",
+        "p.yaml",
+        "--to",
+        "remote",
+        "--max-size",
+        "100KiB",
+    ]);
+    assert!(
+        push.contains("pushed  a (6 B)") && push.contains("pushed  b (6 B)"),
+        "{push}"
+    );
+    assert!(push.contains("pushed 2 results (12 B) to remote"), "{push}");
+    assert!(
+        push.contains("1 over --max-size 100.0 KiB, left out: big (293.0 KiB)"),
+        "{push}"
+    );
+    let again = p.ok(&["cache", "push", "p.yaml", "--to", "remote"]);
+    assert!(
+        again.contains("pushed  big (293.0 KiB)") && again.contains("2 already there"),
+        "{again}"
+    );
+
+    // another cache, as on another machine: `b` and what it needs
+    let pull = p.ok(&[
+        "--cache", "other", "cache", "pull", "p.yaml", "--from", "remote", "--only", "b",
+    ]);
+    assert!(
+        pull.contains("pulled 2 results (12 B) from remote"),
+        "{pull}"
+    );
+    let plan = p.ok(&["--cache", "other", "plan", "p.yaml"]);
+    assert!(plan.contains("1 to run, 2 cached"), "{plan}");
+    assert_eq!(
+        p.ok(&["--cache", "other", "show", "p.yaml", "b", "b.txt"])
+            .trim(),
+        "ALPHA"
+    );
+    let pull_all = p.ok(&[
+        "--cache", "other", "cache", "pull", "p.yaml", "--from", "remote",
+    ]);
+    assert!(
+        pull_all.contains("pulled  big (293.0 KiB)") && pull_all.contains("2 already cached"),
+        "{pull_all}"
+    );
+    let run = p.ok(&["--cache", "other", "run", "p.yaml"]);
+    assert!(run.contains("ran 0, cached 3"), "{run}");
+    // the pulled result verifies as one computed here does
+    let verify = p.ok(&["--cache", "other", "cache", "verify"]);
+    assert!(verify.contains("cache OK"), "{verify}");
+}
+
+#[test]
+fn a_damaged_file_in_a_remote_is_named_and_never_pulled() {
+    let p = Project::new();
+    p.write("p.yaml", SHARED);
+    p.ok(&["run", "p.yaml", "--only", "a"]);
+    p.ok(&["cache", "push", "p.yaml", "--to", "remote"]);
+    // the one file blob of `a` ("alpha\n"), changed in place
+    let blob = p
+        .path()
+        .join("remote/blobs")
+        .read_dir()
+        .expect("blobs")
+        .flat_map(|d| d.expect("dir").path().read_dir().expect("blob dir"))
+        .map(|f| f.expect("blob").path())
+        .find(|f| std::fs::read(f).is_ok_and(|b| b == b"alpha\n"))
+        .expect("the blob of a.txt");
+    let mut perms = std::fs::metadata(&blob).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).expect("chmod");
+    std::fs::write(&blob, "omega\n").expect("damage");
+
+    let out = p.pipe(&[
+        "--cache", "other", "cache", "pull", "p.yaml", "--from", "remote",
+    ]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not pulled: a: the remote's copy is damaged: its file `a.txt`: its blob holds 6 bytes hashing to"),
+        "{text}"
+    );
+    assert!(text.contains("pulled 0 results"), "{text}");
+    let plan = p.ok(&["--cache", "other", "plan", "p.yaml"]);
+    assert!(plan.contains("3 to run, 0 cached"), "{plan}");
+
+    let none = p.pipe(&["cache", "pull", "p.yaml", "--from", "nowhere"]);
+    assert_eq!(none.status.code(), Some(4), "{}", both(&none));
+    assert!(
+        both(&none).contains("nowhere: no results remote here"),
+        "{}",
+        both(&none)
+    );
+}

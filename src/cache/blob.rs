@@ -60,6 +60,12 @@ impl BlobStore {
         Ok(BlobStore { dir })
     }
 
+    /// The store at `dir`, which is not made here (a results remote's, read before
+    /// anything is written to it).
+    pub(super) fn at(dir: PathBuf) -> Self {
+        BlobStore { dir }
+    }
+
     /// Where the blob `hash` lives (it may not exist).
     pub fn path(&self, hash: &str) -> PathBuf {
         let prefix = hash.get(..2).unwrap_or("00");
@@ -118,13 +124,14 @@ impl BlobStore {
 
     /// `dest`'s metadata when it exists and holds the content `hash` (rehashed: a
     /// damaged copy must not be stamped anew by the commit that finds it).
-    fn holds(&self, dest: &Path, hash: &str, size: u64) -> Option<fs::Metadata> {
+    pub(super) fn holds(&self, dest: &Path, hash: &str, size: u64) -> Option<fs::Metadata> {
         stamp::check(dest, hash, size, None).ok()
     }
 
     /// Writes through a temp file created read-only (its one handle still writes) and
-    /// renames it into place; returns that handle (for the stamp where one is wanted).
-    fn install(
+    /// renames it into place; returns that handle (for the stamp where one is wanted). When
+    /// `write` fails the temp file is removed and `dest` left as it was.
+    pub(super) fn install(
         &self,
         dest: &Path,
         write: impl FnOnce(&mut File) -> std::io::Result<()>,
@@ -150,7 +157,10 @@ impl BlobStore {
                 .open(&tmp)
         })
         .map_err(io_err(&tmp))?;
-        write(&mut file).map_err(io_err(&tmp))?;
+        if let Err(e) = write(&mut file) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
         Ok(file)
     }

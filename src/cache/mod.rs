@@ -25,6 +25,7 @@ mod index;
 mod reader;
 mod rebuild;
 mod record;
+mod remote;
 mod snapshot_text;
 mod stamp;
 mod stored_value;
@@ -34,6 +35,7 @@ pub use blob::{hash_file, with_parent, BlobStore, StoredFile};
 pub use index::{Entry, IndexSnapshot, LastRun, LastRunOf, Manifest, ManifestFile, RecordedInput};
 use rebuild::verify_candidate;
 pub use rebuild::{Rebuilt, Skipped};
+pub use remote::{Pulled, Pushed, Remote, RemoteDamage};
 pub use stamp::{Damage, Stamp, ALWAYS_HASH_UP_TO};
 pub use verify::{Corruption, CorruptionCause};
 

@@ -30,6 +30,15 @@ impl Records {
     /// Writes the record of `key` (tmp, rename: never half a record), durable at the
     /// commit's wait at the cache's sync point.
     pub(super) fn write(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
+        self.write_with(key, entry, false)
+    }
+
+    /// [`Self::write`], synced before its rename (a results remote has no sync point).
+    pub(super) fn write_synced(&self, key: &StageKey, entry: &Entry) -> Result<(), CacheError> {
+        self.write_with(key, entry, true)
+    }
+
+    fn write_with(&self, key: &StageKey, entry: &Entry, sync: bool) -> Result<(), CacheError> {
         let path = self.path(key);
         let parent = path.parent().unwrap_or(&self.dir);
         let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), key.hex()));
@@ -39,9 +48,31 @@ impl Records {
         serde_json::to_writer(&mut out, entry)
             .map_err(std::io::Error::from)
             .and_then(|()| out.flush())
+            .and_then(|()| match sync {
+                true => out.get_ref().sync_all(),
+                false => Ok(()),
+            })
             .map_err(io_err(&tmp))?;
         drop(out);
         fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Whether a record of `key` exists (not read).
+    pub(super) fn exists(&self, key: &StageKey) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// The record of `key`: `Ok(None)` when there is none, `Err((path, why))` when it
+    /// does not read.
+    pub(super) fn read(&self, key: &StageKey) -> Result<Option<Entry>, (PathBuf, String)> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| (path, e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err((path, e.to_string())),
+        }
     }
 
     /// Removes the record of `key` (no error when there is none).

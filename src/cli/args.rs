@@ -209,6 +209,67 @@ pub enum CacheAction {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Copy the cached results of a pipeline into a results remote: a folder (shared, on
+    /// NFS, or in a git repository) that other caches pull from. Already pushed results are
+    /// skipped; each file is rehashed on the way.
+    Push {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// The remote folder (made if missing).
+        #[arg(long, env = "PIPE_REMOTE")]
+        to: PathBuf,
+        /// Push only these stages and what they need (as `run --only`).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Leave out results whose files total more than this (`500KiB`, `2MiB`, `1GB`,
+        /// bytes): metrics and predictions without the fine-tuned weights, say.
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
+        #[command(flatten)]
+        results: ResultsDevice,
+    },
+    /// Copy the results a pipeline needs from a results remote into the cache (those not
+    /// cached yet); `pipe run` then computes only what the remote lacked.
+    Pull {
+        #[command(flatten)]
+        target: PipelineArgs,
+        /// The remote folder (written by `pipe cache push`).
+        #[arg(long, env = "PIPE_REMOTE")]
+        from: PathBuf,
+        /// Pull only these stages and what they need (as `run --only`).
+        #[arg(long)]
+        only: Vec<String>,
+        #[command(flatten)]
+        results: ResultsDevice,
+    },
+}
+
+/// `--max-size`: bytes, with an optional unit (B, KB, MB, GB: powers of 1000; KiB, MiB,
+/// GiB: powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 500KiB, 2MiB, 1GB, 4096)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    Ok((number * scale as f64).round() as u64)
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,4 +425,20 @@ pub enum EngineShape {
 pub enum DagFormatArg {
     Mermaid,
     Dot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("500KiB"), Ok(512_000));
+        assert_eq!(parse_size("2 MiB"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_size("1.5MB"), Ok(1_500_000));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("big").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
 }

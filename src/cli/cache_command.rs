@@ -1,4 +1,4 @@
-//! `pipe cache ls | verify | gc | rebuild-index`.
+//! `pipe cache ls | verify | gc | rebuild-index` (and `push | pull`: [`super::cache_remote`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use super::args::CacheAction;
+use super::cache_remote::{pull_command, push_command, PullOptions, PushOptions};
 use super::context::{load, open_for_reading, plan_for};
 use super::exit::Exit;
 use crate::cache::{Cache, CorruptionCause};
@@ -69,6 +70,36 @@ pub(super) fn cache_command(
             }
         }
         CacheAction::RebuildIndex => return super::cache_rebuild::rebuild_index_command(root),
+        CacheAction::Push {
+            target,
+            to,
+            only,
+            max_size,
+            results,
+        } => {
+            let opts = PushOptions {
+                target: &target,
+                to: &to,
+                only,
+                max_size,
+                device: &results.device,
+            };
+            return push_command(root, opts, registry);
+        }
+        CacheAction::Pull {
+            target,
+            from,
+            only,
+            results,
+        } => {
+            let opts = PullOptions {
+                target: &target,
+                from: &from,
+                only,
+                device: &results.device,
+            };
+            return pull_command(root, opts, registry);
+        }
         CacheAction::Gc {
             pipelines,
             profile,

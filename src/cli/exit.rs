@@ -14,7 +14,8 @@ pub enum Exit {
     /// 0: done.
     Success = 0,
     /// 1: `run`: a stage failed (its descendants were skipped, independent branches ran);
-    /// `cache verify`: corrupt files were found (and dropped).
+    /// `cache verify`: corrupt files were found (and dropped); `cache push` / `pull`: a
+    /// damaged file was found (that result left out, the others copied).
     StageFailed = 1,
     /// 2: the pipeline or the command line is wrong (YAML, keys, params, inputs, profiles,
     /// cycles, flags, a `--device` this build or machine lacks, `PIPE_SIMD`): nothing ran.
@@ -60,10 +61,11 @@ Environment:
   PIPE_SIMD       avx2 | baseline: lower pipe's own CPU kernels (a comparison)
   PIPE_TIMINGS=1  print each phase's time and resident memory on stderr
   PIPE_MAX_CELLS  the most stage instances a pipeline may expand to
+  PIPE_REMOTE     the results remote of `pipe cache push --to` / `pull --from`
 
 Exit codes:
   0  done
-  1  a stage failed (run), corrupt files found (cache verify)
+  1  a stage failed (run), corrupt files found (cache verify, push, pull)
   2  the pipeline or the command line is wrong; nothing ran
   3  another pipe process holds the cache
   4  any other error (I/O, a damaged cache index: see `pipe cache rebuild-index`,

@@ -9,6 +9,7 @@ mod bench_multitask;
 mod bench_train;
 mod cache_command;
 mod cache_rebuild;
+mod cache_remote;
 mod context;
 mod dispatch;
 mod encode;
