@@ -1328,12 +1328,21 @@ fn a_damaged_file_in_a_remote_is_named_and_never_pulled() {
     let text = both(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("not pulled: a: the remote's copy is damaged: its file `a.txt`: its blob holds 6 bytes hashing to"),
+        text.contains("not pulled: a: the remote's copy is damaged: its file `a.txt`: its blob")
+            && text.contains("holds 6 bytes hashing to")
+            && text.contains("(push it again from a cache that holds it)"),
         "{text}"
     );
     assert!(text.contains("pulled 0 results"), "{text}");
     let plan = p.ok(&["--cache", "other", "plan", "p.yaml"]);
     assert!(plan.contains("3 to run, 0 cached"), "{plan}");
+    // pushed again from the cache that holds it, the remote's copy is whole again
+    let repush = p.ok(&["cache", "push", "p.yaml", "--to", "remote"]);
+    assert!(repush.contains("pushed  a (6 B)"), "{repush}");
+    let pull = p.ok(&[
+        "--cache", "other", "cache", "pull", "p.yaml", "--from", "remote",
+    ]);
+    assert!(pull.contains("pulled  a (6 B)"), "{pull}");
 
     let none = p.pipe(&["cache", "pull", "p.yaml", "--from", "nowhere"]);
     assert_eq!(none.status.code(), Some(4), "{}", both(&none));

@@ -57,11 +57,6 @@ impl Records {
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
-    /// Whether a record of `key` exists (not read).
-    pub(super) fn exists(&self, key: &StageKey) -> bool {
-        self.path(key).is_file()
-    }
-
     /// The record of `key`: `Ok(None)` when there is none, `Err((path, why))` when it
     /// does not read.
     pub(super) fn read(&self, key: &StageKey) -> Result<Option<Entry>, (PathBuf, String)> {

@@ -16,7 +16,8 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use super::record::Records;
-use super::{io_err, BlobStore, Cache, CacheError, Entry, Manifest, ManifestFile};
+use super::ALWAYS_HASH_UP_TO;
+use super::{io_err, stamp, BlobStore, Cache, CacheError, Entry, Manifest, ManifestFile};
 use crate::hash::StageKey;
 
 /// A results remote (see the module doc).
@@ -101,7 +102,7 @@ impl Remote {
 
     /// Copies the result of `key` from `cache` into the remote, unless it holds it already
     /// or its files total more than `limit` bytes. A file of the cache that does not hash
-    /// to what was committed is an error ([`CacheError::Damaged`]): `pipe cache verify`.
+    /// to what was committed is an error ([`CacheError::is_damage`]): `pipe cache verify`.
     pub fn push(
         &self,
         cache: &Cache,
@@ -111,12 +112,14 @@ impl Remote {
         let Some(entry) = cache.entry(key)? else {
             return Ok(Pushed::NotCached);
         };
-        if self.records.exists(key) {
+        if self.holds_whole(key) {
             return Ok(Pushed::AlreadyThere);
         }
         if limit.is_some_and(|limit| entry.bytes > limit) {
             return Ok(Pushed::OverLimit { bytes: entry.bytes });
         }
+        // a missing or changed file of this cache is named as damage (`pipe cache verify`)
+        cache.check(key)?;
         let manifest = cache.manifest(key)?;
         let mut written = Vec::new();
         for f in &manifest.files {
@@ -151,15 +154,9 @@ impl Remote {
         };
         let text = serde_json::to_vec(&portable).unwrap_or_default();
         let hash = blake3::hash(&text).to_hex().to_string();
-        let size = text.len() as u64;
-        match self.store_blob(&hash, size, |out| {
-            out.write_all(&text)?;
-            Ok((hash.clone(), size))
-        }) {
-            Ok(Some(file)) => written.push(file),
-            Ok(None) => {}
-            Err(BlobCopy::Io(e)) => return Err(e),
-            Err(BlobCopy::Mismatch(detail)) => unreachable!("hashed from the bytes: {detail}"),
+        let dest = self.blobs.path(&hash);
+        if self.blobs.holds(&dest, &hash, text.len() as u64).is_none() {
+            written.push(self.blobs.install(&dest, |tmp| tmp.write_all(&text))?);
         }
         for file in &written {
             file.sync_all().map_err(io_err(&self.root))?;
@@ -208,6 +205,27 @@ impl Remote {
         Ok(outcome)
     }
 
+    /// Whether the remote holds the result of `key` whole: its record, its manifest
+    /// (verified), and each file: rehashed up to [`ALWAYS_HASH_UP_TO`] bytes (as the cache
+    /// checks its own), larger ones by their size (a checkpoint is not reread at every
+    /// push). A result the remote holds damaged or in part is pushed again.
+    fn holds_whole(&self, key: &StageKey) -> bool {
+        let Ok(Some(entry)) = self.records.read(key) else {
+            return false;
+        };
+        let Ok(manifest) = self.manifest(&entry) else {
+            return false;
+        };
+        manifest.files.iter().all(|f| {
+            let path = self.blobs.path(&f.hash);
+            if f.size <= ALWAYS_HASH_UP_TO {
+                stamp::check(&path, &f.hash, f.size, None).is_ok()
+            } else {
+                fs::metadata(&path).is_ok_and(|m| m.len() == f.size)
+            }
+        })
+    }
+
     /// The manifest `entry` names, its blob verified.
     fn manifest(&self, entry: &Entry) -> Result<Manifest, RemoteDamage> {
         let bytes = self
@@ -247,9 +265,11 @@ impl Remote {
             };
             if hash != f.hash || size != f.size {
                 return Err(damage(format!(
-                    "its blob holds {size} bytes hashing to {hash}; {} bytes hashing to {} \
-                     were pushed",
-                    f.size, f.hash
+                    "its blob {} holds {size} bytes hashing to {hash}; {} bytes hashing to {} \
+                     were pushed (push it again from a cache that holds it)",
+                    from.display(),
+                    f.size,
+                    f.hash
                 )));
             }
         }
