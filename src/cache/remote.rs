@@ -124,7 +124,7 @@ impl Remote {
         let mut written = Vec::new();
         for f in &manifest.files {
             let from = cache.blobs().path(&f.hash);
-            let stored = self.store_blob(&f.hash, f.size, |out| copy_hashing(&from, out));
+            let stored = self.store_blob(&f.hash, f.size, |out| Ok(copy_hashing(&from, out)?));
             match stored {
                 Ok(Some(file)) => written.push(file),
                 Ok(None) => {}
@@ -258,10 +258,12 @@ impl Remote {
                 .map_err(|e| BlobCopy::Io(io_err(&to)(e)))?;
             let (hash, size) = match copy_hashing(&from, &mut out) {
                 Ok(done) => done,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(CopyFailed::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(damage(format!("its blob {} is missing", from.display())))
                 }
-                Err(e) => return Err(damage(format!("{}: {e}", from.display()))),
+                Err(CopyFailed::Read(e)) => return Err(damage(format!("{}: {e}", from.display()))),
+                // this cache's side (a full disk, say): not the remote's damage
+                Err(CopyFailed::Write(e)) => return Err(BlobCopy::Io(io_err(&to)(e))),
             };
             if hash != f.hash || size != f.size {
                 return Err(damage(format!(
@@ -315,22 +317,36 @@ enum BlobCopy<D> {
     Mismatch(D),
 }
 
+/// A copy that stopped on one of its two sides.
+enum CopyFailed {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+impl From<CopyFailed> for std::io::Error {
+    fn from(e: CopyFailed) -> Self {
+        match e {
+            CopyFailed::Read(e) | CopyFailed::Write(e) => e,
+        }
+    }
+}
+
 /// Copies the file at `from` to `out` through blake3; returns (hex hash, bytes copied).
-fn copy_hashing(from: &Path, out: &mut impl Write) -> std::io::Result<(String, u64)> {
-    let mut file = File::open(from)?;
+fn copy_hashing(from: &Path, out: &mut impl Write) -> Result<(String, u64), CopyFailed> {
+    let mut file = File::open(from).map_err(CopyFailed::Read)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read(&mut buf).map_err(CopyFailed::Read)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        out.write_all(&buf[..n]).map_err(CopyFailed::Write)?;
         size += n as u64;
     }
-    out.flush()?;
+    out.flush().map_err(CopyFailed::Write)?;
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
 
