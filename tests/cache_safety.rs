@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::text as both;
+use common::{make_writable, text as both};
 
 /// A scratch project: a folder with pipeline files and its own cache.
 struct Project {
@@ -72,8 +72,7 @@ impl Project {
     }
     /// Where the blob of `content` lives in this project's cache.
     fn blob_of(&self, content: &[u8]) -> PathBuf {
-        let h = blake3::hash(content).to_hex().to_string();
-        self.cache().join("blobs").join(&h[..2]).join(&h)
+        common::blob_path(&self.cache().join("blobs"), content)
     }
 }
 
@@ -270,14 +269,6 @@ fn gc_killed_at_random_moments_never_leaves_an_entry_without_its_blob() {
     }
     let verify = p.ok(&["cache", "verify"]);
     assert!(verify.contains("cache OK"), "{verify}");
-}
-
-/// Makes a stored blob writable (blobs are read-only), for a test that damages it.
-fn make_writable(path: &Path) {
-    let mut perms = std::fs::metadata(path).expect("blob").permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(path, perms).expect("chmod");
 }
 
 /// `pipe show FILE STAGE OUT` as text, asserting success.

@@ -1307,19 +1307,8 @@ fn a_damaged_file_in_a_remote_is_named_and_never_pulled() {
     p.ok(&["run", "p.yaml", "--only", "a"]);
     p.ok(&["cache", "push", "p.yaml", "--to", "remote"]);
     // the one file blob of `a` ("alpha\n"), changed in place
-    let blob = p
-        .path()
-        .join("remote/blobs")
-        .read_dir()
-        .expect("blobs")
-        .flat_map(|d| d.expect("dir").path().read_dir().expect("blob dir"))
-        .map(|f| f.expect("blob").path())
-        .find(|f| std::fs::read(f).is_ok_and(|b| b == b"alpha\n"))
-        .expect("the blob of a.txt");
-    let mut perms = std::fs::metadata(&blob).expect("meta").permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&blob, perms).expect("chmod");
+    let blob = common::blob_path(&p.path().join("remote/blobs"), b"alpha\n");
+    common::make_writable(&blob);
     std::fs::write(&blob, "omega\n").expect("damage");
 
     let out = p.pipe(&[

@@ -44,6 +44,13 @@ impl Named {
         self.bytes += bytes;
     }
 
+    /// Prints `  N {what}: a, b, c and 4 more` when there are any.
+    fn say(&self, what: &str) {
+        if !self.names.is_empty() {
+            println!("  {} {what}: {}", self.names.len(), self.some());
+        }
+    }
+
     /// `a, b, c and 4 more`
     fn some(&self) -> String {
         const SHOWN: usize = 3;
@@ -110,26 +117,11 @@ pub(super) fn push_command(
     if !there.names.is_empty() {
         println!("  {} already there", there.names.len());
     }
-    if !over.names.is_empty() {
-        println!(
-            "  {} over --max-size {}, left out: {}",
-            over.names.len(),
-            human_bytes(opts.max_size.unwrap_or(0)),
-            over.some()
-        );
-    }
-    if !absent.names.is_empty() {
-        println!(
-            "  {} not cached here (run them first): {}",
-            absent.names.len(),
-            absent.some()
-        );
-    }
+    let limit = human_bytes(opts.max_size.unwrap_or(0));
+    over.say(&format!("over --max-size {limit}, left out"));
+    absent.say("not cached here (run them first)");
     ctx.finish(plan);
-    Ok(match damaged {
-        0 => ExitCode::SUCCESS,
-        _ => Exit::StageFailed.code(),
-    })
+    Ok(exit_code(damaged))
 }
 
 pub(super) fn pull_command(
@@ -174,16 +166,15 @@ pub(super) fn pull_command(
     if cached > 0 {
         println!("  {cached} already cached");
     }
-    if !missing.names.is_empty() {
-        println!(
-            "  {} not in the remote (`pipe run` computes them): {}",
-            missing.names.len(),
-            missing.some()
-        );
-    }
+    missing.say("not in the remote (`pipe run` computes them)");
     ctx.finish(plan);
-    Ok(match damaged {
+    Ok(exit_code(damaged))
+}
+
+/// Success, or [`Exit::StageFailed`] when `damaged` results were left out.
+fn exit_code(damaged: usize) -> ExitCode {
+    match damaged {
         0 => ExitCode::SUCCESS,
         _ => Exit::StageFailed.code(),
-    })
+    }
 }

@@ -135,3 +135,18 @@ pub fn pipeline_with_fixtures(name: &str) -> String {
             &format!("{}/reports/references.yaml", repo.display()),
         )
 }
+
+/// Where the blob of `content` lives in the content-addressed store `blobs` (a cache's or
+/// a results remote's `blobs/` folder).
+pub fn blob_path(blobs: &Path, content: &[u8]) -> PathBuf {
+    let h = blake3::hash(content).to_hex().to_string();
+    blobs.join(&h[..2]).join(&h)
+}
+
+/// Makes a stored blob writable (blobs are read-only), for a test that damages it.
+pub fn make_writable(path: &Path) {
+    let mut perms = std::fs::metadata(path).expect("blob").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(path, perms).expect("chmod");
+}
