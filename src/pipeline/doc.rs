@@ -60,9 +60,22 @@ pub struct PipelineDoc {
     /// threads, 22 MB a move at 100,000 stages (#27).
     #[serde(default, deserialize_with = "unique_keys")]
     pub stages: BTreeMap<String, Box<StageDoc>>,
-    /// Profile name -> (stage name or `kind:KIND`) -> param overrides (and `matrix:`).
+    /// Profile name -> its overrides (and the profile it extends).
     #[serde(default, deserialize_with = "unique_keys")]
-    pub profiles: BTreeMap<String, BTreeMap<String, serde_yaml::Mapping>>,
+    pub profiles: BTreeMap<String, ProfileDoc>,
+}
+
+/// One profile as written: (stage name or `kind:KIND`) -> param overrides (and `matrix:`,
+/// `resources:`), after those of the profile it `extends:`, if any. A probe of one setting
+/// is then one line (`lr_probe: {extends: cpu, "kind:finetune": {lr: 2.0e-4}}`), not a copy
+/// of `cpu` that drifts from it.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ProfileDoc {
+    /// The profile whose overrides apply first (so that this one's win).
+    #[serde(default)]
+    pub extends: Option<String>,
+    #[serde(flatten)]
+    pub overrides: BTreeMap<String, serde_yaml::Mapping>,
 }
 
 /// One stage (or template) as written.

@@ -42,8 +42,11 @@ pub(super) fn merge(cx: &mut Context) -> Result<(), PipelineError> {
         }
         for (name, p) in loaded.doc.profiles {
             let entry = cx.doc.profiles.entry(name).or_default();
-            for (stage, overrides) in p {
-                entry.entry(stage).or_insert(overrides);
+            if entry.extends.is_none() {
+                entry.extends = p.extends;
+            }
+            for (stage, overrides) in p.overrides {
+                entry.overrides.entry(stage).or_insert(overrides);
             }
         }
     }

@@ -262,6 +262,58 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_that_extends_another_applies_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  ft:\n    kind: shell\n    params: {cmd: echo base, outs: [a]}\n    matrix: {env.SEED: [1, 2, 3]}\n  ev:\n    kind: shell\n    params: {cmd: echo ev, outs: [b]}\nprofiles:\n  cpu:\n    \"kind:shell\": {cmd: echo cpu}\n    ev: {cmd: echo cpu-ev}\n    ft: {matrix: {env.SEED: [1, 2]}}\n  probe:\n    extends: cpu\n    \"kind:shell\": {cmd: echo probe}\n  probe_one:\n    extends: probe\n    ft: {matrix: {env.SEED: [2]}}\n  loop_a: {extends: loop_b}\n  loop_b: {extends: loop_a}\n  orphan: {extends: gpu}\n",
+        );
+        let reg = StageRegistry::builtin();
+        let cmds = |profile: &str| -> Vec<String> {
+            let pl = load_pipeline(&p, Some(profile), &reg).expect("loads");
+            pl.instances
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.params["cmd"].as_str().unwrap_or("?")))
+                .collect()
+        };
+        assert_eq!(
+            cmds("cpu"),
+            [
+                "ev echo cpu-ev",
+                "ft[env.SEED=1] echo cpu",
+                "ft[env.SEED=2] echo cpu"
+            ]
+        );
+        // the child's kind entry wins over the parent's stage entry: it applies after it
+        assert_eq!(
+            cmds("probe"),
+            [
+                "ev echo probe",
+                "ft[env.SEED=1] echo probe",
+                "ft[env.SEED=2] echo probe"
+            ]
+        );
+        assert_eq!(
+            cmds("probe_one"),
+            ["ev echo probe", "ft[env.SEED=2] echo probe"]
+        );
+        let err = load_pipeline(&p, Some("loop_a"), &reg).expect_err("cycle");
+        assert!(
+            err.to_string()
+                .contains("profile `loop_b` extends `loop_a`, which extends it back: loop_a -> loop_b -> loop_a"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("p.yaml:"), "{err}");
+        let err = load_pipeline(&p, Some("orphan"), &reg).expect_err("unknown parent");
+        assert!(
+            err.to_string()
+                .contains("profile `orphan` extends `gpu`, which is not defined"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_input_can_pick_upstream_cells_by_coordinates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = write(

@@ -1,6 +1,8 @@
 //! Pass 4, profile: takes the merged stages and the chosen profile, and overrides params,
 //! matrix axes (a list of names keeps some named variants) and `resources` — `kind:KIND`
-//! entries first, so that an entry naming a stage wins over its kind's.
+//! entries first, so that an entry naming a stage wins over its kind's. A profile that
+//! `extends:` another applies after it, whole: what it says wins over anything the other
+//! said, as if its entries were written below the other's in one file.
 
 use std::collections::BTreeMap;
 
@@ -8,10 +10,18 @@ use super::doc::{key_str, MatrixAxisDoc};
 use super::error::PipelineError;
 use super::load::{describe_yaml_error, Context};
 
-/// Applies profile `p` to `cx.stages`.
+/// Applies profile `p` (after the profiles it extends) to `cx.stages`.
 pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
+    for name in lineage(cx, p)?.iter().rev() {
+        apply_one(cx, name)?;
+    }
+    Ok(())
+}
+
+/// `p`, the profile it extends, that one's, …: every name defined, no cycle.
+fn lineage(cx: &Context, p: &str) -> Result<Vec<String>, PipelineError> {
     let map = &cx.map;
-    let Some(overrides) = cx.doc.profiles.get(p) else {
+    if !cx.doc.profiles.contains_key(p) {
         let known: Vec<&String> = cx.doc.profiles.keys().collect();
         return Err(PipelineError::new(
             cx.path,
@@ -19,7 +29,37 @@ pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
             1,
             format!("profile `{p}` is not defined in this pipeline (defined: {known:?})"),
         ));
-    };
+    }
+    let mut chain = vec![p.to_string()];
+    let mut current = p.to_string();
+    while let Some(parent) = cx.doc.profiles[&current].extends.clone() {
+        let at = ["profiles", current.as_str(), "extends"];
+        if !cx.doc.profiles.contains_key(&parent) {
+            let known: Vec<&String> = cx.doc.profiles.keys().collect();
+            return Err(map.error(
+                &at,
+                format!("profile `{current}` extends `{parent}`, which is not defined (defined: {known:?})"),
+            ));
+        }
+        if chain.contains(&parent) {
+            return Err(map.error(
+                &at,
+                format!(
+                    "profile `{current}` extends `{parent}`, which extends it back: {} -> {parent}",
+                    chain.join(" -> ")
+                ),
+            ));
+        }
+        chain.push(parent.clone());
+        current = parent;
+    }
+    Ok(chain)
+}
+
+/// Applies the entries written under profile `p` (not those of the profile it extends).
+fn apply_one(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
+    let map = &cx.map;
+    let overrides = &cx.doc.profiles[p].overrides;
     // `kind:KIND` overrides first, so that one naming a stage wins over its kind's.
     let ordered = overrides
         .iter()
