@@ -35,6 +35,7 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         "## Table 6",
         "## Table 7",
         "## What the seeds say: paired differences",
+        "## The paper's claims, checked",
         "## Figure 1",
         "## Table 8",
         "## Figure 2",
@@ -60,6 +61,22 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
             .unwrap_or_else(|| panic!("{row} missing:\n{report}"));
         assert_eq!(line.matches("(1 run)").count(), 3, "{line}");
     }
+    // The claims: one seed judges nothing; +P/G (DDI's "hurts" claim) did not run.
+    let att_claim = report
+        .lines()
+        .find(|l| l.contains("(SLL-Att − CLS, Table 5)"))
+        .expect("SLL-Att claim");
+    assert_eq!(
+        att_claim.matches("one seed: no spread to judge by").count(),
+        3,
+        "{att_claim}"
+    );
+    let pg_claim = report
+        .lines()
+        .skip_while(|l| !l.contains("'protein/gene' text actually hurts"))
+        .nth(1)
+        .expect("+P/G claim");
+    assert!(pg_claim.contains("not run yet"), "{pg_claim}");
     let pg_pairs = report
         .lines()
         .find(|l| l.starts_with("| +P/G SLL-Att − base SLL-Att |"))
