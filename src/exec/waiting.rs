@@ -62,9 +62,15 @@ impl Waiting {
         (waiting, ready)
     }
 
-    /// `done` finished: the stages that waited for it alone are moved to `ready`.
+    /// `done` finished: the stages that waited for it alone are moved to the FRONT of
+    /// `ready` (in their order), ahead of the stages that were ready before. Depth first:
+    /// what a finished stage unblocks (the cheap `evaluate` after a fine-tuning) runs
+    /// before the next sibling starts, so a grid's results, and the report read while it
+    /// runs, fill in cell by cell, and a run stopped halfway leaves whole cells, not ten
+    /// fine-tunings without their scores.
     pub fn release(&mut self, done: usize, ready: &mut VecDeque<usize>) {
         let (from, to) = (self.start[done] as usize, self.start[done + 1] as usize);
+        let mut unblocked = 0;
         for &c in &self.children[from..to] {
             let left = &mut self.left[c as usize];
             if *left == NOT_WAITING {
@@ -74,8 +80,11 @@ impl Waiting {
             if *left == 0 {
                 *left = NOT_WAITING;
                 ready.push_back(c as usize);
+                unblocked += 1;
             }
         }
+        // the `unblocked` just pushed at the back move to the front, in their order
+        ready.rotate_right(unblocked);
     }
 
     /// Stops `i` from waiting (an upstream stage failed); whether it was waiting.
@@ -105,5 +114,22 @@ mod tests {
         assert!(!w.cancel(3), "and waits no more");
         w.release(2, &mut ready);
         assert!(ready.is_empty(), "a cancelled stage is never ready");
+    }
+
+    #[test]
+    fn what_a_finished_stage_unblocks_runs_before_its_waiting_siblings() {
+        // two fine-tunings 0 and 1, each scored by one evaluate (2 and 3), and a report 4
+        // over both scores; 5 and 6 score 0 too
+        let runs = [true; 7];
+        let edges = vec![(0, 2), (1, 3), (2, 4), (3, 4), (0, 5), (0, 6)];
+        let (mut w, mut ready) = Waiting::new(7, edges, 0..7, &runs);
+        assert_eq!(Vec::from(ready.clone()), vec![0, 1]);
+        assert_eq!(ready.pop_front(), Some(0));
+        w.release(0, &mut ready);
+        assert_eq!(
+            Vec::from(ready.clone()),
+            vec![2, 5, 6, 1],
+            "0's scores first, in order, then the next fine-tuning"
+        );
     }
 }
