@@ -1341,3 +1341,76 @@ fn a_damaged_file_in_a_remote_is_named_and_never_pulled() {
         both(&none)
     );
 }
+
+/// A large training result and the small score computed from it (a fine-tuning and its
+/// evaluation, in miniature).
+const TRAIN_AND_SCORE: &str = r#"
+stages:
+  train:
+    kind: shell
+    params:
+      cmd: mkdir "$PIPE_OUT/weights" && head -c 300000 /dev/zero > "$PIPE_OUT/weights/w.bin"
+  score:
+    kind: shell
+    inputs:
+      model: train
+    params:
+      cmd: wc -c < "$PIPE_IN_MODEL/weights/w.bin" > "$PIPE_OUT/score.txt"
+"#;
+
+#[test]
+fn a_pulled_score_does_not_train_again_when_its_model_was_left_out() {
+    let p = Project::new();
+    p.write("p.yaml", TRAIN_AND_SCORE);
+    p.ok(&["run", "p.yaml"]);
+    p.ok(&[
+        "cache",
+        "push",
+        "p.yaml",
+        "--to",
+        "remote",
+        "--max-size",
+        "100KiB",
+    ]);
+    p.ok(&[
+        "--cache", "other", "cache", "pull", "p.yaml", "--from", "remote",
+    ]);
+
+    // the score is there: the model it was computed from is not needed for it
+    let plan = p.ok(&["--cache", "other", "plan", "p.yaml", "--only", "score"]);
+    assert!(plan.contains("0 to run, 1 cached, 1 not needed"), "{plan}");
+    assert!(
+        plan.lines().any(|l| l.starts_with("skip    train")
+            && l.ends_with("not needed: what reads it is cached")),
+        "{plan}"
+    );
+    let run = p.ok(&["--cache", "other", "run", "p.yaml", "--only", "score"]);
+    assert!(
+        run.contains("ran 0, cached 1, failed 0, skipped 0, 1 not needed in"),
+        "{run}"
+    );
+    assert_eq!(
+        p.ok(&["--cache", "other", "show", "p.yaml", "score", "score.txt"])
+            .trim(),
+        "300000"
+    );
+
+    // a damaged score runs again, and so does the model it needs
+    let score_blob = common::blob_path(&p.path().join("other/blobs"), b"300000\n");
+    common::make_writable(&score_blob);
+    std::fs::write(&score_blob, "999999\n").expect("damage");
+    let rerun = p.ok(&["--cache", "other", "run", "p.yaml", "--only", "score"]);
+    assert!(rerun.contains("ran 2, cached 0"), "{rerun}");
+    assert_eq!(
+        p.ok(&["--cache", "other", "show", "p.yaml", "score", "score.txt"])
+            .trim(),
+        "300000"
+    );
+
+    // with no --only every stage is asked for: the model is computed
+    p.ok(&[
+        "--cache", "third", "cache", "pull", "p.yaml", "--from", "remote",
+    ]);
+    let plan_all = p.ok(&["--cache", "third", "plan", "p.yaml"]);
+    assert!(plan_all.contains("1 to run, 1 cached\n"), "{plan_all}");
+}

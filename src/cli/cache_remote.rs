@@ -85,7 +85,7 @@ pub(super) fn push_command(
         let name = &ctx.loaded.pipeline.instances[item.instance].name;
         match item.status {
             Status::NotSelected => continue,
-            Status::Run => {
+            Status::Run | Status::NotNeeded => {
                 absent.add(name, 0);
                 continue;
             }
@@ -142,7 +142,8 @@ pub(super) fn pull_command(
                 cached += 1;
                 continue;
             }
-            Status::Run => {}
+            // a pull copies what it can, needed by a run or not
+            Status::Run | Status::NotNeeded => {}
         }
         match remote.pull(&ctx.cache, &item.key)? {
             Pulled::Copied { bytes } => {

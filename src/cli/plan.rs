@@ -98,7 +98,7 @@ pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
     // row of each stage name: a grid of 100,000 one-cell stages has 100,000 rows
     let mut row_of: HashMap<&str, usize> = HashMap::new();
     for it in &plan.items {
-        if it.status == Status::NotSelected {
+        if matches!(it.status, Status::NotSelected | Status::NotNeeded) {
             continue;
         }
         let inst = &p.instances[it.instance];
@@ -154,7 +154,7 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
         .unwrap_or(5)
         .max(5);
     let mut out = String::new();
-    let (mut run, mut cached, mut not_selected) = (0, 0, 0);
+    let (mut run, mut cached, mut not_selected, mut not_needed) = (0, 0, 0, 0);
     for it in &plan.items {
         let inst = &p.instances[it.instance];
         let (status, reason) = match it.status {
@@ -170,6 +170,10 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
                 not_selected += 1;
                 continue;
             }
+            Status::NotNeeded => {
+                not_needed += 1;
+                ("skip", "not needed: what reads it is cached".to_string())
+            }
         };
         out.push_str(&format!(
             "{status:<7} {:<width$}  {:<12} {}  {reason}\n",
@@ -179,6 +183,9 @@ pub(super) fn render_plan(p: &Pipeline, plan: &Plan) -> String {
         ));
     }
     out.push_str(&format!("{run} to run, {cached} cached"));
+    if not_needed > 0 {
+        out.push_str(&format!(", {not_needed} not needed"));
+    }
     if not_selected > 0 {
         out.push_str(&format!(" ({not_selected} not selected by --only)"));
     }

@@ -20,6 +20,11 @@ pub enum Status {
     Run,
     /// Outside `--only`'s selection.
     NotSelected,
+    /// Not cached, but selected only as an input of `--only`'s stages, and every stage
+    /// that would read it is cached: nothing asked for needs it, so it does not run (a
+    /// pulled evaluation does not fetch its fine-tuning again, as Bazel skips the inputs
+    /// of an action whose output is a cache hit).
+    NotNeeded,
 }
 
 /// One line of the plan.
@@ -156,9 +161,10 @@ pub fn plan(
         .to_string_lossy()
         .to_string();
     let n = p.instances.len();
+    let targets = resolve(p, &opts.only)?;
     let mut selected = vec![opts.only.is_empty(); n];
     if !opts.only.is_empty() {
-        for i in g.with_ancestors(&resolve(p, &opts.only)?) {
+        for i in g.with_ancestors(&targets) {
             selected[i] = true;
         }
     }
@@ -184,6 +190,18 @@ pub fn plan(
             }
         })
         .collect::<Result<_, _>>()?;
+    let needed = if opts.only.is_empty() {
+        // every stage is asked for
+        vec![true; n]
+    } else {
+        let mut cached_by_instance = vec![false; n];
+        for ((i, _), &c) in keyed.iter().zip(&cached) {
+            cached_by_instance[*i] = c;
+        }
+        needed_by_targets(g, &targets, |i| {
+            selected[i] && (forced.contains(&i) || !cached_by_instance[i])
+        })
+    };
     let mut items: Vec<PlanItem> = Vec::with_capacity(n);
     let mut by_instance = vec![0usize; n];
     for ((i, key), cached) in keyed.into_iter().zip(cached) {
@@ -194,6 +212,8 @@ pub fn plan(
             (Status::Run, vec![RunReason::Forced])
         } else if cached {
             (Status::Cached, Vec::new())
+        } else if !needed[i] {
+            (Status::NotNeeded, Vec::new())
         } else {
             let last = cache.last_run(&pipeline_id, &inst.name)?;
             let material = material_of(p, i, &opts.backend, |up| hex_keys[up].clone());
@@ -216,6 +236,28 @@ pub fn plan(
         pipeline_id,
         backend: opts.backend.clone(),
     })
+}
+
+/// Which instances a run needs: each of `targets`, and each input of a needed instance
+/// that `runs_if_needed` (walked from the sinks up, so that a cached target needs nothing
+/// above it).
+fn needed_by_targets(
+    g: &StageGraph,
+    targets: &[usize],
+    runs_if_needed: impl Fn(usize) -> bool,
+) -> Vec<bool> {
+    let mut needed = vec![false; g.topo_order().len()];
+    for &t in targets {
+        needed[t] = true;
+    }
+    for &i in g.topo_order().iter().rev() {
+        if needed[i] && runs_if_needed(i) {
+            for up in g.parents(i) {
+                needed[up] = true;
+            }
+        }
+    }
+    needed
 }
 
 /// Each input of `instance` -> the keys it reads: the upstream key (`hex_key` of the
