@@ -211,6 +211,17 @@ impl StageCtx {
         }
     }
 
+    /// What [`crate::train::fit`] needs of this stage to train on `device`: its checkpoint
+    /// folder (a resumed run continues from there), its progress bar and its cancel flag.
+    pub fn fit_env<'a>(&'a self, device: &'a burn::tensor::Device) -> crate::train::FitEnv<'a> {
+        crate::train::FitEnv {
+            device,
+            checkpoint_dir: &self.checkpoint_dir,
+            progress: &self.progress,
+            cancel: &self.cancel,
+        }
+    }
+
     /// Writes `value` as pretty JSON to `out_dir/name`.
     pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), StageError> {
         let path = self.out_dir.join(name);

@@ -66,7 +66,7 @@ use crate::train::split_data::{read_scored_split, ScoredSet};
 use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
     fit, load_encoder, micro_prf, predict, predict_tags, read_split, read_tagged_split,
-    split_source, Checkpoints, FitEnv, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet,
+    split_source, Checkpoints, Init, SequenceClassifier, SplitSet, SplitSource, TaggedSet,
     TokenTagger, TrainError, TrainSettings,
 };
 
@@ -436,12 +436,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
     check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
-    let env = FitEnv {
-        device: &train_dev,
-        checkpoint_dir: &ctx.checkpoint_dir,
-        progress: &ctx.progress,
-        cancel: &cancel,
-    };
+    let env = ctx.fit_env(&train_dev);
     let units: Vec<TaskUnits> = tasks
         .iter()
         .map(|task| match &task.data {

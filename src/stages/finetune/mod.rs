@@ -16,30 +16,23 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 mod scores;
+mod sentence;
+mod setup;
 mod tagging;
 mod word_pair;
 
 use super::training_checks::{
-    check_caps, check_dropout, check_layer_decay, check_max_len_fits, check_optimizer_params,
-    check_positive, check_tiny, OptimizerParams,
+    check_caps, check_dropout, check_layer_decay, check_optimizer_params, check_positive,
+    check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
-use crate::data::jsonl;
-use crate::data::schema::{LabelSet, Task, LABELS_FILE};
+use crate::data::schema::Task;
 use crate::model::checkpoint::copy_tokenizer_files;
-use crate::model::device::{train_device, DeviceSpec};
-use crate::model::heads::{HeadConfig, HeadKind, PairFeatures, TransitionConstraints};
+use crate::model::heads::{HeadKind, PairFeatures, TransitionConstraints};
 use crate::model::precision::{autocast, Precision};
-use crate::model::vocab::grow_word_embeddings;
-use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
-use crate::train::classifier::{entity_tags, initialize_params};
-use crate::train::rng::with_backend_seed;
-use crate::train::{
-    fit, load_encoder, micro_prf, predict, read_split, split_source, Checkpoints,
-    ClassificationObjective, EpochRecord, FitEnv, Init, SequenceClassifier, SplitInstance,
-    SplitSet, SplitSource, TrainError, TrainSettings,
-};
+use crate::model::{BertConfig, BertModel, BertTokenizer};
+use crate::train::{Checkpoints, EpochRecord, Init, TrainError, TrainSettings};
 
 /// Params of `finetune`; defaults are the papers' (su2020 III.D, su2022 "Experiment setup").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,24 +285,6 @@ impl From<TrainError> for StageError {
     }
 }
 
-/// `predictions.jsonl` line.
-#[derive(Debug, Serialize)]
-struct PredictionLine<'a> {
-    id: &'a str,
-    gold: &'a str,
-    pred: &'a str,
-}
-
-/// `attention.jsonl` line: the head's α over the instance's word pieces.
-#[derive(Debug, Serialize)]
-struct AttentionLine<'a> {
-    id: &'a str,
-    gold: &'a str,
-    pred: &'a str,
-    tokens: &'a [String],
-    alpha: &'a [f32],
-}
-
 #[derive(Debug, Serialize)]
 pub(super) struct History<'a> {
     pub(super) epochs: &'a [EpochRecord],
@@ -325,249 +300,7 @@ fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     if p.head.is_scoring() {
         return scores::run(ctx, p);
     }
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
-    let model_dir = ctx.inputs.path("model")?.to_path_buf();
-    let SplitSource {
-        dir: data_dir,
-        labels_path,
-        label_set,
-    } = split_source(&data_root, p.fold)?;
-
-    let mut tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    if p.entity_tokens == EntityTokens::Add {
-        let tags = match p.entity_tags.as_slice() {
-            [] => split_entity_tags(&data_dir)?,
-            declared => declared.to_vec(),
-        };
-        tokenizer.add_tokens(&tags)?;
-        ctx.progress.println(format!(
-            "{}: entity tags added as tokens: {}",
-            ctx.name,
-            tags.join(" ")
-        ));
-    }
-    let tokenizer = tokenizer;
-    let read = |name: &str, cap: Option<usize>| {
-        read_split(
-            &data_dir,
-            name,
-            cap,
-            &label_set.labels,
-            &tokenizer,
-            p.max_len,
-        )
-    };
-    let required = |name: &str, set: Option<SplitSet>| {
-        set.ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {name}.jsonl in {}", data_dir.display()),
-        })
-    };
-    let train = required("train", read("train", p.max_train)?)?;
-    let dev = read("dev", p.max_eval)?;
-    let test = required("test", read("test", p.max_eval)?)?;
-    ctx.progress.println(format!(
-        "{}: {} train, {} dev, {} test instances; head {}",
-        ctx.name,
-        train.encoded.len(),
-        dev.as_ref().map_or(0, |d| d.encoded.len()),
-        test.encoded.len(),
-        p.head
-    ));
-
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
-    // parameter initialization (random encoder, head) draws from the backend's generator
-    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
-        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
-        let (encoder, config) = match p.entity_tokens {
-            EntityTokens::Split => (encoder, config),
-            EntityTokens::Add => grow_word_embeddings(encoder, &config, tokenizer.id_bound()),
-        };
-        let head_config = head_config(p, &config, label_set.labels.len());
-        let model = SequenceClassifier {
-            encoder,
-            head: head_config.init(&train_dev)?,
-        };
-        initialize_params(&model);
-        Ok::<_, ModelError>((model, config, head_config))
-    })?;
-    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
-    let pad_id = tokenizer.pad_id();
-    let negative = label_set.negative.as_deref();
-    let cancel = ctx.cancel.clone();
-    let env = FitEnv {
-        device: &train_dev,
-        checkpoint_dir: &ctx.checkpoint_dir,
-        progress: &ctx.progress,
-        cancel: &cancel,
-    };
-    let objective = ClassificationObjective::new(&train.encoded, pad_id);
-    let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
-        let last = record.epoch == p.epochs;
-        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
-            return Ok(());
-        };
-        let valid = model.valid();
-        let pred = predict(
-            &valid,
-            &dev.encoded,
-            pad_id,
-            p.batch_size,
-            &device,
-            false,
-            &cancel,
-        )?;
-        let pred: Vec<usize> = pred.iter().map(|x| x.label).collect();
-        let prf = micro_prf(&label_set.labels, negative, &dev.gold(), &pred)?;
-        record.dev_p = Some(prf.precision);
-        record.dev_r = Some(prf.recall);
-        record.dev_f1 = Some(prf.f1);
-        Ok(())
-    })?;
-
-    let valid = fitted.model.valid();
-    let with_alpha = p.head.has_token_alpha();
-    let predictions = predict(
-        &valid,
-        &test.encoded,
-        pad_id,
-        p.batch_size,
-        &device,
-        with_alpha,
-        &cancel,
-    )?;
-
-    let out = &ctx.out_dir;
-    let name_of = |i: usize| label_set.labels[i].as_str();
-    let lines: Vec<PredictionLine> = test
-        .instances
-        .iter()
-        .zip(&test.encoded)
-        .zip(&predictions)
-        .map(|((instance, encoded), pred)| PredictionLine {
-            id: &instance.id,
-            gold: name_of(encoded.label),
-            pred: name_of(pred.label),
-        })
-        .collect();
-    jsonl::write(&out.join("predictions.jsonl"), &lines)?;
-    if with_alpha {
-        let attention: Vec<AttentionLine> = lines
-            .iter()
-            .zip(&test.encodings)
-            .zip(&predictions)
-            .map(|((line, encoding), pred)| AttentionLine {
-                id: line.id,
-                gold: line.gold,
-                pred: line.pred,
-                tokens: &encoding.tokens,
-                alpha: pred.alpha.as_deref().unwrap_or(&[]),
-            })
-            .collect();
-        jsonl::write(&out.join("attention.jsonl"), &attention)?;
-    }
-    std::fs::copy(&labels_path, out.join(LABELS_FILE))
-        .map_err(|e| StageError::io(&labels_path, e))?;
-    ctx.write_json(
-        "history.json",
-        &History {
-            epochs: &fitted.history,
-        },
-    )?;
-    write_metrics(
-        ctx,
-        p,
-        &fitted.history,
-        train.encoded.len(),
-        test.encoded.len(),
-    )?;
-    if p.save_model {
-        save_model(
-            &fitted.model,
-            &config,
-            &head_config,
-            &label_set,
-            &model_dir,
-            (p.entity_tokens == EntityTokens::Add).then_some(&tokenizer),
-            &out.join("model"),
-        )?;
-    }
-    Ok(())
-}
-
-/// The distinct entity tags (`@…$`) in the texts of `dir`'s train, dev and test files,
-/// sorted (so the added ids do not depend on file order).
-fn split_entity_tags(dir: &Path) -> Result<Vec<String>, StageError> {
-    let mut tags = std::collections::BTreeSet::new();
-    for name in ["train", "dev", "test"] {
-        let path = dir.join(format!("{name}.jsonl"));
-        if !path.is_file() {
-            continue;
-        }
-        for x in jsonl::read::<SplitInstance>(&path)? {
-            tags.extend(
-                entity_tags(&x.text)
-                    .into_iter()
-                    .map(|(s, e)| x.text[s..e].to_string()),
-            );
-        }
-    }
-    if tags.is_empty() {
-        return Err(StageError::Input {
-            name: "data".into(),
-            message: format!(
-                "{}: `entity_tokens: add` found no `@…$` entity tag in the texts",
-                dir.display()
-            ),
-        });
-    }
-    Ok(tags.into_iter().collect())
-}
-
-fn head_config(p: &FinetuneParams, config: &BertConfig, num_labels: usize) -> HeadConfig {
-    HeadConfig {
-        kind: p.head,
-        hidden_size: config.hidden_size,
-        num_layers: config.num_hidden_layers,
-        num_attention_heads: config.num_attention_heads,
-        num_labels,
-        lstm_hidden: p.lstm_hidden,
-        dropout: p.dropout,
-    }
-}
-
-/// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the head
-/// (`head.bpk`, described by `head.json`). A `grown` tokenizer (added entity tokens) is
-/// written as `tokenizer.json` over the checkpoint's, so it matches the grown W_word.
-fn save_model(
-    model: &SequenceClassifier,
-    config: &BertConfig,
-    head: &HeadConfig,
-    labels: &LabelSet,
-    from: &Path,
-    grown: Option<&BertTokenizer>,
-    dir: &Path,
-) -> Result<(), StageError> {
-    let description = serde_json::json!({
-        "head": head.kind.name(),
-        "hidden_size": head.hidden_size,
-        "num_layers": head.num_layers,
-        "num_attention_heads": head.num_attention_heads,
-        "num_labels": head.num_labels,
-        "lstm_hidden": head.lstm_hidden,
-        "labels": labels.labels,
-        "negative": labels.negative,
-    });
-    save_with_head(
-        &model.encoder,
-        config,
-        model.head.clone(),
-        &description,
-        from,
-        grown,
-        dir,
-    )
+    sentence::run(ctx, p)
 }
 
 /// A fine-tuned model's folder, whatever its head: the encoder and tokenizer files as the
@@ -625,6 +358,7 @@ fn write_metrics(
 mod tests {
     use super::*;
     use crate::train::split_data::capped;
+    use crate::train::SplitInstance;
 
     fn instance(id: &str) -> SplitInstance {
         SplitInstance {

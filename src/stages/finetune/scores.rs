@@ -12,21 +12,19 @@
 
 use burn::module::Module;
 
+use super::setup::{build_model, Splits};
 use super::{save_with_head, FinetuneParams, History};
 use crate::data::schema::LABELS_FILE;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind};
-use crate::model::{BertTokenizer, ModelError};
-use crate::stages::training_checks::check_max_len_fits;
+use crate::model::BertTokenizer;
 use crate::stages::{StageCtx, StageError};
-use crate::train::classifier::initialize_params;
-use crate::train::rng::with_backend_seed;
 use crate::train::scores::{
     head_outputs, predict_scores, score_set, write_predictions, ScoreLoss, ScoreObjective,
     SetScores, THRESHOLD,
 };
 use crate::train::split_data::{read_scored_split, ScoredSet};
-use crate::train::{fit, load_encoder, split_source, FitEnv, SequenceClassifier, SplitSource};
+use crate::train::{fit, split_source, SequenceClassifier, SplitSource};
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
     let data_root = ctx.inputs.path("data")?.to_path_buf();
@@ -49,18 +47,9 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     }
     let regression = p.head == HeadKind::Regression;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    let read = |name: &str, cap| {
+    let Splits { train, dev, test } = Splits::read(&data_dir, p, |name, cap| {
         read_scored_split(&data_dir, name, cap, &label_set, &tokenizer, p.max_len)
-    };
-    let required = |name: &str, set: Option<ScoredSet>| {
-        set.ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {name}.jsonl in {}", data_dir.display()),
-        })
-    };
-    let train = required("train", read("train", p.max_train)?)?;
-    let dev = read("dev", p.max_eval)?;
-    let test = required("test", read("test", p.max_eval)?)?;
+    })?;
     ctx.progress.println(format!(
         "{}: {} train, {} dev, {} test {}; head {}",
         ctx.name,
@@ -74,33 +63,26 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
     let outputs = head_outputs(p.head, label_set.labels.len());
-    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
-        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
-        let head_config = HeadConfig {
-            kind: p.head,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels: outputs,
-            lstm_hidden: p.lstm_hidden,
-            dropout: p.dropout,
-        };
-        let model = SequenceClassifier {
-            encoder,
-            head: head_config.init(&train_dev)?,
-        };
-        initialize_params(&model);
-        Ok::<_, ModelError>((model, config, head_config))
-    })?;
-    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
+    let (model, config, head_config) =
+        build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
+            let head_config = HeadConfig {
+                kind: p.head,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_hidden_layers,
+                num_attention_heads: config.num_attention_heads,
+                num_labels: outputs,
+                lstm_hidden: p.lstm_hidden,
+                dropout: p.dropout,
+            };
+            let model = SequenceClassifier {
+                encoder,
+                head: head_config.init(&train_dev)?,
+            };
+            Ok((model, head_config))
+        })?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
-    let env = FitEnv {
-        device: &train_dev,
-        checkpoint_dir: &ctx.checkpoint_dir,
-        progress: &ctx.progress,
-        cancel: &cancel,
-    };
+    let env = ctx.fit_env(&train_dev);
     let predict = |model: &SequenceClassifier, set: &ScoredSet| {
         predict_scores(model, &set.units, pad_id, p.batch_size, &device, &cancel)
     };

@@ -9,20 +9,18 @@ use std::path::Path;
 use burn::module::Module;
 use serde::Serialize;
 
+use super::setup::{build_model, Splits};
 use super::{save_with_head, write_metrics, FinetuneParams, History};
 use crate::data::jsonl;
 use crate::data::schema::{LabelSet, LABELS_FILE};
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::TokenHeadConfig;
-use crate::model::{BertConfig, BertTokenizer, ModelError};
-use crate::stages::training_checks::check_max_len_fits;
+use crate::model::{BertConfig, BertTokenizer};
 use crate::stages::{StageCtx, StageError};
-use crate::train::classifier::initialize_params;
-use crate::train::rng::with_backend_seed;
 use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
-    fit, load_encoder, predict_tags, read_tagged_split, split_source, FitEnv, SplitSource,
-    TaggedSet, TaggingObjective, TokenTagger, TrainError,
+    fit, predict_tags, read_tagged_split, split_source, SplitSource, TaggedSet, TaggingObjective,
+    TokenTagger, TrainError,
 };
 
 /// `predictions.jsonl` line of a tagged sentence.
@@ -43,18 +41,9 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     } = split_source(&data_root, p.fold)?;
     let tags = &label_set.labels;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    let read = |name: &str, cap: Option<usize>| {
+    let Splits { train, dev, test } = Splits::read(&data_dir, p, |name, cap| {
         read_tagged_split(&data_dir, name, cap, tags, &tokenizer, p.max_len)
-    };
-    let required = |name: &str, set: Option<TaggedSet>| {
-        set.ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {name}.jsonl in {}", data_dir.display()),
-        })
-    };
-    let train = required("train", read("train", p.max_train)?)?;
-    let dev = read("dev", p.max_eval)?;
-    let test = required("test", read("test", p.max_eval)?)?;
+    })?;
     ctx.progress.println(format!(
         "{}: {} train, {} dev, {} test sentences ({} train windows); head {}",
         ctx.name,
@@ -67,31 +56,24 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
-    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
-        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
-        let head_config = TokenHeadConfig {
-            kind: p.head,
-            hidden_size: config.hidden_size,
-            tags: tags.clone(),
-            dropout: p.dropout,
-            constraints: p.crf_constraints,
-        };
-        let model = TokenTagger {
-            encoder,
-            head: head_config.init(&train_dev)?,
-        };
-        initialize_params(&model);
-        Ok::<_, ModelError>((model, config, head_config))
-    })?;
-    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
+    let (model, config, head_config) =
+        build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
+            let head_config = TokenHeadConfig {
+                kind: p.head,
+                hidden_size: config.hidden_size,
+                tags: tags.clone(),
+                dropout: p.dropout,
+                constraints: p.crf_constraints,
+            };
+            let model = TokenTagger {
+                encoder,
+                head: head_config.init(&train_dev)?,
+            };
+            Ok((model, head_config))
+        })?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
-    let env = FitEnv {
-        device: &train_dev,
-        checkpoint_dir: &ctx.checkpoint_dir,
-        progress: &ctx.progress,
-        cancel: &cancel,
-    };
+    let env = ctx.fit_env(&train_dev);
     let predict = |model: &TokenTagger, set: &TaggedSet| {
         let per_window = predict_tags(model, &set.windows, pad_id, p.batch_size, &device, &cancel)?;
         Ok::<_, TrainError>(join_windows(&set.windows, per_window, set.sentences.len()))

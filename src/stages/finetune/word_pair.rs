@@ -18,6 +18,7 @@ use burn::module::Module;
 use burn::prelude::Device;
 use serde::Serialize;
 
+use super::setup::{build_model, Splits};
 use super::{write_metrics, FinetuneParams, History};
 use crate::analysis::ArcHeatmap;
 use crate::data::formats::conllu::{arc_tag, parse_arc_tag};
@@ -27,19 +28,16 @@ use crate::metrics::attachment::AttachmentCounts;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{PairFeatures, WordPairHeadConfig};
 use crate::model::BertModel;
-use crate::model::{BertTokenizer, ModelError};
-use crate::stages::training_checks::check_max_len_fits;
+use crate::model::BertTokenizer;
 use crate::stages::{StageCtx, StageError};
-use crate::train::classifier::initialize_params;
-use crate::train::rng::with_backend_seed;
 use crate::train::split_data::capped;
 use crate::train::word_pair::{
     frozen_features, predict_pairs, relation_unit, tree_unit, FrozenPairObjective, PairPrediction,
     PairTarget, PairUnit, Scorer, WordPairModel, WordPairObjective,
 };
 use crate::train::{
-    fit, load_encoder, micro_prf, split_source, EpochRecord, FitEnv, SplitInstance, SplitSentence,
-    SplitSource, TrainError,
+    fit, micro_prf, split_source, EpochRecord, SplitInstance, SplitSentence, SplitSource,
+    TrainError,
 };
 
 /// The heat map of one parsed test sentence, beside the predictions.
@@ -283,36 +281,17 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         label_set.labels.clone()
     };
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
-    let read = |name: &str, cap: Option<usize>| {
-        if trees {
-            read_trees(
-                &data_dir,
-                name,
-                cap,
-                &label_set.labels,
-                &tokenizer,
-                p.max_len,
-            )
-        } else {
-            read_pairs(
-                &data_dir,
-                name,
-                cap,
-                &label_set.labels,
-                &tokenizer,
-                p.max_len,
-            )
-        }
-    };
-    let required = |name: &str, set: Option<PairSet>| {
-        set.ok_or_else(|| StageError::Input {
-            name: "data".into(),
-            message: format!("no {name}.jsonl in {}", data_dir.display()),
-        })
-    };
-    let train = required("train", read("train", p.max_train)?)?;
-    let dev = read("dev", p.max_eval)?;
-    let test = required("test", read("test", p.max_eval)?)?;
+    let Splits { train, dev, test } = Splits::read(&data_dir, p, |name, cap| {
+        let read = if trees { read_trees } else { read_pairs };
+        read(
+            &data_dir,
+            name,
+            cap,
+            &label_set.labels,
+            &tokenizer,
+            p.max_len,
+        )
+    })?;
     ctx.progress.println(format!(
         "{}: {} train, {} dev, {} test {}; head word_pair ({}{})",
         ctx.name,
@@ -330,32 +309,25 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
 
     let device = DeviceSpec::parse(&ctx.device)?.device()?;
     let train_dev = train_device(&device);
-    let (model, config, head_config) = with_backend_seed(&train_dev, p.seed, || {
-        let (encoder, config) = load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &train_dev)?;
-        let head_config = WordPairHeadConfig {
-            features: p.features,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels: pair_labels.len(),
-            dropout: p.dropout,
-        };
-        let model = WordPairModel {
-            encoder,
-            head: head_config.init(&train_dev)?,
-        };
-        initialize_params(&model);
-        Ok::<_, ModelError>((model, config, head_config))
-    })?;
-    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
+    let (model, _config, head_config) =
+        build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
+            let head_config = WordPairHeadConfig {
+                features: p.features,
+                hidden_size: config.hidden_size,
+                num_layers: config.num_hidden_layers,
+                num_attention_heads: config.num_attention_heads,
+                num_labels: pair_labels.len(),
+                dropout: p.dropout,
+            };
+            let model = WordPairModel {
+                encoder,
+                head: head_config.init(&train_dev)?,
+            };
+            Ok((model, head_config))
+        })?;
     let pad_id = tokenizer.pad_id();
     let cancel = ctx.cancel.clone();
-    let env = FitEnv {
-        device: &train_dev,
-        checkpoint_dir: &ctx.checkpoint_dir,
-        progress: &ctx.progress,
-        cancel: &cancel,
-    };
+    let env = ctx.fit_env(&train_dev);
     let hidden = head_config.hidden_size;
     let attention = head_config.attention_size();
     let with_attention = p.features == PairFeatures::EmbAtt;
