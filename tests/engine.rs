@@ -1384,6 +1384,19 @@ fn a_pulled_score_does_not_train_again_when_its_model_was_left_out() {
             && l.ends_with("not needed: what reads it is cached")),
         "{plan}"
     );
+    let summary = p.ok(&[
+        "--cache",
+        "other",
+        "plan",
+        "p.yaml",
+        "--only",
+        "score",
+        "--summary",
+    ]);
+    assert!(
+        summary.contains("0 to run, 1 cached, 1 not needed\n"),
+        "{summary}"
+    );
     let run = p.ok(&["--cache", "other", "run", "p.yaml", "--only", "score"]);
     assert!(
         run.contains("ran 0, cached 1, failed 0, skipped 0, 1 not needed in"),

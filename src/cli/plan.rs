@@ -97,7 +97,11 @@ pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
     let mut rows: Vec<StageCells> = Vec::new();
     // row of each stage name: a grid of 100,000 one-cell stages has 100,000 rows
     let mut row_of: HashMap<&str, usize> = HashMap::new();
+    let mut not_needed = 0;
     for it in &plan.items {
+        if it.status == Status::NotNeeded {
+            not_needed += 1;
+        }
         if matches!(it.status, Status::NotSelected | Status::NotNeeded) {
             continue;
         }
@@ -140,7 +144,11 @@ pub(super) fn render_plan_summary(p: &Pipeline, plan: &Plan) -> String {
     }
     let cached: usize = rows.iter().map(|r| r.cached).sum();
     let to_run: usize = rows.iter().map(|r| r.to_run).sum();
-    out.push_str(&format!("{to_run} to run, {cached} cached\n"));
+    out.push_str(&format!("{to_run} to run, {cached} cached"));
+    if not_needed > 0 {
+        out.push_str(&format!(", {not_needed} not needed"));
+    }
+    out.push('\n');
     out
 }
 
