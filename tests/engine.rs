@@ -1397,6 +1397,13 @@ fn a_pulled_score_does_not_train_again_when_its_model_was_left_out() {
         summary.contains("0 to run, 1 cached, 1 not needed\n"),
         "{summary}"
     );
+    let push = p.ok(&[
+        "--cache", "other", "cache", "push", "p.yaml", "--to", "remote2", "--only", "score",
+    ]);
+    assert!(
+        push.contains("1 not cached here, and not needed by the results that are: train"),
+        "{push}"
+    );
     let run = p.ok(&["--cache", "other", "run", "p.yaml", "--only", "score"]);
     assert!(
         run.contains("ran 0, cached 1, failed 0, skipped 0, 1 not needed in"),

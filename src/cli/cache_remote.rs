@@ -80,13 +80,18 @@ pub(super) fn push_command(
     let remote = Remote::for_push(opts.to)?;
     let (mut copied, mut there) = (Named::default(), Named::default());
     let (mut over, mut absent) = (Named::default(), Named::default());
+    let mut not_needed = Named::default();
     let mut damaged = 0;
     for item in &plan.items {
         let name = &ctx.loaded.pipeline.instances[item.instance].name;
         match item.status {
             Status::NotSelected => continue,
-            Status::Run | Status::NotNeeded => {
+            Status::Run => {
                 absent.add(name, 0);
+                continue;
+            }
+            Status::NotNeeded => {
+                not_needed.add(name, 0);
                 continue;
             }
             Status::Cached => {}
@@ -120,6 +125,7 @@ pub(super) fn push_command(
     let limit = human_bytes(opts.max_size.unwrap_or(0));
     over.say(&format!("over --max-size {limit}, left out"));
     absent.say("not cached here (run them first)");
+    not_needed.say("not cached here, and not needed by the results that are");
     ctx.finish(plan);
     Ok(exit_code(damaged))
 }
