@@ -520,6 +520,28 @@ mod tests {
     }
 
     #[test]
+    fn what_a_cached_target_reads_is_not_needed_and_what_a_running_one_reads_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = matrix_and_reader(dir.path());
+        let g = StageGraph::build(&p).expect("acyclic");
+        let b = p.select("b");
+        let a = p.select("a");
+        let needed_of = |targets: &[usize], running: &[usize]| -> Vec<String> {
+            let needed = needed_by_targets(&g, targets, |i| running.contains(&i));
+            (0..p.instances.len())
+                .filter(|&i| needed[i])
+                .map(|i| p.instances[i].name.clone())
+                .collect()
+        };
+        // `b` cached: neither cell of `a` is needed, whether cached or not
+        assert_eq!(needed_of(&b, &a), vec!["b".to_string()]);
+        // `b` runs: it needs both cells
+        assert_eq!(needed_of(&b, &[b[0]]).len(), 3);
+        // one cell asked for: the other and the reader are not
+        assert_eq!(needed_of(&a[..1], &a), vec![p.instances[a[0]].name.clone()]);
+    }
+
+    #[test]
     fn the_key_hashed_in_place_is_the_key_of_the_material() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = matrix_and_reader(dir.path());
