@@ -27,9 +27,9 @@ use super::training_checks::{
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
-use crate::data::schema::Task;
+use crate::data::schema::{Task, LABELS_FILE};
 use crate::model::checkpoint::copy_tokenizer_files;
-use crate::model::heads::{HeadKind, PairFeatures, TransitionConstraints};
+use crate::model::heads::{HeadConfig, HeadKind, PairFeatures, TransitionConstraints};
 use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer};
 use crate::train::{Checkpoints, EpochRecord, Init, TrainError, TrainSettings};
@@ -162,6 +162,20 @@ fn default_epochs() -> usize {
 }
 
 impl FinetuneParams {
+    /// The sentence-level head these params describe (a classifier or a scoring head) on
+    /// an encoder shaped by `config`, with `num_labels` outputs.
+    fn head_config(&self, config: &BertConfig, num_labels: usize) -> HeadConfig {
+        HeadConfig {
+            kind: self.head,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_hidden_layers,
+            num_attention_heads: config.num_attention_heads,
+            num_labels,
+            lstm_hidden: self.lstm_hidden,
+            dropout: self.dropout,
+        }
+    }
+
     fn settings(&self) -> TrainSettings {
         TrainSettings {
             lr: self.lr,
@@ -326,6 +340,18 @@ fn save_with_head<H: Module>(
     let text = serde_json::to_string_pretty(description)
         .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
     std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))
+}
+
+/// `labels.json` (the split's, copied from `labels_path`) and `history.json` (one record an
+/// epoch): what every head writes beside its predictions.
+fn write_labels_and_history(
+    ctx: &StageCtx,
+    labels_path: &Path,
+    history: &[EpochRecord],
+) -> Result<(), StageError> {
+    std::fs::copy(labels_path, ctx.out_dir.join(LABELS_FILE))
+        .map_err(|e| StageError::io(labels_path, e))?;
+    ctx.write_json("history.json", &History { epochs: history })
 }
 
 /// `metrics.json`: the last epoch's dev scores, training time and throughput, and how many

@@ -13,10 +13,9 @@
 use burn::module::Module;
 
 use super::setup::{build_model, Splits};
-use super::{save_with_head, FinetuneParams, History};
-use crate::data::schema::LABELS_FILE;
+use super::{save_with_head, write_labels_and_history, FinetuneParams};
 use crate::model::device::{train_device, DeviceSpec};
-use crate::model::heads::{HeadConfig, HeadKind};
+use crate::model::heads::HeadKind;
 use crate::model::BertTokenizer;
 use crate::stages::{StageCtx, StageError};
 use crate::train::scores::{
@@ -65,15 +64,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     let outputs = head_outputs(p.head, label_set.labels.len());
     let (model, config, head_config) =
         build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
-            let head_config = HeadConfig {
-                kind: p.head,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_hidden_layers,
-                num_attention_heads: config.num_attention_heads,
-                num_labels: outputs,
-                lstm_hidden: p.lstm_hidden,
-                dropout: p.dropout,
-            };
+            let head_config = p.head_config(config, outputs);
             let model = SequenceClassifier {
                 encoder,
                 head: head_config.init(&train_dev)?,
@@ -115,14 +106,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         &predicted,
         &label_set.labels,
     )?;
-    std::fs::copy(&labels_path, out_dir.join(LABELS_FILE))
-        .map_err(|e| StageError::io(&labels_path, e))?;
-    ctx.write_json(
-        "history.json",
-        &History {
-            epochs: &fitted.history,
-        },
-    )?;
+    write_labels_and_history(ctx, &labels_path, &fitted.history)?;
     let last = fitted.history.last();
     let train_seconds: f64 = fitted.history.iter().map(|r| r.seconds).sum();
     ctx.write_json(

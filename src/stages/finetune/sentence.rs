@@ -11,9 +11,11 @@ use burn::module::Module;
 use serde::Serialize;
 
 use super::setup::{build_model, Splits};
-use super::{save_with_head, write_metrics, EntityTokens, FinetuneParams, History};
+use super::{
+    save_with_head, write_labels_and_history, write_metrics, EntityTokens, FinetuneParams,
+};
 use crate::data::jsonl;
-use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::data::schema::LabelSet;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::HeadConfig;
 use crate::model::vocab::grow_word_embeddings;
@@ -80,7 +82,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
                     grown
                 }
             };
-            let head_config = head_config(p, config, label_set.labels.len());
+            let head_config = p.head_config(config, label_set.labels.len());
             let model = SequenceClassifier {
                 encoder,
                 head: head_config.init(&train_dev)?,
@@ -156,14 +158,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             .collect();
         jsonl::write(&out.join("attention.jsonl"), &attention)?;
     }
-    std::fs::copy(&labels_path, out.join(LABELS_FILE))
-        .map_err(|e| StageError::io(&labels_path, e))?;
-    ctx.write_json(
-        "history.json",
-        &History {
-            epochs: &fitted.history,
-        },
-    )?;
+    write_labels_and_history(ctx, &labels_path, &fitted.history)?;
     write_metrics(
         ctx,
         p,
@@ -212,18 +207,6 @@ fn split_entity_tags(dir: &Path) -> Result<Vec<String>, StageError> {
         });
     }
     Ok(tags.into_iter().collect())
-}
-
-fn head_config(p: &FinetuneParams, config: &BertConfig, num_labels: usize) -> HeadConfig {
-    HeadConfig {
-        kind: p.head,
-        hidden_size: config.hidden_size,
-        num_layers: config.num_hidden_layers,
-        num_attention_heads: config.num_attention_heads,
-        num_labels,
-        lstm_hidden: p.lstm_hidden,
-        dropout: p.dropout,
-    }
 }
 
 /// `model/`: the encoder in Hugging Face's layout with the tokenizer, and the head

@@ -10,9 +10,9 @@ use burn::module::Module;
 use serde::Serialize;
 
 use super::setup::{build_model, Splits};
-use super::{save_with_head, write_metrics, FinetuneParams, History};
+use super::{save_with_head, write_labels_and_history, write_metrics, FinetuneParams};
 use crate::data::jsonl;
-use crate::data::schema::{LabelSet, LABELS_FILE};
+use crate::data::schema::LabelSet;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::TokenHeadConfig;
 use crate::model::{BertConfig, BertTokenizer};
@@ -107,14 +107,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         .collect();
     let out = &ctx.out_dir;
     jsonl::write(&out.join("predictions.jsonl"), &lines)?;
-    std::fs::copy(&labels_path, out.join(LABELS_FILE))
-        .map_err(|e| StageError::io(&labels_path, e))?;
-    ctx.write_json(
-        "history.json",
-        &History {
-            epochs: &fitted.history,
-        },
-    )?;
+    write_labels_and_history(ctx, &labels_path, &fitted.history)?;
     write_metrics(
         ctx,
         p,

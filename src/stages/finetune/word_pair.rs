@@ -19,11 +19,11 @@ use burn::prelude::Device;
 use serde::Serialize;
 
 use super::setup::{build_model, Splits};
-use super::{write_metrics, FinetuneParams, History};
+use super::{write_labels_and_history, write_metrics, FinetuneParams};
 use crate::analysis::ArcHeatmap;
 use crate::data::formats::conllu::{arc_tag, parse_arc_tag};
 use crate::data::jsonl;
-use crate::data::schema::{Task, LABELS_FILE};
+use crate::data::schema::Task;
 use crate::metrics::attachment::AttachmentCounts;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{PairFeatures, WordPairHeadConfig};
@@ -517,8 +517,6 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
             .collect();
         jsonl::write(&path, &lines)?;
     }
-    std::fs::copy(&labels_path, out.join(LABELS_FILE))
-        .map_err(|e| StageError::io(&labels_path, e))?;
-    ctx.write_json("history.json", &History { epochs: &history })?;
+    write_labels_and_history(ctx, &labels_path, &history)?;
     write_metrics(ctx, p, &history, train.units.len(), test.units.len())
 }
