@@ -268,6 +268,7 @@ impl ResumeCase {
                 checkpoints: Checkpoints::EveryEpoch,
                 record_updates: false,
                 precision: pipe::model::Precision::F32,
+                frozen_encoder_updates: 0,
             },
         }
     }
@@ -411,5 +412,18 @@ fn added_entity_tokens_are_one_piece_and_saved_models_reload() {
     assert_eq!(
         model.embeddings.word_embeddings.weight.dims(),
         [v + 3, reloaded.hidden_size]
+    );
+}
+
+#[test]
+fn a_head_warmup_longer_than_the_run_is_refused_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut params = smoke_params("cls");
+    params.head_warmup = 10_000;
+    let err = run_stage(&params, tmp.path()).expect_err("10,000 frozen updates of a short run");
+    let message = err.to_string();
+    assert!(
+        message.contains("head_warmup: 10000 updates") && message.contains("more than the run's"),
+        "{message}"
     );
 }

@@ -274,6 +274,34 @@ fn pretrain_with_nsp_trains_on_sentence_pairs_and_scores_next_sentence_accuracy(
 }
 
 #[test]
+fn a_head_warmup_freezes_the_encoder_for_its_first_updates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = pubtator_fixture(tmp.path());
+    let corpus_dir =
+        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
+    let params: PretrainParams = serde_json::from_value(serde_json::json!({
+        "init": "random", "tiny": true, "nsp": true, "steps": 5, "head_warmup": 3,
+        "batch_size": 4, "max_len": 48, "lr": 1e-3, "held_out": 0.2,
+        "max_eval_sequences": 8,
+    }))
+    .expect("params");
+    PretrainStage::check(&params).expect("check");
+    let mut ctx = ctx(
+        &tmp.path().join("pretrain"),
+        &[("model", model_dir()), ("corpus", &corpus_dir)],
+    );
+    PretrainStage::run(&mut ctx, &params).expect("pretrain with a head warm-up runs");
+    let history = read_json(&ctx.out_dir.join("history.json"));
+    let heads_only: Vec<bool> = history["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["heads_only"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(heads_only, [true, true, true, false, false]);
+}
+
+#[test]
 fn the_nsp_head_takes_minilms_pooler_and_initialises_the_classifier_it_lacks() {
     use pipe::pretrain::nsp_head::NspHead;
     let device = burn::tensor::Device::default();

@@ -757,6 +757,7 @@ pub(super) fn one_epoch<O: Objective>(
         checkpoints: Checkpoints::EveryEpoch,
         record_updates: false,
         precision: Precision::F32,
+        frozen_encoder_updates: 0,
     };
     std::fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let cancel = AtomicBool::new(false);

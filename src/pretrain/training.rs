@@ -27,6 +27,7 @@ use crate::stages::Progress;
 use crate::train::classifier::cross_entropy;
 use crate::train::concurrent_batches::map_batches;
 use crate::train::fit::{fit_scoring_before, Checkpoints, FitEnv, Objective, UpdateRecord};
+use crate::train::layer_decay::LayerDepths;
 use crate::train::rng::SplitMix64;
 use crate::train::{TrainError, TrainSettings};
 
@@ -110,6 +111,13 @@ pub struct MlmSettings {
     /// The type of the encoder's matrix products (f16 scales the loss).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The first updates train only the heads, the encoder frozen.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub head_warmup: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One update in `history.json`.
@@ -124,6 +132,9 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsp_loss: Option<f64>,
     pub lr: f64,
+    /// An update of the `head_warmup`: the encoder was frozen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heads_only: bool,
 }
 
 /// MLM scores on held-out sequences.
@@ -408,6 +419,11 @@ impl Objective for MlmObjective<'_> {
         &self.lengths
     }
 
+    /// The encoder under the MLM (and NSP) heads.
+    fn layer_depths(&self, model: &MaskedLm) -> LayerDepths {
+        LayerDepths::of_encoder(&model.encoder)
+    }
+
     /// `steps · grad_accum` batches, all in the one epoch.
     fn batches_per_epoch(&self, _batch_size: usize) -> usize {
         self.settings.steps * self.settings.grad_accum
@@ -490,6 +506,7 @@ pub fn train_mlm(
         checkpoints: Checkpoints::EveryUpdates(settings.checkpoint_every),
         record_updates: true,
         precision: settings.precision,
+        frozen_encoder_updates: settings.head_warmup,
     };
     let fit_env = FitEnv {
         device: env.device,
@@ -535,6 +552,7 @@ impl From<UpdateRecord> for StepRecord {
             loss: u.losses.first().copied().unwrap_or(f64::NAN),
             nsp_loss: u.losses.get(1).copied(),
             lr: u.lr,
+            heads_only: u.heads_only,
         }
     }
 }

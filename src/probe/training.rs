@@ -244,6 +244,7 @@ mod tests {
             checkpoints: Checkpoints::Never,
             record_updates: false,
             precision: crate::model::Precision::F32,
+            frozen_encoder_updates: 0,
         };
         let fitted = fit_probe(&config, &states, &labels, &settings, 1e-2, &train_env)
             .unwrap_or_else(|e| panic!("{e}"));

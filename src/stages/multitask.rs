@@ -190,6 +190,7 @@ impl MultitaskParams {
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
             precision: self.precision,
+            frozen_encoder_updates: 0,
         }
     }
 }

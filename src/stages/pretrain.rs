@@ -71,6 +71,12 @@ pub struct PretrainParams {
     /// sub-domain pre-training keeps): sequences become sentence pairs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nsp: bool,
+    /// The first `head_warmup` of the `steps` updates train only the MLM and NSP heads, the
+    /// encoder (embeddings included, so the tied decoder too) frozen. A checkpoint without
+    /// an MLM head (a sentence-transformers model) otherwise starts from a random head whose
+    /// gradients disturb the encoder it is meant to adapt. (Left out of the key at 0.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub head_warmup: usize,
     /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
     /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
     /// loss). (Left out of the key at its default, f32.)
@@ -94,6 +100,9 @@ pub struct PretrainParams {
     pub tiny: bool,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 fn default_steps() -> usize {
     100_000
 }
@@ -143,6 +152,7 @@ impl PretrainParams {
             checkpoint_every: self.checkpoint_every,
             nsp: self.nsp,
             precision: self.precision,
+            head_warmup: self.head_warmup,
         }
     }
 }
@@ -190,6 +200,15 @@ impl Stage for PretrainStage {
                     "{} leaves no room for a sentence pair ([CLS] A [SEP] B [SEP]); use at \
                      least 5 with `nsp`",
                     p.max_len
+                ),
+            ));
+        }
+        if p.head_warmup >= p.steps {
+            return Err(ParamError::new(
+                "head_warmup",
+                format!(
+                    "{} of {} steps: the encoder would never learn; use fewer than `steps`",
+                    p.head_warmup, p.steps
                 ),
             ));
         }
@@ -488,6 +507,11 @@ mod tests {
             Err("max_len".into())
         );
         assert!(bad(serde_json::json!({"nsp": true})).is_ok());
+        assert_eq!(
+            bad(serde_json::json!({"steps": 10, "head_warmup": 10})),
+            Err("head_warmup".into())
+        );
+        assert!(bad(serde_json::json!({"steps": 10, "head_warmup": 9})).is_ok());
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl ProbeParams {
             // `precision` is the encoder's, whose passes compute the states; the probe's
             // own small MLP trains in f32
             precision: Precision::F32,
+            frozen_encoder_updates: 0,
         }
     }
 

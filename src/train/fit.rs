@@ -76,6 +76,12 @@ pub struct TrainSettings {
     /// f16 scales the loss ([`LossScale`]).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The first updates during which the encoder ([`Objective::layer_depths`]: the
+    /// embeddings and the layers) is frozen and only what lies above it learns: a head new
+    /// to the checkpoint warms up before its gradients reach the encoder (LP-FT, Kumar et
+    /// al. 2022). All of them: the encoder never learns (a linear probe).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frozen_encoder_updates: usize,
 }
 
 fn layer_decay_default() -> f64 {
@@ -153,6 +159,9 @@ pub struct UpdateRecord {
     /// batches.
     pub losses: Vec<f64>,
     pub lr: f64,
+    /// An update of the head warm-up: the encoder was frozen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heads_only: bool,
 }
 
 /// Where a fit runs and reports.
@@ -344,7 +353,8 @@ fn fit_in_precision<O: Objective>(
         &model,
         settings.weight_decay,
         env.device,
-        O::UPDATES_TRAIN_PARTS_IN_TURN,
+        // the flat update expects every parameter's gradient at every update
+        O::UPDATES_TRAIN_PARTS_IN_TURN || settings.frozen_encoder_updates > 0,
     );
     let mut state = TrainState {
         settings: settings.clone(),
@@ -401,6 +411,17 @@ fn fit_in_precision<O: Objective>(
     } else {
         ParamRates::of_layers(&depths, settings.layer_decay)
     };
+    if settings.frozen_encoder_updates > total_steps {
+        return Err(TrainError::Invalid(format!(
+            "head_warmup: {} updates with the encoder frozen, more than the run's {total_steps}",
+            settings.frozen_encoder_updates
+        )));
+    }
+    if settings.frozen_encoder_updates > 0 && depths.is_empty() {
+        return Err(TrainError::Invalid(
+            "head_warmup: this training objective has no encoder to freeze".into(),
+        ));
+    }
 
     // not kept in checkpoints: a resumed f16 run starts again from the initial scale
     let mut loss_scale = LossScale::for_precision(settings.precision);
@@ -470,7 +491,11 @@ fn fit_in_precision<O: Objective>(
                     accumulator.accumulate(&model, grads);
                 }
             }
-            let grads = single.unwrap_or_else(|| accumulator.grads());
+            let mut grads = single.unwrap_or_else(|| accumulator.grads());
+            let heads_only = state.step < settings.frozen_encoder_updates;
+            if heads_only {
+                grads = depths.without_encoder_grads(&model, grads);
+            }
             let lr = schedule.lr(state.step);
             // f16: an update whose gradients overflowed is skipped
             let (updated, applied) = optimizer.update(
@@ -496,8 +521,9 @@ fn fit_in_precision<O: Objective>(
                     .map(|sum| sum.map_or(f64::NAN, |s| f64::from(s.into_scalar::<f32>())))
                     .collect();
                 let shown: Vec<String> = losses.iter().map(|l| format!("{l:.4}")).collect();
+                let phase = if heads_only { " (heads only)" } else { "" };
                 env.progress.set_message(format!(
-                    "update {}/{total_steps}  loss {}  ETA {eta}",
+                    "update {}/{total_steps}{phase}  loss {}  ETA {eta}",
                     state.step,
                     shown.join(" + ")
                 ));
@@ -505,6 +531,7 @@ fn fit_in_precision<O: Objective>(
                     step: state.step,
                     losses,
                     lr,
+                    heads_only,
                 });
             } else if (u + 1) % LOSS_READ_EVERY == 0 || u + 1 == updates.len() {
                 if let Some(sum) = &loss_sum {
@@ -668,6 +695,7 @@ mod tests {
     use crate::model::heads::{HeadConfig, HeadKind};
     use crate::model::{BertConfig, BertModel};
     use crate::train::classifier::initialize_params;
+    use crate::train::layer_decay::tests::max_change;
 
     /// 40 instances of 4–19 pieces whose label is a function of their pieces.
     fn instances() -> Vec<EncodedInstance> {
@@ -710,9 +738,40 @@ mod tests {
         precision: Precision,
         record_updates: bool,
     ) -> Fitted<SequenceClassifier> {
+        let settings = TrainSettings {
+            bucketing,
+            precision,
+            record_updates,
+            ..tiny_settings()
+        };
         let device = train_device(&Device::flex());
+        tiny_fit(tiny_classifier(&device), &settings, &device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The settings of [`tiny_run`]: 20 updates of batch 8.
+    fn tiny_settings() -> TrainSettings {
+        TrainSettings {
+            lr: 1e-3,
+            epochs: 4,
+            batch_size: 8,
+            warmup: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            seed: 7,
+            bucketing: true,
+            layer_decay: 1.0,
+            grad_accum: 1,
+            checkpoints: Checkpoints::EveryEpoch,
+            record_updates: false,
+            precision: Precision::F32,
+            frozen_encoder_updates: 0,
+        }
+    }
+
+    /// A tiny 3-class CLS classifier, the same each call.
+    fn tiny_classifier(device: &Device) -> SequenceClassifier {
         let config = BertConfig::tiny(60);
-        let model = with_backend_seed(&device, 1, || {
+        with_backend_seed(device, 1, || {
             let head = HeadConfig {
                 kind: HeadKind::Cls,
                 hidden_size: config.hidden_size,
@@ -722,42 +781,61 @@ mod tests {
                 lstm_hidden: 8,
                 dropout: 0.1,
             }
-            .init(&device)
+            .init(device)
             .unwrap_or_else(|e| panic!("{e}"));
             let model = SequenceClassifier {
-                encoder: BertModel::new(&config, &device),
+                encoder: BertModel::new(&config, device),
                 head,
             };
             initialize_params(&model);
             model
-        });
+        })
+    }
+
+    /// Trains `model` on [`instances`] with `settings`, from no checkpoint.
+    fn tiny_fit(
+        model: SequenceClassifier,
+        settings: &TrainSettings,
+        device: &Device,
+    ) -> Result<Fitted<SequenceClassifier>, TrainError> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let settings = TrainSettings {
-            lr: 1e-3,
-            epochs: 4,
-            batch_size: 8,
-            warmup: 0.1,
-            weight_decay: 0.01,
-            grad_clip: 1.0,
-            seed: 7,
-            bucketing,
-            layer_decay: 1.0,
-            grad_accum: 1,
-            checkpoints: Checkpoints::EveryEpoch,
-            record_updates,
-            precision,
-        };
         let cancel = AtomicBool::new(false);
         let progress = Progress::hidden();
         let env = FitEnv {
-            device: &device,
+            device,
             checkpoint_dir: dir.path(),
             progress: &progress,
             cancel: &cancel,
         };
         let train = instances();
         let objective = ClassificationObjective::new(&train, 0);
-        fit(model, &objective, &settings, &env, |_, _| Ok(())).unwrap_or_else(|e| panic!("{e}"))
+        fit(model, &objective, settings, &env, |_, _| Ok(()))
+    }
+
+    #[test]
+    fn a_head_warmup_trains_the_head_alone_first() {
+        let device = train_device(&Device::flex());
+        let before = tiny_classifier(&device);
+        let warmed = |frozen_encoder_updates| {
+            let settings = TrainSettings {
+                frozen_encoder_updates,
+                ..tiny_settings()
+            };
+            tiny_fit(before.clone(), &settings, &device)
+        };
+        // all 20 updates with the encoder frozen: a linear probe
+        let probe = warmed(20).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(max_change(&before.encoder, &probe.model.encoder), 0.0);
+        assert!(max_change(&before.head, &probe.model.head) > 0.0);
+        // 5 of 20: the encoder learns afterwards, and the run differs from no warm-up
+        let warm = warmed(5).unwrap_or_else(|e| panic!("{e}"));
+        let plain = warmed(0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(max_change(&before.encoder, &warm.model.encoder) > 0.0);
+        assert!(max_change(&plain.model.encoder, &warm.model.encoder) > 0.0);
+        let Err(err) = warmed(21) else {
+            panic!("21 frozen updates of 20 were accepted")
+        };
+        assert!(err.to_string().contains("head_warmup: 21"), "{err}");
     }
 
     /// Sets `cancel` once `after` batches were computed: a kill in the middle of an epoch.
@@ -828,6 +906,7 @@ mod tests {
             checkpoints: Checkpoints::EveryUpdates(2),
             record_updates: true,
             precision: Precision::F32,
+            frozen_encoder_updates: 0,
         };
         let cancel = AtomicBool::new(false);
         let progress = Progress::hidden();

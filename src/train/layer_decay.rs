@@ -70,6 +70,26 @@ impl LayerDepths {
         }
     }
 
+    /// `grads` without the gradients of the recorded (encoder) parameters of `model`: an
+    /// update with them leaves the encoder, and its AdamW moments, as they are.
+    pub fn without_encoder_grads<M: Module>(
+        &self,
+        model: &M,
+        grads: GradientsParams,
+    ) -> GradientsParams {
+        struct Drop<'a>(&'a HashMap<ParamId, usize>, GradientsParams);
+        impl ModuleVisitor for Drop<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if self.0.contains_key(&param.id) {
+                    let _ = self.1.remove::<D>(param.id);
+                }
+            }
+        }
+        let mut drop = Drop(&self.depth, grads);
+        model.visit(&mut drop);
+        drop.1
+    }
+
     /// The group (0 = above the encoder and layer n, … n = embeddings) of parameter `id`.
     fn group(&self, id: ParamId) -> usize {
         self.depth
@@ -212,7 +232,7 @@ impl ModuleVisitor for Split<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::device::train_device;
     use crate::model::BertConfig;
@@ -220,7 +240,7 @@ mod tests {
     use crate::train::rng::with_backend_seed;
 
     /// The largest |Δθ| of a module's parameters between two versions of it.
-    fn max_change<M: Module>(before: &M, after: &M) -> f64 {
+    pub(crate) fn max_change<M: Module>(before: &M, after: &M) -> f64 {
         struct Values(Vec<Vec<f32>>);
         impl ModuleVisitor for Values {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -314,6 +314,7 @@ mod tests {
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
             precision: crate::model::Precision::F32,
+            frozen_encoder_updates: 0,
         }
     }
 

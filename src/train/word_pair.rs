@@ -26,6 +26,7 @@ use burn::tensor::activation::log_softmax;
 use super::batching::eval_batches;
 use super::classifier::{cross_entropy, entity_tags};
 use super::fit::Objective;
+use super::layer_decay::LayerDepths;
 use super::TrainError;
 use crate::model::arborescence::max_spanning_tree;
 use crate::model::heads::{node_states, pair_attention, WordPairHead};
@@ -369,6 +370,10 @@ impl Objective for WordPairObjective<'_> {
 
     fn lengths(&self) -> &[usize] {
         &self.lengths
+    }
+
+    fn layer_depths(&self, model: &WordPairModel) -> LayerDepths {
+        LayerDepths::of_encoder(&model.encoder)
     }
 
     fn batch_loss(

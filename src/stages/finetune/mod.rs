@@ -123,6 +123,11 @@ pub struct FinetuneParams {
         skip_serializing_if = "training_defaults::is_no_layer_decay"
     )]
     pub layer_decay: f64,
+    /// The first `head_warmup` updates train only the head, the encoder frozen (LP-FT:
+    /// Kumar et al. 2022, "Fine-tuning can distort pretrained features"); as many as the
+    /// run has: a linear probe of the frozen encoder. (Left out of the key at 0.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub head_warmup: usize,
     /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
     /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
     /// loss). (Left out of the key at its default, f32.)
@@ -151,6 +156,10 @@ impl EntityTokens {
 /// `bucketing: true` is the behaviour every earlier result was made with.
 fn is_default_bucketing(bucketing: &bool) -> bool {
     *bucketing
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_default_features(f: &PairFeatures) -> bool {
@@ -191,6 +200,7 @@ impl FinetuneParams {
             checkpoints: Checkpoints::EveryEpoch,
             record_updates: false,
             precision: self.precision,
+            frozen_encoder_updates: self.head_warmup,
         }
     }
 }
@@ -233,7 +243,6 @@ impl Stage for FinetuneStage {
             grad_clip: p.grad_clip,
         })?;
         check_dropout(p.dropout)?;
-        check_layer_decay(p.layer_decay)?;
         check_layer_decay(p.layer_decay)?;
         check_tiny(p.tiny, p.init)?;
         if !p.entity_tags.is_empty() && p.entity_tokens != EntityTokens::Add {
