@@ -79,7 +79,8 @@ pub struct TrainSettings {
     /// The first updates during which the encoder ([`Objective::layer_depths`]: the
     /// embeddings and the layers) is frozen and only what lies above it learns: a head new
     /// to the checkpoint warms up before its gradients reach the encoder (LP-FT, Kumar et
-    /// al. 2022). All of them: the encoder never learns (a linear probe).
+    /// al. 2022). All of them: the encoder never learns (a linear probe). Frozen means
+    /// untracked by autodiff, so such an update skips the encoder's backward pass.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub frozen_encoder_updates: usize,
 }
@@ -423,6 +424,8 @@ fn fit_in_precision<O: Objective>(
         ));
     }
 
+    // the encoder is frozen (untracked) during the first `frozen_encoder_updates`
+    let mut encoder_frozen = false;
     // not kept in checkpoints: a resumed f16 run starts again from the initial scale
     let mut loss_scale = LossScale::for_precision(settings.precision);
     env.progress.set_length(total_steps as u64);
@@ -442,6 +445,11 @@ fn fit_in_precision<O: Objective>(
         let mut shown_loss = f64::NAN;
         let mut skipped_updates = 0;
         for (u, micro_batches) in updates.iter().enumerate().skip(done_in_epoch) {
+            let heads_only = state.step < settings.frozen_encoder_updates;
+            if heads_only != encoder_frozen {
+                model = depths.set_encoder_trainable(model, !heads_only);
+                encoder_frozen = heads_only;
+            }
             let mut accumulator = GradientsAccumulator::<O::Model>::new();
             let mut single = None;
             let mut term_sums: Vec<Option<Tensor<1>>> = Vec::new();
@@ -491,11 +499,7 @@ fn fit_in_precision<O: Objective>(
                     accumulator.accumulate(&model, grads);
                 }
             }
-            let mut grads = single.unwrap_or_else(|| accumulator.grads());
-            let heads_only = state.step < settings.frozen_encoder_updates;
-            if heads_only {
-                grads = depths.without_encoder_grads(&model, grads);
-            }
+            let grads = single.unwrap_or_else(|| accumulator.grads());
             let lr = schedule.lr(state.step);
             // f16: an update whose gradients overflowed is skipped
             let (updated, applied) = optimizer.update(
@@ -587,6 +591,10 @@ fn fit_in_precision<O: Objective>(
             }
             Checkpoints::Never => {}
         }
+    }
+    if encoder_frozen {
+        // a linear probe: hand the encoder back as it came, trainable
+        model = depths.set_encoder_trainable(model, true);
     }
     Ok(Fitted {
         model,
@@ -827,6 +835,16 @@ mod tests {
         let probe = warmed(20).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(max_change(&before.encoder, &probe.model.encoder), 0.0);
         assert!(max_change(&before.head, &probe.model.head) > 0.0);
+        // and hands the encoder back trainable
+        struct Tracked(bool);
+        impl burn::module::ModuleVisitor for Tracked {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                self.0 &= param.is_require_grad();
+            }
+        }
+        let mut tracked = Tracked(true);
+        probe.model.encoder.visit(&mut tracked);
+        assert!(tracked.0, "the probe's encoder came back frozen");
         // 5 of 20: the encoder learns afterwards, and the run differs from no warm-up
         let warm = warmed(5).unwrap_or_else(|e| panic!("{e}"));
         let plain = warmed(0).unwrap_or_else(|e| panic!("{e}"));

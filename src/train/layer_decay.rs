@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
@@ -70,24 +70,20 @@ impl LayerDepths {
         }
     }
 
-    /// `grads` without the gradients of the recorded (encoder) parameters of `model`: an
-    /// update with them leaves the encoder, and its AdamW moments, as they are.
-    pub fn without_encoder_grads<M: Module>(
-        &self,
-        model: &M,
-        grads: GradientsParams,
-    ) -> GradientsParams {
-        struct Drop<'a>(&'a HashMap<ParamId, usize>, GradientsParams);
-        impl ModuleVisitor for Drop<'_> {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if self.0.contains_key(&param.id) {
-                    let _ = self.1.remove::<D>(param.id);
+    /// `model` with its recorded (encoder) parameters tracked by autodiff or not. While
+    /// they are not, the backward pass stops at the encoder's output: no encoder gradient
+    /// is computed, and an update leaves the encoder, and its AdamW moments, as they are.
+    pub fn set_encoder_trainable<M: Module>(&self, model: M, trainable: bool) -> M {
+        struct Track<'a>(&'a HashMap<ParamId, usize>, bool);
+        impl ModuleMapper for Track<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                match self.0.contains_key(&param.id) {
+                    true => param.set_require_grad(self.1),
+                    false => param,
                 }
             }
         }
-        let mut drop = Drop(&self.depth, grads);
-        model.visit(&mut drop);
-        drop.1
+        model.map(&mut Track(&self.depth, trainable))
     }
 
     /// The group (0 = above the encoder and layer n, … n = embeddings) of parameter `id`.
