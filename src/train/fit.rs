@@ -543,8 +543,9 @@ fn fit_in_precision<O: Objective>(
                 }
                 let seq_per_s =
                     refs_seen(&updates[..=u]) as f64 / epoch_start.elapsed().as_secs_f64();
+                let phase = if heads_only { " (heads only)" } else { "" };
                 env.progress.set_message(format!(
-                    "epoch {epoch}/{}  loss {shown_loss:.4}  {seq_per_s:.1} seq/s  ETA {eta}",
+                    "epoch {epoch}/{}{phase}  loss {shown_loss:.4}  {seq_per_s:.1} seq/s  ETA {eta}",
                     settings.epochs,
                 ));
             }
