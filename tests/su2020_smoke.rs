@@ -9,7 +9,9 @@ use common::{pipe, pipeline_with_fixtures, text};
 #[test]
 fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let yaml = pipeline_with_fixtures("su2020.yaml");
+    // `profiles:` closes the file: a profile that changes DDI's fine-tuning lr alone
+    let yaml = pipeline_with_fixtures("su2020.yaml")
+        + "  smoke_lr:\n    extends: smoke\n    ft_ddi: {lr: 3.0e-3}\n";
     std::fs::write(dir.path().join("su2020.yaml"), yaml).expect("write");
 
     let plan = text(&pipe(
@@ -90,6 +92,50 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
         .map(|v| v.as_u64().unwrap_or(0))
         .sum();
     assert_eq!(train, 40, "smoke caps each split at 40 instances");
+
+    // Two profiles compared: only DDI's cells differ, each seed paired with its twin
+    let other = pipe(
+        dir.path(),
+        &["run", "su2020.yaml", "-p", "smoke_lr", "--only", "eval_ddi"],
+    );
+    assert!(other.status.success(), "{}", text(&other));
+    let diff = text(&pipe(
+        dir.path(),
+        &[
+            "diff",
+            "su2020.yaml",
+            "smoke",
+            "smoke_lr",
+            "--over",
+            "seed",
+            "--metric",
+            "f1",
+        ],
+    ));
+    assert!(
+        diff.contains(
+            "| input | cell | metric | smoke | smoke_lr | smoke_lr − smoke, paired by seed |"
+        ),
+        "{diff}"
+    );
+    let rows: Vec<&str> = diff.lines().filter(|l| l.starts_with("| eval_")).collect();
+    assert_eq!(rows.len(), 2, "{diff}");
+    for (row, head) in rows.iter().zip(["head=cls", "head=sll_att"]) {
+        assert!(
+            row.starts_with(&format!("| eval_ddi | {head} | f1 | ")) && row.ends_with(" (1 run) |"),
+            "{diff}"
+        );
+    }
+    let unknown = pipe(
+        dir.path(),
+        &["diff", "su2020.yaml", "smoke", "smoke_lr", "--metric", "F1"],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("no metric `F1` in either profile's results (there are: "),
+        "{}",
+        text(&unknown)
+    );
 
     // Training results are cached per backend: read with the device they ran on, they
     // show; read for another device, `show` says why they would rerun.

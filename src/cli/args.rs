@@ -168,6 +168,17 @@ pub enum Command {
         a: String,
         /// Profile B.
         b: String,
+        /// Only this report input's results (e.g. `--input eval_ddi_sub`); repeatable.
+        #[arg(long = "input", value_name = "INPUT")]
+        inputs: Vec<String>,
+        /// Only this score (`f1`, `pooled.f1`, `pearson`); repeatable.
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// Take a cell's runs that differ only in this coordinate together (`--over seed`):
+        /// each profile's mean ± std over them, and B − A paired run by run ("+8.1 ± 0.5
+        /// (higher in 2 of 2)"), as a report's paired-differences table.
+        #[arg(long, value_name = "COORDINATE")]
+        over: Option<String>,
         #[command(flatten)]
         results: ResultsDevice,
     },

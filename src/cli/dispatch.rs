@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use super::args::{BenchWhat, Cli, Command, DagFormatArg};
 use super::context::load;
 use crate::graph::{self, DagFormat};
+use crate::report::diff::DiffSelection;
 use crate::stages::StageRegistry;
 
 /// Runs the command `cli` names.
@@ -113,8 +114,19 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             pipeline,
             a,
             b,
+            inputs,
+            metrics,
+            over,
             results,
-        } => super::report::diff_command(&cli.cache, &pipeline, &a, &b, &results.device, &registry),
+        } => {
+            let options = super::report::DiffOptions {
+                profiles: [a, b],
+                selection: DiffSelection { inputs, metrics },
+                over,
+                device: results.device,
+            };
+            super::report::diff_command(&cli.cache, &pipeline, &options, &registry)
+        }
         Command::Encode {
             model,
             json,

@@ -13,6 +13,7 @@ use super::args::PipelineArgs;
 use super::context::{load, plan_everything, Loaded};
 use crate::cache::Cache;
 use crate::exec::{Plan, Status};
+use crate::report::diff::{diff_paired, render_paired_markdown, select_metrics, DiffSelection};
 use crate::report::provenance::precision_summary;
 use crate::report::{diff_metrics, render_diff_markdown, Provenance, ResultRow};
 use crate::stages::report::render_report;
@@ -148,22 +149,48 @@ fn rows_of(loaded: &Loaded, plan: &Plan, cache: &Cache) -> Result<Vec<ResultRow>
     Ok(rows)
 }
 
+/// What `pipe diff` compares and shows.
+pub(super) struct DiffOptions {
+    /// Profiles A and B.
+    pub profiles: [String; 2],
+    pub selection: DiffSelection,
+    /// The coordinate whose runs are taken together (`seed`).
+    pub over: Option<String>,
+    /// The device whose results are read.
+    pub device: String,
+}
+
 pub(super) fn diff_command(
     cache_root: &Path,
     pipeline: &Path,
-    a: &str,
-    b: &str,
-    device: &str,
+    options: &DiffOptions,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
     let cache = super::context::open_for_reading(cache_root)?;
     let mut sides = Vec::new();
-    for profile in [a, b] {
+    for profile in &options.profiles {
         let loaded = load(pipeline, Some(profile), registry)?;
-        let plan = plan_everything(&loaded, &cache, device)?;
+        let plan = plan_everything(&loaded, &cache, &options.device)?;
         sides.push(rows_of(&loaded, &plan, &cache)?);
     }
-    let changes = diff_metrics(&sides[0], &sides[1]);
-    print!("{}", render_diff_markdown(&changes, a, b));
+    let [a, b] = &options.profiles;
+    let (mut rows_b, mut rows_a) = (
+        sides.pop().unwrap_or_default(),
+        sides.pop().unwrap_or_default(),
+    );
+    if let Err(why) = options.selection.apply(&mut rows_a, &mut rows_b) {
+        bail!("pipe diff: {why}");
+    }
+    let table = match &options.over {
+        Some(over) => {
+            let changes = diff_paired(&rows_a, &rows_b, over, &options.selection)?;
+            render_paired_markdown(&changes, over, a, b)
+        }
+        None => {
+            let changes = select_metrics(diff_metrics(&rows_a, &rows_b), &options.selection);
+            render_diff_markdown(&changes, a, b)
+        }
+    };
+    print!("{table}");
     Ok(ExitCode::SUCCESS)
 }
