@@ -348,6 +348,12 @@ fn fit_in_precision<O: Objective>(
         .div_ceil(settings.grad_accum);
     let total_steps = updates_per_epoch * settings.epochs;
     let schedule = LinearWarmupDecay::new(settings.lr, settings.warmup, total_steps);
+    if settings.frozen_encoder_updates > total_steps {
+        return Err(TrainError::Invalid(format!(
+            "head_warmup: {} updates with the encoder frozen, more than the run's {total_steps}",
+            settings.frozen_encoder_updates
+        )));
+    }
 
     let mut model = model;
     let mut optimizer = ParamUpdate::new(
@@ -412,12 +418,6 @@ fn fit_in_precision<O: Objective>(
     } else {
         ParamRates::of_layers(&depths, settings.layer_decay)
     };
-    if settings.frozen_encoder_updates > total_steps {
-        return Err(TrainError::Invalid(format!(
-            "head_warmup: {} updates with the encoder frozen, more than the run's {total_steps}",
-            settings.frozen_encoder_updates
-        )));
-    }
     if settings.frozen_encoder_updates > 0 && depths.is_empty() {
         return Err(TrainError::Invalid(
             "head_warmup: this training objective has no encoder to freeze".into(),
