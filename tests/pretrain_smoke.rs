@@ -230,11 +230,7 @@ fn pretrain_records_loss_saves_a_loadable_checkpoint_and_resumes() {
 
 #[test]
 fn pretrain_with_nsp_trains_on_sentence_pairs_and_scores_next_sentence_accuracy() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = pubtator_fixture(tmp.path());
-    let corpus_dir =
-        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
-    let params: PretrainParams = serde_json::from_value(serde_json::json!({
+    let (_tmp, out) = pretrain_on_fixture(serde_json::json!({
         "init": "random",
         "tiny": true,
         "nsp": true,
@@ -245,16 +241,9 @@ fn pretrain_with_nsp_trains_on_sentence_pairs_and_scores_next_sentence_accuracy(
         "warmup": 0.2,
         "held_out": 0.2,
         "max_eval_sequences": 32,
-    }))
-    .expect("params");
-    PretrainStage::check(&params).expect("check");
-    let mut ctx = ctx(
-        &tmp.path().join("pretrain"),
-        &[("model", model_dir()), ("corpus", &corpus_dir)],
-    );
-    PretrainStage::run(&mut ctx, &params).expect("pretrain with NSP runs");
-    let history = read_json(&ctx.out_dir.join("history.json"));
-    let metrics = read_json(&ctx.out_dir.join("metrics.json"));
+    }));
+    let history = read_json(&out.join("history.json"));
+    let metrics = read_json(&out.join("metrics.json"));
     for s in history["steps"].as_array().expect("steps") {
         let nsp = s["nsp_loss"].as_f64().expect("an NSP loss per update");
         assert!(nsp.is_finite() && nsp > 0.0, "{s}");
@@ -275,23 +264,12 @@ fn pretrain_with_nsp_trains_on_sentence_pairs_and_scores_next_sentence_accuracy(
 
 #[test]
 fn a_head_warmup_freezes_the_encoder_for_its_first_updates() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = pubtator_fixture(tmp.path());
-    let corpus_dir =
-        corpus(serde_json::json!({}), &tmp.path().join("corpus"), &source).expect("corpus");
-    let params: PretrainParams = serde_json::from_value(serde_json::json!({
+    let (_tmp, out) = pretrain_on_fixture(serde_json::json!({
         "init": "random", "tiny": true, "nsp": true, "steps": 5, "head_warmup": 3,
         "batch_size": 4, "max_len": 48, "lr": 1e-3, "held_out": 0.2,
         "max_eval_sequences": 8,
-    }))
-    .expect("params");
-    PretrainStage::check(&params).expect("check");
-    let mut ctx = ctx(
-        &tmp.path().join("pretrain"),
-        &[("model", model_dir()), ("corpus", &corpus_dir)],
-    );
-    PretrainStage::run(&mut ctx, &params).expect("pretrain with a head warm-up runs");
-    let history = read_json(&ctx.out_dir.join("history.json"));
+    }));
+    let history = read_json(&out.join("history.json"));
     let heads_only: Vec<bool> = history["steps"]
         .as_array()
         .expect("steps")
@@ -313,8 +291,10 @@ fn the_nsp_head_takes_minilms_pooler_and_initialises_the_classifier_it_lacks() {
     assert_ne!(head.pooler.weight.val().into_data(), before);
 }
 
-/// MLM (and NSP) losses of the first 20 updates of a smoke-sized run.
-fn pinned_run_losses(params: Value) -> Vec<(f64, Option<f64>)> {
+/// `pretrain` with `params` (checked as `plan` checks them) on the corpus that
+/// `subdomain_corpus` selects from the fixture's PubTator files by default; returns the
+/// temporary folder (removed when dropped) and the stage's output folder.
+fn pretrain_on_fixture(params: Value) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let source = pubtator_fixture(tmp.path());
     let corpus_dir =
@@ -326,7 +306,14 @@ fn pinned_run_losses(params: Value) -> Vec<(f64, Option<f64>)> {
         &[("model", model_dir()), ("corpus", &corpus_dir)],
     );
     PretrainStage::run(&mut ctx, &params).expect("pretrain runs");
-    let history = read_json(&ctx.out_dir.join("history.json"));
+    let out = ctx.out_dir.clone();
+    (tmp, out)
+}
+
+/// MLM (and NSP) losses of the first 20 updates of a smoke-sized run.
+fn pinned_run_losses(params: Value) -> Vec<(f64, Option<f64>)> {
+    let (_tmp, out) = pretrain_on_fixture(params);
+    let history = read_json(&out.join("history.json"));
     history["steps"]
         .as_array()
         .expect("steps")

@@ -112,12 +112,8 @@ pub struct MlmSettings {
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// The first updates train only the heads, the encoder frozen.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::train::fit::is_zero")]
     pub head_warmup: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 /// One update in `history.json`.

@@ -216,8 +216,7 @@ pub fn diff_paired(
         let Some(any) = ra.first().or(rb.first()) else {
             continue;
         };
-        let mut coords = any.coords.clone();
-        coords.remove(over);
+        let (input, coords) = (&id.0, cell_coords(any, over));
         let mut names: Vec<String> = ra
             .iter()
             .chain(rb.iter())
@@ -232,7 +231,7 @@ pub fn diff_paired(
                 MeanStd::of(&values)
             };
             out.push(PairedChange {
-                input: any.input.clone(),
+                input: input.clone(),
                 coords: coords.clone(),
                 a: spread(ra),
                 b: spread(rb),
@@ -251,15 +250,17 @@ fn cells_over<'r>(
 ) -> BTreeMap<(String, String), Vec<&'r ResultRow>> {
     let mut cells: BTreeMap<(String, String), Vec<&ResultRow>> = BTreeMap::new();
     for r in rows {
-        let mut coords = r.coords.clone();
-        coords.remove(over);
-        let id = (
-            r.input.clone(),
-            serde_json::to_string(&coords).unwrap_or_default(),
-        );
-        cells.entry(id).or_default().push(r);
+        let coords = serde_json::to_string(&cell_coords(r, over)).unwrap_or_default();
+        cells.entry((r.input.clone(), coords)).or_default().push(r);
     }
     cells
+}
+
+/// The coordinates of `row`'s cell: its own without `over`.
+fn cell_coords(row: &ResultRow, over: &str) -> BTreeMap<String, Value> {
+    let mut coords = row.coords.clone();
+    coords.remove(over);
+    coords
 }
 
 /// "42.6 ± 6.4 (3)": mean ± sample std in percent and the number of runs.

@@ -75,7 +75,7 @@ pub struct PretrainParams {
     /// encoder (embeddings included, so the tied decoder too) frozen. A checkpoint without
     /// an MLM head (a sentence-transformers model) otherwise starts from a random head whose
     /// gradients disturb the encoder it is meant to adapt. (Left out of the key at 0.)
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::train::fit::is_zero")]
     pub head_warmup: usize,
     /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
     /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
@@ -100,9 +100,6 @@ pub struct PretrainParams {
     pub tiny: bool,
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
 fn default_steps() -> usize {
     100_000
 }

@@ -147,7 +147,8 @@ pub struct EpochRecord {
     pub skipped_updates: usize,
 }
 
-fn is_zero(n: &usize) -> bool {
+/// `skip_serializing_if` for counts whose 0 is their default (kept out of keys and files).
+pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
@@ -891,41 +892,13 @@ mod tests {
     /// `kill_after` batches (then resumed), or never.
     fn run_with_accumulation(dir: &Path, kill_after: Option<usize>) -> Fitted<SequenceClassifier> {
         let device = train_device(&Device::flex());
-        let config = BertConfig::tiny(60);
-        let model = with_backend_seed(&device, 1, || {
-            let head = HeadConfig {
-                kind: HeadKind::Cls,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_hidden_layers,
-                num_attention_heads: config.num_attention_heads,
-                num_labels: 3,
-                lstm_hidden: 8,
-                dropout: 0.1,
-            }
-            .init(&device)
-            .unwrap_or_else(|e| panic!("{e}"));
-            let model = SequenceClassifier {
-                encoder: BertModel::new(&config, &device),
-                head,
-            };
-            initialize_params(&model);
-            model
-        });
+        let model = tiny_classifier(&device);
         let settings = TrainSettings {
-            lr: 1e-3,
             epochs: 2,
-            batch_size: 8,
-            warmup: 0.1,
-            weight_decay: 0.01,
-            grad_clip: 1.0,
-            seed: 7,
-            bucketing: true,
-            layer_decay: 1.0,
             grad_accum: 2,
             checkpoints: Checkpoints::EveryUpdates(2),
             record_updates: true,
-            precision: Precision::F32,
-            frozen_encoder_updates: 0,
+            ..tiny_settings()
         };
         let cancel = AtomicBool::new(false);
         let progress = Progress::hidden();

@@ -126,7 +126,7 @@ pub struct FinetuneParams {
     /// The first `head_warmup` updates train only the head, the encoder frozen (LP-FT:
     /// Kumar et al. 2022, "Fine-tuning can distort pretrained features"); as many as the
     /// run has: a linear probe of the frozen encoder. (Left out of the key at 0.)
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::train::fit::is_zero")]
     pub head_warmup: usize,
     /// The type of the encoder's matrix products: `f32`, `bf16` or `f16` (mixed
     /// precision with f32 master weights, see [`crate::model::precision`]; f16 scales the
@@ -156,10 +156,6 @@ impl EntityTokens {
 /// `bucketing: true` is the behaviour every earlier result was made with.
 fn is_default_bucketing(bucketing: &bool) -> bool {
     *bucketing
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 fn is_default_features(f: &PairFeatures) -> bool {
