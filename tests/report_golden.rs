@@ -368,3 +368,66 @@ fn diff_lists_the_changed_cells() {
     assert!(changes.iter().any(|c| c.metric == "f1" && c.b == Some(0.5)));
     assert!(changes.iter().all(|c| c.metric != "tp"));
 }
+
+/// The papers' templates judge every claim with the one `verdict` of
+/// `reports/templates/claims.j2`: the claimed sign decides confirmed or refuted; a spread
+/// wider than the mean is noise, which a claim of no change expects.
+#[test]
+fn one_verdict_macro_judges_each_claimed_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("reports/templates/claims.j2", dir.path().join("claims.j2")).unwrap();
+    // Two seeds of a pair of models whose difference changes sign: +10 and −5 points.
+    let mut rows = fixture_rows();
+    for (model, seed, f1) in [
+        ("a", 1, 0.50),
+        ("b", 1, 0.40),
+        ("a", 2, 0.40),
+        ("b", 2, 0.45),
+    ] {
+        let result = dir.path().join(format!("{model}-{seed}"));
+        std::fs::create_dir(&result).unwrap();
+        std::fs::write(result.join("metrics.json"), format!("{{\"f1\": {f1}}}")).unwrap();
+        let coords = BTreeMap::from([
+            ("model".to_string(), Value::from(model)),
+            ("seed".to_string(), Value::from(seed)),
+        ]);
+        rows.push(ResultRow::load("noisy", "eval", "k", coords, &result).unwrap());
+    }
+    let template = dir.path().join("claims_test.md.j2");
+    std::fs::write(
+        &template,
+        r#"{% from "claims.j2" import verdict %}
+{%- set ddi = paired(select(rows, input="results", task="ddi", head="sll_att"), select(rows, input="results", task="ddi", head="cls")) %}
+{%- set noisy = paired(select(rows, input="noisy", model="a"), select(rows, input="noisy", model="b")) %}
+higher: {{ verdict(ddi) }}
+lower: {{ verdict(ddi, sign=-1) }}
+no change: {{ verdict(ddi, sign=0) }}
+in a table: {{ verdict(ddi, show=false) }}
+noisy: {{ verdict(noisy) }}
+noisy, no change: {{ verdict(noisy, sign=0) }}
+one seed: {{ verdict(paired(select(rows, input="ppi", head="sll_att"), select(rows, input="ppi", head="cls"))) }}
+"#,
+    )
+    .unwrap();
+    let rendered = render(
+        &TemplateSource::file(&template),
+        &rows,
+        &references(),
+        &provenance(),
+        dir.path(),
+    )
+    .unwrap();
+    let lines: Vec<&str> = rendered.markdown.lines().take(7).collect();
+    assert_eq!(
+        lines,
+        [
+            "higher: **confirmed**, +3.7 ± 0.0 (higher in 2 of 2)",
+            "lower: **refuted**, +3.7 ± 0.0 (higher in 2 of 2)",
+            "no change: **refuted**, +3.7 ± 0.0 (higher in 2 of 2)",
+            "in a table: **confirmed**",
+            "noisy: inside the seeds' noise, +2.5 ± 10.6 (higher in 1 of 2)",
+            "noisy, no change: inside the seeds' noise, as claimed, +2.5 ± 10.6 (higher in 1 of 2)",
+            "one seed: +1.7 (1 run), one seed: no spread to judge by",
+        ]
+    );
+}
