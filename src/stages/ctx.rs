@@ -222,6 +222,20 @@ impl StageCtx {
         }
     }
 
+    /// The device this run computes on (`--device`), and the same with autodiff, which a
+    /// training stage builds its model on (see [`crate::model::device::train_device`]).
+    pub fn devices(&self) -> Result<(burn::tensor::Device, burn::tensor::Device), StageError> {
+        let device = crate::model::device::DeviceSpec::parse(&self.device)?.device()?;
+        let train = crate::model::device::train_device(&device);
+        Ok((device, train))
+    }
+
+    /// The `data` input read as a split: its folder (`fold-K/` with `fold`), labels file
+    /// and label set (see [`crate::train::split_source`]).
+    pub fn split_input(&self, fold: Option<u32>) -> Result<crate::train::SplitSource, StageError> {
+        Ok(crate::train::split_source(self.inputs.path("data")?, fold)?)
+    }
+
     /// Writes `value` as pretty JSON to `out_dir/name`.
     pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), StageError> {
         let path = self.out_dir.join(name);

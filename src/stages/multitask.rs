@@ -53,7 +53,6 @@ use crate::data::jsonl;
 use crate::data::schema::{LabelSet, Task, LABELS_FILE};
 use crate::metrics::Prf;
 use crate::model::checkpoint::copy_tokenizer_files;
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{HeadConfig, HeadKind, TokenHeadConfig, TransitionConstraints};
 use crate::model::precision::{autocast, Precision};
 use crate::model::slicing::{shared_layers, slice};
@@ -384,8 +383,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         ));
     }
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let shared_from = ctx.inputs.optional("shared_from")?.map(|a| a.path.clone());
     if shared_from.is_some() && p.slicing.is_none() {
         return Err(StageError::Input {

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use super::training_checks::{check_optimizer_params, check_positive, check_tiny, OptimizerParams};
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::model::checkpoint::copy_tokenizer_files;
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::precision::{autocast, Precision};
 use crate::model::{BertConfig, BertModel, BertTokenizer, ModelError};
 use crate::pretrain::masking::{MaskVocab, Masking};
@@ -320,8 +319,7 @@ fn run(ctx: &mut StageCtx, p: &PretrainParams) -> Result<(), StageError> {
         p.batch_size * p.grad_accum
     ));
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let (model, config, head_loaded, nsp_loaded) = with_backend_seed(&train_dev, p.seed, || {
         let (encoder, config) = match (p.init, p.tiny) {
             (Init::Pretrained, _) => BertModel::load(&model_dir, &train_dev)?,

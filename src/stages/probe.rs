@@ -25,15 +25,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::training_checks::{
-    check_caps, check_non_negative, check_optimizer_params, check_positive, check_tiny,
-    OptimizerParams,
+    check_caps, check_max_len_fits, check_non_negative, check_optimizer_params, check_positive,
+    check_tiny, OptimizerParams,
 };
 use super::training_defaults;
 use super::{InputContract, InputSpec, ParamError, Stage, StageCtx, StageError};
 use crate::data::jsonl;
 use crate::data::schema::{Task, LABELS_FILE};
 use crate::metrics::evaluation::{evaluate_dir, EvaluateParams, Evaluation};
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::precision::{autocast, Precision};
 use crate::model::BertTokenizer;
 use crate::probe::{
@@ -42,7 +41,7 @@ use crate::probe::{
 };
 use crate::report::cells::{percent, signed_points};
 use crate::train::rng::with_backend_seed;
-use crate::train::{load_encoder, read_split, split_source, Init, SplitSet, SplitSource};
+use crate::train::{load_encoder, read_split, Init, SplitSet, SplitSource};
 use crate::train::{Checkpoints, TrainSettings};
 
 /// Params of `probe`; defaults are su2022's ("Experiment setup": a two-layer perceptron
@@ -224,13 +223,12 @@ struct PredictionLine<'a> {
 }
 
 fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {
         dir: data_dir,
         labels_path,
         label_set,
-    } = split_source(&data_root, p.fold)?;
+    } = ctx.split_input(p.fold)?;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
     let read = |name: &str, cap: Option<usize>| {
         read_split(
@@ -249,20 +247,11 @@ fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
     let train = read("train", p.max_train)?;
     let test = read("test", p.max_eval)?;
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
+    let (device, train_dev) = ctx.devices()?;
     let (encoder, config) = with_backend_seed(&device, p.seed, || {
         load_encoder(p.init, p.tiny, &model_dir, &tokenizer, &device)
     })?;
-    if p.max_len > config.max_position_embeddings {
-        return Err(ParamError::new(
-            "max_len",
-            format!(
-                "{} exceeds the model's max_position_embeddings {}",
-                p.max_len, config.max_position_embeddings
-            ),
-        )
-        .into());
-    }
+    check_max_len_fits(p.max_len, config.max_position_embeddings)?;
     let num_layers = config.num_hidden_layers;
     let layers = p.layers(num_layers)?;
     ctx.progress.println(format!(
@@ -312,7 +301,6 @@ fn run(ctx: &mut StageCtx, p: &ProbeParams) -> Result<(), StageError> {
         feature_bytes as f64 / 1e6
     ));
 
-    let train_dev = train_device(&device);
     let train_env = ProbeEnv {
         device: &train_dev,
         ..env

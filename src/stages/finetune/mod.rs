@@ -181,6 +181,12 @@ impl FinetuneParams {
         }
     }
 
+    /// Whether the dev set is scored after `epoch` (1-based): every epoch, or only the
+    /// last with `eval_dev_each_epoch: false`.
+    fn scores_dev_after(&self, epoch: usize) -> bool {
+        self.eval_dev_each_epoch || epoch == self.epochs
+    }
+
     fn settings(&self) -> TrainSettings {
         TrainSettings {
             lr: self.lr,

@@ -14,7 +14,6 @@ use burn::module::Module;
 
 use super::setup::{build_model, Splits};
 use super::{save_with_head, write_labels_and_history, FinetuneParams};
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::HeadKind;
 use crate::model::BertTokenizer;
 use crate::stages::{StageCtx, StageError};
@@ -23,16 +22,15 @@ use crate::train::scores::{
     SetScores, THRESHOLD,
 };
 use crate::train::split_data::{read_scored_split, ScoredSet};
-use crate::train::{fit, split_source, SequenceClassifier, SplitSource};
+use crate::train::{fit, SequenceClassifier, SplitSource};
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {
         dir: data_dir,
         labels_path,
         label_set,
-    } = split_source(&data_root, p.fold)?;
+    } = ctx.split_input(p.fold)?;
     if label_set.task != p.head.task() {
         return Err(StageError::Input {
             name: "data".into(),
@@ -59,8 +57,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         p.head
     ));
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let outputs = head_outputs(p.head, label_set.labels.len());
     let (model, config, head_config) =
         build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
@@ -81,8 +78,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         .ok_or_else(|| StageError::Failed(format!("`{}` is not a scoring head", p.head)))?;
     let objective = ScoreObjective::new(&train.units, pad_id, loss);
     let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
-        let last = record.epoch == p.epochs;
-        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+        let Some(dev) = dev.as_ref().filter(|_| p.scores_dev_after(record.epoch)) else {
             return Ok(());
         };
         let out = predict(&model.valid(), dev)?;

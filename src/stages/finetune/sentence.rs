@@ -16,25 +16,23 @@ use super::{
 };
 use crate::data::jsonl;
 use crate::data::schema::LabelSet;
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::HeadConfig;
 use crate::model::vocab::grow_word_embeddings;
 use crate::model::{BertConfig, BertTokenizer};
 use crate::stages::{StageCtx, StageError};
 use crate::train::classifier::entity_tags;
 use crate::train::{
-    fit, micro_prf, predict, read_split, split_source, ClassificationObjective, SequenceClassifier,
+    fit, micro_prf, predict, read_split, ClassificationObjective, SequenceClassifier,
     SplitInstance, SplitSource,
 };
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {
         dir: data_dir,
         labels_path,
         label_set,
-    } = split_source(&data_root, p.fold)?;
+    } = ctx.split_input(p.fold)?;
 
     let mut tokenizer = BertTokenizer::from_dir(&model_dir)?;
     if p.entity_tokens == EntityTokens::Add {
@@ -69,8 +67,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         p.head
     ));
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let (model, config, head_config) =
         build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
             let encoder = match p.entity_tokens {
@@ -95,8 +92,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     let env = ctx.fit_env(&train_dev);
     let objective = ClassificationObjective::new(&train.encoded, pad_id);
     let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
-        let last = record.epoch == p.epochs;
-        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+        let Some(dev) = dev.as_ref().filter(|_| p.scores_dev_after(record.epoch)) else {
             return Ok(());
         };
         let valid = model.valid();

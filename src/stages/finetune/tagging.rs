@@ -13,14 +13,13 @@ use super::setup::{build_model, Splits};
 use super::{save_with_head, write_labels_and_history, write_metrics, FinetuneParams};
 use crate::data::jsonl;
 use crate::data::schema::LabelSet;
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::TokenHeadConfig;
 use crate::model::{BertConfig, BertTokenizer};
 use crate::stages::{StageCtx, StageError};
 use crate::train::tagging::{entity_prf, join_windows};
 use crate::train::{
-    fit, predict_tags, read_tagged_split, split_source, SplitSource, TaggedSet, TaggingObjective,
-    TokenTagger, TrainError,
+    fit, predict_tags, read_tagged_split, SplitSource, TaggedSet, TaggingObjective, TokenTagger,
+    TrainError,
 };
 
 /// `predictions.jsonl` line of a tagged sentence.
@@ -32,13 +31,12 @@ struct TaggedLine<'a> {
 }
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {
         dir: data_dir,
         labels_path,
         label_set,
-    } = split_source(&data_root, p.fold)?;
+    } = ctx.split_input(p.fold)?;
     let tags = &label_set.labels;
     let tokenizer = BertTokenizer::from_dir(&model_dir)?;
     let Splits { train, dev, test } = Splits::read(&data_dir, p, |name, cap| {
@@ -54,8 +52,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         p.head
     ));
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let (model, config, head_config) =
         build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
             let head_config = TokenHeadConfig {
@@ -80,8 +77,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
     };
     let objective = TaggingObjective::new(&train.windows, pad_id);
     let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
-        let last = record.epoch == p.epochs;
-        let Some(dev) = dev.as_ref().filter(|_| p.eval_dev_each_epoch || last) else {
+        let Some(dev) = dev.as_ref().filter(|_| p.scores_dev_after(record.epoch)) else {
             return Ok(());
         };
         let pred = predict(&model.valid(), dev)?;

@@ -25,7 +25,6 @@ use crate::data::formats::conllu::{arc_tag, parse_arc_tag};
 use crate::data::jsonl;
 use crate::data::schema::Task;
 use crate::metrics::attachment::AttachmentCounts;
-use crate::model::device::{train_device, DeviceSpec};
 use crate::model::heads::{PairFeatures, WordPairHeadConfig};
 use crate::model::BertModel;
 use crate::model::BertTokenizer;
@@ -36,8 +35,7 @@ use crate::train::word_pair::{
     PairTarget, PairUnit, Scorer, WordPairModel, WordPairObjective,
 };
 use crate::train::{
-    fit, micro_prf, split_source, EpochRecord, SplitInstance, SplitSentence, SplitSource,
-    TrainError,
+    fit, micro_prf, EpochRecord, SplitInstance, SplitSentence, SplitSource, TrainError,
 };
 
 /// The heat map of one parsed test sentence, beside the predictions.
@@ -264,13 +262,12 @@ fn attachment(gold: &[Vec<String>], pred: &[Vec<String>]) -> AttachmentCounts {
 }
 
 pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageError> {
-    let data_root = ctx.inputs.path("data")?.to_path_buf();
     let model_dir = ctx.inputs.path("model")?.to_path_buf();
     let SplitSource {
         dir: data_dir,
         labels_path,
         label_set,
-    } = split_source(&data_root, p.fold)?;
+    } = ctx.split_input(p.fold)?;
     let trees = label_set.task == Task::Ner;
     // pair labels: NONE and the relations (trees), or the relation labels
     let pair_labels: Vec<String> = if trees {
@@ -307,8 +304,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         },
     ));
 
-    let device = DeviceSpec::parse(&ctx.device)?.device()?;
-    let train_dev = train_device(&device);
+    let (device, train_dev) = ctx.devices()?;
     let (model, _config, head_config) =
         build_model(p, &model_dir, &tokenizer, &train_dev, |encoder, config| {
             let head_config = WordPairHeadConfig {
@@ -376,7 +372,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         }
         Ok(())
     };
-    let wants_dev = |record: &EpochRecord| p.eval_dev_each_epoch || record.epoch == p.epochs;
+    let wants_dev = |record: &EpochRecord| p.scores_dev_after(record.epoch);
 
     let (history, predicted, heatmap) = if p.freeze_encoder {
         // the paper's feature-based rows: the encoder runs once per unit
