@@ -134,6 +134,17 @@ fn rerun_after_param_edit_runs_only_that_stage_and_descendants() {
     assert!(third.contains("ran 2, cached 2"), "{third}");
     assert!(third.contains("✓ b") && third.contains("✓ c"), "{third}");
     assert!(!third.contains("✓ a") && !third.contains("✓ d"), "{third}");
+    // each end line counts the stages this run computes: c needs b, so b ends first
+    let ended: Vec<&str> = third.lines().filter(|l| l.starts_with('✓')).collect();
+    assert_eq!(ended.len(), 2, "{third}");
+    assert!(
+        ended[0].starts_with("✓ b (") && ended[0].ends_with(" [1/2]"),
+        "{third}"
+    );
+    assert!(
+        ended[1].starts_with("✓ c (") && ended[1].ends_with(" [2/2]"),
+        "{third}"
+    );
 }
 
 #[test]

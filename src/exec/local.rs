@@ -155,8 +155,8 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
     let result = run_job(job, cache, ui, cancel);
     // shown here, before this worker takes its next job and shows that one's start
     match &result {
-        Ok(done) => ui.line(&format!("✓ {} ({:.1}s)", inst.name, done.seconds)),
-        Err(error) => ui.line(&format!("✗ {} failed: {error}", inst.name)),
+        Ok(done) => ui.stage_ended(&format!("✓ {} ({:.1}s)", inst.name, done.seconds)),
+        Err(error) => ui.stage_ended(&format!("✗ {} failed: {error}", inst.name)),
     }
     Finished {
         instance,

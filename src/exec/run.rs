@@ -158,6 +158,7 @@ fn schedule<'a>(
     for it in plan.items.iter().filter(runs) {
         runs_flag[it.instance] = true;
     }
+    ui.start_run(runs_flag.iter().filter(|&&r| r).count());
     // for a report's provenance; read only when a report runs (it parses the params of
     // every training stage)
     let precision = (0..p.instances.len())
@@ -225,7 +226,7 @@ fn schedule<'a>(
             let item = plan.item(i);
             if let Some(&primary) = twin_of.get(&i) {
                 if cache.contains(&item.key)? {
-                    ui.line(&format!(
+                    ui.stage_ended(&format!(
                         "✓ {} (same key as {}: its result)",
                         inst.name, p.instances[primary].name
                     ));
@@ -309,7 +310,7 @@ fn schedule<'a>(
         match done.result {
             Ok(Committed { seconds }) => {
                 if !reported {
-                    ui.line(&format!("✓ {} ({:.1}s)", inst.name, seconds));
+                    ui.stage_ended(&format!("✓ {} ({:.1}s)", inst.name, seconds));
                 }
                 // its last run recorded with its commit
                 outcomes[i] = Some(StageOutcome::Ran { seconds });
@@ -317,14 +318,14 @@ fn schedule<'a>(
             }
             Err(error) => {
                 if !reported {
-                    ui.line(&format!("✗ {} failed: {}", inst.name, error));
+                    ui.stage_ended(&format!("✗ {} failed: {}", inst.name, error));
                 }
                 outcomes[i] = Some(StageOutcome::Failed { error });
                 let mut failed = vec![i];
                 failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
                 for d in g.with_descendants(&failed) {
                     if d != i && waiting.cancel(d) {
-                        ui.line(&format!(
+                        ui.stage_ended(&format!(
                             "⊘ {} skipped (upstream {} failed)",
                             p.instances[d].name, inst.name
                         ));

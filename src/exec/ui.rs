@@ -1,6 +1,10 @@
-//! Terminal output of a run: a live bar per running stage on a TTY, plain lines otherwise.
+//! Terminal output of a run: a live bar per running stage under one for the whole run on
+//! a TTY, plain lines otherwise; each stage's end line says how far the run has come
+//! (`✓ ft[seed=2] (212.4s) [7/43]`), so a log of a long grid shows it too.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,6 +17,11 @@ pub struct RunUi {
     /// The one bar every stage gets when nothing is drawn: a hidden bar still builds a
     /// style from its template, a few percent of a cold run of trivial stages (#27).
     hidden: ProgressBar,
+    /// Stages this run computes, and how many of them have ended (ran, failed, skipped).
+    total: AtomicUsize,
+    ended: AtomicUsize,
+    /// The whole run's bar, above the stages' (live only).
+    overall: OnceLock<ProgressBar>,
 }
 
 impl RunUi {
@@ -29,6 +38,40 @@ impl RunUi {
             live,
             quiet,
             hidden: ProgressBar::hidden(),
+            total: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            overall: OnceLock::new(),
+        }
+    }
+
+    /// Starts counting: `total` stages are to be computed (shown as the run's bar).
+    pub fn start_run(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        if self.live && total > 1 {
+            let bar = self.multi.insert(0, ProgressBar::new(total as u64));
+            let style = ProgressStyle::with_template(
+                "{prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} stages",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix("run");
+            let _ = self.overall.set(bar);
+        }
+    }
+
+    /// A stage of the run has ended (ran, failed or was skipped): its line, with the count
+    /// of ended stages so far (`[7/43]`) once the run has more than one.
+    pub fn stage_ended(&self, text: &str) {
+        let ended = self.ended.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total.load(Ordering::Relaxed);
+        if let Some(bar) = self.overall.get() {
+            bar.set_position(ended as u64);
+        }
+        if total > 1 {
+            self.line(&format!("{text} [{ended}/{total}]"));
+        } else {
+            self.line(text);
         }
     }
 
