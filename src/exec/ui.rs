@@ -49,12 +49,9 @@ impl RunUi {
         self.total.store(total, Ordering::Relaxed);
         if self.live && total > 1 {
             let bar = self.multi.insert(0, ProgressBar::new(total as u64));
-            let style = ProgressStyle::with_template(
+            bar.set_style(bar_style(
                 "{prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} stages",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            bar.set_style(style);
+            ));
             bar.set_prefix("run");
             let _ = self.overall.set(bar);
         }
@@ -81,12 +78,9 @@ impl RunUi {
             return self.hidden.clone();
         }
         let bar = self.multi.add(ProgressBar::new(0));
-        let style = ProgressStyle::with_template(
+        bar.set_style(bar_style(
             "{spinner} {prefix:.bold} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
+        ));
         bar.set_prefix(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
@@ -105,4 +99,11 @@ impl RunUi {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
+}
+
+/// The bars' look: `template` drawn with `=> ` (indicatif's default where it cannot parse).
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
