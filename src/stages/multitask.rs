@@ -174,6 +174,11 @@ fn default_epochs() -> usize {
 }
 
 impl MultitaskParams {
+    /// Whether every task's dev set is scored after `epoch` (1-based).
+    fn scores_dev_after(&self, epoch: usize) -> bool {
+        crate::train::fit::scores_dev_after(self.eval_dev_each_epoch, epoch, self.epochs)
+    }
+
     fn settings(&self) -> TrainSettings {
         TrainSettings {
             lr: self.lr,
@@ -452,7 +457,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         cancel: &cancel,
     };
     let fitted = fit(model, &objective, &p.settings(), &env, |model, record| {
-        if !(p.eval_dev_each_epoch || record.epoch == p.epochs) {
+        if !p.scores_dev_after(record.epoch) {
             return Ok(());
         }
         let valid = model.valid();

@@ -147,6 +147,12 @@ pub struct EpochRecord {
     pub skipped_updates: usize,
 }
 
+/// Whether the dev set is scored after `epoch` (1-based) of `epochs`: after every epoch
+/// with `each_epoch` (the training stages' `eval_dev_each_epoch`), else after the last.
+pub fn scores_dev_after(each_epoch: bool, epoch: usize, epochs: usize) -> bool {
+    each_epoch || epoch == epochs
+}
+
 /// `skip_serializing_if` for counts whose 0 is their default (kept out of keys and files).
 pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0

@@ -184,7 +184,7 @@ impl FinetuneParams {
     /// Whether the dev set is scored after `epoch` (1-based): every epoch, or only the
     /// last with `eval_dev_each_epoch: false`.
     fn scores_dev_after(&self, epoch: usize) -> bool {
-        self.eval_dev_each_epoch || epoch == self.epochs
+        crate::train::fit::scores_dev_after(self.eval_dev_each_epoch, epoch, self.epochs)
     }
 
     fn settings(&self) -> TrainSettings {
