@@ -147,6 +147,15 @@ pub struct EpochRecord {
     pub skipped_updates: usize,
 }
 
+impl EpochRecord {
+    /// Records the dev set's precision, recall and F1.
+    pub fn set_dev_prf(&mut self, prf: &crate::metrics::Prf) {
+        self.dev_p = Some(prf.precision);
+        self.dev_r = Some(prf.recall);
+        self.dev_f1 = Some(prf.f1);
+    }
+}
+
 /// Whether the dev set is scored after `epoch` (1-based) of `epochs`: after every epoch
 /// with `each_epoch` (the training stages' `eval_dev_each_epoch`), else after the last.
 pub fn scores_dev_after(each_epoch: bool, epoch: usize, epochs: usize) -> bool {

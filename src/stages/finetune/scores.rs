@@ -85,11 +85,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         match score_set(dev, &out, label_set.labels.len())? {
             // a constant prediction has no correlation: recorded as none
             SetScores::Similarity { pearson, .. } => record.dev_pearson = pearson,
-            SetScores::Multilabel(s) => {
-                record.dev_p = Some(s.micro.precision);
-                record.dev_r = Some(s.micro.recall);
-                record.dev_f1 = Some(s.micro.f1);
-            }
+            SetScores::Multilabel(s) => record.set_dev_prf(&s.micro),
         }
         Ok(())
     })?;

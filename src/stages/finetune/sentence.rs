@@ -107,9 +107,7 @@ pub(super) fn run(ctx: &mut StageCtx, p: &FinetuneParams) -> Result<(), StageErr
         )?;
         let pred: Vec<usize> = pred.iter().map(|x| x.label).collect();
         let prf = micro_prf(&label_set.labels, negative, &dev.gold(), &pred)?;
-        record.dev_p = Some(prf.precision);
-        record.dev_r = Some(prf.recall);
-        record.dev_f1 = Some(prf.f1);
+        record.set_dev_prf(&prf);
         Ok(())
     })?;
 
