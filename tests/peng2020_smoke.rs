@@ -1,7 +1,7 @@
 //! `pipelines/peng2020.yaml --profile smoke` end to end on the corpus fixtures: single-task
 //! relation and NER fine-tuning, a four-task multi-task model, its encoder fine-tuned again
-//! per task, the pairwise grid and the report; a second run reruns nothing, and changing
-//! one task's head in the grid reruns only the cells with that task.
+//! per task, the pairwise grid (without encoders) and the report; a second run reruns
+//! nothing, and changing one task's head in the grid reruns only the cells with that task.
 
 mod common;
 
@@ -23,6 +23,25 @@ fn peng2020_smoke_runs_end_to_end_and_reruns_only_what_changed() {
     // the NER baseline trains on sentences, the multi-task model on all four tasks
     assert!(log.contains("head token"), "{log}");
     assert!(log.contains("task bc5cdr_disease (token)"), "{log}");
+
+    // a grid cell keeps its scores and heads, not its encoder (`save_model: false`), so it
+    // is small enough for a results remote; the four-task model keeps `model/` for
+    // MT-Fine-Tune
+    let files_of = |stage: &str| {
+        let out = pipe(
+            dir.path(),
+            &["show", "peng2020.yaml", stage, "--profile", "smoke"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let pair = files_of("pair[pair=chemprot+bc5cdr_chemical,seed=1]");
+    assert!(
+        pair.contains("tasks/chemprot/metrics.json") && !pair.contains("model/"),
+        "{pair}"
+    );
+    let mt_all = files_of("mt_all[seed=1]");
+    assert!(mt_all.contains("model/config.json"), "{mt_all}");
 
     let report = std::fs::read_to_string(dir.path().join("reports/peng2020/report.md"))
         .expect("published report");

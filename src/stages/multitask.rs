@@ -29,7 +29,8 @@
 //! A sliced stage writes `slicing.json` (what is shared, from where) instead of `model/`.
 //!
 //! Outputs: `model/`, the shared encoder in Hugging Face layout with the tokenizer (so it
-//! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune);
+//! feeds `finetune`, `probe` and `encode` like any checkpoint: Peng's MT-Fine-Tune; left
+//! out with `save_model: false`);
 //! `tasks/<name>/` per task with `predictions.jsonl` and `labels.json` (what `evaluate`
 //! reads: bind `mt.tasks/<name>`), `head.bpk` and `metrics.json` (test P/R/F1 as `evaluate`
 //! computes them, last dev F1; a `regression` task's test `pearson`, `spearman`, `mse` and
@@ -144,6 +145,15 @@ pub struct MultitaskParams {
     pub eval_dev_each_epoch: bool,
     #[serde(default = "training_defaults::yes")]
     pub bucketing: bool,
+    /// Write the shared encoder to `model/` (what MT-Fine-Tune reads; large). `false` for
+    /// a model nothing trains further (a cell of the pairwise grid): its result is then
+    /// its scores and heads only, small enough for a results remote's `--max-size`. (Left
+    /// out of the key at its default, true.)
+    #[serde(
+        default = "training_defaults::yes",
+        skip_serializing_if = "training_defaults::is_yes"
+    )]
+    pub save_model: bool,
     /// Layer slicing (MTL-LS) at this rate in [0, 1]: the embeddings and the lower
     /// k = round(rate·n) encoder layers are shared (from input `shared_from`, else from
     /// `model`), each task has its own copy of the upper layers (from `model`). Without it
@@ -523,6 +533,7 @@ fn run(ctx: &mut StageCtx, p: &MultitaskParams) -> Result<(), StageError> {
         }),
     )?;
     match &layering {
+        None if !p.save_model => Ok(()),
         // no single encoder to write: each task's is the shared lower layers under its own
         None => save_encoder(
             &fitted.model.encoder,

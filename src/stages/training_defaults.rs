@@ -34,6 +34,11 @@ pub fn lstm_hidden() -> usize {
 pub fn yes() -> bool {
     true
 }
+/// A flag at its default `true` is left out of a stage's key (a param added later: results
+/// cached before it existed stay valid).
+pub fn is_yes(flag: &bool) -> bool {
+    *flag
+}
 /// Layer-wise learning-rate decay ξ: 1, none (MTL-LS uses 0.9).
 pub fn layer_decay() -> f64 {
     1.0
