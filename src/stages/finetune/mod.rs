@@ -99,7 +99,7 @@ pub struct FinetuneParams {
     /// stay valid: the default is the behaviour they were made with.)
     #[serde(
         default = "training_defaults::yes",
-        skip_serializing_if = "is_default_bucketing"
+        skip_serializing_if = "training_defaults::is_yes"
     )]
     pub bucketing: bool,
     /// Entity tags (`@GENE$`, `@CHEMICAL$`, …): `split` into word pieces by the vocabulary,
@@ -151,11 +151,6 @@ impl EntityTokens {
     fn is_split(&self) -> bool {
         *self == EntityTokens::Split
     }
-}
-
-/// `bucketing: true` is the behaviour every earlier result was made with.
-fn is_default_bucketing(bucketing: &bool) -> bool {
-    *bucketing
 }
 
 fn is_default_features(f: &PairFeatures) -> bool {
