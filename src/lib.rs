@@ -18,6 +18,7 @@ pub mod pretrain;
 pub mod probe;
 pub mod report;
 pub mod sources;
+pub mod spelling;
 pub mod stages;
 pub mod timings;
 pub mod train;

@@ -803,7 +803,11 @@ fn show_prints_a_cached_output_or_says_why_it_would_run() {
         both(&not_run)
     );
     let unknown = p.pipe(&["show", "p.yaml", "zz"]);
-    assert!(both(&unknown).contains("no stage named `zz`"));
+    assert!(
+        both(&unknown).contains("`zz` selects no stage in p.yaml: no stage has this name"),
+        "{}",
+        both(&unknown)
+    );
 }
 
 #[test]
@@ -845,6 +849,68 @@ stages:
     assert!(
         done.contains("cell ") && done.lines().nth(1).unwrap().ends_with('✓'),
         "{done}"
+    );
+}
+
+#[test]
+fn only_takes_wildcards_and_says_why_a_selection_is_empty() {
+    let p = Project::new();
+    p.write(
+        "g.yaml",
+        r#"
+stages:
+  probe_a:
+    kind: shell
+    params:
+      cmd: echo "$SEED" > "$PIPE_OUT/a.txt"
+    matrix:
+      env.SEED: [1, 2]
+  probe_b:
+    kind: shell
+    params:
+      cmd: echo "$SEED" > "$PIPE_OUT/b.txt"
+    matrix:
+      env.SEED: [1, 2]
+  other:
+    kind: shell
+    params:
+      cmd: echo x > "$PIPE_OUT/o.txt"
+"#,
+    );
+    // a `*` in the stage name selects every stage it matches, with or without coordinates
+    let plan = p.ok(&["plan", "g.yaml", "--only", "probe_*[env.SEED=2]"]);
+    assert!(plan.contains("probe_a[env.SEED=2]") && plan.contains("probe_b[env.SEED=2]"));
+    assert!(
+        plan.ends_with("2 to run, 0 cached (3 not selected by --only)\n"),
+        "{plan}"
+    );
+    p.ok(&["run", "g.yaml", "--only", "probe_*"]);
+    assert_eq!(p.status_of("g.yaml", "probe_b[env.SEED=1]").0, "cached");
+    assert_eq!(p.status_of("g.yaml", "other").0, "run");
+
+    // a typo gets the nearest name; a wrong coordinate, the ones the stage has
+    let typo = p.pipe(&["run", "g.yaml", "--only", "probe_c"]);
+    assert!(!typo.status.success());
+    assert!(
+        both(&typo).contains("`probe_c` selects no stage in this pipeline: no stage has this name; did you mean `probe_a`?"),
+        "{}",
+        both(&typo)
+    );
+    let axis = p.pipe(&["plan", "g.yaml", "--only", "probe_a[SEED=1]"]);
+    assert!(
+        both(&axis).contains("its cells have no coordinate `SEED`; they have `env.SEED`"),
+        "{}",
+        both(&axis)
+    );
+    let value = p.pipe(&["run", "g.yaml", "--force", "probe_*[env.SEED=3]"]);
+    assert!(
+        both(&value).contains("no cell has env.SEED=3; its env.SEED values: `1`, `2`"),
+        "{}",
+        both(&value)
+    );
+    let none = p.pipe(&["plan", "g.yaml", "--only", "eval_*"]);
+    assert!(
+        both(&none).contains("`eval_*` selects no stage in this pipeline: no stage has this name")
     );
 }
 

@@ -54,9 +54,9 @@ pub enum Command {
         #[arg(long, short)]
         jobs: Option<usize>,
         /// Run only these stages (and what they need): a stage name, a cell
-        /// (`ft[head=cls,seed=1]`) or cells by some coordinates (`ft[seed=2]`). What
-        /// they need runs only for a stage that runs: a cached evaluation does not train
-        /// its model again.
+        /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
+        /// a `*` in the name (`'probe_*'`, `'eval_*[seed=3]'`). What they need runs only
+        /// for a stage that runs: a cached evaluation does not train its model again.
         #[arg(long)]
         only: Vec<String>,
         /// Rerun these stages (and their descendants) even if cached.
@@ -101,7 +101,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         summary: bool,
         /// Plan only these stages (and what they need): a stage name, a cell
-        /// (`ft[head=cls,seed=1]`) or cells by some coordinates (`ft[seed=2]`). An input
+        /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
+        /// a `*` in the name (`'probe_*'`). An input
         /// that only cached stages read shows as `skip … not needed`.
         #[arg(long)]
         only: Vec<String>,

@@ -197,7 +197,11 @@ pub(super) fn one_instance(loaded: &Loaded, pipeline: &Path, stage: &str) -> Res
     let instances = loaded.pipeline.select(stage);
     match instances.as_slice() {
         &[i] => Ok(i),
-        [] => bail!("no stage named `{stage}` in {}", pipeline.display()),
+        [] => bail!(
+            "`{stage}` selects no stage in {}: {}",
+            pipeline.display(),
+            loaded.pipeline.selection_miss(stage)
+        ),
         [first, ..] => bail!(
             "`{stage}` is a matrix of {} stages: name one, e.g. `{}`",
             instances.len(),

@@ -65,8 +65,11 @@ pub struct PlanOptions {
 /// An error making the plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("no stage named `{0}` in this pipeline")]
-    UnknownStage(String),
+    #[error("`{selector}` selects no stage in this pipeline: {why}")]
+    UnknownStage {
+        selector: String,
+        why: crate::pipeline::SelectionMiss,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -142,7 +145,10 @@ fn resolve(p: &Pipeline, names: &[String]) -> Result<Vec<usize>, PlanError> {
     for n in names {
         let sel = p.select(n);
         if sel.is_empty() {
-            return Err(PlanError::UnknownStage(n.clone()));
+            return Err(PlanError::UnknownStage {
+                selector: n.clone(),
+                why: p.selection_miss(n),
+            });
         }
         out.extend(sel);
     }

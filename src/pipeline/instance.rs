@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::bind_inputs::InputTarget;
 use super::sorted_map::SortedMap;
 
 /// A reference from an input to one upstream instance (optionally a path inside its output).
@@ -117,22 +116,22 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Indices of the instances of YAML stage `base`, the instance named exactly `name`,
-    /// or the cells of `base[k=v,...]` whose coordinates match the (partial) filters.
-    pub fn select(&self, name: &str) -> Vec<usize> {
-        let target = InputTarget::parse(name).ok().filter(|t| t.sub.is_none());
+    /// Indices of the instances a `--only`-style selector names: YAML stage `base`, the
+    /// instance named exactly so, the cells of `base[k=v,...]` whose coordinates match the
+    /// (partial) filters, or with a `*` in the stage name every stage it matches.
+    pub fn select(&self, selector: &str) -> Vec<usize> {
+        let selector = super::stage_selector::StageSelector::parse(selector);
         self.instances
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                &*s.base == name
-                    || s.name == name
-                    || target.as_ref().is_some_and(|t| {
-                        !t.filters.is_empty() && *t.up == *s.base && t.admits(&s.coords)
-                    })
-            })
+            .filter(|(_, s)| selector.matches(s))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Why `selector` selects nothing (meaningful when [`Pipeline::select`] is empty).
+    pub fn selection_miss(&self, selector: &str) -> super::SelectionMiss {
+        super::stage_selector::StageSelector::parse(selector).miss(self)
     }
 }
 

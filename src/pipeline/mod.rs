@@ -20,6 +20,7 @@ mod resources;
 mod shared_text;
 mod sorted_map;
 mod stage_params;
+mod stage_selector;
 mod template;
 
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
@@ -31,3 +32,4 @@ pub use locate::{Located, SourceMap};
 pub use matrix::{set_max_cells, DEFAULT_MAX_CELLS};
 pub use resources::Resources;
 pub use stage_params::StageParams;
+pub use stage_selector::SelectionMiss;

@@ -210,12 +210,8 @@ pub fn check_names<'a>(
     };
     for name in bound.clone().into_iter().filter(|_| !open_names) {
         if contract.get(name).is_none() {
-            let suggestion = specs
-                .iter()
-                .map(|s| (edit_distance(name, s.name), s.name))
-                .filter(|&(d, _)| d <= 2)
-                .min()
-                .map(|(_, s)| format!(", did you mean `{s}`?"))
+            let suggestion = crate::spelling::nearest(name, specs.iter().map(|s| s.name))
+                .map(|s| format!(", did you mean `{s}`?"))
                 .unwrap_or_default();
             return Err(ContractError::Unknown {
                 kind,
@@ -285,24 +281,6 @@ pub fn check_named(
     Ok(())
 }
 
-/// Levenshtein distance, for "did you mean" (names are short).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,13 +328,5 @@ mod tests {
             "{err}"
         );
         assert!(check_arity(InputSpec::many("folds", "results"), &many).is_ok());
-    }
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("data", "data"), 0);
-        assert_eq!(edit_distance("dta", "data"), 1);
-        assert_eq!(edit_distance("modle", "model"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }
