@@ -915,6 +915,56 @@ stages:
 }
 
 #[test]
+fn report_lists_what_it_lacks_by_stage_with_the_command_that_computes_it() {
+    let p = Project::new();
+    p.write(
+        "g.yaml",
+        r#"
+stages:
+  cell:
+    kind: shell
+    params:
+      cmd: echo "$SEED" > "$PIPE_OUT/s.txt"
+    matrix:
+      env.SEED: [1, 2, 3, 4, 5]
+  other:
+    kind: shell
+    params:
+      cmd: echo x > "$PIPE_OUT/o.txt"
+  summary:
+    kind: report
+    inputs: {cells: cell, o: other}
+    params: {template: {inline: "{{ rows | length }} results"}}
+"#,
+    );
+    p.ok(&["run", "g.yaml", "--only", "cell[env.SEED=1]"]);
+    let out = p.ok(&["report", "g.yaml", "-o", "early"]);
+    assert!(
+        out.contains(
+            "5 result(s) not in the cache yet (their cells show \"—\"); \
+             `pipe run g.yaml --only STAGE` computes a stage's:\n  \
+             cell   4 cells, e.g. cell[env.SEED=2]\n  other\n"
+        ),
+        "{out}"
+    );
+    p.ok(&[
+        "run",
+        "g.yaml",
+        "--only",
+        "other",
+        "--only",
+        "cell[env.SEED=2]",
+    ]);
+    let out = p.ok(&["report", "g.yaml", "-o", "early"]);
+    assert!(
+        out.contains(
+            "computes a stage's:\n  cell  cell[env.SEED=3], cell[env.SEED=4], cell[env.SEED=5]\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn show_without_the_profile_a_result_ran_under_names_that_profile() {
     let p = Project::new();
     p.write(

@@ -26,7 +26,7 @@ fn cached_inputs(
     plan: &Plan,
     cache: &Cache,
     i: usize,
-) -> Result<(Inputs, Vec<String>)> {
+) -> Result<(Inputs, Vec<usize>)> {
     let p = &loaded.pipeline;
     let mut by_name: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
     let mut missing = Vec::new();
@@ -36,7 +36,7 @@ fn cached_inputs(
             let up = &p.instances[r.instance];
             let item = plan.item(r.instance);
             if item.status != Status::Cached {
-                missing.push(up.name.clone());
+                missing.push(r.instance);
                 continue;
             }
             let view = cache.materialize(&item.key)?;
@@ -111,14 +111,51 @@ pub(super) fn report_command(
         result.with_context(|| format!("rendering `{}`", inst.name))?;
         println!("rendered {} → {}", inst.name, dest.display());
         if !missing.is_empty() {
-            println!(
-                "{} result(s) not in the cache yet (their cells show \"—\"): {}",
-                missing.len(),
-                missing.join(", ")
-            );
+            print!("{}", missing_summary(&loaded, target, missing));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The results a report lacks, one line per stage (a grid's gaps are whole stages or
+/// seeds, and 60 cell names on one line say less than their stages), with the command that
+/// computes them.
+fn missing_summary(loaded: &Loaded, target: &PipelineArgs, mut missing: Vec<usize>) -> String {
+    use std::fmt::Write as _;
+    missing.sort_unstable();
+    missing.dedup();
+    let instances = &loaded.pipeline.instances;
+    // stage -> its missing cells, stages in pipeline order
+    let mut stages: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &i in &missing {
+        let (base, name) = (&*instances[i].base, instances[i].name.as_str());
+        match stages.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, names)) => names.push(name),
+            None => stages.push((base, vec![name])),
+        }
+    }
+    let profile = target
+        .profile
+        .as_deref()
+        .map(|p| format!(" -p {p}"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "{} result(s) not in the cache yet (their cells show \"—\"); \
+         `pipe run {}{profile} --only STAGE` computes a stage's:\n",
+        missing.len(),
+        target.pipeline.display()
+    );
+    let width = stages.iter().map(|(b, _)| b.len()).max().unwrap_or(0);
+    for (base, names) in &stages {
+        let cells = match names.as_slice() {
+            [one] if one == base => String::new(),
+            few if few.len() <= 3 => few.join(", "),
+            many => format!("{} cells, e.g. {}", many.len(), many[0]),
+        };
+        let line = format!("  {base:<width$}  {cells}");
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 /// Result rows of every cached `evaluate` / `cv_aggregate` instance of a profile.
