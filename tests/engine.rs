@@ -908,6 +908,13 @@ stages:
         "{}",
         both(&value)
     );
+    let unclosed = p.pipe(&["plan", "g.yaml", "--only", "probe_a[env.SEED=1"]);
+    assert!(
+        both(&unclosed)
+            .contains("`probe_a[env.SEED=1` selects no stage in this pipeline: `[` without `]`"),
+        "{}",
+        both(&unclosed)
+    );
     let none = p.pipe(&["plan", "g.yaml", "--only", "eval_*"]);
     assert!(
         both(&none).contains("`eval_*` selects no stage in this pipeline: no stage has this name")

@@ -19,20 +19,28 @@ pub(super) struct InputTarget {
     pub sub: Option<String>,
 }
 
+/// Why a reference does not parse as `stage[axis=value,...].sub/path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetSyntax {
+    #[error("`[` without `]`")]
+    Unclosed,
+    #[error("write coordinate filters as `[name=value,...]`")]
+    BadFilter,
+    #[error("expected `.sub/path` after `]`")]
+    BadSub,
+}
+
 impl InputTarget {
-    pub(super) fn parse(r: &str) -> Result<InputTarget, String> {
-        let bad = |why: &str| format!("input reference `{r}`: {why}");
+    pub(super) fn parse(r: &str) -> Result<InputTarget, TargetSyntax> {
         let (up, filters, rest) = match r.find(['[', '.']) {
             Some(i) if r.as_bytes()[i] == b'[' => {
                 let close = r[i..]
                     .find(']')
                     .map(|j| i + j)
-                    .ok_or_else(|| bad("`[` without `]`"))?;
+                    .ok_or(TargetSyntax::Unclosed)?;
                 let mut filters = Vec::new();
                 for part in r[i + 1..close].split(',') {
-                    let (k, v) = part
-                        .split_once('=')
-                        .ok_or_else(|| bad("write coordinate filters as `[name=value,...]`"))?;
+                    let (k, v) = part.split_once('=').ok_or(TargetSyntax::BadFilter)?;
                     filters.push((k.trim().to_string(), v.trim().to_string()));
                 }
                 (&r[..i], filters, &r[close + 1..])
@@ -44,7 +52,7 @@ impl InputTarget {
             "" => None,
             _ => Some(
                 rest.strip_prefix('.')
-                    .ok_or_else(|| bad("expected `.sub/path` after `]`"))?
+                    .ok_or(TargetSyntax::BadSub)?
                     .to_string(),
             ),
         };
@@ -84,8 +92,12 @@ pub(super) fn bind(cx: &mut Context) -> Result<(), PipelineError> {
             };
             let mut out = Vec::new();
             for r in refs {
-                let target = InputTarget::parse(&r)
-                    .map_err(|message| map.error(&["stages", &base, "inputs", input], message))?;
+                let target = InputTarget::parse(&r).map_err(|why| {
+                    map.error(
+                        &["stages", &base, "inputs", input],
+                        format!("input reference `{r}`: {why}"),
+                    )
+                })?;
                 let up = target.up.clone();
                 let sub = target.sub.clone();
                 let Some(candidates) = by_base.get(&up) else {

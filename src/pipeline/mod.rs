@@ -23,6 +23,7 @@ mod stage_params;
 mod stage_selector;
 mod template;
 
+pub use bind_inputs::TargetSyntax;
 pub use doc::{InputDoc, MatrixAxisDoc, PipelineDoc, StageDoc};
 pub use error::PipelineError;
 pub use expanded_store::{ExpandedStore, STORE_FROM_INSTANCES};

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::bind_inputs::InputTarget;
+use super::bind_inputs::{InputTarget, TargetSyntax};
 use super::instance::{coord_text, Pipeline, StageInstance};
 
 /// One parsed selector.
@@ -15,17 +15,17 @@ use super::instance::{coord_text, Pipeline, StageInstance};
 pub(super) struct StageSelector<'a> {
     /// The argument as typed: a stage or an expanded cell's exact name.
     typed: &'a str,
-    /// The stage-name part of `name[axis=value,...]`, with its coordinate filters.
-    target: Option<InputTarget>,
+    /// The stage-name part of `name[axis=value,...]`, with its coordinate filters (an
+    /// error where the argument does not parse so).
+    target: Result<InputTarget, TargetSyntax>,
     /// Whether the stage-name part holds a `*`.
     wildcard: bool,
 }
 
 impl<'a> StageSelector<'a> {
     pub(super) fn parse(typed: &'a str) -> StageSelector<'a> {
-        // `stage.sub` names an output, not stages: such a target selects by exact name only
-        let target = InputTarget::parse(typed).ok().filter(|t| t.sub.is_none());
-        let wildcard = target.as_ref().is_some_and(|t| t.up.contains('*'));
+        let target = InputTarget::parse(typed);
+        let wildcard = target.as_ref().is_ok_and(|t| t.up.contains('*'));
         StageSelector {
             typed,
             target,
@@ -37,7 +37,10 @@ impl<'a> StageSelector<'a> {
         if *s.base == *self.typed || s.name == self.typed {
             return true;
         }
-        let Some(t) = &self.target else { return false };
+        // `stage.sub` names an output, not stages: such a target selects by exact name only
+        let Some(t) = self.target.as_ref().ok().filter(|t| t.sub.is_none()) else {
+            return false;
+        };
         if !self.wildcard && t.filters.is_empty() {
             return false;
         }
@@ -49,18 +52,14 @@ impl<'a> StageSelector<'a> {
         stage_matches && t.admits(&s.coords)
     }
 
-    /// Why nothing matched: no such stage (with the nearest name, if one is a likely typo),
-    /// or a stage whose cells have none with these coordinates.
+    /// Why nothing matched: not a selector's syntax, no such stage (with the nearest name,
+    /// if one is a likely typo), or a stage whose cells have none with these coordinates.
     pub(super) fn miss(&self, p: &Pipeline) -> SelectionMiss {
         let stages: BTreeSet<&str> = p.instances.iter().map(|s| &*s.base).collect();
-        let Some(t) = self.target.as_ref().filter(|t| !t.filters.is_empty()) else {
-            let stage = self.target.as_ref().map_or(self.typed, |t| t.up.as_str());
-            return SelectionMiss::NoStage {
-                suggestion: (!self.wildcard)
-                    .then(|| crate::spelling::nearest(stage, stages.iter().copied()))
-                    .flatten()
-                    .map(str::to_string),
-            };
+        let t = match &self.target {
+            Err(syntax) => return SelectionMiss::Syntax(*syntax),
+            Ok(t) if t.sub.is_some() => return SelectionMiss::Output,
+            Ok(t) => t,
         };
         let cells: Vec<&StageInstance> = p
             .instances
@@ -70,7 +69,7 @@ impl<'a> StageSelector<'a> {
                 false => *t.up == *s.base,
             })
             .collect();
-        if cells.is_empty() {
+        if cells.is_empty() || t.filters.is_empty() {
             return SelectionMiss::NoStage {
                 suggestion: (!self.wildcard)
                     .then(|| crate::spelling::nearest(&t.up, stages.iter().copied()))
@@ -117,6 +116,10 @@ impl<'a> StageSelector<'a> {
 /// Why a selector matched no stage, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectionMiss {
+    /// The argument is not `stage[axis=value,...]`.
+    Syntax(TargetSyntax),
+    /// `stage.sub/path` names a stage's output, which is not a selection.
+    Output,
     /// No stage has this name (or none matches the wildcard).
     NoStage { suggestion: Option<String> },
     /// The stage's cells have no coordinate `axis`.
@@ -133,6 +136,10 @@ pub enum SelectionMiss {
 impl std::fmt::Display for SelectionMiss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            SelectionMiss::Syntax(why) => write!(f, "{why}"),
+            SelectionMiss::Output => f.write_str(
+                "`stage.sub/path` names a stage's output; select the stage, without `.sub/path`",
+            ),
             SelectionMiss::NoStage { suggestion: None } => f.write_str("no stage has this name"),
             SelectionMiss::NoStage {
                 suggestion: Some(s),
