@@ -44,18 +44,20 @@ impl<'a> StageSelector<'a> {
         if !self.wildcard && t.filters.is_empty() {
             return false;
         }
-        let stage_matches = if self.wildcard {
-            wildcard_matches(&t.up, &s.base)
-        } else {
-            *t.up == *s.base
-        };
-        stage_matches && t.admits(&s.coords)
+        self.names_stage(t, &s.base) && t.admits(&s.coords)
+    }
+
+    /// Whether the stage-name part of `t` (a `*` pattern or a name) names stage `base`.
+    fn names_stage(&self, t: &InputTarget, base: &str) -> bool {
+        match self.wildcard {
+            true => wildcard_matches(&t.up, base),
+            false => t.up == base,
+        }
     }
 
     /// Why nothing matched: not a selector's syntax, no such stage (with the nearest name,
     /// if one is a likely typo), or a stage whose cells have none with these coordinates.
     pub(super) fn miss(&self, p: &Pipeline) -> SelectionMiss {
-        let stages: BTreeSet<&str> = p.instances.iter().map(|s| &*s.base).collect();
         let t = match &self.target {
             Err(syntax) => return SelectionMiss::Syntax(*syntax),
             Ok(t) if t.sub.is_some() => return SelectionMiss::Output,
@@ -64,27 +66,24 @@ impl<'a> StageSelector<'a> {
         let cells: Vec<&StageInstance> = p
             .instances
             .iter()
-            .filter(|s| match self.wildcard {
-                true => wildcard_matches(&t.up, &s.base),
-                false => *t.up == *s.base,
-            })
+            .filter(|s| self.names_stage(t, &s.base))
             .collect();
         if cells.is_empty() || t.filters.is_empty() {
+            let stages: BTreeSet<&str> = p.instances.iter().map(|s| &*s.base).collect();
             return SelectionMiss::NoStage {
                 suggestion: (!self.wildcard)
-                    .then(|| crate::spelling::nearest(&t.up, stages.iter().copied()))
+                    .then(|| crate::spelling::nearest(&t.up, stages))
                     .flatten()
                     .map(str::to_string),
             };
         }
         let axes: BTreeSet<&str> = cells.iter().flat_map(|s| s.coords.keys()).collect();
-        let unknown: Vec<&str> = t
+        let unknown = t
             .filters
             .iter()
             .map(|(k, _)| k.as_str())
-            .filter(|k| !axes.contains(k))
-            .collect();
-        if let Some(axis) = unknown.first() {
+            .find(|k| !axes.contains(k));
+        if let Some(axis) = unknown {
             return SelectionMiss::NoAxis {
                 axis: axis.to_string(),
                 axes: axes.iter().map(|a| a.to_string()).collect(),
