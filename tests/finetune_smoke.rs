@@ -278,13 +278,8 @@ impl ResumeCase {
         let device = train_device(&burn::tensor::Device::flex());
         let config = BertConfig::tiny(self.vocab_size);
         let head = HeadConfig {
-            kind: HeadKind::SllBilstm,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels: 6,
             lstm_hidden: 8,
-            dropout: 0.1,
+            ..HeadConfig::on_encoder(HeadKind::SllBilstm, &config, 6)
         };
         with_backend_seed(&device, init_seed, || {
             let model = SequenceClassifier {

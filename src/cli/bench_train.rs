@@ -131,16 +131,7 @@ fn classifier_of(
                 (BertModel::new(&config, device), config)
             }
         };
-        let head = HeadConfig {
-            kind: HeadKind::Cls,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels,
-            lstm_hidden: 768,
-            dropout: 0.1,
-        }
-        .init(device)?;
+        let head = HeadConfig::on_encoder(HeadKind::Cls, &config, num_labels).init(device)?;
         let model = SequenceClassifier { encoder, head };
         initialize_params(&model);
         Ok((model, config))

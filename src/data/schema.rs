@@ -97,7 +97,8 @@ pub struct LabelSet {
     pub negative: Option<String>,
 }
 
-/// What splitting needs to know of a unit (an [`Instance`] or a [`Sentence`]).
+/// What splitting and statistics need to know of a unit (an [`Instance`], [`Sentence`],
+/// [`Pair`] or [`Document`]).
 pub trait Unit: Serialize + serde::de::DeserializeOwned + Clone {
     fn id(&self) -> &str;
     fn doc_id(&self) -> Option<&str>;
@@ -110,49 +111,40 @@ pub trait Unit: Serialize + serde::de::DeserializeOwned + Clone {
     fn stat_keys(&self) -> Vec<&str>;
 }
 
+/// The accessors of the fields every unit type shares (`id`, `doc_id`, `split`, `fold`),
+/// written once: each `impl Unit` adds only what it counts.
+macro_rules! unit_placement {
+    () => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn doc_id(&self) -> Option<&str> {
+            self.doc_id.as_deref()
+        }
+        fn split(&self) -> Option<&str> {
+            self.split.as_deref()
+        }
+        fn fold(&self) -> Option<u32> {
+            self.fold
+        }
+        fn set_split(&mut self, split: Option<String>) {
+            self.split = split;
+        }
+        fn set_fold(&mut self, fold: Option<u32>) {
+            self.fold = fold;
+        }
+    };
+}
+
 impl Unit for Instance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn doc_id(&self) -> Option<&str> {
-        self.doc_id.as_deref()
-    }
-    fn split(&self) -> Option<&str> {
-        self.split.as_deref()
-    }
-    fn fold(&self) -> Option<u32> {
-        self.fold
-    }
-    fn set_split(&mut self, split: Option<String>) {
-        self.split = split;
-    }
-    fn set_fold(&mut self, fold: Option<u32>) {
-        self.fold = fold;
-    }
+    unit_placement!();
     fn stat_keys(&self) -> Vec<&str> {
         vec![self.label.as_str()]
     }
 }
 
 impl Unit for Sentence {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn doc_id(&self) -> Option<&str> {
-        self.doc_id.as_deref()
-    }
-    fn split(&self) -> Option<&str> {
-        self.split.as_deref()
-    }
-    fn fold(&self) -> Option<u32> {
-        self.fold
-    }
-    fn set_split(&mut self, split: Option<String>) {
-        self.split = split;
-    }
-    fn set_fold(&mut self, fold: Option<u32>) {
-        self.fold = fold;
-    }
+    unit_placement!();
     fn stat_keys(&self) -> Vec<&str> {
         self.tags
             .iter()
@@ -162,24 +154,7 @@ impl Unit for Sentence {
 }
 
 impl Unit for Pair {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn doc_id(&self) -> Option<&str> {
-        self.doc_id.as_deref()
-    }
-    fn split(&self) -> Option<&str> {
-        self.split.as_deref()
-    }
-    fn fold(&self) -> Option<u32> {
-        self.fold
-    }
-    fn set_split(&mut self, split: Option<String>) {
-        self.split = split;
-    }
-    fn set_fold(&mut self, fold: Option<u32>) {
-        self.fold = fold;
-    }
+    unit_placement!();
     /// Pairs are counted as one column, `pairs`.
     fn stat_keys(&self) -> Vec<&str> {
         vec![PAIRS_KEY]
@@ -190,24 +165,7 @@ impl Unit for Pair {
 pub const PAIRS_KEY: &str = "pairs";
 
 impl Unit for Document {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn doc_id(&self) -> Option<&str> {
-        self.doc_id.as_deref()
-    }
-    fn split(&self) -> Option<&str> {
-        self.split.as_deref()
-    }
-    fn fold(&self) -> Option<u32> {
-        self.fold
-    }
-    fn set_split(&mut self, split: Option<String>) {
-        self.split = split;
-    }
-    fn set_fold(&mut self, fold: Option<u32>) {
-        self.fold = fold;
-    }
+    unit_placement!();
     /// One entry per label the document carries (documents are counted apart).
     fn stat_keys(&self) -> Vec<&str> {
         self.labels.iter().map(String::as_str).collect()

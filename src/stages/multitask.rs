@@ -712,14 +712,11 @@ fn task_head(
         };
         return Ok(TaskHead::Token(head.init(device)?));
     }
+    let num_labels = head_outputs(task.params.head, task.label_set.labels.len());
     let head = HeadConfig {
-        kind: task.params.head,
-        hidden_size: config.hidden_size,
-        num_layers: config.num_hidden_layers,
-        num_attention_heads: config.num_attention_heads,
-        num_labels: head_outputs(task.params.head, task.label_set.labels.len()),
         lstm_hidden: p.lstm_hidden,
         dropout: p.dropout,
+        ..HeadConfig::on_encoder(task.params.head, config, num_labels)
     };
     Ok(TaskHead::Sentence(head.init(device)?))
 }

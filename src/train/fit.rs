@@ -797,17 +797,9 @@ mod tests {
     fn tiny_classifier(device: &Device) -> SequenceClassifier {
         let config = BertConfig::tiny(60);
         with_backend_seed(device, 1, || {
-            let head = HeadConfig {
-                kind: HeadKind::Cls,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_hidden_layers,
-                num_attention_heads: config.num_attention_heads,
-                num_labels: 3,
-                lstm_hidden: 8,
-                dropout: 0.1,
-            }
-            .init(device)
-            .unwrap_or_else(|e| panic!("{e}"));
+            let head = HeadConfig::on_encoder(HeadKind::Cls, &config, 3)
+                .init(device)
+                .unwrap_or_else(|e| panic!("{e}"));
             let model = SequenceClassifier {
                 encoder: BertModel::new(&config, device),
                 head,

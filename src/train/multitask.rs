@@ -367,13 +367,8 @@ mod tests {
                 slice(encoder.clone(), &encoder, k, 2).unwrap_or_else(|e| panic!("{e}"));
             let head = || {
                 HeadConfig {
-                    kind: HeadKind::Cls,
-                    hidden_size: config.hidden_size,
-                    num_layers: config.num_hidden_layers,
-                    num_attention_heads: config.num_attention_heads,
-                    num_labels: 2,
-                    lstm_hidden: 8,
                     dropout: 0.0,
+                    ..HeadConfig::on_encoder(HeadKind::Cls, &config, 2)
                 }
                 .init(&device)
                 .map(TaskHead::Sentence)
@@ -426,13 +421,8 @@ mod tests {
         let model = with_backend_seed(&device, 3, || {
             let head = |kind, num_labels| {
                 HeadConfig {
-                    kind,
-                    hidden_size: config.hidden_size,
-                    num_layers: config.num_hidden_layers,
-                    num_attention_heads: config.num_attention_heads,
-                    num_labels,
-                    lstm_hidden: 8,
                     dropout: 0.0,
+                    ..HeadConfig::on_encoder(kind, &config, num_labels)
                 }
                 .init(&device)
                 .map(TaskHead::Sentence)

@@ -113,17 +113,9 @@ mod tests {
     fn model(device: &Device) -> SequenceClassifier {
         let config = BertConfig::tiny(50);
         with_backend_seed(device, 3, || {
-            let head = HeadConfig {
-                kind: HeadKind::SllAtt,
-                hidden_size: config.hidden_size,
-                num_layers: config.num_hidden_layers,
-                num_attention_heads: config.num_attention_heads,
-                num_labels: 5,
-                lstm_hidden: 8,
-                dropout: 0.1,
-            }
-            .init(device)
-            .unwrap_or_else(|e| panic!("{e}"));
+            let head = HeadConfig::on_encoder(HeadKind::SllAtt, &config, 5)
+                .init(device)
+                .unwrap_or_else(|e| panic!("{e}"));
             let model = SequenceClassifier {
                 encoder: BertModel::new(&config, device),
                 head,

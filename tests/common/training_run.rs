@@ -47,17 +47,9 @@ pub fn first_losses() -> Vec<f32> {
         ..BertConfig::tiny(120)
     };
     let mut model = with_backend_seed(&device, 1, || {
-        let head = HeadConfig {
-            kind: HeadKind::Cls,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels: LABELS,
-            lstm_hidden: 16,
-            dropout: 0.1,
-        }
-        .init(&device)
-        .unwrap();
+        let head = HeadConfig::on_encoder(HeadKind::Cls, &config, LABELS)
+            .init(&device)
+            .unwrap();
         let model = SequenceClassifier {
             encoder: BertModel::new(&config, &device),
             head,

@@ -221,6 +221,21 @@ pub struct HeadConfig {
 }
 
 impl HeadConfig {
+    /// A `kind` head with `num_labels` outputs on an encoder shaped by `encoder` (its `H`,
+    /// `L` and `A`); the LSTM hidden size is `H` (768 on BERT-base, as in su2022) and the
+    /// dropout 0.1 (BERT's) until the caller sets them.
+    pub fn on_encoder(kind: HeadKind, encoder: &super::BertConfig, num_labels: usize) -> Self {
+        HeadConfig {
+            kind,
+            hidden_size: encoder.hidden_size,
+            num_layers: encoder.num_hidden_layers,
+            num_attention_heads: encoder.num_attention_heads,
+            num_labels,
+            lstm_hidden: encoder.hidden_size,
+            dropout: 0.1,
+        }
+    }
+
     /// Dimension of the classifier input `h`.
     pub fn classifier_input_size(&self) -> usize {
         let h = self.hidden_size;

@@ -166,13 +166,9 @@ impl FinetuneParams {
     /// an encoder shaped by `config`, with `num_labels` outputs.
     fn head_config(&self, config: &BertConfig, num_labels: usize) -> HeadConfig {
         HeadConfig {
-            kind: self.head,
-            hidden_size: config.hidden_size,
-            num_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            num_labels,
             lstm_hidden: self.lstm_hidden,
             dropout: self.dropout,
+            ..HeadConfig::on_encoder(self.head, config, num_labels)
         }
     }
 
