@@ -204,6 +204,22 @@ pub fn split_source(data_root: &Path, fold: Option<u32>) -> Result<SplitSource, 
     })
 }
 
+/// The units of `dir/name.jsonl` (`name`: `train`, `dev` or `test`), at most `cap` of them
+/// (see [`capped`]), with the file's path for error messages; `None` when the split has no
+/// such file (a corpus without a dev split).
+pub fn read_capped<T: Identified + serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    cap: Option<usize>,
+) -> Result<Option<(PathBuf, Vec<T>)>, DataError> {
+    let path = dir.join(format!("{name}.jsonl"));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let units = capped(jsonl::read::<T>(&path)?, cap);
+    Ok(Some((path, units)))
+}
+
 /// Reads and tokenizes `dir/name.jsonl`, keeping at most `cap` instances (see [`capped`]);
 /// `None` when the file does not exist.
 pub fn read_split(
@@ -214,11 +230,9 @@ pub fn read_split(
     tokenizer: &BertTokenizer,
     max_len: usize,
 ) -> Result<Option<SplitSet>, SplitDataError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
+    let Some((path, instances)) = read_capped::<SplitInstance>(dir, name, cap)? else {
         return Ok(None);
-    }
-    let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
+    };
     encode_split(&path, instances, labels, tokenizer, max_len).map(Some)
 }
 
@@ -310,11 +324,9 @@ pub fn read_tagged_split(
     tokenizer: &BertTokenizer,
     max_len: usize,
 ) -> Result<Option<TaggedSet>, SplitDataError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
+    let Some((path, sentences)) = read_capped::<SplitSentence>(dir, name, cap)? else {
         return Ok(None);
-    }
-    let sentences = capped(jsonl::read::<SplitSentence>(&path)?, cap);
+    };
     let mut gold = Vec::with_capacity(sentences.len());
     let mut windows = Vec::new();
     for (k, x) in sentences.iter().enumerate() {

@@ -29,7 +29,7 @@ use crate::model::heads::{PairFeatures, WordPairHeadConfig};
 use crate::model::BertModel;
 use crate::model::BertTokenizer;
 use crate::stages::{StageCtx, StageError};
-use crate::train::split_data::capped;
+use crate::train::split_data::read_capped;
 use crate::train::word_pair::{
     frozen_features, predict_pairs, relation_unit, tree_unit, FrozenPairObjective, PairPrediction,
     PairTarget, PairUnit, Scorer, WordPairModel, WordPairObjective,
@@ -45,6 +45,7 @@ pub const ARCS_HEATMAP_FILE: &str = "arcs_heatmap.svg";
 const NONE: &str = "NONE";
 
 /// A split file read as pair units: the ids, the gold values as written, and the units.
+#[derive(Default)]
 struct PairSet {
     ids: Vec<String>,
     /// Trees: each word's `HEAD:DEPREL`; relations: the label (one entry).
@@ -79,17 +80,10 @@ fn read_trees(
     tokenizer: &BertTokenizer,
     max_len: usize,
 ) -> Result<Option<PairSet>, StageError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
+    let Some((path, sentences)) = read_capped::<SplitSentence>(dir, name, cap)? else {
         return Ok(None);
-    }
-    let sentences = capped(jsonl::read::<SplitSentence>(&path)?, cap);
-    let mut set = PairSet {
-        ids: Vec::new(),
-        gold: Vec::new(),
-        units: Vec::new(),
-        words: Vec::new(),
     };
+    let mut set = PairSet::default();
     for s in sentences {
         let bad = |m: String| StageError::Input {
             name: "data".into(),
@@ -137,17 +131,10 @@ fn read_pairs(
     tokenizer: &BertTokenizer,
     max_len: usize,
 ) -> Result<Option<PairSet>, StageError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
+    let Some((path, instances)) = read_capped::<SplitInstance>(dir, name, cap)? else {
         return Ok(None);
-    }
-    let instances = capped(jsonl::read::<SplitInstance>(&path)?, cap);
-    let mut set = PairSet {
-        ids: Vec::new(),
-        gold: Vec::new(),
-        units: Vec::new(),
-        words: Vec::new(),
     };
+    let mut set = PairSet::default();
     for x in instances {
         let bad = |m: String| StageError::Input {
             name: "data".into(),
