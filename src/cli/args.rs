@@ -44,43 +44,74 @@ pub struct ResultsDevice {
     pub device: String,
 }
 
+/// `pipe run`'s options.
+#[derive(Debug, clap::Args)]
+pub struct RunOpts {
+    #[command(flatten)]
+    pub target: PipelineArgs,
+    /// Stages run at once [default: number of cores].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Run only these stages (and what they need): a stage name, a cell
+    /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
+    /// a `*` in the name (`'probe_*'`, `'eval_*[seed=3]'`). What they need runs only
+    /// for a stage that runs: a cached evaluation does not train its model again.
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Rerun these stages (and their descendants) even if cached.
+    #[arg(long)]
+    pub force: Vec<String>,
+    /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Where stages are computed: `local` (threads of this process, --jobs at once)
+    /// or `slurm` (one batch job per stage instance; the cache folder must be on a
+    /// file system the nodes share).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorArg,
+    /// `--executor slurm`: jobs in flight at once (pending or running).
+    #[arg(long, default_value_t = 100)]
+    pub max_jobs: usize,
+    /// `--executor slurm`: the pipe executable the jobs run (it must exist at this path
+    /// on the nodes) [default: this one].
+    #[arg(long)]
+    pub worker_bin: Option<PathBuf>,
+}
+
+/// `pipe plan`'s options.
+#[derive(Debug, clap::Args)]
+pub struct PlanOpts {
+    #[command(flatten)]
+    pub target: PipelineArgs,
+    /// Print a JSON array of {stage, key, status, reason}.
+    #[arg(long)]
+    pub json: bool,
+    /// One line per stage of the YAML: its cells, how many are cached, how many would
+    /// run (to watch a grid fill up across sessions).
+    #[arg(long, conflicts_with = "json")]
+    pub summary: bool,
+    /// Plan only these stages (and what they need): a stage name, a cell
+    /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
+    /// a `*` in the name (`'probe_*'`). An input
+    /// that only cached stages read shows as `skip … not needed`.
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Plan these stages (and their descendants) as rerun even if cached.
+    #[arg(long)]
+    pub force: Vec<String>,
+    /// Device whose backend the keys are for: cpu, cuda:0, wgpu, tch (training results
+    /// are cached per backend).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every stage whose result is not cached (independent stages in parallel).
-    Run {
-        #[command(flatten)]
-        target: PipelineArgs,
-        /// Stages run at once [default: number of cores].
-        #[arg(long, short)]
-        jobs: Option<usize>,
-        /// Run only these stages (and what they need): a stage name, a cell
-        /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
-        /// a `*` in the name (`'probe_*'`, `'eval_*[seed=3]'`). What they need runs only
-        /// for a stage that runs: a cached evaluation does not train its model again.
-        #[arg(long)]
-        only: Vec<String>,
-        /// Rerun these stages (and their descendants) even if cached.
-        #[arg(long)]
-        force: Vec<String>,
-        /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// No progress bars.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Where stages are computed: `local` (threads of this process, --jobs at once)
-        /// or `slurm` (one batch job per stage instance; the cache folder must be on a
-        /// file system the nodes share).
-        #[arg(long, value_enum, default_value = "local")]
-        executor: ExecutorArg,
-        /// `--executor slurm`: jobs in flight at once (pending or running).
-        #[arg(long, default_value_t = 100)]
-        max_jobs: usize,
-        /// `--executor slurm`: the pipe executable the jobs run (it must exist at this path
-        /// on the nodes) [default: this one].
-        #[arg(long)]
-        worker_bin: Option<PathBuf>,
-    },
+    Run(RunOpts),
     /// Computes one stage instance from a spec a `pipe run --executor slurm` wrote (what
     /// its batch jobs run); exits 0 when the stage succeeded, 1 when it failed, 3 when
     /// this node cannot see the cache folder.
@@ -90,30 +121,7 @@ pub enum Command {
         spec: PathBuf,
     },
     /// Show what `run` would do and why, without running anything.
-    Plan {
-        #[command(flatten)]
-        target: PipelineArgs,
-        /// Print a JSON array of {stage, key, status, reason}.
-        #[arg(long)]
-        json: bool,
-        /// One line per stage of the YAML: its cells, how many are cached, how many would
-        /// run (to watch a grid fill up across sessions).
-        #[arg(long, conflicts_with = "json")]
-        summary: bool,
-        /// Plan only these stages (and what they need): a stage name, a cell
-        /// (`ft[head=cls,seed=1]`), cells by some coordinates (`ft[seed=2]`), or stages by
-        /// a `*` in the name (`'probe_*'`). An input
-        /// that only cached stages read shows as `skip … not needed`.
-        #[arg(long)]
-        only: Vec<String>,
-        /// Plan these stages (and their descendants) as rerun even if cached.
-        #[arg(long)]
-        force: Vec<String>,
-        /// Device whose backend the keys are for: cpu, cuda:0, wgpu, tch (training results
-        /// are cached per backend).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    Plan(PlanOpts),
     /// Draw the expanded DAG.
     Dag {
         #[command(flatten)]
@@ -287,85 +295,93 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((number * scale as f64).round() as u64)
 }
 
+/// `pipe bench engine`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineBenchOpts {
+    /// Stage instances in the generated pipeline.
+    #[arg(long, default_value_t = 1000)]
+    pub stages: usize,
+    /// fan: a root, fan-out, the bulk, fan-in of 8; chain: each stage reads the one
+    /// before; matrix: two matrix stages of N/2 cells bound cell to cell, and a table
+    /// that reads every cell.
+    #[arg(long, value_enum, default_value = "fan")]
+    pub shape: EngineShape,
+    /// Time a cold run even when --dir holds a filled cache of this pipeline.
+    #[arg(long)]
+    pub cold: bool,
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Timed no-op runs and plans (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Folder for the pipeline and its cache, kept (a later bench of the same pipeline
+    /// there reuses the filled cache) [default: a temp folder, removed]. A tmpfs
+    /// (/dev/shm) keeps fsync out of the cold run.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Also time Snakemake and dvc on the same DAG where installed.
+    #[arg(long, alias = "dvc")]
+    pub tools: bool,
+    /// The pipe executable to time (e.g. an older build, for before/after figures)
+    /// [default: this one].
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+}
+
+/// `pipe bench train`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainBenchOpts {
+    /// A BERT checkpoint directory (default: a random MiniLM-L6; speed does not depend
+    /// on the weights).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Untimed steps per shape.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed steps per shape (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Print a JSON array, one object per shape.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature);
+    /// PyTorch runs on the same device (`cuda:N`) or on the CPU (any other).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Precision of pipe's matrix products (mixed precision, f32 master weights; f16
+    /// scales the loss). On a GPU PyTorch runs twice beside it: in f32 and with AMP
+    /// (`torch.autocast`, bf16 unless this is f16).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+    /// The shapes to time, BATCHxSEQ, comma-separated.
+    #[arg(long, default_value = "32x128,32x64")]
+    pub shapes: String,
+    /// Also time each part of pipe's step on its own (forward + loss, backward, clip +
+    /// AdamW; the device synchronised after each) and one small elementwise op, the
+    /// cost of a kernel launch: where a step's time goes.
+    #[arg(long)]
+    pub phases: bool,
+    /// The random encoder's shape, without `--model`: MiniLM-L6 (the CPU profiles'
+    /// model) or BERT-base (BioBERT's, the `paper` profiles').
+    #[arg(long, value_enum, default_value_t = super::bench_train::RandomEncoder::Minilm)]
+    pub encoder: super::bench_train::RandomEncoder,
+    /// Run pipe's step with burn's reference forms of LayerNorm, softmax, attention,
+    /// GELU, dropout (and on a GPU the linear layers' bias) instead of pipe's kernels (on
+    /// the CPU) and one-node forms (on a GPU): the A/B of what those are worth.
+    #[arg(long)]
+    pub reference_kernels: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
     /// The engine's own cost on a generated pipeline of N trivial `shell` stages: cold run,
     /// no-op rerun, `plan`, rerun after one leaf changed — wall time, CPU and peak RSS of
     /// each, and the CPU a cold run adds to the start-up floor.
-    Engine {
-        /// Stage instances in the generated pipeline.
-        #[arg(long, default_value_t = 1000)]
-        stages: usize,
-        /// fan: a root, fan-out, the bulk, fan-in of 8; chain: each stage reads the one
-        /// before; matrix: two matrix stages of N/2 cells bound cell to cell, and a table
-        /// that reads every cell.
-        #[arg(long, value_enum, default_value = "fan")]
-        shape: EngineShape,
-        /// Time a cold run even when --dir holds a filled cache of this pipeline.
-        #[arg(long)]
-        cold: bool,
-        /// Print a JSON object.
-        #[arg(long)]
-        json: bool,
-        /// Timed no-op runs and plans (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        /// Folder for the pipeline and its cache, kept (a later bench of the same pipeline
-        /// there reuses the filled cache) [default: a temp folder, removed]. A tmpfs
-        /// (/dev/shm) keeps fsync out of the cold run.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Also time Snakemake and dvc on the same DAG where installed.
-        #[arg(long, alias = "dvc")]
-        tools: bool,
-        /// The pipe executable to time (e.g. an older build, for before/after figures)
-        /// [default: this one].
-        #[arg(long)]
-        exe: Option<PathBuf>,
-    },
+    Engine(EngineBenchOpts),
     /// Training and inference speed of the MiniLM classifier (32×128, 32×64), beside
     /// PyTorch when `python3 -c "import torch, transformers"` works (or PIPE_TORCH_PYTHON).
-    Train {
-        /// A BERT checkpoint directory (default: a random MiniLM-L6; speed does not depend
-        /// on the weights).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Untimed steps per shape.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Timed steps per shape (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        /// Print a JSON array, one object per shape.
-        #[arg(long)]
-        json: bool,
-        /// Compute device: cpu, cuda:0, wgpu, tch (each but cpu needs its cargo feature);
-        /// PyTorch runs on the same device (`cuda:N`) or on the CPU (any other).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Precision of pipe's matrix products (mixed precision, f32 master weights; f16
-        /// scales the loss). On a GPU PyTorch runs twice beside it: in f32 and with AMP
-        /// (`torch.autocast`, bf16 unless this is f16).
-        #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-        precision: PrecisionArg,
-        /// The shapes to time, BATCHxSEQ, comma-separated.
-        #[arg(long, default_value = "32x128,32x64")]
-        shapes: String,
-        /// Also time each part of pipe's step on its own (forward + loss, backward, clip +
-        /// AdamW; the device synchronised after each) and one small elementwise op, the
-        /// cost of a kernel launch: where a step's time goes.
-        #[arg(long)]
-        phases: bool,
-        /// The random encoder's shape, without `--model`: MiniLM-L6 (the CPU profiles'
-        /// model) or BERT-base (BioBERT's, the `paper` profiles').
-        #[arg(long, value_enum, default_value_t = super::bench_train::RandomEncoder::Minilm)]
-        encoder: super::bench_train::RandomEncoder,
-        /// Run pipe's step with burn's reference forms of LayerNorm, softmax, attention,
-        /// GELU, dropout (and on a GPU the linear layers' bias) instead of pipe's kernels (on
-        /// the CPU) and one-node forms (on a GPU): the A/B of what those are worth.
-        #[arg(long)]
-        reference_kernels: bool,
-    },
+    Train(TrainBenchOpts),
     /// One training epoch over real ChemProt sentences, with and without length bucketing.
     Epoch {
         /// BERT checkpoint directory (weights and tokenizer).

@@ -15,26 +15,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::args::EngineShape;
+use super::args::{EngineBenchOpts, EngineShape};
 use super::bench::{compare_tools, ToolFigures};
-
-/// What to generate and measure.
-#[derive(Debug, Clone)]
-pub(super) struct EngineBench {
-    pub stages: usize,
-    pub shape: EngineShape,
-    /// Time a cold run even when `dir` holds a filled cache.
-    pub cold: bool,
-    pub json: bool,
-    /// Timed no-op reruns and plans (the median is reported).
-    pub repeat: usize,
-    /// Where the pipeline and its cache go (kept); `None`: a temp folder, removed after.
-    pub dir: Option<PathBuf>,
-    /// Also time dvc / snakemake on the same DAG where installed.
-    pub tools: bool,
-    /// The pipe executable to time; `None`: this one.
-    pub exe: Option<PathBuf>,
-}
 
 /// One stage of the generated DAG (in topological order).
 pub(super) struct Node {
@@ -454,7 +436,7 @@ struct Report {
     tools: Vec<ToolFigures>,
 }
 
-pub(super) fn bench_engine(b: &EngineBench) -> Result<ExitCode> {
+pub(super) fn bench_engine(b: &EngineBenchOpts) -> Result<ExitCode> {
     let dag = generate(b.shape, b.stages, None);
     let n = dag.nodes.len();
     let shape = format!("{:?}", b.shape).to_lowercase();

@@ -10,7 +10,7 @@
 //! batches.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::Serialize;
 
+use super::args::TrainBenchOpts;
 use super::bench_machine::MachineFigures;
 use crate::model::device::{train_device, DeviceSpec};
 use crate::model::fused;
@@ -182,11 +183,11 @@ struct RustTiming {
 }
 
 fn time_pipe(
-    opts: &TrainBench,
+    opts: &TrainBenchOpts,
     device: &Device,
     (batch_size, seq_len): (usize, usize),
 ) -> Result<RustTiming> {
-    let (warmup, steps, precision) = (opts.warmup, opts.steps, opts.precision);
+    let (warmup, steps, precision) = (opts.warmup, opts.steps, Precision::from(opts.precision));
     let model_dir = opts.model.as_deref();
     let peak_is_per_shape = reset_peak_rss();
     let train_dev = train_device(device);
@@ -475,23 +476,14 @@ fn parse_shapes(text: &str) -> Result<Vec<(usize, usize)>> {
         .collect()
 }
 
-/// `pipe bench train`'s options, parsed once (see `args::BenchWhat::Train`).
-pub(super) struct TrainBench {
-    pub model: Option<PathBuf>,
-    pub warmup: usize,
-    pub steps: usize,
-    pub json: bool,
-    pub device: String,
-    pub precision: Precision,
-    pub shapes: String,
-    pub phases: bool,
-    pub encoder: RandomEncoder,
-    pub reference_kernels: bool,
-}
-
 /// `pipe bench train`.
-pub(super) fn bench_train(opts: &TrainBench) -> Result<ExitCode> {
-    let (warmup, steps, json, precision) = (opts.warmup, opts.steps, opts.json, opts.precision);
+pub(super) fn bench_train(opts: &TrainBenchOpts) -> Result<ExitCode> {
+    let (warmup, steps, json, precision) = (
+        opts.warmup,
+        opts.steps,
+        opts.json,
+        Precision::from(opts.precision),
+    );
     let (model_dir, device) = (opts.model.as_deref(), opts.device.as_str());
     let shapes = parse_shapes(&opts.shapes)?;
     crate::allocator::tune_for_training(); // as `fit` does, so that the step is timed alike

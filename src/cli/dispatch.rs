@@ -17,51 +17,9 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
     crate::timings::start();
     let registry = StageRegistry::builtin();
     match cli.command {
-        Command::Run {
-            target,
-            jobs,
-            only,
-            force,
-            device,
-            quiet,
-            executor,
-            max_jobs,
-            worker_bin,
-        } => super::run::run_command(
-            &cli.cache,
-            &target,
-            super::run::RunRequest {
-                jobs,
-                only,
-                force,
-                device,
-                quiet,
-                executor,
-                max_jobs,
-                worker_bin,
-            },
-            &registry,
-        ),
+        Command::Run(opts) => super::run::run_command(&cli.cache, opts, &registry),
         Command::ExecStage { spec } => Ok(super::exec_stage::exec_stage_command(&spec, &registry)),
-        Command::Plan {
-            target,
-            json,
-            summary,
-            only,
-            force,
-            device,
-        } => super::plan::plan_command(
-            &cli.cache,
-            &target,
-            super::plan::PlanRequest {
-                json,
-                summary,
-                only,
-                force,
-                device,
-            },
-            &registry,
-        ),
+        Command::Plan(opts) => super::plan::plan_command(&cli.cache, opts, &registry),
         Command::Dag { target, format } => {
             let loaded = load(&target.pipeline, target.profile.as_deref(), &registry)?;
             let format = match format {
@@ -139,48 +97,8 @@ pub(super) fn dispatch(cli: Cli) -> Result<ExitCode> {
             super::encode::encode_command(&cli.cache, &model, &text, &device)
         }
         Command::Bench { what } => match what {
-            BenchWhat::Engine {
-                stages,
-                shape,
-                cold,
-                json,
-                repeat,
-                dir,
-                tools,
-                exe,
-            } => super::bench_engine::bench_engine(&super::bench_engine::EngineBench {
-                stages,
-                shape,
-                cold,
-                json,
-                repeat,
-                dir,
-                tools,
-                exe,
-            }),
-            BenchWhat::Train {
-                model,
-                warmup,
-                steps,
-                json,
-                device,
-                precision,
-                shapes,
-                phases,
-                encoder,
-                reference_kernels,
-            } => super::bench_train::bench_train(&super::bench_train::TrainBench {
-                model,
-                warmup,
-                steps,
-                json,
-                device,
-                precision: precision.into(),
-                shapes,
-                phases,
-                encoder,
-                reference_kernels,
-            }),
+            BenchWhat::Engine(opts) => super::bench_engine::bench_engine(&opts),
+            BenchWhat::Train(opts) => super::bench_train::bench_train(&opts),
             BenchWhat::Epoch {
                 model,
                 data,

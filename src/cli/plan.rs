@@ -6,36 +6,28 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::args::PipelineArgs;
+use super::args::{PipelineArgs, PlanOpts};
 use super::context::{load_beside, open_for_reading, plan_for, Loaded};
 use crate::exec::{self, Plan, Status};
 use crate::pipeline::{load_pipeline_stored, ExpandedStore, Pipeline};
 use crate::stages::StageRegistry;
 
-/// What `pipe plan` was asked for, past the pipeline.
-pub(super) struct PlanRequest {
-    pub json: bool,
-    pub summary: bool,
-    pub only: Vec<String>,
-    pub force: Vec<String>,
-    pub device: String,
-}
-
 /// Prints the plan. Every profile of the pipeline is loaded too, so a mistake in one is
 /// found by any `plan`.
 pub(super) fn plan_command(
     cache_root: &Path,
-    target: &PipelineArgs,
-    request: PlanRequest,
+    opts: PlanOpts,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let PlanRequest {
+    let PlanOpts {
+        target,
         json,
         summary,
         only,
         force,
         device,
-    } = request;
+    } = opts;
+    let target = &target;
     let (loaded, cache) = load_beside(target, registry, cache_root, || {
         open_for_reading(cache_root)
     })?;

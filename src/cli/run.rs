@@ -1,11 +1,11 @@
 //! `pipe run`: plan, run what is not cached (locally or on Slurm), publish, summarize.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::args::{ExecutorArg, PipelineArgs};
+use super::args::{ExecutorArg, RunOpts};
 use super::context::CommandContext;
 use super::exit::Exit;
 use crate::cache::Cache;
@@ -13,26 +13,14 @@ use crate::exec::{self, Plan, RunOptions};
 use crate::pipeline::Pipeline;
 use crate::stages::StageRegistry;
 
-/// What `pipe run` was asked for, past the pipeline.
-pub(super) struct RunRequest {
-    pub jobs: Option<usize>,
-    pub only: Vec<String>,
-    pub force: Vec<String>,
-    pub device: String,
-    pub quiet: bool,
-    pub executor: ExecutorArg,
-    pub max_jobs: usize,
-    pub worker_bin: Option<PathBuf>,
-}
-
 /// Runs the pipeline; exit 1 when a stage failed.
 pub(super) fn run_command(
     cache_root: &Path,
-    target: &PipelineArgs,
-    request: RunRequest,
+    opts: RunOpts,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let RunRequest {
+    let RunOpts {
+        target,
         jobs,
         only,
         force,
@@ -41,7 +29,8 @@ pub(super) fn run_command(
         executor,
         max_jobs,
         worker_bin,
-    } = request;
+    } = opts;
+    let target = &target;
     let ctx = CommandContext::running(cache_root, target, registry)?;
     let plan = ctx.plan(only, force, &device)?;
     crate::timings::mark("plan");
