@@ -27,11 +27,10 @@ pub(super) fn plan_command(
         force,
         device,
     } = opts;
-    let target = &target;
-    let (loaded, cache) = load_beside(target, registry, cache_root, || {
+    let (loaded, cache) = load_beside(&target, registry, cache_root, || {
         open_for_reading(cache_root)
     })?;
-    check_other_profiles(&loaded, target, registry, cache_root)?;
+    check_other_profiles(&loaded, &target, registry, cache_root)?;
     let plan = plan_for(&loaded, &cache, only, force, &device)?;
     crate::timings::mark("plan");
     if json {

@@ -30,8 +30,7 @@ pub(super) fn run_command(
         max_jobs,
         worker_bin,
     } = opts;
-    let target = &target;
-    let ctx = CommandContext::running(cache_root, target, registry)?;
+    let ctx = CommandContext::running(cache_root, &target, registry)?;
     let plan = ctx.plan(only, force, &device)?;
     crate::timings::mark("plan");
     let executor = match executor {
