@@ -1568,3 +1568,37 @@ fn a_pulled_score_does_not_train_again_when_its_model_was_left_out() {
     let plan_all = p.ok(&["--cache", "third", "plan", "p.yaml"]);
     assert!(plan_all.contains("1 to run, 1 cached\n"), "{plan_all}");
 }
+
+/// A `summary` of a result copies what a report reads of it; a result with none of those
+/// files is an error naming the stage it summarises.
+#[test]
+fn a_summary_copies_what_a_report_reads_and_refuses_a_result_without_it() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+stages:
+  scored:
+    kind: shell
+    params:
+      cmd: 'echo "{\"f1\": 0.5}" > "$PIPE_OUT/metrics.json"; echo big > "$PIPE_OUT/weights.bin"'
+  scored_summary: {kind: summary, inputs: {of: scored}}
+  unscored:
+    kind: shell
+    params: {cmd: 'echo big > "$PIPE_OUT/weights.bin"'}
+  unscored_summary: {kind: summary, inputs: {of: unscored}}
+"#,
+    );
+    let out = p.pipe(&["run", "p.yaml"]);
+    let text = both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ran 3, cached 0, failed 1"), "{text}");
+    assert!(
+        text.contains("input `of`: unscored (")
+            && text.contains("has none of metrics.json, history.json, stats.json"),
+        "{text}"
+    );
+    let shown = p.ok(&["show", "p.yaml", "scored_summary"]);
+    assert!(shown.contains("metrics.json"), "{shown}");
+    assert!(!shown.contains("weights.bin"), "{shown}");
+}

@@ -128,6 +128,83 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
     ));
     assert!(plan.contains("0 to run"), "{plan}");
 
+    // A results remote that leaves the models and splits out (over --max-size) still
+    // carries their summaries: a fresh cache renders the corpus and pre-training rows
+    // from a pull, without computing anything.
+    let push = pipe(
+        dir.path(),
+        &[
+            "cache",
+            "push",
+            "su2022.yaml",
+            "--profile",
+            "smoke",
+            "--to",
+            "remote",
+            "--max-size",
+            "64KiB",
+        ],
+    );
+    assert!(push.status.success(), "{}", text(&push));
+    let pull = pipe(
+        dir.path(),
+        &[
+            "--cache",
+            "fresh",
+            "cache",
+            "pull",
+            "su2022.yaml",
+            "--profile",
+            "smoke",
+            "--from",
+            "remote",
+        ],
+    );
+    assert!(pull.status.success(), "{}", text(&pull));
+    let plan = text(&pipe(
+        dir.path(),
+        &[
+            "--cache",
+            "fresh",
+            "plan",
+            "su2022.yaml",
+            "--profile",
+            "smoke",
+        ],
+    ));
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("run ") && l.contains("pretrained[domain=cp]")),
+        "the model was left out of the remote:\n{plan}"
+    );
+    let render = pipe(
+        dir.path(),
+        &[
+            "--cache",
+            "fresh",
+            "report",
+            "su2022.yaml",
+            "--profile",
+            "smoke",
+            "-o",
+            "pulled",
+        ],
+    );
+    assert!(render.status.success(), "{}", text(&render));
+    let pulled = std::fs::read_to_string(dir.path().join("pulled/report.md")).expect("report");
+    let pulled_pre_row = pulled
+        .lines()
+        .find(|l| l.starts_with("| +CP |") && l.contains(" × "))
+        .unwrap_or_else(|| panic!("+CP pre-training row after a pull:\n{pulled}"));
+    assert_eq!(pulled_pre_row, pre_row);
+    // Table 1: the corpus counts, from the splits' summaries
+    for task in ["| PPI (AIMed", "| DDI |", "| ChemProt |"] {
+        let row = |r: &str| r.lines().find(|l| l.starts_with(task)).map(str::to_string);
+        let counted = row(&report).unwrap_or_else(|| panic!("{task} missing:\n{report}"));
+        assert!(!counted.contains("—["), "{counted}");
+        assert_eq!(row(&pulled), Some(counted), "{task} after a pull");
+    }
+
     // More pre-training for +D only: +D's pre-training and what descends from it rerun.
     // (The variant's params beat every profile's, so it sets `head_warmup` too: with
     // cpu_head_warmup's 100 of 4 steps the file would not load.)

@@ -124,14 +124,13 @@ fn classifier_of(
     num_labels: usize,
     device: &Device,
 ) -> Result<(SequenceClassifier, BertConfig), ModelError> {
+    let Some(dir) = model_dir else {
+        let config = encoder.config();
+        let model = SequenceClassifier::random(&config, HeadKind::Cls, num_labels, 1, device)?;
+        return Ok((model, config));
+    };
     with_backend_seed(device, 1, || {
-        let (encoder, config) = match model_dir {
-            Some(dir) => BertModel::load(dir, device)?,
-            None => {
-                let config = encoder.config();
-                (BertModel::new(&config, device), config)
-            }
-        };
+        let (encoder, config) = BertModel::load(dir, device)?;
         let head = HeadConfig::on_encoder(HeadKind::Cls, &config, num_labels).init(device)?;
         let model = SequenceClassifier { encoder, head };
         initialize_params(&model);

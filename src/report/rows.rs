@@ -9,6 +9,10 @@ use serde_json::Value;
 
 use super::ReportError;
 
+/// The files of a stage output that a report reads (see [`ResultRow::load`]): its metrics,
+/// its training history and its corpus statistics, each optional.
+pub const ROW_FILES: [&str; 3] = ["metrics.json", "history.json", "stats.json"];
+
 /// One result a report can place: the artifact of one stage instance bound to a report input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
@@ -47,10 +51,11 @@ impl ResultRow {
         let (metrics, history, stats) = if path.is_file() {
             (read_json(path)?, None, None)
         } else {
+            let [metrics, history, stats] = ROW_FILES;
             (
-                read_json_if_present(&path.join("metrics.json"))?.unwrap_or(Value::Null),
-                read_json_if_present(&path.join("history.json"))?,
-                read_json_if_present(&path.join("stats.json"))?,
+                read_json_if_present(&path.join(metrics))?.unwrap_or(Value::Null),
+                read_json_if_present(&path.join(history))?,
+                read_json_if_present(&path.join(stats))?,
             )
         };
         Ok(ResultRow {

@@ -17,6 +17,7 @@ pub mod report;
 pub mod shell;
 pub mod split;
 pub mod subdomain_corpus;
+pub mod summary;
 pub mod training_checks;
 pub mod training_defaults;
 

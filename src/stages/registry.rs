@@ -153,6 +153,7 @@ impl StageRegistry {
         r.register::<super::pretrain::PretrainStage>();
         r.register::<super::attention_analysis::AttentionAnalysisStage>();
         r.register::<super::probe::ProbeStage>();
+        r.register::<super::summary::SummaryStage>();
         r
     }
 

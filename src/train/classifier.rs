@@ -4,9 +4,10 @@ use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::model::heads::{Head, HeadInput, HeadOutput};
+use super::rng::with_backend_seed;
+use crate::model::heads::{Head, HeadConfig, HeadInput, HeadKind, HeadOutput};
 use crate::model::tokenizer::Encoding;
-use crate::model::{BertModel, ModelError};
+use crate::model::{BertConfig, BertModel, ModelError};
 
 /// One tokenized instance: `[CLS] pieces… [SEP]`, its label index and entity positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,27 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
+    /// A randomly initialized encoder of shape `config` with a fresh `head` over
+    /// `num_labels` labels, every parameter drawn under `seed`: the same model each call
+    /// (the models of tests and `pipe bench train`).
+    pub fn random(
+        config: &BertConfig,
+        head: HeadKind,
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        with_backend_seed(device, seed, || {
+            let head = HeadConfig::on_encoder(head, config, num_labels).init(device)?;
+            let model = SequenceClassifier {
+                encoder: BertModel::new(config, device),
+                head,
+            };
+            initialize_params(&model);
+            Ok(model)
+        })
+    }
+
     /// Encodes the batch and applies the head (asking the encoder for attention
     /// probabilities only when the head reads them).
     pub fn forward(&self, batch: &Batch) -> Result<HeadOutput, ModelError> {
@@ -145,7 +167,7 @@ impl SequenceClassifier {
     }
 
     /// Which head this model carries.
-    pub fn head_kind(&self) -> crate::model::heads::HeadKind {
+    pub fn head_kind(&self) -> HeadKind {
         self.head.kind()
     }
 }

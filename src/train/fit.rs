@@ -717,9 +717,8 @@ pub fn format_duration(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::device::train_device;
-    use crate::model::heads::{HeadConfig, HeadKind};
-    use crate::model::{BertConfig, BertModel};
-    use crate::train::classifier::initialize_params;
+    use crate::model::heads::HeadKind;
+    use crate::model::BertConfig;
     use crate::train::layer_decay::tests::max_change;
 
     /// 40 instances of 4–19 pieces whose label is a function of their pieces.
@@ -795,18 +794,8 @@ mod tests {
 
     /// A tiny 3-class CLS classifier, the same each call.
     fn tiny_classifier(device: &Device) -> SequenceClassifier {
-        let config = BertConfig::tiny(60);
-        with_backend_seed(device, 1, || {
-            let head = HeadConfig::on_encoder(HeadKind::Cls, &config, 3)
-                .init(device)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let model = SequenceClassifier {
-                encoder: BertModel::new(&config, device),
-                head,
-            };
-            initialize_params(&model);
-            model
-        })
+        SequenceClassifier::random(&BertConfig::tiny(60), HeadKind::Cls, 3, 1, device)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Trains `model` on [`instances`] with `settings`, from no checkpoint.

@@ -104,25 +104,14 @@ fn read_floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, TrainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::heads::{HeadConfig, HeadKind};
-    use crate::model::{BertConfig, BertModel};
-    use crate::train::classifier::initialize_params;
-    use crate::train::rng::{with_backend_seed, SplitMix64};
+    use crate::model::heads::HeadKind;
+    use crate::model::BertConfig;
+    use crate::train::rng::SplitMix64;
 
     /// A tiny random encoder with the `sll_att` head (α over each instance's tokens).
     fn model(device: &Device) -> SequenceClassifier {
-        let config = BertConfig::tiny(50);
-        with_backend_seed(device, 3, || {
-            let head = HeadConfig::on_encoder(HeadKind::SllAtt, &config, 5)
-                .init(device)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let model = SequenceClassifier {
-                encoder: BertModel::new(&config, device),
-                head,
-            };
-            initialize_params(&model);
-            model
-        })
+        SequenceClassifier::random(&BertConfig::tiny(50), HeadKind::SllAtt, 5, 3, device)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

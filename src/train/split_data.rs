@@ -99,7 +99,8 @@ pub struct ScoredSet {
 
 /// Reads and encodes `dir/name.jsonl` of a similarity split (pairs as `[CLS] a [SEP] b
 /// [SEP]`, segment ids 0/1) or a multi-label split (documents cut to `max_len` pieces), at
-/// most `cap` units (see [`capped`]); `None` when the file does not exist.
+/// most `cap` units (see [`capped`]); `None` when the file does not exist. A split of any
+/// other task is [`SplitDataError::NotScored`], file or not.
 pub fn read_scored_split(
     dir: &Path,
     name: &str,
@@ -108,10 +109,6 @@ pub fn read_scored_split(
     tokenizer: &BertTokenizer,
     max_len: usize,
 ) -> Result<Option<ScoredSet>, SplitDataError> {
-    let path = dir.join(format!("{name}.jsonl"));
-    if !path.is_file() {
-        return Ok(None);
-    }
     let mut set = ScoredSet {
         task: labels.task,
         ids: Vec::new(),
@@ -122,7 +119,10 @@ pub fn read_scored_split(
     };
     match labels.task {
         Task::Similarity => {
-            for x in capped(jsonl::read::<Pair>(&path)?, cap) {
+            let Some((_, pairs)) = read_capped::<Pair>(dir, name, cap)? else {
+                return Ok(None);
+            };
+            for x in pairs {
                 set.units.push(encode_pair(
                     tokenizer,
                     &x.text_a,
@@ -135,7 +135,10 @@ pub fn read_scored_split(
             }
         }
         Task::Multilabel => {
-            for x in capped(jsonl::read::<Document>(&path)?, cap) {
+            let Some((path, documents)) = read_capped::<Document>(dir, name, cap)? else {
+                return Ok(None);
+            };
+            for x in documents {
                 let indices = x
                     .labels
                     .iter()
@@ -161,7 +164,10 @@ pub fn read_scored_split(
                 set.ids.push(x.id);
             }
         }
-        task => return Err(SplitDataError::NotScored { path, task }),
+        task => {
+            let path = dir.join(format!("{name}.jsonl"));
+            return Err(SplitDataError::NotScored { path, task });
+        }
     }
     Ok(Some(set))
 }

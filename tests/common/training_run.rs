@@ -6,9 +6,9 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use pipe::model::device::train_device;
-use pipe::model::heads::{HeadConfig, HeadKind};
-use pipe::model::{BertConfig, BertModel};
-use pipe::train::classifier::{cross_entropy, initialize_params, Batch, EncodedInstance};
+use pipe::model::heads::HeadKind;
+use pipe::model::BertConfig;
+use pipe::train::classifier::{cross_entropy, Batch, EncodedInstance};
 use pipe::train::clipping::clip_global_norm;
 use pipe::train::fit::adamw;
 use pipe::train::rng::{with_backend_seed, SplitMix64};
@@ -46,17 +46,7 @@ pub fn first_losses() -> Vec<f32> {
         intermediate_size: 128,
         ..BertConfig::tiny(120)
     };
-    let mut model = with_backend_seed(&device, 1, || {
-        let head = HeadConfig::on_encoder(HeadKind::Cls, &config, LABELS)
-            .init(&device)
-            .unwrap();
-        let model = SequenceClassifier {
-            encoder: BertModel::new(&config, &device),
-            head,
-        };
-        initialize_params(&model);
-        model
-    });
+    let mut model = SequenceClassifier::random(&config, HeadKind::Cls, LABELS, 1, &device).unwrap();
     let mut optimizer = adamw(&model, 0.01);
     let data = instances(config.vocab_size);
     let longest = data.iter().map(|x| x.ids.len()).max().unwrap();
