@@ -1587,12 +1587,17 @@ stages:
     kind: shell
     params: {cmd: 'echo big > "$PIPE_OUT/weights.bin"'}
   unscored_summary: {kind: summary, inputs: {of: unscored}}
+  file_summary: {kind: summary, inputs: {of: scored.metrics.json}}
 "#,
     );
     let out = p.pipe(&["run", "p.yaml"]);
     let text = both(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("ran 3, cached 0, failed 1"), "{text}");
+    assert!(text.contains("ran 3, cached 0, failed 2"), "{text}");
+    assert!(
+        text.contains("metrics.json is a file; bind the stage (scored)"),
+        "{text}"
+    );
     assert!(
         text.contains("input `of`: unscored (")
             && text.contains("has none of metrics.json, history.json, stats.json"),

@@ -38,6 +38,17 @@ impl Stage for SummaryStage {
 
     fn run(ctx: &mut StageCtx, _: &SummaryParams) -> Result<(), StageError> {
         let of = ctx.inputs.one("of")?;
+        if !of.path.is_dir() {
+            return Err(StageError::Input {
+                name: "of".to_string(),
+                message: format!(
+                    "{} is a file; bind the stage ({}), whose folder holds {}",
+                    of.path.display(),
+                    of.stage,
+                    ROW_FILES.join(", ")
+                ),
+            });
+        }
         let mut copied = 0;
         for name in ROW_FILES {
             let from = of.path.join(name);
