@@ -1607,3 +1607,71 @@ stages:
     assert!(shown.contains("metrics.json"), "{shown}");
     assert!(!shown.contains("weights.bin"), "{shown}");
 }
+
+/// A report bound to a result over the remote's --max-size loses its rows in a pulled
+/// cache: the push says so and names the fix, and a `summary` of the result carries what
+/// the report reads.
+#[test]
+fn a_report_of_a_large_result_renders_from_a_pull_through_its_summary() {
+    const LARGE: &str = r#"
+stages:
+  model:
+    kind: shell
+    params:
+      cmd: 'head -c 300000 /dev/zero > "$PIPE_OUT/weights.bin"; echo "{\"f1\": 0.75}" > "$PIPE_OUT/metrics.json"'
+  model_summary: {kind: summary, inputs: {of: model}}
+  report:
+    kind: report
+    inputs: {m: READ}
+    params: {template: {inline: "{% for r in rows %}f1={{ r.metrics.f1 }}{% else %}none{% endfor %}"}}
+"#;
+    let p = Project::new();
+    p.write("direct.yaml", &LARGE.replace("READ", "model"));
+    p.ok(&["run", "direct.yaml"]);
+    let push = p.ok(&[
+        "cache",
+        "push",
+        "direct.yaml",
+        "--to",
+        "remote",
+        "--max-size",
+        "100KiB",
+    ]);
+    assert!(
+        push.contains("hint: a report reads 1 of them itself (model)")
+            && push.contains("bind the report to a `summary` of each"),
+        "{push}"
+    );
+
+    p.write("summarised.yaml", &LARGE.replace("READ", "model_summary"));
+    p.ok(&["run", "summarised.yaml"]);
+    let push = p.ok(&[
+        "cache",
+        "push",
+        "summarised.yaml",
+        "--to",
+        "remote",
+        "--max-size",
+        "100KiB",
+    ]);
+    assert!(!push.contains("hint:"), "{push}");
+    p.ok(&[
+        "--cache",
+        "pulled",
+        "cache",
+        "pull",
+        "summarised.yaml",
+        "--from",
+        "remote",
+    ]);
+    p.ok(&[
+        "--cache",
+        "pulled",
+        "report",
+        "summarised.yaml",
+        "-o",
+        "out",
+    ]);
+    let report = std::fs::read_to_string(p.path().join("out/report.md")).expect("report");
+    assert!(report.starts_with("f1=0.75\n"), "{report}");
+}

@@ -1,6 +1,7 @@
 //! `pipe cache push | pull`: a pipeline's results to and from a results remote
 //! ([`crate::cache::Remote`]).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -12,7 +13,9 @@ use super::context::CommandContext;
 use super::exit::Exit;
 use crate::cache::{Pulled, Pushed, Remote};
 use crate::exec::Status;
-use crate::stages::StageRegistry;
+use crate::pipeline::StageInstance;
+use crate::stages::report::ReportStage;
+use crate::stages::{Stage, StageRegistry};
 
 /// What `pipe cache push` is asked to do.
 pub(super) struct PushOptions<'a> {
@@ -78,6 +81,8 @@ pub(super) fn push_command(
     let ctx = CommandContext::reading(cache_root, opts.target, registry)?;
     let plan = ctx.plan(opts.only, Vec::new(), opts.device)?;
     let remote = Remote::for_push(opts.to)?;
+    let read_by_reports = read_by_reports(&ctx.loaded.pipeline.instances);
+    let mut reports_lose = Named::default();
     let (mut copied, mut there) = (Named::default(), Named::default());
     let (mut over, mut absent) = (Named::default(), Named::default());
     let mut not_needed = Named::default();
@@ -103,7 +108,10 @@ pub(super) fn push_command(
             }
             Ok(Pushed::AlreadyThere) => there.add(name, 0),
             Ok(Pushed::OverLimit { bytes }) => {
-                over.add(&format!("{name} ({})", human_bytes(bytes)), bytes)
+                over.add(&format!("{name} ({})", human_bytes(bytes)), bytes);
+                if read_by_reports.contains(&item.instance) {
+                    reports_lose.add(name, bytes);
+                }
             }
             Ok(Pushed::NotCached) => absent.add(name, 0),
             Err(e) if e.is_damage() => {
@@ -124,6 +132,15 @@ pub(super) fn push_command(
     }
     let limit = human_bytes(opts.max_size.unwrap_or(0));
     over.say(&format!("over --max-size {limit}, left out"));
+    if !reports_lose.names.is_empty() {
+        println!(
+            "  hint: a report reads {} of them itself ({}), so a cache pulled from this \
+             remote renders those rows as \"—\"; bind the report to a `summary` of each \
+             (`kind: summary, inputs: {{of: STAGE}}`: its metrics, history and stats, a few KiB)",
+            reports_lose.names.len(),
+            reports_lose.some()
+        );
+    }
     absent.say("not cached here (run them first)");
     not_needed.say("not cached here, and not needed by the results that are");
     ctx.finish(plan);
@@ -176,6 +193,15 @@ pub(super) fn pull_command(
     missing.say("not in the remote (`pipe run` computes them)");
     ctx.finish(plan);
     Ok(exit_code(damaged))
+}
+
+/// The instances some `report` stage binds as an input.
+fn read_by_reports(instances: &[StageInstance]) -> HashSet<usize> {
+    instances
+        .iter()
+        .filter(|i| &*i.kind == ReportStage::KIND)
+        .flat_map(|i| i.inputs.values().flatten().map(|input| input.instance))
+        .collect()
 }
 
 /// Success, or [`Exit::StageFailed`] when `damaged` results were left out.
