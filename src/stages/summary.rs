@@ -8,7 +8,7 @@
 //! small result, and `pipe report` renders from it alone.
 //!
 //! ```yaml
-//! pretrained_metrics:
+//! pretrained_summary:
 //!   kind: summary
 //!   inputs: {of: pretrained}
 //!   foreach: [domain]        # one summary per pre-training cell, with its coordinates
@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{InputContract, InputSpec, Stage, StageCtx, StageError};
+use crate::metrics::evaluation::copy_if_present;
 use crate::report::rows::ROW_FILES;
 
 /// Params of `summary` (none: the files copied are the ones a report reads).
@@ -51,10 +52,7 @@ impl Stage for SummaryStage {
         }
         let mut copied = 0;
         for name in ROW_FILES {
-            let from = of.path.join(name);
-            if from.is_file() {
-                let to = ctx.out_dir.join(name);
-                std::fs::copy(&from, &to).map_err(|e| StageError::io(&from, e))?;
+            if copy_if_present(&of.path, &ctx.out_dir, name)?.is_some() {
                 copied += 1;
             }
         }
