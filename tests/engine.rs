@@ -1608,6 +1608,50 @@ stages:
     assert!(!shown.contains("weights.bin"), "{shown}");
 }
 
+/// `files` carries a figure the report embeds; a named file the result lacks fails the
+/// stage, and a path instead of a name is refused at plan.
+#[test]
+fn a_summary_carries_the_files_it_names() {
+    let p = Project::new();
+    const FIGURE: &str = r#"
+stages:
+  parser:
+    kind: shell
+    params:
+      cmd: 'echo "{\"uas\": 0.5}" > "$PIPE_OUT/metrics.json"; echo "<svg/>" > "$PIPE_OUT/heatmap.svg"; echo big > "$PIPE_OUT/weights.bin"'
+  parser_summary: {kind: summary, inputs: {of: parser}, params: {files: [FILES]}}
+"#;
+    p.write("p.yaml", &FIGURE.replace("FILES", "heatmap.svg"));
+    p.ok(&["run", "p.yaml"]);
+    let shown = p.ok(&["show", "p.yaml", "parser_summary"]);
+    assert!(
+        shown.contains("metrics.json") && shown.contains("heatmap.svg"),
+        "{shown}"
+    );
+    assert!(!shown.contains("weights.bin"), "{shown}");
+    let svg = p.ok(&["show", "p.yaml", "parser_summary", "heatmap.svg"]);
+    assert!(svg.contains("<svg/>"), "{svg}");
+
+    p.write("p.yaml", &FIGURE.replace("FILES", "arcs.svg"));
+    let out = p.pipe(&["run", "p.yaml"]);
+    let text = both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("has no `arcs.svg`, named in `files`"),
+        "{text}"
+    );
+
+    p.write("p.yaml", &FIGURE.replace("FILES", "../parser/weights.bin"));
+    let out = p.pipe(&["plan", "p.yaml"]);
+    let text = both(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("parser_summary")
+            && text.contains("param `files`: `../parser/weights.bin` is not a file name"),
+        "{text}"
+    );
+}
+
 /// A report bound to a result over the remote's --max-size loses its rows in a pulled
 /// cache: the push says so and names the fix, and a `summary` of the result carries what
 /// the report reads.
