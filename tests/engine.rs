@@ -184,7 +184,13 @@ fn plan_says_new_and_profile_changes_params() {
     let err = p.pipe(&["plan", "p.yaml", "--profile", "nope"]);
     assert!(!err.status.success());
     assert!(
-        both(&err).contains("profile `nope` is not defined"),
+        both(&err).contains("profile `nope` is not defined in this pipeline (defined: loud)"),
+        "{}",
+        both(&err)
+    );
+    let err = p.pipe(&["plan", "p.yaml", "--profile", "lod"]);
+    assert!(
+        both(&err).contains("profile `lod` is not defined in this pipeline (did you mean `loud`?)"),
         "{}",
         both(&err)
     );
@@ -592,7 +598,20 @@ fn pipeline_errors_name_file_line_and_column() {
         (
             "unknown_kind.yaml",
             "stages:\n  a:\n    kind: shel\n    params:\n      cmd: x\n",
-            "unknown_kind.yaml:3:5: unknown stage kind `shel`",
+            "unknown_kind.yaml:3:5: unknown stage kind `shel` (did you mean `shell`?); known kinds: ",
+        ),
+        (
+            "stage_not_a_mapping.yaml",
+            "stages:\n  a: [shell]\n",
+            "stage_not_a_mapping.yaml:2:6: stages.a: invalid type: sequence, expected a stage: a \
+             mapping with `kind:`",
+        ),
+        (
+            "unknown_profile.yaml",
+            "stages:\n  a:\n    kind: shell\n    params: {cmd: x}\nprofiles:\n  base: {}\n  \
+             ext: {extends: bsae}\n",
+            "unknown_profile.yaml:7:3: profile `ext` extends `bsae`, which is not defined (did \
+             you mean `base`?) (defined: base, ext)",
         ),
         (
             "unknown_param.yaml",

@@ -70,6 +70,10 @@ pub struct PipelineDoc {
 /// is then one line (`lr_probe: {extends: cpu, "kind:finetune": {lr: 2.0e-4}}`), not a copy
 /// of `cpu` that drifts from it.
 #[derive(Debug, Clone, Deserialize, Default)]
+#[serde(
+    expecting = "a profile: a mapping from stage names (or `kind:KIND`) to param overrides, \
+                 with an optional `extends:`"
+)]
 pub struct ProfileDoc {
     /// The profile whose overrides apply first (so that this one's win).
     #[serde(default)]
@@ -80,7 +84,10 @@ pub struct ProfileDoc {
 
 /// One stage (or template) as written.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a stage: a mapping with `kind:` (or `template:`), `params:`, `inputs:`, ..."
+)]
 pub struct StageDoc {
     #[serde(default)]
     pub kind: Option<String>,

@@ -17,10 +17,13 @@ pub(super) fn resolve(cx: &mut Context) -> Result<(), PipelineError> {
         if cx.registry.get(kind).is_none() {
             let at = ["stages", name.as_str(), "kind"];
             let known: Vec<&str> = cx.registry.kinds().collect();
+            let suggestion = crate::spelling::nearest(kind, known.iter().copied())
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
             return Err(cx.map.error(
                 &at,
                 format!(
-                    "unknown stage kind `{kind}`; known kinds: {}",
+                    "unknown stage kind `{kind}`{suggestion}; known kinds: {}",
                     known.join(", ")
                 ),
             ));

@@ -22,12 +22,15 @@ pub(super) fn apply(cx: &mut Context, p: &str) -> Result<(), PipelineError> {
 fn lineage(cx: &Context, p: &str) -> Result<Vec<String>, PipelineError> {
     let map = &cx.map;
     if !cx.doc.profiles.contains_key(p) {
-        let known: Vec<&String> = cx.doc.profiles.keys().collect();
         return Err(PipelineError::new(
             cx.path,
             map.locate(&["profiles"]).0,
             1,
-            format!("profile `{p}` is not defined in this pipeline (defined: {known:?})"),
+            format!(
+                "profile `{p}` is not defined in this pipeline{} (defined: {})",
+                suggest(cx, p),
+                defined(cx)
+            ),
         ));
     }
     let mut chain = vec![p.to_string()];
@@ -35,10 +38,13 @@ fn lineage(cx: &Context, p: &str) -> Result<Vec<String>, PipelineError> {
     while let Some(parent) = cx.doc.profiles[&current].extends.clone() {
         let at = ["profiles", current.as_str(), "extends"];
         if !cx.doc.profiles.contains_key(&parent) {
-            let known: Vec<&String> = cx.doc.profiles.keys().collect();
             return Err(map.error(
                 &at,
-                format!("profile `{current}` extends `{parent}`, which is not defined (defined: {known:?})"),
+                format!(
+                    "profile `{current}` extends `{parent}`, which is not defined{} (defined: {})",
+                    suggest(cx, &parent),
+                    defined(cx)
+                ),
             ));
         }
         if chain.contains(&parent) {
@@ -54,6 +60,19 @@ fn lineage(cx: &Context, p: &str) -> Result<Vec<String>, PipelineError> {
         current = parent;
     }
     Ok(chain)
+}
+
+/// The profiles the pipeline defines, for an error: `cpu, paper, smoke`.
+fn defined(cx: &Context) -> String {
+    let names: Vec<&str> = cx.doc.profiles.keys().map(String::as_str).collect();
+    names.join(", ")
+}
+
+/// ` (did you mean `cpu`?)` when `typed` is one slip from a defined profile, else empty.
+fn suggest(cx: &Context, typed: &str) -> String {
+    crate::spelling::nearest(typed, cx.doc.profiles.keys().map(String::as_str))
+        .map(|p| format!(" (did you mean `{p}`?)"))
+        .unwrap_or_default()
 }
 
 /// Applies the entries written under profile `p` (not those of the profile it extends).
