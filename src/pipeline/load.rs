@@ -149,7 +149,7 @@ impl ParsedFile {
     /// written twice is refused at the second one.
     pub(super) fn read(path: &Path) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            PipelineError::new(path, 0, 0, format!("cannot read pipeline file: {e}"))
+            PipelineError::new(path, 0, 0, format!("cannot read the pipeline file: {e}"))
         })?;
         let source = SourceFile::of(path, &text);
         let map = SourceMap::scan(path, text);
