@@ -543,6 +543,48 @@ fn plan_and_report_read_a_cache_that_a_long_run_holds() {
     assert!(plan.contains("cached  slow"), "{plan}");
 }
 
+/// `pipe stats` of a cached corpus reads while a long run holds the cache; one it would
+/// have to compute says why it cannot now, and exits 3 as a busy cache does.
+#[test]
+fn stats_reads_a_cached_corpus_while_a_run_holds_the_cache() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    p.write("data/train.txt", "BRCA1\tB-Gene\nbinds\tO\n\np53\tB-Gene\n");
+    p.write("data/test.txt", "TP53\tB-Gene\n");
+    p.write(
+        "s.yaml",
+        "stages:\n  files:\n    kind: fetch\n    params: {source: \"path:data\"}\n  \
+         corpus:\n    kind: corpus\n    inputs: {source: files}\n    \
+         params: {format: conll, files: {train: train.txt}}\n  \
+         later:\n    kind: corpus\n    inputs: {source: files}\n    \
+         params: {format: conll, files: {train: test.txt}}\n  \
+         slow:\n    kind: shell\n    params: {cmd: sleep 4}\n",
+    );
+    p.ok(&["run", "s.yaml", "--only", "corpus"]);
+    let mut run = p
+        .cmd(&["run", "s.yaml", "--only", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let stats = p.pipe(&["stats", "s.yaml", "corpus"]);
+    let text = both(&stats);
+    assert!(stats.status.success(), "{text}");
+    assert!(text.contains("is in use by another pipe process"), "{text}");
+    assert!(text.contains("train"), "{text}");
+    let missing = p.pipe(&["stats", "s.yaml", "later"]);
+    let text = both(&missing);
+    assert_eq!(missing.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("`later` is not cached, so `pipe stats` must run it: the cache"),
+        "{text}"
+    );
+    assert!(run.wait().unwrap().success());
+    let later = p.ok(&["stats", "s.yaml", "later"]);
+    assert!(later.contains("train"), "{later}");
+}
+
 #[test]
 fn only_and_force_select_what_runs() {
     let p = Project::new();

@@ -698,6 +698,15 @@ impl Cache {
         })
     }
 
+    /// For a reader (a cache opened without its lock), the error a command that must
+    /// store a result gives: the cache is busy, held by the process named if known.
+    pub fn busy_error(&self) -> Option<CacheError> {
+        self.lock.is_none().then(|| CacheError::Busy {
+            dir: self.root.clone(),
+            holder: self.held_by.clone().unwrap_or_default(),
+        })
+    }
+
     /// For a snapshot read, a line for people saying so (else `None`).
     pub fn snapshot_note(&self) -> Option<String> {
         self.held_by.as_ref().map(|holder| {

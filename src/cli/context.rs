@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::args::PipelineArgs;
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheError};
 use crate::exec::{self, Plan, PlanOptions, RunOptions};
 use crate::graph::StageGraph;
 use crate::pipeline::{load_pipeline, load_pipeline_stored, ExpandedStore, Pipeline};
@@ -111,6 +111,31 @@ impl CommandContext {
             Ok(Cache::open(cache_root)?)
         })?;
         Ok(CommandContext { loaded, cache })
+    }
+
+    /// For a command that computes a result only when it is missing (`stats`): the cache
+    /// with its lock, or, while another process holds it, that process's snapshot (said
+    /// on stderr), from which cached results still read. See [`Self::can_run`].
+    pub fn running_or_reading(
+        cache_root: &Path,
+        target: &PipelineArgs,
+        registry: &StageRegistry,
+    ) -> Result<Self> {
+        match Self::running(cache_root, target, registry) {
+            Err(e) if matches!(e.downcast_ref(), Some(CacheError::Busy { .. })) => {
+                Self::reading(cache_root, target, registry)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether this command holds the cache's lock, so may compute and store results
+    /// (`Err`: the busy cache's own error, for a command that must).
+    pub fn can_run(&self) -> Result<(), CacheError> {
+        match self.cache.busy_error() {
+            Some(busy) => Err(busy),
+            None => Ok(()),
+        }
     }
 
     /// See [`plan_for`].

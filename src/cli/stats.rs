@@ -1,4 +1,5 @@
-//! `pipe stats`: runs a corpus or split stage if needed and prints its counts.
+//! `pipe stats`: runs a corpus or split stage if needed and prints its counts (a cached
+//! one reads while another process holds the cache).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,11 +20,14 @@ pub(super) fn stats_command(
     json: bool,
     registry: &StageRegistry,
 ) -> Result<ExitCode> {
-    let ctx = CommandContext::running(root, target, registry)?;
+    // a cached result reads while another process runs the cache; only a missing one waits
+    let ctx = CommandContext::running_or_reading(root, target, registry)?;
     let i = one_instance(&ctx.loaded, &target.pipeline, stage)?;
     let only = vec![ctx.loaded.pipeline.instances[i].name.clone()];
     let plan = ctx.plan(only, Vec::new(), "cpu")?;
     if plan.item(i).status == Status::Run {
+        ctx.can_run()
+            .with_context(|| format!("`{stage}` is not cached, so `pipe stats` must run it"))?;
         let summary = run_quietly(&ctx.loaded, &plan, &ctx.cache, registry)?;
         if summary.failed() > 0 {
             // the stage's own error (or an upstream one's): what the user must fix
