@@ -144,13 +144,36 @@ pub(super) struct ParsedFile {
     pub source: SourceFile,
 }
 
+/// A file that is not UTF-8 text, located at its first byte that is not.
+fn not_utf8(path: &Path, bytes: &[u8], e: std::str::Utf8Error) -> PipelineError {
+    let valid = &bytes[..e.valid_up_to()];
+    let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // every byte before the bad one is valid UTF-8: count characters, not bytes
+    let col = 1 + String::from_utf8_lossy(&valid[line_start..])
+        .chars()
+        .count();
+    PipelineError::new(
+        path,
+        line,
+        col,
+        format!(
+            "not UTF-8 text: byte 0x{:02x} (is it the right file, or saved in another \
+             encoding?)",
+            bytes[e.valid_up_to()]
+        ),
+    )
+}
+
 impl ParsedFile {
     /// Reads and parses `path`, scanning its positions once; a stage, template or profile
     /// written twice is refused at the second one.
     pub(super) fn read(path: &Path) -> Result<Self, PipelineError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             PipelineError::new(path, 0, 0, format!("cannot read the pipeline file: {e}"))
         })?;
+        let text =
+            String::from_utf8(bytes).map_err(|e| not_utf8(path, e.as_bytes(), e.utf8_error()))?;
         let source = SourceFile::of(path, &text);
         let map = SourceMap::scan(path, text);
         if let Some(e) = map.repeated_name(&["stages", "templates", "profiles"]) {
@@ -202,6 +225,17 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
         p
+    }
+
+    #[test]
+    fn a_file_not_in_utf8_is_located_at_its_first_bad_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("latin1.yaml");
+        // "stages:\n  é: " with é in Latin-1 (0xe9) after a UTF-8 "ü" on the same line
+        std::fs::write(&p, b"stages:\n  \xc3\xbc\xe9: {}\n").expect("write");
+        let e = ParsedFile::read(&p).err().expect("refused");
+        assert_eq!((e.line, e.col), (2, 4), "{e}");
+        assert!(e.message.contains("not UTF-8 text: byte 0xe9"), "{e}");
     }
 
     #[test]
