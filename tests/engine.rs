@@ -188,6 +188,13 @@ fn plan_says_new_and_profile_changes_params() {
         "{}",
         both(&err)
     );
+    p.write("bare.yaml", CHAIN);
+    let err = p.pipe(&["plan", "bare.yaml", "--profile", "cpu"]);
+    assert!(
+        both(&err).contains("profile `cpu` is not defined in this pipeline (defined: none)"),
+        "{}",
+        both(&err)
+    );
     let err = p.pipe(&["plan", "p.yaml", "--profile", "lod"]);
     assert!(
         both(&err).contains("profile `lod` is not defined in this pipeline (did you mean `loud`?)"),

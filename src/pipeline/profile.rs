@@ -62,10 +62,14 @@ fn lineage(cx: &Context, p: &str) -> Result<Vec<String>, PipelineError> {
     Ok(chain)
 }
 
-/// The profiles the pipeline defines, for an error: `cpu, paper, smoke`.
+/// The profiles the pipeline defines, for an error: `cpu, paper, smoke` (or `none`).
 fn defined(cx: &Context) -> String {
     let names: Vec<&str> = cx.doc.profiles.keys().map(String::as_str).collect();
-    names.join(", ")
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// ` (did you mean `cpu`?)` when `typed` is one slip from a defined profile, else empty.
