@@ -70,6 +70,55 @@ fn mtl_ls_smoke_runs_end_to_end_and_a_new_rate_runs_only_its_cells() {
     );
     assert!(dir.path().join("reports/mtl-ls/slicing.svg").exists());
 
+    // The MTL-XC models (their shared encoders) stay out of a remote with --max-size; the
+    // report reads their scores through summaries, so a pulled cache renders Table 2 whole.
+    let push = pipe(
+        dir.path(),
+        &[
+            "cache",
+            "push",
+            "mtl_ls.yaml",
+            "--profile",
+            "smoke",
+            "--to",
+            "remote",
+            "--max-size",
+            "64KiB",
+        ],
+    );
+    let pushed = text(&push);
+    assert!(push.status.success(), "{pushed}");
+    assert!(pushed.contains("over --max-size"), "{pushed}");
+    assert!(!pushed.contains("hint: a report reads"), "{pushed}");
+    for args in [
+        &[
+            "cache",
+            "pull",
+            "mtl_ls.yaml",
+            "--profile",
+            "smoke",
+            "--from",
+            "remote",
+        ][..],
+        &[
+            "report",
+            "mtl_ls.yaml",
+            "--profile",
+            "smoke",
+            "-o",
+            "pulled",
+        ][..],
+    ] {
+        let out = pipe(dir.path(), &[&["--cache", "fresh"][..], args].concat());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let pulled = std::fs::read_to_string(dir.path().join("pulled/report.md")).expect("report");
+    let pulled_row = pulled
+        .lines()
+        .filter(|l| l.starts_with("| disease | bc5cdr_disease |"))
+        .nth(2);
+    assert_eq!(pulled_row, Some(row), "Table 2 after a pull");
+
     let out = pipe(
         dir.path(),
         &["plan", "mtl_ls.yaml", "--profile", "smoke", "--json"],

@@ -136,7 +136,8 @@ pub(super) fn push_command(
         println!(
             "  hint: a report reads {} of them itself ({}), so a cache pulled from this \
              remote renders those rows as \"—\"; bind the report to a `summary` of each \
-             (`kind: summary, inputs: {{of: STAGE}}`: its metrics, history and stats, a few KiB)",
+             (`kind: summary, inputs: {{of: STAGE}}`: its metrics, history and stats, a few KiB; \
+             `params: {{files: [FIGURE]}}` adds a file the report embeds)",
             reports_lose.names.len(),
             reports_lose.some()
         );
