@@ -476,6 +476,11 @@ stages:
     assert_eq!(copies, 1);
     let ls = p.ok(&["cache", "ls"]);
     assert!(ls.contains("2 entries"), "{ls}");
+    let header = ls.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("key ") && header.contains("stage") && header.ends_with("took"),
+        "{ls}"
+    );
     // Drop stage two from the pipeline; gc removes its entry.
     p.write(
         "g2.yaml",

@@ -24,10 +24,20 @@ pub(super) fn cache_command(
             let mut entries = cache.entries()?;
             entries.sort_by(|a, b| a.1.stage.cmp(&b.1.stage));
             let mut total = 0u64;
+            // columns as wide as their longest entry (a grid's cell names run long)
+            let stage_w = entries.iter().map(|(_, e)| e.stage.chars().count()).max();
+            let kind_w = entries.iter().map(|(_, e)| e.kind.chars().count()).max();
+            let (stage_w, kind_w) = (stage_w.unwrap_or(0).max(5), kind_w.unwrap_or(0).max(4));
+            if !entries.is_empty() {
+                println!(
+                    "{:<12}  {:<stage_w$}  {:<kind_w$}  {:>10}  {:>8}",
+                    "key", "stage", "kind", "size", "took"
+                );
+            }
             for (key, e) in &entries {
                 total += e.bytes;
                 println!(
-                    "{}  {:<40} {:<12} {:>10}  {:>7.1}s",
+                    "{}  {:<stage_w$}  {:<kind_w$}  {:>10}  {:>7.1}s",
                     key.short(),
                     e.stage,
                     e.kind,
