@@ -1129,6 +1129,17 @@ fn a_device_this_build_lacks_is_refused_with_the_feature_to_build() {
         bad.contains("expected `cpu`, `cuda:N`, `wgpu` or `tch`"),
         "{bad}"
     );
+    // `run` refuses it before any stage starts, not stage by stage
+    p.write("p.yaml", CHAIN);
+    let out = p.pipe(&["run", "p.yaml", "--device", "cuda:0"]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("device `cuda:0`: this `pipe` was built without CUDA"),
+        "{text}"
+    );
+    assert!(!text.contains('▶'), "nothing started: {text}");
+    assert!(p.ok(&["plan", "p.yaml"]).contains("4 to run, 0 cached"));
 }
 
 /// `bench train --phases` says where a step's time goes: each part timed alone, in the text

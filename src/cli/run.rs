@@ -9,7 +9,8 @@ use super::args::{ExecutorArg, RunOpts};
 use super::context::CommandContext;
 use super::exit::Exit;
 use crate::cache::Cache;
-use crate::exec::{self, Plan, RunOptions};
+use crate::exec::{self, Plan, RunOptions, Status};
+use crate::model::device::DeviceSpec;
 use crate::pipeline::Pipeline;
 use crate::stages::StageRegistry;
 
@@ -33,6 +34,12 @@ pub(super) fn run_command(
     let ctx = CommandContext::running(cache_root, &target, registry)?;
     let plan = ctx.plan(only, force, &device)?;
     crate::timings::mark("plan");
+    // A device this build or machine lacks fails every stage that trains: refuse it before
+    // any starts (exit 2). On Slurm the device is the nodes' and `--worker-bin`'s.
+    let runs_something = plan.items.iter().any(|item| item.status == Status::Run);
+    if matches!(executor, ExecutorArg::Local) && runs_something {
+        DeviceSpec::parse(&device)?.device()?;
+    }
     let executor = match executor {
         ExecutorArg::Local => exec::Executor::Local,
         ExecutorArg::Slurm => exec::Executor::Slurm(exec::slurm::SlurmOptions {
