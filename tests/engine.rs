@@ -494,6 +494,62 @@ stages:
     assert_eq!(st, "cached");
 }
 
+/// Ctrl-C (SIGINT) during a long stage: the run says it is stopping, stops the stage's
+/// command (and what it started), keeps what finished, exits 4; the next run goes on.
+#[test]
+fn an_interrupted_run_stops_its_stages_and_keeps_what_finished() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  quick:\n    kind: shell\n    params: {cmd: echo hi > \"$PIPE_OUT/q.txt\"}\n  \
+         slow:\n    kind: shell\n    inputs: {up: quick}\n    \
+         params: {cmd: 'sleep 60 & echo $! > \"$PIPE_PROJECT/sleep.pid\"; wait; echo > \"$PIPE_OUT/s.txt\"'}\n",
+    );
+    let child = p
+        .cmd(&["run", "p.yaml", "--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = p.path().join("sleep.pid");
+    let t0 = std::time::Instant::now();
+    while !pid_file.exists() && t0.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let sleep_pid = std::fs::read_to_string(&pid_file).expect("the slow stage started");
+    // SAFETY: a signal to the child this test started
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let t1 = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let text = both(&out);
+    assert!(
+        t1.elapsed().as_secs() < 10,
+        "stopped at once, not after the sleep: {text}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("interrupted: stopping the 1 running stage(s)")
+            && text.contains("every result finished before is cached"),
+        "{text}"
+    );
+    // the command's own child goes too (reaped by init a moment after)
+    let proc_entry = std::path::Path::new("/proc").join(sleep_pid.trim());
+    let t2 = std::time::Instant::now();
+    while proc_entry.exists() && t2.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !proc_entry.exists(),
+        "`sleep 60` outlived the interrupted run"
+    );
+    let plan = p.ok(&["plan", "p.yaml"]);
+    assert!(
+        plan.contains("cached  quick") && plan.contains("run     slow"),
+        "{plan}"
+    );
+}
+
 #[test]
 fn a_second_run_on_the_same_cache_fails_clearly() {
     let p = Project::new();

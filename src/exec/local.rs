@@ -8,12 +8,13 @@
 //! few hundred µs a stage; together a quarter of a cold run of trivial stages (#27).
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::thread::Scope;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::executor::{compute, Committed, Finished, Job, StageExecutor, Staged};
+use super::interrupts::Interrupts;
 use super::run::RunError;
 use super::ui::RunUi;
 use crate::cache::Cache;
@@ -25,7 +26,10 @@ pub struct LocalExecutor<'scope, 'env> {
     cache: &'env Cache,
     ui: &'env RunUi,
     jobs: usize,
+    /// Set on Ctrl-C or SIGTERM: each running stage stops at its next check (a training
+    /// step, a batch, a shell command polled) and fails as interrupted.
     cancel: Arc<AtomicBool>,
+    interrupts: Interrupts,
     tx: mpsc::Sender<Finished>,
     rx: mpsc::Receiver<Finished>,
     /// Jobs prepared for the workers, taken by whichever is free first.
@@ -90,6 +94,7 @@ impl<'scope, 'env> LocalExecutor<'scope, 'env> {
             ui,
             jobs: jobs.max(1),
             cancel: Arc::new(AtomicBool::new(false)),
+            interrupts: Interrupts::catch(),
             tx,
             rx,
             queue: Arc::new(JobQueue {
@@ -246,8 +251,42 @@ impl<'scope, 'env> StageExecutor<'env> for LocalExecutor<'scope, 'env> {
         if self.in_flight == 0 {
             return Ok(None);
         }
-        let done = self.rx.recv().ok();
-        self.in_flight -= 1;
-        Ok(done)
+        // waits in slices, so that a Ctrl-C during a long stage is seen at once
+        loop {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(done) => {
+                    self.in_flight -= 1;
+                    return Ok(Some(done));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.stop_if_interrupted(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.in_flight -= 1;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.interrupts.received()
+    }
+}
+
+impl LocalExecutor<'_, '_> {
+    /// On the first Ctrl-C or SIGTERM: tells the running stages to stop and says so; a
+    /// second one kills at once (the cache stays sound either way).
+    fn stop_if_interrupted(&mut self) {
+        if self.cancel.load(Ordering::Relaxed) || !self.interrupts.received() {
+            return;
+        }
+        // the flag first: a shell stage registers its command, then reads the flag
+        self.cancel.store(true, Ordering::SeqCst);
+        crate::stages::shell::stop_running_commands();
+        self.interrupts.release();
+        self.ui.line(&format!(
+            "interrupted: stopping the {} running stage(s); results already finished stay \
+             cached (Ctrl-C again to stop at once)",
+            self.in_flight.min(self.jobs)
+        ));
     }
 }

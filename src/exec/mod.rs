@@ -5,6 +5,7 @@
 mod commit;
 mod executor;
 mod inputs;
+mod interrupts;
 mod local;
 mod plan;
 mod reason;

@@ -106,7 +106,10 @@ pub enum RunError {
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Slurm(#[from] super::slurm::SlurmError),
-    #[error("interrupted: the jobs this run had submitted were cancelled")]
+    #[error(
+        "interrupted: the stages that were running stopped (on Slurm: their jobs cancelled); \
+         every result finished before is cached, and the next `pipe run` goes on from there"
+    )]
     Interrupted,
 }
 

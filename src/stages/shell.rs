@@ -11,8 +11,11 @@
 //! time, so editing them reruns the stage.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -220,11 +223,15 @@ impl Stage for ShellStage {
         let stderr_log = ctx.scratch.join("stderr.log");
         let log_file =
             |path: &Path| std::fs::File::create(path).map_err(|e| StageError::io(path, e));
-        let status = cmd
+        // its own process group, so that an interrupted run stops the command and whatever
+        // it started (a terminal's Ctrl-C reaches pipe, which stops them here)
+        let child = cmd
             .stdout(log_file(&stdout_log)?)
             .stderr(log_file(&stderr_log)?)
-            .status()
+            .process_group(0)
+            .spawn()
             .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
+        let status = wait_unless_cancelled(child, ctx)?;
         if !status.success() {
             return Err(StageError::Command {
                 status: status.to_string(),
@@ -257,6 +264,65 @@ impl Stage for ShellStage {
         let _ = std::fs::remove_dir(&workdir);
         Ok(())
     }
+}
+
+/// The process groups of the shell commands running now, so that an interrupted run
+/// stops them: a stage waits for its command without polling (a trivial stage's cost,
+/// #27), and [`stop_running_commands`] ends the wait.
+static RUNNING_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+/// Waits for the command; if the run is interrupted first (or while it runs), its
+/// process group is stopped and the stage fails as interrupted.
+fn wait_unless_cancelled(mut child: Child, ctx: &StageCtx) -> Result<ExitStatus, StageError> {
+    let pgid = libc::pid_t::try_from(child.id()).ok();
+    if let Some(pgid) = pgid {
+        running_groups().push(pgid);
+    }
+    // registered before the flag is read: an interrupt either sees this group or is seen here
+    if ctx.check_cancelled().is_err() {
+        if let Some(pgid) = pgid {
+            stop_group(pgid);
+        }
+    }
+    let status = child.wait();
+    if let Some(pgid) = pgid {
+        running_groups().retain(|&g| g != pgid);
+    }
+    ctx.check_cancelled()?;
+    status.map_err(|e| StageError::Failed(format!("waiting for `sh`: {e}")))
+}
+
+fn running_groups() -> std::sync::MutexGuard<'static, Vec<libc::pid_t>> {
+    RUNNING_GROUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Stops every shell command running now (an interrupted run; its stages' cancel flag is
+/// set first): SIGTERM to each command's process group, SIGKILL to any still there 2 s later.
+pub fn stop_running_commands() {
+    let groups = running_groups().clone();
+    if groups.is_empty() {
+        return;
+    }
+    for &pgid in &groups {
+        // SAFETY: a signal to a process group a shell stage created (`process_group(0)`).
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    }
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        for pgid in groups {
+            // what is left of the group (the command may have started others)
+            // SAFETY: as above; a group already gone makes this a no-op (ESRCH).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    });
+}
+
+/// Stops one command's process group at once.
+fn stop_group(pgid: libc::pid_t) {
+    // SAFETY: a signal to the process group this stage created (`process_group(0)`).
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! The cache folder must be on a file system every node shares, at the same path.
 
 mod journal;
-mod signals;
 mod tools;
 mod wire;
 mod worker;
@@ -165,7 +164,7 @@ pub struct SlurmExecutor<'u> {
     ui: &'u RunUi,
     /// Where the staged results are committed (`cache` is its folder).
     results: &'u Cache,
-    interrupts: signals::Interrupts,
+    interrupts: super::interrupts::Interrupts,
     interrupted: bool,
     last_squeue: Instant,
     counter: usize,
@@ -224,7 +223,7 @@ impl<'u> SlurmExecutor<'u> {
             ended: VecDeque::new(),
             ui,
             results: cache,
-            interrupts: signals::Interrupts::catch(),
+            interrupts: super::interrupts::Interrupts::catch(),
             interrupted: false,
             last_squeue: Instant::now(),
             counter: 0,

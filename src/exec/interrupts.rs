@@ -1,5 +1,6 @@
-//! Ctrl-C and SIGTERM while a `--executor slurm` run is in progress: noted here, so that
-//! the controller cancels the jobs it submitted (`scancel`) before it exits.
+//! Ctrl-C and SIGTERM while a run is in progress: noted here, so that the run stops what
+//! it started before it exits (the local executor tells its stages to stop, the Slurm one
+//! cancels the jobs it submitted) and the cache closes cleanly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,14 +28,24 @@ impl Interrupts {
     pub fn received(&self) -> bool {
         RECEIVED.load(Ordering::SeqCst)
     }
+
+    /// Lets the next SIGINT or SIGTERM kill again (a second Ctrl-C stops at once), while
+    /// [`Self::received`] still says the first arrived.
+    pub fn release(&self) {
+        restore_defaults();
+    }
+}
+
+fn restore_defaults() {
+    // SAFETY: restoring the default disposition.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
 }
 
 impl Drop for Interrupts {
     fn drop(&mut self) {
-        // SAFETY: restoring the default disposition.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-        }
+        restore_defaults();
     }
 }
