@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{pipe, pipeline_with_fixtures, text};
+use common::{pipe, pipeline_with_fixtures, render_from_a_pull, text};
 
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
@@ -83,47 +83,10 @@ fn meng2019_smoke_runs_end_to_end_and_then_everything_is_cached() {
 
     // A results remote that leaves the parsers out (over --max-size) carries the heat map
     // in the parser's summary: a fresh cache pulled from it renders the same figure.
-    let push = pipe(
-        dir.path(),
-        &[
-            "cache",
-            "push",
-            "meng2019.yaml",
-            "--profile",
-            "smoke",
-            "--to",
-            "remote",
-            // the smoke parser's result is ~21 KiB, its summary (the heat map) ~10 KiB
-            "--max-size",
-            "16KiB",
-        ],
-    );
-    let pushed = text(&push);
-    assert!(push.status.success(), "{pushed}");
+    // the smoke parser's result is ~21 KiB, its summary (the heat map) ~10 KiB
+    let pushed = render_from_a_pull(dir.path(), "meng2019.yaml", "16KiB", "pulled");
     assert!(pushed.contains("over --max-size"), "{pushed}");
     assert!(!pushed.contains("hint: a report reads"), "{pushed}");
-    for args in [
-        &[
-            "cache",
-            "pull",
-            "meng2019.yaml",
-            "--profile",
-            "smoke",
-            "--from",
-            "remote",
-        ][..],
-        &[
-            "report",
-            "meng2019.yaml",
-            "--profile",
-            "smoke",
-            "-o",
-            "pulled",
-        ][..],
-    ] {
-        let out = pipe(dir.path(), &[&["--cache", "fresh"][..], args].concat());
-        assert!(out.status.success(), "{}", text(&out));
-    }
     let pulled = std::fs::read_to_string(dir.path().join("pulled").join(file))
         .unwrap_or_else(|e| panic!("the heat map after a pull: {e}"));
     assert_eq!(pulled, svg);

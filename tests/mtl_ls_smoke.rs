@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{pipe, pipeline_with_fixtures, text};
+use common::{pipe, pipeline_with_fixtures, render_from_a_pull, text};
 
 #[test]
 fn mtl_ls_smoke_runs_end_to_end_and_a_new_rate_runs_only_its_cells() {
@@ -72,46 +72,9 @@ fn mtl_ls_smoke_runs_end_to_end_and_a_new_rate_runs_only_its_cells() {
 
     // The MTL-XC models (their shared encoders) stay out of a remote with --max-size; the
     // report reads their scores through summaries, so a pulled cache renders Table 2 whole.
-    let push = pipe(
-        dir.path(),
-        &[
-            "cache",
-            "push",
-            "mtl_ls.yaml",
-            "--profile",
-            "smoke",
-            "--to",
-            "remote",
-            "--max-size",
-            "64KiB",
-        ],
-    );
-    let pushed = text(&push);
-    assert!(push.status.success(), "{pushed}");
+    let pushed = render_from_a_pull(dir.path(), "mtl_ls.yaml", "64KiB", "pulled");
     assert!(pushed.contains("over --max-size"), "{pushed}");
     assert!(!pushed.contains("hint: a report reads"), "{pushed}");
-    for args in [
-        &[
-            "cache",
-            "pull",
-            "mtl_ls.yaml",
-            "--profile",
-            "smoke",
-            "--from",
-            "remote",
-        ][..],
-        &[
-            "report",
-            "mtl_ls.yaml",
-            "--profile",
-            "smoke",
-            "-o",
-            "pulled",
-        ][..],
-    ] {
-        let out = pipe(dir.path(), &[&["--cache", "fresh"][..], args].concat());
-        assert!(out.status.success(), "{}", text(&out));
-    }
     let pulled = std::fs::read_to_string(dir.path().join("pulled/report.md")).expect("report");
     let pulled_row = pulled
         .lines()

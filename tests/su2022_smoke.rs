@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{pipe, pipeline_with_fixtures, text};
+use common::{pipe, pipeline_with_fixtures, render_from_a_pull, text};
 
 #[test]
 fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
@@ -131,36 +131,7 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
     // A results remote that leaves the models and splits out (over --max-size) still
     // carries their summaries: a fresh cache renders the corpus and pre-training rows
     // from a pull, without computing anything.
-    let push = pipe(
-        dir.path(),
-        &[
-            "cache",
-            "push",
-            "su2022.yaml",
-            "--profile",
-            "smoke",
-            "--to",
-            "remote",
-            "--max-size",
-            "64KiB",
-        ],
-    );
-    assert!(push.status.success(), "{}", text(&push));
-    let pull = pipe(
-        dir.path(),
-        &[
-            "--cache",
-            "fresh",
-            "cache",
-            "pull",
-            "su2022.yaml",
-            "--profile",
-            "smoke",
-            "--from",
-            "remote",
-        ],
-    );
-    assert!(pull.status.success(), "{}", text(&pull));
+    render_from_a_pull(dir.path(), "su2022.yaml", "64KiB", "pulled");
     let plan = text(&pipe(
         dir.path(),
         &[
@@ -177,20 +148,6 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
             .any(|l| l.starts_with("run ") && l.contains("pretrained[domain=cp]")),
         "the model was left out of the remote:\n{plan}"
     );
-    let render = pipe(
-        dir.path(),
-        &[
-            "--cache",
-            "fresh",
-            "report",
-            "su2022.yaml",
-            "--profile",
-            "smoke",
-            "-o",
-            "pulled",
-        ],
-    );
-    assert!(render.status.success(), "{}", text(&render));
     let pulled = std::fs::read_to_string(dir.path().join("pulled/report.md")).expect("report");
     let pulled_pre_row = pulled
         .lines()

@@ -100,6 +100,39 @@ pub fn pipe(dir: &Path, args: &[&str]) -> Output {
         .expect("run pipe")
 }
 
+/// A results remote's round trip under the smoke profile: pushes `pipeline`'s results
+/// from the cache in `dir` to `dir/remote` leaving out those over `max_size`, pulls them
+/// into a fresh cache `dir/fresh` and renders the reports from it into `dir/out`, as a
+/// reader of the remote would. Returns what the push printed.
+pub fn render_from_a_pull(dir: &Path, pipeline: &str, max_size: &str, out: &str) -> String {
+    let smoke = ["--profile", "smoke"];
+    let push = pipe(
+        dir,
+        &[
+            &["cache", "push", pipeline][..],
+            &smoke,
+            &["--to", "remote", "--max-size", max_size],
+        ]
+        .concat(),
+    );
+    assert!(push.status.success(), "{}", text(&push));
+    let fresh = ["--cache", "fresh"];
+    for args in [
+        &[
+            &fresh[..],
+            &["cache", "pull", pipeline],
+            &smoke,
+            &["--from", "remote"],
+        ]
+        .concat(),
+        &[&fresh[..], &["report", pipeline], &smoke, &["-o", out]].concat(),
+    ] {
+        let step = pipe(dir, args);
+        assert!(step.status.success(), "pipe {args:?}: {}", text(&step));
+    }
+    text(&push)
+}
+
 /// What a user sees of a run: stdout then stderr.
 pub fn text(out: &Output) -> String {
     format!(
