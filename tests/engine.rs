@@ -861,6 +861,30 @@ fn plan_checks_each_stage_against_its_kinds_inputs() {
     p.write("right.yaml", &pipeline(relation, good_inputs, per_cell));
     let rows = p.plan("right.yaml");
     assert_eq!(rows.len(), 8, "{rows:?}");
+
+    // A fine-tuning an earlier run left a checkpoint of (interrupted, killed): the plan
+    // says it resumes, from the newest complete one.
+    let json = p.ok(&["plan", "right.yaml", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json[json.find('[').unwrap()..]).unwrap();
+    let key = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stage"] == "ft[seed=1]")
+        .and_then(|r| r["key"].as_str())
+        .expect("ft[seed=1] planned")
+        .to_string();
+    let checkpoints = p.path().join("cache/checkpoints").join(&key);
+    for done in ["epoch-2", "epoch-10"] {
+        std::fs::create_dir_all(checkpoints.join(done)).unwrap();
+        std::fs::write(checkpoints.join(done).join("state.json"), "{}").unwrap();
+    }
+    // a checkpoint being written (no state.json yet) is not one to resume from
+    std::fs::create_dir_all(checkpoints.join("epoch-11")).unwrap();
+    let (_, why) = p.status_of("right.yaml", "ft[seed=1]");
+    assert_eq!(why, "new; resumes from its checkpoint `epoch-10`");
+    let (_, why) = p.status_of("right.yaml", "ft[seed=2]");
+    assert_eq!(why, "new");
 }
 
 #[test]

@@ -228,6 +228,13 @@ pub fn plan(
                 why(&key, &material, &input_stages_of(p, i), last.as_ref()),
             )
         };
+        let mut reasons = reasons;
+        if status == Status::Run && inst.uses_backend {
+            let dir = cache.checkpoint_path(&key);
+            if let Some(checkpoint) = crate::train::checkpoint::newest_name(&dir) {
+                reasons.push(RunReason::Resumes { checkpoint });
+            }
+        }
         by_instance[i] = items.len();
         items.push(PlanItem {
             instance: i,

@@ -56,6 +56,11 @@ pub enum RunReason {
     },
     /// Same key as the last run, but its cached result is gone (gc, or dropped by verify).
     OutputMissing,
+    /// Not a cause but what the run will do: an earlier run of this key (interrupted or
+    /// killed) left a training checkpoint, which it continues from.
+    Resumes {
+        checkpoint: String,
+    },
 }
 
 fn value_text(v: &serde_json::Value) -> String {
@@ -117,6 +122,9 @@ impl fmt::Display for RunReason {
             RunReason::SourceChanged => write!(f, "source content changed"),
             RunReason::BackendChanged { from, to } => write!(f, "backend changed {from} → {to}"),
             RunReason::OutputMissing => write!(f, "cached output was removed (gc or verify)"),
+            RunReason::Resumes { checkpoint } => {
+                write!(f, "resumes from its checkpoint `{checkpoint}`")
+            }
         }
     }
 }

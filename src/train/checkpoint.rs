@@ -138,6 +138,16 @@ pub fn latest_numbered<S: DeserializeOwned>(
     Ok(Some((path, state)))
 }
 
+/// The name of the newest complete checkpoint in `dir` (`epoch-K` or `step-K`), if any:
+/// what a rerun of the stage resumes from (`pipe plan` says so).
+pub fn newest_name(dir: &Path) -> Option<String> {
+    [EPOCH_PREFIX, STEP_PREFIX]
+        .into_iter()
+        .flat_map(|prefix| numbered_dirs(dir, prefix).unwrap_or_default())
+        .max_by_key(|(k, _)| *k)
+        .and_then(|(_, path)| Some(path.file_name()?.to_string_lossy().into_owned()))
+}
+
 /// Loads the model weights saved in `path`, with their parameter ids (which the optimizer
 /// state is keyed by).
 pub fn restore_model<M: Module>(path: &Path, model: M) -> Result<M, TrainError> {
