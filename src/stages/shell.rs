@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -225,10 +226,12 @@ impl Stage for ShellStage {
             |path: &Path| std::fs::File::create(path).map_err(|e| StageError::io(path, e));
         // its own process group, so that an interrupted run stops the command and whatever
         // it started (a terminal's Ctrl-C reaches pipe, which stops them here)
+        cmd.stdout(log_file(&stdout_log)?)
+            .stderr(log_file(&stderr_log)?);
+        if OWN_PROCESS_GROUPS.load(Ordering::Relaxed) {
+            cmd.process_group(0);
+        }
         let child = cmd
-            .stdout(log_file(&stdout_log)?)
-            .stderr(log_file(&stderr_log)?)
-            .process_group(0)
             .spawn()
             .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
         let status = wait_unless_cancelled(child, ctx)?;
@@ -266,6 +269,17 @@ impl Stage for ShellStage {
     }
 }
 
+/// Whether each command gets a process group of its own (a local run, which stops them
+/// itself when interrupted); see [`share_process_group`].
+static OWN_PROCESS_GROUPS: AtomicBool = AtomicBool::new(true);
+
+/// Commands from now on stay in this process's group: on a Slurm node, where the
+/// scheduler's signals (`scancel`) go to the job's processes, and a tracking by process
+/// group (`proctrack/pgid`) would lose a command that left it.
+pub fn share_process_group() {
+    OWN_PROCESS_GROUPS.store(false, Ordering::Relaxed);
+}
+
 /// The process groups of the shell commands running now, so that an interrupted run
 /// stops them: a stage waits for its command without polling (a trivial stage's cost,
 /// #27), and [`stop_running_commands`] ends the wait.
@@ -274,7 +288,9 @@ static RUNNING_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
 /// Waits for the command; if the run is interrupted first (or while it runs), its
 /// process group is stopped and the stage fails as interrupted.
 fn wait_unless_cancelled(mut child: Child, ctx: &StageCtx) -> Result<ExitStatus, StageError> {
-    let pgid = libc::pid_t::try_from(child.id()).ok();
+    let pgid = libc::pid_t::try_from(child.id())
+        .ok()
+        .filter(|_| OWN_PROCESS_GROUPS.load(Ordering::Relaxed));
     if let Some(pgid) = pgid {
         running_groups().push(pgid);
     }

@@ -112,6 +112,8 @@ pub fn exec_stage(spec_path: &Path, registry: &StageRegistry) -> Result<bool, Wo
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     std::fs::create_dir_all(&spec.checkpoint_dir).map_err(io(&spec.checkpoint_dir))?;
+    // scancel's signals reach a shell stage's command through the job's processes
+    crate::stages::shell::share_process_group();
     let t0 = Instant::now();
     let outcome = match registry.get(&spec.kind) {
         None => Err(format!(
