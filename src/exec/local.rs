@@ -27,7 +27,7 @@ pub struct LocalExecutor<'scope, 'env> {
     ui: &'env RunUi,
     jobs: usize,
     /// Set on Ctrl-C or SIGTERM: each running stage stops at its next check (a training
-    /// step, a batch, a shell command polled) and fails as interrupted.
+    /// step, a batch; a shell command is stopped) and fails as interrupted.
     cancel: Arc<AtomicBool>,
     interrupts: Interrupts,
     tx: mpsc::Sender<Finished>,
