@@ -698,13 +698,17 @@ impl Cache {
         })
     }
 
-    /// For a reader (a cache opened without its lock), the error a command that must
-    /// store a result gives: the cache is busy, held by the process named if known.
-    pub fn busy_error(&self) -> Option<CacheError> {
-        self.lock.is_none().then(|| CacheError::Busy {
-            dir: self.root.clone(),
-            holder: self.held_by.clone().unwrap_or_default(),
-        })
+    /// `Ok` when this process holds the cache's lock, so may compute and store results;
+    /// for a reader (opened without it) the error a command that must store one gives:
+    /// the cache is busy, held by the process named if known.
+    pub fn require_lock(&self) -> Result<(), CacheError> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(CacheError::Busy {
+                dir: self.root.clone(),
+                holder: self.held_by.clone().unwrap_or_default(),
+            }),
+        }
     }
 
     /// For a snapshot read, a line for people saying so (else `None`).

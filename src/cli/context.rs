@@ -115,7 +115,7 @@ impl CommandContext {
 
     /// For a command that computes a result only when it is missing (`stats`): the cache
     /// with its lock, or, while another process holds it, that process's snapshot (said
-    /// on stderr), from which cached results still read. See [`Self::can_run`].
+    /// on stderr), from which cached results still read. See [`Cache::require_lock`].
     pub fn running_or_reading(
         cache_root: &Path,
         target: &PipelineArgs,
@@ -126,15 +126,6 @@ impl CommandContext {
                 Self::reading(cache_root, target, registry)
             }
             other => other,
-        }
-    }
-
-    /// Whether this command holds the cache's lock, so may compute and store results
-    /// (`Err`: the busy cache's own error, for a command that must).
-    pub fn can_run(&self) -> Result<(), CacheError> {
-        match self.cache.busy_error() {
-            Some(busy) => Err(busy),
-            None => Ok(()),
         }
     }
 

@@ -10,7 +10,7 @@ use super::context::CommandContext;
 use super::exit::Exit;
 use crate::cache::Cache;
 use crate::exec::{self, Plan, RunOptions, Status};
-use crate::model::device::DeviceSpec;
+use crate::model::device::parse_device;
 use crate::pipeline::Pipeline;
 use crate::stages::StageRegistry;
 
@@ -38,7 +38,7 @@ pub(super) fn run_command(
     // any starts (exit 2). On Slurm the device is the nodes' and `--worker-bin`'s.
     let runs_something = plan.items.iter().any(|item| item.status == Status::Run);
     if matches!(executor, ExecutorArg::Local) && runs_something {
-        DeviceSpec::parse(&device)?.device()?;
+        parse_device(&device)?;
     }
     let executor = match executor {
         ExecutorArg::Local => exec::Executor::Local,

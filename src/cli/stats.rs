@@ -26,7 +26,8 @@ pub(super) fn stats_command(
     let only = vec![ctx.loaded.pipeline.instances[i].name.clone()];
     let plan = ctx.plan(only, Vec::new(), "cpu")?;
     if plan.item(i).status == Status::Run {
-        ctx.can_run()
+        ctx.cache
+            .require_lock()
             .with_context(|| format!("`{stage}` is not cached, so `pipe stats` must run it"))?;
         let summary = run_quietly(&ctx.loaded, &plan, &ctx.cache, registry)?;
         if summary.failed() > 0 {

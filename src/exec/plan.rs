@@ -212,7 +212,7 @@ pub fn plan(
     let mut by_instance = vec![0usize; n];
     for ((i, key), cached) in keyed.into_iter().zip(cached) {
         let inst = &p.instances[i];
-        let (status, reasons) = if !selected[i] {
+        let (status, mut reasons) = if !selected[i] {
             (Status::NotSelected, Vec::new())
         } else if forced.contains(&i) {
             (Status::Run, vec![RunReason::Forced])
@@ -228,7 +228,6 @@ pub fn plan(
                 why(&key, &material, &input_stages_of(p, i), last.as_ref()),
             )
         };
-        let mut reasons = reasons;
         if status == Status::Run && inst.uses_backend {
             let dir = cache.checkpoint_path(&key);
             if let Some(checkpoint) = crate::train::checkpoint::newest_name(&dir) {

@@ -228,13 +228,16 @@ impl Stage for ShellStage {
         // it started (a terminal's Ctrl-C reaches pipe, which stops them here)
         cmd.stdout(log_file(&stdout_log)?)
             .stderr(log_file(&stderr_log)?);
-        if OWN_PROCESS_GROUPS.load(Ordering::Relaxed) {
+        let own_group = OWN_PROCESS_GROUPS.load(Ordering::Relaxed);
+        if own_group {
             cmd.process_group(0);
         }
         let child = cmd
             .spawn()
             .map_err(|e| StageError::Failed(format!("cannot start `sh`: {e}")))?;
-        let status = wait_unless_cancelled(child, ctx)?;
+        // the group is the command's own pid (`process_group(0)`)
+        let group = libc::pid_t::try_from(child.id()).ok().filter(|_| own_group);
+        let status = wait_unless_cancelled(child, group, ctx)?;
         if !status.success() {
             return Err(StageError::Command {
                 status: status.to_string(),
@@ -286,11 +289,13 @@ pub fn share_process_group() {
 static RUNNING_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
 
 /// Waits for the command; if the run is interrupted first (or while it runs), its
-/// process group is stopped and the stage fails as interrupted.
-fn wait_unless_cancelled(mut child: Child, ctx: &StageCtx) -> Result<ExitStatus, StageError> {
-    let pgid = libc::pid_t::try_from(child.id())
-        .ok()
-        .filter(|_| OWN_PROCESS_GROUPS.load(Ordering::Relaxed));
+/// process group `pgid` (where it has one of its own) is stopped and the stage fails as
+/// interrupted.
+fn wait_unless_cancelled(
+    mut child: Child,
+    pgid: Option<libc::pid_t>,
+    ctx: &StageCtx,
+) -> Result<ExitStatus, StageError> {
     if let Some(pgid) = pgid {
         running_groups().push(pgid);
     }
