@@ -376,13 +376,19 @@ fn diff_lists_the_changed_cells() {
 fn one_verdict_macro_judges_each_claimed_sign() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy("reports/templates/claims.j2", dir.path().join("claims.j2")).unwrap();
-    // Two seeds of a pair of models whose difference changes sign: +10 and −5 points.
+    // Two seeds of a pair of models whose difference changes sign: +10 and −5 points; and
+    // of a pair that is higher twice, +3 and +1: the mean (2) lies beyond one std (1.4) but
+    // t = 2 on one degree of freedom has p = 0.15.
     let mut rows = fixture_rows();
     for (model, seed, f1) in [
         ("a", 1, 0.50),
         ("b", 1, 0.40),
         ("a", 2, 0.40),
         ("b", 2, 0.45),
+        ("c", 1, 0.43),
+        ("d", 1, 0.40),
+        ("c", 2, 0.41),
+        ("d", 2, 0.40),
     ] {
         let result = dir.path().join(format!("{model}-{seed}"));
         std::fs::create_dir(&result).unwrap();
@@ -406,6 +412,7 @@ in a table: {{ verdict(ddi, show=false) }}
 noisy: {{ verdict(noisy) }}
 noisy, no change: {{ verdict(noisy, sign=0) }}
 one seed: {{ verdict(paired(select(rows, input="ppi", head="sll_att"), select(rows, input="ppi", head="cls"))) }}
+twice higher, not beyond chance: {{ verdict(paired(select(rows, input="noisy", model="c"), select(rows, input="noisy", model="d"))) }}
 "#,
     )
     .unwrap();
@@ -417,7 +424,7 @@ one seed: {{ verdict(paired(select(rows, input="ppi", head="sll_att"), select(ro
         dir.path(),
     )
     .unwrap();
-    let lines: Vec<&str> = rendered.markdown.lines().take(7).collect();
+    let lines: Vec<&str> = rendered.markdown.lines().take(8).collect();
     assert_eq!(
         lines,
         [
@@ -428,6 +435,7 @@ one seed: {{ verdict(paired(select(rows, input="ppi", head="sll_att"), select(ro
             "noisy: inside the seeds' noise, +2.5 ± 10.6 (higher in 1 of 2)",
             "noisy, no change: inside the seeds' noise, as claimed, +2.5 ± 10.6 (higher in 1 of 2)",
             "one seed: +1.7 (1 run), one seed: no spread to judge by",
+            "twice higher, not beyond chance: inside the seeds' noise, +2.0 ± 1.4 (higher in 2 of 2)",
         ]
     );
 }

@@ -1,5 +1,6 @@
 //! Evaluation metrics: P/R/F1 (micro over non-negative classes, binary), Pearson and
-//! Spearman correlations, multi-label micro / example-based / macro F1, mean ± std.
+//! Spearman correlations, multi-label micro / example-based / macro F1, mean ± std, and
+//! the Student's t tail a paired test over seeds reads.
 //!
 //! Everything here is a pure function of labels or counts; the `evaluate` and
 //! `cv_aggregate` stages read files and call into it.
@@ -23,6 +24,7 @@ pub mod ner;
 pub mod prf;
 pub mod semeval;
 pub mod spread;
+pub mod student_t;
 
 pub use confusion::{ClassScore, Confusion};
 pub use cv::{CvSummary, FoldScore, PrfSpread};

@@ -25,6 +25,22 @@ impl MeanStd {
         });
         Some(MeanStd { mean, std, n })
     }
+
+    /// The one-sided p-value of "the mean is above 0" by a one-sample t-test (for paired
+    /// differences: the paired t-test): P(T ≥ t) for t = mean / (std / √n) on n − 1 degrees
+    /// of freedom. `None` below two values. A spread of exactly 0 gives 0 (all above), 1 (all
+    /// below) or ½ (all 0).
+    pub fn p_above_zero(&self) -> Option<f64> {
+        let std = self.std?;
+        let t = if std > 0.0 {
+            self.mean / (std / (self.n as f64).sqrt())
+        } else if self.mean == 0.0 {
+            0.0
+        } else {
+            self.mean.signum() * f64::INFINITY
+        };
+        Some(super::student_t::upper_tail(t, self.n - 1))
+    }
 }
 
 #[cfg(test)]

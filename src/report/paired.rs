@@ -10,11 +10,101 @@
 use std::fmt;
 use std::sync::Arc;
 
-use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::value::{from_args, Enumerator, Object, ObjectRepr, Value};
+use minijinja::{Error, ErrorKind, State};
 
 use super::cells::{missing, signed_points, Footnotes, NoteKind};
 use super::rows::{coord_text, same_value, ResultRow};
 use crate::metrics::MeanStd;
+
+/// The level of the paired t-test a verdict applies: a claim is confirmed (or refuted)
+/// where chance alone would show a difference this far from 0 in under 5 % of repeats.
+pub const SIGNIFICANCE: f64 = 0.05;
+
+/// What a paper claims of a difference A − B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A scores higher than B.
+    Higher,
+    /// A scores lower than B.
+    Lower,
+    /// A and B score the same.
+    NoChange,
+}
+
+impl Claim {
+    /// The claim a template's `sign` names: 1 higher, −1 lower, 0 no change.
+    pub fn from_sign(sign: i64) -> Claim {
+        match sign.signum() {
+            1 => Claim::Higher,
+            -1 => Claim::Lower,
+            _ => Claim::NoChange,
+        }
+    }
+}
+
+/// Our verdict on a [`Claim`] from the paired differences over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The differences lean the claimed way beyond chance (one-sided paired t-test at
+    /// [`SIGNIFICANCE`]; for a claim of no change: never, see `Noise`).
+    Confirmed,
+    /// They lean the other way beyond chance (for a claim of no change: either way,
+    /// two-sided).
+    Refuted,
+    /// Neither: the seeds' scatter could explain the mean difference.
+    Noise,
+    /// One pair: no spread to judge by.
+    OneRun,
+    /// No run has both results yet.
+    NotRun,
+}
+
+impl Verdict {
+    /// The verdict on `claim` from the differences' `spread` (`None`: no pair) by a paired
+    /// t-test at [`SIGNIFICANCE`]: one-sided for a claimed direction, two-sided for a claim
+    /// of no change. With 2 seeds the mean difference must lie 4.5 sample stds from 0, with
+    /// 3 seeds 1.7, with 5 seeds 1.0.
+    pub fn of(spread: Option<&MeanStd>, claim: Claim) -> Verdict {
+        let Some(s) = spread else {
+            return Verdict::NotRun;
+        };
+        let Some(p_higher) = s.p_above_zero() else {
+            return Verdict::OneRun;
+        };
+        let p_lower = 1.0 - p_higher;
+        let (p_claimed, p_against) = match claim {
+            Claim::Higher => (p_higher, p_lower),
+            Claim::Lower => (p_lower, p_higher),
+            Claim::NoChange => {
+                let two_sided = 2.0 * p_higher.min(p_lower);
+                return if two_sided < SIGNIFICANCE {
+                    Verdict::Refuted
+                } else {
+                    Verdict::Noise
+                };
+            }
+        };
+        if p_claimed < SIGNIFICANCE {
+            Verdict::Confirmed
+        } else if p_against < SIGNIFICANCE {
+            Verdict::Refuted
+        } else {
+            Verdict::Noise
+        }
+    }
+
+    /// The name a template compares against.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Confirmed => "confirmed",
+            Verdict::Refuted => "refuted",
+            Verdict::Noise => "noise",
+            Verdict::OneRun => "one_run",
+            Verdict::NotRun => "not_run",
+        }
+    }
+}
 
 /// Why two selections cannot be paired.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -78,6 +168,17 @@ impl PairedDifference {
         MeanStd::of(&diffs)
     }
 
+    /// The one-sided p-value of "a is higher" by a paired t-test
+    /// ([`MeanStd::p_above_zero`] of the differences); `None` below two pairs.
+    pub fn p_higher(&self) -> Option<f64> {
+        self.spread()?.p_above_zero()
+    }
+
+    /// The verdict on `claim` ([`Verdict::of`] these differences).
+    pub fn verdict(&self, claim: Claim) -> Verdict {
+        Verdict::of(self.spread().as_ref(), claim)
+    }
+
     /// Pairs in which `a` is higher.
     pub fn higher(&self) -> usize {
         self.pairs.iter().filter(|(_, d)| *d > 0.0).count()
@@ -122,7 +223,9 @@ fn unique_by(rows: &[&ResultRow], by: &str, side: &'static str) -> Result<(), Pa
 }
 
 /// A paired difference in a template: renders its text, or "—" with a footnote when no
-/// run has both results yet; `mean`, `std`, `n` and `higher` for templates that compute.
+/// run has both results yet; `mean`, `std`, `n`, `higher` and `p_higher` for templates
+/// that compute, and `verdict(sign)`: the [`Verdict`]'s name on the claim `sign` names
+/// ([`Claim::from_sign`]).
 #[derive(Debug)]
 pub struct PairedCell {
     pub difference: PairedDifference,
@@ -154,6 +257,7 @@ impl Object for PairedCell {
             "std" => Some(s.and_then(|s| s.std).into()),
             "n" => Some(s.map_or(0, |s| s.n).into()),
             "higher" => Some(self.difference.higher().into()),
+            "p_higher" => Some(self.difference.p_higher().into()),
             "missing" => Some(s.is_none().into()),
             "text" => Some(self.text().into()),
             _ => None,
@@ -161,7 +265,21 @@ impl Object for PairedCell {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["mean", "std", "n", "higher", "missing", "text"])
+        Enumerator::Str(&["mean", "std", "n", "higher", "p_higher", "missing", "text"])
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, Error> {
+        if method != "verdict" {
+            return Err(Error::from(ErrorKind::UnknownMethod));
+        }
+        let (sign,): (i64,) = from_args(args)?;
+        let claim = Claim::from_sign(sign);
+        Ok(self.difference.verdict(claim).name().into())
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -210,6 +328,54 @@ mod tests {
         assert!((s.std.unwrap() * 100.0 - 58.333_333f64.sqrt()).abs() < 1e-5);
         assert_eq!(d.higher(), 2);
         assert_eq!(d.text().unwrap(), "+3.3 ± 7.6 (higher in 2 of 3)");
+    }
+
+    /// Differences (points) seed by seed as a `PairedDifference`.
+    fn differences(points: &[f64]) -> PairedDifference {
+        PairedDifference {
+            pairs: (1..)
+                .zip(points)
+                .map(|(seed, d)| (json!(seed), d / 100.0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn verdicts_by_a_paired_t_test() {
+        use Claim::*;
+        // +1, +2, +3: mean 2, std 1, t = 2·√3 = 3.464 on 2 degrees; P(T > t) =
+        // 1/2 − t / (2·√(t² + 2)) = 1/2 − 3.464 / 7.483 = 0.037 < 0.05
+        let rising = differences(&[1.0, 2.0, 3.0]);
+        assert!((rising.p_higher().unwrap() - 0.0371).abs() < 1e-4);
+        assert_eq!(rising.verdict(Higher), Verdict::Confirmed);
+        assert_eq!(rising.verdict(Lower), Verdict::Refuted);
+        // +1, +3: mean 2, std √2, t = 2 on 1 degree (Cauchy): 1/2 − atan(2)/π = 0.148. The
+        // one-std rule this replaces called it confirmed (2 > 1.41).
+        let two_seeds = differences(&[1.0, 3.0]);
+        assert!((two_seeds.p_higher().unwrap() - 0.1476).abs() < 1e-4);
+        assert_eq!(two_seeds.verdict(Higher), Verdict::Noise);
+        // the hand-computed +5, −5, +10 above: t = 3.33 / (7.64 / √3) = 0.76, p = 0.26
+        assert_eq!(
+            differences(&[5.0, -5.0, 10.0]).verdict(Higher),
+            Verdict::Noise
+        );
+        // a claim of no change, two-sided: −3, −4, −5: t = −4·√3 = −6.93 on 2 degrees,
+        // 2·(1/2 − 6.93 / (2·√50)) = 0.020 < 0.05
+        assert_eq!(
+            differences(&[-3.0, -4.0, -5.0]).verdict(NoChange),
+            Verdict::Refuted
+        );
+        assert_eq!(
+            differences(&[-1.0, 1.0, 0.5]).verdict(NoChange),
+            Verdict::Noise
+        );
+        // no spread: every seed the same difference
+        assert_eq!(differences(&[1.0, 1.0]).verdict(Higher), Verdict::Confirmed);
+        assert_eq!(differences(&[0.0, 0.0]).verdict(Higher), Verdict::Noise);
+        assert_eq!(differences(&[2.0]).verdict(Higher), Verdict::OneRun);
+        assert_eq!(differences(&[]).verdict(Higher), Verdict::NotRun);
+        assert_eq!(Claim::from_sign(-1), Lower);
+        assert_eq!(Claim::from_sign(0), NoChange);
     }
 
     #[test]

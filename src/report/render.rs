@@ -26,7 +26,8 @@
 //!   report and return its markdown image link;
 //! - `transfer_graph(file, nodes, edges, title=...)` → the improves/hurts graph of a
 //!   pairwise multi-task grid (`nodes`: `[key, label]` pairs; `edges`: `{from, to, mean,
-//!   std}` with Δ as fractions), an SVG next to the report, see [`super::transfer_graph`];
+//!   std, n}` with Δ as fractions over n seeds), an SVG next to the report, see
+//!   [`super::transfer_graph`];
 //! - `footnotes()` → the footnote definitions so far (the rest are appended at the end).
 //!
 //! Every report ends with the provenance section; rendering is strict (an undefined

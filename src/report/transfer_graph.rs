@@ -1,8 +1,9 @@
 //! The improves/hurts graph of a pairwise multi-task grid (Peng et al. 2020, Figure 2's
 //! form): one node per task, an edge s → t for every pair run, labelled with Δ, t's score
 //! when trained together with s minus its single-task score (mean over seeds), and
-//! coloured by its sign only where it lies beyond the seeds' spread (|mean| > std): green
-//! improves, red hurts, grey inside the noise (or a single seed: dashed).
+//! coloured by its sign only where a paired t-test over the seeds tells it from noise (the
+//! reports' verdict, [`Verdict::of`]): green improves, red hurts, grey inside the noise (or
+//! a single seed: dashed).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +11,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::cells::signed_points;
+use super::paired::{Claim, Verdict};
 use super::ReportError;
+use crate::metrics::MeanStd;
 
 /// One directed edge: `to`'s score change (a fraction) when trained together with `from`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +25,8 @@ pub struct TransferEdge {
     /// Sample std of Δ over seeds; `None` with one seed.
     #[serde(default)]
     pub std: Option<f64>,
+    /// How many seeds Δ is over.
+    pub n: usize,
 }
 
 /// What an edge says, given the seeds' spread.
@@ -29,7 +34,7 @@ pub struct TransferEdge {
 pub enum Transfer {
     Improves,
     Hurts,
-    /// |mean| within one std.
+    /// The seeds' scatter could explain Δ.
     InsideNoise,
     /// One seed: no spread to judge by.
     SingleRun,
@@ -38,11 +43,16 @@ pub enum Transfer {
 impl TransferEdge {
     /// Whether this edge improves, hurts, or cannot be told from noise.
     pub fn transfer(&self) -> Transfer {
-        match self.std {
-            None => Transfer::SingleRun,
-            Some(std) if self.mean - std > 0.0 => Transfer::Improves,
-            Some(std) if self.mean + std < 0.0 => Transfer::Hurts,
-            Some(_) => Transfer::InsideNoise,
+        let spread = MeanStd {
+            mean: self.mean,
+            std: self.std,
+            n: self.n,
+        };
+        match Verdict::of(Some(&spread), Claim::Higher) {
+            Verdict::Confirmed => Transfer::Improves,
+            Verdict::Refuted => Transfer::Hurts,
+            Verdict::Noise => Transfer::InsideNoise,
+            Verdict::OneRun | Verdict::NotRun => Transfer::SingleRun,
         }
     }
 }
@@ -154,7 +164,7 @@ pub fn transfer_graph(path: &Path, graph: &TransferGraph) -> Result<(), ReportEr
     let _ = writeln!(
         svg,
         "<text x=\"12\" y=\"{:.1}\" font-size=\"12\"><tspan fill=\"#1a9850\">improves</tspan> / \
-         <tspan fill=\"#d73027\">hurts</tspan> beyond the seeds' spread; grey: inside it \
+         <tspan fill=\"#d73027\">hurts</tspan> beyond the seeds' noise (paired t-test, 5 %); grey: inside it \
          (dashed: one seed). Edge s → t: Δ F1 of t trained with s, points.</text>\n</svg>",
         HEIGHT - 12.0
     );
@@ -179,17 +189,20 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An edge over 3 seeds (1 without a std).
     fn edge(from: &str, to: &str, mean: f64, std: Option<f64>) -> TransferEdge {
         TransferEdge {
             from: from.into(),
             to: to.into(),
             mean,
             std,
+            n: if std.is_some() { 3 } else { 1 },
         }
     }
 
     #[test]
-    fn an_edge_is_coloured_only_beyond_the_seeds_spread() {
+    fn an_edge_is_coloured_only_beyond_the_seeds_noise() {
+        // 3 seeds: t = mean / (std / √3) must pass 2.92 (one-sided 5 %, 2 degrees)
         assert_eq!(
             edge("a", "b", 0.02, Some(0.01)).transfer(),
             Transfer::Improves
@@ -198,8 +211,9 @@ mod tests {
             edge("a", "b", -0.02, Some(0.01)).transfer(),
             Transfer::Hurts
         );
+        // t = 1.5·√3 = 2.6: beyond one std, not beyond chance
         assert_eq!(
-            edge("a", "b", 0.02, Some(0.03)).transfer(),
+            edge("a", "b", 0.015, Some(0.01)).transfer(),
             Transfer::InsideNoise
         );
         assert_eq!(edge("a", "b", 0.02, None).transfer(), Transfer::SingleRun);
