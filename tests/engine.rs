@@ -530,6 +530,7 @@ fn an_interrupted_run_stops_its_stages_and_keeps_what_finished() {
     assert_eq!(out.status.code(), Some(4), "{text}");
     assert!(
         text.contains("interrupted: stopping the 1 running stage(s)")
+            && text.contains("■ slow stopped by the interrupt")
             && text.contains("every result finished before is cached"),
         "{text}"
     );

@@ -428,14 +428,14 @@ twice higher, not beyond chance: {{ verdict(paired(select(rows, input="noisy", m
     assert_eq!(
         lines,
         [
-            "higher: **confirmed**, +3.7 ± 0.0 (higher in 2 of 2)",
-            "lower: **refuted**, +3.7 ± 0.0 (higher in 2 of 2)",
-            "no change: **refuted**, +3.7 ± 0.0 (higher in 2 of 2)",
-            "in a table: **confirmed**",
-            "noisy: inside the seeds' noise, +2.5 ± 10.6 (higher in 1 of 2)",
-            "noisy, no change: inside the seeds' noise, as claimed, +2.5 ± 10.6 (higher in 1 of 2)",
+            "higher: **confirmed** (p = 0.003), +3.7 ± 0.0 (higher in 2 of 2)",
+            "lower: **refuted** (p = 0.003), +3.7 ± 0.0 (higher in 2 of 2)",
+            "no change: **refuted** (p = 0.006), +3.7 ± 0.0 (higher in 2 of 2)",
+            "in a table: **confirmed** (p = 0.003)",
+            "noisy: inside the seeds' noise (p = 0.40), +2.5 ± 10.6 (higher in 1 of 2)",
+            "noisy, no change: inside the seeds' noise, as claimed (p = 0.80), +2.5 ± 10.6 (higher in 1 of 2)",
             "one seed: +1.7 (1 run), one seed: no spread to judge by",
-            "twice higher, not beyond chance: inside the seeds' noise, +2.0 ± 1.4 (higher in 2 of 2)",
+            "twice higher, not beyond chance: inside the seeds' noise (p = 0.15), +2.0 ± 1.4 (higher in 2 of 2)",
         ]
     );
 }

@@ -161,6 +161,11 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
     // shown here, before this worker takes its next job and shows that one's start
     match &result {
         Ok(done) => ui.stage_ended(&format!("✓ {} ({:.1}s)", inst.name, done.seconds)),
+        // the interrupt set the flag that stopped it (a training loop's check, a shell
+        // command's SIGTERM): not a fault of the stage, and its checkpoints stay
+        Err(_) if cancel.load(Ordering::SeqCst) => {
+            ui.stage_ended(&format!("■ {} stopped by the interrupt", inst.name))
+        }
         Err(error) => ui.stage_ended(&format!("✗ {} failed: {error}", inst.name)),
     }
     Finished {

@@ -60,40 +60,72 @@ pub enum Verdict {
     NotRun,
 }
 
-impl Verdict {
+/// A [`Verdict`] with the p-value of the test that decided it: the claimed direction's
+/// (one-sided) where it is confirmed or inside the noise, the other direction's where it
+/// is refuted, the two-sided one for a claim of no change; `None` below two pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub p: Option<f64>,
+}
+
+impl Judgement {
     /// The verdict on `claim` from the differences' `spread` (`None`: no pair) by a paired
     /// t-test at [`SIGNIFICANCE`]: one-sided for a claimed direction, two-sided for a claim
     /// of no change. With 2 seeds the mean difference must lie 4.5 sample stds from 0, with
     /// 3 seeds 1.7, with 5 seeds 1.0.
-    pub fn of(spread: Option<&MeanStd>, claim: Claim) -> Verdict {
+    pub fn of(spread: Option<&MeanStd>, claim: Claim) -> Judgement {
         let Some(s) = spread else {
-            return Verdict::NotRun;
+            return Judgement::without_p(Verdict::NotRun);
         };
         let Some(p_higher) = s.p_above_zero() else {
-            return Verdict::OneRun;
+            return Judgement::without_p(Verdict::OneRun);
         };
         let p_lower = 1.0 - p_higher;
         let (p_claimed, p_against) = match claim {
             Claim::Higher => (p_higher, p_lower),
             Claim::Lower => (p_lower, p_higher),
             Claim::NoChange => {
-                let two_sided = 2.0 * p_higher.min(p_lower);
-                return if two_sided < SIGNIFICANCE {
+                let two_sided = (2.0 * p_higher.min(p_lower)).min(1.0);
+                let verdict = if two_sided < SIGNIFICANCE {
                     Verdict::Refuted
                 } else {
                     Verdict::Noise
                 };
+                return Judgement {
+                    verdict,
+                    p: Some(two_sided),
+                };
             }
         };
-        if p_claimed < SIGNIFICANCE {
-            Verdict::Confirmed
+        let (verdict, p) = if p_claimed < SIGNIFICANCE {
+            (Verdict::Confirmed, p_claimed)
         } else if p_against < SIGNIFICANCE {
-            Verdict::Refuted
+            (Verdict::Refuted, p_against)
         } else {
-            Verdict::Noise
+            (Verdict::Noise, p_claimed)
+        };
+        Judgement {
+            verdict,
+            p: Some(p),
         }
     }
 
+    fn without_p(verdict: Verdict) -> Judgement {
+        Judgement { verdict, p: None }
+    }
+
+    /// "p = 0.022", "p = 0.15", "p < 0.001": three decimals below 0.1, two above.
+    pub fn p_text(&self) -> Option<String> {
+        self.p.map(|p| match p {
+            p if p < 0.001 => "p < 0.001".to_string(),
+            p if p < 0.1 => format!("p = {p:.3}"),
+            p => format!("p = {p:.2}"),
+        })
+    }
+}
+
+impl Verdict {
     /// The name a template compares against.
     pub fn name(self) -> &'static str {
         match self {
@@ -174,9 +206,9 @@ impl PairedDifference {
         self.spread()?.p_above_zero()
     }
 
-    /// The verdict on `claim` ([`Verdict::of`] these differences).
-    pub fn verdict(&self, claim: Claim) -> Verdict {
-        Verdict::of(self.spread().as_ref(), claim)
+    /// The verdict on `claim` and its p-value ([`Judgement::of`] these differences).
+    pub fn judge(&self, claim: Claim) -> Judgement {
+        Judgement::of(self.spread().as_ref(), claim)
     }
 
     /// Pairs in which `a` is higher.
@@ -224,8 +256,8 @@ fn unique_by(rows: &[&ResultRow], by: &str, side: &'static str) -> Result<(), Pa
 
 /// A paired difference in a template: renders its text, or "—" with a footnote when no
 /// run has both results yet; `mean`, `std`, `n`, `higher` and `p_higher` for templates
-/// that compute, and `verdict(sign)`: the [`Verdict`]'s name on the claim `sign` names
-/// ([`Claim::from_sign`]).
+/// that compute, and `judge(sign)`: `{verdict, p}` on the claim `sign` names
+/// ([`Claim::from_sign`]), the [`Verdict`]'s name and [`Judgement::p_text`].
 #[derive(Debug)]
 pub struct PairedCell {
     pub difference: PairedDifference,
@@ -274,12 +306,15 @@ impl Object for PairedCell {
         method: &str,
         args: &[Value],
     ) -> Result<Value, Error> {
-        if method != "verdict" {
+        if method != "judge" {
             return Err(Error::from(ErrorKind::UnknownMethod));
         }
         let (sign,): (i64,) = from_args(args)?;
-        let claim = Claim::from_sign(sign);
-        Ok(self.difference.verdict(claim).name().into())
+        let judgement = self.difference.judge(Claim::from_sign(sign));
+        Ok(Value::from_iter([
+            ("verdict", Value::from(judgement.verdict.name())),
+            ("p", Value::from(judgement.p_text())),
+        ]))
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -343,39 +378,47 @@ mod tests {
     #[test]
     fn verdicts_by_a_paired_t_test() {
         use Claim::*;
+        let verdict = |points: &[f64], claim| differences(points).judge(claim).verdict;
         // +1, +2, +3: mean 2, std 1, t = 2·√3 = 3.464 on 2 degrees; P(T > t) =
         // 1/2 − t / (2·√(t² + 2)) = 1/2 − 3.464 / 7.483 = 0.037 < 0.05
         let rising = differences(&[1.0, 2.0, 3.0]);
         assert!((rising.p_higher().unwrap() - 0.0371).abs() < 1e-4);
-        assert_eq!(rising.verdict(Higher), Verdict::Confirmed);
-        assert_eq!(rising.verdict(Lower), Verdict::Refuted);
+        let confirmed = rising.judge(Higher);
+        assert_eq!(confirmed.verdict, Verdict::Confirmed);
+        assert_eq!(confirmed.p_text().unwrap(), "p = 0.037");
+        // claimed lower: refuted by the same test, the other way
+        assert_eq!(
+            rising.judge(Lower),
+            judgement(Verdict::Refuted, confirmed.p)
+        );
         // +1, +3: mean 2, std √2, t = 2 on 1 degree (Cauchy): 1/2 − atan(2)/π = 0.148. The
         // one-std rule this replaces called it confirmed (2 > 1.41).
-        let two_seeds = differences(&[1.0, 3.0]);
-        assert!((two_seeds.p_higher().unwrap() - 0.1476).abs() < 1e-4);
-        assert_eq!(two_seeds.verdict(Higher), Verdict::Noise);
+        let two_seeds = differences(&[1.0, 3.0]).judge(Higher);
+        assert_eq!(two_seeds.verdict, Verdict::Noise);
+        assert_eq!(two_seeds.p_text().unwrap(), "p = 0.15");
         // the hand-computed +5, −5, +10 above: t = 3.33 / (7.64 / √3) = 0.76, p = 0.26
-        assert_eq!(
-            differences(&[5.0, -5.0, 10.0]).verdict(Higher),
-            Verdict::Noise
-        );
+        assert_eq!(verdict(&[5.0, -5.0, 10.0], Higher), Verdict::Noise);
         // a claim of no change, two-sided: −3, −4, −5: t = −4·√3 = −6.93 on 2 degrees,
         // 2·(1/2 − 6.93 / (2·√50)) = 0.020 < 0.05
-        assert_eq!(
-            differences(&[-3.0, -4.0, -5.0]).verdict(NoChange),
-            Verdict::Refuted
-        );
-        assert_eq!(
-            differences(&[-1.0, 1.0, 0.5]).verdict(NoChange),
-            Verdict::Noise
-        );
+        let moved = differences(&[-3.0, -4.0, -5.0]).judge(NoChange);
+        assert_eq!(moved.verdict, Verdict::Refuted);
+        assert_eq!(moved.p_text().unwrap(), "p = 0.020");
+        assert_eq!(verdict(&[-1.0, 1.0, 0.5], NoChange), Verdict::Noise);
         // no spread: every seed the same difference
-        assert_eq!(differences(&[1.0, 1.0]).verdict(Higher), Verdict::Confirmed);
-        assert_eq!(differences(&[0.0, 0.0]).verdict(Higher), Verdict::Noise);
-        assert_eq!(differences(&[2.0]).verdict(Higher), Verdict::OneRun);
-        assert_eq!(differences(&[]).verdict(Higher), Verdict::NotRun);
+        let same = differences(&[1.0, 1.0]).judge(Higher);
+        assert_eq!(same.verdict, Verdict::Confirmed);
+        assert_eq!(same.p_text().unwrap(), "p < 0.001");
+        assert_eq!(verdict(&[0.0, 0.0], Higher), Verdict::Noise);
+        assert_eq!(verdict(&[0.0, 0.0], NoChange), Verdict::Noise);
+        assert_eq!(verdict(&[2.0], Higher), Verdict::OneRun);
+        assert_eq!(differences(&[2.0]).judge(Higher).p, None);
+        assert_eq!(verdict(&[], Higher), Verdict::NotRun);
         assert_eq!(Claim::from_sign(-1), Lower);
         assert_eq!(Claim::from_sign(0), NoChange);
+    }
+
+    fn judgement(verdict: Verdict, p: Option<f64>) -> Judgement {
+        Judgement { verdict, p }
     }
 
     #[test]

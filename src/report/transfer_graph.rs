@@ -2,7 +2,7 @@
 //! form): one node per task, an edge s → t for every pair run, labelled with Δ, t's score
 //! when trained together with s minus its single-task score (mean over seeds), and
 //! coloured by its sign only where a paired t-test over the seeds tells it from noise (the
-//! reports' verdict, [`Verdict::of`]): green improves, red hurts, grey inside the noise (or
+//! reports' verdict, [`Judgement::of`]): green improves, red hurts, grey inside the noise (or
 //! a single seed: dashed).
 
 use std::fmt::Write as _;
@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::cells::signed_points;
-use super::paired::{Claim, Verdict};
+use super::paired::{Claim, Judgement, Verdict};
 use super::ReportError;
 use crate::metrics::MeanStd;
 
@@ -48,7 +48,7 @@ impl TransferEdge {
             std: self.std,
             n: self.n,
         };
-        match Verdict::of(Some(&spread), Claim::Higher) {
+        match Judgement::of(Some(&spread), Claim::Higher).verdict {
             Verdict::Confirmed => Transfer::Improves,
             Verdict::Refuted => Transfer::Hurts,
             Verdict::Noise => Transfer::InsideNoise,
