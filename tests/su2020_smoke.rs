@@ -114,7 +114,7 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
     ));
     assert!(
         diff.contains(
-            "| input | cell | metric | smoke | smoke_lr | smoke_lr − smoke, paired by seed |"
+            "| input | cell | metric | smoke | smoke_lr | smoke_lr − smoke, paired by seed | p |"
         ),
         "{diff}"
     );
@@ -122,7 +122,8 @@ fn su2020_smoke_runs_end_to_end_and_reruns_nothing() {
     assert_eq!(rows.len(), 2, "{diff}");
     for (row, head) in rows.iter().zip(["head=cls", "head=sll_att"]) {
         assert!(
-            row.starts_with(&format!("| eval_ddi | {head} | f1 | ")) && row.ends_with(" (1 run) |"),
+            row.starts_with(&format!("| eval_ddi | {head} | f1 | "))
+                && row.ends_with(" (1 run) | — |"),
             "{diff}"
         );
     }

@@ -185,7 +185,8 @@ pub enum Command {
         metrics: Vec<String>,
         /// Take a cell's runs that differ only in this coordinate together (`--over seed`):
         /// each profile's mean ± std over them, and B − A paired run by run ("+8.1 ± 0.5
-        /// (higher in 2 of 2)"), as a report's paired-differences table.
+        /// (higher in 2 of 2)") with a two-sided paired t-test's p-value, as a report's
+        /// paired-differences table.
         #[arg(long, value_name = "COORDINATE")]
         over: Option<String>,
         #[command(flatten)]

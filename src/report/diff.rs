@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cells::{percent, signed_points};
-use super::paired::{PairedDifference, PairingError};
+use super::paired::{Claim, PairedDifference, PairingError};
 use super::rows::coord_text;
 use super::ResultRow;
 use crate::metrics::MeanStd;
@@ -291,25 +291,28 @@ pub fn render_paired_markdown(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| input | cell | metric | {label_a} | {label_b} | {label_b} − {label_a}, paired by {over} |"
+        "| input | cell | metric | {label_a} | {label_b} | {label_b} − {label_a}, paired by {over} | p |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for c in changes {
+        let p = c.b_minus_a.judge(Claim::NoChange).p_text();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             c.input,
             cell_text(&c.coords),
             c.metric,
             spread_text(&c.a),
             spread_text(&c.b),
-            c.b_minus_a.text().unwrap_or_else(|| "—".to_string())
+            c.b_minus_a.text().unwrap_or_else(|| "—".to_string()),
+            p.as_deref().unwrap_or("—")
         );
     }
     let _ = writeln!(
         s,
-        "\nPercent, mean ± sample std (runs); the last column pairs the runs with the same \
-         {over} (— = no run on both sides)."
+        "\nPercent, mean ± sample std (runs); the paired column pairs the runs with the same \
+         {over} (— = no run on both sides); p: a two-sided paired t-test of that difference \
+         against 0 (— below two pairs)."
     );
     s
 }
@@ -448,10 +451,11 @@ mod tests {
         assert_eq!(changes.len(), 1, "{changes:?}");
         let att = &changes[0];
         assert_eq!(att.coords, [("head".to_string(), json!("att"))].into());
-        // A: (29.0 + 32.5 + 38.1) / 3 = 33.2; B − A by seed: +8.5, +7.8 → +8.15 ± 0.49
+        // A: (29.0 + 32.5 + 38.1) / 3 = 33.2; B − A by seed: +8.5, +7.8 → +8.15 ± 0.49;
+        // t = 8.15 / (0.495 / √2) = 23.3 on 1 degree: 2·(1/2 − atan(23.3)/π) = 0.027
         let md = render_paired_markdown(&changes, "seed", "cpu", "warm");
         assert!(
-            md.contains("| results | head=att | f1 | 33.2 ± 4.6 (3) | 38.9 ± 2.0 (2) | +8.2 ± 0.5 (higher in 2 of 2) |"),
+            md.contains("| results | head=att | f1 | 33.2 ± 4.6 (3) | 38.9 ± 2.0 (2) | +8.2 ± 0.5 (higher in 2 of 2) | p = 0.027 |"),
             "{md}"
         );
         let mut a = a;
