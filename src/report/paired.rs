@@ -417,6 +417,21 @@ mod tests {
         assert_eq!(Claim::from_sign(0), NoChange);
     }
 
+    /// How often each rule confirms a claim by chance (no true difference): the one-std
+    /// rule this test replaced confirms where mean > std, i.e. t = mean / (std / √n) > √n,
+    /// with probability P(T > √n) on n − 1 degrees; the t-test, 5 % at every n.
+    #[test]
+    fn the_one_std_rule_confirmed_by_chance_one_time_in_five_at_two_seeds() {
+        let one_std = |n: usize| crate::metrics::student_t::upper_tail((n as f64).sqrt(), n - 1);
+        assert!((one_std(2) - 0.196).abs() < 1e-3);
+        assert!((one_std(3) - 0.113).abs() < 1e-3);
+        assert!(one_std(5) < SIGNIFICANCE);
+        // the t-test's threshold for n = 2: 4.46 stds (t = 6.314 = 4.46·√2); ±0.5 around
+        // the mean gives std 1/√2, so the mean at the threshold is 4.465 / √2 = 3.157
+        let at_threshold = differences(&[3.157 + 0.5, 3.157 - 0.5]);
+        assert!((at_threshold.p_higher().unwrap() - 0.05).abs() < 1e-3);
+    }
+
     fn judgement(verdict: Verdict, p: Option<f64>) -> Judgement {
         Judgement { verdict, p }
     }
