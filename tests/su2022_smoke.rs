@@ -77,6 +77,17 @@ fn su2022_smoke_runs_the_whole_study_and_reruns_only_what_a_change_touches() {
         .nth(1)
         .expect("+P/G claim");
     assert!(pg_claim.contains("not run yet"), "{pg_claim}");
+    // the same verdicts at a glance, a row per claim and a column per task
+    let glance = report
+        .lines()
+        .find(|l| l.starts_with("| SLL-Att − CLS (Table 5; higher) |"))
+        .expect("at-a-glance row");
+    assert_eq!(
+        glance.matches("one seed: no spread to judge by").count(),
+        3,
+        "{glance}"
+    );
+    assert!(report.contains("| +P/G − base, CLS, on DDI (lower) | · | not run yet | · |"));
     let pg_pairs = report
         .lines()
         .find(|l| l.starts_with("| +P/G SLL-Att − base SLL-Att |"))
