@@ -503,7 +503,10 @@ fn an_interrupted_run_stops_its_stages_and_keeps_what_finished() {
         "p.yaml",
         "stages:\n  quick:\n    kind: shell\n    params: {cmd: echo hi > \"$PIPE_OUT/q.txt\"}\n  \
          slow:\n    kind: shell\n    inputs: {up: quick}\n    \
-         params: {cmd: 'sleep 60 & echo $! > \"$PIPE_PROJECT/sleep.pid\"; wait; echo > \"$PIPE_OUT/s.txt\"'}\n",
+         params: {cmd: 'sleep 60 & echo $! > \"$PIPE_PROJECT/sleep.pid\"; wait; echo > \"$PIPE_OUT/s.txt\"'}\n  \
+         then:\n    kind: shell\n    inputs: {up: quick}\n    \
+         params: {cmd: echo > \"$PIPE_PROJECT/then.ran\"}\n  \
+         down:\n    kind: shell\n    inputs: {up: slow}\n    params: {cmd: 'true'}\n",
     );
     let child = p
         .cmd(&["run", "p.yaml", "--jobs", "1"])
@@ -534,6 +537,12 @@ fn an_interrupted_run_stops_its_stages_and_keeps_what_finished() {
             && text.contains("every result finished before is cached"),
         "{text}"
     );
+    // `then` waited queued beside `slow` (one job beyond --jobs): it never starts, and
+    // nothing is reported skipped as if a stage had failed
+    assert!(
+        !text.contains("▶ then") && !p.path().join("then.ran").exists() && !text.contains('⊘'),
+        "{text}"
+    );
     // the command's own child goes too (reaped by init a moment after)
     let proc_entry = std::path::Path::new("/proc").join(sleep_pid.trim());
     let t2 = std::time::Instant::now();
@@ -546,7 +555,9 @@ fn an_interrupted_run_stops_its_stages_and_keeps_what_finished() {
     );
     let plan = p.ok(&["plan", "p.yaml"]);
     assert!(
-        plan.contains("cached  quick") && plan.contains("run     slow"),
+        plan.contains("cached  quick")
+            && plan.contains("run     slow")
+            && plan.contains("run     then"),
         "{plan}"
     );
 }

@@ -157,6 +157,15 @@ impl Drop for LocalExecutor<'_, '_> {
 fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>) -> Finished {
     let Task { job } = task;
     let (instance, inst) = (job.instance, job.inst);
+    if cancel.load(Ordering::SeqCst) {
+        // queued before the interrupt (the one job beyond `--jobs`): never started, so
+        // nothing to say of it
+        return Finished {
+            instance,
+            result: Err("not started: the run was interrupted".into()),
+            reported: true,
+        };
+    }
     let result = run_job(job, cache, ui, cancel);
     // shown here, before this worker takes its next job and shows that one's start
     match &result {

@@ -320,18 +320,26 @@ fn schedule<'a>(
                 waiting.release(i, &mut ready);
             }
             Err(error) => {
+                // after an interrupt the run ends here: the stages it stopped are not
+                // failures, and what waited on them is not "skipped"
+                let stopping = executor.interrupted();
                 if !reported {
-                    ui.stage_ended(&format!("✗ {} failed: {}", inst.name, error));
+                    ui.stage_ended(&match stopping {
+                        true => format!("■ {} stopped by the interrupt", inst.name),
+                        false => format!("✗ {} failed: {}", inst.name, error),
+                    });
                 }
                 outcomes[i] = Some(StageOutcome::Failed { error });
                 let mut failed = vec![i];
                 failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));
                 for d in g.with_descendants(&failed) {
                     if d != i && waiting.cancel(d) {
-                        ui.stage_ended(&format!(
-                            "⊘ {} skipped (upstream {} failed)",
-                            p.instances[d].name, inst.name
-                        ));
+                        if !stopping {
+                            ui.stage_ended(&format!(
+                                "⊘ {} skipped (upstream {} failed)",
+                                p.instances[d].name, inst.name
+                            ));
+                        }
                         outcomes[d] = Some(StageOutcome::Skipped {
                             because: inst.name.clone(),
                         });
