@@ -72,9 +72,20 @@ pub struct Staged {
 pub struct Finished {
     pub instance: usize,
     pub result: Result<Committed, String>,
-    /// Its end line (`✓ …` or `✗ … failed: …`) is shown already: the local executor's
-    /// worker shows it before it takes its next job, so that lines keep the order of events.
+    /// Its [`end_line`] is shown already: the local executor's worker shows it before it
+    /// takes its next job, so that lines keep the order of events.
     pub reported: bool,
+}
+
+/// How a job's end is shown, whichever executor ran it: `✓ NAME (12.3s)`, `✗ NAME failed:
+/// …`, or, once the run is `interrupted`, `■ NAME stopped by the interrupt` (what stopped
+/// it is the interrupt, not a fault of the stage).
+pub fn end_line(name: &str, result: &Result<Committed, String>, interrupted: bool) -> String {
+    match result {
+        Ok(done) => format!("✓ {name} ({:.1}s)", done.seconds),
+        Err(_) if interrupted => format!("■ {name} stopped by the interrupt"),
+        Err(error) => format!("✗ {name} failed: {error}"),
+    }
 }
 
 /// An executor: starts jobs and reports them as they end.

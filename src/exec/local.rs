@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use super::executor::{compute, Committed, Finished, Job, StageExecutor, Staged};
+use super::executor::{compute, end_line, Committed, Finished, Job, StageExecutor, Staged};
 use super::interrupts::Interrupts;
 use super::run::RunError;
 use super::ui::RunUi;
@@ -167,16 +167,11 @@ fn run_task(task: Task<'_>, cache: &Cache, ui: &RunUi, cancel: &Arc<AtomicBool>)
         };
     }
     let result = run_job(job, cache, ui, cancel);
-    // shown here, before this worker takes its next job and shows that one's start
-    match &result {
-        Ok(done) => ui.stage_ended(&format!("✓ {} ({:.1}s)", inst.name, done.seconds)),
-        // the interrupt set the flag that stopped it (a training loop's check, a shell
-        // command's SIGTERM): not a fault of the stage, and its checkpoints stay
-        Err(_) if cancel.load(Ordering::SeqCst) => {
-            ui.stage_ended(&format!("■ {} stopped by the interrupt", inst.name))
-        }
-        Err(error) => ui.stage_ended(&format!("✗ {} failed: {error}", inst.name)),
-    }
+    // shown here, before this worker takes its next job and shows that one's start; a
+    // failure after the interrupt is the interrupt's (a training loop's check of the flag,
+    // a shell command's SIGTERM), and the stage's checkpoints stay
+    let interrupted = cancel.load(Ordering::SeqCst);
+    ui.stage_ended(&end_line(&inst.name, &result, interrupted));
     Finished {
         instance,
         result,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::commit::CommitSpec;
-use super::executor::{Committed, Executor, Finished, Job, StageExecutor};
+use super::executor::{end_line, Committed, Executor, Finished, Job, StageExecutor};
 use super::inputs::PendingInputs;
 use super::local::LocalExecutor;
 use super::plan::{Plan, PlanItem, Status};
@@ -308,27 +308,20 @@ fn schedule<'a>(
         running -= 1;
         let i = done.instance;
         let inst = &p.instances[i];
+        // after an interrupt the run ends here: the stages it stopped are not failures,
+        // and what waited on them is not "skipped"
+        let stopping = executor.interrupted();
+        if !done.reported {
+            ui.stage_ended(&end_line(&inst.name, &done.result, stopping));
+        }
         // committed by the executor that ran it
-        let reported = done.reported;
         match done.result {
             Ok(Committed { seconds }) => {
-                if !reported {
-                    ui.stage_ended(&format!("✓ {} ({:.1}s)", inst.name, seconds));
-                }
                 // its last run recorded with its commit
                 outcomes[i] = Some(StageOutcome::Ran { seconds });
                 waiting.release(i, &mut ready);
             }
             Err(error) => {
-                // after an interrupt the run ends here: the stages it stopped are not
-                // failures, and what waited on them is not "skipped"
-                let stopping = executor.interrupted();
-                if !reported {
-                    ui.stage_ended(&match stopping {
-                        true => format!("■ {} stopped by the interrupt", inst.name),
-                        false => format!("✗ {} failed: {}", inst.name, error),
-                    });
-                }
                 outcomes[i] = Some(StageOutcome::Failed { error });
                 let mut failed = vec![i];
                 failed.extend(twin_of.iter().filter(|(_, &p)| p == i).map(|(&t, _)| t));

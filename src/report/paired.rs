@@ -289,7 +289,7 @@ impl Object for PairedCell {
             "std" => Some(s.and_then(|s| s.std).into()),
             "n" => Some(s.map_or(0, |s| s.n).into()),
             "higher" => Some(self.difference.higher().into()),
-            "p_higher" => Some(self.difference.p_higher().into()),
+            "p_higher" => Some(s.and_then(|s| s.p_above_zero()).into()),
             "missing" => Some(s.is_none().into()),
             "text" => Some(self.text().into()),
             _ => None,
